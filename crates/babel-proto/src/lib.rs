@@ -1,0 +1,25 @@
+//! The Babel wire format, pure and sans-IO: bytes in, values out.
+//!
+//! * [`frame`]: the length-prefixed request and response frames, with an
+//!   incremental decoder (`Ok(None)` means "need more bytes").
+//! * [`fields`]: the JSON sections, with case-insensitive keys.
+//! * [`request`]: typed client requests ([`ClientRequest`]) and the status a
+//!   bad one is answered with.
+//! * [`response`]: typed server answers ([`Reply`]) and the client's reading
+//!   of them ([`Answer`]).
+//! * [`types`]: ids, users, presence, secrets.
+//!
+//! Nothing here opens a socket, reads a clock or spawns a task; see
+//! `PROTOCOL.md` at the repository root for the byte-level description.
+
+pub mod fields;
+pub mod frame;
+pub mod request;
+pub mod response;
+pub mod types;
+
+pub use fields::{Fields, FieldsError};
+pub use frame::{FrameError, Limits, RawRequest, RawResponse, decode_request, decode_response};
+pub use request::{ClientRequest, ContactRef, LogoutBy, RequestError, Route};
+pub use response::{Answer, Reply, ReplyError, Status};
+pub use types::{ContactEntry, Credentials, ErrorBody, Presence, Secret, SessionInfo, User, UserId};

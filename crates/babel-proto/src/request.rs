@@ -1,0 +1,435 @@
+//! Typed requests: what a client may send to the server in request mode.
+//!
+//! [`ClientRequest::parse`] is the server's side (frame in, typed value or a
+//! status-carrying [`RequestError`] out); [`ClientRequest::to_frame`] is the
+//! client's side. Field rules (DESIGN.md §1–2, the seed):
+//!
+//! * `/create` and `/login` carry no header; a header that is sent is
+//!   checked for valid JSON and otherwise ignored.
+//! * Authenticated routes take `{"id", "token"}` in the header. Absent
+//!   credentials or an id that is not a number answer 401, like a wrong token.
+//! * A missing data field answers 400.
+
+use crate::fields::{Fields, FieldsError};
+use crate::frame::RawRequest;
+use crate::response::Status;
+use crate::types::{Credentials, Secret, UserId};
+
+/// Every route a client may send in request mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `/create`
+    Create,
+    /// `/login`
+    Login,
+    /// `/logout`
+    Logout,
+    /// `/delete`
+    Delete,
+    /// `/contacts`
+    Contacts,
+    /// `/add_contact`
+    AddContact,
+    /// `/remove_contact`
+    RemoveContact,
+    /// `/contact_requests`
+    ContactRequests,
+    /// `/accept_contact`
+    AcceptContact,
+    /// `/decline_contact`
+    DeclineContact,
+}
+
+impl Route {
+    /// All routes, in documentation order.
+    pub const ALL: [Route; 10] = [
+        Route::Create,
+        Route::Login,
+        Route::Logout,
+        Route::Delete,
+        Route::Contacts,
+        Route::AddContact,
+        Route::RemoveContact,
+        Route::ContactRequests,
+        Route::AcceptContact,
+        Route::DeclineContact,
+    ];
+
+    /// The route's wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Create => "/create",
+            Route::Login => "/login",
+            Route::Logout => "/logout",
+            Route::Delete => "/delete",
+            Route::Contacts => "/contacts",
+            Route::AddContact => "/add_contact",
+            Route::RemoveContact => "/remove_contact",
+            Route::ContactRequests => "/contact_requests",
+            Route::AcceptContact => "/accept_contact",
+            Route::DeclineContact => "/decline_contact",
+        }
+    }
+
+    /// Looks a route up by its wire spelling (exact, as in the seed).
+    pub fn from_wire(route: &[u8]) -> Option<Route> {
+        Route::ALL.into_iter().find(|r| r.as_str().as_bytes() == route)
+    }
+}
+
+/// Who a `/remove_contact` is about: the seed's table says `contact_id`, its
+/// prose says "with email"; both are accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactRef {
+    /// By id.
+    Id(UserId),
+    /// By email (compared in lowercase).
+    Email(String),
+}
+
+/// How `/logout` names the session to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogoutBy {
+    /// The seed's form: `user_mail` and `token` in the data.
+    Email {
+        /// The account's email.
+        email: String,
+        /// The session's token.
+        token: Secret,
+    },
+    /// The `{id, token}` header every other route uses.
+    Header(Credentials),
+}
+
+/// A request a client sends in request mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientRequest {
+    /// Create an account and a first session.
+    Create {
+        /// Email address (the account's login).
+        email: String,
+        /// Password in clear, over the (ideally TLS) connection.
+        password: Secret,
+        /// Display name; the email's local part when absent.
+        name: Option<String>,
+    },
+    /// Open a new session.
+    Login {
+        /// Email address.
+        email: String,
+        /// Password.
+        password: Secret,
+    },
+    /// End one session.
+    Logout(LogoutBy),
+    /// Delete the account everywhere.
+    Delete(Credentials),
+    /// List contacts with presence and my pending requests.
+    Contacts(Credentials),
+    /// Ask someone to become a contact.
+    AddContact {
+        /// Who asks.
+        auth: Credentials,
+        /// Email of the person asked.
+        email: String,
+    },
+    /// Remove a contact, cancel my request or drop theirs.
+    RemoveContact {
+        /// Who asks.
+        auth: Credentials,
+        /// The other user.
+        target: ContactRef,
+    },
+    /// Requests waiting for my answer.
+    ContactRequests(Credentials),
+    /// Accept a request from `contact_id`.
+    AcceptContact {
+        /// Who answers.
+        auth: Credentials,
+        /// Who asked.
+        contact_id: UserId,
+    },
+    /// Decline a request from `contact_id`.
+    DeclineContact {
+        /// Who answers.
+        auth: Credentials,
+        /// Who asked.
+        contact_id: UserId,
+    },
+}
+
+/// Why a request frame could not be turned into a [`ClientRequest`]. Each maps
+/// to one status via [`RequestError::status`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The route is not one we serve (404).
+    #[error("unknown route `{0}`")]
+    UnknownRoute(String),
+    /// Bad JSON, a missing field or a field of the wrong form (400).
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// No usable credentials in the header (401).
+    #[error("missing or invalid credentials")]
+    BadCredentials,
+}
+
+impl RequestError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> Status {
+        match self {
+            RequestError::UnknownRoute(_) => Status::NotFound,
+            RequestError::Malformed(_) => Status::BadRequest,
+            RequestError::BadCredentials => Status::Unauthorized,
+        }
+    }
+}
+
+impl From<FieldsError> for RequestError {
+    fn from(e: FieldsError) -> Self {
+        RequestError::Malformed(e.to_string())
+    }
+}
+
+fn parse_credentials(header: &Fields) -> Result<Credentials, RequestError> {
+    let id = header.opt_str("id")?.ok_or(RequestError::BadCredentials)?;
+    let token = header.opt_str("token")?.ok_or(RequestError::BadCredentials)?;
+    let id = id.parse().map_err(|_| RequestError::BadCredentials)?;
+    Ok(Credentials { id, token: Secret::new(token) })
+}
+
+fn parse_user_id(data: &Fields, key: &'static str) -> Result<UserId, RequestError> {
+    data.str(key)?
+        .parse()
+        .map_err(|_| RequestError::Malformed(format!("field `{key}` must be a user id")))
+}
+
+impl ClientRequest {
+    /// The route this request travels on.
+    pub fn route(&self) -> Route {
+        match self {
+            ClientRequest::Create { .. } => Route::Create,
+            ClientRequest::Login { .. } => Route::Login,
+            ClientRequest::Logout(_) => Route::Logout,
+            ClientRequest::Delete(_) => Route::Delete,
+            ClientRequest::Contacts(_) => Route::Contacts,
+            ClientRequest::AddContact { .. } => Route::AddContact,
+            ClientRequest::RemoveContact { .. } => Route::RemoveContact,
+            ClientRequest::ContactRequests(_) => Route::ContactRequests,
+            ClientRequest::AcceptContact { .. } => Route::AcceptContact,
+            ClientRequest::DeclineContact { .. } => Route::DeclineContact,
+        }
+    }
+
+    /// Parses a request frame (the server's side).
+    pub fn parse(raw: &RawRequest) -> Result<ClientRequest, RequestError> {
+        let route = Route::from_wire(&raw.route)
+            .ok_or_else(|| RequestError::UnknownRoute(String::from_utf8_lossy(&raw.route).into_owned()))?;
+        let header = Fields::parse(&raw.header)?;
+        let data = Fields::parse(&raw.data)?;
+        let auth = || parse_credentials(&header);
+        Ok(match route {
+            Route::Create => ClientRequest::Create {
+                email: data.str("user_mail")?,
+                password: Secret::new(data.str("pass")?),
+                name: data.opt_str("name")?,
+            },
+            Route::Login => ClientRequest::Login {
+                email: data.str("user_mail")?,
+                password: Secret::new(data.str("pass")?),
+            },
+            Route::Logout => match (data.opt_str("user_mail")?, data.opt_str("token")?) {
+                (Some(email), Some(token)) => ClientRequest::Logout(LogoutBy::Email {
+                    email,
+                    token: Secret::new(token),
+                }),
+                (None, None) if header.contains("id") || header.contains("token") => {
+                    ClientRequest::Logout(LogoutBy::Header(auth()?))
+                }
+                (None, None) => return Err(RequestError::BadCredentials),
+                (None, Some(_)) => return Err(FieldsError::Missing("user_mail").into()),
+                (Some(_), None) => return Err(FieldsError::Missing("token").into()),
+            },
+            Route::Delete => ClientRequest::Delete(auth()?),
+            Route::Contacts => ClientRequest::Contacts(auth()?),
+            Route::AddContact => ClientRequest::AddContact {
+                auth: auth()?,
+                email: data.str("contact_email")?,
+            },
+            Route::RemoveContact => {
+                let auth = auth()?;
+                let target = if data.contains("contact_id") {
+                    ContactRef::Id(parse_user_id(&data, "contact_id")?)
+                } else if let Some(email) = data.opt_str("contact_email")? {
+                    ContactRef::Email(email)
+                } else {
+                    return Err(RequestError::Malformed(
+                        "missing field `contact_id` (or `contact_email`)".into(),
+                    ));
+                };
+                ClientRequest::RemoveContact { auth, target }
+            }
+            Route::ContactRequests => ClientRequest::ContactRequests(auth()?),
+            Route::AcceptContact => ClientRequest::AcceptContact {
+                auth: auth()?,
+                contact_id: parse_user_id(&data, "contact_id")?,
+            },
+            Route::DeclineContact => ClientRequest::DeclineContact {
+                auth: auth()?,
+                contact_id: parse_user_id(&data, "contact_id")?,
+            },
+        })
+    }
+
+    /// Encodes the request as a frame (the client's side).
+    pub fn to_frame(&self) -> RawRequest {
+        fn header(c: &Credentials) -> Fields {
+            Fields::from_pairs([("id", c.id.to_string()), ("token", c.token.expose().to_owned())])
+        }
+        let none = Fields::default;
+        let (h, d) = match self {
+            ClientRequest::Create { email, password, name } => {
+                let mut pairs = vec![("user_mail", email.clone()), ("pass", password.expose().to_owned())];
+                if let Some(n) = name {
+                    pairs.push(("name", n.clone()));
+                }
+                (none(), Fields::from_pairs(pairs))
+            }
+            ClientRequest::Login { email, password } => (
+                none(),
+                Fields::from_pairs([("user_mail", email.clone()), ("pass", password.expose().to_owned())]),
+            ),
+            ClientRequest::Logout(LogoutBy::Email { email, token }) => (
+                none(),
+                Fields::from_pairs([("user_mail", email.clone()), ("token", token.expose().to_owned())]),
+            ),
+            ClientRequest::Logout(LogoutBy::Header(c))
+            | ClientRequest::Delete(c)
+            | ClientRequest::Contacts(c)
+            | ClientRequest::ContactRequests(c) => (header(c), none()),
+            ClientRequest::AddContact { auth, email } => {
+                (header(auth), Fields::from_pairs([("contact_email", email.clone())]))
+            }
+            ClientRequest::RemoveContact { auth, target } => {
+                let d = match target {
+                    ContactRef::Id(id) => Fields::from_pairs([("contact_id", id.to_string())]),
+                    ContactRef::Email(e) => Fields::from_pairs([("contact_email", e.clone())]),
+                };
+                (header(auth), d)
+            }
+            ClientRequest::AcceptContact { auth, contact_id } | ClientRequest::DeclineContact { auth, contact_id } => {
+                (header(auth), Fields::from_pairs([("contact_id", contact_id.to_string())]))
+            }
+        };
+        let section = |f: Fields| if f.is_empty() { Vec::new() } else { f.to_json() };
+        RawRequest::new(section(h), self.route().as_str(), section(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn creds() -> Credentials {
+        Credentials { id: UserId(7), token: Secret::new("tok") }
+    }
+
+    fn frame(h: &str, r: &str, d: &str) -> RawRequest {
+        RawRequest::new(h.to_owned(), r.to_owned(), d.to_owned())
+    }
+
+    fn every_request() -> Vec<ClientRequest> {
+        vec![
+            ClientRequest::Create { email: "a@b.c".into(), password: Secret::new("pw"), name: None },
+            ClientRequest::Create { email: "a@b.c".into(), password: Secret::new("pw"), name: Some("Ann".into()) },
+            ClientRequest::Login { email: "a@b.c".into(), password: Secret::new("p\"w") },
+            ClientRequest::Logout(LogoutBy::Email { email: "a@b.c".into(), token: Secret::new("t") }),
+            ClientRequest::Logout(LogoutBy::Header(creds())),
+            ClientRequest::Delete(creds()),
+            ClientRequest::Contacts(creds()),
+            ClientRequest::AddContact { auth: creds(), email: "x@y.z".into() },
+            ClientRequest::RemoveContact { auth: creds(), target: ContactRef::Id(UserId(3)) },
+            ClientRequest::RemoveContact { auth: creds(), target: ContactRef::Email("x@y.z".into()) },
+            ClientRequest::ContactRequests(creds()),
+            ClientRequest::AcceptContact { auth: creds(), contact_id: UserId(9) },
+            ClientRequest::DeclineContact { auth: creds(), contact_id: UserId(9) },
+        ]
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        for r in every_request() {
+            assert_eq!(ClientRequest::parse(&r.to_frame()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn every_route_is_covered() {
+        let covered: std::collections::HashSet<_> = every_request().iter().map(ClientRequest::route).collect();
+        assert_eq!(covered.len(), Route::ALL.len());
+    }
+
+    #[test]
+    fn unknown_route_is_404_even_with_bad_json() {
+        let e = ClientRequest::parse(&frame("{", "/nope", "")).unwrap_err();
+        assert_eq!(e.status(), Status::NotFound);
+        // Routes are exact, as in the seed.
+        let e = ClientRequest::parse(&frame("", "/LOGIN", "")).unwrap_err();
+        assert_eq!(e.status(), Status::NotFound);
+    }
+
+    #[test]
+    fn keys_in_any_case() {
+        let r = ClientRequest::parse(&frame(
+            r#"{"ID":"7","Token":"tok"}"#,
+            "/add_contact",
+            r#"{"Contact_Email":"x@y.z"}"#,
+        ))
+        .unwrap();
+        assert_eq!(r, ClientRequest::AddContact { auth: creds(), email: "x@y.z".into() });
+    }
+
+    #[test]
+    fn statuses_of_bad_requests() {
+        let cases = [
+            (frame("", "/login", r#"{"user_mail":"a@b.c"}"#), Status::BadRequest),
+            (frame("", "/login", "not json"), Status::BadRequest),
+            (frame("", "/contacts", ""), Status::Unauthorized),
+            (frame(r#"{"id":"x","token":"t"}"#, "/contacts", ""), Status::Unauthorized),
+            (frame(r#"{"id":"1"}"#, "/contacts", ""), Status::Unauthorized),
+            (frame(r#"{"id":"1","token":"t"}"#, "/add_contact", ""), Status::BadRequest),
+            (frame(r#"{"id":"1","token":"t"}"#, "/remove_contact", "{}"), Status::BadRequest),
+            (frame(r#"{"id":"1","token":"t"}"#, "/accept_contact", r#"{"contact_id":"z"}"#), Status::BadRequest),
+            (frame(r#"{"id":"1","id":"2","token":"t"}"#, "/contacts", ""), Status::BadRequest),
+            (frame("", "/logout", r#"{"token":"t"}"#), Status::BadRequest),
+            (frame("", "/logout", ""), Status::Unauthorized),
+        ];
+        for (f, status) in cases {
+            assert_eq!(ClientRequest::parse(&f).unwrap_err().status(), status, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn seed_logout_form() {
+        let r = ClientRequest::parse(&frame("", "/logout", r#"{"user_mail":"a@b.c","token":"t"}"#)).unwrap();
+        assert_eq!(r, ClientRequest::Logout(LogoutBy::Email { email: "a@b.c".into(), token: Secret::new("t") }));
+    }
+
+    proptest! {
+        #[test]
+        fn prop_parse_never_panics(
+            h in proptest::collection::vec(any::<u8>(), 0..64),
+            ri in 0usize..12,
+            d in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let route = Route::ALL.get(ri).map_or("/other", |r| r.as_str());
+            let _ = ClientRequest::parse(&RawRequest::new(h, route, d));
+        }
+
+        #[test]
+        fn prop_strings_round_trip(email in ".{0,40}", pw in ".{0,40}") {
+            let r = ClientRequest::Login { email, password: Secret::new(pw) };
+            prop_assert_eq!(ClientRequest::parse(&r.to_frame()).unwrap(), r);
+        }
+    }
+}
