@@ -86,8 +86,15 @@ impl Fields {
     }
 
     /// Builds fields from pairs (keys are lowered).
-    pub fn from_pairs<K: AsRef<str>, V: Into<Value>>(pairs: impl IntoIterator<Item = (K, V)>) -> Fields {
-        Fields(pairs.into_iter().map(|(k, v)| (k.as_ref().to_lowercase(), v.into())).collect())
+    pub fn from_pairs<K: AsRef<str>, V: Into<Value>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Fields {
+        Fields(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.as_ref().to_lowercase(), v.into()))
+                .collect(),
+        )
     }
 
     /// Whether no key is present.
@@ -168,8 +175,19 @@ mod tests {
 
     #[test]
     fn non_objects_and_garbage_are_refused() {
-        for bad in [&b"[]"[..], b"\"x\"", b"42", b"{", b"{\"a\":1}x", b"\xff\xfe", b"null"] {
-            assert!(matches!(Fields::parse(bad), Err(FieldsError::Json(_))), "{bad:?}");
+        for bad in [
+            &b"[]"[..],
+            b"\"x\"",
+            b"42",
+            b"{",
+            b"{\"a\":1}x",
+            b"\xff\xfe",
+            b"null",
+        ] {
+            assert!(
+                matches!(Fields::parse(bad), Err(FieldsError::Json(_))),
+                "{bad:?}"
+            );
         }
     }
 

@@ -237,7 +237,10 @@ pub fn request_frame_len(src: &[u8], limits: &Limits) -> Result<Option<usize>, F
 
 /// Takes one request frame off the front of `src`, or answers `Ok(None)` and
 /// leaves `src` untouched when it does not hold a whole frame yet.
-pub fn decode_request(src: &mut BytesMut, limits: &Limits) -> Result<Option<RawRequest>, FrameError> {
+pub fn decode_request(
+    src: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<RawRequest>, FrameError> {
     let Some(total) = request_frame_len(src, limits)? else {
         return Ok(None);
     };
@@ -251,13 +254,20 @@ pub fn decode_request(src: &mut BytesMut, limits: &Limits) -> Result<Option<RawR
     let header = frame.split_to(header_len).freeze();
     let route = frame.split_to(route_len).freeze();
     let data = frame.split_to(data_len).freeze();
-    Ok(Some(RawRequest { header, route, data }))
+    Ok(Some(RawRequest {
+        header,
+        route,
+        data,
+    }))
 }
 
 /// Takes one response frame off the front of `src`, or answers `Ok(None)`
 /// when it does not hold a whole frame yet. Any status value is accepted; the
 /// data length is checked against `limits.max_data`.
-pub fn decode_response(src: &mut BytesMut, limits: &Limits) -> Result<Option<RawResponse>, FrameError> {
+pub fn decode_response(
+    src: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<RawResponse>, FrameError> {
     let (Some(status), Some(len)) = (read_i32_at(src, 0), read_i32_at(src, 4)) else {
         // Reject a bad length early even when only part of the prefix is in.
         return Ok(None);
@@ -284,7 +294,9 @@ mod tests {
     fn request_round_trip() {
         let r = req(r#"{"id":"1"}"#, "/contacts", "");
         let mut buf = BytesMut::from(&r.to_bytes()[..]);
-        let got = decode_request(&mut buf, &Limits::default()).unwrap().unwrap();
+        let got = decode_request(&mut buf, &Limits::default())
+            .unwrap()
+            .unwrap();
         assert_eq!(got, r);
         assert!(buf.is_empty());
     }
@@ -303,7 +315,11 @@ mod tests {
         let bytes = r.to_bytes();
         for cut in 0..bytes.len() {
             let mut buf = BytesMut::from(&bytes[..cut]);
-            assert_eq!(decode_request(&mut buf, &Limits::default()), Ok(None), "cut {cut}");
+            assert_eq!(
+                decode_request(&mut buf, &Limits::default()),
+                Ok(None),
+                "cut {cut}"
+            );
             assert_eq!(buf.len(), cut, "partial input must stay buffered");
         }
     }
@@ -313,7 +329,10 @@ mod tests {
         let mut buf = BytesMut::from(&(-1i32).to_be_bytes()[..]);
         assert_eq!(
             decode_request(&mut buf, &Limits::default()),
-            Err(FrameError::Negative { section: Section::Header, len: -1 })
+            Err(FrameError::Negative {
+                section: Section::Header,
+                len: -1
+            })
         );
     }
 
@@ -325,13 +344,20 @@ mod tests {
         buf.put_i32(i32::MAX);
         assert!(matches!(
             decode_request(&mut buf, &Limits::default()),
-            Err(FrameError::TooLarge { section: Section::Data, .. })
+            Err(FrameError::TooLarge {
+                section: Section::Data,
+                ..
+            })
         ));
     }
 
     #[test]
     fn limits_are_inclusive() {
-        let limits = Limits { max_header: 2, max_route: 3, max_data: 4 };
+        let limits = Limits {
+            max_header: 2,
+            max_route: 3,
+            max_data: 4,
+        };
         let ok = req("ab", "abc", "abcd");
         let mut buf = BytesMut::from(&ok.to_bytes()[..]);
         assert_eq!(decode_request(&mut buf, &limits).unwrap(), Some(ok));
@@ -339,7 +365,11 @@ mod tests {
         let mut buf = BytesMut::from(&too_long.to_bytes()[..]);
         assert!(matches!(
             decode_request(&mut buf, &limits),
-            Err(FrameError::TooLarge { section: Section::Route, len: 4, max: 3 })
+            Err(FrameError::TooLarge {
+                section: Section::Route,
+                len: 4,
+                max: 3
+            })
         ));
     }
 
@@ -350,7 +380,9 @@ mod tests {
             req("", &format!("/r{i}"), "").encode(&mut buf);
         }
         for i in 0..5 {
-            let f = decode_request(&mut buf, &Limits::default()).unwrap().unwrap();
+            let f = decode_request(&mut buf, &Limits::default())
+                .unwrap()
+                .unwrap();
             assert_eq!(f.route_str(), Some(format!("/r{i}").as_str()));
         }
         assert_eq!(decode_request(&mut buf, &Limits::default()), Ok(None));

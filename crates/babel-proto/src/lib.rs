@@ -22,4 +22,6 @@ pub use fields::{Fields, FieldsError};
 pub use frame::{FrameError, Limits, RawRequest, RawResponse, decode_request, decode_response};
 pub use request::{ClientRequest, ContactRef, LogoutBy, RequestError, Route};
 pub use response::{Answer, Reply, ReplyError, Status};
-pub use types::{ContactEntry, Credentials, ErrorBody, Presence, Secret, SessionInfo, User, UserId};
+pub use types::{
+    ContactEntry, Credentials, ErrorBody, Presence, Secret, SessionInfo, User, UserId,
+};

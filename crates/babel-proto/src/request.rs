@@ -73,7 +73,9 @@ impl Route {
 
     /// Looks a route up by its wire spelling (exact, as in the seed).
     pub fn from_wire(route: &[u8]) -> Option<Route> {
-        Route::ALL.into_iter().find(|r| r.as_str().as_bytes() == route)
+        Route::ALL
+            .into_iter()
+            .find(|r| r.as_str().as_bytes() == route)
     }
 }
 
@@ -192,9 +194,14 @@ impl From<FieldsError> for RequestError {
 
 fn parse_credentials(header: &Fields) -> Result<Credentials, RequestError> {
     let id = header.opt_str("id")?.ok_or(RequestError::BadCredentials)?;
-    let token = header.opt_str("token")?.ok_or(RequestError::BadCredentials)?;
+    let token = header
+        .opt_str("token")?
+        .ok_or(RequestError::BadCredentials)?;
     let id = id.parse().map_err(|_| RequestError::BadCredentials)?;
-    Ok(Credentials { id, token: Secret::new(token) })
+    Ok(Credentials {
+        id,
+        token: Secret::new(token),
+    })
 }
 
 fn parse_user_id(data: &Fields, key: &'static str) -> Result<UserId, RequestError> {
@@ -222,8 +229,9 @@ impl ClientRequest {
 
     /// Parses a request frame (the server's side).
     pub fn parse(raw: &RawRequest) -> Result<ClientRequest, RequestError> {
-        let route = Route::from_wire(&raw.route)
-            .ok_or_else(|| RequestError::UnknownRoute(String::from_utf8_lossy(&raw.route).into_owned()))?;
+        let route = Route::from_wire(&raw.route).ok_or_else(|| {
+            RequestError::UnknownRoute(String::from_utf8_lossy(&raw.route).into_owned())
+        })?;
         let header = Fields::parse(&raw.header)?;
         let data = Fields::parse(&raw.data)?;
         let auth = || parse_credentials(&header);
@@ -283,12 +291,22 @@ impl ClientRequest {
     /// Encodes the request as a frame (the client's side).
     pub fn to_frame(&self) -> RawRequest {
         fn header(c: &Credentials) -> Fields {
-            Fields::from_pairs([("id", c.id.to_string()), ("token", c.token.expose().to_owned())])
+            Fields::from_pairs([
+                ("id", c.id.to_string()),
+                ("token", c.token.expose().to_owned()),
+            ])
         }
         let none = Fields::default;
         let (h, d) = match self {
-            ClientRequest::Create { email, password, name } => {
-                let mut pairs = vec![("user_mail", email.clone()), ("pass", password.expose().to_owned())];
+            ClientRequest::Create {
+                email,
+                password,
+                name,
+            } => {
+                let mut pairs = vec![
+                    ("user_mail", email.clone()),
+                    ("pass", password.expose().to_owned()),
+                ];
                 if let Some(n) = name {
                     pairs.push(("name", n.clone()));
                 }
@@ -296,19 +314,26 @@ impl ClientRequest {
             }
             ClientRequest::Login { email, password } => (
                 none(),
-                Fields::from_pairs([("user_mail", email.clone()), ("pass", password.expose().to_owned())]),
+                Fields::from_pairs([
+                    ("user_mail", email.clone()),
+                    ("pass", password.expose().to_owned()),
+                ]),
             ),
             ClientRequest::Logout(LogoutBy::Email { email, token }) => (
                 none(),
-                Fields::from_pairs([("user_mail", email.clone()), ("token", token.expose().to_owned())]),
+                Fields::from_pairs([
+                    ("user_mail", email.clone()),
+                    ("token", token.expose().to_owned()),
+                ]),
             ),
             ClientRequest::Logout(LogoutBy::Header(c))
             | ClientRequest::Delete(c)
             | ClientRequest::Contacts(c)
             | ClientRequest::ContactRequests(c) => (header(c), none()),
-            ClientRequest::AddContact { auth, email } => {
-                (header(auth), Fields::from_pairs([("contact_email", email.clone())]))
-            }
+            ClientRequest::AddContact { auth, email } => (
+                header(auth),
+                Fields::from_pairs([("contact_email", email.clone())]),
+            ),
             ClientRequest::RemoveContact { auth, target } => {
                 let d = match target {
                     ContactRef::Id(id) => Fields::from_pairs([("contact_id", id.to_string())]),
@@ -316,11 +341,19 @@ impl ClientRequest {
                 };
                 (header(auth), d)
             }
-            ClientRequest::AcceptContact { auth, contact_id } | ClientRequest::DeclineContact { auth, contact_id } => {
-                (header(auth), Fields::from_pairs([("contact_id", contact_id.to_string())]))
+            ClientRequest::AcceptContact { auth, contact_id }
+            | ClientRequest::DeclineContact { auth, contact_id } => (
+                header(auth),
+                Fields::from_pairs([("contact_id", contact_id.to_string())]),
+            ),
+        };
+        let section = |f: Fields| {
+            if f.is_empty() {
+                Vec::new()
+            } else {
+                f.to_json()
             }
         };
-        let section = |f: Fields| if f.is_empty() { Vec::new() } else { f.to_json() };
         RawRequest::new(section(h), self.route().as_str(), section(d))
     }
 }
@@ -331,7 +364,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn creds() -> Credentials {
-        Credentials { id: UserId(7), token: Secret::new("tok") }
+        Credentials {
+            id: UserId(7),
+            token: Secret::new("tok"),
+        }
     }
 
     fn frame(h: &str, r: &str, d: &str) -> RawRequest {
@@ -340,19 +376,48 @@ mod tests {
 
     fn every_request() -> Vec<ClientRequest> {
         vec![
-            ClientRequest::Create { email: "a@b.c".into(), password: Secret::new("pw"), name: None },
-            ClientRequest::Create { email: "a@b.c".into(), password: Secret::new("pw"), name: Some("Ann".into()) },
-            ClientRequest::Login { email: "a@b.c".into(), password: Secret::new("p\"w") },
-            ClientRequest::Logout(LogoutBy::Email { email: "a@b.c".into(), token: Secret::new("t") }),
+            ClientRequest::Create {
+                email: "a@b.c".into(),
+                password: Secret::new("pw"),
+                name: None,
+            },
+            ClientRequest::Create {
+                email: "a@b.c".into(),
+                password: Secret::new("pw"),
+                name: Some("Ann".into()),
+            },
+            ClientRequest::Login {
+                email: "a@b.c".into(),
+                password: Secret::new("p\"w"),
+            },
+            ClientRequest::Logout(LogoutBy::Email {
+                email: "a@b.c".into(),
+                token: Secret::new("t"),
+            }),
             ClientRequest::Logout(LogoutBy::Header(creds())),
             ClientRequest::Delete(creds()),
             ClientRequest::Contacts(creds()),
-            ClientRequest::AddContact { auth: creds(), email: "x@y.z".into() },
-            ClientRequest::RemoveContact { auth: creds(), target: ContactRef::Id(UserId(3)) },
-            ClientRequest::RemoveContact { auth: creds(), target: ContactRef::Email("x@y.z".into()) },
+            ClientRequest::AddContact {
+                auth: creds(),
+                email: "x@y.z".into(),
+            },
+            ClientRequest::RemoveContact {
+                auth: creds(),
+                target: ContactRef::Id(UserId(3)),
+            },
+            ClientRequest::RemoveContact {
+                auth: creds(),
+                target: ContactRef::Email("x@y.z".into()),
+            },
             ClientRequest::ContactRequests(creds()),
-            ClientRequest::AcceptContact { auth: creds(), contact_id: UserId(9) },
-            ClientRequest::DeclineContact { auth: creds(), contact_id: UserId(9) },
+            ClientRequest::AcceptContact {
+                auth: creds(),
+                contact_id: UserId(9),
+            },
+            ClientRequest::DeclineContact {
+                auth: creds(),
+                contact_id: UserId(9),
+            },
         ]
     }
 
@@ -365,7 +430,8 @@ mod tests {
 
     #[test]
     fn every_route_is_covered() {
-        let covered: std::collections::HashSet<_> = every_request().iter().map(ClientRequest::route).collect();
+        let covered: std::collections::HashSet<_> =
+            every_request().iter().map(ClientRequest::route).collect();
         assert_eq!(covered.len(), Route::ALL.len());
     }
 
@@ -386,33 +452,79 @@ mod tests {
             r#"{"Contact_Email":"x@y.z"}"#,
         ))
         .unwrap();
-        assert_eq!(r, ClientRequest::AddContact { auth: creds(), email: "x@y.z".into() });
+        assert_eq!(
+            r,
+            ClientRequest::AddContact {
+                auth: creds(),
+                email: "x@y.z".into()
+            }
+        );
     }
 
     #[test]
     fn statuses_of_bad_requests() {
         let cases = [
-            (frame("", "/login", r#"{"user_mail":"a@b.c"}"#), Status::BadRequest),
+            (
+                frame("", "/login", r#"{"user_mail":"a@b.c"}"#),
+                Status::BadRequest,
+            ),
             (frame("", "/login", "not json"), Status::BadRequest),
             (frame("", "/contacts", ""), Status::Unauthorized),
-            (frame(r#"{"id":"x","token":"t"}"#, "/contacts", ""), Status::Unauthorized),
-            (frame(r#"{"id":"1"}"#, "/contacts", ""), Status::Unauthorized),
-            (frame(r#"{"id":"1","token":"t"}"#, "/add_contact", ""), Status::BadRequest),
-            (frame(r#"{"id":"1","token":"t"}"#, "/remove_contact", "{}"), Status::BadRequest),
-            (frame(r#"{"id":"1","token":"t"}"#, "/accept_contact", r#"{"contact_id":"z"}"#), Status::BadRequest),
-            (frame(r#"{"id":"1","id":"2","token":"t"}"#, "/contacts", ""), Status::BadRequest),
+            (
+                frame(r#"{"id":"x","token":"t"}"#, "/contacts", ""),
+                Status::Unauthorized,
+            ),
+            (
+                frame(r#"{"id":"1"}"#, "/contacts", ""),
+                Status::Unauthorized,
+            ),
+            (
+                frame(r#"{"id":"1","token":"t"}"#, "/add_contact", ""),
+                Status::BadRequest,
+            ),
+            (
+                frame(r#"{"id":"1","token":"t"}"#, "/remove_contact", "{}"),
+                Status::BadRequest,
+            ),
+            (
+                frame(
+                    r#"{"id":"1","token":"t"}"#,
+                    "/accept_contact",
+                    r#"{"contact_id":"z"}"#,
+                ),
+                Status::BadRequest,
+            ),
+            (
+                frame(r#"{"id":"1","id":"2","token":"t"}"#, "/contacts", ""),
+                Status::BadRequest,
+            ),
             (frame("", "/logout", r#"{"token":"t"}"#), Status::BadRequest),
             (frame("", "/logout", ""), Status::Unauthorized),
         ];
         for (f, status) in cases {
-            assert_eq!(ClientRequest::parse(&f).unwrap_err().status(), status, "{f:?}");
+            assert_eq!(
+                ClientRequest::parse(&f).unwrap_err().status(),
+                status,
+                "{f:?}"
+            );
         }
     }
 
     #[test]
     fn seed_logout_form() {
-        let r = ClientRequest::parse(&frame("", "/logout", r#"{"user_mail":"a@b.c","token":"t"}"#)).unwrap();
-        assert_eq!(r, ClientRequest::Logout(LogoutBy::Email { email: "a@b.c".into(), token: Secret::new("t") }));
+        let r = ClientRequest::parse(&frame(
+            "",
+            "/logout",
+            r#"{"user_mail":"a@b.c","token":"t"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            r,
+            ClientRequest::Logout(LogoutBy::Email {
+                email: "a@b.c".into(),
+                token: Secret::new("t")
+            })
+        );
     }
 
     proptest! {

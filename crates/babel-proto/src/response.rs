@@ -106,7 +106,9 @@ impl Reply {
             Reply::Session(s) | Reply::Created(s) => json(s),
             Reply::Contacts(c) => json(c),
             Reply::Users(u) => json(u),
-            Reply::Refused(reason) | Reply::BadRequest(reason) => json(&ErrorBody { error: reason.clone() }),
+            Reply::Refused(reason) | Reply::BadRequest(reason) => json(&ErrorBody {
+                error: reason.clone(),
+            }),
         };
         RawResponse::new(self.status().code(), data)
     }
@@ -146,7 +148,11 @@ pub struct Answer(pub RawResponse);
 impl Answer {
     /// Turns an error status into a [`ReplyError`]; passes successes through.
     pub fn check(&self) -> Result<Status, ReplyError> {
-        let reason = || serde_json::from_slice::<ErrorBody>(&self.0.data).ok().map(|b| b.error);
+        let reason = || {
+            serde_json::from_slice::<ErrorBody>(&self.0.data)
+                .ok()
+                .map(|b| b.error)
+        };
         match Status::from_code(self.0.status) {
             Some(s) if s.is_success() => Ok(s),
             Some(Status::BadRequest) => Err(ReplyError::BadRequest(reason())),
@@ -177,19 +183,41 @@ mod tests {
     use crate::types::{Presence, Secret, UserId};
 
     fn user() -> User {
-        User { id: UserId(3), name: "bo".into(), email: "bo@x.org".into() }
+        User {
+            id: UserId(3),
+            name: "bo".into(),
+            email: "bo@x.org".into(),
+        }
     }
 
     #[test]
     fn replies_encode_and_read_back() {
-        let s = SessionInfo { id: UserId(3), name: "bo".into(), email: "bo@x.org".into(), token: Secret::new("t") };
+        let s = SessionInfo {
+            id: UserId(3),
+            name: "bo".into(),
+            email: "bo@x.org".into(),
+            token: Secret::new("t"),
+        };
         let f = Reply::Created(s.clone()).to_frame();
         assert_eq!(f.status, 201);
         assert_eq!(Answer(f).json::<SessionInfo>().unwrap(), s);
 
-        let c = vec![ContactEntry { user: user(), status: Presence::Online }];
-        assert_eq!(Answer(Reply::Contacts(c.clone()).to_frame()).json::<Vec<ContactEntry>>().unwrap(), c);
-        assert_eq!(Answer(Reply::Users(vec![user()]).to_frame()).json::<Vec<User>>().unwrap(), vec![user()]);
+        let c = vec![ContactEntry {
+            user: user(),
+            status: Presence::Online,
+        }];
+        assert_eq!(
+            Answer(Reply::Contacts(c.clone()).to_frame())
+                .json::<Vec<ContactEntry>>()
+                .unwrap(),
+            c
+        );
+        assert_eq!(
+            Answer(Reply::Users(vec![user()]).to_frame())
+                .json::<Vec<User>>()
+                .unwrap(),
+            vec![user()]
+        );
     }
 
     #[test]
@@ -197,16 +225,38 @@ mod tests {
         let f = Reply::Refused("you cannot add yourself".into()).to_frame();
         assert_eq!(f.status, 403);
         assert_eq!(&f.data[..], br#"{"error":"you cannot add yourself"}"#);
-        assert_eq!(Answer(f).ok(), Err(ReplyError::Refused("you cannot add yourself".into())));
-        assert_eq!(Answer(Reply::Unauthorized.to_frame()).ok(), Err(ReplyError::Unauthorized));
-        assert_eq!(Answer(Reply::NotFound.to_frame()).ok(), Err(ReplyError::NotFound));
-        assert_eq!(Answer(RawResponse::new(500, "")).ok(), Err(ReplyError::UnexpectedStatus(500)));
-        assert!(matches!(Answer(Reply::Ok.to_frame()).json::<User>(), Err(ReplyError::BadData(_))));
+        assert_eq!(
+            Answer(f).ok(),
+            Err(ReplyError::Refused("you cannot add yourself".into()))
+        );
+        assert_eq!(
+            Answer(Reply::Unauthorized.to_frame()).ok(),
+            Err(ReplyError::Unauthorized)
+        );
+        assert_eq!(
+            Answer(Reply::NotFound.to_frame()).ok(),
+            Err(ReplyError::NotFound)
+        );
+        assert_eq!(
+            Answer(RawResponse::new(500, "")).ok(),
+            Err(ReplyError::UnexpectedStatus(500))
+        );
+        assert!(matches!(
+            Answer(Reply::Ok.to_frame()).json::<User>(),
+            Err(ReplyError::BadData(_))
+        ));
     }
 
     #[test]
     fn codes_round_trip() {
-        for s in [Status::Ok, Status::Created, Status::BadRequest, Status::Unauthorized, Status::Forbidden, Status::NotFound] {
+        for s in [
+            Status::Ok,
+            Status::Created,
+            Status::BadRequest,
+            Status::Unauthorized,
+            Status::Forbidden,
+            Status::NotFound,
+        ] {
             assert_eq!(Status::from_code(s.code()), Some(s));
         }
     }

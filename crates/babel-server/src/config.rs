@@ -1,0 +1,165 @@
+//! Server settings with documented defaults.
+//!
+//! Sources, strongest first: command-line flags, `BABEL_*` environment
+//! variables (both handled by the binary), a TOML file (`--config`), then the
+//! defaults below. Every limit is here so that a load test can lift it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::PasswordCost;
+use crate::store::sqlite::Durability;
+
+/// The TCP port Babel listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 7447;
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Signalling listener (default `0.0.0.0:7447`).
+    pub listen: SocketAddr,
+    /// SQLite database file (default: `babel/babel.db` in the user's data
+    /// directory, e.g. `~/.local/share/babel/babel.db`).
+    pub db: PathBuf,
+    /// Most connections open at once; more wait to be accepted (default 100 000).
+    pub max_connections: usize,
+    /// How long a half-received frame may take to complete before the
+    /// connection is closed, in seconds (default 30). Idle connections
+    /// (nothing buffered) never time out.
+    pub frame_timeout_secs: u64,
+    /// How long an unused session stays valid, in seconds (default 30 days).
+    pub session_ttl_secs: u64,
+    /// `full` (fsync every commit, default) or `normal`.
+    pub durability: Durability,
+    /// argon2id cost.
+    pub password: PasswordCost,
+    /// Largest header, in bytes (default 8 KiB).
+    pub max_header_bytes: usize,
+    /// Largest route, in bytes (default 256).
+    pub max_route_bytes: usize,
+    /// Largest data section, in bytes (default 1 MiB).
+    pub max_data_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = babel_proto::Limits::default();
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            db: default_db_path(),
+            max_connections: 100_000,
+            frame_timeout_secs: 30,
+            session_ttl_secs: 30 * 24 * 3600,
+            durability: Durability::default(),
+            password: PasswordCost::default(),
+            max_header_bytes: limits.max_header,
+            max_route_bytes: limits.max_route,
+            max_data_bytes: limits.max_data,
+        }
+    }
+}
+
+/// `babel/babel.db` under the platform's data directory, or the working
+/// directory when there is none.
+pub fn default_db_path() -> PathBuf {
+    dirs::data_dir()
+        .map(|d| d.join("babel"))
+        .unwrap_or_default()
+        .join("babel.db")
+}
+
+/// The configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading the file failed.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML was wrong.
+    #[error("invalid configuration in {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file; keys left out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The frame size limits.
+    pub fn limits(&self) -> babel_proto::Limits {
+        babel_proto::Limits {
+            max_header: self.max_header_bytes,
+            max_route: self.max_route_bytes,
+            max_data: self.max_data_bytes,
+        }
+    }
+
+    /// The half-frame timeout.
+    pub fn frame_timeout(&self) -> Duration {
+        Duration::from_secs(self.frame_timeout_secs.max(1))
+    }
+
+    /// The session lifetime.
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_some_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("babel.toml");
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:9000\"\nmax_connections = 5\ndurability = \"normal\"\n[password]\nmemory_kib = 1024\n",
+        )
+        .unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.max_connections, 5);
+        assert_eq!(c.durability, Durability::Normal);
+        assert_eq!(c.password.memory_kib, 1024);
+        assert_eq!(c.password.iterations, PasswordCost::default().iterations);
+        assert_eq!(c.session_ttl_secs, 30 * 24 * 3600);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("babel.toml");
+        std::fs::write(&p, "lissten = \"x\"\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&p),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::from_file(&dir.path().join("none")),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+}

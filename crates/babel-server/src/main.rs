@@ -1,0 +1,123 @@
+//! `babel-server`: the Babel signalling server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use babel_server::config::Config;
+use babel_server::connection::ConnSettings;
+use babel_server::store::sqlite::SqliteStore;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Babel signalling server: accounts, contacts, presence, calls.
+///
+/// Settings come from flags, then BABEL_* environment variables, then the
+/// TOML file given with --config, then built-in defaults.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file (keys as in the README).
+    #[arg(long, env = "BABEL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:7447].
+    #[arg(long, env = "BABEL_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// SQLite database file [default: <data dir>/babel/babel.db].
+    #[arg(long, env = "BABEL_DB")]
+    db: Option<PathBuf>,
+    /// Most connections served at once [default: 100000].
+    #[arg(long, env = "BABEL_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a half-received frame may take [default: 30].
+    #[arg(long, env = "BABEL_FRAME_TIMEOUT")]
+    frame_timeout: Option<u64>,
+    /// Log filter, e.g. `info` or `babel_server=debug` [default: info].
+    #[arg(long, env = "BABEL_LOG", default_value = "info")]
+    log: String,
+}
+
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.db {
+        config.db = v;
+    }
+    if let Some(v) = args.max_connections {
+        config.max_connections = v;
+    }
+    if let Some(v) = args.frame_timeout {
+        config.frame_timeout_secs = v;
+    }
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let store = SqliteStore::open(&config.db, config.durability)
+            .with_context(|| format!("cannot open the database {}", config.db.display()))?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, db = %config.db.display(), "babel-server ready");
+        // Scripts wait for this line on stdout to know the port.
+        println!("listening on {addr}");
+        let app = babel_server::app::App::new(Arc::new(store), (&config).into());
+        let settings = ConnSettings {
+            limits: config.limits(),
+            frame_timeout: config.frame_timeout(),
+        };
+        babel_server::server::run(
+            listener,
+            Arc::clone(&app),
+            settings,
+            config.max_connections,
+            shutdown_signal(),
+        )
+        .await;
+        drop(app);
+        tracing::info!("database closed; bye");
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,104 @@
+//! `/contacts`, `/add_contact`, `/remove_contact`, `/accept_contact`,
+//! `/decline_contact` (`/contact_requests` is a plain store read in the
+//! dispatcher).
+
+use babel_proto::{ContactEntry, ContactRef, Presence, Reply, User, UserId};
+
+use crate::app::{App, ServiceError, ServiceResult};
+use crate::routes::accounts::normalize_email;
+use crate::store::{AddOutcome, Relation, RemoveOutcome};
+
+impl App {
+    pub(crate) async fn contact_list(&self, me: UserId) -> ServiceResult<Reply> {
+        let list = self.cached_contacts(me).await?;
+        let online = self.presence.online_map(list.iter().map(|(u, _)| u.id));
+        let entries = list
+            .iter()
+            .zip(online)
+            .map(|((user, rel), online)| ContactEntry {
+                user: user.clone(),
+                status: match rel {
+                    Relation::Outgoing => Presence::Pending,
+                    Relation::Contact if online => Presence::Online,
+                    Relation::Contact => Presence::Offline,
+                },
+            })
+            .collect();
+        Ok(Reply::Contacts(entries))
+    }
+
+    async fn user_by_email(&self, raw: &str) -> ServiceResult<User> {
+        let email = normalize_email(raw)?;
+        let lookup = email.clone();
+        self.blocking(move |s| s.account_by_email(&lookup))
+            .await?
+            .map(|a| a.user)
+            .ok_or_else(|| ServiceError::Refused(format!("nobody has the email {email}")))
+    }
+
+    pub(crate) async fn add_contact(&self, me: UserId, email: String) -> ServiceResult<Reply> {
+        let other = self.user_by_email(&email).await?;
+        if other.id == me {
+            return Err(ServiceError::Refused(
+                "you cannot add yourself as a contact".into(),
+            ));
+        }
+        let to = other.id;
+        let outcome = self
+            .blocking(move |s| s.add_request(me, to, crate::app::now()))
+            .await?;
+        match outcome {
+            AddOutcome::Requested | AddOutcome::BecameContacts => {
+                self.contacts_changed(&[me, to]);
+                Ok(Reply::Ok)
+            }
+            AddOutcome::AlreadyContacts => Err(ServiceError::Refused(format!(
+                "{} is already in your contacts",
+                other.email
+            ))),
+            AddOutcome::AlreadyRequested => Err(ServiceError::Refused(format!(
+                "you already asked {}; the request is waiting for their answer",
+                other.email
+            ))),
+        }
+    }
+
+    pub(crate) async fn remove_contact(
+        &self,
+        me: UserId,
+        target: ContactRef,
+    ) -> ServiceResult<Reply> {
+        let other = match target {
+            ContactRef::Id(id) => id,
+            ContactRef::Email(email) => self.user_by_email(&email).await?.id,
+        };
+        let outcome = self.blocking(move |s| s.remove_link(me, other)).await?;
+        if outcome == RemoveOutcome::NotFound {
+            return Err(ServiceError::Refused(
+                "this user is not in your contacts".into(),
+            ));
+        }
+        self.contacts_changed(&[me, other]);
+        Ok(Reply::Ok)
+    }
+
+    pub(crate) async fn answer_request(
+        &self,
+        me: UserId,
+        from: UserId,
+        accept: bool,
+    ) -> ServiceResult<Reply> {
+        let done = if accept {
+            self.blocking(move |s| s.accept_request(me, from)).await?
+        } else {
+            self.blocking(move |s| s.decline_request(me, from)).await?
+        };
+        if !done {
+            return Err(ServiceError::Refused(
+                "there is no contact request from this user".into(),
+            ));
+        }
+        self.contacts_changed(&[me, from]);
+        Ok(Reply::Ok)
+    }
+}

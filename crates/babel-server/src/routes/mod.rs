@@ -1,0 +1,5 @@
+//! Route handlers, one file per route family, as `impl App` blocks. The
+//! dispatcher is [`crate::app::App::handle`].
+
+pub mod accounts;
+pub mod contacts;

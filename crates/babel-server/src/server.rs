@@ -1,0 +1,194 @@
+//! The listener: accept, one task per connection, graceful shutdown.
+//!
+//! On shutdown the listener stops accepting, every connection answers what it
+//! has already received and closes, and [`run`] returns once all of them are
+//! gone, so the caller can then drop the store and close the database cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::app::{App, AppConfig};
+use crate::config::Config;
+use crate::connection::{ConnSettings, serve};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+/// Keepalive probes find a peer that vanished without closing TCP: first
+/// probe after 20 s idle, then every 10 s, given up after 3 (≈ 50 s).
+fn configure_socket(stream: &TcpStream) {
+    let sock = SockRef::from(stream);
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(20))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = sock.set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot set keepalive");
+    }
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set nodelay");
+    }
+}
+
+/// Accepts and serves connections until `shutdown` completes, then waits for
+/// every connection task to finish.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    settings: ConnSettings,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let settings = Arc::new(settings);
+    let accept_loop = async {
+        let mut next_id: u64 = 0;
+        loop {
+            // Past the cap, new connections wait in the kernel's backlog.
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, don't spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            configure_socket(&stream);
+            next_id += 1;
+            let span = tracing::debug_span!("conn", id = next_id);
+            tracing::trace!(parent: &span, %peer, "accepted");
+            let (app, settings, cancel) = (Arc::clone(&app), Arc::clone(&settings), cancel.clone());
+            tracker.spawn(
+                async move {
+                    serve(stream, app, settings, cancel).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    };
+    tokio::select! {
+        _ = accept_loop => {}
+        _ = shutdown => tracing::info!("shutting down: no new connections"),
+    }
+    drop(listener);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("all connections closed");
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened.
+    #[error("cannot open the database {path}: {source}")]
+    Store {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A server running on the current tokio runtime (tests, embedding, `babel
+/// demo`).
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    app: Arc<App>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Opens the store, binds the listener and starts serving.
+    pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
+        let store = SqliteStore::open(&config.db, config.durability).map_err(|source| {
+            StartError::Store {
+                path: config.db.clone(),
+                source,
+            }
+        })?;
+        Self::start_with_store(config, Arc::new(store)).await
+    }
+
+    /// Starts serving over a given store.
+    pub async fn start_with_store(
+        config: &Config,
+        store: Arc<dyn Store>,
+    ) -> Result<RunningServer, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let app = App::new(store, AppConfig::from(config));
+        let settings = ConnSettings {
+            limits: config.limits(),
+            frame_timeout: config.frame_timeout(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            listener,
+            Arc::clone(&app),
+            settings,
+            config.max_connections,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Ok(RunningServer {
+            addr,
+            app,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (for tests and metrics).
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Stops accepting, lets connections finish, and waits.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}

@@ -1,0 +1,152 @@
+//! Durable storage behind one trait, so the services do not care whether it
+//! is the embedded SQLite file ([`sqlite::SqliteStore`]) or, later, a shared
+//! PostgreSQL.
+//!
+//! The trait is synchronous: every call is short, and the services run it on
+//! tokio's blocking pool (see [`crate::app::App::blocking`]), which suits both
+//! rusqlite and a synchronous PostgreSQL driver. Every method that returns
+//! `Ok` has committed durably: an acknowledged write survives `kill -9`.
+//!
+//! Not here: caching, presence and anything that lives only while connections
+//! are open.
+
+pub mod sqlite;
+
+use babel_proto::{User, UserId};
+
+/// Unix time in seconds.
+pub type Timestamp = i64;
+
+/// A session's id (one per login per device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub i64);
+
+/// The SHA-256 of a session token. Tokens themselves are never stored.
+pub type TokenHash = [u8; 32];
+
+/// A stored account, with its password hash (PHC string).
+#[derive(Clone)]
+pub struct Account {
+    /// The public part.
+    pub user: User,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The session.
+    pub id: SessionId,
+    /// Its owner.
+    pub user: UserId,
+    /// Last time it was used (coarse: updated at most every few minutes).
+    pub last_used: Timestamp,
+}
+
+/// How a user relates to another in their contact list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// Both accepted.
+    Contact,
+    /// I asked, they have not answered.
+    Outgoing,
+}
+
+/// What `/add_contact` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddOutcome {
+    /// A new pending request.
+    Requested,
+    /// They had asked me already: both are now contacts.
+    BecameContacts,
+    /// We are contacts already.
+    AlreadyContacts,
+    /// My request is already pending.
+    AlreadyRequested,
+}
+
+/// What `/remove_contact` removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    /// An accepted contact (both sides).
+    Contact,
+    /// My pending request.
+    CancelledRequest,
+    /// Their pending request to me.
+    DroppedIncoming,
+    /// Nothing linked us.
+    NotFound,
+}
+
+/// A storage failure. Nothing a client sends causes one; a full disk or a
+/// broken file does.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The email is already registered.
+    #[error("email already registered")]
+    EmailTaken,
+    /// The backend failed.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The durable state: accounts, sessions, contacts and contact requests.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates an account. [`StoreError::EmailTaken`] if the email exists.
+    fn create_user(
+        &self,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<User>;
+    /// The account with this (lowercase) email.
+    fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
+    /// The user with this id.
+    fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// Deletes a user with their sessions, contacts and requests in both
+    /// directions. Answers everyone who was linked to them (to refresh their
+    /// views), or `None` if there was no such user.
+    fn delete_user(&self, id: UserId) -> StoreResult<Option<Vec<UserId>>>;
+
+    /// Records a new session.
+    fn create_session(
+        &self,
+        user: UserId,
+        token: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<SessionId>;
+    /// The session with this token hash.
+    fn session(&self, token: &TokenHash) -> StoreResult<Option<SessionRecord>>;
+    /// Marks a session used at `now`.
+    fn touch_session(&self, id: SessionId, now: Timestamp) -> StoreResult<()>;
+    /// Ends a session. Answers whether it existed.
+    fn delete_session(&self, id: SessionId) -> StoreResult<bool>;
+    /// Ends every session unused since before `cutoff`. Answers how many.
+    fn purge_sessions(&self, cutoff: Timestamp) -> StoreResult<usize>;
+
+    /// My contacts and my outgoing requests, ordered by name.
+    fn contacts(&self, user: UserId) -> StoreResult<Vec<(User, Relation)>>;
+    /// Requests waiting for my answer, oldest first.
+    fn incoming_requests(&self, user: UserId) -> StoreResult<Vec<User>>;
+    /// `from` asks `to`; accepts both ways if `to` had asked `from`.
+    fn add_request(&self, from: UserId, to: UserId, now: Timestamp) -> StoreResult<AddOutcome>;
+    /// `me` accepts the request from `from`. Answers false if there is none.
+    fn accept_request(&self, me: UserId, from: UserId) -> StoreResult<bool>;
+    /// `me` declines the request from `from`. Answers false if there is none.
+    fn decline_request(&self, me: UserId, from: UserId) -> StoreResult<bool>;
+    /// Removes whatever links `me` and `other`.
+    fn remove_link(&self, me: UserId, other: UserId) -> StoreResult<RemoveOutcome>;
+}

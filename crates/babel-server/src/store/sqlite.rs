@@ -1,0 +1,614 @@
+//! The embedded SQLite store: one file, WAL journal, foreign keys, versioned
+//! migrations (`PRAGMA user_version`).
+//!
+//! One writer connection behind a mutex (SQLite allows one writer at a time
+//! anyway) and a small pool of reader connections, which WAL lets run beside
+//! the writer. `synchronous` is FULL by default, so a commit is on disk before
+//! the call returns; NORMAL still survives a killed process (the WAL is in the
+//! OS page cache) but not a power cut.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use babel_proto::{User, UserId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    Account, AddOutcome, Relation, RemoveOutcome, SessionId, SessionRecord, Store, StoreError,
+    StoreResult, Timestamp, TokenHash,
+};
+
+/// Each entry moves the schema one version up; never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, sessions, contacts, requests.
+    "CREATE TABLE users (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        email         TEXT NOT NULL UNIQUE,
+        name          TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_hash  BLOB NOT NULL UNIQUE,
+        created_at  INTEGER NOT NULL,
+        last_used   INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_user ON sessions(user_id);
+    CREATE INDEX sessions_last_used ON sessions(last_used);
+    -- Stored both ways, so each user's list is one index range.
+    CREATE TABLE contacts (
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        contact_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        PRIMARY KEY (user_id, contact_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX contacts_contact ON contacts(contact_id);
+    CREATE TABLE requests (
+        from_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        to_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (from_id, to_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX requests_to ON requests(to_id);",
+];
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fsync on every commit: survives a power cut.
+    #[default]
+    Full,
+    /// fsync at checkpoints: survives a killed process, not a power cut.
+    Normal,
+}
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    durability: Durability,
+}
+
+const MAX_IDLE_READERS: usize = 8;
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
+    Ok(())
+}
+
+fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: UserId(row.get(0)?),
+        name: row.get(1)?,
+        email: row.get(2)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema
+    /// up to date.
+    pub fn open(path: impl AsRef<Path>, durability: Durability) -> StoreResult<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn = Connection::open(&path).map_err(backend)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(backend)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "cannot switch {} to WAL (got {mode})",
+                path.display()
+            )));
+        }
+        configure(&conn, durability).map_err(backend)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            durability,
+        })
+    }
+
+    /// The schema version the file is at.
+    pub fn schema_version(&self) -> StoreResult<i64> {
+        self.read(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        // A panic while holding the lock cannot leave a half transaction behind
+        // (rusqlite rolls back on drop), so a poisoned lock is safe to reuse.
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(backend)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(backend)?;
+                configure(&c, self.durability).map_err(backend)?;
+                c
+            }
+        };
+        let out = f(&conn).map_err(backend);
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(backend)?;
+    let target = MIGRATIONS.len() as i64;
+    if current > target {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this server knows ({target}); upgrade the server"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(backend)?;
+        tx.execute_batch(sql).map_err(backend)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn linked(tx: &Connection, a: UserId, b: UserId) -> rusqlite::Result<(bool, bool, bool)> {
+    let contact = tx
+        .query_row(
+            "SELECT 1 FROM contacts WHERE user_id = ?1 AND contact_id = ?2",
+            params![a.0, b.0],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    let req = |x: UserId, y: UserId| -> rusqlite::Result<bool> {
+        Ok(tx
+            .query_row(
+                "SELECT 1 FROM requests WHERE from_id = ?1 AND to_id = ?2",
+                params![x.0, y.0],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    };
+    Ok((contact, req(a, b)?, req(b, a)?))
+}
+
+fn make_contacts(tx: &Connection, a: UserId, b: UserId) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM requests WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)",
+        params![a.0, b.0],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO contacts (user_id, contact_id) VALUES (?1, ?2), (?2, ?1)",
+        params![a.0, b.0],
+    )?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn create_user(
+        &self,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<User> {
+        let res = self.write(|c| {
+            c.execute(
+                "INSERT INTO users (email, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![email, name, password_hash, now],
+            )?;
+            Ok(UserId(c.last_insert_rowid()))
+        });
+        match res {
+            Ok(id) => Ok(User {
+                id,
+                name: name.to_owned(),
+                email: email.to_owned(),
+            }),
+            Err(StoreError::Backend(msg))
+                if msg.contains("UNIQUE constraint failed: users.email") =>
+            {
+                Err(StoreError::EmailTaken)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, name, email, password_hash FROM users WHERE email = ?1",
+                params![email],
+                |r| {
+                    Ok(Account {
+                        user: user_from_row(r)?,
+                        password_hash: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, name, email FROM users WHERE id = ?1",
+                params![id.0],
+                user_from_row,
+            )
+            .optional()
+        })
+    }
+
+    fn delete_user(&self, id: UserId) -> StoreResult<Option<Vec<UserId>>> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists = tx
+                .query_row("SELECT 1 FROM users WHERE id = ?1", params![id.0], |_| {
+                    Ok(())
+                })
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(None);
+            }
+            let linked: Vec<UserId> = {
+                let mut stmt = tx.prepare(
+                    "SELECT contact_id FROM contacts WHERE user_id = ?1
+                     UNION SELECT to_id FROM requests WHERE from_id = ?1
+                     UNION SELECT from_id FROM requests WHERE to_id = ?1",
+                )?;
+                stmt.query_map(params![id.0], |r| r.get(0).map(UserId))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            // ON DELETE CASCADE removes sessions, contacts and requests.
+            tx.execute("DELETE FROM users WHERE id = ?1", params![id.0])?;
+            tx.commit()?;
+            Ok(Some(linked))
+        })
+    }
+
+    fn create_session(
+        &self,
+        user: UserId,
+        token: &TokenHash,
+        now: Timestamp,
+    ) -> StoreResult<SessionId> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO sessions (user_id, token_hash, created_at, last_used) VALUES (?1, ?2, ?3, ?3)",
+                params![user.0, &token[..], now],
+            )?;
+            Ok(SessionId(c.last_insert_rowid()))
+        })
+    }
+
+    fn session(&self, token: &TokenHash) -> StoreResult<Option<SessionRecord>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, user_id, last_used FROM sessions WHERE token_hash = ?1",
+                params![&token[..]],
+                |r| {
+                    Ok(SessionRecord {
+                        id: SessionId(r.get(0)?),
+                        user: UserId(r.get(1)?),
+                        last_used: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn touch_session(&self, id: SessionId, now: Timestamp) -> StoreResult<()> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE sessions SET last_used = max(last_used, ?2) WHERE id = ?1",
+                params![id.0, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn delete_session(&self, id: SessionId) -> StoreResult<bool> {
+        self.write(|c| {
+            c.execute("DELETE FROM sessions WHERE id = ?1", params![id.0])
+                .map(|n| n > 0)
+        })
+    }
+
+    fn purge_sessions(&self, cutoff: Timestamp) -> StoreResult<usize> {
+        self.write(|c| c.execute("DELETE FROM sessions WHERE last_used < ?1", params![cutoff]))
+    }
+
+    fn contacts(&self, user: UserId) -> StoreResult<Vec<(User, Relation)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT u.id, u.name, u.email, 0 FROM contacts k JOIN users u ON u.id = k.contact_id
+                   WHERE k.user_id = ?1
+                 UNION ALL
+                 SELECT u.id, u.name, u.email, 1 FROM requests q JOIN users u ON u.id = q.to_id
+                   WHERE q.from_id = ?1
+                 ORDER BY 2 COLLATE NOCASE, 1",
+            )?;
+            stmt.query_map(params![user.0], |r| {
+                let rel = if r.get::<_, i64>(3)? == 0 {
+                    Relation::Contact
+                } else {
+                    Relation::Outgoing
+                };
+                Ok((user_from_row(r)?, rel))
+            })?
+            .collect()
+        })
+    }
+
+    fn incoming_requests(&self, user: UserId) -> StoreResult<Vec<User>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT u.id, u.name, u.email FROM requests q JOIN users u ON u.id = q.from_id
+                  WHERE q.to_id = ?1 ORDER BY q.created_at, u.id",
+            )?;
+            stmt.query_map(params![user.0], user_from_row)?.collect()
+        })
+    }
+
+    fn add_request(&self, from: UserId, to: UserId, now: Timestamp) -> StoreResult<AddOutcome> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = match linked(&tx, from, to)? {
+                (true, _, _) => AddOutcome::AlreadyContacts,
+                (false, _, true) => {
+                    make_contacts(&tx, from, to)?;
+                    AddOutcome::BecameContacts
+                }
+                (false, true, false) => AddOutcome::AlreadyRequested,
+                (false, false, false) => {
+                    tx.execute(
+                        "INSERT INTO requests (from_id, to_id, created_at) VALUES (?1, ?2, ?3)",
+                        params![from.0, to.0, now],
+                    )?;
+                    AddOutcome::Requested
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    fn accept_request(&self, me: UserId, from: UserId) -> StoreResult<bool> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (_, _, asked) = linked(&tx, me, from)?;
+            if asked {
+                make_contacts(&tx, me, from)?;
+            }
+            tx.commit()?;
+            Ok(asked)
+        })
+    }
+
+    fn decline_request(&self, me: UserId, from: UserId) -> StoreResult<bool> {
+        self.write(|c| {
+            c.execute(
+                "DELETE FROM requests WHERE from_id = ?1 AND to_id = ?2",
+                params![from.0, me.0],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    fn remove_link(&self, me: UserId, other: UserId) -> StoreResult<RemoveOutcome> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = match linked(&tx, me, other)? {
+                (true, _, _) => RemoveOutcome::Contact,
+                (false, true, _) => RemoveOutcome::CancelledRequest,
+                (false, false, true) => RemoveOutcome::DroppedIncoming,
+                (false, false, false) => RemoveOutcome::NotFound,
+            };
+            tx.execute(
+                "DELETE FROM contacts WHERE (user_id = ?1 AND contact_id = ?2) OR (user_id = ?2 AND contact_id = ?1)",
+                params![me.0, other.0],
+            )?;
+            tx.execute(
+                "DELETE FROM requests WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)",
+                params![me.0, other.0],
+            )?;
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("t.db"), Durability::Normal).unwrap();
+        (dir, s)
+    }
+
+    fn user(s: &SqliteStore, email: &str) -> UserId {
+        s.create_user(email, email.split('@').next().unwrap(), "hash", 0)
+            .unwrap()
+            .id
+    }
+
+    #[test]
+    fn migrations_are_applied_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.db");
+        let s = SqliteStore::open(&p, Durability::Full).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        user(&s, "a@x.org");
+        drop(s);
+        let s = SqliteStore::open(&p, Durability::Full).unwrap();
+        assert!(s.account_by_email("a@x.org").unwrap().is_some());
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.db");
+        drop(SqliteStore::open(&p, Durability::Full).unwrap());
+        Connection::open(&p)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = SqliteStore::open(&p, Durability::Full).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn email_is_unique() {
+        let (_d, s) = store();
+        user(&s, "a@x.org");
+        assert!(matches!(
+            s.create_user("a@x.org", "a", "h", 0),
+            Err(StoreError::EmailTaken)
+        ));
+    }
+
+    #[test]
+    fn ids_are_never_reused() {
+        let (_d, s) = store();
+        let a = user(&s, "a@x.org");
+        s.delete_user(a).unwrap();
+        let b = user(&s, "b@x.org");
+        assert!(b.0 > a.0);
+    }
+
+    #[test]
+    fn request_accept_remove() {
+        let (_d, s) = store();
+        let (a, b) = (user(&s, "a@x.org"), user(&s, "b@x.org"));
+        assert_eq!(s.add_request(a, b, 1).unwrap(), AddOutcome::Requested);
+        assert_eq!(
+            s.add_request(a, b, 1).unwrap(),
+            AddOutcome::AlreadyRequested
+        );
+        assert_eq!(s.contacts(a).unwrap()[0].1, Relation::Outgoing);
+        assert!(s.contacts(b).unwrap().is_empty());
+        assert_eq!(s.incoming_requests(b).unwrap()[0].id, a);
+        assert!(
+            !s.accept_request(a, b).unwrap(),
+            "only the asked side accepts"
+        );
+        assert!(s.accept_request(b, a).unwrap());
+        assert_eq!(s.contacts(a).unwrap()[0].1, Relation::Contact);
+        assert_eq!(s.contacts(b).unwrap()[0].1, Relation::Contact);
+        assert_eq!(s.add_request(b, a, 1).unwrap(), AddOutcome::AlreadyContacts);
+        assert_eq!(s.remove_link(b, a).unwrap(), RemoveOutcome::Contact);
+        assert!(s.contacts(a).unwrap().is_empty() && s.contacts(b).unwrap().is_empty());
+        assert_eq!(s.remove_link(b, a).unwrap(), RemoveOutcome::NotFound);
+    }
+
+    #[test]
+    fn crossed_requests_become_contacts() {
+        let (_d, s) = store();
+        let (a, b) = (user(&s, "a@x.org"), user(&s, "b@x.org"));
+        s.add_request(a, b, 1).unwrap();
+        assert_eq!(s.add_request(b, a, 1).unwrap(), AddOutcome::BecameContacts);
+        assert!(s.incoming_requests(a).unwrap().is_empty());
+        assert!(s.incoming_requests(b).unwrap().is_empty());
+        assert_eq!(s.contacts(b).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn decline_and_cancel() {
+        let (_d, s) = store();
+        let (a, b) = (user(&s, "a@x.org"), user(&s, "b@x.org"));
+        s.add_request(a, b, 1).unwrap();
+        assert!(s.decline_request(b, a).unwrap());
+        assert!(!s.decline_request(b, a).unwrap());
+        s.add_request(a, b, 1).unwrap();
+        assert_eq!(
+            s.remove_link(a, b).unwrap(),
+            RemoveOutcome::CancelledRequest
+        );
+        s.add_request(a, b, 1).unwrap();
+        assert_eq!(s.remove_link(b, a).unwrap(), RemoveOutcome::DroppedIncoming);
+        assert!(s.incoming_requests(b).unwrap().is_empty());
+    }
+
+    #[test]
+    fn delete_removes_everything_and_reports_links() {
+        let (_d, s) = store();
+        let (a, b, c, d) = (
+            user(&s, "a@x.org"),
+            user(&s, "b@x.org"),
+            user(&s, "c@x.org"),
+            user(&s, "d@x.org"),
+        );
+        s.add_request(a, b, 1).unwrap();
+        s.accept_request(b, a).unwrap();
+        s.add_request(a, c, 1).unwrap();
+        s.add_request(d, a, 1).unwrap();
+        s.create_session(a, &[1; 32], 0).unwrap();
+        let mut linked = s.delete_user(a).unwrap().unwrap();
+        linked.sort();
+        assert_eq!(linked, vec![b, c, d]);
+        assert!(s.contacts(b).unwrap().is_empty());
+        assert!(s.incoming_requests(c).unwrap().is_empty());
+        assert!(s.contacts(d).unwrap().is_empty());
+        assert!(s.session(&[1; 32]).unwrap().is_none());
+        assert!(s.delete_user(a).unwrap().is_none());
+    }
+
+    #[test]
+    fn sessions_touch_and_purge() {
+        let (_d, s) = store();
+        let a = user(&s, "a@x.org");
+        let s1 = s.create_session(a, &[1; 32], 10).unwrap();
+        let s2 = s.create_session(a, &[2; 32], 10).unwrap();
+        s.touch_session(s2, 100).unwrap();
+        s.touch_session(s2, 50).unwrap();
+        assert_eq!(s.session(&[2; 32]).unwrap().unwrap().last_used, 100);
+        assert_eq!(s.purge_sessions(50).unwrap(), 1);
+        assert!(s.session(&[1; 32]).unwrap().is_none());
+        assert!(!s.delete_session(s1).unwrap());
+        assert!(s.delete_session(s2).unwrap());
+    }
+}
