@@ -8,6 +8,7 @@
 //! read as their text.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::fmt;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -58,10 +59,13 @@ impl<'de> Visitor<'de> for FieldsVisitor {
         while let Some(key) = map.next_key::<String>()? {
             let value: Value = map.next_value()?;
             let lower = key.to_lowercase();
-            if out.contains_key(&lower) {
-                duplicate.get_or_insert(lower);
-            } else {
-                out.insert(lower, value);
+            match out.entry(lower) {
+                Entry::Occupied(e) => {
+                    duplicate.get_or_insert_with(|| e.key().clone());
+                }
+                Entry::Vacant(e) => {
+                    e.insert(value);
+                }
             }
         }
         Ok((out, duplicate))

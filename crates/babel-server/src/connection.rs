@@ -60,6 +60,8 @@ pub struct Connection {
 }
 
 const READ_CHUNK: usize = 4096;
+/// How long a connection waits for bytes already on their way at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
 /// A buffer grown past this by one large frame is given back once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
@@ -88,6 +90,20 @@ impl Connection {
             }
             // Nothing whole is buffered: send what we owe before waiting.
             self.flush().await?;
+            if cancel.is_cancelled() {
+                // Stopping: answer what the peer has already sent, waiting a
+                // moment for bytes still on their way, then close.
+                let grace = Instant::now() + SHUTDOWN_GRACE;
+                self.rbuf.reserve(READ_CHUNK);
+                return match tokio::time::timeout_at(grace, self.stream.read_buf(&mut self.rbuf))
+                    .await
+                {
+                    Ok(Ok(n)) if n > 0 => {
+                        Ok(decode_request(&mut self.rbuf, &self.settings.limits)?)
+                    }
+                    _ => Ok(None),
+                };
+            }
             if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
                 self.rbuf = BytesMut::new();
             }
@@ -101,7 +117,7 @@ impl Connection {
             let n = match self.frame_started {
                 None => tokio::select! {
                     r = self.stream.read_buf(&mut self.rbuf) => r?,
-                    _ = cancel.cancelled() => return Ok(None),
+                    _ = cancel.cancelled() => continue,
                 },
                 Some(start) => {
                     let deadline = start + self.settings.frame_timeout;
@@ -110,7 +126,7 @@ impl Connection {
                             Ok(r) => r?,
                             Err(_) => return Err(ReadError::Timeout(self.settings.frame_timeout)),
                         },
-                        _ = cancel.cancelled() => return Ok(None),
+                        _ = cancel.cancelled() => continue,
                     }
                 }
             };
