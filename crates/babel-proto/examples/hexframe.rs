@@ -14,11 +14,7 @@ fn chunks(label: &str, bytes: &[u8]) {
     for (i, c) in bytes.chunks(32).enumerate() {
         let text = String::from_utf8_lossy(c);
         let tag = if i == 0 { label } else { "" };
-        println!(
-            "{:<64} # {tag}{}{text}",
-            hex(c),
-            if tag.is_empty() { "" } else { ": " }
-        );
+        println!("{:<64} # {tag}{}{text}", hex(c), if tag.is_empty() { "" } else { ": " });
     }
 }
 

@@ -79,9 +79,8 @@ impl Fields {
             return Ok(Fields::default());
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let (map, duplicate) = (&mut de)
-            .deserialize_map(FieldsVisitor)
-            .map_err(|e| FieldsError::Json(e.to_string()))?;
+        let (map, duplicate) =
+            (&mut de).deserialize_map(FieldsVisitor).map_err(|e| FieldsError::Json(e.to_string()))?;
         de.end().map_err(|e| FieldsError::Json(e.to_string()))?;
         match duplicate {
             Some(key) => Err(FieldsError::DuplicateKey(key)),
@@ -90,15 +89,8 @@ impl Fields {
     }
 
     /// Builds fields from pairs (keys are lowered).
-    pub fn from_pairs<K: AsRef<str>, V: Into<Value>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Fields {
-        Fields(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.as_ref().to_lowercase(), v.into()))
-                .collect(),
-        )
+    pub fn from_pairs<K: AsRef<str>, V: Into<Value>>(pairs: impl IntoIterator<Item = (K, V)>) -> Fields {
+        Fields(pairs.into_iter().map(|(k, v)| (k.as_ref().to_lowercase(), v.into())).collect())
     }
 
     /// Whether no key is present.
@@ -158,10 +150,7 @@ mod tests {
 
     #[test]
     fn same_key_in_two_cases_is_refused() {
-        assert_eq!(
-            Fields::parse(br#"{"token": "a", "TOKEN": "b"}"#),
-            Err(FieldsError::DuplicateKey("token".into()))
-        );
+        assert_eq!(Fields::parse(br#"{"token": "a", "TOKEN": "b"}"#), Err(FieldsError::DuplicateKey("token".into())));
     }
 
     #[test]
@@ -179,19 +168,8 @@ mod tests {
 
     #[test]
     fn non_objects_and_garbage_are_refused() {
-        for bad in [
-            &b"[]"[..],
-            b"\"x\"",
-            b"42",
-            b"{",
-            b"{\"a\":1}x",
-            b"\xff\xfe",
-            b"null",
-        ] {
-            assert!(
-                matches!(Fields::parse(bad), Err(FieldsError::Json(_))),
-                "{bad:?}"
-            );
+        for bad in [&b"[]"[..], b"\"x\"", b"42", b"{", b"{\"a\":1}x", b"\xff\xfe", b"null"] {
+            assert!(matches!(Fields::parse(bad), Err(FieldsError::Json(_))), "{bad:?}");
         }
     }
 

@@ -33,11 +33,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_header: 8 * 1024,
-            max_route: 256,
-            max_data: 1024 * 1024,
-        }
+        Self { max_header: 8 * 1024, max_route: 256, max_data: 1024 * 1024 }
     }
 }
 
@@ -111,11 +107,7 @@ impl std::fmt::Debug for RawRequest {
 impl RawRequest {
     /// Builds a frame from its three sections.
     pub fn new(header: impl Into<Bytes>, route: impl Into<Bytes>, data: impl Into<Bytes>) -> Self {
-        Self {
-            header: header.into(),
-            route: route.into(),
-            data: data.into(),
-        }
+        Self { header: header.into(), route: route.into(), data: data.into() }
     }
 
     /// The route as text, if it is valid UTF-8.
@@ -160,20 +152,14 @@ pub struct RawResponse {
 
 impl std::fmt::Debug for RawResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawResponse")
-            .field("status", &self.status)
-            .field("data_len", &self.data.len())
-            .finish()
+        f.debug_struct("RawResponse").field("status", &self.status).field("data_len", &self.data.len()).finish()
     }
 }
 
 impl RawResponse {
     /// Builds a response frame.
     pub fn new(status: i32, data: impl Into<Bytes>) -> Self {
-        Self {
-            status,
-            data: data.into(),
-        }
+        Self { status, data: data.into() }
     }
 
     /// Number of bytes [`RawResponse::encode`] writes.
@@ -220,11 +206,8 @@ fn read_i32_at(src: &[u8], at: usize) -> Option<i32> {
 /// complete; `Ok(None)` when more bytes are needed. Each length is checked as
 /// soon as it is readable.
 pub fn request_frame_len(src: &[u8], limits: &Limits) -> Result<Option<usize>, FrameError> {
-    let sections = [
-        (Section::Header, limits.max_header),
-        (Section::Route, limits.max_route),
-        (Section::Data, limits.max_data),
-    ];
+    let sections =
+        [(Section::Header, limits.max_header), (Section::Route, limits.max_route), (Section::Data, limits.max_data)];
     let mut total = REQUEST_PREFIX;
     for (i, (section, max)) in sections.into_iter().enumerate() {
         let Some(len) = read_i32_at(src, i * 4) else {
@@ -237,10 +220,7 @@ pub fn request_frame_len(src: &[u8], limits: &Limits) -> Result<Option<usize>, F
 
 /// Takes one request frame off the front of `src`, or answers `Ok(None)` and
 /// leaves `src` untouched when it does not hold a whole frame yet.
-pub fn decode_request(
-    src: &mut BytesMut,
-    limits: &Limits,
-) -> Result<Option<RawRequest>, FrameError> {
+pub fn decode_request(src: &mut BytesMut, limits: &Limits) -> Result<Option<RawRequest>, FrameError> {
     let Some(total) = request_frame_len(src, limits)? else {
         return Ok(None);
     };
@@ -254,20 +234,13 @@ pub fn decode_request(
     let header = frame.split_to(header_len).freeze();
     let route = frame.split_to(route_len).freeze();
     let data = frame.split_to(data_len).freeze();
-    Ok(Some(RawRequest {
-        header,
-        route,
-        data,
-    }))
+    Ok(Some(RawRequest { header, route, data }))
 }
 
 /// Takes one response frame off the front of `src`, or answers `Ok(None)`
 /// when it does not hold a whole frame yet. Any status value is accepted; the
 /// data length is checked against `limits.max_data`.
-pub fn decode_response(
-    src: &mut BytesMut,
-    limits: &Limits,
-) -> Result<Option<RawResponse>, FrameError> {
+pub fn decode_response(src: &mut BytesMut, limits: &Limits) -> Result<Option<RawResponse>, FrameError> {
     let (Some(status), Some(len)) = (read_i32_at(src, 0), read_i32_at(src, 4)) else {
         // Reject a bad length early even when only part of the prefix is in.
         return Ok(None);
@@ -294,9 +267,7 @@ mod tests {
     fn request_round_trip() {
         let r = req(r#"{"id":"1"}"#, "/contacts", "");
         let mut buf = BytesMut::from(&r.to_bytes()[..]);
-        let got = decode_request(&mut buf, &Limits::default())
-            .unwrap()
-            .unwrap();
+        let got = decode_request(&mut buf, &Limits::default()).unwrap().unwrap();
         assert_eq!(got, r);
         assert!(buf.is_empty());
     }
@@ -315,11 +286,7 @@ mod tests {
         let bytes = r.to_bytes();
         for cut in 0..bytes.len() {
             let mut buf = BytesMut::from(&bytes[..cut]);
-            assert_eq!(
-                decode_request(&mut buf, &Limits::default()),
-                Ok(None),
-                "cut {cut}"
-            );
+            assert_eq!(decode_request(&mut buf, &Limits::default()), Ok(None), "cut {cut}");
             assert_eq!(buf.len(), cut, "partial input must stay buffered");
         }
     }
@@ -329,10 +296,7 @@ mod tests {
         let mut buf = BytesMut::from(&(-1i32).to_be_bytes()[..]);
         assert_eq!(
             decode_request(&mut buf, &Limits::default()),
-            Err(FrameError::Negative {
-                section: Section::Header,
-                len: -1
-            })
+            Err(FrameError::Negative { section: Section::Header, len: -1 })
         );
     }
 
@@ -344,20 +308,13 @@ mod tests {
         buf.put_i32(i32::MAX);
         assert!(matches!(
             decode_request(&mut buf, &Limits::default()),
-            Err(FrameError::TooLarge {
-                section: Section::Data,
-                ..
-            })
+            Err(FrameError::TooLarge { section: Section::Data, .. })
         ));
     }
 
     #[test]
     fn limits_are_inclusive() {
-        let limits = Limits {
-            max_header: 2,
-            max_route: 3,
-            max_data: 4,
-        };
+        let limits = Limits { max_header: 2, max_route: 3, max_data: 4 };
         let ok = req("ab", "abc", "abcd");
         let mut buf = BytesMut::from(&ok.to_bytes()[..]);
         assert_eq!(decode_request(&mut buf, &limits).unwrap(), Some(ok));
@@ -365,11 +322,7 @@ mod tests {
         let mut buf = BytesMut::from(&too_long.to_bytes()[..]);
         assert!(matches!(
             decode_request(&mut buf, &limits),
-            Err(FrameError::TooLarge {
-                section: Section::Route,
-                len: 4,
-                max: 3
-            })
+            Err(FrameError::TooLarge { section: Section::Route, len: 4, max: 3 })
         ));
     }
 
@@ -380,9 +333,7 @@ mod tests {
             req("", &format!("/r{i}"), "").encode(&mut buf);
         }
         for i in 0..5 {
-            let f = decode_request(&mut buf, &Limits::default())
-                .unwrap()
-                .unwrap();
+            let f = decode_request(&mut buf, &Limits::default()).unwrap().unwrap();
             assert_eq!(f.route_str(), Some(format!("/r{i}").as_str()));
         }
         assert_eq!(decode_request(&mut buf, &Limits::default()), Ok(None));

@@ -7,21 +7,30 @@
 //!   bad one is answered with.
 //! * [`response`]: typed server answers ([`Reply`]) and the client's reading
 //!   of them ([`Answer`]).
+//! * [`event`]: what the server pushes in event mode ([`ServerEvent`]).
+//! * [`channel`]: call-channel frames ([`ChannelFrame`], the seed's `/send`).
+//! * [`call`]: call ids, media set-up fields, relay grants, end reasons.
+//! * [`relay`]: the UDP relay's datagrams.
 //! * [`types`]: ids, users, presence, secrets.
 //!
 //! Nothing here opens a socket, reads a clock or spawns a task; see
 //! `PROTOCOL.md` at the repository root for the byte-level description.
 
+pub mod call;
+pub mod channel;
+pub mod event;
 pub mod fields;
 pub mod frame;
+pub mod relay;
 pub mod request;
 pub mod response;
 pub mod types;
 
+pub use call::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, Peer, RelayGrant};
+pub use channel::{ChannelFrame, SendData};
+pub use event::{CandidatesUpdate, IncomingCall, PeerJoined, ServerEvent};
 pub use fields::{Fields, FieldsError};
 pub use frame::{FrameError, Limits, RawRequest, RawResponse, decode_request, decode_response};
 pub use request::{ClientRequest, ContactRef, LogoutBy, RequestError, Route};
 pub use response::{Answer, Reply, ReplyError, Status};
-pub use types::{
-    ContactEntry, Credentials, ErrorBody, Presence, Secret, SessionInfo, User, UserId,
-};
+pub use types::{ContactEntry, Credentials, ErrorBody, Presence, Secret, SessionInfo, User, UserId};

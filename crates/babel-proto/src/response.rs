@@ -6,6 +6,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::call::{CallJoined, CallStarted};
 use crate::frame::RawResponse;
 use crate::types::{ContactEntry, ErrorBody, SessionInfo, User};
 
@@ -71,6 +72,10 @@ pub enum Reply {
     Contacts(Vec<ContactEntry>),
     /// 200 with a list of users (`/contact_requests`).
     Users(Vec<User>),
+    /// 200 for `/call`: the callee's IP, the call id, my relay grant.
+    CallStarted(CallStarted),
+    /// 200 for an accepting `/answer`: my relay grant and the participants.
+    CallJoined(CallJoined),
     /// 403 with a reason a person can read.
     Refused(String),
     /// 400 with what was wrong, as a hint to the client's developer.
@@ -90,7 +95,12 @@ impl Reply {
     /// The status this reply is sent with.
     pub fn status(&self) -> Status {
         match self {
-            Reply::Ok | Reply::Session(_) | Reply::Contacts(_) | Reply::Users(_) => Status::Ok,
+            Reply::Ok
+            | Reply::Session(_)
+            | Reply::Contacts(_)
+            | Reply::Users(_)
+            | Reply::CallStarted(_)
+            | Reply::CallJoined(_) => Status::Ok,
             Reply::Created(_) => Status::Created,
             Reply::Refused(_) => Status::Forbidden,
             Reply::BadRequest(_) => Status::BadRequest,
@@ -106,9 +116,9 @@ impl Reply {
             Reply::Session(s) | Reply::Created(s) => json(s),
             Reply::Contacts(c) => json(c),
             Reply::Users(u) => json(u),
-            Reply::Refused(reason) | Reply::BadRequest(reason) => json(&ErrorBody {
-                error: reason.clone(),
-            }),
+            Reply::CallStarted(c) => json(c),
+            Reply::CallJoined(c) => json(c),
+            Reply::Refused(reason) | Reply::BadRequest(reason) => json(&ErrorBody { error: reason.clone() }),
         };
         RawResponse::new(self.status().code(), data)
     }
@@ -148,18 +158,14 @@ pub struct Answer(pub RawResponse);
 impl Answer {
     /// Turns an error status into a [`ReplyError`]; passes successes through.
     pub fn check(&self) -> Result<Status, ReplyError> {
-        let reason = || {
-            serde_json::from_slice::<ErrorBody>(&self.0.data)
-                .ok()
-                .map(|b| b.error)
-        };
+        let reason = || serde_json::from_slice::<ErrorBody>(&self.0.data).ok().map(|b| b.error);
         match Status::from_code(self.0.status) {
             Some(s) if s.is_success() => Ok(s),
             Some(Status::BadRequest) => Err(ReplyError::BadRequest(reason())),
             Some(Status::Unauthorized) => Err(ReplyError::Unauthorized),
-            Some(Status::Forbidden) => Err(ReplyError::Refused(
-                reason().unwrap_or_else(|| "no reason given".to_owned()),
-            )),
+            Some(Status::Forbidden) => {
+                Err(ReplyError::Refused(reason().unwrap_or_else(|| "no reason given".to_owned())))
+            }
             Some(Status::NotFound) => Err(ReplyError::NotFound),
             _ => Err(ReplyError::UnexpectedStatus(self.0.status)),
         }
@@ -183,41 +189,19 @@ mod tests {
     use crate::types::{Presence, Secret, UserId};
 
     fn user() -> User {
-        User {
-            id: UserId(3),
-            name: "bo".into(),
-            email: "bo@x.org".into(),
-        }
+        User { id: UserId(3), name: "bo".into(), email: "bo@x.org".into() }
     }
 
     #[test]
     fn replies_encode_and_read_back() {
-        let s = SessionInfo {
-            id: UserId(3),
-            name: "bo".into(),
-            email: "bo@x.org".into(),
-            token: Secret::new("t"),
-        };
+        let s = SessionInfo { id: UserId(3), name: "bo".into(), email: "bo@x.org".into(), token: Secret::new("t") };
         let f = Reply::Created(s.clone()).to_frame();
         assert_eq!(f.status, 201);
         assert_eq!(Answer(f).json::<SessionInfo>().unwrap(), s);
 
-        let c = vec![ContactEntry {
-            user: user(),
-            status: Presence::Online,
-        }];
-        assert_eq!(
-            Answer(Reply::Contacts(c.clone()).to_frame())
-                .json::<Vec<ContactEntry>>()
-                .unwrap(),
-            c
-        );
-        assert_eq!(
-            Answer(Reply::Users(vec![user()]).to_frame())
-                .json::<Vec<User>>()
-                .unwrap(),
-            vec![user()]
-        );
+        let c = vec![ContactEntry { user: user(), status: Presence::Online }];
+        assert_eq!(Answer(Reply::Contacts(c.clone()).to_frame()).json::<Vec<ContactEntry>>().unwrap(), c);
+        assert_eq!(Answer(Reply::Users(vec![user()]).to_frame()).json::<Vec<User>>().unwrap(), vec![user()]);
     }
 
     #[test]
@@ -225,38 +209,18 @@ mod tests {
         let f = Reply::Refused("you cannot add yourself".into()).to_frame();
         assert_eq!(f.status, 403);
         assert_eq!(&f.data[..], br#"{"error":"you cannot add yourself"}"#);
-        assert_eq!(
-            Answer(f).ok(),
-            Err(ReplyError::Refused("you cannot add yourself".into()))
-        );
-        assert_eq!(
-            Answer(Reply::Unauthorized.to_frame()).ok(),
-            Err(ReplyError::Unauthorized)
-        );
-        assert_eq!(
-            Answer(Reply::NotFound.to_frame()).ok(),
-            Err(ReplyError::NotFound)
-        );
-        assert_eq!(
-            Answer(RawResponse::new(500, "")).ok(),
-            Err(ReplyError::UnexpectedStatus(500))
-        );
-        assert!(matches!(
-            Answer(Reply::Ok.to_frame()).json::<User>(),
-            Err(ReplyError::BadData(_))
-        ));
+        assert_eq!(Answer(f).ok(), Err(ReplyError::Refused("you cannot add yourself".into())));
+        assert_eq!(Answer(Reply::Unauthorized.to_frame()).ok(), Err(ReplyError::Unauthorized));
+        assert_eq!(Answer(Reply::NotFound.to_frame()).ok(), Err(ReplyError::NotFound));
+        assert_eq!(Answer(RawResponse::new(500, "")).ok(), Err(ReplyError::UnexpectedStatus(500)));
+        assert!(matches!(Answer(Reply::Ok.to_frame()).json::<User>(), Err(ReplyError::BadData(_))));
     }
 
     #[test]
     fn codes_round_trip() {
-        for s in [
-            Status::Ok,
-            Status::Created,
-            Status::BadRequest,
-            Status::Unauthorized,
-            Status::Forbidden,
-            Status::NotFound,
-        ] {
+        for s in
+            [Status::Ok, Status::Created, Status::BadRequest, Status::Unauthorized, Status::Forbidden, Status::NotFound]
+        {
             assert_eq!(Status::from_code(s.code()), Some(s));
         }
     }

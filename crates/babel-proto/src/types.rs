@@ -167,11 +167,7 @@ mod tests {
 
     #[test]
     fn ids_are_strings_on_the_wire() {
-        let u = User {
-            id: UserId(42),
-            name: "ann".into(),
-            email: "ann@x.org".into(),
-        };
+        let u = User { id: UserId(42), name: "ann".into(), email: "ann@x.org".into() };
         let json = serde_json::to_string(&u).unwrap();
         assert_eq!(json, r#"{"id":"42","name":"ann","email":"ann@x.org"}"#);
         assert_eq!(serde_json::from_str::<User>(&json).unwrap(), u);
@@ -189,17 +185,10 @@ mod tests {
     #[test]
     fn contact_entry_is_flat() {
         let c = ContactEntry {
-            user: User {
-                id: UserId(1),
-                name: "a".into(),
-                email: "a@b.c".into(),
-            },
+            user: User { id: UserId(1), name: "a".into(), email: "a@b.c".into() },
             status: Presence::Busy,
         };
-        assert_eq!(
-            serde_json::to_string(&c).unwrap(),
-            r#"{"id":"1","name":"a","email":"a@b.c","status":"busy"}"#
-        );
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"id":"1","name":"a","email":"a@b.c","status":"busy"}"#);
     }
 
     #[test]

@@ -17,23 +17,14 @@ fn blocks(doc: &str) -> Vec<(String, Vec<u8>)> {
         if line.trim() != "```hex" {
             continue;
         }
-        let title = lines
-            .next()
-            .unwrap()
-            .trim()
-            .trim_start_matches('#')
-            .trim()
-            .to_owned();
+        let title = lines.next().unwrap().trim().trim_start_matches('#').trim().to_owned();
         let mut bytes = Vec::new();
         for l in lines.by_ref() {
             if l.trim() == "```" {
                 break;
             }
             for tok in l.split('#').next().unwrap().split_whitespace() {
-                assert!(
-                    tok.len() % 2 == 0,
-                    "odd hex token {tok:?} in block {title:?}"
-                );
+                assert!(tok.len() % 2 == 0, "odd hex token {tok:?} in block {title:?}");
                 for i in (0..tok.len()).step_by(2) {
                     bytes.push(u8::from_str_radix(&tok[i..i + 2], 16).unwrap());
                 }
@@ -49,20 +40,14 @@ fn every_hex_example_in_protocol_md_decodes_as_labelled() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../PROTOCOL.md");
     let doc = std::fs::read_to_string(path).unwrap();
     let blocks = blocks(&doc);
-    assert!(
-        blocks.len() >= 20,
-        "expected many examples, found {}",
-        blocks.len()
-    );
+    assert!(blocks.len() >= 20, "expected many examples, found {}", blocks.len());
     let limits = Limits::default();
     for (title, bytes) in blocks {
         let mut buf = BytesMut::from(&bytes[..]);
         let words: Vec<&str> = title.split_whitespace().collect();
         match words.as_slice() {
             ["request", route] | ["request", route, _] => {
-                let frame = decode_request(&mut buf, &limits)
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("{title}: incomplete"));
+                let frame = decode_request(&mut buf, &limits).unwrap().unwrap_or_else(|| panic!("{title}: incomplete"));
                 assert_eq!(frame.route_str(), Some(*route), "{title}");
                 if babel_proto::Route::from_wire(route.as_bytes()).is_some() {
                     // `# request ROUTE 400` marks an example meant to be refused.
@@ -76,16 +61,13 @@ fn every_hex_example_in_protocol_md_decodes_as_labelled() {
                 }
             }
             ["event", route] => {
-                let frame = decode_request(&mut buf, &limits)
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("{title}: incomplete"));
+                let frame = decode_request(&mut buf, &limits).unwrap().unwrap_or_else(|| panic!("{title}: incomplete"));
                 assert_eq!(frame.route_str(), Some(*route), "{title}");
                 assert!(frame.header.is_empty(), "{title}: events have no header");
             }
             ["response", status] => {
-                let frame = decode_response(&mut buf, &limits)
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("{title}: incomplete"));
+                let frame =
+                    decode_response(&mut buf, &limits).unwrap().unwrap_or_else(|| panic!("{title}: incomplete"));
                 assert_eq!(frame.status.to_string(), *status, "{title}");
                 if !frame.data.is_empty() {
                     serde_json::from_slice::<serde_json::Value>(&frame.data)
@@ -93,10 +75,7 @@ fn every_hex_example_in_protocol_md_decodes_as_labelled() {
                 }
             }
             ["bad", "request", "frame"] => {
-                assert!(
-                    decode_request(&mut buf, &limits).is_err(),
-                    "{title}: should be refused"
-                );
+                assert!(decode_request(&mut buf, &limits).is_err(), "{title}: should be refused");
                 continue;
             }
             _ => panic!("unknown hex block title {title:?}"),

@@ -5,18 +5,25 @@
 //! module holds what they share. Nothing here touches a socket: a connection
 //! hands in a parsed frame and gets a [`Reply`] back.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use babel_proto::{ClientRequest, Credentials, RawRequest, Reply, RequestError, User, UserId};
+use babel_proto::{
+    CallId, ClientRequest, Credentials, EndReason, Presence, RawRequest, Reply, RequestError, ServerEvent, User, UserId,
+};
 
 use crate::auth::{self, PasswordCost};
 use crate::cache::EpochCache;
+use crate::calls::machine::{CallLimits, Leg};
+use crate::calls::{Calls, Effects};
+use crate::channel::{ChannelQueue, Room};
 use crate::config::Config;
+use crate::hub::{Hub, Subscription};
 use crate::presence::{PresenceGuard, PresenceRegistry};
-use crate::store::{
-    Relation, SessionId, SessionRecord, Store, StoreError, StoreResult, Timestamp, TokenHash,
-};
+use crate::relay::Relay;
+use crate::store::{Relation, SessionId, SessionRecord, Store, StoreError, StoreResult, Timestamp, TokenHash};
 
 /// Why a request failed, in service terms. [`ServiceError::into_reply`] is
 /// the only mapping to statuses.
@@ -46,9 +53,7 @@ impl ServiceError {
             ServiceError::BadRequest(r) => Reply::BadRequest(r),
             ServiceError::Unavailable(detail) => {
                 tracing::error!(%detail, "request failed inside the server");
-                Reply::Refused(
-                    "the server could not complete this request right now; please try again".into(),
-                )
+                Reply::Refused("the server could not complete this request right now; please try again".into())
             }
         }
     }
@@ -80,6 +85,12 @@ pub struct AppConfig {
     pub session_ttl: Duration,
     /// argon2id cost for new hashes.
     pub password_cost: PasswordCost,
+    /// How long a call rings unanswered.
+    pub ring_timeout: Duration,
+    /// Most participants in one call (members and those being rung).
+    pub max_call_participants: usize,
+    /// How often event connections get a `/ping`.
+    pub ping_interval: Duration,
 }
 
 impl From<&Config> for AppConfig {
@@ -87,23 +98,66 @@ impl From<&Config> for AppConfig {
         Self {
             session_ttl: c.session_ttl(),
             password_cost: c.password,
+            ring_timeout: Duration::from_secs(c.ring_timeout_secs.max(1)),
+            max_call_participants: c.max_call_participants.max(2),
+            ping_interval: Duration::from_secs(c.ping_interval_secs.max(1)),
         }
     }
 }
 
-/// Per-connection state the services keep: the sessions this connection has
-/// proven, each keeping its user online while the connection lives.
-#[derive(Debug, Default)]
+/// Per-connection state the services keep: the peer's IP and the sessions
+/// this connection has proven, each keeping its user online while the
+/// connection lives.
+#[derive(Debug)]
 pub struct ConnState {
+    ip: IpAddr,
     attached: Vec<PresenceGuard>,
 }
 
 impl ConnState {
-    fn attach(&mut self, presence: &Arc<PresenceRegistry>, user: UserId, session: SessionId) {
-        if !self.attached.iter().any(|g| g.session() == session) {
-            self.attached.push(presence.attach(user, session));
-        }
+    /// State for a new connection from `ip`.
+    pub fn new(ip: IpAddr) -> Self {
+        Self { ip, attached: Vec::new() }
     }
+
+    /// The peer's IP.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// Attaches the session; answers whether the user just came online.
+    fn attach(&mut self, presence: &Arc<PresenceRegistry>, user: UserId, session: SessionId) -> bool {
+        if self.attached.iter().any(|g| g.session() == session) {
+            return false;
+        }
+        let (guard, came_online) = presence.attach(user, session, self.ip);
+        self.attached.push(guard);
+        came_online
+    }
+}
+
+/// What a connection does after a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send the reply and go on in request mode.
+    Reply(Reply),
+    /// Send 200 and switch to event mode with this stream.
+    Events(Subscription),
+    /// Send 200 and switch to call-channel mode.
+    Channel(ChannelMode),
+}
+
+/// A connection's call channel.
+#[derive(Debug)]
+pub struct ChannelMode {
+    /// The call.
+    pub call: CallId,
+    /// Whose channel.
+    pub leg: Leg,
+    /// The call's channels.
+    pub room: Arc<Room>,
+    /// Frames to write to this channel.
+    pub queue: Arc<ChannelQueue>,
 }
 
 /// A request whose token checked out.
@@ -124,18 +178,25 @@ pub struct App {
     contacts: EpochCache<UserId, Arc<Vec<(User, Relation)>>>,
     pub(crate) presence: Arc<PresenceRegistry>,
     pub(crate) dummy_hash: std::sync::OnceLock<String>,
+    pub(crate) hub: Arc<dyn Hub>,
+    pub(crate) calls: Calls,
+    pub(crate) relay: Arc<Relay>,
+    /// The presence each user's contacts were last told.
+    published: Mutex<HashMap<UserId, Presence>>,
 }
 
 /// Seconds since the Unix epoch.
 pub fn now() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as Timestamp)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as Timestamp)
 }
 
 impl App {
-    /// Builds the services over a store.
-    pub fn new(store: Arc<dyn Store>, cfg: AppConfig) -> Arc<App> {
+    /// Builds the services over a store, an event hub and a relay.
+    pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, relay: Arc<Relay>, cfg: AppConfig) -> Arc<App> {
+        let limits = CallLimits {
+            ring_timeout: cfg.ring_timeout.as_millis() as u64,
+            max_participants: cfg.max_call_participants,
+        };
         Arc::new(App {
             store,
             cfg,
@@ -143,7 +204,26 @@ impl App {
             contacts: EpochCache::default(),
             presence: Arc::new(PresenceRegistry::default()),
             dummy_hash: std::sync::OnceLock::new(),
+            hub,
+            calls: Calls::new(limits),
+            relay,
+            published: Mutex::default(),
         })
+    }
+
+    /// Calls in progress (for tests and metrics).
+    pub fn calls_in_progress(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The relay (for tests and metrics).
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
+    /// The ping interval of event connections.
+    pub fn ping_interval(&self) -> Duration {
+        self.cfg.ping_interval
     }
 
     /// Runs a store call on the blocking pool.
@@ -160,32 +240,37 @@ impl App {
     }
 
     /// Runs CPU-heavy work (password hashing) on the blocking pool.
-    pub(crate) async fn cpu<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> ServiceResult<T> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ServiceError::Unavailable(format!("worker failed: {e}")))
+    pub(crate) async fn cpu<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+        tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Unavailable(format!("worker failed: {e}")))
     }
 
     /// Answers one request frame.
-    pub async fn handle(&self, conn: &mut ConnState, frame: &RawRequest) -> Reply {
+    pub async fn handle(&self, conn: &mut ConnState, frame: &RawRequest) -> Outcome {
         let result = match ClientRequest::parse(frame) {
             Ok(req) => self.dispatch(conn, req).await,
-            Err(RequestError::UnknownRoute(_)) => return Reply::NotFound,
+            Err(RequestError::UnknownRoute(_)) => return Outcome::Reply(Reply::NotFound),
             Err(e) => Err(e.into()),
         };
-        result.unwrap_or_else(ServiceError::into_reply)
+        result.unwrap_or_else(|e| Outcome::Reply(e.into_reply()))
     }
 
-    async fn dispatch(&self, conn: &mut ConnState, req: ClientRequest) -> ServiceResult<Reply> {
+    async fn dispatch(&self, conn: &mut ConnState, req: ClientRequest) -> ServiceResult<Outcome> {
         match req {
-            ClientRequest::Create {
-                email,
-                password,
-                name,
-            } => self.create(conn, email, password, name).await,
+            ClientRequest::Events(c) => {
+                let me = self.authenticate(conn, &c).await?;
+                Ok(Outcome::Events(self.hub.subscribe(me.user, me.session)))
+            }
+            ClientRequest::ConnectCall { auth, call_id } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.connect_call(me, call_id).map(Outcome::Channel)
+            }
+            other => self.dispatch_request(conn, other).await.map(Outcome::Reply),
+        }
+    }
+
+    async fn dispatch_request(&self, conn: &mut ConnState, req: ClientRequest) -> ServiceResult<Reply> {
+        match req {
+            ClientRequest::Create { email, password, name } => self.create(conn, email, password, name).await,
             ClientRequest::Login { email, password } => self.login(conn, email, password).await,
             ClientRequest::Logout(by) => self.logout(by).await,
             ClientRequest::Delete(c) => self.delete(c).await,
@@ -214,6 +299,31 @@ impl App {
                 let me = self.authenticate(conn, &auth).await?;
                 self.answer_request(me.user, contact_id, false).await
             }
+            ClientRequest::Call { auth, contact_id, media } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.call(conn.ip, me, contact_id, media).await
+            }
+            ClientRequest::Answer { auth, call_id, accept, media } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.answer(conn.ip, me, call_id, accept, media).await
+            }
+            ClientRequest::Hangup { auth, call_id } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.hangup(me, call_id).await
+            }
+            ClientRequest::Invite { auth, call_id, contact_id } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.invite(me, call_id, contact_id).await
+            }
+            ClientRequest::Send(c) => {
+                self.authenticate(conn, &c).await?;
+                Err(ServiceError::Refused(
+                    "voice travels on a call channel: open one with /connect_call on a new connection".into(),
+                ))
+            }
+            ClientRequest::Events(_) | ClientRequest::ConnectCall { .. } => {
+                Err(ServiceError::BadRequest("this route changes the connection's mode".into()))
+            }
         }
     }
 
@@ -224,10 +334,7 @@ impl App {
         let rec = match self.sessions.get(&hash) {
             Ok(rec) => rec,
             Err(epoch) => {
-                let rec = self
-                    .blocking(move |s| s.session(&hash))
-                    .await?
-                    .ok_or(ServiceError::Unauthorized)?;
+                let rec = self.blocking(move |s| s.session(&hash)).await?.ok_or(ServiceError::Unauthorized)?;
                 self.sessions.fill(hash, rec, epoch);
                 rec
             }
@@ -235,7 +342,7 @@ impl App {
         let now = now();
         let ttl = self.cfg.session_ttl.as_secs() as Timestamp;
         if now - rec.last_used > ttl {
-            self.forget_session(rec).await?;
+            self.end_session(rec, EndReason::Logout).await?;
             return Err(ServiceError::Unauthorized);
         }
         // Write the last use through only now and then: the TTL is in days.
@@ -251,60 +358,159 @@ impl App {
     }
 
     /// Checks `{id, token}` and marks this connection as the session's.
-    pub(crate) async fn authenticate(
-        &self,
-        conn: &mut ConnState,
-        creds: &Credentials,
-    ) -> ServiceResult<Authed> {
+    pub(crate) async fn authenticate(&self, conn: &mut ConnState, creds: &Credentials) -> ServiceResult<Authed> {
         let rec = self.session_for_token(creds.token.expose()).await?;
         if rec.user != creds.id {
             return Err(ServiceError::Unauthorized);
         }
-        conn.attach(&self.presence, rec.user, rec.id);
-        Ok(Authed {
-            user: rec.user,
-            session: rec.id,
-        })
+        if conn.attach(&self.presence, rec.user, rec.id) {
+            self.refresh_status(rec.user).await;
+        }
+        Ok(Authed { user: rec.user, session: rec.id })
     }
 
     /// Starts a session for a user who proved their password.
-    pub(crate) async fn open_session(
-        &self,
-        conn: &mut ConnState,
-        user: UserId,
-    ) -> ServiceResult<String> {
-        let token = self
-            .cpu(auth::new_token)
-            .await?
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+    pub(crate) async fn open_session(&self, conn: &mut ConnState, user: UserId) -> ServiceResult<String> {
+        let token = self.cpu(auth::new_token).await?.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         let hash = token.hash;
-        let id = self
-            .blocking(move |s| s.create_session(user, &hash, now()))
-            .await?;
-        conn.attach(&self.presence, user, id);
+        let id = self.blocking(move |s| s.create_session(user, &hash, now())).await?;
+        if conn.attach(&self.presence, user, id) {
+            self.refresh_status(user).await;
+        }
         Ok(token.text)
     }
 
-    /// Ends a session everywhere.
-    pub(crate) async fn forget_session(&self, rec: SessionRecord) -> ServiceResult<()> {
+    /// Ends a session everywhere: its calls, its event connections, its
+    /// presence.
+    pub(crate) async fn end_session(&self, rec: SessionRecord, reason: EndReason) -> ServiceResult<()> {
         let id = rec.id;
         self.blocking(move |s| s.delete_session(id)).await?;
         self.sessions.invalidate_where(|r| r.id == id);
         self.presence.end_session(rec.user, rec.id);
+        self.hub.close(rec.user, Some(rec.id));
+        let fx = self.calls.leave_all(Leg { user: rec.user, session: rec.id }, reason);
+        self.apply(fx).await;
+        self.refresh_status(rec.user).await;
         Ok(())
     }
 
-    /// Forgets every cached session of a user (after `/delete`).
-    pub(crate) fn forget_user_sessions(&self, user: UserId) {
+    /// Ends every session of a deleted user.
+    pub(crate) async fn end_user(&self, user: UserId) {
+        let live = self.presence.sessions_of(user);
         self.sessions.invalidate_where(|r| r.user == user);
         self.presence.end_user(user);
+        self.hub.close(user, None);
+        for session in live {
+            let fx = self.calls.leave_all(Leg { user, session }, EndReason::Deleted);
+            self.apply(fx).await;
+        }
+        self.published.lock().unwrap_or_else(|p| p.into_inner()).remove(&user);
+    }
+
+    /// Cleans up after a connection closed: its sessions may have lost their
+    /// last connection (leaving their calls) and its users gone offline.
+    pub async fn connection_closed(&self, conn: ConnState) {
+        for guard in conn.attached {
+            let leg = Leg { user: guard.user(), session: guard.session() };
+            let detached = guard.release();
+            if detached.session_gone {
+                let fx = self.calls.leave_all(leg, EndReason::Disconnected);
+                self.apply(fx).await;
+            }
+            if detached.user_offline {
+                self.refresh_status(leg.user).await;
+            }
+        }
+    }
+
+    /// The presence a user shows now.
+    pub(crate) fn status_of(&self, user: UserId) -> Presence {
+        if !self.presence.is_online(user) {
+            Presence::Offline
+        } else if self.calls.is_busy(user) {
+            Presence::Busy
+        } else {
+            Presence::Online
+        }
+    }
+
+    /// Tells the user's contacts if their presence changed since last told.
+    pub(crate) async fn refresh_status(&self, user: UserId) {
+        let contacts = match self.cached_contacts(user).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read contacts to publish presence");
+                return;
+            }
+        };
+        // Decided and sent under one lock, so two refreshes cannot reorder.
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let status = self.status_of(user);
+        let before = published.get(&user).copied().unwrap_or(Presence::Offline);
+        if before == status {
+            return;
+        }
+        if status == Presence::Offline {
+            published.remove(&user);
+        } else {
+            published.insert(user, status);
+        }
+        let event = ServerEvent::Status(user, status);
+        for (contact, rel) in contacts.iter() {
+            if *rel == Relation::Contact {
+                self.hub.to_user(contact.id, &event);
+            }
+        }
+    }
+
+    /// Carries out what a call transition asks for.
+    pub(crate) async fn apply(&self, fx: Effects) {
+        for (leg, event) in &fx.events {
+            self.hub.to_session(leg.user, leg.session, event);
+        }
+        for (room, session, frame) in &fx.finish {
+            room.finish_for(*session, frame);
+        }
+        for (call, session) in &fx.revoke {
+            self.relay.revoke(*call, *session);
+        }
+        for call in &fx.ended {
+            self.relay.end_call(*call);
+        }
+        for user in fx.users {
+            self.refresh_status(user).await;
+        }
+    }
+
+    /// Runs the background work: the ring timer and the relay's address
+    /// reports. Both stop with `cancel`.
+    pub fn spawn_background(
+        self: &Arc<Self>,
+        mut learned: tokio::sync::mpsc::UnboundedReceiver<crate::relay::AddressLearned>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let app = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let fx = app.calls.tick();
+                        app.apply(fx).await;
+                    }
+                    Some(m) = learned.recv() => {
+                        let fx = app.calls.address_learned(m.call, Leg { user: m.user, session: m.session }, m.addr);
+                        app.apply(fx).await;
+                    }
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        })
     }
 
     /// A user's contacts and outgoing requests, cached.
-    pub(crate) async fn cached_contacts(
-        &self,
-        user: UserId,
-    ) -> ServiceResult<Arc<Vec<(User, Relation)>>> {
+    pub(crate) async fn cached_contacts(&self, user: UserId) -> ServiceResult<Arc<Vec<(User, Relation)>>> {
         match self.contacts.get(&user) {
             Ok(list) => Ok(list),
             Err(epoch) => {

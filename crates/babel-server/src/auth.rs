@@ -27,10 +27,7 @@ pub struct PasswordCost {
 
 impl Default for PasswordCost {
     fn default() -> Self {
-        Self {
-            memory_kib: Params::DEFAULT_M_COST,
-            iterations: Params::DEFAULT_T_COST,
-        }
+        Self { memory_kib: Params::DEFAULT_M_COST, iterations: Params::DEFAULT_T_COST }
     }
 }
 
@@ -40,8 +37,7 @@ impl Default for PasswordCost {
 pub struct HashError(String);
 
 fn hasher(cost: PasswordCost) -> Result<Argon2<'static>, HashError> {
-    let params = Params::new(cost.memory_kib, cost.iterations, 1, None)
-        .map_err(|e| HashError(e.to_string()))?;
+    let params = Params::new(cost.memory_kib, cost.iterations, 1, None).map_err(|e| HashError(e.to_string()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -50,19 +46,14 @@ pub fn hash_password(password: &str, cost: PasswordCost) -> Result<String, HashE
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| HashError(e.to_string()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
-    Ok(hasher(cost)?
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| HashError(e.to_string()))?
-        .to_string())
+    Ok(hasher(cost)?.hash_password(password.as_bytes(), &salt).map_err(|e| HashError(e.to_string()))?.to_string())
 }
 
 /// Checks a password against a PHC string. The cost is read from the string,
 /// so hashes made under older settings keep working.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
 }
@@ -99,10 +90,7 @@ pub fn hash_token(token: &str) -> TokenHash {
 mod tests {
     use super::*;
 
-    const CHEAP: PasswordCost = PasswordCost {
-        memory_kib: 64,
-        iterations: 1,
-    };
+    const CHEAP: PasswordCost = PasswordCost { memory_kib: 64, iterations: 1 };
 
     #[test]
     fn password_round_trip() {
@@ -116,10 +104,7 @@ mod tests {
 
     #[test]
     fn salts_differ() {
-        assert_ne!(
-            hash_password("pw", CHEAP).unwrap(),
-            hash_password("pw", CHEAP).unwrap()
-        );
+        assert_ne!(hash_password("pw", CHEAP).unwrap(), hash_password("pw", CHEAP).unwrap());
     }
 
     #[test]

@@ -32,12 +32,7 @@ pub struct EpochCache<K, V> {
 
 impl<K, V> Default for EpochCache<K, V> {
     fn default() -> Self {
-        Self {
-            inner: Mutex::new(Inner {
-                epoch: 0,
-                map: HashMap::new(),
-            }),
-        }
+        Self { inner: Mutex::new(Inner { epoch: 0, map: HashMap::new() }) }
     }
 }
 

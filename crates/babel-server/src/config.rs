@@ -43,6 +43,15 @@ pub struct Config {
     pub max_route_bytes: usize,
     /// Largest data section, in bytes (default 1 MiB).
     pub max_data_bytes: usize,
+    /// UDP media relay address (default: the signalling listener's address
+    /// and port, on UDP).
+    pub udp_listen: Option<SocketAddr>,
+    /// Seconds a call rings unanswered (default 30).
+    pub ring_timeout_secs: u64,
+    /// Seconds between `/ping` events on event connections (default 20).
+    pub ping_interval_secs: u64,
+    /// Most participants in one call, those being rung included (default 8).
+    pub max_call_participants: usize,
 }
 
 impl Default for Config {
@@ -59,6 +68,10 @@ impl Default for Config {
             max_header_bytes: limits.max_header,
             max_route_bytes: limits.max_route,
             max_data_bytes: limits.max_data,
+            udp_listen: None,
+            ring_timeout_secs: 30,
+            ping_interval_secs: 20,
+            max_call_participants: 8,
         }
     }
 }
@@ -66,10 +79,7 @@ impl Default for Config {
 /// `babel/babel.db` under the platform's data directory, or the working
 /// directory when there is none.
 pub fn default_db_path() -> PathBuf {
-    dirs::data_dir()
-        .map(|d| d.join("babel"))
-        .unwrap_or_default()
-        .join("babel.db")
+    dirs::data_dir().map(|d| d.join("babel")).unwrap_or_default().join("babel.db")
 }
 
 /// The configuration file could not be used.
@@ -96,14 +106,8 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file; keys left out keep their defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source: Box::new(source),
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
     }
 
     /// The frame size limits.
@@ -153,13 +157,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("babel.toml");
         std::fs::write(&p, "lissten = \"x\"\n").unwrap();
-        assert!(matches!(
-            Config::from_file(&p),
-            Err(ConfigError::Parse { .. })
-        ));
-        assert!(matches!(
-            Config::from_file(&dir.path().join("none")),
-            Err(ConfigError::Read { .. })
-        ));
+        assert!(matches!(Config::from_file(&p), Err(ConfigError::Parse { .. })));
+        assert!(matches!(Config::from_file(&dir.path().join("none")), Err(ConfigError::Read { .. })));
     }
 }

@@ -13,14 +13,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use babel_proto::{FrameError, Limits, RawRequest, RawResponse, Reply, decode_request};
+use babel_proto::{FrameError, Limits, RawRequest, RawResponse, Reply, ServerEvent, decode_request};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, ConnState};
+use crate::app::{App, ChannelMode, ConnState, Outcome};
+use crate::hub::Subscription;
 
 /// Per-connection settings.
 #[derive(Debug, Clone)]
@@ -68,21 +69,12 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 impl Connection {
     /// Wraps an accepted socket.
     pub fn new(stream: TcpStream, settings: Arc<ConnSettings>) -> Self {
-        Self {
-            stream,
-            rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
-            settings,
-            frame_started: None,
-        }
+        Self { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new(), settings, frame_started: None }
     }
 
     /// Reads the next request frame. `Ok(None)` when the peer closed cleanly
     /// between frames or the server is shutting down.
-    pub async fn read_request(
-        &mut self,
-        cancel: &CancellationToken,
-    ) -> Result<Option<RawRequest>, ReadError> {
+    pub async fn read_request(&mut self, cancel: &CancellationToken) -> Result<Option<RawRequest>, ReadError> {
         loop {
             if let Some(frame) = decode_request(&mut self.rbuf, &self.settings.limits)? {
                 self.frame_started = (!self.rbuf.is_empty()).then(Instant::now);
@@ -95,21 +87,15 @@ impl Connection {
                 // moment for bytes still on their way, then close.
                 let grace = Instant::now() + SHUTDOWN_GRACE;
                 self.rbuf.reserve(READ_CHUNK);
-                return match tokio::time::timeout_at(grace, self.stream.read_buf(&mut self.rbuf))
-                    .await
-                {
-                    Ok(Ok(n)) if n > 0 => {
-                        Ok(decode_request(&mut self.rbuf, &self.settings.limits)?)
-                    }
+                return match tokio::time::timeout_at(grace, self.stream.read_buf(&mut self.rbuf)).await {
+                    Ok(Ok(n)) if n > 0 => Ok(decode_request(&mut self.rbuf, &self.settings.limits)?),
                     _ => Ok(None),
                 };
             }
             if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
                 self.rbuf = BytesMut::new();
             }
-            if let Ok(Some(total)) =
-                babel_proto::frame::request_frame_len(&self.rbuf, &self.settings.limits)
-            {
+            if let Ok(Some(total)) = babel_proto::frame::request_frame_len(&self.rbuf, &self.settings.limits) {
                 self.rbuf.reserve(total.saturating_sub(self.rbuf.len()));
             } else {
                 self.rbuf.reserve(READ_CHUNK);
@@ -131,11 +117,7 @@ impl Connection {
                 }
             };
             if n == 0 {
-                return if self.rbuf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ReadError::Truncated)
-                };
+                return if self.rbuf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
             }
             self.frame_started.get_or_insert_with(Instant::now);
         }
@@ -151,18 +133,10 @@ impl Connection {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(
-            self.settings.frame_timeout,
-            self.stream.write_all(&self.wbuf),
-        )
-        .await
-        {
+        match tokio::time::timeout(self.settings.frame_timeout, self.stream.write_all(&self.wbuf)).await {
             Ok(r) => r?,
             Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "peer is not reading",
-                ));
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer is not reading"));
             }
         }
         self.wbuf.clear();
@@ -177,12 +151,13 @@ impl Connection {
 /// shutdown. In-flight requests are always answered before returning.
 pub async fn serve(
     stream: TcpStream,
+    peer: std::net::IpAddr,
     app: Arc<App>,
     settings: Arc<ConnSettings>,
     cancel: CancellationToken,
 ) {
     let mut conn = Connection::new(stream, settings);
-    let mut state = ConnState::default();
+    let mut state = ConnState::new(peer);
     loop {
         let frame = match conn.read_request(&cancel).await {
             Ok(Some(frame)) => frame,
@@ -198,10 +173,114 @@ pub async fn serve(
                 break;
             }
         };
-        let reply = app.handle(&mut state, &frame).await;
-        tracing::trace!(route = ?frame.route_str(), status = reply.status().code(), "answered");
-        // Flushed by the next read_request once no whole frame is buffered.
-        conn.queue(&reply.to_frame());
+        match app.handle(&mut state, &frame).await {
+            // Flushed by the next read_request once no whole frame is buffered.
+            Outcome::Reply(reply) => conn.queue(&reply.to_frame()),
+            Outcome::Events(sub) => {
+                conn.queue(&Reply::Ok.to_frame());
+                if conn.flush().await.is_ok() && conn.rbuf.is_empty() {
+                    serve_events(conn, sub, app.ping_interval(), &cancel).await;
+                } else {
+                    tracing::debug!("client wrote after /events; closing");
+                }
+                app.connection_closed(state).await;
+                return;
+            }
+            Outcome::Channel(mode) => {
+                conn.queue(&Reply::Ok.to_frame());
+                if conn.flush().await.is_ok() {
+                    serve_channel(conn, &mode, &cancel).await;
+                }
+                mode.room.leave(&mode.queue);
+                app.connection_closed(state).await;
+                return;
+            }
+        }
     }
     let _ = conn.flush().await;
+    app.connection_closed(state).await;
+}
+
+/// Event mode: only the server writes. Anything the client sends, or its
+/// closing, ends the connection.
+async fn serve_events(conn: Connection, mut sub: Subscription, ping_every: Duration, cancel: &CancellationToken) {
+    let timeout = conn.settings.frame_timeout;
+    let mut stream = conn.stream;
+    let (mut rd, mut wr) = stream.split();
+    let ping = ServerEvent::Ping.to_frame().to_bytes();
+    let mut ticker = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut probe = [0u8; 1];
+    loop {
+        let frame = tokio::select! {
+            ev = sub.rx.recv() => match ev {
+                Some(bytes) => bytes,
+                None => break,
+            },
+            _ = ticker.tick() => ping.clone(),
+            _ = rd.read(&mut probe) => break,
+            _ = cancel.cancelled() => break,
+        };
+        match tokio::time::timeout(timeout, wr.write_all(&frame)).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
+}
+
+/// Call-channel mode: `/send` frames from the client go to the other
+/// participants; frames queued for this participant go out.
+async fn serve_channel(conn: Connection, mode: &ChannelMode, cancel: &CancellationToken) {
+    let limits = conn.settings.limits;
+    let timeout = conn.settings.frame_timeout;
+    let mut rbuf = conn.rbuf;
+    let mut stream = conn.stream;
+    let (mut rd, mut wr) = stream.split();
+    let mut frame_started: Option<Instant> = None;
+    loop {
+        // Frames already buffered (pipelined after /connect_call) first.
+        loop {
+            match decode_request(&mut rbuf, &limits) {
+                Ok(Some(frame)) => {
+                    frame_started = (!rbuf.is_empty()).then(Instant::now);
+                    if &frame.route[..] == b"/send" {
+                        mode.room.forward(mode.leg.session, &frame.data);
+                    } else {
+                        tracing::debug!(route = ?frame.route_str(), "ignored on a call channel");
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "bad frame on a call channel; closing");
+                    return;
+                }
+            }
+        }
+        let deadline = frame_started.map(|s| s + timeout);
+        let half_frame_expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        rbuf.reserve(READ_CHUNK);
+        tokio::select! {
+            r = rd.read_buf(&mut rbuf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    frame_started.get_or_insert_with(Instant::now);
+                }
+            },
+            out = mode.queue.next() => match out {
+                Some(bytes) => {
+                    if !matches!(tokio::time::timeout(timeout, wr.write_all(&bytes)).await, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                // The call ended for us, and the last frame is written.
+                None => return,
+            },
+            _ = half_frame_expired => return,
+            _ = cancel.cancelled() => return,
+        }
+    }
 }

@@ -3,15 +3,20 @@
 //!
 //! Layout: [`connection`] speaks frames on one socket; [`app`] holds the
 //! shared state and maps errors to statuses; [`routes`] has one file per
-//! route family; [`store`] is durable state behind a trait; [`presence`] and
-//! [`cache`] are in-memory only.
+//! route family; [`store`] is durable state behind a trait; [`presence`],
+//! [`cache`], [`calls`] (with its pure state machine) and [`channel`] are
+//! in-memory only; [`hub`] delivers events; [`relay`] is the UDP media relay.
 
 pub mod app;
 pub mod auth;
 pub mod cache;
+pub mod calls;
+pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod hub;
 pub mod presence;
+pub mod relay;
 pub mod routes;
 pub mod server;
 pub mod store;

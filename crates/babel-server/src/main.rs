@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use babel_server::config::Config;
-use babel_server::connection::ConnSettings;
+use babel_server::server::Server;
 use babel_server::store::sqlite::SqliteStore;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -33,6 +33,9 @@ struct Args {
     /// Seconds a half-received frame may take [default: 30].
     #[arg(long, env = "BABEL_FRAME_TIMEOUT")]
     frame_timeout: Option<u64>,
+    /// UDP address of the media relay [default: the --listen address, on UDP].
+    #[arg(long, env = "BABEL_UDP_LISTEN")]
+    udp_listen: Option<SocketAddr>,
     /// Log filter, e.g. `info` or `babel_server=debug` [default: info].
     #[arg(long, env = "BABEL_LOG", default_value = "info")]
     log: String,
@@ -49,15 +52,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -89,34 +91,21 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.frame_timeout {
         config.frame_timeout_secs = v;
     }
+    if let Some(v) = args.udp_listen {
+        config.udp_listen = Some(v);
+    }
     raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let store = SqliteStore::open(&config.db, config.durability)
             .with_context(|| format!("cannot open the database {}", config.db.display()))?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, db = %config.db.display(), "babel-server ready");
+        let server = Server::bind(&config, Arc::new(store)).await?;
+        let addr = server.addr()?;
+        let udp = server.udp_addr()?;
+        tracing::info!(%addr, %udp, db = %config.db.display(), "babel-server ready");
         // Scripts wait for this line on stdout to know the port.
         println!("listening on {addr}");
-        let app = babel_server::app::App::new(Arc::new(store), (&config).into());
-        let settings = ConnSettings {
-            limits: config.limits(),
-            frame_timeout: config.frame_timeout(),
-        };
-        babel_server::server::run(
-            listener,
-            Arc::clone(&app),
-            settings,
-            config.max_connections,
-            shutdown_signal(),
-        )
-        .await;
-        drop(app);
+        server.serve(shutdown_signal()).await;
         tracing::info!("database closed; bye");
         anyhow::Ok(())
     })

@@ -1,25 +1,51 @@
 //! Who is online: which sessions have at least one open, authenticated
-//! connection in this process.
+//! connection in this process, and from which IP address.
 //!
 //! A connection that makes an authenticated request attaches itself to that
-//! session and holds a [`PresenceGuard`]; dropping the guard (the connection
-//! closing) detaches it. Ending a session (`/logout`) or a user (`/delete`)
-//! forgets them at once, whatever guards are still alive.
+//! session and holds a [`PresenceGuard`]; releasing the guard (the
+//! connection closing) detaches it and says whether that was the session's
+//! last connection and the user's last session. Ending a session (`/logout`)
+//! or a user (`/delete`) forgets them at once, whatever guards are alive.
 //!
-//! Not here: durable state, or other nodes' connections (a multi-node setup
-//! puts a shared registry behind the same calls).
+//! Not here: durable state, or what presence is *published* to contacts
+//! (see `App::refresh_status`), or other nodes' connections.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use babel_proto::UserId;
 
 use crate::store::SessionId;
 
+#[derive(Debug)]
+struct Live {
+    connections: u32,
+    /// The IP of the connection that attached last.
+    ip: IpAddr,
+    /// Attach order across the registry, to find a user's latest session.
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    users: HashMap<UserId, HashMap<SessionId, Live>>,
+    seq: u64,
+}
+
 /// Live connections per session, per user.
 #[derive(Debug, Default)]
 pub struct PresenceRegistry {
-    users: Mutex<HashMap<UserId, HashMap<SessionId, u32>>>,
+    inner: Mutex<Inner>,
+}
+
+/// What releasing a guard changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Detached {
+    /// That was the session's last connection.
+    pub session_gone: bool,
+    /// That was the user's last live session.
+    pub user_offline: bool,
 }
 
 /// Keeps a session counted as online while it lives.
@@ -28,6 +54,7 @@ pub struct PresenceGuard {
     registry: Arc<PresenceRegistry>,
     user: UserId,
     session: SessionId,
+    armed: bool,
 }
 
 impl PresenceGuard {
@@ -35,81 +62,114 @@ impl PresenceGuard {
     pub fn session(&self) -> SessionId {
         self.session
     }
+
+    /// The user.
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    /// Detaches now and reports what changed.
+    pub fn release(mut self) -> Detached {
+        self.armed = false;
+        self.registry.detach(self.user, self.session)
+    }
 }
 
 impl Drop for PresenceGuard {
     fn drop(&mut self) {
-        self.registry.detach(self.user, self.session);
+        if self.armed {
+            self.registry.detach(self.user, self.session);
+        }
     }
 }
 
 impl PresenceRegistry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<UserId, HashMap<SessionId, u32>>> {
-        // Every critical section leaves the map consistent: poison is harmless.
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves the maps consistent: poison is harmless.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts one more connection for `session`.
-    pub fn attach(self: &Arc<Self>, user: UserId, session: SessionId) -> PresenceGuard {
-        *self
-            .lock()
-            .entry(user)
-            .or_default()
-            .entry(session)
-            .or_insert(0) += 1;
-        PresenceGuard {
-            registry: Arc::clone(self),
-            user,
-            session,
-        }
+    /// Counts one more connection for `session`, seen from `ip`. Also
+    /// answers whether the user was offline until now.
+    pub fn attach(self: &Arc<Self>, user: UserId, session: SessionId, ip: IpAddr) -> (PresenceGuard, bool) {
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let seq = inner.seq;
+        let sessions = inner.users.entry(user).or_default();
+        let was_offline = sessions.is_empty();
+        let live = sessions.entry(session).or_insert(Live { connections: 0, ip, seq });
+        live.connections += 1;
+        live.ip = ip;
+        live.seq = seq;
+        (PresenceGuard { registry: Arc::clone(self), user, session, armed: true }, was_offline)
     }
 
-    fn detach(&self, user: UserId, session: SessionId) {
-        let mut users = self.lock();
-        let Some(sessions) = users.get_mut(&user) else {
-            return;
-        };
-        if let Some(n) = sessions.get_mut(&session) {
-            *n -= 1;
-            if *n == 0 {
+    fn detach(&self, user: UserId, session: SessionId) -> Detached {
+        let mut inner = self.lock();
+        let Some(sessions) = inner.users.get_mut(&user) else { return Detached::default() };
+        let mut out = Detached::default();
+        if let Some(live) = sessions.get_mut(&session) {
+            live.connections -= 1;
+            if live.connections == 0 {
                 sessions.remove(&session);
+                out.session_gone = true;
             }
         }
         if sessions.is_empty() {
-            users.remove(&user);
+            inner.users.remove(&user);
+            out.user_offline = out.session_gone;
         }
+        out
     }
 
     /// Forgets a session (logged out), whatever connections it still has.
     pub fn end_session(&self, user: UserId, session: SessionId) {
-        let mut users = self.lock();
-        if let Some(sessions) = users.get_mut(&user) {
+        let mut inner = self.lock();
+        if let Some(sessions) = inner.users.get_mut(&user) {
             sessions.remove(&session);
             if sessions.is_empty() {
-                users.remove(&user);
+                inner.users.remove(&user);
             }
         }
     }
 
     /// Forgets a user (deleted).
     pub fn end_user(&self, user: UserId) {
-        self.lock().remove(&user);
+        self.lock().users.remove(&user);
     }
 
     /// Whether the user has a live session.
     pub fn is_online(&self, user: UserId) -> bool {
-        self.lock().contains_key(&user)
+        self.lock().users.contains_key(&user)
     }
 
     /// For each user, whether they are online (one lock for the whole list).
     pub fn online_map(&self, users: impl IntoIterator<Item = UserId>) -> Vec<bool> {
-        let map = self.lock();
-        users.into_iter().map(|u| map.contains_key(&u)).collect()
+        let inner = self.lock();
+        users.into_iter().map(|u| inner.users.contains_key(&u)).collect()
+    }
+
+    /// The user's live sessions.
+    pub fn sessions_of(&self, user: UserId) -> Vec<SessionId> {
+        let inner = self.lock();
+        let mut s: Vec<SessionId> = inner.users.get(&user).map(|m| m.keys().copied().collect()).unwrap_or_default();
+        s.sort();
+        s
+    }
+
+    /// The IP of the user's most recently attached session.
+    pub fn latest_ip(&self, user: UserId) -> Option<IpAddr> {
+        self.lock().users.get(&user)?.values().max_by_key(|l| l.seq).map(|l| l.ip)
+    }
+
+    /// The IP a session was last seen from.
+    pub fn session_ip(&self, user: UserId, session: SessionId) -> Option<IpAddr> {
+        Some(self.lock().users.get(&user)?.get(&session)?.ip)
     }
 
     /// How many users are online.
     pub fn online_users(&self) -> usize {
-        self.lock().len()
+        self.lock().users.len()
     }
 }
 
@@ -117,35 +177,53 @@ impl PresenceRegistry {
 mod tests {
     use super::*;
 
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn online_while_a_guard_lives() {
         let r = Arc::new(PresenceRegistry::default());
         let u = UserId(1);
         assert!(!r.is_online(u));
-        let g1 = r.attach(u, SessionId(1));
-        let g2 = r.attach(u, SessionId(1));
-        let g3 = r.attach(u, SessionId(2));
-        drop(g1);
-        drop(g3);
+        let (g1, first) = r.attach(u, SessionId(1), IP);
+        assert!(first);
+        let (g2, again) = r.attach(u, SessionId(1), IP);
+        assert!(!again);
+        let (g3, _) = r.attach(u, SessionId(2), IP);
+        assert_eq!(r.sessions_of(u), vec![SessionId(1), SessionId(2)]);
+        assert_eq!(g1.release(), Detached { session_gone: false, user_offline: false });
+        assert_eq!(g3.release(), Detached { session_gone: true, user_offline: false });
         assert!(r.is_online(u));
-        drop(g2);
+        assert_eq!(g2.release(), Detached { session_gone: true, user_offline: true });
         assert!(!r.is_online(u));
         assert_eq!(r.online_users(), 0);
+    }
+
+    #[test]
+    fn latest_ip_is_the_most_recent_attach() {
+        let r = Arc::new(PresenceRegistry::default());
+        let u = UserId(1);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let _g1 = r.attach(u, SessionId(1), a);
+        let _g2 = r.attach(u, SessionId(2), b);
+        assert_eq!(r.latest_ip(u), Some(b));
+        let _g3 = r.attach(u, SessionId(1), a);
+        assert_eq!(r.latest_ip(u), Some(a));
+        assert_eq!(r.session_ip(u, SessionId(2)), Some(b));
     }
 
     #[test]
     fn ended_session_is_offline_at_once() {
         let r = Arc::new(PresenceRegistry::default());
         let u = UserId(1);
-        let g = r.attach(u, SessionId(1));
-        let other = r.attach(u, SessionId(2));
+        let (g, _) = r.attach(u, SessionId(1), IP);
+        let (other, _) = r.attach(u, SessionId(2), IP);
         r.end_session(u, SessionId(1));
         assert!(r.is_online(u), "the other device is still there");
         drop(other);
         assert!(!r.is_online(u));
-        drop(g); // late drop of an ended session's guard is harmless
-        assert!(!r.is_online(u));
-        let g = r.attach(u, SessionId(3));
+        assert_eq!(g.release(), Detached::default(), "a late release of an ended session changes nothing");
+        let (g, _) = r.attach(u, SessionId(3), IP);
         r.end_user(u);
         assert!(!r.is_online(u));
         drop(g);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -19,19 +19,26 @@ use tracing::Instrument;
 use crate::app::{App, AppConfig};
 use crate::config::Config;
 use crate::connection::{ConnSettings, serve};
+use crate::hub::LocalHub;
+use crate::relay::{AddressLearned, Relay};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
 /// Keepalive probes find a peer that vanished without closing TCP: first
-/// probe after 20 s idle, then every 10 s, given up after 3 (≈ 50 s).
+/// probe after 20 s idle, then every 10 s, given up after 3 (≈ 50 s); data
+/// unacknowledged for 45 s (pings to a vanished peer) does the same.
 fn configure_socket(stream: &TcpStream) {
     let sock = SockRef::from(stream);
-    let ka = TcpKeepalive::new()
-        .with_time(Duration::from_secs(20))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
+    let ka =
+        TcpKeepalive::new().with_time(Duration::from_secs(20)).with_interval(Duration::from_secs(10)).with_retries(3);
     if let Err(e) = sock.set_tcp_keepalive(&ka) {
         tracing::debug!(error = %e, "cannot set keepalive");
+    }
+    // Keepalive only probes idle connections; an event connection keeps
+    // sending pings, so a dead peer shows as data left unacknowledged.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    if let Err(e) = sock.set_tcp_user_timeout(Some(Duration::from_secs(45))) {
+        tracing::debug!(error = %e, "cannot set the TCP user timeout");
     }
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set nodelay");
@@ -74,7 +81,7 @@ pub async fn run(
             let (app, settings, cancel) = (Arc::clone(&app), Arc::clone(&settings), cancel.clone());
             tracker.spawn(
                 async move {
-                    serve(stream, app, settings, cancel).await;
+                    serve(stream, peer.ip(), app, settings, cancel).await;
                     drop(permit);
                 }
                 .instrument(span),
@@ -103,7 +110,7 @@ pub enum StartError {
         /// Why.
         source: StoreError,
     },
-    /// The listener could not be bound.
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
@@ -113,70 +120,103 @@ pub enum StartError {
     },
 }
 
+/// A bound server, ready to [`Server::serve`].
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    udp: UdpSocket,
+    app: Arc<App>,
+    learned: mpsc::UnboundedReceiver<AddressLearned>,
+    settings: ConnSettings,
+    max_connections: usize,
+}
+
+impl Server {
+    /// Binds the TCP listener and the UDP relay socket and builds the
+    /// services over `store`.
+    pub async fn bind(config: &Config, store: Arc<dyn Store>) -> Result<Server, StartError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let udp_addr = config.udp_listen.unwrap_or(addr);
+        let udp = UdpSocket::bind(udp_addr).await.map_err(|source| StartError::Bind { addr: udp_addr, source })?;
+        let udp_port = udp.local_addr().map_err(|source| StartError::Bind { addr: udp_addr, source })?.port();
+        let (tx, learned) = mpsc::unbounded_channel();
+        let relay = Relay::new(udp_port);
+        relay.set_reports(tx);
+        let app = App::new(store, Arc::new(LocalHub::default()), relay, AppConfig::from(config));
+        let settings = ConnSettings { limits: config.limits(), frame_timeout: config.frame_timeout() };
+        Ok(Server { listener, udp, app, learned, settings, max_connections: config.max_connections })
+    }
+
+    /// The signalling address.
+    pub fn addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The relay's UDP address.
+    pub fn udp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+
+    /// The services.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Serves until `shutdown` completes and every connection has finished.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let cancel = CancellationToken::new();
+        let relay = tokio::spawn(Arc::clone(self.app.relay()).run(self.udp, cancel.clone()));
+        let background = self.app.spawn_background(self.learned, cancel.clone());
+        run(self.listener, Arc::clone(&self.app), self.settings, self.max_connections, shutdown).await;
+        cancel.cancel();
+        let _ = relay.await;
+        let _ = background.await;
+    }
+}
+
 /// A server running on the current tokio runtime (tests, embedding, `babel
 /// demo`).
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    udp_addr: SocketAddr,
     app: Arc<App>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
-    /// Opens the store, binds the listener and starts serving.
+    /// Opens the store, binds the listeners and starts serving.
     pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
-        let store = SqliteStore::open(&config.db, config.durability).map_err(|source| {
-            StartError::Store {
-                path: config.db.clone(),
-                source,
-            }
-        })?;
+        let store = SqliteStore::open(&config.db, config.durability)
+            .map_err(|source| StartError::Store { path: config.db.clone(), source })?;
         Self::start_with_store(config, Arc::new(store)).await
     }
 
     /// Starts serving over a given store.
-    pub async fn start_with_store(
-        config: &Config,
-        store: Arc<dyn Store>,
-    ) -> Result<RunningServer, StartError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let app = App::new(store, AppConfig::from(config));
-        let settings = ConnSettings {
-            limits: config.limits(),
-            frame_timeout: config.frame_timeout(),
-        };
+    pub async fn start_with_store(config: &Config, store: Arc<dyn Store>) -> Result<RunningServer, StartError> {
+        let server = Server::bind(config, store).await?;
+        let addr = server.addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let udp_addr = server.udp_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let app = Arc::clone(server.app());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(
-            listener,
-            Arc::clone(&app),
-            settings,
-            config.max_connections,
-            async move {
-                let _ = rx.await;
-            },
-        ));
-        Ok(RunningServer {
-            addr,
-            app,
-            stop: Some(tx),
-            task,
-        })
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningServer { addr, udp_addr, app, stop: Some(tx), task })
     }
 
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The relay's UDP address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
     }
 
     /// The shared state (for tests and metrics).

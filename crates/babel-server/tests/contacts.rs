@@ -18,50 +18,23 @@ async fn request_pending_then_accepted() {
     let a = a_conn.create("amy@example.org").await;
     let b = b_conn.create("ben@example.org").await;
 
-    let (s, _) = a_conn
-        .call(
-            a.header(),
-            "/add_contact",
-            json!({"contact_email": "BEN@example.org"}),
-        )
-        .await;
+    let (s, _) = a_conn.call(a.header(), "/add_contact", json!({"contact_email": "BEN@example.org"})).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        a_conn.contacts(&a).await,
-        vec![pair("ben@example.org", "pending")]
-    );
+    assert_eq!(a_conn.contacts(&a).await, vec![pair("ben@example.org", "pending")]);
     assert_eq!(b_conn.contacts(&b).await, vec![], "nothing until accepted");
-    let (s, v) = b_conn
-        .call(b.header(), "/contact_requests", Value::Null)
-        .await;
+    let (s, v) = b_conn.call(b.header(), "/contact_requests", Value::Null).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        v,
-        json!([{"id": a.id, "name": "amy", "email": "amy@example.org"}])
-    );
+    assert_eq!(v, json!([{"id": a.id, "name": "amy", "email": "amy@example.org"}]));
 
-    let (s, _) = b_conn
-        .call(b.header(), "/accept_contact", json!({"contact_id": a.id}))
-        .await;
+    let (s, _) = b_conn.call(b.header(), "/accept_contact", json!({"contact_id": a.id})).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        a_conn.contacts(&a).await,
-        vec![pair("ben@example.org", "online")]
-    );
-    assert_eq!(
-        b_conn.contacts(&b).await,
-        vec![pair("amy@example.org", "online")]
-    );
-    let (_, v) = b_conn
-        .call(b.header(), "/contact_requests", Value::Null)
-        .await;
+    assert_eq!(a_conn.contacts(&a).await, vec![pair("ben@example.org", "online")]);
+    assert_eq!(b_conn.contacts(&b).await, vec![pair("amy@example.org", "online")]);
+    let (_, v) = b_conn.call(b.header(), "/contact_requests", Value::Null).await;
     assert_eq!(v, json!([]));
     // Each row is a user plus status.
     let (_, v) = a_conn.call(a.header(), "/contacts", Value::Null).await;
-    assert_eq!(
-        v,
-        json!([{"id": b.id, "name": "ben", "email": "ben@example.org", "status": "online"}])
-    );
+    assert_eq!(v, json!([{"id": b.id, "name": "ben", "email": "ben@example.org", "status": "online"}]));
 }
 
 #[tokio::test]
@@ -77,38 +50,23 @@ async fn presence_follows_connections_and_logout() {
     setup.befriend(&a, &b).await;
     drop(setup);
     b_conn.contacts(&b).await;
-    assert_eq!(
-        a_conn.contacts(&a).await,
-        vec![pair("dan@example.org", "online")]
-    );
+    assert_eq!(a_conn.contacts(&a).await, vec![pair("dan@example.org", "online")]);
 
     // A second device of Dan's keeps him online when the first leaves.
     let mut b_phone = Client::connect(server.addr()).await;
     let b2 = b_phone.login("dan@example.org").await;
     drop(b_conn);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(
-        a_conn.contacts(&a).await,
-        vec![pair("dan@example.org", "online")]
-    );
+    assert_eq!(a_conn.contacts(&a).await, vec![pair("dan@example.org", "online")]);
     // Logging that session out makes him offline at once, although its
     // connection is still open.
-    assert_eq!(
-        b_phone.call(b2.header(), "/logout", Value::Null).await.0,
-        200
-    );
-    assert_eq!(
-        a_conn.contacts(&a).await,
-        vec![pair("dan@example.org", "offline")]
-    );
+    assert_eq!(b_phone.call(b2.header(), "/logout", Value::Null).await.0, 200);
+    assert_eq!(a_conn.contacts(&a).await, vec![pair("dan@example.org", "offline")]);
 
     // An authenticated request on any connection brings him back.
     let mut b_again = Client::connect(server.addr()).await;
     b_again.contacts(&b).await;
-    assert_eq!(
-        a_conn.contacts(&a).await,
-        vec![pair("dan@example.org", "online")]
-    );
+    assert_eq!(a_conn.contacts(&a).await, vec![pair("dan@example.org", "online")]);
     drop(b_again);
     // The close is seen by the server's connection task shortly after.
     let mut offline = false;
@@ -135,10 +93,7 @@ async fn a_connection_with_a_failed_token_does_not_make_anyone_online() {
     let mut stranger = Client::connect(server.addr()).await;
     let forged = json!({"id": b.id, "token": "not-the-token"});
     assert_eq!(stranger.call(forged, "/contacts", Value::Null).await.0, 401);
-    assert_eq!(
-        a_conn.contacts(&a).await,
-        vec![pair("flo@example.org", "offline")]
-    );
+    assert_eq!(a_conn.contacts(&a).await, vec![pair("flo@example.org", "offline")]);
 }
 
 #[tokio::test]
@@ -148,42 +103,14 @@ async fn add_contact_refusals() {
     let a = c.create("gil@example.org").await;
     let b = c.create("hana@example.org").await;
     let add = |email: &str| json!({"contact_email": email});
-    assert_refused(
-        c.call(a.header(), "/add_contact", add("gil@example.org"))
-            .await,
-        "yourself",
-    );
-    assert_refused(
-        c.call(a.header(), "/add_contact", add("nobody@example.org"))
-            .await,
-        "nobody has",
-    );
-    assert_refused(
-        c.call(a.header(), "/add_contact", add("no email")).await,
-        "not a valid email",
-    );
-    assert_eq!(
-        c.call(a.header(), "/add_contact", add(&b.email)).await.0,
-        200
-    );
-    assert_refused(
-        c.call(a.header(), "/add_contact", add(&b.email)).await,
-        "already asked",
-    );
-    assert_eq!(
-        c.call(b.header(), "/accept_contact", json!({"contact_id": a.id}))
-            .await
-            .0,
-        200
-    );
-    assert_refused(
-        c.call(a.header(), "/add_contact", add(&b.email)).await,
-        "already in your contacts",
-    );
-    assert_refused(
-        c.call(b.header(), "/add_contact", add(&a.email)).await,
-        "already in your contacts",
-    );
+    assert_refused(c.call(a.header(), "/add_contact", add("gil@example.org")).await, "yourself");
+    assert_refused(c.call(a.header(), "/add_contact", add("nobody@example.org")).await, "nobody has");
+    assert_refused(c.call(a.header(), "/add_contact", add("no email")).await, "not a valid email");
+    assert_eq!(c.call(a.header(), "/add_contact", add(&b.email)).await.0, 200);
+    assert_refused(c.call(a.header(), "/add_contact", add(&b.email)).await, "already asked");
+    assert_eq!(c.call(b.header(), "/accept_contact", json!({"contact_id": a.id})).await.0, 200);
+    assert_refused(c.call(a.header(), "/add_contact", add(&b.email)).await, "already in your contacts");
+    assert_refused(c.call(b.header(), "/add_contact", add(&a.email)).await, "already in your contacts");
     assert_eq!(c.call(a.header(), "/add_contact", json!({})).await.0, 400);
 }
 
@@ -193,34 +120,10 @@ async fn crossed_requests_make_contacts() {
     let mut c = Client::connect(server.addr()).await;
     let a = c.create("ivy@example.org").await;
     let b = c.create("jay@example.org").await;
-    assert_eq!(
-        c.call(
-            a.header(),
-            "/add_contact",
-            json!({"contact_email": b.email})
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        c.call(
-            b.header(),
-            "/add_contact",
-            json!({"contact_email": a.email})
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        c.contacts(&a).await,
-        vec![pair("jay@example.org", "online")]
-    );
-    assert_eq!(
-        c.contacts(&b).await,
-        vec![pair("ivy@example.org", "online")]
-    );
+    assert_eq!(c.call(a.header(), "/add_contact", json!({"contact_email": b.email})).await.0, 200);
+    assert_eq!(c.call(b.header(), "/add_contact", json!({"contact_email": a.email})).await.0, 200);
+    assert_eq!(c.contacts(&a).await, vec![pair("jay@example.org", "online")]);
+    assert_eq!(c.contacts(&b).await, vec![pair("ivy@example.org", "online")]);
 }
 
 #[tokio::test]
@@ -229,69 +132,18 @@ async fn decline_and_answer_refusals() {
     let mut c = Client::connect(server.addr()).await;
     let a = c.create("kai@example.org").await;
     let b = c.create("lea@example.org").await;
-    assert_eq!(
-        c.call(
-            a.header(),
-            "/add_contact",
-            json!({"contact_email": b.email})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(c.call(a.header(), "/add_contact", json!({"contact_email": b.email})).await.0, 200);
     // Only the asked side can answer.
-    assert_refused(
-        c.call(a.header(), "/accept_contact", json!({"contact_id": b.id}))
-            .await,
-        "no contact request",
-    );
-    assert_eq!(
-        c.call(b.header(), "/decline_contact", json!({"contact_id": a.id}))
-            .await
-            .0,
-        200
-    );
+    assert_refused(c.call(a.header(), "/accept_contact", json!({"contact_id": b.id})).await, "no contact request");
+    assert_eq!(c.call(b.header(), "/decline_contact", json!({"contact_id": a.id})).await.0, 200);
     assert_eq!(c.contacts(&a).await, vec![]);
-    assert_refused(
-        c.call(b.header(), "/decline_contact", json!({"contact_id": a.id}))
-            .await,
-        "no contact request",
-    );
-    assert_refused(
-        c.call(b.header(), "/accept_contact", json!({"contact_id": a.id}))
-            .await,
-        "no contact request",
-    );
-    assert_refused(
-        c.call(
-            b.header(),
-            "/accept_contact",
-            json!({"contact_id": "999999"}),
-        )
-        .await,
-        "no contact request",
-    );
-    assert_eq!(
-        c.call(b.header(), "/accept_contact", json!({"contact_id": "abc"}))
-            .await
-            .0,
-        400
-    );
-    assert_eq!(
-        c.call(b.header(), "/decline_contact", Value::Null).await.0,
-        400
-    );
+    assert_refused(c.call(b.header(), "/decline_contact", json!({"contact_id": a.id})).await, "no contact request");
+    assert_refused(c.call(b.header(), "/accept_contact", json!({"contact_id": a.id})).await, "no contact request");
+    assert_refused(c.call(b.header(), "/accept_contact", json!({"contact_id": "999999"})).await, "no contact request");
+    assert_eq!(c.call(b.header(), "/accept_contact", json!({"contact_id": "abc"})).await.0, 400);
+    assert_eq!(c.call(b.header(), "/decline_contact", Value::Null).await.0, 400);
     // After a decline, asking again is allowed.
-    assert_eq!(
-        c.call(
-            a.header(),
-            "/add_contact",
-            json!({"contact_email": b.email})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(c.call(a.header(), "/add_contact", json!({"contact_email": b.email})).await.0, 200);
 }
 
 #[tokio::test]
@@ -303,61 +155,21 @@ async fn remove_by_id_by_email_and_cancel() {
     let d = c.create("oz@example.org").await;
     c.befriend(&a, &b).await;
     c.befriend(&a, &d).await;
-    assert_eq!(
-        c.call(a.header(), "/remove_contact", json!({"contact_id": b.id}))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(c.call(a.header(), "/remove_contact", json!({"contact_id": b.id})).await.0, 200);
     assert_eq!(c.contacts(&b).await, vec![], "removed on both sides");
-    assert_eq!(
-        c.call(
-            d.header(),
-            "/remove_contact",
-            json!({"contact_email": "MAX@example.org"})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(c.call(d.header(), "/remove_contact", json!({"contact_email": "MAX@example.org"})).await.0, 200);
     assert_eq!(c.contacts(&a).await, vec![]);
+    assert_refused(c.call(a.header(), "/remove_contact", json!({"contact_id": b.id})).await, "not in your contacts");
     assert_refused(
-        c.call(a.header(), "/remove_contact", json!({"contact_id": b.id}))
-            .await,
-        "not in your contacts",
-    );
-    assert_refused(
-        c.call(
-            a.header(),
-            "/remove_contact",
-            json!({"contact_email": "who@example.org"}),
-        )
-        .await,
+        c.call(a.header(), "/remove_contact", json!({"contact_email": "who@example.org"})).await,
         "nobody has",
     );
     // Removing my pending request cancels it.
-    assert_eq!(
-        c.call(
-            a.header(),
-            "/add_contact",
-            json!({"contact_email": b.email})
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        c.call(a.header(), "/remove_contact", json!({"contact_id": b.id}))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(c.call(a.header(), "/add_contact", json!({"contact_email": b.email})).await.0, 200);
+    assert_eq!(c.call(a.header(), "/remove_contact", json!({"contact_id": b.id})).await.0, 200);
     let (_, v) = c.call(b.header(), "/contact_requests", Value::Null).await;
     assert_eq!(v, json!([]));
-    assert_eq!(
-        c.call(a.header(), "/remove_contact", json!({})).await.0,
-        400
-    );
+    assert_eq!(c.call(a.header(), "/remove_contact", json!({})).await.0, 400);
 }
 
 #[tokio::test]
@@ -393,12 +205,6 @@ async fn every_authenticated_route_checks_the_token() {
     assert_eq!(c.contacts(&a).await, vec![]);
     assert_eq!(c.contacts(&b).await, vec![]);
     // Keys in any case work.
-    let (status, _) = c
-        .call(
-            json!({"ID": a.id, "Token": a.token}),
-            "/contacts",
-            Value::Null,
-        )
-        .await;
+    let (status, _) = c.call(json!({"ID": a.id, "Token": a.token}), "/contacts", Value::Null).await;
     assert_eq!(status, 200);
 }

@@ -41,26 +41,13 @@ fn spawn(dir: &Path) -> Server {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected: {line}"));
-    Server {
-        addr: addr.parse().unwrap(),
-        child,
-    }
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line}"));
+    Server { addr: addr.parse().unwrap(), child }
 }
 
 /// One request; `None` on any transport failure (the server was killed).
-async fn try_call(
-    stream: &mut TcpStream,
-    header: Value,
-    route: &str,
-    data: Value,
-) -> Option<(i32, Value)> {
+async fn try_call(stream: &mut TcpStream, header: Value, route: &str, data: Value) -> Option<(i32, Value)> {
     stream.write_all(&frame(&header, route, &data)).await.ok()?;
     let mut prefix = [0u8; 8];
     stream.read_exact(&mut prefix).await.ok()?;
@@ -68,11 +55,7 @@ async fn try_call(
     let len = i32::from_be_bytes(prefix[4..].try_into().unwrap()) as usize;
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await.ok()?;
-    let v = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).ok()?
-    };
+    let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).ok()? };
     Some((status, v))
 }
 
@@ -89,26 +72,16 @@ async fn writer(addr: SocketAddr, w: usize, acked: Arc<Mutex<Acked>>) {
     let mut prev: Option<Value> = None;
     for i in 0.. {
         let email = format!("w{w}-{i}@example.org");
-        let Some((201, v)) = try_call(
-            &mut s,
-            Value::Null,
-            "/create",
-            json!({"user_mail": email, "pass": "password123"}),
-        )
-        .await
+        let Some((201, v)) =
+            try_call(&mut s, Value::Null, "/create", json!({"user_mail": email, "pass": "password123"})).await
         else {
             return;
         };
         acked.lock().unwrap().users.push(email.clone());
         let me = json!({"id": v["id"], "token": v["token"]});
         if let Some(p) = prev.take() {
-            let Some((200, _)) = try_call(
-                &mut s,
-                me.clone(),
-                "/add_contact",
-                json!({"contact_email": p["email"]}),
-            )
-            .await
+            let Some((200, _)) =
+                try_call(&mut s, me.clone(), "/add_contact", json!({"contact_email": p["email"]})).await
             else {
                 return;
             };
@@ -122,11 +95,7 @@ async fn writer(addr: SocketAddr, w: usize, acked: Arc<Mutex<Acked>>) {
             else {
                 return;
             };
-            acked
-                .lock()
-                .unwrap()
-                .contacts
-                .push((email.clone(), p["email"].as_str().unwrap().to_owned()));
+            acked.lock().unwrap().contacts.push((email.clone(), p["email"].as_str().unwrap().to_owned()));
         }
         prev = Some(v);
     }
@@ -138,9 +107,8 @@ async fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
     for round in 0..3 {
         let server = spawn(dir.path());
         let acked = Arc::new(Mutex::new(Acked::default()));
-        let tasks: Vec<_> = (0..8)
-            .map(|w| tokio::spawn(writer(server.addr, round * 100 + w, Arc::clone(&acked))))
-            .collect();
+        let tasks: Vec<_> =
+            (0..8).map(|w| tokio::spawn(writer(server.addr, round * 100 + w, Arc::clone(&acked)))).collect();
         // Let writes pile up, then kill without warning.
         tokio::time::sleep(Duration::from_millis(700 + 300 * round as u64)).await;
         let mut server = server;
@@ -150,11 +118,7 @@ async fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
             t.await.unwrap();
         }
         let acked = std::mem::take(&mut *acked.lock().unwrap());
-        assert!(
-            acked.users.len() >= 8,
-            "round {round}: too few writes to mean anything ({})",
-            acked.users.len()
-        );
+        assert!(acked.users.len() >= 8, "round {round}: too few writes to mean anything ({})", acked.users.len());
 
         let server = spawn(dir.path());
         let mut c = Client::connect(server.addr).await;
@@ -164,16 +128,9 @@ async fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
         }
         for (a, b) in &acked.contacts {
             let list = c.contacts(&sessions[a]).await;
-            assert!(
-                list.iter().any(|(e, s)| e == b && s != "pending"),
-                "round {round}: {a} lost contact {b}"
-            );
+            assert!(list.iter().any(|(e, s)| e == b && s != "pending"), "round {round}: {a} lost contact {b}");
         }
-        eprintln!(
-            "round {round}: {} accounts and {} contacts survived",
-            acked.users.len(),
-            acked.contacts.len()
-        );
+        eprintln!("round {round}: {} accounts and {} contacts survived", acked.users.len(), acked.contacts.len());
     }
 }
 
@@ -183,30 +140,21 @@ async fn sigterm_shuts_down_cleanly() {
     let mut server = spawn(dir.path());
     let mut c = Client::connect(server.addr).await;
     c.create("term@example.org").await;
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = std::time::Instant::now() + TIMEOUT;
     let exit = loop {
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server did not stop on SIGTERM"
-        );
+        assert!(std::time::Instant::now() < deadline, "server did not stop on SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
     assert!(c.is_closed().await);
     // A clean close checkpoints the WAL into the main file.
     let wal = dir.path().join("babel.db-wal");
-    assert!(
-        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
-        "WAL left behind"
-    );
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "WAL left behind");
     let server = spawn(dir.path());
     let mut c = Client::connect(server.addr).await;
     c.login("term@example.org").await;

@@ -13,22 +13,13 @@ use serde_json::{Value, json};
 async fn unknown_route_is_404() {
     let (server, _dir) = start().await;
     let mut c = Client::connect(server.addr()).await;
-    assert_eq!(
-        c.call(Value::Null, "/nope", Value::Null).await,
-        (404, Value::Null)
-    );
-    assert_eq!(
-        c.call(Value::Null, "/Login", json!({})).await.0,
-        404,
-        "routes are exact"
-    );
+    assert_eq!(c.call(Value::Null, "/nope", Value::Null).await, (404, Value::Null));
+    assert_eq!(c.call(Value::Null, "/Login", json!({})).await.0, 404, "routes are exact");
     // Malformed JSON on a known route is 400 and the connection stays usable.
-    c.write(&babel_proto::RawRequest::new(Vec::new(), "/login", b"{not json".to_vec()).to_bytes())
-        .await;
+    c.write(&babel_proto::RawRequest::new(Vec::new(), "/login", b"{not json".to_vec()).to_bytes()).await;
     assert_eq!(c.read().await.0, 400);
     let dup = br#"{"user_mail":"a@b.co","USER_MAIL":"c@d.co","pass":"x"}"#.to_vec();
-    c.write(&babel_proto::RawRequest::new(Vec::new(), "/login", dup).to_bytes())
-        .await;
+    c.write(&babel_proto::RawRequest::new(Vec::new(), "/login", dup).to_bytes()).await;
     let (status, v) = c.read().await;
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("more than once"));
@@ -47,10 +38,7 @@ async fn two_hundred_pipelined_requests_are_answered_in_order() {
         let (f, status) = match i % 3 {
             0 => (frame(&s.header(), "/contacts", &Value::Null), 200),
             1 => (frame(&bad, "/contacts", &Value::Null), 401),
-            _ => (
-                frame(&Value::Null, &format!("/unknown{i}"), &Value::Null),
-                404,
-            ),
+            _ => (frame(&Value::Null, &format!("/unknown{i}"), &Value::Null), 404),
         };
         bytes.extend(f);
         expected.push(status);
@@ -65,11 +53,7 @@ async fn two_hundred_pipelined_requests_are_answered_in_order() {
 async fn a_frame_sent_one_byte_at_a_time() {
     let (server, _dir) = start().await;
     let mut c = Client::connect(server.addr()).await;
-    let bytes = frame(
-        &Value::Null,
-        "/create",
-        &json!({"user_mail": "slow@example.org", "pass": "password123"}),
-    );
+    let bytes = frame(&Value::Null, "/create", &json!({"user_mail": "slow@example.org", "pass": "password123"}));
     for b in bytes {
         c.write(&[b]).await;
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -86,10 +70,7 @@ async fn assert_bad_length_closes(prefix: &[u8]) {
     c.write(prefix).await;
     let r = c.try_read().await.expect("a 400 before the close");
     assert_eq!(r.status, 400);
-    assert!(
-        c.try_read().await.is_none(),
-        "then the connection is closed"
-    );
+    assert!(c.try_read().await.is_none(), "then the connection is closed");
     // The server goes on serving others, old and new.
     assert_eq!(other.contacts(&s).await, vec![]);
     let mut fresh = Client::connect(server.addr()).await;
@@ -127,8 +108,7 @@ async fn largest_allowed_data_is_accepted() {
     let mut data = br#"{"user_mail":"big@example.org","pass":"password123","pad":""#.to_vec();
     data.resize(1024 * 1024 - 2, b'x');
     data.extend(br#""}"#);
-    c.write(&babel_proto::RawRequest::new(Vec::new(), "/create", data).to_bytes())
-        .await;
+    c.write(&babel_proto::RawRequest::new(Vec::new(), "/create", data).to_bytes()).await;
     assert_eq!(c.read().await.0, 201);
 }
 
@@ -165,18 +145,11 @@ async fn shutdown_answers_what_was_received() {
     let mut idle = Client::connect(server.addr()).await;
     idle.contacts(&s).await;
     let addr = server.addr();
-    c.write(&frame(&s.header(), "/contacts", &Value::Null))
-        .await;
+    c.write(&frame(&s.header(), "/contacts", &Value::Null)).await;
     let answered = c.read();
     let stop = server.shutdown();
     let (r, ()) = tokio::join!(answered, stop);
     assert_eq!(r.0, 200);
-    assert!(
-        idle.is_closed().await,
-        "idle connections are closed on shutdown"
-    );
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "no longer accepting"
-    );
+    assert!(idle.is_closed().await, "idle connections are closed on shutdown");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }

@@ -1,6 +1,6 @@
 //! `/create`, `/login`, `/logout`, `/delete`.
 
-use babel_proto::{Credentials, LogoutBy, Reply, Secret, SessionInfo};
+use babel_proto::{Credentials, EndReason, LogoutBy, Reply, Secret, ServerEvent, SessionInfo};
 
 use crate::app::{App, ConnState, ServiceError, ServiceResult, now};
 use crate::auth;
@@ -21,12 +21,8 @@ pub fn normalize_email(raw: &str) -> ServiceResult<String> {
     let (local, domain) = email.split_once('@').ok_or_else(refuse)?;
     let domain_ok = !domain.contains('@')
         && domain.contains('.')
-        && domain
-            .split('.')
-            .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'))
-        && domain
-            .chars()
-            .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+        && domain.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'))
+        && domain.chars().all(|c| c.is_alphanumeric() || c == '.' || c == '-');
     if local.is_empty() || local.len() > 64 || !domain_ok {
         return Err(refuse());
     }
@@ -58,14 +54,10 @@ impl App {
         let name = display_name(name, &email)?;
         let len = password.expose().chars().count();
         if len < MIN_PASSWORD {
-            return Err(ServiceError::Refused(format!(
-                "the password must be at least {MIN_PASSWORD} characters"
-            )));
+            return Err(ServiceError::Refused(format!("the password must be at least {MIN_PASSWORD} characters")));
         }
         if len > MAX_PASSWORD {
-            return Err(ServiceError::Refused(format!(
-                "the password must be at most {MAX_PASSWORD} characters"
-            )));
+            return Err(ServiceError::Refused(format!("the password must be at most {MAX_PASSWORD} characters")));
         }
         let cost = self.cfg.password_cost;
         let hash = self
@@ -73,34 +65,19 @@ impl App {
             .await?
             .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         let (e, n) = (email.clone(), name.clone());
-        let user = match self
-            .blocking(move |s| Ok(s.create_user(&e, &n, &hash, now())))
-            .await?
-        {
+        let user = match self.blocking(move |s| Ok(s.create_user(&e, &n, &hash, now()))).await? {
             Ok(user) => user,
             Err(StoreError::EmailTaken) => {
-                return Err(ServiceError::Refused(format!(
-                    "an account with the email {email} already exists"
-                )));
+                return Err(ServiceError::Refused(format!("an account with the email {email} already exists")));
             }
             Err(e) => return Err(e.into()),
         };
         tracing::info!(user = %user.id, "account created");
         let token = self.open_session(conn, user.id).await?;
-        Ok(Reply::Created(SessionInfo {
-            id: user.id,
-            name: user.name,
-            email: user.email,
-            token: Secret::new(token),
-        }))
+        Ok(Reply::Created(SessionInfo { id: user.id, name: user.name, email: user.email, token: Secret::new(token) }))
     }
 
-    pub(crate) async fn login(
-        &self,
-        conn: &mut ConnState,
-        email: String,
-        password: Secret,
-    ) -> ServiceResult<Reply> {
+    pub(crate) async fn login(&self, conn: &mut ConnState, email: String, password: Secret) -> ServiceResult<Reply> {
         // A malformed email cannot have an account: same answer as a wrong password.
         let email = normalize_email(&email).map_err(|_| ServiceError::Unauthorized)?;
         let lookup = email.clone();
@@ -110,21 +87,14 @@ impl App {
             None => (None, self.dummy_hash().await?),
         };
         // Verify even for an unknown email, so timing does not tell which exist.
-        let ok = self
-            .cpu(move || auth::verify_password(password.expose(), &phc))
-            .await?;
+        let ok = self.cpu(move || auth::verify_password(password.expose(), &phc)).await?;
         let user = match (user, ok) {
             (Some(u), true) => u,
             _ => return Err(ServiceError::Unauthorized),
         };
         let token = self.open_session(conn, user.id).await?;
         tracing::debug!(user = %user.id, "logged in");
-        Ok(Reply::Session(SessionInfo {
-            id: user.id,
-            name: user.name,
-            email: user.email,
-            token: Secret::new(token),
-        }))
+        Ok(Reply::Session(SessionInfo { id: user.id, name: user.name, email: user.email, token: Secret::new(token) }))
     }
 
     /// A valid hash of a random password at the configured cost, made once,
@@ -160,7 +130,7 @@ impl App {
                 rec
             }
         };
-        self.forget_session(rec).await?;
+        self.end_session(rec, EndReason::Logout).await?;
         tracing::debug!(user = %rec.user, "logged out");
         Ok(Reply::Ok)
     }
@@ -171,14 +141,14 @@ impl App {
             return Err(ServiceError::Unauthorized);
         }
         let user = rec.user;
-        let linked = self
-            .blocking(move |s| s.delete_user(user))
-            .await?
-            .ok_or(ServiceError::Unauthorized)?;
-        self.forget_user_sessions(user);
-        let mut changed = linked;
+        let linked = self.blocking(move |s| s.delete_user(user)).await?.ok_or(ServiceError::Unauthorized)?;
+        self.end_user(user).await;
+        let mut changed = linked.clone();
         changed.push(user);
         self.contacts_changed(&changed);
+        for other in linked {
+            self.hub.to_user(other, &ServerEvent::ContactRemoved(user));
+        }
         tracing::info!(%user, "account deleted");
         Ok(Reply::Ok)
     }
@@ -190,21 +160,8 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(
-            normalize_email("  Ann.Lee@Example.ORG ").unwrap(),
-            "ann.lee@example.org"
-        );
-        for bad in [
-            "",
-            "ann",
-            "@x.org",
-            "ann@",
-            "ann@x",
-            "a b@x.org",
-            "a@b@c.org",
-            "a@-x.org",
-            "a@x..org",
-        ] {
+        assert_eq!(normalize_email("  Ann.Lee@Example.ORG ").unwrap(), "ann.lee@example.org");
+        for bad in ["", "ann", "@x.org", "ann@", "ann@x", "a b@x.org", "a@b@c.org", "a@-x.org", "a@x..org"] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
     }
@@ -213,10 +170,7 @@ mod tests {
     fn names() {
         assert_eq!(display_name(None, "ann@x.org").unwrap(), "ann");
         assert_eq!(display_name(Some("  ".into()), "ann@x.org").unwrap(), "ann");
-        assert_eq!(
-            display_name(Some(" Ann \"Lee\" ".into()), "ann@x.org").unwrap(),
-            "Ann \"Lee\""
-        );
+        assert_eq!(display_name(Some(" Ann \"Lee\" ".into()), "ann@x.org").unwrap(), "Ann \"Lee\"");
         assert!(display_name(Some("x".repeat(65)), "a@x.org").is_err());
         assert!(display_name(Some("a\u{7}".into()), "a@x.org").is_err());
     }

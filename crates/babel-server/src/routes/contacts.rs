@@ -2,7 +2,7 @@
 //! `/decline_contact` (`/contact_requests` is a plain store read in the
 //! dispatcher).
 
-use babel_proto::{ContactEntry, ContactRef, Presence, Reply, User, UserId};
+use babel_proto::{ContactEntry, ContactRef, Presence, Reply, ServerEvent, User, UserId};
 
 use crate::app::{App, ServiceError, ServiceResult};
 use crate::routes::accounts::normalize_email;
@@ -19,8 +19,9 @@ impl App {
                 user: user.clone(),
                 status: match rel {
                     Relation::Outgoing => Presence::Pending,
-                    Relation::Contact if online => Presence::Online,
-                    Relation::Contact => Presence::Offline,
+                    Relation::Contact if !online => Presence::Offline,
+                    Relation::Contact if self.calls.is_busy(user.id) => Presence::Busy,
+                    Relation::Contact => Presence::Online,
                 },
             })
             .collect();
@@ -39,23 +40,28 @@ impl App {
     pub(crate) async fn add_contact(&self, me: UserId, email: String) -> ServiceResult<Reply> {
         let other = self.user_by_email(&email).await?;
         if other.id == me {
-            return Err(ServiceError::Refused(
-                "you cannot add yourself as a contact".into(),
-            ));
+            return Err(ServiceError::Refused("you cannot add yourself as a contact".into()));
         }
         let to = other.id;
-        let outcome = self
-            .blocking(move |s| s.add_request(me, to, crate::app::now()))
-            .await?;
+        let outcome = self.blocking(move |s| s.add_request(me, to, crate::app::now())).await?;
         match outcome {
-            AddOutcome::Requested | AddOutcome::BecameContacts => {
+            AddOutcome::Requested => {
                 self.contacts_changed(&[me, to]);
+                let me_user = self.user(me).await?;
+                self.hub.to_user(to, &ServerEvent::ContactRequest(me_user));
+                // My other devices list the request as pending.
+                self.hub
+                    .to_user(me, &ServerEvent::ContactAdded(ContactEntry { user: other, status: Presence::Pending }));
                 Ok(Reply::Ok)
             }
-            AddOutcome::AlreadyContacts => Err(ServiceError::Refused(format!(
-                "{} is already in your contacts",
-                other.email
-            ))),
+            AddOutcome::BecameContacts => {
+                self.contacts_changed(&[me, to]);
+                self.announce_contacts(me, to).await?;
+                Ok(Reply::Ok)
+            }
+            AddOutcome::AlreadyContacts => {
+                Err(ServiceError::Refused(format!("{} is already in your contacts", other.email)))
+            }
             AddOutcome::AlreadyRequested => Err(ServiceError::Refused(format!(
                 "you already asked {}; the request is waiting for their answer",
                 other.email
@@ -63,42 +69,49 @@ impl App {
         }
     }
 
-    pub(crate) async fn remove_contact(
-        &self,
-        me: UserId,
-        target: ContactRef,
-    ) -> ServiceResult<Reply> {
+    pub(crate) async fn remove_contact(&self, me: UserId, target: ContactRef) -> ServiceResult<Reply> {
         let other = match target {
             ContactRef::Id(id) => id,
             ContactRef::Email(email) => self.user_by_email(&email).await?.id,
         };
         let outcome = self.blocking(move |s| s.remove_link(me, other)).await?;
         if outcome == RemoveOutcome::NotFound {
-            return Err(ServiceError::Refused(
-                "this user is not in your contacts".into(),
-            ));
+            return Err(ServiceError::Refused("this user is not in your contacts".into()));
         }
         self.contacts_changed(&[me, other]);
+        self.hub.to_user(me, &ServerEvent::ContactRemoved(other));
+        self.hub.to_user(other, &ServerEvent::ContactRemoved(me));
         Ok(Reply::Ok)
     }
 
-    pub(crate) async fn answer_request(
-        &self,
-        me: UserId,
-        from: UserId,
-        accept: bool,
-    ) -> ServiceResult<Reply> {
+    pub(crate) async fn answer_request(&self, me: UserId, from: UserId, accept: bool) -> ServiceResult<Reply> {
         let done = if accept {
             self.blocking(move |s| s.accept_request(me, from)).await?
         } else {
             self.blocking(move |s| s.decline_request(me, from)).await?
         };
         if !done {
-            return Err(ServiceError::Refused(
-                "there is no contact request from this user".into(),
-            ));
+            return Err(ServiceError::Refused("there is no contact request from this user".into()));
         }
         self.contacts_changed(&[me, from]);
+        if accept {
+            self.announce_contacts(me, from).await?;
+        } else {
+            self.hub.to_user(me, &ServerEvent::ContactRemoved(from));
+            self.hub.to_user(from, &ServerEvent::ContactRemoved(me));
+        }
         Ok(Reply::Ok)
+    }
+
+    pub(crate) async fn user(&self, id: UserId) -> ServiceResult<User> {
+        self.blocking(move |s| s.user(id)).await?.ok_or_else(|| ServiceError::Refused("no such user".into()))
+    }
+
+    /// Tells both sides of a new contact about each other, with presence.
+    async fn announce_contacts(&self, a: UserId, b: UserId) -> ServiceResult<()> {
+        let (ua, ub) = (self.user(a).await?, self.user(b).await?);
+        self.hub.to_user(a, &ServerEvent::ContactAdded(ContactEntry { user: ub, status: self.status_of(b) }));
+        self.hub.to_user(b, &ServerEvent::ContactAdded(ContactEntry { user: ua, status: self.status_of(a) }));
+        Ok(())
     }
 }

@@ -2,4 +2,5 @@
 //! dispatcher is [`crate::app::App::handle`].
 
 pub mod accounts;
+pub mod calls;
 pub mod contacts;

@@ -35,9 +35,7 @@ pub struct Account {
 
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Account")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
+        f.debug_struct("Account").field("user", &self.user).finish_non_exhaustive()
     }
 }
 
@@ -105,13 +103,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The durable state: accounts, sessions, contacts and contact requests.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Creates an account. [`StoreError::EmailTaken`] if the email exists.
-    fn create_user(
-        &self,
-        email: &str,
-        name: &str,
-        password_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<User>;
+    fn create_user(&self, email: &str, name: &str, password_hash: &str, now: Timestamp) -> StoreResult<User>;
     /// The account with this (lowercase) email.
     fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
     /// The user with this id.
@@ -122,12 +114,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn delete_user(&self, id: UserId) -> StoreResult<Option<Vec<UserId>>>;
 
     /// Records a new session.
-    fn create_session(
-        &self,
-        user: UserId,
-        token: &TokenHash,
-        now: Timestamp,
-    ) -> StoreResult<SessionId>;
+    fn create_session(&self, user: UserId, token: &TokenHash, now: Timestamp) -> StoreResult<SessionId>;
     /// The session with this token hash.
     fn session(&self, token: &TokenHash) -> StoreResult<Option<SessionRecord>>;
     /// Marks a session used at `now`.

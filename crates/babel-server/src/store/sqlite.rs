@@ -14,8 +14,8 @@ use babel_proto::{User, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Account, AddOutcome, Relation, RemoveOutcome, SessionId, SessionRecord, Store, StoreError,
-    StoreResult, Timestamp, TokenHash,
+    Account, AddOutcome, Relation, RemoveOutcome, SessionId, SessionRecord, Store, StoreError, StoreResult, Timestamp,
+    TokenHash,
 };
 
 /// Each entry moves the schema one version up; never edit a released one.
@@ -94,11 +94,7 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
 }
 
 fn user_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    Ok(User {
-        id: UserId(row.get(0)?),
-        name: row.get(1)?,
-        email: row.get(2)?,
-    })
+    Ok(User { id: UserId(row.get(0)?), name: row.get(1)?, email: row.get(2)? })
 }
 
 impl SqliteStore {
@@ -107,28 +103,17 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(&path).map_err(backend)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(backend)?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(backend)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Backend(format!(
-                "cannot switch {} to WAL (got {mode})",
-                path.display()
-            )));
+            return Err(StoreError::Backend(format!("cannot switch {} to WAL (got {mode})", path.display())));
         }
         configure(&conn, durability).map_err(backend)?;
         migrate(&mut conn)?;
-        Ok(SqliteStore {
-            path,
-            writer: Mutex::new(conn),
-            readers: Mutex::new(Vec::new()),
-            durability,
-        })
+        Ok(SqliteStore { path, writer: Mutex::new(conn), readers: Mutex::new(Vec::new()), durability })
     }
 
     /// The schema version the file is at.
@@ -166,10 +151,20 @@ impl SqliteStore {
     }
 }
 
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Read-only connections cannot fold the WAL back into the database:
+        // close them first so the writer is the last one and does.
+        self.readers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = writer.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+            tracing::warn!(error = %e, "could not checkpoint the database on close");
+        }
+    }
+}
+
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
-    let current: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(backend)?;
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(backend)?;
     let target = MIGRATIONS.len() as i64;
     if current > target {
         return Err(StoreError::Backend(format!(
@@ -177,12 +172,9 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Exclusive)
-            .map_err(backend)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(backend)?;
         tx.execute_batch(sql).map_err(backend)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(backend)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(backend)?;
         tx.commit().map_err(backend)?;
     }
     Ok(())
@@ -190,20 +182,12 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 fn linked(tx: &Connection, a: UserId, b: UserId) -> rusqlite::Result<(bool, bool, bool)> {
     let contact = tx
-        .query_row(
-            "SELECT 1 FROM contacts WHERE user_id = ?1 AND contact_id = ?2",
-            params![a.0, b.0],
-            |_| Ok(()),
-        )
+        .query_row("SELECT 1 FROM contacts WHERE user_id = ?1 AND contact_id = ?2", params![a.0, b.0], |_| Ok(()))
         .optional()?
         .is_some();
     let req = |x: UserId, y: UserId| -> rusqlite::Result<bool> {
         Ok(tx
-            .query_row(
-                "SELECT 1 FROM requests WHERE from_id = ?1 AND to_id = ?2",
-                params![x.0, y.0],
-                |_| Ok(()),
-            )
+            .query_row("SELECT 1 FROM requests WHERE from_id = ?1 AND to_id = ?2", params![x.0, y.0], |_| Ok(()))
             .optional()?
             .is_some())
     };
@@ -215,21 +199,12 @@ fn make_contacts(tx: &Connection, a: UserId, b: UserId) -> rusqlite::Result<()> 
         "DELETE FROM requests WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)",
         params![a.0, b.0],
     )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO contacts (user_id, contact_id) VALUES (?1, ?2), (?2, ?1)",
-        params![a.0, b.0],
-    )?;
+    tx.execute("INSERT OR IGNORE INTO contacts (user_id, contact_id) VALUES (?1, ?2), (?2, ?1)", params![a.0, b.0])?;
     Ok(())
 }
 
 impl Store for SqliteStore {
-    fn create_user(
-        &self,
-        email: &str,
-        name: &str,
-        password_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<User> {
+    fn create_user(&self, email: &str, name: &str, password_hash: &str, now: Timestamp) -> StoreResult<User> {
         let res = self.write(|c| {
             c.execute(
                 "INSERT INTO users (email, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -238,14 +213,8 @@ impl Store for SqliteStore {
             Ok(UserId(c.last_insert_rowid()))
         });
         match res {
-            Ok(id) => Ok(User {
-                id,
-                name: name.to_owned(),
-                email: email.to_owned(),
-            }),
-            Err(StoreError::Backend(msg))
-                if msg.contains("UNIQUE constraint failed: users.email") =>
-            {
+            Ok(id) => Ok(User { id, name: name.to_owned(), email: email.to_owned() }),
+            Err(StoreError::Backend(msg)) if msg.contains("UNIQUE constraint failed: users.email") => {
                 Err(StoreError::EmailTaken)
             }
             Err(e) => Err(e),
@@ -254,40 +223,24 @@ impl Store for SqliteStore {
 
     fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
         self.read(|c| {
-            c.query_row(
-                "SELECT id, name, email, password_hash FROM users WHERE email = ?1",
-                params![email],
-                |r| {
-                    Ok(Account {
-                        user: user_from_row(r)?,
-                        password_hash: r.get(3)?,
-                    })
-                },
-            )
+            c.query_row("SELECT id, name, email, password_hash FROM users WHERE email = ?1", params![email], |r| {
+                Ok(Account { user: user_from_row(r)?, password_hash: r.get(3)? })
+            })
             .optional()
         })
     }
 
     fn user(&self, id: UserId) -> StoreResult<Option<User>> {
         self.read(|c| {
-            c.query_row(
-                "SELECT id, name, email FROM users WHERE id = ?1",
-                params![id.0],
-                user_from_row,
-            )
-            .optional()
+            c.query_row("SELECT id, name, email FROM users WHERE id = ?1", params![id.0], user_from_row).optional()
         })
     }
 
     fn delete_user(&self, id: UserId) -> StoreResult<Option<Vec<UserId>>> {
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let exists = tx
-                .query_row("SELECT 1 FROM users WHERE id = ?1", params![id.0], |_| {
-                    Ok(())
-                })
-                .optional()?
-                .is_some();
+            let exists =
+                tx.query_row("SELECT 1 FROM users WHERE id = ?1", params![id.0], |_| Ok(())).optional()?.is_some();
             if !exists {
                 return Ok(None);
             }
@@ -297,8 +250,7 @@ impl Store for SqliteStore {
                      UNION SELECT to_id FROM requests WHERE from_id = ?1
                      UNION SELECT from_id FROM requests WHERE to_id = ?1",
                 )?;
-                stmt.query_map(params![id.0], |r| r.get(0).map(UserId))?
-                    .collect::<rusqlite::Result<_>>()?
+                stmt.query_map(params![id.0], |r| r.get(0).map(UserId))?.collect::<rusqlite::Result<_>>()?
             };
             // ON DELETE CASCADE removes sessions, contacts and requests.
             tx.execute("DELETE FROM users WHERE id = ?1", params![id.0])?;
@@ -307,12 +259,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn create_session(
-        &self,
-        user: UserId,
-        token: &TokenHash,
-        now: Timestamp,
-    ) -> StoreResult<SessionId> {
+    fn create_session(&self, user: UserId, token: &TokenHash, now: Timestamp) -> StoreResult<SessionId> {
         self.write(|c| {
             c.execute(
                 "INSERT INTO sessions (user_id, token_hash, created_at, last_used) VALUES (?1, ?2, ?3, ?3)",
@@ -324,36 +271,22 @@ impl Store for SqliteStore {
 
     fn session(&self, token: &TokenHash) -> StoreResult<Option<SessionRecord>> {
         self.read(|c| {
-            c.query_row(
-                "SELECT id, user_id, last_used FROM sessions WHERE token_hash = ?1",
-                params![&token[..]],
-                |r| {
-                    Ok(SessionRecord {
-                        id: SessionId(r.get(0)?),
-                        user: UserId(r.get(1)?),
-                        last_used: r.get(2)?,
-                    })
-                },
-            )
+            c.query_row("SELECT id, user_id, last_used FROM sessions WHERE token_hash = ?1", params![&token[..]], |r| {
+                Ok(SessionRecord { id: SessionId(r.get(0)?), user: UserId(r.get(1)?), last_used: r.get(2)? })
+            })
             .optional()
         })
     }
 
     fn touch_session(&self, id: SessionId, now: Timestamp) -> StoreResult<()> {
         self.write(|c| {
-            c.execute(
-                "UPDATE sessions SET last_used = max(last_used, ?2) WHERE id = ?1",
-                params![id.0, now],
-            )
-            .map(|_| ())
+            c.execute("UPDATE sessions SET last_used = max(last_used, ?2) WHERE id = ?1", params![id.0, now])
+                .map(|_| ())
         })
     }
 
     fn delete_session(&self, id: SessionId) -> StoreResult<bool> {
-        self.write(|c| {
-            c.execute("DELETE FROM sessions WHERE id = ?1", params![id.0])
-                .map(|n| n > 0)
-        })
+        self.write(|c| c.execute("DELETE FROM sessions WHERE id = ?1", params![id.0]).map(|n| n > 0))
     }
 
     fn purge_sessions(&self, cutoff: Timestamp) -> StoreResult<usize> {
@@ -371,11 +304,7 @@ impl Store for SqliteStore {
                  ORDER BY 2 COLLATE NOCASE, 1",
             )?;
             stmt.query_map(params![user.0], |r| {
-                let rel = if r.get::<_, i64>(3)? == 0 {
-                    Relation::Contact
-                } else {
-                    Relation::Outgoing
-                };
+                let rel = if r.get::<_, i64>(3)? == 0 { Relation::Contact } else { Relation::Outgoing };
                 Ok((user_from_row(r)?, rel))
             })?
             .collect()
@@ -429,11 +358,7 @@ impl Store for SqliteStore {
 
     fn decline_request(&self, me: UserId, from: UserId) -> StoreResult<bool> {
         self.write(|c| {
-            c.execute(
-                "DELETE FROM requests WHERE from_id = ?1 AND to_id = ?2",
-                params![from.0, me.0],
-            )
-            .map(|n| n > 0)
+            c.execute("DELETE FROM requests WHERE from_id = ?1 AND to_id = ?2", params![from.0, me.0]).map(|n| n > 0)
         })
     }
 
@@ -471,9 +396,7 @@ mod tests {
     }
 
     fn user(s: &SqliteStore, email: &str) -> UserId {
-        s.create_user(email, email.split('@').next().unwrap(), "hash", 0)
-            .unwrap()
-            .id
+        s.create_user(email, email.split('@').next().unwrap(), "hash", 0).unwrap().id
     }
 
     #[test]
@@ -493,10 +416,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("n.db");
         drop(SqliteStore::open(&p, Durability::Full).unwrap());
-        Connection::open(&p)
-            .unwrap()
-            .pragma_update(None, "user_version", 99)
-            .unwrap();
+        Connection::open(&p).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let err = SqliteStore::open(&p, Durability::Full).unwrap_err();
         assert!(err.to_string().contains("newer"), "{err}");
     }
@@ -505,10 +425,7 @@ mod tests {
     fn email_is_unique() {
         let (_d, s) = store();
         user(&s, "a@x.org");
-        assert!(matches!(
-            s.create_user("a@x.org", "a", "h", 0),
-            Err(StoreError::EmailTaken)
-        ));
+        assert!(matches!(s.create_user("a@x.org", "a", "h", 0), Err(StoreError::EmailTaken)));
     }
 
     #[test]
@@ -525,17 +442,11 @@ mod tests {
         let (_d, s) = store();
         let (a, b) = (user(&s, "a@x.org"), user(&s, "b@x.org"));
         assert_eq!(s.add_request(a, b, 1).unwrap(), AddOutcome::Requested);
-        assert_eq!(
-            s.add_request(a, b, 1).unwrap(),
-            AddOutcome::AlreadyRequested
-        );
+        assert_eq!(s.add_request(a, b, 1).unwrap(), AddOutcome::AlreadyRequested);
         assert_eq!(s.contacts(a).unwrap()[0].1, Relation::Outgoing);
         assert!(s.contacts(b).unwrap().is_empty());
         assert_eq!(s.incoming_requests(b).unwrap()[0].id, a);
-        assert!(
-            !s.accept_request(a, b).unwrap(),
-            "only the asked side accepts"
-        );
+        assert!(!s.accept_request(a, b).unwrap(), "only the asked side accepts");
         assert!(s.accept_request(b, a).unwrap());
         assert_eq!(s.contacts(a).unwrap()[0].1, Relation::Contact);
         assert_eq!(s.contacts(b).unwrap()[0].1, Relation::Contact);
@@ -564,10 +475,7 @@ mod tests {
         assert!(s.decline_request(b, a).unwrap());
         assert!(!s.decline_request(b, a).unwrap());
         s.add_request(a, b, 1).unwrap();
-        assert_eq!(
-            s.remove_link(a, b).unwrap(),
-            RemoveOutcome::CancelledRequest
-        );
+        assert_eq!(s.remove_link(a, b).unwrap(), RemoveOutcome::CancelledRequest);
         s.add_request(a, b, 1).unwrap();
         assert_eq!(s.remove_link(b, a).unwrap(), RemoveOutcome::DroppedIncoming);
         assert!(s.incoming_requests(b).unwrap().is_empty());
@@ -576,12 +484,7 @@ mod tests {
     #[test]
     fn delete_removes_everything_and_reports_links() {
         let (_d, s) = store();
-        let (a, b, c, d) = (
-            user(&s, "a@x.org"),
-            user(&s, "b@x.org"),
-            user(&s, "c@x.org"),
-            user(&s, "d@x.org"),
-        );
+        let (a, b, c, d) = (user(&s, "a@x.org"), user(&s, "b@x.org"), user(&s, "c@x.org"), user(&s, "d@x.org"));
         s.add_request(a, b, 1).unwrap();
         s.accept_request(b, a).unwrap();
         s.add_request(a, c, 1).unwrap();

@@ -22,10 +22,7 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         db: dir.path().join("babel.db"),
-        password: PasswordCost {
-            memory_kib: 256,
-            iterations: 1,
-        },
+        password: PasswordCost { memory_kib: 256, iterations: 1 },
         ..Config::default()
     }
 }
@@ -66,30 +63,18 @@ impl Session {
 }
 
 fn section(v: &Value) -> Vec<u8> {
-    if v.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(v).unwrap()
-    }
+    if v.is_null() { Vec::new() } else { serde_json::to_vec(v).unwrap() }
 }
 
 pub fn frame(header: &Value, route: &str, data: &Value) -> Vec<u8> {
-    RawRequest::new(section(header), route.to_owned(), section(data))
-        .to_bytes()
-        .to_vec()
+    RawRequest::new(section(header), route.to_owned(), section(data)).to_bytes().to_vec()
 }
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
-        let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
-            .await
-            .unwrap()
-            .unwrap();
+        let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr)).await.unwrap().unwrap();
         stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: BytesMut::new(),
-        }
+        Client { stream, buf: BytesMut::new() }
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
@@ -98,10 +83,7 @@ impl Client {
 
     /// The next response, or `None` if the server closed the connection.
     pub async fn try_read(&mut self) -> Option<RawResponse> {
-        let limits = Limits {
-            max_data: 64 << 20,
-            ..Limits::default()
-        };
+        let limits = Limits { max_data: 64 << 20, ..Limits::default() };
         loop {
             if let Some(r) = decode_response(&mut self.buf, &limits).unwrap() {
                 return Some(r);
@@ -118,11 +100,7 @@ impl Client {
 
     pub async fn read(&mut self) -> (i32, Value) {
         let r = self.try_read().await.expect("connection closed");
-        let v = if r.data.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&r.data).unwrap()
-        };
+        let v = if r.data.is_empty() { Value::Null } else { serde_json::from_slice(&r.data).unwrap() };
         (r.status, v)
     }
 
@@ -134,32 +112,17 @@ impl Client {
     /// True once the server has closed the connection (EOF or reset).
     pub async fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 64];
-        matches!(
-            tokio::time::timeout(TIMEOUT, self.stream.read(&mut b)).await,
-            Ok(Ok(0) | Err(_))
-        )
+        matches!(tokio::time::timeout(TIMEOUT, self.stream.read(&mut b)).await, Ok(Ok(0) | Err(_)))
     }
 
     pub async fn create(&mut self, email: &str) -> Session {
-        let (status, v) = self
-            .call(
-                Value::Null,
-                "/create",
-                json!({"user_mail": email, "pass": "password123"}),
-            )
-            .await;
+        let (status, v) = self.call(Value::Null, "/create", json!({"user_mail": email, "pass": "password123"})).await;
         assert_eq!(status, 201, "{v}");
         session(v)
     }
 
     pub async fn login(&mut self, email: &str) -> Session {
-        let (status, v) = self
-            .call(
-                Value::Null,
-                "/login",
-                json!({"user_mail": email, "pass": "password123"}),
-            )
-            .await;
+        let (status, v) = self.call(Value::Null, "/login", json!({"user_mail": email, "pass": "password123"})).await;
         assert_eq!(status, 200, "{v}");
         session(v)
     }
@@ -170,51 +133,26 @@ impl Client {
         v.as_array()
             .unwrap()
             .iter()
-            .map(|c| {
-                (
-                    c["email"].as_str().unwrap().to_owned(),
-                    c["status"].as_str().unwrap().to_owned(),
-                )
-            })
+            .map(|c| (c["email"].as_str().unwrap().to_owned(), c["status"].as_str().unwrap().to_owned()))
             .collect()
     }
 
     pub async fn befriend(&mut self, a: &Session, b: &Session) {
-        let (s, v) = self
-            .call(
-                a.header(),
-                "/add_contact",
-                json!({"contact_email": b.email}),
-            )
-            .await;
+        let (s, v) = self.call(a.header(), "/add_contact", json!({"contact_email": b.email})).await;
         assert_eq!(s, 200, "{v}");
-        let (s, v) = self
-            .call(b.header(), "/accept_contact", json!({"contact_id": a.id}))
-            .await;
+        let (s, v) = self.call(b.header(), "/accept_contact", json!({"contact_id": a.id})).await;
         assert_eq!(s, 200, "{v}");
     }
 }
 
 pub fn session(v: Value) -> Session {
-    let s = |k: &str| {
-        v[k].as_str()
-            .unwrap_or_else(|| panic!("no {k} in {v}"))
-            .to_owned()
-    };
-    Session {
-        id: s("id"),
-        name: s("name"),
-        email: s("email"),
-        token: s("token"),
-    }
+    let s = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("no {k} in {v}")).to_owned();
+    Session { id: s("id"), name: s("name"), email: s("email"), token: s("token") }
 }
 
 /// Asserts a 403 whose `error` contains `needle`.
 pub fn assert_refused((status, v): (i32, Value), needle: &str) {
     assert_eq!(status, 403, "{v}");
     let reason = v["error"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains(needle),
-        "reason {reason:?} should mention {needle:?}"
-    );
+    assert!(reason.contains(needle), "reason {reason:?} should mention {needle:?}");
 }

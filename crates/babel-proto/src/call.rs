@@ -1,0 +1,271 @@
+//! Values of call set-up: call ids, the media fields peers exchange through
+//! the server, the relay grant, end reasons.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::fields::{Fields, FieldsError};
+use crate::types::User;
+
+/// A call's id: 64 random bits, a decimal string on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for CallId {
+    type Err = crate::types::BadId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(crate::types::BadId);
+        }
+        s.parse().map(CallId).map_err(|_| crate::types::BadId)
+    }
+}
+
+impl Serialize for CallId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CallId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Most candidate addresses one participant may announce.
+pub const MAX_CANDIDATES: usize = 8;
+
+/// What a participant tells the others so they can reach it and agree keys:
+/// its X25519 public key and the UDP addresses it can be reached on.
+///
+/// Sent by the client in `/call` and `/answer`; the server adds the public
+/// address it saw (from the relay's bind) to `candidates` and passes the
+/// whole to the other participants. The server never sees a private key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaSetup {
+    /// X25519 public key, 32 bytes in standard base64 (absent for clients
+    /// without Babel's media engine, such as the seed's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// UDP candidates, `ip:port`, most preferred first.
+    #[serde(default)]
+    pub candidates: Vec<SocketAddr>,
+}
+
+impl MediaSetup {
+    /// Reads `key` and `candidates` from request data. `candidates` may be a
+    /// JSON array of strings or one comma-separated string.
+    pub fn from_fields(data: &Fields) -> Result<MediaSetup, FieldsError> {
+        let key = match data.opt_str("key")? {
+            Some(k) => {
+                let raw = STANDARD.decode(k.trim()).map_err(|_| FieldsError::Invalid("key", "32 bytes in base64"))?;
+                if raw.len() != 32 {
+                    return Err(FieldsError::Invalid("key", "32 bytes in base64"));
+                }
+                Some(k.trim().to_owned())
+            }
+            None => None,
+        };
+        let texts: Vec<String> = match data.value("candidates") {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<_>>()
+                .ok_or(FieldsError::Invalid("candidates", "a list of ip:port strings"))?,
+            Some(serde_json::Value::String(s)) => {
+                s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+            }
+            Some(_) => return Err(FieldsError::Invalid("candidates", "a list of ip:port strings")),
+        };
+        if texts.len() > MAX_CANDIDATES {
+            return Err(FieldsError::Invalid("candidates", "at most 8 addresses"));
+        }
+        let candidates = texts
+            .iter()
+            .map(|t| t.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| FieldsError::Invalid("candidates", "a list of ip:port strings"))?;
+        Ok(MediaSetup { key, candidates })
+    }
+
+    /// Writes the fields into a request-data map.
+    pub fn to_pairs(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let mut out = Vec::new();
+        if let Some(k) = &self.key {
+            out.push(("key", serde_json::Value::String(k.clone())));
+        }
+        if !self.candidates.is_empty() {
+            out.push((
+                "candidates",
+                serde_json::Value::Array(
+                    self.candidates.iter().map(|c| serde_json::Value::String(c.to_string())).collect(),
+                ),
+            ));
+        }
+        out
+    }
+}
+
+/// What a participant needs to use the server's UDP relay: where it is and
+/// the per-participant secret that proves membership (see [`crate::relay`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayGrant {
+    /// The relay's UDP port on the server's address.
+    pub relay_port: String,
+    /// This participant's handle in relay datagrams (decimal u32).
+    pub relay_handle: String,
+    /// This participant's 16-byte relay key, standard base64.
+    pub relay_key: String,
+}
+
+impl fmt::Debug for RelayGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayGrant")
+            .field("relay_port", &self.relay_port)
+            .field("relay_handle", &self.relay_handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayGrant {
+    /// Builds a grant from its parts.
+    pub fn new(port: u16, handle: u32, key: &[u8; 16]) -> Self {
+        Self { relay_port: port.to_string(), relay_handle: handle.to_string(), relay_key: STANDARD.encode(key) }
+    }
+
+    /// The parts, if well formed.
+    pub fn parts(&self) -> Option<(u16, u32, [u8; 16])> {
+        let port = self.relay_port.parse().ok()?;
+        let handle = self.relay_handle.parse().ok()?;
+        let key = STANDARD.decode(&self.relay_key).ok()?.try_into().ok()?;
+        Some((port, handle, key))
+    }
+}
+
+/// `/call`'s answer: the callee's IP, the call id and the caller's relay grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallStarted {
+    /// The callee's IP address as the server sees their latest connection.
+    pub ip: String,
+    /// The new call.
+    pub call_id: CallId,
+    /// The caller's relay grant.
+    #[serde(flatten)]
+    pub relay: RelayGrant,
+}
+
+/// Another participant as a newcomer to a call learns it: who, where, and
+/// their media set-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The user.
+    #[serde(flatten)]
+    pub user: User,
+    /// Their IP as the server sees it.
+    pub ip: String,
+    /// Their key and candidates.
+    #[serde(flatten)]
+    pub media: MediaSetup,
+}
+
+/// `/answer`'s answer when accepting: my relay grant and who is in the call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallJoined {
+    /// The call.
+    pub call_id: CallId,
+    /// My relay grant.
+    #[serde(flatten)]
+    pub relay: RelayGrant,
+    /// Everyone already in the call.
+    pub participants: Vec<Peer>,
+}
+
+/// Why a call ended for the one who is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Someone hung up.
+    Hangup,
+    /// The callee declined.
+    Declined,
+    /// Nobody answered in time.
+    Timeout,
+    /// A participant's connections all dropped.
+    Disconnected,
+    /// Another device of the same user answered.
+    AnsweredElsewhere,
+    /// A participant logged out.
+    Logout,
+    /// A participant deleted their account.
+    Deleted,
+}
+
+impl EndReason {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Hangup => "hangup",
+            EndReason::Declined => "declined",
+            EndReason::Timeout => "timeout",
+            EndReason::Disconnected => "disconnected",
+            EndReason::AnsweredElsewhere => "answered_elsewhere",
+            EndReason::Logout => "logout",
+            EndReason::Deleted => "deleted",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_setup_from_fields() {
+        let key = STANDARD.encode([7u8; 32]);
+        let f = Fields::parse(format!(r#"{{"key":"{key}","candidates":["127.0.0.1:5000","[::1]:6000"]}}"#).as_bytes())
+            .unwrap();
+        let m = MediaSetup::from_fields(&f).unwrap();
+        assert_eq!(m.key.as_deref(), Some(key.as_str()));
+        assert_eq!(m.candidates.len(), 2);
+        let f = Fields::parse(br#"{"candidates":"10.0.0.1:1, 10.0.0.2:2"}"#).unwrap();
+        assert_eq!(MediaSetup::from_fields(&f).unwrap().candidates.len(), 2);
+        assert_eq!(MediaSetup::from_fields(&Fields::default()).unwrap(), MediaSetup::default());
+        for bad in [
+            r#"{"key":"short"}"#.to_owned(),
+            r#"{"candidates":["nope"]}"#.to_owned(),
+            r#"{"candidates":[1]}"#.to_owned(),
+            format!(r#"{{"candidates":"{}"}}"#, ["1.1.1.1:1"; 9].join(",")),
+        ] {
+            assert!(MediaSetup::from_fields(&Fields::parse(bad.as_bytes()).unwrap()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn relay_grant_parts_round_trip() {
+        let g = RelayGrant::new(7447, 42, &[9; 16]);
+        assert_eq!(g.parts(), Some((7447, 42, [9; 16])));
+        assert!(!format!("{g:?}").contains(&g.relay_key));
+    }
+
+    #[test]
+    fn call_ids_and_reasons_on_the_wire() {
+        assert_eq!(serde_json::to_string(&CallId(u64::MAX)).unwrap(), "\"18446744073709551615\"");
+        assert_eq!("12".parse::<CallId>(), Ok(CallId(12)));
+        assert!("-1".parse::<CallId>().is_err());
+        assert_eq!(serde_json::to_string(&EndReason::AnsweredElsewhere).unwrap(), "\"answered_elsewhere\"");
+    }
+}

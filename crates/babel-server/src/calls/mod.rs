@@ -1,0 +1,470 @@
+//! Every call in this process: the pure [`machine::CallMachine`] of each,
+//! what the server knows of each leg (user, IP, media set-up, public
+//! address), and who is busy.
+//!
+//! Methods take the lock briefly, run the machine, and return [`Effects`]
+//! for the caller to carry out after unlocking (send events, close call
+//! channels, revoke relay grants, republish presence). Nothing here does IO.
+
+pub mod machine;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use babel_proto::{
+    CallId, CandidatesUpdate, ChannelFrame, EndReason, IncomingCall, MediaSetup, Peer, PeerJoined, ServerEvent, User,
+    UserId,
+};
+use bytes::Bytes;
+
+use crate::channel::Room;
+use crate::store::SessionId;
+use machine::{CallError, CallLimits, CallMachine, Leg, Millis, Note, Output};
+
+/// What the server knows of one leg.
+#[derive(Debug, Clone)]
+pub struct LegInfo {
+    /// The user.
+    pub user: User,
+    /// The IP of the session's connection.
+    pub ip: String,
+    /// Key and candidates the client announced.
+    pub media: MediaSetup,
+    /// The public address the relay saw.
+    pub public: Option<SocketAddr>,
+}
+
+impl LegInfo {
+    fn peer(&self) -> Peer {
+        let mut media = self.media.clone();
+        if let Some(p) = self.public.filter(|p| !media.candidates.contains(p)) {
+            media.candidates.push(p);
+        }
+        Peer { user: self.user.clone(), ip: self.ip.clone(), media }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    machine: CallMachine,
+    legs: HashMap<SessionId, LegInfo>,
+    room: Arc<Room>,
+    /// Users counted busy because of this call.
+    busy: Vec<UserId>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    calls: HashMap<CallId, Entry>,
+    /// Calls each session is a member of or rung by.
+    by_session: HashMap<SessionId, Vec<CallId>>,
+    busy: HashMap<UserId, u32>,
+}
+
+/// What the caller of a [`Calls`] method must do once the lock is released.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Events for one session's event connections.
+    pub events: Vec<(Leg, ServerEvent)>,
+    /// Call channels to close with a last frame.
+    pub finish: Vec<(Arc<Room>, SessionId, Bytes)>,
+    /// Relay grants to revoke.
+    pub revoke: Vec<(CallId, SessionId)>,
+    /// Calls that are over (relay state to drop).
+    pub ended: Vec<CallId>,
+    /// Users whose presence may have changed (busy).
+    pub users: Vec<UserId>,
+}
+
+impl Effects {
+    fn merge(&mut self, other: Effects) {
+        self.events.extend(other.events);
+        self.finish.extend(other.finish);
+        self.revoke.extend(other.revoke);
+        self.ended.extend(other.ended);
+        self.users.extend(other.users);
+    }
+}
+
+/// Why a call request is refused (all 403s with these words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No such call, or over.
+    #[error("there is no such call")]
+    NoSuchCall,
+    /// The machine refused.
+    #[error("{0}")]
+    Call(#[from] CallError),
+    /// A session takes part in one call at a time.
+    #[error("you are already in a call")]
+    AlreadyInACall,
+}
+
+/// All calls.
+#[derive(Debug)]
+pub struct Calls {
+    inner: Mutex<Inner>,
+    limits: CallLimits,
+    start: tokio::time::Instant,
+}
+
+impl Calls {
+    /// An empty registry.
+    pub fn new(limits: CallLimits) -> Calls {
+        Calls { inner: Mutex::default(), limits, start: tokio::time::Instant::now() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> Millis {
+        self.start.elapsed().as_millis() as Millis
+    }
+
+    /// A fresh random call id (`None` if the OS has no randomness).
+    pub fn new_id() -> Option<CallId> {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).ok()?;
+        // Keep ids in i64 range so every client's JSON number parser copes.
+        Some(CallId(u64::from_be_bytes(b) >> 1))
+    }
+
+    /// Whether the user is talking in an answered call.
+    pub fn is_busy(&self, user: UserId) -> bool {
+        self.lock().busy.contains_key(&user)
+    }
+
+    /// Whether the session is a member of some call.
+    pub fn in_a_call(&self, session: SessionId) -> bool {
+        let inner = self.lock();
+        Self::member_call(&inner, session).is_some()
+    }
+
+    fn member_call(inner: &Inner, session: SessionId) -> Option<CallId> {
+        inner
+            .by_session
+            .get(&session)?
+            .iter()
+            .copied()
+            .find(|c| inner.calls.get(c).is_some_and(|e| e.machine.is_member(session)))
+    }
+
+    /// Calls in progress (ringing or answered).
+    pub fn len(&self) -> usize {
+        self.lock().calls.len()
+    }
+
+    /// Whether no call is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts a call from `caller` to every listed session of `callee`.
+    pub fn start(
+        &self,
+        id: CallId,
+        caller: Leg,
+        info: LegInfo,
+        callee: UserId,
+        callee_sessions: Vec<SessionId>,
+    ) -> Result<Effects, Refusal> {
+        let now = self.now();
+        let mut inner = self.lock();
+        if Self::member_call(&inner, caller.session).is_some() {
+            return Err(Refusal::AlreadyInACall);
+        }
+        let (machine, out) = CallMachine::start(id, caller, callee, callee_sessions, now, self.limits);
+        let mut legs = HashMap::new();
+        legs.insert(caller.session, info);
+        inner.calls.insert(id, Entry { machine, legs, room: Arc::default(), busy: Vec::new() });
+        Ok(Self::settle(&mut inner, id, out))
+    }
+
+    /// The session answers. On accept, answers the others in the call.
+    pub fn answer(&self, id: CallId, leg: Leg, accept: bool, info: LegInfo) -> Result<(Vec<Peer>, Effects), Refusal> {
+        let mut inner = self.lock();
+        if accept && Self::member_call(&inner, leg.session).is_some_and(|c| c != id) {
+            return Err(Refusal::AlreadyInACall);
+        }
+        let entry = inner.calls.get_mut(&id).ok_or(Refusal::NoSuchCall)?;
+        let out = entry.machine.answer(leg, accept)?;
+        let mut peers = Vec::new();
+        if accept {
+            peers = entry
+                .machine
+                .members()
+                .iter()
+                .filter(|m| m.session != leg.session)
+                .filter_map(|m| entry.legs.get(&m.session).map(LegInfo::peer))
+                .collect();
+            entry.legs.insert(leg.session, info);
+        }
+        Ok((peers, Self::settle(&mut inner, id, out)))
+    }
+
+    /// The session leaves one call.
+    pub fn leave(&self, id: CallId, leg: Leg, reason: EndReason) -> Result<Effects, Refusal> {
+        let mut inner = self.lock();
+        let entry = inner.calls.get_mut(&id).ok_or(Refusal::NoSuchCall)?;
+        let was_member = entry.machine.is_member(leg.session);
+        let out = entry.machine.leave(leg, reason)?;
+        let room = Arc::clone(&entry.room);
+        let mut fx = Self::settle(&mut inner, id, out);
+        if was_member {
+            // The leaver's own channel ends too (they asked for it).
+            fx.finish.push((room, leg.session, ChannelFrame::CallEnded(id, reason).to_frame().to_bytes()));
+            fx.revoke.push((id, leg.session));
+        }
+        Ok(fx)
+    }
+
+    /// The session leaves every call it is in or rung by (logout, account
+    /// deleted, all connections gone).
+    pub fn leave_all(&self, leg: Leg, reason: EndReason) -> Effects {
+        let ids = self.lock().by_session.get(&leg.session).cloned().unwrap_or_default();
+        let mut fx = Effects::default();
+        for id in ids {
+            if let Ok(more) = self.leave(id, leg, reason) {
+                fx.merge(more);
+            }
+        }
+        fx
+    }
+
+    /// A member rings another user into the call.
+    pub fn invite(&self, id: CallId, by: Leg, invitee: UserId, sessions: Vec<SessionId>) -> Result<Effects, Refusal> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let entry = inner.calls.get_mut(&id).ok_or(Refusal::NoSuchCall)?;
+        let out = entry.machine.invite(by, invitee, sessions, now)?;
+        Ok(Self::settle(&mut inner, id, out))
+    }
+
+    /// Ends rings that lasted too long, in every call.
+    pub fn tick(&self) -> Effects {
+        let now = self.now();
+        let mut inner = self.lock();
+        let due: Vec<CallId> = inner
+            .calls
+            .iter()
+            .filter(|(_, e)| e.machine.next_deadline().is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut fx = Effects::default();
+        for id in due {
+            if let Some(entry) = inner.calls.get_mut(&id) {
+                let out = entry.machine.tick(now);
+                fx.merge(Self::settle(&mut inner, id, out));
+            }
+        }
+        fx
+    }
+
+    /// The call channels of a call the session is a member of.
+    pub fn room(&self, id: CallId, session: SessionId) -> Result<Arc<Room>, Refusal> {
+        let inner = self.lock();
+        let entry = inner.calls.get(&id).ok_or(Refusal::NoSuchCall)?;
+        if !entry.machine.is_member(session) {
+            return Err(CallError::NotMember.into());
+        }
+        Ok(Arc::clone(&entry.room))
+    }
+
+    /// Whether the session is a member of that call.
+    pub fn is_member(&self, id: CallId, session: SessionId) -> bool {
+        self.lock().calls.get(&id).is_some_and(|e| e.machine.is_member(session))
+    }
+
+    /// The relay saw a leg's public address: tell the other members.
+    pub fn address_learned(&self, id: CallId, leg: Leg, addr: SocketAddr) -> Effects {
+        let mut inner = self.lock();
+        let mut fx = Effects::default();
+        let Some(entry) = inner.calls.get_mut(&id) else { return fx };
+        let Some(info) = entry.legs.get_mut(&leg.session) else { return fx };
+        info.public = Some(addr);
+        let candidates = info.peer().media.candidates;
+        for m in entry.machine.members().iter().filter(|m| m.session != leg.session) {
+            fx.events.push((
+                *m,
+                ServerEvent::CallCandidates(CandidatesUpdate {
+                    call_id: id,
+                    id: leg.user,
+                    candidates: candidates.clone(),
+                }),
+            ));
+        }
+        fx
+    }
+
+    /// Turns a machine's output into effects and keeps the indexes right.
+    fn settle(inner: &mut Inner, id: CallId, out: Output) -> Effects {
+        let mut fx = Effects::default();
+        let Some(entry) = inner.calls.get_mut(&id) else { return fx };
+        for (leg, note) in out.notes {
+            let event = match note {
+                Note::Incoming(by) => {
+                    let Some(from) = entry.legs.get(&by.session) else { continue };
+                    let participants = entry
+                        .machine
+                        .members()
+                        .iter()
+                        .filter_map(|m| entry.legs.get(&m.session).map(LegInfo::peer))
+                        .collect();
+                    let peer = from.peer();
+                    ServerEvent::IncomingCall(IncomingCall {
+                        call_id: id,
+                        ip: peer.ip,
+                        caller: peer.user,
+                        media: peer.media,
+                        participants,
+                    })
+                }
+                Note::Accepted(joiner) | Note::Joined(joiner) => {
+                    let Some(info) = entry.legs.get(&joiner.session) else { continue };
+                    let joined = PeerJoined { call_id: id, peer: info.peer() };
+                    if matches!(note, Note::Accepted(_)) {
+                        ServerEvent::CallAccepted(joined)
+                    } else {
+                        ServerEvent::ParticipantJoined(joined)
+                    }
+                }
+                Note::Declined(user) => ServerEvent::CallDeclined(id, user),
+                Note::Left(user) => ServerEvent::ParticipantLeft(id, user),
+                Note::Ended(reason) => {
+                    let frame = ChannelFrame::CallEnded(id, reason).to_frame().to_bytes();
+                    fx.finish.push((Arc::clone(&entry.room), leg.session, frame));
+                    fx.revoke.push((id, leg.session));
+                    ServerEvent::CallEnded(id, reason)
+                }
+            };
+            fx.events.push((leg, event));
+        }
+
+        // Re-derive who is busy because of this call, and the session index.
+        let now_busy: Vec<UserId> = if entry.machine.is_answered() {
+            entry.machine.members().iter().map(|m| m.user).collect()
+        } else {
+            Vec::new()
+        };
+        let before = std::mem::replace(&mut entry.busy, now_busy.clone());
+        let sessions: Vec<SessionId> =
+            entry.machine.members().iter().copied().chain(entry.machine.ringing_legs()).map(|l| l.session).collect();
+        entry.legs.retain(|s, _| sessions.contains(s));
+        let over = out.over.is_some() || sessions.is_empty();
+        for u in &before {
+            if let Some(n) = inner.busy.get_mut(u) {
+                *n -= 1;
+                if *n == 0 {
+                    inner.busy.remove(u);
+                }
+            }
+        }
+        for u in &now_busy {
+            *inner.busy.entry(*u).or_default() += 1;
+        }
+        fx.users.extend(before.iter().chain(&now_busy).copied());
+        fx.users.sort();
+        fx.users.dedup();
+
+        inner.by_session.retain(|s, calls| {
+            if !sessions.contains(s) || over {
+                calls.retain(|c| *c != id);
+            }
+            !calls.is_empty()
+        });
+        if over {
+            inner.calls.remove(&id);
+            fx.ended.push(id);
+        } else {
+            for s in sessions {
+                let list = inner.by_session.entry(s).or_default();
+                if !list.contains(&id) {
+                    list.push(id);
+                }
+            }
+        }
+        fx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calls() -> Calls {
+        Calls::new(CallLimits { ring_timeout: 30_000, max_participants: 8 })
+    }
+
+    fn info(id: i64) -> LegInfo {
+        LegInfo {
+            user: User { id: UserId(id), name: format!("u{id}"), email: format!("u{id}@x.org") },
+            ip: "127.0.0.1".into(),
+            media: MediaSetup::default(),
+            public: None,
+        }
+    }
+
+    fn leg(user: i64, session: i64) -> Leg {
+        Leg { user: UserId(user), session: SessionId(session) }
+    }
+
+    #[test]
+    fn busy_follows_answered_calls_and_nothing_is_left_behind() {
+        let c = calls();
+        let fx = c.start(CallId(1), leg(1, 10), info(1), UserId(2), vec![SessionId(20)]).unwrap();
+        assert!(matches!(fx.events[0].1, ServerEvent::IncomingCall(_)));
+        assert!(!c.is_busy(UserId(1)), "ringing is not busy");
+        assert!(c.in_a_call(SessionId(10)));
+        assert!(!c.in_a_call(SessionId(20)), "being rung is not being in a call");
+        let (peers, fx) = c.answer(CallId(1), leg(2, 20), true, info(2)).unwrap();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].user.id, UserId(1));
+        assert!(matches!(fx.events[0].1, ServerEvent::CallAccepted(_)));
+        assert_eq!(fx.users, vec![UserId(1), UserId(2)]);
+        assert!(c.is_busy(UserId(1)) && c.is_busy(UserId(2)));
+        let fx = c.leave(CallId(1), leg(1, 10), EndReason::Hangup).unwrap();
+        assert_eq!(fx.ended, vec![CallId(1)]);
+        assert_eq!(fx.revoke.len(), 2);
+        assert!(!c.is_busy(UserId(1)) && !c.is_busy(UserId(2)));
+        assert!(c.is_empty());
+        assert!(c.lock().by_session.is_empty());
+        assert!(c.lock().busy.is_empty());
+    }
+
+    #[test]
+    fn one_call_per_session() {
+        let c = calls();
+        c.start(CallId(1), leg(1, 10), info(1), UserId(2), vec![SessionId(20)]).unwrap();
+        assert_eq!(
+            c.start(CallId(2), leg(1, 10), info(1), UserId(3), vec![SessionId(30)]).unwrap_err(),
+            Refusal::AlreadyInACall
+        );
+        assert_eq!(c.answer(CallId(9), leg(2, 20), true, info(2)).unwrap_err(), Refusal::NoSuchCall);
+    }
+
+    #[test]
+    fn public_address_is_announced_to_the_others() {
+        let c = calls();
+        c.start(CallId(1), leg(1, 10), info(1), UserId(2), vec![SessionId(20)]).unwrap();
+        c.answer(CallId(1), leg(2, 20), true, info(2)).unwrap();
+        let addr: SocketAddr = "198.51.100.1:4000".parse().unwrap();
+        let fx = c.address_learned(CallId(1), leg(1, 10), addr);
+        assert_eq!(fx.events.len(), 1);
+        assert_eq!(fx.events[0].0, leg(2, 20));
+        match &fx.events[0].1 {
+            ServerEvent::CallCandidates(u) => assert_eq!(u.candidates, vec![addr]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn leave_all_ends_ringing_and_member_calls() {
+        let c = calls();
+        c.start(CallId(1), leg(1, 10), info(1), UserId(2), vec![SessionId(20)]).unwrap();
+        let fx = c.leave_all(leg(2, 20), EndReason::Logout);
+        assert_eq!(fx.ended, vec![CallId(1)]);
+        assert!(c.is_empty());
+    }
+}

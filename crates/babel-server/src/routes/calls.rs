@@ -1,0 +1,130 @@
+//! `/call`, `/answer`, `/hangup`, `/invite`, `/connect_call`.
+
+use std::net::IpAddr;
+
+use babel_proto::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, RelayGrant, Reply, UserId};
+
+use crate::app::{App, Authed, ChannelMode, ServiceError, ServiceResult};
+use crate::calls::machine::Leg;
+use crate::calls::{Calls, LegInfo, Refusal};
+use crate::store::Relation;
+
+impl From<Refusal> for ServiceError {
+    fn from(r: Refusal) -> Self {
+        ServiceError::Refused(r.to_string())
+    }
+}
+
+impl App {
+    /// Checks that `other` is one of my accepted contacts.
+    async fn require_contact(&self, me: UserId, other: UserId, what: &str) -> ServiceResult<babel_proto::User> {
+        if other == me {
+            return Err(ServiceError::Refused(format!("you cannot {what} yourself")));
+        }
+        let contacts = self.cached_contacts(me).await?;
+        contacts
+            .iter()
+            .find(|(u, rel)| u.id == other && *rel == Relation::Contact)
+            .map(|(u, _)| u.clone())
+            .ok_or_else(|| ServiceError::Refused(format!("you can only {what} your contacts")))
+    }
+
+    /// The online sessions of a contact we want to ring, or why not.
+    fn ringable(&self, who: &babel_proto::User) -> ServiceResult<Vec<crate::store::SessionId>> {
+        let sessions = self.presence.sessions_of(who.id);
+        if sessions.is_empty() {
+            return Err(ServiceError::Refused(format!("{} is offline", who.name)));
+        }
+        if self.calls.is_busy(who.id) {
+            return Err(ServiceError::Refused(format!("{} is busy in another call", who.name)));
+        }
+        Ok(sessions)
+    }
+
+    fn grant(&self, call: CallId, me: Authed) -> ServiceResult<RelayGrant> {
+        let (handle, key) = self
+            .relay
+            .grant(call, me.user, me.session)
+            .ok_or_else(|| ServiceError::Unavailable("no randomness for a relay key".into()))?;
+        Ok(RelayGrant::new(self.relay.port(), handle, &key))
+    }
+
+    pub(crate) async fn call(
+        &self,
+        ip: IpAddr,
+        me: Authed,
+        contact: UserId,
+        media: MediaSetup,
+    ) -> ServiceResult<Reply> {
+        let callee = self.require_contact(me.user, contact, "call").await?;
+        let sessions = self.ringable(&callee)?;
+        if self.calls.in_a_call(me.session) {
+            return Err(Refusal::AlreadyInACall.into());
+        }
+        let callee_ip = self.presence.latest_ip(callee.id).map(|ip| ip.to_string()).unwrap_or_default();
+        let info = LegInfo { user: self.user(me.user).await?, ip: ip.to_string(), media, public: None };
+        let id = Calls::new_id().ok_or_else(|| ServiceError::Unavailable("no randomness for a call id".into()))?;
+        let relay = self.grant(id, me)?;
+        let leg = Leg { user: me.user, session: me.session };
+        let fx = match self.calls.start(id, leg, info, callee.id, sessions) {
+            Ok(fx) => fx,
+            Err(e) => {
+                self.relay.end_call(id);
+                return Err(e.into());
+            }
+        };
+        self.apply(fx).await;
+        tracing::info!(call = %id, caller = %me.user, callee = %callee.id, "call ringing");
+        Ok(Reply::CallStarted(CallStarted { ip: callee_ip, call_id: id, relay }))
+    }
+
+    pub(crate) async fn answer(
+        &self,
+        ip: IpAddr,
+        me: Authed,
+        call: CallId,
+        accept: bool,
+        media: MediaSetup,
+    ) -> ServiceResult<Reply> {
+        let info = LegInfo { user: self.user(me.user).await?, ip: ip.to_string(), media, public: None };
+        let leg = Leg { user: me.user, session: me.session };
+        let (participants, fx) = self.calls.answer(call, leg, accept, info)?;
+        // Granted before anyone is told, so the relay knows the newcomer
+        // by the time the others start sending.
+        let relay = if accept { Some(self.grant(call, me)?) } else { None };
+        self.apply(fx).await;
+        tracing::info!(%call, user = %me.user, accept, "call answered");
+        Ok(match relay {
+            Some(relay) => Reply::CallJoined(CallJoined { call_id: call, relay, participants }),
+            None => Reply::Ok,
+        })
+    }
+
+    pub(crate) async fn hangup(&self, me: Authed, call: CallId) -> ServiceResult<Reply> {
+        let fx = self.calls.leave(call, Leg { user: me.user, session: me.session }, EndReason::Hangup)?;
+        self.apply(fx).await;
+        Ok(Reply::Ok)
+    }
+
+    pub(crate) async fn invite(&self, me: Authed, call: CallId, contact: UserId) -> ServiceResult<Reply> {
+        if !self.calls.is_member(call, me.session) {
+            return Err(ServiceError::Refused("you are not in this call".into()));
+        }
+        let invitee = self.require_contact(me.user, contact, "invite").await?;
+        let sessions = self.ringable(&invitee)?;
+        let fx = self.calls.invite(call, Leg { user: me.user, session: me.session }, invitee.id, sessions)?;
+        self.apply(fx).await;
+        Ok(Reply::Ok)
+    }
+
+    pub(crate) fn connect_call(&self, me: Authed, call: CallId) -> ServiceResult<ChannelMode> {
+        let room = self.calls.room(call, me.session)?;
+        let queue = room.join(me.user, me.session);
+        if !self.calls.is_member(call, me.session) {
+            // Left between the two checks: no channel for a call we are not in.
+            room.leave(&queue);
+            return Err(ServiceError::Refused("you are not in this call".into()));
+        }
+        Ok(ChannelMode { call, leg: Leg { user: me.user, session: me.session }, room, queue })
+    }
+}
