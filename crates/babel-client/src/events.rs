@@ -1,0 +1,114 @@
+//! The push channel as a stream that reconnects by itself.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use babel_proto::{Answer, ClientRequest, Credentials, ReplyError, ServerEvent};
+use tokio::sync::mpsc;
+
+use crate::conn::Conn;
+use crate::{Backoff, ClientError, Result};
+
+/// What the event stream yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An event from the server (`/ping` is consumed, not yielded).
+    Server(ServerEvent),
+    /// The connection was lost and is back: events may have been missed,
+    /// so re-read whatever state is shown (contacts, calls).
+    Reconnected,
+}
+
+/// The `/events` channel. Dropping it closes the connection.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::Receiver<Result<Event>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn subscribe(addr: &str, creds: &Credentials) -> Result<Conn> {
+    let mut conn = Conn::open(addr).await?;
+    let answer = Answer(conn.request(&ClientRequest::Events(creds.clone()).to_frame()).await?);
+    answer.ok()?;
+    Ok(conn)
+}
+
+impl EventStream {
+    /// Subscribes, failing if the first attempt fails; later losses are
+    /// retried with backoff until the session is refused (401), which ends
+    /// the stream with that error.
+    pub(crate) async fn open(addr: String, creds: Credentials, backoff: Backoff) -> Result<EventStream> {
+        let first = subscribe(&addr, &creds).await?;
+        let (tx, rx) = mpsc::channel(256);
+        let task = tokio::spawn(async move {
+            let mut conn = Some(first);
+            let mut attempt = 0u32;
+            loop {
+                let mut c = match conn.take() {
+                    Some(c) => c,
+                    None => match subscribe(&addr, &creds).await {
+                        Ok(c) => {
+                            attempt = 0;
+                            if tx.send(Ok(Event::Reconnected)).await.is_err() {
+                                return;
+                            }
+                            c
+                        }
+                        Err(e @ ClientError::Server(ReplyError::Unauthorized)) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, attempt, "event stream reconnecting");
+                            tokio::time::sleep(backoff.delay(attempt)).await;
+                            attempt = attempt.saturating_add(1);
+                            continue;
+                        }
+                    },
+                };
+                while let Ok(Some(frame)) = c.read_request_frame().await {
+                    match ServerEvent::parse(&frame) {
+                        Ok(ServerEvent::Ping) => {}
+                        Ok(ev) => {
+                            if tx.send(Ok(Event::Server(ev))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "unreadable event skipped"),
+                    }
+                }
+            }
+        });
+        Ok(EventStream { rx, task })
+    }
+
+    /// The next event; `None` once the stream has ended for good.
+    pub async fn next(&mut self) -> Option<Result<Event>> {
+        self.rx.recv().await
+    }
+
+    /// The next server event, skipping reconnection notices.
+    pub async fn next_server_event(&mut self) -> Option<Result<ServerEvent>> {
+        loop {
+            match self.next().await? {
+                Ok(Event::Server(e)) => return Some(Ok(e)),
+                Ok(Event::Reconnected) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl futures_core::Stream for EventStream {
+    type Item = Result<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}

@@ -1,0 +1,300 @@
+//! Calls end to end against the real server: ringing, answering,
+//! declining, hanging up, timeouts, drops, group calls, busy.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use babel_proto::{CallId, EndReason, MediaSetup, Presence, ServerEvent, UserId};
+use common::{User, befriend, device, start, start_with, user};
+
+fn incoming(e: &ServerEvent) -> Option<CallId> {
+    match e {
+        ServerEvent::IncomingCall(c) => Some(c.call_id),
+        _ => None,
+    }
+}
+
+fn ended(call: CallId) -> impl FnMut(&ServerEvent) -> Option<EndReason> {
+    move |e| match e {
+        ServerEvent::CallEnded(c, r) if *c == call => Some(*r),
+        _ => None,
+    }
+}
+
+async fn pair(s: &common::TestServer, a: &str, b: &str) -> (User, User) {
+    let mut a = user(s, a).await;
+    let mut b = user(s, b).await;
+    befriend(&mut a, &mut b).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn call_refusals_say_why() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a1@example.org", "b1@example.org").await;
+    let mut stranger = user(&s, "c1@example.org").await;
+    let refusal = |r: Result<babel_proto::CallStarted, babel_client::ClientError>| {
+        r.unwrap_err().refusal().unwrap_or_default().to_owned()
+    };
+    let me = a.id();
+    assert!(refusal(a.client.call(me, MediaSetup::default()).await).contains("yourself"));
+    assert!(refusal(a.client.call(stranger.id(), MediaSetup::default()).await).contains("only call your contacts"));
+    assert!(refusal(a.client.call(UserId(999_999), MediaSetup::default()).await).contains("only call your contacts"));
+    // Busy: b is in a call with d.
+    let mut d = user(&s, "d1@example.org").await;
+    befriend(&mut b, &mut d).await;
+    let call = d.client.call(b.id(), MediaSetup::default()).await.unwrap();
+    b.expect("incoming", incoming).await;
+    b.client.accept_call(call.call_id, MediaSetup::default()).await.unwrap();
+    assert!(refusal(a.client.call(b.id(), MediaSetup::default()).await).contains("busy"));
+    let contacts = a.client.contacts().await.unwrap();
+    assert_eq!(contacts[0].status, Presence::Busy);
+    // Offline.
+    d.client.hangup(call.call_id).await.unwrap();
+    drop(b);
+    let bid = contacts[0].user.id;
+    a.expect("offline", |e| matches!(e, ServerEvent::Status(id, Presence::Offline) if *id == bid).then_some(())).await;
+    assert!(refusal(a.client.call(bid, MediaSetup::default()).await).contains("offline"));
+    // /send in request mode points to the call channel.
+    let err = stranger.client.raw(babel_proto::RawRequest::new(
+        format!(r#"{{"id":"{}","token":"{}"}}"#, stranger.id(), stranger.me.token.expose()),
+        "/send",
+        Vec::new(),
+    ));
+    assert!(err.await.unwrap().ok().unwrap_err().to_string().contains("/connect_call"));
+}
+
+#[tokio::test]
+async fn every_device_rings_and_the_first_answer_wins() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a2@example.org", "b2@example.org").await;
+    let mut b_phone = device(&s, "b2@example.org").await;
+    let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned();
+    let media = MediaSetup { key: Some(key.clone()), candidates: vec!["127.0.0.1:40000".parse().unwrap()] };
+    let started = a.client.call(b.id(), media).await.unwrap();
+    assert_eq!(started.ip, "127.0.0.1");
+    assert!(started.relay.parts().is_some());
+    for d in [&mut b, &mut b_phone] {
+        let inc = d
+            .expect("incoming", |e| match e {
+                ServerEvent::IncomingCall(c) => Some(c.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(inc.call_id, started.call_id);
+        assert_eq!(inc.caller.email, "a2@example.org");
+        assert_eq!(inc.ip, "127.0.0.1");
+        assert_eq!(inc.media.key.as_deref(), Some(key.as_str()));
+        assert_eq!(inc.participants.len(), 1);
+    }
+    // Being rung is still online.
+    let aid = a.id();
+    let bid = b.id();
+    assert_eq!(a.client.contacts().await.unwrap()[0].status, Presence::Online);
+
+    let joined = b_phone.client.accept_call(started.call_id, MediaSetup::default()).await.unwrap();
+    assert_eq!(joined.participants.len(), 1);
+    assert_eq!(joined.participants[0].user.id, aid);
+    assert_eq!(b.expect("answered elsewhere", ended(started.call_id)).await, EndReason::AnsweredElsewhere);
+    let accepted = a
+        .expect("call_accepted", |e| match e {
+            ServerEvent::CallAccepted(j) => Some(j.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(accepted.peer.user.id, bid);
+    // Both are busy now, for their contacts.
+    assert_eq!(b.client.contacts().await.unwrap()[0].status, Presence::Busy);
+    // The other device cannot answer any more.
+    assert!(b.client.accept_call(started.call_id, MediaSetup::default()).await.is_err());
+
+    b_phone.client.hangup(started.call_id).await.unwrap();
+    assert_eq!(a.expect("ended", ended(started.call_id)).await, EndReason::Hangup);
+    assert_eq!(s.server.app().calls_in_progress(), 0);
+}
+
+#[tokio::test]
+async fn decline_ends_the_call_for_the_caller() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a3@example.org", "b3@example.org").await;
+    let call = a.client.call(b.id(), MediaSetup::default()).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    b.client.decline_call(call).await.unwrap();
+    let bid = b.id();
+    a.expect("declined", |e| matches!(e, ServerEvent::CallDeclined(c, id) if *c == call && *id == bid).then_some(()))
+        .await;
+    assert_eq!(a.expect("ended", ended(call)).await, EndReason::Declined);
+}
+
+#[tokio::test]
+async fn hang_up_while_ringing() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a4@example.org", "b4@example.org").await;
+    let call = a.client.call(b.id(), MediaSetup::default()).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    a.client.hangup(call).await.unwrap();
+    assert_eq!(b.expect("ended", ended(call)).await, EndReason::Hangup);
+    // The callee can no longer answer it.
+    let err = b.client.accept_call(call, MediaSetup::default()).await.unwrap_err();
+    assert!(err.refusal().is_some(), "{err}");
+}
+
+#[tokio::test]
+async fn unanswered_calls_time_out() {
+    let s = start_with(|c| c.ring_timeout_secs = 1).await;
+    let (mut a, mut b) = pair(&s, "a5@example.org", "b5@example.org").await;
+    let call = a.client.call(b.id(), MediaSetup::default()).await.unwrap().call_id;
+    assert_eq!(b.expect("ended", ended(call)).await, EndReason::Timeout);
+    assert_eq!(a.expect("ended", ended(call)).await, EndReason::Timeout);
+    assert_eq!(s.server.app().calls_in_progress(), 0);
+}
+
+#[tokio::test]
+async fn a_drop_mid_call_ends_it_for_the_other_side() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a6@example.org", "b6@example.org").await;
+    let call = a.client.call(b.id(), MediaSetup::default()).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    b.client.accept_call(call, MediaSetup::default()).await.unwrap();
+    let _channel = b.client.connect_call(call).await.unwrap();
+    // Every connection of b's session goes away.
+    drop(b);
+    drop(_channel);
+    assert_eq!(a.expect("ended", ended(call)).await, EndReason::Disconnected);
+    assert_eq!(s.server.app().calls_in_progress(), 0);
+    assert_eq!(s.server.app().relay().leg_count(), 0);
+}
+
+#[tokio::test]
+async fn logout_mid_call_ends_it() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a7@example.org", "b7@example.org").await;
+    let call = a.client.call(b.id(), MediaSetup::default()).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    b.client.accept_call(call, MediaSetup::default()).await.unwrap();
+    b.client.logout().await.unwrap();
+    assert_eq!(a.expect("ended", ended(call)).await, EndReason::Logout);
+}
+
+#[tokio::test]
+async fn group_call_with_invites() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a8@example.org", "b8@example.org").await;
+    let mut c = user(&s, "c8@example.org").await;
+    befriend(&mut a, &mut c).await;
+    let call = a.client.call(b.id(), MediaSetup::default()).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    // Invites need an answered call.
+    assert!(a.client.invite(call, c.id()).await.unwrap_err().refusal().unwrap().contains("not been answered"));
+    b.client.accept_call(call, MediaSetup::default()).await.unwrap();
+    // Only members invite, and only their contacts.
+    assert!(c.client.invite(call, a.id()).await.is_err());
+    assert!(b.client.invite(call, c.id()).await.unwrap_err().refusal().unwrap().contains("only invite your contacts"));
+    a.client.invite(call, c.id()).await.unwrap();
+    let inc = c
+        .expect("incoming", |e| match e {
+            ServerEvent::IncomingCall(i) => Some(i.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(inc.participants.len(), 2, "the invitee sees who is in the call");
+    let joined = c.client.accept_call(call, MediaSetup::default()).await.unwrap();
+    assert_eq!(joined.participants.len(), 2);
+    let cid = c.id();
+    for m in [&mut a, &mut b] {
+        m.expect("joined", |e| matches!(e, ServerEvent::ParticipantJoined(j) if j.peer.user.id == cid).then_some(()))
+            .await;
+    }
+    // b leaves: the call goes on for a and c.
+    b.client.hangup(call).await.unwrap();
+    let bid = b.id();
+    for m in [&mut a, &mut c] {
+        m.expect("left", |e| {
+            matches!(e, ServerEvent::ParticipantLeft(k, id) if *k == call && *id == bid).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(s.server.app().calls_in_progress(), 1);
+    a.client.hangup(call).await.unwrap();
+    assert_eq!(c.expect("ended", ended(call)).await, EndReason::Hangup);
+}
+
+#[tokio::test]
+async fn busy_is_published_and_cleared() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a9@example.org", "b9@example.org").await;
+    let mut watcher = user(&s, "w9@example.org").await;
+    befriend(&mut watcher, &mut a).await;
+    let call = a.client.call(b.id(), MediaSetup::default()).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    let aid = a.id();
+    watcher
+        .expect_none(
+            "busy while ringing",
+            Duration::from_millis(300),
+            |e| matches!(e, ServerEvent::Status(id, Presence::Busy) if *id == aid),
+        )
+        .await;
+    b.client.accept_call(call, MediaSetup::default()).await.unwrap();
+    watcher.expect("busy", |e| matches!(e, ServerEvent::Status(id, Presence::Busy) if *id == aid).then_some(())).await;
+    b.client.hangup(call).await.unwrap();
+    watcher
+        .expect("online", |e| matches!(e, ServerEvent::Status(id, Presence::Online) if *id == aid).then_some(()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_calls_leave_nothing_behind() {
+    let s = start().await;
+    let mut pairs = Vec::new();
+    for i in 0..200 {
+        let addr = s.addr.clone();
+        pairs.push(tokio::spawn(async move {
+            let mut a = babel_client::Client::connect(addr.clone()).await.unwrap();
+            let mut b = babel_client::Client::connect(addr).await.unwrap();
+            let sa = a.create(&format!("ca{i}@example.org"), common::PASSWORD, None).await.unwrap();
+            let sb = b.create(&format!("cb{i}@example.org"), common::PASSWORD, None).await.unwrap();
+            a.add_contact(&sb.email).await.unwrap();
+            b.accept_contact(sa.id).await.unwrap();
+            (a, b)
+        }));
+    }
+    let mut clients = Vec::new();
+    for p in pairs {
+        clients.push(p.await.unwrap());
+    }
+    // All calls up at once.
+    let mut calls = Vec::new();
+    for (a, b) in clients.iter_mut() {
+        let bid = b.user_id().unwrap();
+        calls.push(a.call(bid, MediaSetup::default()).await.unwrap().call_id);
+    }
+    for ((_, b), call) in clients.iter_mut().zip(&calls) {
+        b.accept_call(*call, MediaSetup::default()).await.unwrap();
+    }
+    assert_eq!(s.server.app().calls_in_progress(), 200);
+    assert_eq!(s.server.app().relay().leg_count(), 400);
+    // Half hang up, half drop their connections.
+    let mut tasks = Vec::new();
+    for (i, ((mut a, b), call)) in clients.into_iter().zip(calls).enumerate() {
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                a.hangup(call).await.unwrap();
+            } else {
+                drop(b);
+            }
+            drop(a);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + common::TIMEOUT;
+    while s.server.app().calls_in_progress() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.server.app().calls_in_progress(), 0);
+    assert_eq!(s.server.app().relay().leg_count(), 0);
+}

@@ -1,0 +1,150 @@
+//! The push channel and presence, against the real server.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use babel_proto::{ContactRef, Presence, ServerEvent};
+use common::{befriend, device, start, start_with, user};
+
+#[tokio::test]
+async fn contact_events_reach_both_sides() {
+    let s = start().await;
+    let mut a = user(&s, "ann@example.org").await;
+    let mut b = user(&s, "bob@example.org").await;
+    a.client.add_contact("bob@example.org").await.unwrap();
+    let aid = a.id();
+    let from = b.expect("contact_request", |e| match e {
+        ServerEvent::ContactRequest(u) => Some(u.clone()),
+        _ => None,
+    });
+    assert_eq!(from.await.id, aid);
+    let bid = b.id();
+    let pending = a
+        .expect("pending contact_added", |e| match e {
+            ServerEvent::ContactAdded(c) if c.user.id == bid => Some(c.status),
+            _ => None,
+        })
+        .await;
+    assert_eq!(pending, Presence::Pending);
+
+    b.client.accept_contact(aid).await.unwrap();
+    let st = a
+        .expect("contact_added", |e| match e {
+            ServerEvent::ContactAdded(c) if c.user.id == bid => Some(c.status),
+            _ => None,
+        })
+        .await;
+    assert_eq!(st, Presence::Online);
+    let st = b
+        .expect("contact_added", |e| match e {
+            ServerEvent::ContactAdded(c) if c.user.id == aid => Some(c.status),
+            _ => None,
+        })
+        .await;
+    assert_eq!(st, Presence::Online);
+
+    b.client.remove_contact(ContactRef::Id(aid)).await.unwrap();
+    a.expect("contact_removed", |e| matches!(e, ServerEvent::ContactRemoved(id) if *id == bid).then_some(())).await;
+}
+
+#[tokio::test]
+async fn decline_tells_the_asker() {
+    let s = start().await;
+    let mut a = user(&s, "cal@example.org").await;
+    let mut b = user(&s, "dee@example.org").await;
+    a.client.add_contact("dee@example.org").await.unwrap();
+    b.client.decline_contact(a.id()).await.unwrap();
+    let bid = b.id();
+    a.expect("contact_removed", |e| matches!(e, ServerEvent::ContactRemoved(id) if *id == bid).then_some(())).await;
+    assert!(a.client.contacts().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn status_events_follow_presence() {
+    let s = start().await;
+    let mut a = user(&s, "eve@example.org").await;
+    let mut b = user(&s, "fay@example.org").await;
+    befriend(&mut a, &mut b).await;
+    let bid = b.id();
+    let status = |want: Presence| {
+        move |e: &ServerEvent| matches!(e, ServerEvent::Status(id, st) if *id == bid && *st == want).then_some(())
+    };
+
+    // Both of Fay's connections (requests and events) close: offline.
+    drop(b);
+    a.expect("offline", status(Presence::Offline)).await;
+    // She comes back on another device: online.
+    let b2 = device(&s, "fay@example.org").await;
+    a.expect("online", status(Presence::Online)).await;
+    // Logging out makes her offline at once, connections or not.
+    let mut b2 = b2;
+    b2.client.logout().await.unwrap();
+    a.expect("offline after logout", status(Presence::Offline)).await;
+    // The logged-out session's event stream is closed and cannot come back.
+    let end = tokio::time::timeout(common::TIMEOUT, b2.events.next()).await.unwrap();
+    assert!(matches!(end, Some(Err(_)) | None), "{end:?}");
+}
+
+#[tokio::test]
+async fn deleting_an_account_tells_its_contacts() {
+    let s = start().await;
+    let mut a = user(&s, "gus@example.org").await;
+    let mut b = user(&s, "hal@example.org").await;
+    befriend(&mut a, &mut b).await;
+    let bid = b.id();
+    b.client.delete_account().await.unwrap();
+    a.expect("contact_removed", |e| matches!(e, ServerEvent::ContactRemoved(id) if *id == bid).then_some(())).await;
+}
+
+#[tokio::test]
+async fn every_device_gets_the_events() {
+    let s = start().await;
+    let mut a = user(&s, "ida@example.org").await;
+    let mut a2 = device(&s, "ida@example.org").await;
+    let mut b = user(&s, "jo@example.org").await;
+    b.client.add_contact("ida@example.org").await.unwrap();
+    for d in [&mut a, &mut a2] {
+        d.expect("contact_request", |e| matches!(e, ServerEvent::ContactRequest(_)).then_some(())).await;
+    }
+}
+
+#[tokio::test]
+async fn pings_arrive_on_schedule_and_a_talking_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start_with(|c| c.ping_interval_secs = 1).await;
+    let a = user(&s, "kai@example.org").await;
+    let creds = babel_proto::Credentials { id: a.me.id, token: a.me.token.clone() };
+    let mut raw = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    raw.write_all(&babel_proto::ClientRequest::Events(creds).to_frame().to_bytes()).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let limits = babel_proto::Limits::default();
+    let mut got_ok = false;
+    let mut pings = 0;
+    while pings < 2 {
+        if !got_ok {
+            if let Some(r) = babel_proto::decode_response(&mut buf, &limits).unwrap() {
+                assert_eq!(r.status, 200);
+                got_ok = true;
+                continue;
+            }
+        } else if let Some(f) = babel_proto::decode_request(&mut buf, &limits).unwrap() {
+            assert_eq!(&f.route[..], b"/ping");
+            assert!(f.header.is_empty());
+            assert_eq!(&f.data[..], b"{}");
+            pings += 1;
+            continue;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), raw.read_buf(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0);
+    }
+    // In event mode the client must not write: the server closes.
+    raw.write_all(b"hello").await.unwrap();
+    let mut rest = Vec::new();
+    // read_to_end only returns (with EOF or a reset) once the server closed.
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut rest))
+        .await
+        .expect("the server should close an event connection the client writes to")
+        .ok();
+}
