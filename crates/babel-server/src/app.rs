@@ -216,6 +216,11 @@ impl App {
         self.calls.len()
     }
 
+    /// Voice frames dropped on slow call channels so far.
+    pub fn channel_drops(&self) -> u64 {
+        self.calls.channel_drops.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The relay (for tests and metrics).
     pub fn relay(&self) -> &Arc<Relay> {
         &self.relay

@@ -34,6 +34,8 @@ pub struct ChannelQueue {
     notify: Notify,
     /// Voice frames dropped because this receiver was too slow.
     pub dropped: AtomicU64,
+    /// The server-wide count the drops are added to.
+    total: Arc<AtomicU64>,
 }
 
 impl ChannelQueue {
@@ -49,6 +51,7 @@ impl ChannelQueue {
         if q.frames.len() >= CHANNEL_QUEUE {
             q.frames.pop_front();
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.total.fetch_add(1, Ordering::Relaxed);
         }
         q.frames.push_back(frame);
         q.closed |= last;
@@ -100,13 +103,19 @@ struct Member {
 #[derive(Debug, Default)]
 pub struct Room {
     members: RwLock<Vec<Member>>,
+    drops: Arc<AtomicU64>,
 }
 
 impl Room {
+    /// A room whose drops are also added to `drops`.
+    pub fn new(drops: Arc<AtomicU64>) -> Room {
+        Room { members: RwLock::default(), drops }
+    }
+
     /// Opens the channel of a participant, replacing (and closing) an older
     /// one of the same session.
     pub fn join(&self, user: UserId, session: SessionId) -> Arc<ChannelQueue> {
-        let queue = Arc::new(ChannelQueue::default());
+        let queue = Arc::new(ChannelQueue { total: Arc::clone(&self.drops), ..ChannelQueue::default() });
         let header = babel_proto::ChannelFrame::sender_header(user);
         let mut members = self.members.write().unwrap_or_else(|p| p.into_inner());
         for old in members.iter().filter(|m| m.session == session) {

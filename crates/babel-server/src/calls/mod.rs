@@ -10,6 +10,7 @@ pub mod machine;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use babel_proto::{
@@ -107,12 +108,14 @@ pub struct Calls {
     inner: Mutex<Inner>,
     limits: CallLimits,
     start: tokio::time::Instant,
+    /// Voice frames dropped on slow call channels, all calls together.
+    pub channel_drops: Arc<AtomicU64>,
 }
 
 impl Calls {
     /// An empty registry.
     pub fn new(limits: CallLimits) -> Calls {
-        Calls { inner: Mutex::default(), limits, start: tokio::time::Instant::now() }
+        Calls { inner: Mutex::default(), limits, start: tokio::time::Instant::now(), channel_drops: Arc::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -178,7 +181,8 @@ impl Calls {
         let (machine, out) = CallMachine::start(id, caller, callee, callee_sessions, now, self.limits);
         let mut legs = HashMap::new();
         legs.insert(caller.session, info);
-        inner.calls.insert(id, Entry { machine, legs, room: Arc::default(), busy: Vec::new() });
+        let room = Arc::new(Room::new(Arc::clone(&self.channel_drops)));
+        inner.calls.insert(id, Entry { machine, legs, room, busy: Vec::new() });
         Ok(Self::settle(&mut inner, id, out))
     }
 
