@@ -35,6 +35,24 @@ fn blocks(doc: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The relay examples use handle 0x01020304, key 00..0f, nonce
+/// 1764000000000000, seen address 203.0.113.7:40000, payload `sealed`.
+fn check_datagram(kind: &str, bytes: &[u8]) {
+    use babel_proto::relay;
+    let key: [u8; 16] = std::array::from_fn(|i| i as u8);
+    let nonce = 1_764_000_000_000_000;
+    match kind {
+        "bind" => assert_eq!(relay::verify_bind(bytes, &key), Some(nonce)),
+        "bind_ack" => assert_eq!(
+            relay::verify_bind_ack(bytes, &key),
+            Some((0x0102_0304, nonce, "203.0.113.7:40000".parse().unwrap()))
+        ),
+        "data" => assert_eq!(relay::verify_data(bytes, &key), Some(&b"sealed"[..])),
+        "relayed" => assert_eq!(relay::decode_relayed(bytes), Some((babel_proto::UserId(42), &b"sealed"[..]))),
+        other => panic!("unknown datagram example {other}"),
+    }
+}
+
 #[test]
 fn every_hex_example_in_protocol_md_decodes_as_labelled() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../PROTOCOL.md");
@@ -73,6 +91,18 @@ fn every_hex_example_in_protocol_md_decodes_as_labelled() {
                     serde_json::from_slice::<serde_json::Value>(&frame.data)
                         .unwrap_or_else(|e| panic!("{title}: data is not JSON: {e}"));
                 }
+            }
+            ["channel", route] => {
+                let frame = decode_request(&mut buf, &limits).unwrap().unwrap_or_else(|| panic!("{title}: incomplete"));
+                assert_eq!(frame.route_str(), Some(*route), "{title}");
+                babel_proto::ChannelFrame::parse(&frame).unwrap_or_else(|e| panic!("{title}: {e}"));
+                if *route == "/send" {
+                    babel_proto::SendData::parse(&frame.data).unwrap_or_else(|e| panic!("{title}: {e}"));
+                }
+            }
+            ["datagram", kind] => {
+                check_datagram(kind, &bytes);
+                continue;
             }
             ["bad", "request", "frame"] => {
                 assert!(decode_request(&mut buf, &limits).is_err(), "{title}: should be refused");
