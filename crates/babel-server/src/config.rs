@@ -52,6 +52,9 @@ pub struct Config {
     pub ping_interval_secs: u64,
     /// Most participants in one call, those being rung included (default 8).
     pub max_call_participants: usize,
+    /// Seconds within which a peer that vanished without closing TCP is
+    /// dropped, through TCP keepalive and a TCP user timeout (default 50).
+    pub dead_peer_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             ring_timeout_secs: 30,
             ping_interval_secs: 20,
             max_call_participants: 8,
+            dead_peer_timeout_secs: 50,
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct ConnSettings {
     pub limits: Limits,
     /// Half-frame and stalled-write timeout.
     pub frame_timeout: Duration,
+    /// How soon a peer that vanished without closing TCP is dropped.
+    pub dead_peer: Duration,
 }
 
 /// Why reading stopped.

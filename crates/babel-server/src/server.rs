@@ -24,20 +24,21 @@ use crate::relay::{AddressLearned, Relay};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
-/// Keepalive probes find a peer that vanished without closing TCP: first
-/// probe after 20 s idle, then every 10 s, given up after 3 (≈ 50 s); data
-/// unacknowledged for 45 s (pings to a vanished peer) does the same.
-fn configure_socket(stream: &TcpStream) {
+/// Finds a peer that vanished without closing TCP within `dead_peer`:
+/// keepalive probes an idle connection (first after 2/5 of it, then every
+/// 1/5, given up after 3), and data left unacknowledged for 9/10 of it (pings
+/// to a vanished peer on an event connection) aborts the connection too.
+fn configure_socket(stream: &TcpStream, dead_peer: Duration) {
     let sock = SockRef::from(stream);
-    let ka =
-        TcpKeepalive::new().with_time(Duration::from_secs(20)).with_interval(Duration::from_secs(10)).with_retries(3);
+    let ka = TcpKeepalive::new()
+        .with_time((dead_peer * 2 / 5).max(Duration::from_secs(1)))
+        .with_interval((dead_peer / 5).max(Duration::from_secs(1)))
+        .with_retries(3);
     if let Err(e) = sock.set_tcp_keepalive(&ka) {
         tracing::debug!(error = %e, "cannot set keepalive");
     }
-    // Keepalive only probes idle connections; an event connection keeps
-    // sending pings, so a dead peer shows as data left unacknowledged.
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
-    if let Err(e) = sock.set_tcp_user_timeout(Some(Duration::from_secs(45))) {
+    if let Err(e) = sock.set_tcp_user_timeout(Some(dead_peer * 9 / 10)) {
         tracing::debug!(error = %e, "cannot set the TCP user timeout");
     }
     if let Err(e) = stream.set_nodelay(true) {
@@ -74,7 +75,7 @@ pub async fn run(
                     continue;
                 }
             };
-            configure_socket(&stream);
+            configure_socket(&stream, settings.dead_peer);
             next_id += 1;
             let span = tracing::debug_span!("conn", id = next_id);
             tracing::trace!(parent: &span, %peer, "accepted");
@@ -146,7 +147,11 @@ impl Server {
         let relay = Relay::new(udp_port);
         relay.set_reports(tx);
         let app = App::new(store, Arc::new(LocalHub::default()), relay, AppConfig::from(config));
-        let settings = ConnSettings { limits: config.limits(), frame_timeout: config.frame_timeout() };
+        let settings = ConnSettings {
+            limits: config.limits(),
+            frame_timeout: config.frame_timeout(),
+            dead_peer: Duration::from_secs(config.dead_peer_timeout_secs.max(2)),
+        };
         Ok(Server { listener, udp, app, learned, settings, max_connections: config.max_connections })
     }
 

@@ -29,7 +29,9 @@ pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestServer {
     };
     f(&mut config);
     let server = RunningServer::start(&config).await.unwrap();
-    let addr = server.addr().to_string();
+    // A server on 0.0.0.0 is reached on loopback.
+    let a = server.addr();
+    let addr = if a.ip().is_unspecified() { format!("127.0.0.1:{}", a.port()) } else { a.to_string() };
     TestServer { server, addr, _dir: dir }
 }
 

@@ -1,0 +1,29 @@
+//! Load generation for the Babel signalling server.
+//!
+//! The binaries are thin front ends:
+//!
+//! * `babel-load` sets up accounts once ([`setup`]), starts or finds a server
+//!   and a ceiling ([`child`]), runs the measurements ([`bench`]) and prints
+//!   a table or JSON ([`report`]).
+//! * `babel-ceiling` ([`ceiling`]) answers every request frame with a fixed
+//!   response and does nothing else: the best a Babel-shaped server could do
+//!   on this machine, to compare the real server with.
+//!
+//! The pure parts (send schedules, percentiles, frame prefixes, contact
+//! pairing) live in [`schedule`], [`stats`], [`net`] and [`setup`] and are
+//! unit-tested. Every loop here is bounded in count and time.
+
+pub mod bench;
+pub mod ceiling;
+pub mod child;
+pub mod net;
+pub mod report;
+pub mod schedule;
+pub mod setup;
+pub mod stats;
+
+/// Raises the soft file-descriptor limit as far as the hard limit allows and
+/// answers the limit now in force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
