@@ -100,6 +100,9 @@ pub enum Refusal {
     /// A session takes part in one call at a time.
     #[error("you are already in a call")]
     AlreadyInACall,
+    /// The random call id is in use; try again.
+    #[error("the server could not start the call; please try again")]
+    IdTaken,
 }
 
 /// All calls.
@@ -137,6 +140,12 @@ impl Calls {
     /// Whether the user is talking in an answered call.
     pub fn is_busy(&self, user: UserId) -> bool {
         self.lock().busy.contains_key(&user)
+    }
+
+    /// For each user, whether they are busy (one lock for the whole list).
+    pub fn busy_map(&self, users: impl IntoIterator<Item = UserId>) -> Vec<bool> {
+        let inner = self.lock();
+        users.into_iter().map(|u| inner.busy.contains_key(&u)).collect()
     }
 
     /// Whether the session is a member of some call.
@@ -177,6 +186,10 @@ impl Calls {
         let mut inner = self.lock();
         if Self::member_call(&inner, caller.session).is_some() {
             return Err(Refusal::AlreadyInACall);
+        }
+        if inner.calls.contains_key(&id) {
+            // 63 random bits make this all but impossible; never overwrite a call.
+            return Err(Refusal::IdTaken);
         }
         let (machine, out) = CallMachine::start(id, caller, callee, callee_sessions, now, self.limits);
         let mut legs = HashMap::new();
@@ -441,6 +454,10 @@ mod tests {
     fn one_call_per_session() {
         let c = calls();
         c.start(CallId(1), leg(1, 10), info(1), UserId(2), vec![SessionId(20)]).unwrap();
+        assert_eq!(
+            c.start(CallId(1), leg(3, 30), info(3), UserId(2), vec![SessionId(20)]).unwrap_err(),
+            Refusal::IdTaken
+        );
         assert_eq!(
             c.start(CallId(2), leg(1, 10), info(1), UserId(3), vec![SessionId(30)]).unwrap_err(),
             Refusal::AlreadyInACall

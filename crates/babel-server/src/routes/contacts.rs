@@ -12,15 +12,16 @@ impl App {
     pub(crate) async fn contact_list(&self, me: UserId) -> ServiceResult<Reply> {
         let list = self.cached_contacts(me).await?;
         let online = self.presence.online_map(list.iter().map(|(u, _)| u.id));
+        let busy = self.calls.busy_map(list.iter().map(|(u, _)| u.id));
         let entries = list
             .iter()
-            .zip(online)
-            .map(|((user, rel), online)| ContactEntry {
+            .zip(online.into_iter().zip(busy))
+            .map(|((user, rel), (online, busy))| ContactEntry {
                 user: user.clone(),
                 status: match rel {
                     Relation::Outgoing => Presence::Pending,
                     Relation::Contact if !online => Presence::Offline,
-                    Relation::Contact if self.calls.is_busy(user.id) => Presence::Busy,
+                    Relation::Contact if busy => Presence::Busy,
                     Relation::Contact => Presence::Online,
                 },
             })
