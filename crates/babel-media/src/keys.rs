@@ -1,0 +1,305 @@
+//! End-to-end keys for a call, agreed between the participants; the server
+//! only carries public keys.
+//!
+//! * Each participant makes an X25519 key pair per call ([`CallKeys`]) and
+//!   sends the public half in the `key` field of `/call` or `/answer`.
+//! * Each pair of participants derives a [`Pairwise`] secret from their
+//!   Diffie-Hellman result and both public keys (HKDF-SHA256), and from it
+//!   a short authentication string ([`Pairwise::sas`]) that two people can
+//!   read to each other: if someone in the middle swapped keys, the two
+//!   strings differ.
+//! * Each sender encrypts its voice once, under its own [`SenderKey`]. In a
+//!   two-party call both sides derive the other's sender key from the
+//!   pairwise secret; in a group call a sender's key is random and handed to
+//!   each participant sealed under their pairwise secret (as SFrame does).
+//!
+//! Pure: randomness comes in as bytes or from the OS, no clock, no IO.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// A key that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Not 32 bytes of base64.
+    #[error("the peer's public key is not 32 bytes of base64")]
+    BadPublicKey,
+    /// The peer's public key gives an all-zero shared secret (a low-order
+    /// point): refused, it would make the "secret" known to anyone.
+    #[error("the peer's public key is not acceptable")]
+    WeakPublicKey,
+    /// A sealed sender key did not open.
+    #[error("a sender key could not be opened")]
+    BadSealedKey,
+    /// The OS random number generator failed.
+    #[error("no randomness available")]
+    NoRandomness,
+}
+
+fn random<const N: usize>() -> Result<[u8; N], KeyError> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|_| KeyError::NoRandomness)?;
+    Ok(b)
+}
+
+/// My key pair for one call.
+pub struct CallKeys {
+    secret: StaticSecret,
+    public: PublicKey,
+}
+
+impl std::fmt::Debug for CallKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallKeys").field("public", &self.public_b64()).finish_non_exhaustive()
+    }
+}
+
+impl CallKeys {
+    /// A fresh key pair from the OS random generator.
+    pub fn generate() -> Result<CallKeys, KeyError> {
+        Ok(CallKeys::from_secret(random()?))
+    }
+
+    /// A key pair from given secret bytes (tests).
+    pub fn from_secret(bytes: [u8; 32]) -> CallKeys {
+        let secret = StaticSecret::from(bytes);
+        let public = PublicKey::from(&secret);
+        CallKeys { secret, public }
+    }
+
+    /// My public key, as the `key` field carries it.
+    pub fn public_b64(&self) -> String {
+        STANDARD.encode(self.public.as_bytes())
+    }
+
+    /// The secret shared with the owner of `peer` (their `key` field).
+    pub fn pairwise(&self, peer: &str) -> Result<Pairwise, KeyError> {
+        let raw: [u8; 32] =
+            STANDARD.decode(peer.trim()).ok().and_then(|v| v.try_into().ok()).ok_or(KeyError::BadPublicKey)?;
+        let theirs = PublicKey::from(raw);
+        let shared = self.secret.diffie_hellman(&theirs);
+        if !shared.was_contributory() {
+            return Err(KeyError::WeakPublicKey);
+        }
+        // Both sides must feed the same transcript: the public keys in order.
+        let (lo, hi) = if self.public.as_bytes() <= theirs.as_bytes() {
+            (self.public.as_bytes(), theirs.as_bytes())
+        } else {
+            (theirs.as_bytes(), self.public.as_bytes())
+        };
+        let mut transcript = Vec::with_capacity(64);
+        transcript.extend_from_slice(lo);
+        transcript.extend_from_slice(hi);
+        let hk = Hkdf::<Sha256>::new(Some(b"babel v1 pairwise"), shared.as_bytes());
+        let mut okm = [0u8; 32];
+        hk.expand(&transcript, &mut okm).map_err(|_| KeyError::BadPublicKey)?;
+        Ok(Pairwise { secret: okm, mine: *self.public.as_bytes(), theirs: raw })
+    }
+}
+
+/// The secret two participants share.
+pub struct Pairwise {
+    secret: [u8; 32],
+    mine: [u8; 32],
+    theirs: [u8; 32],
+}
+
+impl std::fmt::Debug for Pairwise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pairwise(<secret>)")
+    }
+}
+
+fn expand(secret: &[u8; 32], info: &[&[u8]], out: &mut [u8]) {
+    let hk = Hkdf::<Sha256>::from_prk(secret).unwrap_or_else(|_| Hkdf::<Sha256>::new(None, secret));
+    // Lengths used here (≤ 44 bytes) are always within HKDF's limit.
+    let _ = hk.expand_multi_info(info, out);
+}
+
+impl Pairwise {
+    /// The short authentication string both people see: six digits, shown
+    /// as `123 456`. Equal on both sides unless someone swapped keys.
+    pub fn sas(&self) -> String {
+        let mut b = [0u8; 4];
+        expand(&self.secret, &[b"babel sas"], &mut b);
+        let n = u32::from_be_bytes(b) % 1_000_000;
+        format!("{:03} {:03}", n / 1000, n % 1000)
+    }
+
+    /// The sender key I use towards this peer in a two-party call.
+    pub fn my_sender_key(&self) -> SenderKey {
+        self.sender_key_of(&self.mine)
+    }
+
+    /// The sender key the peer uses towards me in a two-party call.
+    pub fn their_sender_key(&self) -> SenderKey {
+        self.sender_key_of(&self.theirs)
+    }
+
+    fn sender_key_of(&self, public: &[u8; 32]) -> SenderKey {
+        let mut okm = [0u8; 36];
+        expand(&self.secret, &[b"babel sender", public], &mut okm);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&okm[..32]);
+        let id = u32::from_be_bytes([okm[32], okm[33], okm[34], okm[35]]);
+        SenderKey::from_parts(id, key)
+    }
+
+    fn wrap_cipher(&self) -> ChaCha20Poly1305 {
+        let mut k = [0u8; 32];
+        expand(&self.secret, &[b"babel key wrap"], &mut k);
+        ChaCha20Poly1305::new(&k.into())
+    }
+
+    /// Seals my group sender key for this peer: `nonce(12) | ciphertext`.
+    pub fn seal_sender_key(&self, key: &SenderKey) -> Result<Vec<u8>, KeyError> {
+        let nonce: [u8; 12] = random()?;
+        let mut plain = Vec::with_capacity(36);
+        plain.extend_from_slice(&key.id.to_be_bytes());
+        plain.extend_from_slice(&key.key);
+        let ct = self
+            .wrap_cipher()
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: b"babel sender key" })
+            .map_err(|_| KeyError::BadSealedKey)?;
+        let mut out = nonce.to_vec();
+        out.extend(ct);
+        Ok(out)
+    }
+
+    /// Opens a sender key sealed by the peer.
+    pub fn open_sender_key(&self, sealed: &[u8]) -> Result<SenderKey, KeyError> {
+        if sealed.len() < 12 {
+            return Err(KeyError::BadSealedKey);
+        }
+        let (nonce, ct) = sealed.split_at(12);
+        let plain = self
+            .wrap_cipher()
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: b"babel sender key" })
+            .map_err(|_| KeyError::BadSealedKey)?;
+        if plain.len() != 36 {
+            return Err(KeyError::BadSealedKey);
+        }
+        let id = u32::from_be_bytes([plain[0], plain[1], plain[2], plain[3]]);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&plain[4..]);
+        Ok(SenderKey::from_parts(id, key))
+    }
+}
+
+/// One sender's voice key, with its id (carried in every datagram so a
+/// receiver knows which key opens it) and the nonce salt derived from it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SenderKey {
+    /// The key's id.
+    pub id: u32,
+    key: [u8; 32],
+    salt: [u8; 12],
+}
+
+impl std::fmt::Debug for SenderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl SenderKey {
+    /// A random sender key (group calls).
+    pub fn generate() -> Result<SenderKey, KeyError> {
+        let id: [u8; 4] = random()?;
+        Ok(SenderKey::from_parts(u32::from_be_bytes(id), random()?))
+    }
+
+    /// A key from its parts.
+    pub fn from_parts(id: u32, key: [u8; 32]) -> SenderKey {
+        let mut salt = [0u8; 12];
+        expand(&key, &[b"babel salt"], &mut salt);
+        SenderKey { id, key, salt }
+    }
+
+    pub(crate) fn cipher(&self) -> ChaCha20Poly1305 {
+        ChaCha20Poly1305::new(&self.key.into())
+    }
+
+    /// The AEAD nonce for a sequence number: the salt with the sequence
+    /// XORed into its last bytes (unique per key as long as `seq` is).
+    pub(crate) fn nonce(&self, seq: u32) -> [u8; 12] {
+        let mut n = self.salt;
+        for (b, s) in n[8..].iter_mut().zip(seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (CallKeys, CallKeys) {
+        (CallKeys::from_secret([1; 32]), CallKeys::from_secret([2; 32]))
+    }
+
+    #[test]
+    fn both_sides_agree() {
+        let (a, b) = pair();
+        let ab = a.pairwise(&b.public_b64()).unwrap();
+        let ba = b.pairwise(&a.public_b64()).unwrap();
+        assert_eq!(ab.sas(), ba.sas());
+        assert_eq!(ab.my_sender_key(), ba.their_sender_key());
+        assert_eq!(ab.their_sender_key(), ba.my_sender_key());
+        assert_ne!(ab.my_sender_key(), ab.their_sender_key(), "each direction has its own key");
+        let sas = ab.sas();
+        assert_eq!(sas.len(), 7);
+        assert!(sas.chars().enumerate().all(|(i, c)| if i == 3 { c == ' ' } else { c.is_ascii_digit() }));
+    }
+
+    #[test]
+    fn a_man_in_the_middle_shows_in_the_sas() {
+        let (a, b) = pair();
+        let m = CallKeys::from_secret([3; 32]);
+        // The server hands a M's key as b's, and b M's key as a's.
+        let a_view = a.pairwise(&m.public_b64()).unwrap();
+        let b_view = b.pairwise(&m.public_b64()).unwrap();
+        assert_ne!(a_view.sas(), b_view.sas());
+        // M can talk to each, but a's key for b differs from b's for a.
+        assert_ne!(a_view.my_sender_key(), b_view.their_sender_key());
+    }
+
+    #[test]
+    fn bad_and_weak_public_keys_are_refused() {
+        let (a, _) = pair();
+        assert_eq!(a.pairwise("not base64!").unwrap_err(), KeyError::BadPublicKey);
+        assert_eq!(a.pairwise(&STANDARD.encode([1u8; 31])).unwrap_err(), KeyError::BadPublicKey);
+        // The identity point gives an all-zero shared secret.
+        assert_eq!(a.pairwise(&STANDARD.encode([0u8; 32])).unwrap_err(), KeyError::WeakPublicKey);
+    }
+
+    #[test]
+    fn sender_keys_travel_sealed() {
+        let (a, b) = pair();
+        let ab = a.pairwise(&b.public_b64()).unwrap();
+        let ba = b.pairwise(&a.public_b64()).unwrap();
+        let group = SenderKey::generate().unwrap();
+        let sealed = ab.seal_sender_key(&group).unwrap();
+        assert_eq!(ba.open_sender_key(&sealed).unwrap(), group);
+        let c = CallKeys::from_secret([4; 32]);
+        let ca = c.pairwise(&a.public_b64()).unwrap();
+        assert_eq!(ca.open_sender_key(&sealed).unwrap_err(), KeyError::BadSealedKey, "only b can open it");
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        assert!(ba.open_sender_key(&tampered).is_err());
+        assert!(ba.open_sender_key(&sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn nonces_differ_per_sequence() {
+        let k = SenderKey::from_parts(1, [9; 32]);
+        assert_ne!(k.nonce(1), k.nonce(2));
+        assert_eq!(k.nonce(7), k.nonce(7));
+    }
+}

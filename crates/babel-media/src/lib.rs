@@ -1,0 +1,12 @@
+//! Babel's voice pipeline.
+//!
+//! Built so far, pure and tested on their own:
+//! * [`keys`]: end-to-end key agreement for a call (X25519, HKDF-SHA256),
+//!   the short authentication string, per-sender voice keys.
+//! * [`packet`]: the voice datagram, sealed with ChaCha20-Poly1305, and the
+//!   replay window.
+//!
+//! Still to come here: audio devices, Opus, the jitter buffer, transports.
+
+pub mod keys;
+pub mod packet;
