@@ -5,8 +5,11 @@
 //!   the short authentication string, per-sender voice keys.
 //! * [`packet`]: the voice datagram, sealed with ChaCha20-Poly1305, and the
 //!   replay window.
+//! * [`jitter`]: the adaptive jitter buffer (time passed in), deciding per
+//!   frame between playing, FEC recovery, concealment and silence.
 //!
-//! Still to come here: audio devices, Opus, the jitter buffer, transports.
+//! Still to come here: audio devices, Opus, processing, transports.
 
+pub mod jitter;
 pub mod keys;
 pub mod packet;

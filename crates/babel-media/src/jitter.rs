@@ -1,0 +1,447 @@
+//! The adaptive jitter buffer: packets in (in any order, some lost, some
+//! twice), one decision per playback frame out. Pure: the caller passes the
+//! time in and does the decoding.
+//!
+//! * Packets are keyed by sequence number (one frame per packet). Duplicates
+//!   and packets that arrive after their turn are dropped and counted.
+//! * The target depth follows the measured jitter: the spread (95th
+//!   percentile minus minimum) of `arrival time - media time` over the last
+//!   two seconds, plus one frame. Playback starts once that much is
+//!   buffered. A missing frame is waited for (concealed in its place) while
+//!   the buffer is shallower than the target, which deepens it; a frame is
+//!   skipped when the buffer stayed above target for a whole second, which
+//!   shortens it. That is also how a sender whose clock runs fast or slow is
+//!   absorbed.
+//! * A missing frame whose successor is here is lost: it is rebuilt from the
+//!   successor's in-band FEC ([`Playout::Fec`]), or concealed with the
+//!   decoder's loss concealment ([`Playout::Conceal`]) when the successor is
+//!   missing too. A missing frame with nothing after it is late, not lost:
+//!   it is concealed while the buffer waits for it (this also stretches
+//!   playback when the sender's clock is slow). After a few concealed frames
+//!   in a row the output fades to silence ([`Playout::Silence`]) instead of
+//!   buzzing, and playback re-buffers when packets return.
+
+use std::collections::{BTreeMap, VecDeque};
+
+/// Milliseconds on the caller's clock.
+pub type Millis = u64;
+
+/// What to play for the next frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// Decode this packet.
+    Frame(Vec<u8>),
+    /// This frame was lost: decode it from the FEC in the next packet
+    /// (which stays buffered for its own turn).
+    Fec(Vec<u8>),
+    /// This frame was lost: let the decoder conceal it. `fade_out` is set
+    /// on the last concealed frame before silence, to ramp down.
+    Conceal {
+        /// Ramp this frame's output down to zero.
+        fade_out: bool,
+    },
+    /// Nothing to play (buffering, or after a long gap).
+    Silence,
+}
+
+/// Counters for call statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Packets accepted.
+    pub received: u64,
+    /// Packets dropped because their turn had passed.
+    pub late: u64,
+    /// Packets dropped as duplicates.
+    pub duplicates: u64,
+    /// Frames rebuilt from FEC.
+    pub fec_recovered: u64,
+    /// Frames concealed.
+    pub concealed: u64,
+    /// Frames skipped to bring the delay down.
+    pub skipped: u64,
+    /// Frames played from their own packet.
+    pub played: u64,
+}
+
+/// Settings.
+#[derive(Debug, Clone, Copy)]
+pub struct JitterConfig {
+    /// Frame duration in ms (20 by default, 10 as an option).
+    pub frame_ms: u32,
+    /// Smallest target depth, in frames.
+    pub min_frames: usize,
+    /// Largest target depth, in frames.
+    pub max_frames: usize,
+    /// Concealed frames in a row before fading to silence.
+    pub max_conceal: u32,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        Self { frame_ms: 20, min_frames: 1, max_frames: 15, max_conceal: 5 }
+    }
+}
+
+/// Samples of `arrival - media time` kept for the jitter estimate.
+const WINDOW: Millis = 2_000;
+/// Frames between checks for a buffer that runs deeper than needed.
+const SKIP_CHECK_TICKS: u32 = 50;
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct JitterBuffer {
+    cfg: JitterConfig,
+    packets: BTreeMap<u32, Vec<u8>>,
+    /// The sequence number whose turn is next; `None` while buffering.
+    next: Option<u32>,
+    /// Highest sequence number played or skipped (late packets are below).
+    played_up_to: Option<u32>,
+    /// (arrival, arrival - media time) samples for the jitter estimate.
+    transit: VecDeque<(Millis, i64)>,
+    conceal_run: u32,
+    /// Ticks spent waiting for the frame whose turn it is.
+    waiting: u32,
+    /// Lowest depth seen since the last skip check.
+    low_water: usize,
+    /// Ticks since the last skip check.
+    ticks: u32,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// An empty buffer.
+    pub fn new(cfg: JitterConfig) -> JitterBuffer {
+        JitterBuffer {
+            cfg,
+            packets: BTreeMap::new(),
+            next: None,
+            played_up_to: None,
+            transit: VecDeque::new(),
+            conceal_run: 0,
+            waiting: 0,
+            low_water: usize::MAX,
+            ticks: 0,
+            stats: JitterStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// Measured jitter in ms (spread of transit times over the window).
+    pub fn jitter_ms(&self) -> u64 {
+        if self.transit.len() < 2 {
+            return 0;
+        }
+        let mut v: Vec<i64> = self.transit.iter().map(|&(_, d)| d).collect();
+        v.sort_unstable();
+        let p95 = v[(v.len() - 1) * 95 / 100];
+        (p95 - v[0]).max(0) as u64
+    }
+
+    /// How many frames the buffer aims to hold.
+    pub fn target_frames(&self) -> usize {
+        let frame = u64::from(self.cfg.frame_ms.max(1));
+        let want = self.jitter_ms().div_ceil(frame) as usize + 1;
+        want.clamp(self.cfg.min_frames, self.cfg.max_frames)
+    }
+
+    /// Frames buffered from the next one to play on.
+    pub fn depth(&self) -> usize {
+        match self.next {
+            Some(n) => self.packets.range(n..).count(),
+            None => self.packets.len(),
+        }
+    }
+
+    /// The current buffering delay in ms (depth times frame length).
+    pub fn delay_ms(&self) -> u64 {
+        self.depth() as u64 * u64::from(self.cfg.frame_ms)
+    }
+
+    /// A packet arrived at `now`. `media_ms` is its timestamp in ms.
+    pub fn push(&mut self, seq: u32, media_ms: u64, payload: Vec<u8>, now: Millis) {
+        if self.played_up_to.is_some_and(|p| seq <= p) {
+            self.stats.late += 1;
+            return;
+        }
+        if self.packets.contains_key(&seq) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.received += 1;
+        self.transit.push_back((now, now as i64 - media_ms as i64));
+        while self.transit.front().is_some_and(|&(t, _)| now.saturating_sub(t) > WINDOW) {
+            self.transit.pop_front();
+        }
+        self.packets.insert(seq, payload);
+    }
+
+    /// Decides the next frame, at each tick of the playback clock.
+    pub fn pop(&mut self) -> Playout {
+        let target = self.target_frames();
+        let Some(next) = self.next else {
+            // Buffering: start once the target depth is reached.
+            if self.packets.len() >= target {
+                self.next = self.packets.keys().next().copied();
+                self.low_water = usize::MAX;
+                self.ticks = 0;
+                return self.pop();
+            }
+            return Playout::Silence;
+        };
+        // Once a second: if the buffer never ran below target + 1 in that
+        // time (a burst arrived, or the sender's clock is fast), skip one
+        // frame to bring the delay down.
+        let depth = self.depth();
+        self.low_water = self.low_water.min(depth);
+        self.ticks += 1;
+        if self.ticks >= SKIP_CHECK_TICKS {
+            let spare = self.low_water > target;
+            self.ticks = 0;
+            self.low_water = usize::MAX;
+            if spare && self.packets.remove(&next).is_some() {
+                self.stats.skipped += 1;
+                self.advance(next);
+                return self.pop_at(next.wrapping_add(1), target);
+            }
+        }
+        self.pop_at(next, target)
+    }
+
+    fn advance(&mut self, played: u32) {
+        self.played_up_to = Some(played);
+        self.next = Some(played.wrapping_add(1));
+        self.waiting = 0;
+        // Anything older than what was played can only be late now.
+        while self.packets.first_key_value().is_some_and(|(&k, _)| k <= played) {
+            self.packets.pop_first();
+        }
+    }
+
+    fn conceal_waiting(&mut self) -> Playout {
+        self.waiting += 1;
+        self.conceal_run += 1;
+        self.stats.concealed += 1;
+        Playout::Conceal { fade_out: self.conceal_run >= self.cfg.max_conceal }
+    }
+
+    fn pop_at(&mut self, next: u32, target: usize) -> Playout {
+        if let Some(p) = self.packets.remove(&next) {
+            self.advance(next);
+            self.conceal_run = 0;
+            self.stats.played += 1;
+            return Playout::Frame(p);
+        }
+        let ahead = self.packets.len();
+        if ahead == 0 {
+            // Nothing after this frame either: it is late, not lost (or the
+            // sender's clock is slow). Conceal while waiting for it; after a
+            // while, go quiet and re-buffer.
+            if self.conceal_run >= self.cfg.max_conceal {
+                self.next = None;
+                return Playout::Silence;
+            }
+            return self.conceal_waiting();
+        }
+        if ahead < target && (self.waiting as usize) < target && self.conceal_run < self.cfg.max_conceal {
+            // The buffer is shallower than the jitter needs: this frame may
+            // still come. Waiting a frame also deepens the buffer.
+            return self.conceal_waiting();
+        }
+        // Later frames are here and waiting is over: this one is lost.
+        self.advance(next);
+        self.conceal_run += 1;
+        if let Some(successor) = self.packets.get(&next.wrapping_add(1)) {
+            self.stats.fec_recovered += 1;
+            return Playout::Fec(successor.clone());
+        }
+        self.stats.concealed += 1;
+        Playout::Conceal { fade_out: false }
+    }
+}
+
+/// Ramps samples linearly from `from` to `to` gain: fades in after silence
+/// and out before it, so gaps do not click.
+pub fn ramp(samples: &mut [f32], from: f32, to: f32) {
+    let n = samples.len().max(1) as f32;
+    for (i, s) in samples.iter_mut().enumerate() {
+        *s *= from + (to - from) * (i as f32 / n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const F: u64 = 20;
+
+    fn jb() -> JitterBuffer {
+        JitterBuffer::new(JitterConfig::default())
+    }
+
+    fn pkt(seq: u32) -> Vec<u8> {
+        seq.to_be_bytes().to_vec()
+    }
+
+    fn seq_of(p: &Playout) -> Option<u32> {
+        match p {
+            Playout::Frame(b) => Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+            _ => None,
+        }
+    }
+
+    /// Runs a scripted arrival pattern: `arrivals` are (seq, arrival ms);
+    /// the playback clock ticks every frame from `start` for `ticks`.
+    fn run(arrivals: &[(u32, u64)], start: u64, ticks: u64) -> (Vec<Playout>, JitterBuffer) {
+        let mut j = jb();
+        let mut out = Vec::new();
+        let mut a = arrivals.to_vec();
+        a.sort_by_key(|&(_, t)| t);
+        let mut i = 0;
+        for k in 0..ticks {
+            let now = start + k * F;
+            while i < a.len() && a[i].1 <= now {
+                j.push(a[i].0, u64::from(a[i].0) * F, pkt(a[i].0), a[i].1);
+                i += 1;
+            }
+            out.push(j.pop());
+        }
+        (out, j)
+    }
+
+    #[test]
+    fn steady_stream_plays_everything_in_order() {
+        let arrivals: Vec<_> = (0..100).map(|s| (s, u64::from(s) * F + 5)).collect();
+        // Packet s arrives 5 ms after tick s and plays at tick s + 1.
+        let (out, j) = run(&arrivals, 0, 101);
+        let played: Vec<u32> = out.iter().filter_map(seq_of).collect();
+        assert_eq!(played, (0..100).collect::<Vec<_>>());
+        assert_eq!(j.stats().concealed, 0);
+        assert_eq!(j.stats().skipped, 0);
+        assert_eq!(j.target_frames(), 1);
+    }
+
+    #[test]
+    fn reordering_and_duplicates() {
+        let mut j = jb();
+        for (s, t) in [(0, 0), (2, 1), (1, 2), (1, 3), (3, 4)] {
+            j.push(s, u64::from(s) * F, pkt(s), t);
+        }
+        let played: Vec<u32> = (0..4).filter_map(|_| seq_of(&j.pop())).collect();
+        assert_eq!(played, vec![0, 1, 2, 3]);
+        assert_eq!(j.stats().duplicates, 1);
+        // Too late: its turn has passed.
+        j.push(2, 40, pkt(2), 100);
+        assert_eq!(j.stats().late, 1);
+    }
+
+    #[test]
+    fn a_single_loss_is_rebuilt_from_fec() {
+        let mut j = jb();
+        for s in [0u32, 2, 3] {
+            j.push(s, u64::from(s) * F, pkt(s), u64::from(s) * F);
+        }
+        assert_eq!(seq_of(&j.pop()), Some(0));
+        assert_eq!(j.pop(), Playout::Fec(pkt(2)), "frame 1 from frame 2's FEC");
+        assert_eq!(seq_of(&j.pop()), Some(2), "then frame 2 itself");
+        assert_eq!(j.stats().fec_recovered, 1);
+        // A packet for the concealed frame arriving now is late.
+        j.push(1, 20, pkt(1), 80);
+        assert_eq!(j.stats().late, 1);
+    }
+
+    #[test]
+    fn a_burst_loss_is_concealed_then_fades_to_silence_then_recovers() {
+        let mut arrivals: Vec<_> = (0..10).map(|s| (s, u64::from(s) * F)).collect();
+        // Frames 10..40 are lost; 40.. arrive again.
+        arrivals.extend((40..60).map(|s| (s, u64::from(s) * F)));
+        let (out, j) = run(&arrivals, 0, 61);
+        let conceals: Vec<_> = out[..40].iter().filter(|p| matches!(p, Playout::Conceal { .. })).collect();
+        assert_eq!(conceals.len(), 5, "conceal a few frames, not a whole second");
+        assert_eq!(conceals.last(), Some(&&Playout::Conceal { fade_out: true }));
+        assert!(out[16..39].iter().all(|p| *p == Playout::Silence), "silence during the gap");
+        let played: Vec<u32> = out.iter().filter_map(seq_of).collect();
+        assert!(played.starts_with(&(0..10).collect::<Vec<_>>()));
+        assert!(played.ends_with(&[58, 59]), "playback resumes after the gap: {played:?}");
+        assert_eq!(j.stats().concealed, 6, "five in the gap, one after the last packet");
+    }
+
+    #[test]
+    fn target_follows_jitter() {
+        let mut j = jb();
+        // 60 ms of jitter: packets arrive 0..60 ms after their media time.
+        for s in 0..100u32 {
+            let jitter = [0, 60, 10, 45, 30][s as usize % 5];
+            j.push(s, u64::from(s) * F, pkt(s), u64::from(s) * F + jitter);
+        }
+        assert!(j.jitter_ms() >= 45, "{}", j.jitter_ms());
+        assert!(j.target_frames() >= 4, "{}", j.target_frames());
+        // Then a calm network: within two seconds the target comes back down.
+        let mut j2 = jb();
+        for s in 0..200u32 {
+            let jitter = if s < 50 { [0, 60][s as usize % 2] } else { 1 };
+            j2.push(s, u64::from(s) * F, pkt(s), u64::from(s) * F + jitter);
+        }
+        assert_eq!(j2.target_frames(), 1);
+    }
+
+    #[test]
+    fn jittery_arrivals_play_without_gaps_once_adapted() {
+        // Up to 50 ms of jitter; the buffer settles and plays everything.
+        let arrivals: Vec<_> =
+            (0..300u32).map(|s| (s, u64::from(s) * F + [0, 50, 20, 35, 10][s as usize % 5])).collect();
+        let (out, j) = run(&arrivals, 0, 320);
+        let played: Vec<u32> = out.iter().filter_map(seq_of).collect();
+        let late_start = played.iter().position(|&s| s >= 100).unwrap();
+        // After the first two seconds, nothing is lost.
+        assert!(played[late_start..].windows(2).all(|w| w[1] == w[0] + 1), "gaps after adapting");
+        assert!(j.stats().concealed + j.stats().late < 10, "{:?}", j.stats());
+    }
+
+    #[test]
+    fn a_fast_sender_clock_does_not_grow_the_delay() {
+        // The sender's clock runs 2 % fast: a packet every 19.6 ms of ours.
+        let arrivals: Vec<_> = (0..3000u32).map(|s| (s, u64::from(s) * 196 / 10)).collect();
+        let mut j = jb();
+        let mut i = 0;
+        let mut max_depth = 0;
+        for k in 0..2900u64 {
+            let now = k * F;
+            while i < arrivals.len() && arrivals[i].1 <= now {
+                j.push(arrivals[i].0, u64::from(arrivals[i].0) * F, pkt(arrivals[i].0), arrivals[i].1);
+                i += 1;
+            }
+            j.pop();
+            if k > 100 {
+                max_depth = max_depth.max(j.depth());
+            }
+        }
+        assert!(max_depth <= j.target_frames() + 3, "depth grew to {max_depth}");
+        assert!(j.stats().skipped > 0, "frames are skipped to keep up");
+    }
+
+    #[test]
+    fn a_slow_sender_clock_is_stretched_not_starved() {
+        // The sender's clock runs 2 % slow: a packet every 20.4 ms of ours.
+        let arrivals: Vec<_> = (0..1000u32).map(|s| (s, u64::from(s) * 204 / 10)).collect();
+        let (out, j) = run(&arrivals, 0, 1000);
+        let silences = out[100..].iter().filter(|p| **p == Playout::Silence).count();
+        assert_eq!(silences, 0, "never silent once playing");
+        // About one frame in fifty is concealed to stretch.
+        let c = j.stats().concealed + j.stats().fec_recovered;
+        assert!((5..=40).contains(&c), "{c}");
+    }
+
+    #[test]
+    fn ramps() {
+        let mut s = vec![1.0f32; 4];
+        ramp(&mut s, 1.0, 0.0);
+        assert_eq!(s, vec![1.0, 0.75, 0.5, 0.25]);
+        let mut s = vec![1.0f32; 4];
+        ramp(&mut s, 0.0, 1.0);
+        assert_eq!(s[0], 0.0);
+    }
+}
