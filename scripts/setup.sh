@@ -3,11 +3,16 @@
 # already there. Safe to run again; used by server.sh and test.sh.
 set -euo pipefail
 
-# command -> Debian package providing it
-declare -A tools=([cc]=gcc [pkg-config]=pkg-config)
+# command -> Debian package providing it (cmake builds libopus from source)
+declare -A tools=([cc]=gcc [pkg-config]=pkg-config [cmake]=cmake)
 missing=()
 for t in "${!tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || missing+=("${tools[$t]}")
+done
+# libraries -> Debian package (ALSA headers for the cpal audio backend)
+declare -A libs=([alsa]=libasound2-dev)
+for l in "${!libs[@]}"; do
+  pkg-config --exists "$l" 2>/dev/null || missing+=("${libs[$l]}")
 done
 
 if ((${#missing[@]})); then

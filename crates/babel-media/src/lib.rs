@@ -10,6 +10,7 @@
 //!
 //! Still to come here: audio devices, Opus, processing, transports.
 
+pub mod codec;
 pub mod jitter;
 pub mod keys;
 pub mod packet;
