@@ -10,7 +10,9 @@
 //!
 //! Still to come here: audio devices, Opus, processing, transports.
 
+pub mod audio;
 pub mod codec;
 pub mod jitter;
 pub mod keys;
 pub mod packet;
+pub mod process;
