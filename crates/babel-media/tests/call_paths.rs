@@ -1,0 +1,390 @@
+//! Whole calls between two engines through the real server, WAV-like audio
+//! in and out, on each path: direct UDP, the UDP relay, the call channel;
+//! paths broken on purpose and restored; a stranger's packets; a peer that
+//! vanishes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use babel_client::{Client, Event, EventStream};
+use babel_media::audio::{BufferInput, RecordingOutput};
+use babel_media::engine::{CallSetup, CallStats, EndCause, MediaConfig, Path, RelayInfo, spawn_call};
+use babel_media::keys::{CallKeys, SenderKey};
+use babel_media::packet::{self, VoiceFrame};
+use babel_proto::{MediaSetup, ServerEvent};
+use babel_server::auth::PasswordCost;
+use babel_server::{Config, RunningServer};
+use tokio::net::UdpSocket;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A speech-like test signal: a gliding harmonic voice, syllables at
+/// `rate` Hz, pauses in a pattern set by `seed`.
+fn voice(secs: f32, rate: f32, seed: u32) -> Vec<f32> {
+    let n = (48_000.0 * secs) as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f32 / 48_000.0;
+            let syllable = (t * rate) as u32;
+            let on = (syllable.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 7) % 4 != 0;
+            if !on {
+                return 0.0;
+            }
+            let env = (std::f32::consts::PI * (t * rate).fract()).sin();
+            let f0 = 120.0 + 40.0 * (t * 0.7 + seed as f32).sin();
+            let mut s = 0.0;
+            for h in 1..6 {
+                s += (2.0 * std::f32::consts::PI * f0 * h as f32 * t).sin() / h as f32;
+            }
+            0.25 * env * s
+        })
+        .collect()
+}
+
+/// 10 ms RMS envelope.
+fn envelope(x: &[f32]) -> Vec<f32> {
+    x.chunks(480).map(|c| (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32).sqrt()).collect()
+}
+
+/// Best normalised correlation of the envelopes over lags of 0..1.5 s: how
+/// much `received` carries `sent` (1 = the same shape, ~0 = unrelated).
+fn similarity(sent: &[f32], received: &[f32]) -> f32 {
+    let (a, b) = (envelope(sent), envelope(received));
+    let mut best = 0.0f32;
+    for lag in 0..150.min(b.len()) {
+        let n = a.len().min(b.len() - lag);
+        if n < 50 {
+            break;
+        }
+        let (x, y) = (&a[..n], &b[lag..lag + n]);
+        let (mx, my) = (x.iter().sum::<f32>() / n as f32, y.iter().sum::<f32>() / n as f32);
+        let cov: f32 = x.iter().zip(y).map(|(p, q)| (p - mx) * (q - my)).sum();
+        let vx: f32 = x.iter().map(|p| (p - mx).powi(2)).sum();
+        let vy: f32 = y.iter().map(|q| (q - my).powi(2)).sum();
+        if vx > 0.0 && vy > 0.0 {
+            best = best.max(cov / (vx.sqrt() * vy.sqrt()));
+        }
+    }
+    best
+}
+
+/// The similarity the codec alone reaches on the test voice (no network):
+/// the best a call can do.
+fn codec_reference(sent: &[f32]) -> f32 {
+    use babel_media::codec::{FrameMs, VoiceDecoder, VoiceEncoder};
+    let mut e = VoiceEncoder::new(babel_media::codec::DEFAULT_BITRATE, FrameMs::Twenty).unwrap();
+    let mut d = VoiceDecoder::new(FrameMs::Twenty).unwrap();
+    let mut out = Vec::new();
+    for f in sent.chunks_exact(960) {
+        out.extend(d.decode(&e.encode(f).unwrap()).unwrap());
+    }
+    similarity(sent, &out)
+}
+
+/// What came through matches what was sent about as well as the codec allows.
+fn assert_heard(sent: &[f32], heard: &[f32], margin: f32) {
+    let reference = codec_reference(sent);
+    let sim = similarity(sent, heard);
+    eprintln!("similarity {sim:.3} (codec alone {reference:.3})");
+    assert!(reference > 0.7, "the codec reference itself is {reference}");
+    assert!(sim >= reference - margin, "similarity {sim:.3} vs codec alone {reference:.3}");
+}
+
+#[test]
+fn the_similarity_measure_tells_speech_from_garbage() {
+    let a = voice(3.0, 4.0, 1);
+    let b = voice(3.0, 3.0, 99);
+    assert!(similarity(&a, &a) > 0.99);
+    let mut delayed = vec![0.0; 4800];
+    delayed.extend_from_slice(&a);
+    assert!(similarity(&a, &delayed) > 0.99);
+    assert!(similarity(&a, &b) < 0.5, "unrelated speech: {}", similarity(&a, &b));
+    assert!(similarity(&a, &vec![0.0; a.len()]) < 0.1, "silence");
+    let noise: Vec<f32> = (0..a.len()).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.3).collect();
+    assert!(similarity(&a, &noise) < 0.5, "noise");
+}
+
+struct Side {
+    client: Client,
+    events: EventStream,
+    socket: UdpSocket,
+    keys: CallKeys,
+}
+
+async fn wait_for<T>(events: &mut EventStream, mut f: impl FnMut(&ServerEvent) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.next()).await.expect("event in time") {
+            Some(Ok(Event::Server(e))) => {
+                if let Some(t) = f(&e) {
+                    return t;
+                }
+            }
+            Some(Ok(Event::Reconnected)) => {}
+            other => panic!("event stream: {other:?}"),
+        }
+    }
+}
+
+struct Setup {
+    _server: RunningServer,
+    _dir: tempfile::TempDir,
+    a: (CallSetup, Signalling),
+    b: (CallSetup, Signalling),
+}
+
+/// Two users, befriended; a calls b, b answers; both open call channels.
+/// `advertise` picks what each side announces as its UDP candidate, and
+/// `relay_for` where each side thinks the relay is.
+async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(SocketAddr) -> SocketAddr) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: dir.path().join("babel.db"),
+        password: PasswordCost { memory_kib: 256, iterations: 1 },
+        durability: babel_server::store::sqlite::Durability::Normal,
+        ..Config::default()
+    };
+    let server = RunningServer::start(&config).await.unwrap();
+    let addr = server.addr().to_string();
+    let mut sides = Vec::new();
+    for name in ["alice", "bob"] {
+        let mut client = Client::connect(addr.clone()).await.unwrap();
+        client.create(&format!("{name}@example.org"), "password123", None).await.unwrap();
+        let events = client.events().await.unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sides.push(Side { client, events, socket, keys: CallKeys::generate().unwrap() });
+    }
+    let mut b = sides.pop().unwrap();
+    let mut a = sides.pop().unwrap();
+    a.client.add_contact("bob@example.org").await.unwrap();
+    b.client.accept_contact(a.client.user_id().unwrap()).await.unwrap();
+
+    let a_media =
+        MediaSetup { key: Some(a.keys.public_b64()), candidates: vec![advertise(a.socket.local_addr().unwrap())] };
+    let started = a.client.call(b.client.user_id().unwrap(), a_media).await.unwrap();
+    let incoming = wait_for(&mut b.events, |e| match e {
+        ServerEvent::IncomingCall(c) => Some(c.clone()),
+        _ => None,
+    })
+    .await;
+    let b_media =
+        MediaSetup { key: Some(b.keys.public_b64()), candidates: vec![advertise(b.socket.local_addr().unwrap())] };
+    let joined = b.client.accept_call(started.call_id, b_media).await.unwrap();
+    let accepted = wait_for(&mut a.events, |e| match e {
+        ServerEvent::CallAccepted(j) => Some(j.clone()),
+        _ => None,
+    })
+    .await;
+    let relay = |grant: &babel_proto::RelayGrant| {
+        let (port, handle, key) = grant.parts().unwrap();
+        RelayInfo { addr: relay_for(SocketAddr::from(([127, 0, 0, 1], port))), handle, key }
+    };
+    let a_channel = a.client.connect_call(started.call_id).await.unwrap();
+    let b_channel = b.client.connect_call(started.call_id).await.unwrap();
+    let a_setup = CallSetup {
+        keys: a.keys,
+        peer: accepted.peer.user.id,
+        peer_key: accepted.peer.media.key.clone().unwrap(),
+        peer_candidates: accepted.peer.media.candidates.clone(),
+        relay: Some(relay(&started.relay)),
+        channel: Some(a_channel),
+        socket: a.socket,
+    };
+    let b_setup = CallSetup {
+        keys: b.keys,
+        peer: incoming.caller.id,
+        peer_key: incoming.media.key.clone().unwrap(),
+        peer_candidates: incoming.media.candidates.clone(),
+        relay: Some(relay(&joined.relay)),
+        channel: Some(b_channel),
+        socket: b.socket,
+    };
+    Setup {
+        _server: server,
+        _dir: dir,
+        a: (a_setup, Signalling { _client: a.client, _events: a.events }),
+        b: (b_setup, Signalling { _client: b.client, _events: b.events }),
+    }
+}
+
+/// What keeps a side's signalling alive during the call.
+struct Signalling {
+    _client: Client,
+    _events: EventStream,
+}
+
+fn test_config() -> MediaConfig {
+    MediaConfig { noise_suppression: false, peer_timeout: Duration::from_secs(5), ..MediaConfig::default() }
+}
+
+/// Runs both engines, each speaking its own test voice; answers a's stats,
+/// what a said, b's stats and what b heard.
+async fn talk(
+    s: Setup,
+    secs: f32,
+    during: impl FnOnce() + Send + 'static,
+) -> (CallStats, Vec<f32>, CallStats, Vec<f32>) {
+    let a_in = voice(secs, 4.0, 1);
+    let b_in = voice(secs, 3.0, 99);
+    assert!(similarity(&a_in, &b_in) < 0.5, "the two voices must differ for the check to mean anything");
+    let (a_ctl, a_task) = spawn_call(
+        s.a.0,
+        test_config(),
+        Box::new(BufferInput::new(a_in.clone())),
+        Box::new(SharedRecording::default()),
+    );
+    let rec_b = SharedRecording::default();
+    let heard_by_b = rec_b.0.clone();
+    let (b_ctl, b_task) = spawn_call(s.b.0, test_config(), Box::new(BufferInput::new(b_in.clone())), Box::new(rec_b));
+    during();
+    let (a_stats, a_end) = tokio::time::timeout(TIMEOUT, a_task).await.unwrap().unwrap().unwrap();
+    let (b_stats, b_end) = tokio::time::timeout(TIMEOUT, b_task).await.unwrap().unwrap().unwrap();
+    assert_eq!(a_end, EndCause::InputEnded);
+    assert_eq!(b_end, EndCause::InputEnded);
+    drop((a_ctl, b_ctl, s.a.1, s.b.1));
+    let heard = heard_by_b.lock().unwrap().clone();
+    (a_stats, a_in, b_stats, heard)
+}
+
+#[derive(Default, Clone)]
+struct SharedRecording(Arc<std::sync::Mutex<Vec<f32>>>);
+
+impl babel_media::audio::AudioOutput for SharedRecording {
+    fn write(&mut self, frame: &[f32]) {
+        self.0.lock().unwrap().extend_from_slice(frame);
+    }
+}
+
+/// A UDP socket that swallows everything: a path that goes nowhere.
+async fn black_hole() -> (UdpSocket, SocketAddr) {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let a = s.local_addr().unwrap();
+    (s, a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_path() {
+    let s = call(|own| own, |relay| relay).await;
+    let (a_stats, sent, b_stats, heard) = talk(s, 4.0, || {}).await;
+    assert_heard(&sent, &heard, 0.05);
+    assert_eq!(a_stats.path, Some(Path::Direct), "{:?}", a_stats.path_history);
+    assert!(a_stats.path_history.iter().all(|(_, p)| *p == Path::Direct));
+    assert!(b_stats.received > 150, "{b_stats:?}");
+    assert_eq!(a_stats.sas, b_stats.sas, "both sides show the same code");
+    assert!(a_stats.rtt_ms.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_path_when_direct_is_blocked() {
+    let (_hole, hole) = black_hole().await;
+    let s = call(move |_| hole, |relay| relay).await;
+    let (a_stats, sent, b_stats, heard) = talk(s, 4.0, || {}).await;
+    assert_heard(&sent, &heard, 0.05);
+    assert_eq!(a_stats.path, Some(Path::Relay), "{:?}", a_stats.path_history);
+    assert_eq!(b_stats.path, Some(Path::Relay));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_channel_when_udp_is_blocked() {
+    let (_hole, hole) = black_hole().await;
+    let s = call(move |_| hole, move |_| hole).await;
+    let (a_stats, sent, b_stats, heard) = talk(s, 4.0, || {}).await;
+    assert_heard(&sent, &heard, 0.05);
+    assert_eq!(a_stats.path, Some(Path::Channel), "{:?}", a_stats.path_history);
+    assert_eq!(b_stats.path, Some(Path::Channel));
+}
+
+/// A UDP forwarder between the two sides that can drop everything.
+async fn switchable_forwarder(a: SocketAddr, b: SocketAddr, open: Arc<AtomicBool>) -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            if !open.load(Ordering::SeqCst) {
+                continue;
+            }
+            let to = if from == a { b } else { a };
+            let _ = s.send_to(&buf[..n], to).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_to_the_relay_and_back_when_direct_breaks_and_heals() {
+    // Both sides reach each other only through the forwarder.
+    let open = Arc::new(AtomicBool::new(true));
+    let a_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a_addr, b_addr) = (a_sock.local_addr().unwrap(), b_sock.local_addr().unwrap());
+    drop((a_sock, b_sock));
+    let fwd = switchable_forwarder(a_addr, b_addr, open.clone()).await;
+    let mut s = call(move |_| fwd, |relay| relay).await;
+    s.a.0.socket = UdpSocket::bind(a_addr).await.unwrap();
+    s.b.0.socket = UdpSocket::bind(b_addr).await.unwrap();
+    let flip = open.clone();
+    let (a_stats, sent, _b, heard) = talk(s, 9.0, move || {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            flip.store(false, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            flip.store(true, Ordering::SeqCst);
+        });
+    })
+    .await;
+    eprintln!("paths {:?}; {} concealed, {} from FEC", a_stats.path_history, a_stats.concealed, a_stats.fec_recovered);
+    let paths: Vec<Path> = a_stats.path_history.iter().map(|(_, p)| *p).collect();
+    let direct_relay_direct = paths.windows(3).any(|w| w == [Path::Direct, Path::Relay, Path::Direct]);
+    assert!(direct_relay_direct, "{:?}", a_stats.path_history);
+    // Two path changes in nine seconds cost a little, not the call. The
+    // delay may change with the path, so compare second by second.
+    let reference = codec_reference(&sent);
+    let seconds: Vec<f32> = (0..9)
+        .map(|w| {
+            let a = &sent[w * 48_000..(w + 1) * 48_000];
+            let h = &heard[(w * 48_000).min(heard.len())..((w + 2) * 48_000).min(heard.len())];
+            similarity(a, h)
+        })
+        .collect();
+    eprintln!("per second {seconds:.2?} (codec alone {reference:.3})");
+    let mean = seconds.iter().sum::<f32>() / seconds.len() as f32;
+    assert!(mean >= reference - 0.15, "mean similarity {mean:.3} vs codec alone {reference:.3}");
+    assert!(seconds.iter().filter(|&&x| x < 0.5).count() <= 1, "at most one bad second: {seconds:.2?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_inject_and_a_vanished_peer_ends_the_call() {
+    let s = call(|own| own, |relay| relay).await;
+    let a_target = s.a.0.socket.local_addr().unwrap();
+    let (a_setup, a_side) = s.a;
+    let (b_setup, b_side) = s.b;
+    let long = voice(30.0, 4.0, 1);
+    let (a_ctl, a_task) =
+        spawn_call(a_setup, test_config(), Box::new(BufferInput::new(long.clone())), Box::new(RecordingOutput::new()));
+    let (b_ctl, b_task) =
+        spawn_call(b_setup, test_config(), Box::new(BufferInput::new(long)), Box::new(RecordingOutput::new()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A stranger with its own key, and plain garbage.
+    let eve = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let eve_key = SenderKey::generate().unwrap();
+    for seq in 0..50u32 {
+        let f = VoiceFrame { kind: 1, seq: 100_000 + seq, timestamp: 0, packets: vec![vec![0xAA; 80]] };
+        eve.send_to(&packet::seal(&eve_key, &f).unwrap(), a_target).await.unwrap();
+        eve.send_to(b"\x10garbage-garbage-garbage-garbage", a_target).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = a_ctl.snapshot();
+    assert!(before.received > 50);
+    // b's machine disappears without a word.
+    b_ctl.stop.cancel();
+    let _ = b_task.await;
+    let (stats, end) = tokio::time::timeout(TIMEOUT, a_task).await.unwrap().unwrap().unwrap();
+    assert_eq!(end, EndCause::PeerVanished);
+    assert!(stats.received >= before.received);
+    drop((a_side, b_side));
+}
