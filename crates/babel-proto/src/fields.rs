@@ -183,6 +183,14 @@ mod tests {
         assert_eq!(f.str("absent"), Err(FieldsError::Missing("absent")));
     }
 
+    #[test]
+    fn floats_survive_a_round_trip() {
+        // Found by the fields_parse fuzz target: needs serde_json's float_roundtrip.
+        let f = Fields::parse(br#"{"f":7e134}"#).unwrap();
+        assert_eq!(Fields::parse(&f.to_json()).unwrap(), f);
+        assert_eq!(f.str("f").unwrap().parse::<f64>().unwrap(), 7e134);
+    }
+
     proptest! {
         #[test]
         fn prop_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {

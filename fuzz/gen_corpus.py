@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under fuzz/corpus/<target>/ (run from anywhere).
+
+Input layouts are described at the top of each fuzz_targets/*.rs file.
+Seeds are named seed-*; files cargo fuzz adds are named by their SHA-1.
+"""
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROUTES = ["/create", "/login", "/logout", "/delete", "/contacts", "/add_contact",
+          "/remove_contact", "/contact_requests", "/accept_contact", "/decline_contact"]
+AUTH = '{"id":"7","token":"tok"}'
+
+
+def req(header, route, data):
+    h, r, d = (s.encode() if isinstance(s, str) else s for s in (header, route, data))
+    return struct.pack(">iii", len(h), len(r), len(d)) + h + r + d
+
+
+def resp(status, data):
+    d = data.encode()
+    return struct.pack(">ii", status, len(d)) + d
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+# frame_decoder: selector byte (low 7 bits: split point, high bit: tiny limits) + stream.
+login = req("", "/login", '{"user_mail":"a@b.c","pass":"pw"}')
+contacts = req(AUTH, "/contacts", "")
+frames = {
+    "login": login,
+    "contacts-header": contacts,
+    "pipelined": login + contacts + req("", "/r2", "") + login[:7],
+    "partial": contacts[:20],
+    "negative-header": struct.pack(">i", -1),
+    "negative-data": struct.pack(">iii", 0, 6, -5) + b"/login",
+    "oversized-data": struct.pack(">iii", 0, 6, 0x7FFFFFFF),
+    "oversized-route": struct.pack(">iii", 0, 300, 0),
+    "response-200": resp(200, '{"id":"1","name":"a","email":"a@b.c","token":"t"}'),
+    "response-403-pipelined": resp(403, '{"error":"no"}') + resp(200, "") + resp(401, ""),
+    "response-negative": struct.pack(">ii", 200, -1),
+}
+for name, stream in frames.items():
+    write("frame_decoder", name, bytes([0x40]) + stream)
+write("frame_decoder", "tiny-limits-header", bytes([0xC0]) + req("x" * 65, "/r", ""))
+write("frame_decoder", "tiny-limits-ok", bytes([0x81]) + req("h" * 64, "r" * 16, "d" * 128))
+
+
+# request_parse: route selector, u16 header length, header, [route len, route], data.
+def rp(route, header="", data=""):
+    h, d = header.encode(), data.encode()
+    if route in ROUTES:
+        return bytes([ROUTES.index(route)]) + struct.pack(">H", len(h)) + h + d
+    r = route.encode()
+    return bytes([10]) + struct.pack(">H", len(h)) + h + bytes([len(r)]) + r + d
+
+
+cases = {
+    "create": rp("/create", "", '{"user_mail":"a@b.c","pass":"pw","name":"Ann"}'),
+    "create-noname": rp("/create", "", '{"User_Mail":"a@b.c","PASS":"pw"}'),
+    "login": rp("/login", "", '{"user_mail":"a@b.c","pass":"p\\"w"}'),
+    "logout-email": rp("/logout", "", '{"user_mail":"a@b.c","token":"t"}'),
+    "logout-header": rp("/logout", AUTH),
+    "delete": rp("/delete", AUTH),
+    "contacts": rp("/contacts", '{"ID":"7","Token":"tok"}'),
+    "contacts-numeric-id": rp("/contacts", '{"id":7,"token":"tok"}'),
+    "add-contact": rp("/add_contact", AUTH, '{"contact_email":"x@y.z"}'),
+    "remove-contact-id": rp("/remove_contact", AUTH, '{"contact_id":"3"}'),
+    "remove-contact-email": rp("/remove_contact", AUTH, '{"contact_email":"x@y.z"}'),
+    "contact-requests": rp("/contact_requests", AUTH),
+    "accept-contact": rp("/accept_contact", AUTH, '{"contact_id":"9"}'),
+    "decline-contact": rp("/decline_contact", AUTH, '{"contact_id":" 9"}'),
+    "duplicate-key": rp("/contacts", '{"id":"1","ID":"2","token":"t"}'),
+    "unknown-route": rp("/nope", "{", ""),
+    "typed-route": rp("/login", "", '{"user_mail":"a@b.c","pass":"pw"}')[:1]
+    + rp("/LOGIN", "", '{"user_mail":"a@b.c","pass":"pw"}')[1:],
+}
+for name, data in cases.items():
+    write("request_parse", name, data)
+
+# fields_parse: a JSON section.
+fields = {
+    "empty": b"",
+    "blank": b" \t\n",
+    "empty-object": b"{}",
+    "mixed-case": b'{"Token": "abc", "ID": "4"}',
+    "escapes": b'{"name": "Ann \\"the\\" Great \\u00e9 \\ud83d\\ude00"}',
+    "types": b'{"id": 42, "ok": true, "o": {"A": [1, 2.5, -0, 1e3]}, "n": null}',
+    "duplicate": b'{"token": "a", "TOKEN": "b"}',
+    "unicode-key": "{\"\u0130D\": \"x\", \"\u00c9t\u00c9\": 1}".encode(),
+    "trailing": b'{"a":1}x',
+    "array": b"[]",
+    "float": b'{"f": 0.1, "g": 1.7976931348623157e308, "h": 5e-324}',
+}
+for name, data in fields.items():
+    write("fields_parse", name, data)
