@@ -144,17 +144,24 @@ pub struct RelayInfo {
     pub key: [u8; 16],
 }
 
+/// Another participant, as call set-up told me of them.
+#[derive(Debug, Clone)]
+pub struct PeerSetup {
+    /// Their user id.
+    pub user: UserId,
+    /// Their public key (`key` field).
+    pub key: String,
+    /// Their UDP candidates.
+    pub candidates: Vec<SocketAddr>,
+}
+
 /// Everything the engine needs to know about a call.
 #[derive(Debug)]
 pub struct CallSetup {
     /// My key pair for this call (its public half went out in `/call` or `/answer`).
     pub keys: CallKeys,
-    /// The peer's user id.
-    pub peer: UserId,
-    /// The peer's public key (`key` field).
-    pub peer_key: String,
-    /// The peer's UDP candidates.
-    pub peer_candidates: Vec<SocketAddr>,
+    /// The other participants (one in a two-party call).
+    pub peers: Vec<PeerSetup>,
     /// My relay grant.
     pub relay: Option<RelayInfo>,
     /// My call channel, if opened.
@@ -163,39 +170,62 @@ pub struct CallSetup {
     pub socket: UdpSocket,
 }
 
+/// Live figures about one other participant.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    /// Who.
+    pub user: Option<UserId>,
+    /// The short authentication string to compare with them.
+    pub sas: String,
+    /// The path my voice reaches them on.
+    pub path: Option<Path>,
+    /// Round-trip time, ms.
+    pub rtt_ms: Option<u32>,
+    /// Loss they measure on what I send, percent.
+    pub loss_pct: f32,
+    /// Loss I measure on what they send, percent.
+    pub rx_loss_pct: f32,
+    /// Jitter I measure on what they send, ms.
+    pub jitter_ms: u64,
+    /// Their voice level, dBFS (who is speaking).
+    pub level_db: f32,
+}
+
 /// Live figures of a call.
 #[derive(Debug, Clone, Default)]
 pub struct CallStats {
-    /// The path voice goes out on now.
+    /// The path voice goes out on now (the worst one in use, in a group).
     pub path: Option<Path>,
-    /// Every path change, with the call time it happened at.
+    /// Every change of `path`, with the call time it happened at.
     pub path_history: Vec<(Duration, Path)>,
-    /// Round-trip time, ms (from the reports).
+    /// Round-trip time, ms (the longest, in a group).
     pub rtt_ms: Option<u32>,
-    /// Loss the peer measures on what I send, percent.
+    /// Loss the peers measure on what I send, percent (the worst).
     pub loss_pct: f32,
-    /// Loss I measure on what I receive, percent.
+    /// Loss I measure on what I receive, percent (the worst).
     pub rx_loss_pct: f32,
-    /// Jitter I measure, ms.
+    /// Jitter I measure, ms (the worst).
     pub jitter_ms: u64,
-    /// Jitter-buffer delay now, ms.
+    /// Jitter-buffer delay now, ms (the longest).
     pub jitter_delay_ms: u64,
     /// Opus bitrate, bits/s.
     pub bitrate: u32,
-    /// Frames concealed so far.
+    /// Frames concealed so far (all peers).
     pub concealed: u64,
-    /// Frames rebuilt from FEC so far.
+    /// Frames rebuilt from FEC so far (all peers).
     pub fec_recovered: u64,
-    /// Voice packets sent and received.
+    /// Voice frames sent.
     pub sent: u64,
-    /// Voice packets received (all paths, copies dropped).
+    /// Voice frames received (all peers, all paths, copies dropped).
     pub received: u64,
     /// Microphone level, dBFS.
     pub input_level_db: f32,
     /// Loudspeaker level, dBFS.
     pub output_level_db: f32,
-    /// The short authentication string to read to the peer.
+    /// The short authentication string with the (first) peer.
     pub sas: String,
+    /// Per participant.
+    pub peers: Vec<PeerStats>,
 }
 
 /// Why a call's media stopped.
@@ -205,7 +235,7 @@ pub enum EndCause {
     InputEnded,
     /// Asked to stop (hang-up).
     Stopped,
-    /// Nothing arrived from the peer for `peer_timeout`.
+    /// Nothing arrived from any peer for `peer_timeout`.
     PeerVanished,
 }
 
@@ -236,6 +266,12 @@ pub enum Control {
     NoiseSuppression(bool),
     /// A new bitrate step.
     Bitrate(u32),
+    /// Someone joined (`/participant_joined`, or `/call_accepted` in a group).
+    AddPeer(PeerSetup),
+    /// Someone left (`/participant_left`).
+    RemovePeer(UserId),
+    /// A peer's addresses changed (`/call_candidates`).
+    Candidates(UserId, Vec<SocketAddr>),
 }
 
 /// A running call's handles: stats to read, commands to send, a flag to stop.
@@ -254,7 +290,15 @@ impl CallControl {
     pub fn snapshot(&self) -> CallStats {
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// Sends a command (ignored once the call is over).
+    pub fn send(&self, c: Control) {
+        let _ = self.commands.send(c);
+    }
 }
+
+/// The seed's `type` for a group sender key handed to one peer.
+pub const KIND_KEY: u8 = 3;
 
 /// The report a side sends once a second (inside a sealed frame).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -298,7 +342,176 @@ impl Report {
     }
 }
 
-/// Runs a call's media until the input ends, `stop` is set, or the peer
+/// One other participant, as the engine tracks them.
+struct Peer {
+    user: UserId,
+    sas: String,
+    /// My two-party key towards them (reports, key hand-over, two-party voice).
+    pair_send: SenderKey,
+    /// Their two-party key towards me.
+    pair_recv: SenderKey,
+    /// Their group sender key, once handed over.
+    group_recv: Option<SenderKey>,
+    candidates: Vec<SocketAddr>,
+    /// Where their direct packets come from (their NAT mapping).
+    direct: Option<SocketAddr>,
+    replay: std::collections::HashMap<u32, ReplayWindow>,
+    jitter: JitterBuffer,
+    decoder: VoiceDecoder,
+    /// Their latest report about me, and when it came.
+    report: Option<(Instant, Report)>,
+    /// Their `sent_ms` of that report and when it came, for the RTT.
+    report_rx: Option<(u32, Instant)>,
+    /// First and highest media frame index, for the loss count.
+    expected_base: Option<u32>,
+    highest: Option<u32>,
+    /// Authenticated datagrams from them per path since my last report
+    /// (copies included: they show the path works).
+    counts: [u16; 3],
+    last_rx: Instant,
+    /// When my group key last went to them.
+    key_sent: Option<Instant>,
+    path: Option<Path>,
+    level_db: f32,
+    stats: PeerStats,
+}
+
+impl Peer {
+    fn new(
+        keys: &CallKeys,
+        setup: PeerSetup,
+        jcfg: JitterConfig,
+        frame: FrameMs,
+        now: Instant,
+    ) -> Result<Peer, MediaError> {
+        let pair = keys.pairwise(&setup.key)?;
+        Ok(Peer {
+            user: setup.user,
+            sas: pair.sas(),
+            pair_send: pair.my_sender_key(),
+            pair_recv: pair.their_sender_key(),
+            group_recv: None,
+            candidates: setup.candidates,
+            direct: None,
+            replay: std::collections::HashMap::new(),
+            jitter: JitterBuffer::new(jcfg),
+            decoder: VoiceDecoder::new(frame)?,
+            report: None,
+            report_rx: None,
+            expected_base: None,
+            highest: None,
+            counts: [0; 3],
+            last_rx: now,
+            key_sent: None,
+            path: None,
+            level_db: -100.0,
+            stats: PeerStats::default(),
+        })
+    }
+
+    /// The key with this id, if it is one of theirs.
+    fn key(&self, id: u32) -> Option<&SenderKey> {
+        if self.pair_recv.id == id { Some(&self.pair_recv) } else { self.group_recv.as_ref().filter(|k| k.id == id) }
+    }
+
+    /// Takes an authenticated frame from them.
+    fn accept(
+        &mut self,
+        frame: VoiceFrame,
+        key_id: u32,
+        via: Path,
+        from: Option<SocketAddr>,
+        start: Instant,
+        fms: FrameMs,
+    ) {
+        let now = Instant::now();
+        self.last_rx = now;
+        self.counts[via as usize] = self.counts[via as usize].saturating_add(1);
+        if via == Path::Direct {
+            self.direct = from;
+        }
+        if !self.replay.entry(key_id).or_default().accept(frame.seq) {
+            return; // a copy that came another way
+        }
+        match frame.kind {
+            KIND_OPUS => {
+                let Some(p) = frame.packets.into_iter().next() else { return };
+                // Sequence numbers also count reports and keys; the jitter
+                // buffer and the loss count use the media frame index.
+                let index = frame.timestamp / fms.samples() as u32;
+                self.expected_base.get_or_insert(index);
+                self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
+                let media_ms = u64::from(frame.timestamp) / 48;
+                self.jitter.push(index, media_ms, p, now.duration_since(start).as_millis() as u64);
+            }
+            KIND_REPORT => {
+                if let Some(r) = frame.packets.first().and_then(|b| Report::decode(b)) {
+                    self.report_rx = Some((r.sent_ms, now));
+                    self.report = Some((now, r));
+                }
+            }
+            KIND_KEY if key_id == self.pair_recv.id => {
+                if let Some(b) = frame.packets.first().filter(|b| b.len() == 36) {
+                    let id = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    let mut k = [0u8; 32];
+                    k.copy_from_slice(&b[4..]);
+                    if self.group_recv.as_ref().is_none_or(|g| g.id != id) {
+                        self.group_recv = Some(SenderKey::from_parts(id, k));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The best path their reports confirm for my voice to them.
+    fn confirmed_path(&self, now: Instant) -> Option<Path> {
+        let (at, r) = self.report.as_ref()?;
+        if now.duration_since(*at) >= REPORT_EVERY * 2 {
+            return None;
+        }
+        [Path::Direct, Path::Relay, Path::Channel].into_iter().find(|&p| r.rx[p as usize] > 0)
+    }
+
+    fn rx_loss_pct(&self) -> f32 {
+        let expected = match (self.expected_base, self.highest) {
+            (Some(b), Some(h)) => u64::from(h.wrapping_sub(b)) + 1,
+            _ => 0,
+        };
+        let got = self.jitter.stats().received;
+        if expected > 0 { 100.0 * expected.saturating_sub(got) as f32 / expected as f32 } else { 0.0 }
+    }
+
+    /// Decodes their next frame for playback.
+    fn play(&mut self, frame_len: usize) -> Vec<f32> {
+        let mut pcm = match self.jitter.pop() {
+            Playout::Frame(p) => self.decoder.decode(&p).unwrap_or_else(|_| vec![0.0; frame_len]),
+            Playout::Fec(next) => self.decoder.decode_fec(&next).unwrap_or_else(|_| vec![0.0; frame_len]),
+            Playout::Conceal { fade_out } => {
+                let mut c = self.decoder.conceal().unwrap_or_else(|_| vec![0.0; frame_len]);
+                if fade_out {
+                    crate::jitter::ramp(&mut c, 1.0, 0.0);
+                }
+                c
+            }
+            Playout::Silence => vec![0.0; frame_len],
+        };
+        pcm.resize(frame_len, 0.0);
+        self.level_db = level_db(&pcm);
+        pcm
+    }
+}
+
+/// The worse of two paths (relay is worse than direct, channel than relay).
+fn worse(a: Option<Path>, b: Option<Path>) -> Option<Path> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if (x as usize) >= (y as usize) { x } else { y }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// Runs a call's media until the input ends, `stop` is set, or every peer
 /// vanishes. Returns the final statistics and why it ended.
 pub async fn run_call(
     setup: CallSetup,
@@ -308,24 +521,28 @@ pub async fn run_call(
     control: CallControl,
     mut commands: mpsc::UnboundedReceiver<Control>,
 ) -> Result<(CallStats, EndCause), MediaError> {
-    let pairwise = setup.keys.pairwise(&setup.peer_key)?;
-    let send_key: SenderKey = pairwise.my_sender_key();
-    let recv_key: SenderKey = pairwise.their_sender_key();
-    let sas = pairwise.sas();
-    let mut enc = VoiceEncoder::new(cfg.bitrate, cfg.frame)?;
-    enc.set_fec(cfg.fec)?;
-    let mut dec = VoiceDecoder::new(cfg.frame)?;
-    let mut chain = CaptureChain::new(cfg.noise_suppression);
-    let mut output_gain = 1.0f32;
+    let start = Instant::now();
     let jcfg = if cfg.adaptive_jitter {
         JitterConfig { frame_ms: cfg.frame.ms(), ..JitterConfig::default() }
     } else {
         JitterConfig { frame_ms: cfg.frame.ms(), min_frames: 1, max_frames: 1, ..JitterConfig::default() }
     };
+    let keys = setup.keys;
+    let mut peers = Vec::new();
+    for p in setup.peers {
+        peers.push(Peer::new(&keys, p, jcfg, cfg.frame, start)?);
+    }
+    // My voice key when three or more talk: sealed once, handed to each peer.
+    let group_key = SenderKey::generate()?;
+    let mut enc = VoiceEncoder::new(cfg.bitrate, cfg.frame)?;
+    enc.set_fec(cfg.fec)?;
+    let mut chain = CaptureChain::new(cfg.noise_suppression);
+    let mut output_gain = 1.0f32;
     let socket = setup.socket;
+    let relay = setup.relay;
 
     // The call channel: a writer task (never blocks this loop) and a reader.
-    let (chan_tx, chan_rx) = match setup.channel {
+    let (chan_tx, mut chan_rx) = match setup.channel {
         Some(ch) => {
             let (mut w, mut r) = ch.split();
             let (tx, mut rx_out) = mpsc::channel::<Bytes>(64);
@@ -350,23 +567,7 @@ pub async fn run_call(
         }
         None => (None, None),
     };
-    let mut chan_rx = chan_rx;
 
-    let start = Instant::now();
-    let mut rx = Rx {
-        key: recv_key,
-        replay: ReplayWindow::default(),
-        jitter: JitterBuffer::new(jcfg),
-        peer_report: None,
-        last_report_rx: None,
-        expected_base: None,
-        highest: None,
-        counts: [0; 3],
-        last_rx: start,
-        peer_direct: None,
-        start,
-        frame: cfg.frame,
-    };
     let frame_len = cfg.frame.samples();
     let mut tick = tokio::time::interval(Duration::from_millis(u64::from(cfg.frame.ms())));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -380,10 +581,17 @@ pub async fn run_call(
     let mut last_bind: Option<Instant> = None;
     let mut last_report = start;
     let mut last_probe = start;
-    let mut stats = CallStats { sas, bitrate: cfg.bitrate, ..CallStats::default() };
+    let mut last_any_rx = start;
+    let mut stats = CallStats { bitrate: cfg.bitrate, ..CallStats::default() };
     let mut path: Option<Path> = None;
-
     let ms_since_start = |t: Instant| t.duration_since(start).as_millis() as u32;
+
+    // Finds the peer a datagram is sealed for me by, and opens it.
+    let open_from = |peers: &[Peer], d: &[u8]| -> Option<(usize, u32, VoiceFrame)> {
+        let id = packet::key_id(d)?;
+        let (i, key) = peers.iter().enumerate().find_map(|(i, p)| p.key(id).map(|k| (i, k)))?;
+        packet::open(key, d).ok().map(|f| (i, id, f))
+    };
 
     let cause = loop {
         tokio::select! {
@@ -391,7 +599,7 @@ pub async fn run_call(
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 let d = &buf[..n];
-                let relay_addr = setup.relay.map(|r| r.addr);
+                let relay_addr = relay.map(|r| r.addr);
                 let (datagram, via): (&[u8], Path) = match d.first() {
                     Some(&VOICE) => (d, Path::Direct),
                     Some(&wire::RELAYED) if Some(from) == relay_addr => match wire::decode_relayed(d) {
@@ -399,23 +607,26 @@ pub async fn run_call(
                         None => continue,
                     },
                     Some(&wire::BIND_ACK) if Some(from) == relay_addr => {
-                        if let Some(r) = setup.relay {
-                            if wire::verify_bind_ack(d, &r.key).is_some() {
-                                relay_bound = true;
-                            }
+                        if relay.is_some_and(|r| wire::verify_bind_ack(d, &r.key).is_some()) {
+                            relay_bound = true;
                         }
                         continue;
                     }
                     _ => continue,
                 };
-                let datagram = datagram.to_vec();
-                rx.accept(&datagram, via, Some(from));
+                if let Some((i, id, f)) = open_from(&peers, datagram) {
+                    last_any_rx = Instant::now();
+                    peers[i].accept(f, id, via, Some(from), start, cfg.frame);
+                }
                 continue;
             }
             Some(data) = async { match chan_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 if let Ok((_, packets)) = SendData::parse(&data) {
                     for p in packets {
-                        rx.accept(&p, Path::Channel, None);
+                        if let Some((i, id, f)) = open_from(&peers, &p) {
+                            last_any_rx = Instant::now();
+                            peers[i].accept(f, id, Path::Channel, None, start, cfg.frame);
+                        }
                     }
                 }
                 continue;
@@ -426,7 +637,25 @@ pub async fn run_call(
                     Control::InputGain(g) => chain.gain = g,
                     Control::OutputGain(g) => output_gain = g,
                     Control::NoiseSuppression(on) => chain.set_noise_suppression(on),
-                    Control::Bitrate(b) => { if enc.set_bitrate(b).is_ok() { stats.bitrate = b; } }
+                    Control::Bitrate(b) => {
+                        if enc.set_bitrate(b).is_ok() {
+                            stats.bitrate = b;
+                        }
+                    }
+                    Control::AddPeer(p) => {
+                        if !peers.iter().any(|q| q.user == p.user) {
+                            match Peer::new(&keys, p, jcfg, cfg.frame, Instant::now()) {
+                                Ok(peer) => peers.push(peer),
+                                Err(e) => tracing::warn!(error = %e, "cannot add a participant"),
+                            }
+                        }
+                    }
+                    Control::RemovePeer(u) => peers.retain(|p| p.user != u),
+                    Control::Candidates(u, c) => {
+                        if let Some(p) = peers.iter_mut().find(|p| p.user == u) {
+                            p.candidates = c;
+                        }
+                    }
                 }
                 continue;
             }
@@ -444,43 +673,43 @@ pub async fn run_call(
             }
             pcm.fill(0.0);
         }
-        if now.duration_since(rx.last_rx) >= cfg.peer_timeout {
+        if now.duration_since(last_any_rx) >= cfg.peer_timeout {
             break EndCause::PeerVanished;
         }
 
-        // Path choice: the best path the peer's reports confirm.
+        // Path choice, per peer: the best path their reports confirm.
         let elapsed = now.duration_since(start);
-        let confirmed = |p: Path| {
-            rx.peer_report
-                .as_ref()
-                .is_some_and(|(at, r)| now.duration_since(*at) < REPORT_EVERY * 2 && r.rx[p as usize] > 0)
-        };
-        let best = [Path::Direct, Path::Relay, Path::Channel].into_iter().find(|&p| confirmed(p));
-        if best != path {
-            tracing::debug!(from = ?path, to = ?best, "media path");
-            if let Some(p) = best {
-                stats.path_history.push((elapsed, p));
-            }
-            path = best;
-        }
-        stats.path = path;
         let probe = now.duration_since(last_probe) >= PROBE_EVERY;
         if probe {
             last_probe = now;
         }
-        // Nothing confirmed (the start, or the path just broke): every path.
-        // Otherwise the confirmed path, plus a probe now and then on the
-        // better ones (to move back) and on the relay (to have it ready).
-        let (use_direct, use_relay, use_channel) = match path {
+        let mut call_path = None;
+        for p in peers.iter_mut() {
+            p.path = p.confirmed_path(now);
+            call_path = worse(call_path, p.path);
+        }
+        if call_path != path {
+            tracing::debug!(from = ?path, to = ?call_path, "media path");
+            if let Some(p) = call_path {
+                stats.path_history.push((elapsed, p));
+            }
+            path = call_path;
+        }
+        // Nothing confirmed for a peer (the start, or its path just broke):
+        // every path. Otherwise its confirmed path, plus a probe now and then
+        // on the better ones (to move back) and on the relay (to have it ready).
+        let uses = |p: Option<Path>| match p {
             None => (true, true, true),
             Some(Path::Direct) => (true, probe, false),
             Some(Path::Relay) => (probe, true, false),
             Some(Path::Channel) => (probe, probe, true),
         };
+        let use_relay = peers.iter().any(|p| uses(p.path).1);
+        let use_channel = peers.iter().any(|p| uses(p.path).2);
 
         // (Re)bind to the relay now and then: keeps NAT mappings and tells
         // the server where we are.
-        if let Some(r) = setup.relay {
+        if let Some(r) = relay {
             let every = if relay_bound { Duration::from_secs(15) } else { Duration::from_millis(500) };
             if last_bind.is_none_or(|t| now.duration_since(t) >= every) {
                 let nonce = std::time::SystemTime::now()
@@ -491,10 +720,12 @@ pub async fn run_call(
             }
         }
 
-        // Capture, encode, seal, send.
+        // Capture, encode, seal.
         chain.process(&mut pcm);
         stats.input_level_db = chain.level_db;
         let opus = enc.encode(&pcm)?;
+        let group = peers.len() > 1;
+        let voice_key = if group { &group_key } else { peers.first().map_or(&group_key, |p| &p.pair_send) };
         let frame = VoiceFrame {
             kind: KIND_OPUS,
             seq,
@@ -503,162 +734,160 @@ pub async fn run_call(
         };
         seq = seq.wrapping_add(1);
         media_index = media_index.wrapping_add(1);
-        let mut outgoing = vec![packet::seal(&send_key, &frame).unwrap_or_default()];
-        if now.duration_since(last_report) >= REPORT_EVERY {
+        let voice = packet::seal(voice_key, &frame).unwrap_or_default();
+        stats.sent += 1;
+
+        // Per-peer control frames: reports, and my group key when needed.
+        let report_due = now.duration_since(last_report) >= REPORT_EVERY;
+        if report_due {
             last_report = now;
-            let js = rx.jitter.stats();
-            let expected = match (rx.expected_base, rx.highest) {
-                (Some(b), Some(h)) => u64::from(h.wrapping_sub(b)) + 1,
-                _ => 0,
-            };
-            let got = js.received;
-            stats.rx_loss_pct =
-                if expected > 0 { 100.0 * expected.saturating_sub(got) as f32 / expected as f32 } else { 0.0 };
-            let (echo_ms, hold_ms) = match rx.last_report_rx {
-                Some((sent, at)) => (sent, now.duration_since(at).as_millis() as u32),
-                None => (0, 0),
-            };
-            let rep = Report {
-                rx: rx.counts,
-                loss_permille: (stats.rx_loss_pct * 10.0) as u16,
-                jitter_ms: rx.jitter.jitter_ms().min(u64::from(u16::MAX)) as u16,
-                sent_ms: ms_since_start(now).max(1),
-                echo_ms,
-                hold_ms,
-            };
-            rx.counts = [0; 3];
-            let rframe = VoiceFrame { kind: KIND_REPORT, seq, timestamp: 0, packets: vec![rep.encode()] };
-            seq = seq.wrapping_add(1);
-            if let Ok(d) = packet::seal(&send_key, &rframe) {
-                outgoing.push(d);
-            }
         }
-        // Reports go on every path: they are tiny, and they must get through
-        // exactly when the path in use has just broken.
-        for (i, d) in outgoing.iter().enumerate() {
-            let is_report = i > 0;
-            if use_direct || is_report {
-                match rx.peer_direct {
-                    Some(a) => {
-                        let _ = socket.send_to(d, a).await;
-                    }
-                    None => {
-                        for a in &setup.peer_candidates {
-                            let _ = socket.send_to(d, a).await;
-                        }
-                    }
+        let mut control_frames: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, p) in peers.iter_mut().enumerate() {
+            if report_due {
+                let (echo_ms, hold_ms) = match p.report_rx {
+                    Some((sent, at)) => (sent, now.duration_since(at).as_millis() as u32),
+                    None => (0, 0),
+                };
+                let rep = Report {
+                    rx: p.counts,
+                    loss_permille: (p.rx_loss_pct() * 10.0) as u16,
+                    jitter_ms: p.jitter.jitter_ms().min(u64::from(u16::MAX)) as u16,
+                    sent_ms: ms_since_start(now).max(1),
+                    echo_ms,
+                    hold_ms,
+                };
+                p.counts = [0; 3];
+                let f = VoiceFrame { kind: KIND_REPORT, seq, timestamp: 0, packets: vec![rep.encode()] };
+                seq = seq.wrapping_add(1);
+                if let Ok(d) = packet::seal(&p.pair_send, &f) {
+                    control_frames.push((i, d));
                 }
             }
-            if let (true, Some(r)) = (use_relay || is_report, setup.relay) {
+            let key_every =
+                if elapsed < Duration::from_secs(5) { Duration::from_secs(1) } else { Duration::from_secs(5) };
+            if group && p.key_sent.is_none_or(|t| now.duration_since(t) >= key_every) {
+                p.key_sent = Some(now);
+                let mut k = group_key.id.to_be_bytes().to_vec();
+                k.extend_from_slice(group_key.key_bytes());
+                let f = VoiceFrame { kind: KIND_KEY, seq, timestamp: 0, packets: vec![k] };
+                seq = seq.wrapping_add(1);
+                if let Ok(d) = packet::seal(&p.pair_send, &f) {
+                    control_frames.push((i, d));
+                }
+            }
+        }
+
+        // Send. Voice: direct to each peer that takes it direct; one copy
+        // to the relay and one to the channel reach everyone there. Control
+        // frames go on every path: they are tiny, and they must get through
+        // exactly when the path in use has just broken.
+        // Planned first, sent after: no peer (whose decoder is not Sync) is
+        // borrowed across an await.
+        let mut direct_plan: Vec<(SocketAddr, &[u8])> = Vec::new();
+        for (i, p) in peers.iter().enumerate() {
+            let targets: Vec<SocketAddr> = match p.direct {
+                Some(a) => vec![a],
+                None => p.candidates.clone(),
+            };
+            let voice_too = uses(p.path).0;
+            for a in targets {
+                for (_, d) in control_frames.iter().filter(|(j, _)| *j == i) {
+                    direct_plan.push((a, d.as_slice()));
+                }
+                if voice_too {
+                    direct_plan.push((a, voice.as_slice()));
+                }
+            }
+        }
+        for (a, d) in direct_plan {
+            let _ = socket.send_to(d, a).await;
+        }
+        let mut shared: Vec<&[u8]> = control_frames.iter().map(|(_, d)| d.as_slice()).collect();
+        if let Some(r) = relay {
+            if use_relay {
+                shared.push(&voice);
+            }
+            for d in &shared {
                 wire::encode_data(r.handle, &r.key, d, &mut relay_out);
                 let _ = socket.send_to(&relay_out, r.addr).await;
             }
-            if use_channel || is_report {
-                if let (Some(tx), Ok(sd)) = (chan_tx.as_ref(), SendData::new("voice", &[d.as_slice()])) {
+            if use_relay {
+                shared.pop();
+            }
+        }
+        if let Some(tx) = chan_tx.as_ref() {
+            if use_channel {
+                shared.push(&voice);
+            }
+            for d in &shared {
+                if let Ok(sd) = SendData::new("voice", &[*d]) {
                     let _ = tx.try_send(Bytes::from(sd.to_json()));
                 }
             }
         }
-        stats.sent += 1;
 
-        // Play one frame.
-        let mut played = match rx.jitter.pop() {
-            Playout::Frame(p) => dec.decode(&p).unwrap_or_else(|_| vec![0.0; frame_len]),
-            Playout::Fec(next) => dec.decode_fec(&next).unwrap_or_else(|_| vec![0.0; frame_len]),
-            Playout::Conceal { fade_out } => {
-                let mut c = dec.conceal().unwrap_or_else(|_| vec![0.0; frame_len]);
-                if fade_out {
-                    crate::jitter::ramp(&mut c, 1.0, 0.0);
-                }
-                c
-            }
-            Playout::Silence => vec![0.0; frame_len],
-        };
-        if output_gain != 1.0 {
-            played.iter_mut().for_each(|s| *s = (*s * output_gain).clamp(-1.0, 1.0));
+        // Play one frame: every peer's voice, mixed.
+        let mut mixed = vec![0.0f32; frame_len];
+        for p in peers.iter_mut() {
+            let v = p.play(frame_len);
+            crate::process::mix_into(&mut mixed, &v);
         }
-        stats.output_level_db = level_db(&played);
-        output.write(&played);
+        if peers.len() > 1 {
+            crate::process::soft_limit(&mut mixed);
+        }
+        if output_gain != 1.0 {
+            mixed.iter_mut().for_each(|s| *s = (*s * output_gain).clamp(-1.0, 1.0));
+        }
+        stats.output_level_db = level_db(&mixed);
+        output.write(&mixed);
 
         // Statistics and feedback.
-        let js = rx.jitter.stats();
-        stats.received = js.received;
-        stats.concealed = js.concealed;
-        stats.fec_recovered = js.fec_recovered;
-        stats.jitter_ms = rx.jitter.jitter_ms();
-        stats.jitter_delay_ms = rx.jitter.delay_ms();
-        if let Some((_, r)) = &rx.peer_report {
-            stats.loss_pct = f32::from(r.loss_permille) / 10.0;
-            if r.echo_ms > 0 {
-                let now_ms = ms_since_start(now);
-                stats.rtt_ms = Some(now_ms.saturating_sub(r.echo_ms).saturating_sub(r.hold_ms));
+        stats.path = path;
+        stats.received = 0;
+        stats.concealed = 0;
+        stats.fec_recovered = 0;
+        stats.rtt_ms = None;
+        stats.loss_pct = 0.0;
+        stats.rx_loss_pct = 0.0;
+        stats.jitter_ms = 0;
+        stats.jitter_delay_ms = 0;
+        let mut worst_loss = 0u16;
+        for p in peers.iter_mut() {
+            let js = p.jitter.stats();
+            p.stats.user = Some(p.user);
+            p.stats.sas = p.sas.clone();
+            p.stats.path = p.path;
+            p.stats.rx_loss_pct = p.rx_loss_pct();
+            p.stats.jitter_ms = p.jitter.jitter_ms();
+            p.stats.level_db = p.level_db;
+            if let Some((_, r)) = &p.report {
+                p.stats.loss_pct = f32::from(r.loss_permille) / 10.0;
+                worst_loss = worst_loss.max(r.loss_permille);
+                if r.echo_ms > 0 {
+                    p.stats.rtt_ms = Some(ms_since_start(now).saturating_sub(r.echo_ms).saturating_sub(r.hold_ms));
+                }
             }
-            if cfg.fec {
-                // Protect against a little more than what the peer sees.
-                let _ = enc.set_expected_loss(((r.loss_permille / 10) as u8).saturating_add(5).min(40));
-            }
+            stats.received += js.received;
+            stats.concealed += js.concealed;
+            stats.fec_recovered += js.fec_recovered;
+            stats.rtt_ms = stats.rtt_ms.max(p.stats.rtt_ms);
+            stats.loss_pct = stats.loss_pct.max(p.stats.loss_pct);
+            stats.rx_loss_pct = stats.rx_loss_pct.max(p.stats.rx_loss_pct);
+            stats.jitter_ms = stats.jitter_ms.max(p.stats.jitter_ms);
+            stats.jitter_delay_ms = stats.jitter_delay_ms.max(p.jitter.delay_ms());
+        }
+        stats.sas = peers.first().map(|p| p.sas.clone()).unwrap_or_default();
+        stats.peers = peers.iter().map(|p| p.stats.clone()).collect();
+        if cfg.fec {
+            // Protect against a little more than the worst loss reported.
+            let _ = enc.set_expected_loss(((worst_loss / 10) as u8).saturating_add(5).min(40));
         }
         *control.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
     };
     output.finish()?;
     *control.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
     Ok((stats, cause))
-}
-
-/// The receiving side of a call: every path's datagrams land here.
-struct Rx {
-    key: SenderKey,
-    replay: ReplayWindow,
-    jitter: JitterBuffer,
-    /// The peer's latest report and when it came.
-    peer_report: Option<(Instant, Report)>,
-    /// The peer's `sent_ms` of its latest report and when it came, for RTT.
-    last_report_rx: Option<(u32, Instant)>,
-    /// First and highest media frame index, for the loss count.
-    expected_base: Option<u32>,
-    highest: Option<u32>,
-    /// Authenticated datagrams per path since my last report (copies
-    /// included: they show the path works).
-    counts: [u16; 3],
-    last_rx: Instant,
-    /// Where the peer's direct packets come from (its NAT mapping).
-    peer_direct: Option<SocketAddr>,
-    start: Instant,
-    frame: FrameMs,
-}
-
-impl Rx {
-    fn accept(&mut self, datagram: &[u8], via: Path, from: Option<SocketAddr>) {
-        let Ok(frame) = packet::open(&self.key, datagram) else { return };
-        let now = Instant::now();
-        self.last_rx = now;
-        self.counts[via as usize] = self.counts[via as usize].saturating_add(1);
-        if via == Path::Direct {
-            self.peer_direct = from;
-        }
-        if !self.replay.accept(frame.seq) {
-            return; // a copy that came another way
-        }
-        match frame.kind {
-            KIND_OPUS => {
-                let Some(p) = frame.packets.into_iter().next() else { return };
-                // Sequence numbers also count reports; the jitter buffer and
-                // the loss count key on the media frame index instead.
-                let index = frame.timestamp / self.frame.samples() as u32;
-                self.expected_base.get_or_insert(index);
-                self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
-                let media_ms = u64::from(frame.timestamp) / 48;
-                self.jitter.push(index, media_ms, p, now.duration_since(self.start).as_millis() as u64);
-            }
-            KIND_REPORT => {
-                if let Some(r) = frame.packets.first().and_then(|b| Report::decode(b)) {
-                    self.last_report_rx = Some((r.sent_ms, now));
-                    self.peer_report = Some((now, r));
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// The task running a call's media; it ends with the final statistics.

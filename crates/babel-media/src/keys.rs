@@ -221,6 +221,10 @@ impl SenderKey {
         SenderKey { id, key, salt }
     }
 
+    pub(crate) fn key_bytes(&self) -> &[u8; 32] {
+        &self.key
+    }
+
     pub(crate) fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(&self.key.into())
     }

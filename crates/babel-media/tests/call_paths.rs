@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use babel_client::{Client, Event, EventStream};
 use babel_media::audio::{BufferInput, RecordingOutput};
-use babel_media::engine::{CallSetup, CallStats, EndCause, MediaConfig, Path, RelayInfo, spawn_call};
+use babel_media::engine::{CallSetup, CallStats, EndCause, MediaConfig, Path, PeerSetup, RelayInfo, spawn_call};
 use babel_media::keys::{CallKeys, SenderKey};
 use babel_media::packet::{self, VoiceFrame};
 use babel_proto::{MediaSetup, ServerEvent};
@@ -20,6 +20,14 @@ use babel_server::{Config, RunningServer};
 use tokio::net::UdpSocket;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Calls run one at a time: each is two real-time engines and a server, and
+/// on two cores several at once would starve each other's clocks.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
 
 /// A speech-like test signal: a gliding harmonic voice, syllables at
 /// `rate` Hz, pauses in a pattern set by `seed`.
@@ -187,18 +195,22 @@ async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(S
     let b_channel = b.client.connect_call(started.call_id).await.unwrap();
     let a_setup = CallSetup {
         keys: a.keys,
-        peer: accepted.peer.user.id,
-        peer_key: accepted.peer.media.key.clone().unwrap(),
-        peer_candidates: accepted.peer.media.candidates.clone(),
+        peers: vec![PeerSetup {
+            user: accepted.peer.user.id,
+            key: accepted.peer.media.key.clone().unwrap(),
+            candidates: accepted.peer.media.candidates.clone(),
+        }],
         relay: Some(relay(&started.relay)),
         channel: Some(a_channel),
         socket: a.socket,
     };
     let b_setup = CallSetup {
         keys: b.keys,
-        peer: incoming.caller.id,
-        peer_key: incoming.media.key.clone().unwrap(),
-        peer_candidates: incoming.media.candidates.clone(),
+        peers: vec![PeerSetup {
+            user: incoming.caller.id,
+            key: incoming.media.key.clone().unwrap(),
+            candidates: incoming.media.candidates.clone(),
+        }],
         relay: Some(relay(&joined.relay)),
         channel: Some(b_channel),
         socket: b.socket,
@@ -268,6 +280,7 @@ async fn black_hole() -> (UdpSocket, SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_path() {
+    let _serial = serial().await;
     let s = call(|own| own, |relay| relay).await;
     let (a_stats, sent, b_stats, heard) = talk(s, 4.0, || {}).await;
     assert_heard(&sent, &heard, 0.05);
@@ -280,6 +293,7 @@ async fn direct_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_path_when_direct_is_blocked() {
+    let _serial = serial().await;
     let (_hole, hole) = black_hole().await;
     let s = call(move |_| hole, |relay| relay).await;
     let (a_stats, sent, b_stats, heard) = talk(s, 4.0, || {}).await;
@@ -290,6 +304,7 @@ async fn relay_path_when_direct_is_blocked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_channel_when_udp_is_blocked() {
+    let _serial = serial().await;
     let (_hole, hole) = black_hole().await;
     let s = call(move |_| hole, move |_| hole).await;
     let (a_stats, sent, b_stats, heard) = talk(s, 4.0, || {}).await;
@@ -317,6 +332,7 @@ async fn switchable_forwarder(a: SocketAddr, b: SocketAddr, open: Arc<AtomicBool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_to_the_relay_and_back_when_direct_breaks_and_heals() {
+    let _serial = serial().await;
     // Both sides reach each other only through the forwarder.
     let open = Arc::new(AtomicBool::new(true));
     let a_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -359,6 +375,7 @@ async fn moves_to_the_relay_and_back_when_direct_breaks_and_heals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_cannot_inject_and_a_vanished_peer_ends_the_call() {
+    let _serial = serial().await;
     let s = call(|own| own, |relay| relay).await;
     let a_target = s.a.0.socket.local_addr().unwrap();
     let (a_setup, a_side) = s.a;
@@ -387,4 +404,106 @@ async fn strangers_cannot_inject_and_a_vanished_peer_ends_the_call() {
     assert_eq!(end, EndCause::PeerVanished);
     assert!(stats.received >= before.received);
     drop((a_side, b_side));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
+    let _serial = serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: dir.path().join("babel.db"),
+        password: PasswordCost { memory_kib: 256, iterations: 1 },
+        durability: babel_server::store::sqlite::Durability::Normal,
+        ..Config::default()
+    };
+    let server = RunningServer::start(&config).await.unwrap();
+    let addr = server.addr().to_string();
+    let mut sides = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        let mut client = Client::connect(addr.clone()).await.unwrap();
+        client.create(&format!("{name}@example.org"), "password123", None).await.unwrap();
+        let events = client.events().await.unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sides.push(Side { client, events, socket, keys: CallKeys::generate().unwrap() });
+    }
+    let ids: Vec<_> = sides.iter().map(|s| s.client.user_id().unwrap()).collect();
+    for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+        let email = format!("{}@example.org", ["ann", "ben", "cat"][j]);
+        sides[i].client.add_contact(&email).await.unwrap();
+        sides[j].client.accept_contact(ids[i]).await.unwrap();
+    }
+    let media =
+        |s: &Side| MediaSetup { key: Some(s.keys.public_b64()), candidates: vec![s.socket.local_addr().unwrap()] };
+    let (m0, m1, m2) = (media(&sides[0]), media(&sides[1]), media(&sides[2]));
+    let started = sides[0].client.call(ids[1], m0).await.unwrap();
+    wait_for(&mut sides[1].events, |e| matches!(e, ServerEvent::IncomingCall(_)).then_some(())).await;
+    let joined_b = sides[1].client.accept_call(started.call_id, m1).await.unwrap();
+    sides[0].client.invite(started.call_id, ids[2]).await.unwrap();
+    wait_for(&mut sides[2].events, |e| matches!(e, ServerEvent::IncomingCall(_)).then_some(())).await;
+    let joined_c = sides[2].client.accept_call(started.call_id, m2).await.unwrap();
+    let peer = |p: &babel_proto::Peer| PeerSetup {
+        user: p.user.id,
+        key: p.media.key.clone().unwrap(),
+        candidates: p.media.candidates.clone(),
+    };
+    let relay = |g: &babel_proto::RelayGrant| {
+        let (port, handle, key) = g.parts().unwrap();
+        Some(RelayInfo { addr: SocketAddr::from(([127, 0, 0, 1], port)), handle, key })
+    };
+    // Everyone's view of everyone: c learned a and b from its join; b and a
+    // learn c from /participant_joined.
+    let c_peers: Vec<PeerSetup> = joined_c.participants.iter().map(peer).collect();
+    assert_eq!(c_peers.len(), 2);
+    let c_peer = c_peers.iter().find(|p| p.user == ids[2]).cloned();
+    assert!(c_peer.is_none());
+    let mut it = sides.into_iter();
+    let (mut s0, mut s1, s2) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let c_joined_a = wait_for(&mut s0.events, |e| match e {
+        ServerEvent::ParticipantJoined(j) => Some(j.peer.clone()),
+        _ => None,
+    })
+    .await;
+    let c_joined_b = wait_for(&mut s1.events, |e| match e {
+        ServerEvent::ParticipantJoined(j) => Some(j.peer.clone()),
+        _ => None,
+    })
+    .await;
+    let a_peers = vec![
+        PeerSetup { user: ids[1], key: s1.keys.public_b64(), candidates: vec![s1.socket.local_addr().unwrap()] },
+        peer(&c_joined_a),
+    ];
+    let b_peers = vec![peer(&joined_b.participants[0]), peer(&c_joined_b)];
+    let speech = voice(5.0, 4.0, 7);
+    // Signalling stays up during the call; the media takes keys and sockets.
+    let mut keep = Vec::new();
+    let mut mk = |s: Side, peers: Vec<PeerSetup>, grant: Option<RelayInfo>| {
+        keep.push(Signalling { _client: s.client, _events: s.events });
+        CallSetup { keys: s.keys, peers, relay: grant, channel: None, socket: s.socket }
+    };
+    let (setup_a, setup_b, setup_c) = (
+        mk(s0, a_peers, relay(&started.relay)),
+        mk(s1, b_peers, relay(&joined_b.relay)),
+        mk(s2, c_peers, relay(&joined_c.relay)),
+    );
+    let rec_b = SharedRecording::default();
+    let rec_c = SharedRecording::default();
+    let (heard_b, heard_c) = (rec_b.0.clone(), rec_c.0.clone());
+    let (_a, ta) = spawn_call(
+        setup_a,
+        test_config(),
+        Box::new(BufferInput::new(speech.clone())),
+        Box::new(RecordingOutput::new()),
+    );
+    let quiet = vec![0.0; speech.len()];
+    let (_b, tb) = spawn_call(setup_b, test_config(), Box::new(BufferInput::new(quiet.clone())), Box::new(rec_b));
+    let (_c, tc) = spawn_call(setup_c, test_config(), Box::new(BufferInput::new(quiet)), Box::new(rec_c));
+    let (a_stats, _) = tokio::time::timeout(TIMEOUT, ta).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(TIMEOUT, tb).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(TIMEOUT, tc).await.unwrap().unwrap().unwrap();
+    assert_eq!(a_stats.peers.len(), 2);
+    assert_ne!(a_stats.peers[0].sas, a_stats.peers[1].sas, "one string per pair");
+    assert_heard(&speech, &heard_b.lock().unwrap(), 0.1);
+    assert_heard(&speech, &heard_c.lock().unwrap(), 0.1);
+    drop((keep, server, dir));
 }
