@@ -12,6 +12,7 @@
 
 pub mod audio;
 pub mod codec;
+pub mod device;
 pub mod engine;
 pub mod jitter;
 pub mod keys;
