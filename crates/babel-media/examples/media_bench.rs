@@ -178,7 +178,7 @@ async fn main() {
     let audio = speechlike((48_000.0 * secs) as usize);
     for (label, ns) in [("full pipeline (noise suppression on)", true), ("baseline: noise suppression off", false)] {
         let (total, st) = cpu_run(ns, &audio);
-        let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs as f64;
+        let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
         println!(
             "{label}: {:.2} % of one core per call (ns {:.2}, encode {:.2}, seal+open {:.3}, jitter {:.3}, decode {:.2})",
             pct(total),
