@@ -1,20 +1,22 @@
-//! Babel's voice pipeline.
+//! Babel's voice pipeline: microphone to speaker, direct or relayed,
+//! encrypted end to end.
 //!
-//! Built so far, pure and tested on their own:
-//! * [`keys`]: end-to-end key agreement for a call (X25519, HKDF-SHA256),
-//!   the short authentication string, per-sender voice keys.
-//! * [`packet`]: the voice datagram, sealed with ChaCha20-Poly1305, and the
-//!   replay window.
-//! * [`jitter`]: the adaptive jitter buffer (time passed in), deciding per
-//!   frame between playing, FEC recovery, concealment and silence.
-//!
-//! Still to come here: audio devices, Opus, processing, transports.
+//! * [`audio`]: the input/output traits, WAV files, resampling, levels.
+//! * [`device`]: real devices through cpal.
+//! * [`process`]: noise suppression, gain, mute, mixing.
+//! * [`codec`]: Opus in constant-bitrate mode with in-band FEC.
+//! * [`jitter`]: the adaptive jitter buffer (pure, time passed in).
+//! * [`engine`]: a call's media: paths (direct UDP, relay, call channel),
+//!   reports, group calls, statistics.
+//! * [`keys`] and [`packet`] (re-exported from `babel-proto`): end-to-end
+//!   keys and the sealed voice datagram.
 
 pub mod audio;
 pub mod codec;
 pub mod device;
 pub mod engine;
 pub mod jitter;
-pub mod keys;
-pub mod packet;
 pub mod process;
+
+// The voice datagram and the keys are wire format: they live in babel-proto.
+pub use babel_proto::{keys, voice as packet};

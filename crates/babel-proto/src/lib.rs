@@ -11,9 +11,13 @@
 //! * [`channel`]: call-channel frames ([`ChannelFrame`], the seed's `/send`).
 //! * [`call`]: call ids, media set-up fields, relay grants, end reasons.
 //! * [`relay`]: the UDP relay's datagrams.
+//! * [`keys`]: end-to-end call keys (X25519, HKDF), the short
+//!   authentication string, sender keys.
+//! * [`voice`]: the sealed voice datagram and the replay window.
 //! * [`types`]: ids, users, presence, secrets.
 //!
-//! Nothing here opens a socket, reads a clock or spawns a task; see
+//! Nothing here opens a socket, reads a clock or spawns a task (the only
+//! outside input is the OS random generator, for fresh keys); see
 //! `PROTOCOL.md` at the repository root for the byte-level description.
 
 pub mod call;
@@ -21,10 +25,12 @@ pub mod channel;
 pub mod event;
 pub mod fields;
 pub mod frame;
+pub mod keys;
 pub mod relay;
 pub mod request;
 pub mod response;
 pub mod types;
+pub mod voice;
 
 pub use call::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, Peer, RelayGrant};
 pub use channel::{ChannelFrame, SendData};

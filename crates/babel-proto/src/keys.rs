@@ -221,7 +221,8 @@ impl SenderKey {
         SenderKey { id, key, salt }
     }
 
-    pub(crate) fn key_bytes(&self) -> &[u8; 32] {
+    /// The raw key, to hand over to a peer inside a sealed frame.
+    pub fn key_bytes(&self) -> &[u8; 32] {
         &self.key
     }
 

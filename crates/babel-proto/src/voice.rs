@@ -136,6 +136,11 @@ pub fn open(key: &SenderKey, datagram: &[u8]) -> Result<VoiceFrame, PacketError>
     if rest.len() != nb * size {
         return Err(PacketError::Layout("packet count and size do not match the body"));
     }
+    if nb == 0 && size != 0 {
+        // Only one way to say "no packets", so that sealing what was opened
+        // gives back the same bytes.
+        return Err(PacketError::Layout("a size for no packets"));
+    }
     let packets = if size == 0 { vec![Vec::new(); nb] } else { rest.chunks(size).map(<[u8]>::to_vec).collect() };
     Ok(VoiceFrame { kind, seq, timestamp, packets })
 }
