@@ -710,7 +710,10 @@ pub async fn run_call(
         // (Re)bind to the relay now and then: keeps NAT mappings and tells
         // the server where we are.
         if let Some(r) = relay {
-            let every = if relay_bound { Duration::from_secs(15) } else { Duration::from_millis(500) };
+            // Often while a path is being looked for (the relay may have
+            // lost us after an address change), rarely once all is well.
+            let settled = relay_bound && peers.iter().all(|p| p.path.is_some());
+            let every = if settled { Duration::from_secs(15) } else { Duration::from_millis(500) };
             if last_bind.is_none_or(|t| now.duration_since(t) >= every) {
                 let nonce = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

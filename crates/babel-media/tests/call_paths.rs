@@ -243,12 +243,9 @@ async fn talk(
     let a_in = voice(secs, 4.0, 1);
     let b_in = voice(secs, 3.0, 99);
     assert!(similarity(&a_in, &b_in) < 0.5, "the two voices must differ for the check to mean anything");
-    let (a_ctl, a_task) = spawn_call(
-        s.a.0,
-        test_config(),
-        Box::new(BufferInput::new(a_in.clone())),
-        Box::new(SharedRecording::default()),
-    );
+    let rec_a = SharedRecording::default();
+    let heard_by_a = rec_a.0.clone();
+    let (a_ctl, a_task) = spawn_call(s.a.0, test_config(), Box::new(BufferInput::new(a_in.clone())), Box::new(rec_a));
     let rec_b = SharedRecording::default();
     let heard_by_b = rec_b.0.clone();
     let (b_ctl, b_task) = spawn_call(s.b.0, test_config(), Box::new(BufferInput::new(b_in.clone())), Box::new(rec_b));
@@ -259,8 +256,14 @@ async fn talk(
     assert_eq!(b_end, EndCause::InputEnded);
     drop((a_ctl, b_ctl, s.a.1, s.b.1));
     let heard = heard_by_b.lock().unwrap().clone();
+    LAST_HEARD_BY_A.lock().unwrap().clone_from(&heard_by_a.lock().unwrap());
+    *LAST_SAID_BY_B.lock().unwrap() = b_in;
     (a_stats, a_in, b_stats, heard)
 }
+
+/// What a heard and b said in the last `talk` (for tests of the way back).
+static LAST_HEARD_BY_A: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+static LAST_SAID_BY_B: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
 
 #[derive(Default, Clone)]
 struct SharedRecording(Arc<std::sync::Mutex<Vec<f32>>>);
@@ -506,4 +509,80 @@ async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
     assert_heard(&speech, &heard_b.lock().unwrap(), 0.1);
     assert_heard(&speech, &heard_c.lock().unwrap(), 0.1);
     drop((keep, server, dir));
+}
+
+/// A NAT in front of one side: that side sends to `inside`; the far side
+/// sees it at `outside`, whose port changes when `rebind` is set (as a home
+/// router's mapping does after a timeout, or a laptop changing networks).
+async fn rebinding_nat(near: SocketAddr, far: SocketAddr, rebind: Arc<AtomicBool>) -> (SocketAddr, SocketAddr) {
+    let inside = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let outside = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addrs = (inside.local_addr().unwrap(), outside.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut outside = Arc::new(outside);
+        let (mut a, mut b) = ([0u8; 2048], [0u8; 2048]);
+        loop {
+            if rebind.swap(false, Ordering::SeqCst) {
+                outside = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            }
+            tokio::select! {
+                r = inside.recv_from(&mut a) => if let Ok((n, _)) = r { let _ = outside.send_to(&a[..n], far).await; },
+                r = outside.recv_from(&mut b) => if let Ok((n, _)) = r { let _ = inside.send_to(&b[..n], near).await; },
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    });
+    addrs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_survives_an_address_change() {
+    let _serial = serial().await;
+    let rebind = Arc::new(AtomicBool::new(false));
+    let a_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (a_addr, b_addr) = (a_sock.local_addr().unwrap(), b_sock.local_addr().unwrap());
+    drop((a_sock, b_sock));
+    let (inside, outside) = rebinding_nat(a_addr, b_addr, rebind.clone()).await;
+    // a announces its NAT's public side; b announces itself. a reaches b
+    // through the NAT's inside.
+    let mut s = call(move |own| if own == a_addr { outside } else { own }, |relay| relay).await;
+    s.a.0.socket = UdpSocket::bind(a_addr).await.unwrap();
+    s.b.0.socket = UdpSocket::bind(b_addr).await.unwrap();
+    s.a.0.peers[0].candidates = vec![inside];
+    s.b.0.peers[0].candidates = vec![outside];
+    let flip = rebind.clone();
+    let (a_stats, sent, b_stats, heard) = talk(s, 8.0, move || {
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            flip.store(true, Ordering::SeqCst);
+        });
+    })
+    .await;
+    eprintln!("a paths {:?}; b paths {:?}", a_stats.path_history, b_stats.path_history);
+    let reference = codec_reference(&sent);
+    let seconds: Vec<f32> = (0..8)
+        .map(|w| {
+            let a = &sent[w * 48_000..(w + 1) * 48_000];
+            let h = &heard[(w * 48_000).min(heard.len())..((w + 2) * 48_000).min(heard.len())];
+            similarity(a, h)
+        })
+        .collect();
+    eprintln!("per second {seconds:.2?} (codec alone {reference:.3})");
+    assert!(seconds[5..].iter().all(|&x| x > reference - 0.15), "voice continues after the move: {seconds:.2?}");
+    // The way back: b must find a at its new address.
+    let (said, heard_back) = (LAST_SAID_BY_B.lock().unwrap().clone(), LAST_HEARD_BY_A.lock().unwrap().clone());
+    let back: Vec<f32> = (0..8)
+        .map(|w| {
+            let a = &said[w * 48_000..(w + 1) * 48_000];
+            let h = &heard_back[(w * 48_000).min(heard_back.len())..((w + 2) * 48_000).min(heard_back.len())];
+            similarity(a, h)
+        })
+        .collect();
+    eprintln!("way back, per second: {back:.2?}");
+    // b kept its voice on the direct path, so it found a at the new address
+    // (otherwise a's reports would have moved it to the relay).
+    assert_eq!(b_stats.path, Some(Path::Direct), "{:?}", b_stats.path_history);
+    assert!(b_stats.path_history.iter().all(|(_, p)| *p == Path::Direct), "{:?}", b_stats.path_history);
+    assert!(back[6..].iter().all(|&x| x > codec_reference(&said) - 0.15), "b reaches a's new address: {back:.2?}");
 }
