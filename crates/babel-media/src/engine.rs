@@ -447,6 +447,12 @@ impl Peer {
             KIND_REPORT => {
                 if let Some(r) = frame.packets.first().and_then(|b| Report::decode(b)) {
                     self.report_rx = Some((r.sent_ms, now));
+                    if r.echo_ms > 0 {
+                        // My clock now, minus when I sent what they echo, minus
+                        // how long they held it: the time on the wire, both ways.
+                        let now_ms = now.duration_since(start).as_millis() as u32;
+                        self.stats.rtt_ms = Some(now_ms.saturating_sub(r.echo_ms).saturating_sub(r.hold_ms));
+                    }
                     self.report = Some((now, r));
                 }
             }
@@ -867,9 +873,6 @@ pub async fn run_call(
             if let Some((_, r)) = &p.report {
                 p.stats.loss_pct = f32::from(r.loss_permille) / 10.0;
                 worst_loss = worst_loss.max(r.loss_permille);
-                if r.echo_ms > 0 {
-                    p.stats.rtt_ms = Some(ms_since_start(now).saturating_sub(r.echo_ms).saturating_sub(r.hold_ms));
-                }
             }
             stats.received += js.received;
             stats.concealed += js.concealed;
