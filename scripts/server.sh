@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec cargo run --release --locked -p babel-server -- "$@"
+exec cargo run --release -p babel-server -- "$@"
