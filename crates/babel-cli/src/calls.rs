@@ -136,7 +136,7 @@ fn relay_info(grant: &RelayGrant, server_ip: IpAddr) -> Option<RelayInfo> {
 
 fn status_line(s: &CallStats, elapsed: Duration) -> String {
     format!(
-        "\r{:02}:{:02}  path {:<7}  rtt {:>4}  loss {:>4.1}%  jitter {:>3} ms  mic {:>5.1} dB  sas {}   ",
+        "\r{:02}:{:02}  path {:<7}  rtt {:>4}  loss {:>4.1}%  jitter {:>3} ms  mic {:>5.1} dB  code {}  (q: hang up) ",
         elapsed.as_secs() / 60,
         elapsed.as_secs() % 60,
         s.path.map_or("…", |p| p.as_str()),
@@ -168,6 +168,48 @@ fn stats_json(call: CallId, s: &CallStats, cause: &str) -> serde_json::Value {
     })
 }
 
+/// While a call runs on a terminal: `q` (or Ctrl-C) hangs up. The terminal
+/// is in raw mode meanwhile and restored when this drops.
+struct QuitKey {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl QuitKey {
+    fn watch(stop: babel_media::engine::StopFlag) -> Option<QuitKey> {
+        use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers, poll, read};
+        if !std::io::stdin().is_terminal() || crossterm::terminal::enable_raw_mode().is_err() {
+            return None;
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                if !poll(Duration::from_millis(100)).unwrap_or(false) {
+                    continue;
+                }
+                if let Ok(TermEvent::Key(KeyEvent { code, modifiers, .. })) = read() {
+                    let ctrl_c = code == KeyCode::Char('c') && modifiers.contains(KeyModifiers::CONTROL);
+                    if matches!(code, KeyCode::Char('q') | KeyCode::Char('Q')) || ctrl_c {
+                        stop.cancel();
+                    }
+                }
+            }
+        });
+        Some(QuitKey { done, thread: Some(thread) })
+    }
+}
+
+impl Drop for QuitKey {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
 /// Runs a call's media until it ends, following the call's events.
 #[allow(clippy::too_many_arguments)]
 async fn run_media(
@@ -190,6 +232,8 @@ async fn run_media(
     let start = tokio::time::Instant::now();
     let deadline = audio.duration.map(|d| start + Duration::from_secs_f64(d.max(0.0)));
     let live = show && std::io::stderr().is_terminal();
+    // `q` hangs up whenever a person is at the keyboard, --json or not.
+    let _keys = QuitKey::watch(control.stop.clone());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ended_by_server: Option<EndReason> = None;
     let result = loop {
@@ -220,6 +264,7 @@ async fn run_media(
             },
         }
     };
+    drop(_keys);
     if live {
         eprintln!();
     }

@@ -193,20 +193,28 @@ impl JitterBuffer {
             return Playout::Silence;
         };
         // Once a second: if the buffer never ran below target + 1 in that
-        // time (a burst arrived, or the sender's clock is fast), skip one
-        // frame to bring the delay down.
+        // time (a burst arrived, or the sender's clock is fast), skip frames
+        // to bring the delay down: one for a little excess (a drifting
+        // clock), more at once for a lot (a burst after a stall), so the
+        // delay never stays high for long.
         let depth = self.depth();
         self.low_water = self.low_water.min(depth);
         self.ticks += 1;
         if self.ticks >= SKIP_CHECK_TICKS {
-            let spare = self.low_water > target;
+            let excess = self.low_water.saturating_sub(target);
             self.ticks = 0;
             self.low_water = usize::MAX;
-            if spare && self.packets.remove(&next).is_some() {
+            let skip = if excess > 3 { excess - 1 } else { excess.min(1) };
+            let mut next = next;
+            for _ in 0..skip {
+                if self.packets.remove(&next).is_none() {
+                    break;
+                }
                 self.stats.skipped += 1;
                 self.advance(next);
-                return self.pop_at(next.wrapping_add(1), target);
+                next = next.wrapping_add(1);
             }
+            return self.pop_at(next, target);
         }
         self.pop_at(next, target)
     }
@@ -433,6 +441,29 @@ mod tests {
         // About one frame in fifty is concealed to stretch.
         let c = j.stats().concealed + j.stats().fec_recovered;
         assert!((5..=40).contains(&c), "{c}");
+    }
+
+    #[test]
+    fn a_burst_after_a_stall_is_trimmed_quickly() {
+        let mut j = jb();
+        // Steady for a second, then 20 frames arrive at once.
+        let mut seq = 0u32;
+        for k in 0..50u64 {
+            j.push(seq, u64::from(seq) * F, pkt(seq), k * F);
+            seq += 1;
+            j.pop();
+        }
+        for _ in 0..20 {
+            j.push(seq, u64::from(seq) * F, pkt(seq), 50 * F);
+            seq += 1;
+        }
+        // The burst counts as jitter for two seconds; after that the excess goes.
+        for k in 51..260u64 {
+            j.push(seq, u64::from(seq) * F, pkt(seq), k * F);
+            seq += 1;
+            j.pop();
+        }
+        assert!(j.depth() <= j.target_frames() + 2, "depth {} target {}", j.depth(), j.target_frames());
     }
 
     #[test]
