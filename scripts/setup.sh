@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # command -> Debian package providing it (cmake builds libopus from source)
-declare -A tools=([cc]=gcc [pkg-config]=pkg-config [cmake]=cmake)
+# (iptables: the NAT test between network namespaces)
+declare -A tools=([cc]=gcc [pkg-config]=pkg-config [cmake]=cmake [iptables]=iptables [ip]=iproute2)
 missing=()
 for t in "${!tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || missing+=("${tools[$t]}")
