@@ -94,20 +94,30 @@ impl Connection {
                     _ => Ok(None),
                 };
             }
-            if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
-                self.rbuf = BytesMut::new();
-            }
-            if let Ok(Some(total)) = babel_proto::frame::request_frame_len(&self.rbuf, &self.settings.limits) {
-                self.rbuf.reserve(total.saturating_sub(self.rbuf.len()));
-            } else {
-                self.rbuf.reserve(READ_CHUNK);
-            }
             let n = match self.frame_started {
-                None => tokio::select! {
-                    r = self.stream.read_buf(&mut self.rbuf) => r?,
-                    _ = cancel.cancelled() => continue,
-                },
+                None => {
+                    // Idle, nothing half-received: hold no buffer while
+                    // waiting, since most connections spend their life here.
+                    if self.rbuf.is_empty() {
+                        self.rbuf = BytesMut::new();
+                    }
+                    tokio::select! {
+                        r = self.stream.readable() => r?,
+                        _ = cancel.cancelled() => continue,
+                    }
+                    self.rbuf.reserve(READ_CHUNK);
+                    match self.stream.try_read_buf(&mut self.rbuf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 Some(start) => {
+                    if let Ok(Some(total)) = babel_proto::frame::request_frame_len(&self.rbuf, &self.settings.limits) {
+                        self.rbuf.reserve(total.saturating_sub(self.rbuf.len()));
+                    } else {
+                        self.rbuf.reserve(READ_CHUNK);
+                    }
                     let deadline = start + self.settings.frame_timeout;
                     tokio::select! {
                         r = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)) => match r {
