@@ -55,6 +55,9 @@ pub struct Config {
     /// Seconds within which a peer that vanished without closing TCP is
     /// dropped, through TCP keepalive and a TCP user timeout (default 50).
     pub dead_peer_timeout_secs: u64,
+    /// Kernel buffer asked for the relay's UDP socket, each way, in bytes
+    /// (default 8 MiB; the kernel may cap it).
+    pub relay_buffer_bytes: usize,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             ping_interval_secs: 20,
             max_call_participants: 8,
             dead_peer_timeout_secs: 50,
+            relay_buffer_bytes: 8 << 20,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,6 +44,29 @@ fn configure_socket(stream: &TcpStream, dead_peer: Duration) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set nodelay");
     }
+}
+
+/// The relay's UDP socket, with large kernel buffers: at 100 000 datagrams/s
+/// the default (about 200 KiB) holds only 2–3 ms, so any pause of the relay
+/// task would drop voice. The kernel may grant less (`net.core.rmem_max`);
+/// what it granted is logged.
+fn bind_relay_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Err(e) = sock.set_recv_buffer_size(buffer) {
+        tracing::warn!(error = %e, "cannot enlarge the relay's receive buffer");
+    }
+    if let Err(e) = sock.set_send_buffer_size(buffer) {
+        tracing::warn!(error = %e, "cannot enlarge the relay's send buffer");
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    tracing::info!(
+        recv = sock.recv_buffer_size().unwrap_or(0),
+        send = sock.send_buffer_size().unwrap_or(0),
+        "relay socket buffers"
+    );
+    Ok(sock.into())
 }
 
 /// Accepts and serves connections until `shutdown` completes, then waits for
@@ -125,7 +148,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    udp: UdpSocket,
+    udp: std::net::UdpSocket,
     app: Arc<App>,
     learned: mpsc::UnboundedReceiver<AddressLearned>,
     settings: ConnSettings,
@@ -141,7 +164,8 @@ impl Server {
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let udp_addr = config.udp_listen.unwrap_or(addr);
-        let udp = UdpSocket::bind(udp_addr).await.map_err(|source| StartError::Bind { addr: udp_addr, source })?;
+        let udp = bind_relay_socket(udp_addr, config.relay_buffer_bytes)
+            .map_err(|source| StartError::Bind { addr: udp_addr, source })?;
         let udp_port = udp.local_addr().map_err(|source| StartError::Bind { addr: udp_addr, source })?.port();
         let (tx, learned) = mpsc::unbounded_channel();
         let relay = Relay::new(udp_port);
@@ -173,11 +197,19 @@ impl Server {
     /// Serves until `shutdown` completes and every connection has finished.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let cancel = CancellationToken::new();
-        let relay = tokio::spawn(Arc::clone(self.app.relay()).run(self.udp, cancel.clone()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let relay = {
+            let (relay, stop) = (Arc::clone(self.app.relay()), Arc::clone(&stop));
+            let udp = self.udp;
+            std::thread::Builder::new().name("babel-relay".into()).spawn(move || relay.run(udp, &stop))
+        };
         let background = self.app.spawn_background(self.learned, cancel.clone());
         run(self.listener, Arc::clone(&self.app), self.settings, self.max_connections, shutdown).await;
         cancel.cancel();
-        let _ = relay.await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(handle) = relay {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
         let _ = background.await;
     }
 }
