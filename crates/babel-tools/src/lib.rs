@@ -17,10 +17,13 @@ pub mod bench;
 pub mod ceiling;
 pub mod child;
 pub mod net;
+pub mod relay_bench;
 pub mod report;
 pub mod schedule;
 pub mod setup;
 pub mod stats;
+pub mod udp_forward;
+pub mod udp_load;
 
 /// Raises the soft file-descriptor limit as far as the hard limit allows and
 /// answers the limit now in force.
