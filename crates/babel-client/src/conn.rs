@@ -51,6 +51,18 @@ impl Conn {
         self.stream.write_all(&frame.to_bytes()).await.map_err(|_| ClientError::Disconnected)
     }
 
+    /// Whether the server has closed this connection while it sat idle (a
+    /// real, non-blocking peek: no waiting, nothing consumed).
+    pub fn is_closed(&self) -> bool {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.stream).peek(&mut probe) {
+            Ok(0) => true,
+            // Unasked-for bytes in request mode, or an error: not usable.
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+
     /// Sends a request and reads its response.
     pub async fn request(&mut self, frame: &RawRequest) -> Result<RawResponse> {
         self.write_frame(frame).await?;

@@ -3,7 +3,7 @@
 //! * [`Client`]: one request-mode connection; every route as a typed method.
 //!   It remembers the session from `create`/`login` (or one given with
 //!   [`Client::resume`]) and reconnects with backoff when the connection was
-//!   lost between requests. A request that was in flight when the connection
+//!   lost between requests (checked before each request). A request that was in flight when the connection
 //!   broke is not retried (it may have been applied): it fails with
 //!   [`ClientError::Disconnected`].
 //! * [`EventStream`]: the push channel (`/events`) as a `Stream` of
@@ -170,7 +170,9 @@ impl Client {
 
     /// Sends any request frame (for routes this library does not know).
     pub async fn raw(&mut self, frame: RawRequest) -> Result<Answer> {
-        if self.conn.is_none() {
+        // A connection the server closed while we were idle (a restart, an
+        // idle timeout on the way) is replaced before sending, not after.
+        if self.conn.as_ref().is_none_or(Conn::is_closed) {
             self.conn = Some(Conn::open_with_backoff(&self.addr, self.backoff).await?);
         }
         let Some(conn) = self.conn.as_mut() else { return Err(ClientError::Disconnected) };

@@ -148,3 +148,34 @@ async fn pings_arrive_on_schedule_and_a_talking_client_is_cut_off() {
         .expect("the server should close an event connection the client writes to")
         .ok();
 }
+
+#[tokio::test]
+async fn the_event_stream_reconnects_after_the_server_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = babel_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: dir.path().join("babel.db"),
+        password: babel_server::auth::PasswordCost { memory_kib: 256, iterations: 1 },
+        ..babel_server::Config::default()
+    };
+    let server = babel_server::RunningServer::start(&config).await.unwrap();
+    let addr = server.addr();
+    let mut client = babel_client::Client::connect(addr.to_string()).await.unwrap();
+    client.create("phoenix@example.org", common::PASSWORD, None).await.unwrap();
+    let mut events = client.events().await.unwrap();
+    server.shutdown().await;
+    // The same address again, the same database: the session is still valid.
+    config.listen = addr;
+    let server = babel_server::RunningServer::start(&config).await.unwrap();
+    let next = tokio::time::timeout(common::TIMEOUT, events.next()).await.expect("a reconnection notice");
+    assert!(matches!(next, Some(Ok(babel_client::Event::Reconnected))), "{next:?}");
+    // And events flow on the new connection.
+    let mut other = babel_client::Client::connect(addr.to_string()).await.unwrap();
+    other.create("friend@example.org", common::PASSWORD, None).await.unwrap();
+    other.add_contact("phoenix@example.org").await.unwrap();
+    let ev = tokio::time::timeout(common::TIMEOUT, events.next_server_event()).await.unwrap();
+    assert!(matches!(ev, Some(Ok(ServerEvent::ContactRequest(_)))), "{ev:?}");
+    // The request connection reconnects too, on the next request.
+    assert!(client.contacts().await.is_ok());
+    server.shutdown().await;
+}
