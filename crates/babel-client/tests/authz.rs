@@ -1,0 +1,110 @@
+//! The authorization matrix: every authenticated route, asked with another
+//! user's id and my token, a logged-out token, a deleted user's token, and
+//! (for call routes) the right token on someone else's call. All refused,
+//! and the database is byte-for-byte the same before and after.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use babel_proto::{CallId, Credentials, RawRequest, Secret, UserId};
+use common::{befriend, user};
+use serde_json::{Value, json};
+
+/// Every table's rows, as text, to compare the database before and after.
+fn dump(db: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut out = Vec::new();
+    for table in ["users", "sessions", "contacts", "requests"] {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).unwrap();
+        let cols = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((0..cols).map(|i| format!("{:?}", r.get_ref(i).unwrap())).collect::<Vec<_>>().join("|"))
+            })
+            .unwrap();
+        for row in rows {
+            out.push(format!("{table}: {}", row.unwrap()));
+        }
+    }
+    out
+}
+
+fn frame(c: &Credentials, route: &str, data: Value) -> RawRequest {
+    let header = json!({"id": c.id.to_string(), "token": c.token.expose()});
+    RawRequest::new(serde_json::to_vec(&header).unwrap(), route.to_owned(), serde_json::to_vec(&data).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_authenticated_route_refuses_every_wrong_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("babel.db");
+    let s = common::start_with(|c| c.db = db.clone()).await;
+    let mut me = user(&s, "me@example.org").await;
+    let mut friend = user(&s, "friend@example.org").await;
+    let mut other = user(&s, "other@example.org").await;
+    befriend(&mut me, &mut friend).await;
+    befriend(&mut friend, &mut other).await;
+    // A call between friend and other that I am not part of.
+    let theirs = friend.client.call(other.id(), Default::default()).await.unwrap().call_id;
+    other.expect("incoming", |e| matches!(e, babel_proto::ServerEvent::IncomingCall(_)).then_some(())).await;
+    other.client.accept_call(theirs, Default::default()).await.unwrap();
+
+    // Tokens that must not work.
+    let my_token = me.me.token.clone();
+    let mut gone = babel_client::Client::connect(s.addr.clone()).await.unwrap();
+    let logged_out = gone.login("me@example.org", common::PASSWORD).await.unwrap();
+    gone.logout().await.unwrap();
+    let mut doomed = babel_client::Client::connect(s.addr.clone()).await.unwrap();
+    let deleted = doomed.create("doomed@example.org", common::PASSWORD, None).await.unwrap();
+    doomed.delete_account().await.unwrap();
+    let wrong: Vec<(&str, Credentials)> = vec![
+        ("someone else's id with my token", Credentials { id: friend.id(), token: my_token.clone() }),
+        ("a logged-out token", Credentials { id: logged_out.id, token: logged_out.token.clone() }),
+        ("a deleted user's token", Credentials { id: deleted.id, token: deleted.token.clone() }),
+        ("a made-up token", Credentials { id: me.id(), token: Secret::new("x".repeat(43)) }),
+        ("an unknown user", Credentials { id: UserId(987_654), token: my_token.clone() }),
+    ];
+    let call = json!({"call_id": theirs.to_string()});
+    let routes: Vec<(&str, Value)> = vec![
+        ("/contacts", json!({})),
+        ("/add_contact", json!({"contact_email": "other@example.org"})),
+        ("/remove_contact", json!({"contact_id": friend.id().to_string()})),
+        ("/contact_requests", json!({})),
+        ("/accept_contact", json!({"contact_id": friend.id().to_string()})),
+        ("/decline_contact", json!({"contact_id": friend.id().to_string()})),
+        ("/events", json!({})),
+        ("/call", json!({"contact_id": friend.id().to_string()})),
+        ("/answer", json!({"call_id": theirs.to_string(), "accept": "true"})),
+        ("/hangup", call.clone()),
+        ("/invite", json!({"call_id": theirs.to_string(), "contact_id": friend.id().to_string()})),
+        ("/connect_call", call.clone()),
+        ("/send", json!({})),
+        ("/logout", json!({})),
+        ("/delete", json!({})),
+    ];
+    let before = dump(&db);
+    let calls_before = s.server.app().calls_in_progress();
+    let mut probe = babel_client::Client::connect(s.addr.clone()).await.unwrap();
+    for (route, data) in &routes {
+        for (what, creds) in &wrong {
+            let answer = probe.raw(frame(creds, route, data.clone())).await.unwrap();
+            assert_eq!(answer.0.status, 401, "{route} with {what}");
+        }
+    }
+    // The right token, on a call that is not mine.
+    let mine = Credentials { id: me.id(), token: my_token.clone() };
+    for route in ["/answer", "/hangup", "/invite", "/connect_call"] {
+        let data = routes.iter().find(|(r, _)| *r == route).unwrap().1.clone();
+        let answer = probe.raw(frame(&mine, route, data)).await.unwrap();
+        assert_eq!(answer.0.status, 403, "{route} on someone else's call");
+    }
+    // And a call id that does not exist.
+    let none = json!({"call_id": CallId(12345).to_string()});
+    assert_eq!(probe.raw(frame(&mine, "/hangup", none)).await.unwrap().0.status, 403);
+
+    assert_eq!(dump(&db), before, "nothing changed in the database");
+    assert_eq!(s.server.app().calls_in_progress(), calls_before);
+    assert!(s.server.app().calls_in_progress() == 1, "their call goes on");
+    // My own token still works: nothing was locked by all that.
+    assert_eq!(me.client.contacts().await.unwrap().len(), 1);
+}
