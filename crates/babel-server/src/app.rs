@@ -91,6 +91,8 @@ pub struct AppConfig {
     pub max_call_participants: usize,
     /// How often event connections get a `/ping`.
     pub ping_interval: Duration,
+    /// Abuse limits.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl From<&Config> for AppConfig {
@@ -101,6 +103,7 @@ impl From<&Config> for AppConfig {
             ring_timeout: Duration::from_secs(c.ring_timeout_secs.max(1)),
             max_call_participants: c.max_call_participants.max(2),
             ping_interval: Duration::from_secs(c.ping_interval_secs.max(1)),
+            limits: c.abuse.clone(),
         }
     }
 }
@@ -112,12 +115,15 @@ impl From<&Config> for AppConfig {
 pub struct ConnState {
     ip: IpAddr,
     attached: Vec<PresenceGuard>,
+    /// `None` where limits do not apply (loopback, unless configured).
+    budget: Option<crate::limits::RequestBudget>,
 }
 
 impl ConnState {
-    /// State for a new connection from `ip`.
-    pub fn new(ip: IpAddr) -> Self {
-        Self { ip, attached: Vec::new() }
+    /// State for a new connection from `ip`, under `limits`.
+    pub fn new(ip: IpAddr, limits: &crate::limits::LimitsConfig) -> Self {
+        let budget = (limits.limit_loopback || !ip.is_loopback()).then(|| crate::limits::RequestBudget::new(limits));
+        Self { ip, attached: Vec::new(), budget }
     }
 
     /// The peer's IP.
@@ -181,6 +187,7 @@ pub struct App {
     pub(crate) hub: Arc<dyn Hub>,
     pub(crate) calls: Calls,
     pub(crate) relay: Arc<Relay>,
+    pub(crate) limiter: crate::limits::Limiter,
     /// The presence each user's contacts were last told.
     published: Mutex<HashMap<UserId, Presence>>,
 }
@@ -197,6 +204,7 @@ impl App {
             ring_timeout: cfg.ring_timeout.as_millis() as u64,
             max_participants: cfg.max_call_participants,
         };
+        let cfg_limits = cfg.limits.clone();
         Arc::new(App {
             store,
             cfg,
@@ -207,6 +215,7 @@ impl App {
             hub,
             calls: Calls::new(limits),
             relay,
+            limiter: crate::limits::Limiter::new(cfg_limits),
             published: Mutex::default(),
         })
     }
@@ -244,13 +253,29 @@ impl App {
         }
     }
 
-    /// Runs CPU-heavy work (password hashing) on the blocking pool.
+    /// Runs CPU-heavy work (password hashing) on the blocking pool, a few
+    /// at a time: a flood of logins waits in a bounded queue (and is refused
+    /// past it) instead of starving every other request.
     pub(crate) async fn cpu<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+        let _slot = self.limiter.hash_slot().await.map_err(ServiceError::Refused)?;
         tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Unavailable(format!("worker failed: {e}")))
+    }
+
+    /// The abuse limits in force.
+    pub fn limiter(&self) -> &crate::limits::Limiter {
+        &self.limiter
+    }
+
+    /// Per-connection state for a new connection from `ip`.
+    pub fn new_connection(&self, ip: IpAddr) -> ConnState {
+        ConnState::new(ip, &self.cfg.limits)
     }
 
     /// Answers one request frame.
     pub async fn handle(&self, conn: &mut ConnState, frame: &RawRequest) -> Outcome {
+        if conn.budget.as_mut().is_some_and(|b| !b.take()) {
+            return Outcome::Reply(Reply::Refused("too many requests on this connection; slow down".into()));
+        }
         let result = match ClientRequest::parse(frame) {
             Ok(req) => self.dispatch(conn, req).await,
             Err(RequestError::UnknownRoute(_)) => return Outcome::Reply(Reply::NotFound),

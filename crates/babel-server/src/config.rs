@@ -58,6 +58,9 @@ pub struct Config {
     /// Kernel buffer asked for the relay's UDP socket, each way, in bytes
     /// (default 8 MiB; the kernel may cap it).
     pub relay_buffer_bytes: usize,
+    /// Abuse limits (`[limits]` in the file).
+    #[serde(rename = "limits")]
+    pub abuse: crate::limits::LimitsConfig,
 }
 
 impl Default for Config {
@@ -80,6 +83,7 @@ impl Default for Config {
             max_call_participants: 8,
             dead_peer_timeout_secs: 50,
             relay_buffer_bytes: 8 << 20,
+            abuse: crate::limits::LimitsConfig::default(),
         }
     }
 }

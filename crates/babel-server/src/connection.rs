@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, ChannelMode, ConnState, Outcome};
+use crate::app::{App, ChannelMode, Outcome};
 use crate::hub::Subscription;
 
 /// Per-connection settings.
@@ -169,7 +169,11 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let mut conn = Connection::new(stream, settings);
-    let mut state = ConnState::new(peer);
+    let Some(_slot) = app.limiter().connection(peer) else {
+        tracing::debug!("too many connections from one address; closing");
+        return;
+    };
+    let mut state = app.new_connection(peer);
     loop {
         let frame = match conn.read_request(&cancel).await {
             Ok(Some(frame)) => frame,

@@ -15,6 +15,7 @@ pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod hub;
+pub mod limits;
 pub mod presence;
 pub mod relay;
 pub mod routes;

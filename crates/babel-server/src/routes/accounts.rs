@@ -52,6 +52,7 @@ impl App {
     ) -> ServiceResult<Reply> {
         let email = normalize_email(&email)?;
         let name = display_name(name, &email)?;
+        self.limiter.check_create(conn.ip()).map_err(ServiceError::Refused)?;
         let len = password.expose().chars().count();
         if len < MIN_PASSWORD {
             return Err(ServiceError::Refused(format!("the password must be at least {MIN_PASSWORD} characters")));
@@ -80,6 +81,7 @@ impl App {
     pub(crate) async fn login(&self, conn: &mut ConnState, email: String, password: Secret) -> ServiceResult<Reply> {
         // A malformed email cannot have an account: same answer as a wrong password.
         let email = normalize_email(&email).map_err(|_| ServiceError::Unauthorized)?;
+        self.limiter.check_login(conn.ip(), &email).map_err(ServiceError::Refused)?;
         let lookup = email.clone();
         let account = self.blocking(move |s| s.account_by_email(&lookup)).await?;
         let (user, phc) = match account {
@@ -90,8 +92,12 @@ impl App {
         let ok = self.cpu(move || auth::verify_password(password.expose(), &phc)).await?;
         let user = match (user, ok) {
             (Some(u), true) => u,
-            _ => return Err(ServiceError::Unauthorized),
+            _ => {
+                self.limiter.login_result(conn.ip(), &email, false);
+                return Err(ServiceError::Unauthorized);
+            }
         };
+        self.limiter.login_result(conn.ip(), &email, true);
         let token = self.open_session(conn, user.id).await?;
         tracing::debug!(user = %user.id, "logged in");
         Ok(Reply::Session(SessionInfo { id: user.id, name: user.name, email: user.email, token: Secret::new(token) }))

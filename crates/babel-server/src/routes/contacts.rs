@@ -44,6 +44,20 @@ impl App {
             return Err(ServiceError::Refused("you cannot add yourself as a contact".into()));
         }
         let to = other.id;
+        let mine = self.cached_contacts(me).await?;
+        let limits = &self.limiter.config();
+        if mine.iter().filter(|(_, r)| *r == Relation::Contact).count() >= limits.max_contacts {
+            return Err(ServiceError::Refused(format!(
+                "you have reached the limit of {} contacts",
+                limits.max_contacts
+            )));
+        }
+        if mine.iter().filter(|(_, r)| *r == Relation::Outgoing).count() >= limits.max_pending_requests {
+            return Err(ServiceError::Refused(format!(
+                "you have {} requests waiting for answers; wait for some, or cancel them",
+                limits.max_pending_requests
+            )));
+        }
         let outcome = self.blocking(move |s| s.add_request(me, to, crate::app::now())).await?;
         match outcome {
             AddOutcome::Requested => {

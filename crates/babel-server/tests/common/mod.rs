@@ -71,6 +71,11 @@ pub fn frame(header: &Value, route: &str, data: &Value) -> Vec<u8> {
 }
 
 impl Client {
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_nodelay(true).unwrap();
+        Client { stream, buf: BytesMut::new() }
+    }
+
     pub async fn connect(addr: SocketAddr) -> Client {
         let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr)).await.unwrap().unwrap();
         stream.set_nodelay(true).unwrap();
