@@ -69,7 +69,7 @@ impl Default for LimitsConfig {
             max_contacts: 2000,
             max_pending_requests: 200,
             hash_workers: 0,
-            hash_queue: 64,
+            hash_queue: 1024,
             limit_loopback: false,
         }
     }
