@@ -163,7 +163,10 @@ impl Server {
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let udp_addr = config.udp_listen.unwrap_or(addr);
+        // The relay shares the signalling port by default; with an ephemeral
+        // port (tests) it takes its own, since the TCP port's number may be
+        // taken on UDP.
+        let udp_addr = config.udp_listen.unwrap_or(if config.listen.port() == 0 { config.listen } else { addr });
         let udp = bind_relay_socket(udp_addr, config.relay_buffer_bytes)
             .map_err(|source| StartError::Bind { addr: udp_addr, source })?;
         let udp_port = udp.local_addr().map_err(|source| StartError::Bind { addr: udp_addr, source })?.port();
