@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod ceiling;
 pub mod child;
+pub mod fault;
 pub mod net;
 pub mod relay_bench;
 pub mod report;
