@@ -22,6 +22,7 @@ pub mod relay_bench;
 pub mod report;
 pub mod schedule;
 pub mod setup;
+pub mod soak;
 pub mod stats;
 pub mod udp_forward;
 pub mod udp_load;
