@@ -79,6 +79,18 @@ fn similarity(sent: &[f32], received: &[f32]) -> f32 {
     best
 }
 
+/// Similarity second by second (each second of what was sent against the
+/// two seconds heard from then on), for calls whose delay may change.
+fn per_second(sent: &[f32], heard: &[f32], seconds: usize) -> Vec<f32> {
+    (0..seconds)
+        .map(|w| {
+            let a = &sent[w * 48_000..(w + 1) * 48_000];
+            let h = &heard[(w * 48_000).min(heard.len())..((w + 2) * 48_000).min(heard.len())];
+            similarity(a, h)
+        })
+        .collect()
+}
+
 /// The similarity the codec alone reaches on the test voice (no network):
 /// the best a call can do.
 fn codec_reference(sent: &[f32]) -> f32 {
@@ -371,13 +383,7 @@ async fn moves_to_the_relay_and_back_when_direct_breaks_and_heals() {
     // Two path changes in nine seconds cost a little, not the call. The
     // delay may change with the path, so compare second by second.
     let reference = codec_reference(&sent);
-    let seconds: Vec<f32> = (0..9)
-        .map(|w| {
-            let a = &sent[w * 48_000..(w + 1) * 48_000];
-            let h = &heard[(w * 48_000).min(heard.len())..((w + 2) * 48_000).min(heard.len())];
-            similarity(a, h)
-        })
-        .collect();
+    let seconds = per_second(&sent, &heard, 9);
     eprintln!("per second {seconds:.2?} (codec alone {reference:.3})");
     let mean = seconds.iter().sum::<f32>() / seconds.len() as f32;
     assert!(mean >= reference - 0.15, "mean similarity {mean:.3} vs codec alone {reference:.3}");
@@ -558,24 +564,12 @@ async fn the_call_survives_an_address_change() {
     .await;
     eprintln!("a paths {:?}; b paths {:?}", a_stats.path_history, b_stats.path_history);
     let reference = codec_reference(&sent);
-    let seconds: Vec<f32> = (0..8)
-        .map(|w| {
-            let a = &sent[w * 48_000..(w + 1) * 48_000];
-            let h = &heard[(w * 48_000).min(heard.len())..((w + 2) * 48_000).min(heard.len())];
-            similarity(a, h)
-        })
-        .collect();
+    let seconds = per_second(&sent, &heard, 8);
     eprintln!("per second {seconds:.2?} (codec alone {reference:.3})");
     assert!(seconds[5..].iter().all(|&x| x > reference - 0.15), "voice continues after the move: {seconds:.2?}");
     // The way back: b must find a at its new address.
     let (said, heard_back) = (LAST_SAID_BY_B.lock().unwrap().clone(), LAST_HEARD_BY_A.lock().unwrap().clone());
-    let back: Vec<f32> = (0..8)
-        .map(|w| {
-            let a = &said[w * 48_000..(w + 1) * 48_000];
-            let h = &heard_back[(w * 48_000).min(heard_back.len())..((w + 2) * 48_000).min(heard_back.len())];
-            similarity(a, h)
-        })
-        .collect();
+    let back = per_second(&said, &heard_back, 8);
     eprintln!("way back, per second: {back:.2?}");
     // b kept its voice on the direct path, so it found a at the new address
     // (otherwise a's reports would have moved it to the relay).

@@ -44,7 +44,7 @@ pub struct Config {
     /// Largest data section, in bytes (default 1 MiB).
     pub max_data_bytes: usize,
     /// UDP media relay address (default: the signalling listener's address
-    /// and port, on UDP).
+    /// and port, on UDP; a port of its own when the listener's is 0).
     pub udp_listen: Option<SocketAddr>,
     /// Seconds a call rings unanswered (default 30).
     pub ring_timeout_secs: u64,
