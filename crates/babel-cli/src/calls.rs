@@ -285,7 +285,7 @@ async fn run_media(
 /// `babel call EMAIL`.
 pub async fn call(mut client: Client, contact: UserId, audio: &AudioArgs, show: bool) -> Outcome {
     let mut events = client.events().await?;
-    let prepared = prepare(client.addr()).await?;
+    let prepared = prepare(&client.endpoint().addr.host_port()).await?;
     let started = client.call(contact, prepared.media()).await?;
     if show {
         eprintln!("ringing…");
@@ -342,7 +342,7 @@ pub async fn listen(
             let _ = client.decline_call(incoming.call_id).await;
             continue;
         }
-        let prepared = prepare(client.addr()).await?;
+        let prepared = prepare(&client.endpoint().addr.host_port()).await?;
         let joined = match client.accept_call(incoming.call_id, prepared.media()).await {
             Ok(j) => j,
             Err(e) => {

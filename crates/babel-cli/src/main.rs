@@ -9,8 +9,9 @@ mod session;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use babel_client::{Client, ClientError};
+use babel_client::{Client, ClientError, Endpoint, TlsOptions, Trust};
 use babel_proto::{ContactRef, ReplyError};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::json;
@@ -21,9 +22,15 @@ use crate::session::Home;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Server address.
+    /// Server address: HOST:PORT, or tls://HOST:PORT for an encrypted
+    /// connection (a server no authority vouches for is trusted on first use
+    /// and pinned in `known_servers` in the home directory).
     #[arg(long, env = "BABEL_SERVER", default_value = "127.0.0.1:7447", global = true)]
     server: String,
+    /// Accept only a TLS server with this certificate fingerprint (as
+    /// `babel-server` prints it: SHA256:AB:CD:…).
+    #[arg(long, env = "BABEL_TLS_FINGERPRINT", global = true)]
+    tls_fingerprint: Option<babel_proto::Fingerprint>,
     /// Where the session is kept [default: the platform's config directory].
     #[arg(long, env = "BABEL_HOME", global = true)]
     home: Option<PathBuf>,
@@ -124,7 +131,9 @@ enum Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Connect { .. } => Failure::Unreachable(e.to_string()),
+            ClientError::Connect { .. } | ClientError::Untrusted { .. } | ClientError::Address(_) => {
+                Failure::Unreachable(e.to_string())
+            }
             ClientError::Server(ReplyError::Refused(r)) => Failure::Refused(r),
             ClientError::Server(ReplyError::Unauthorized) => {
                 Failure::Refused("wrong password, or the session has ended: log in again".into())
@@ -159,10 +168,37 @@ async fn logged_in(cli: &Cli, home: &Home) -> Result<Client, Failure> {
     let session =
         home.load()?.ok_or_else(|| Failure::Refused("not logged in: run `babel login EMAIL` first".into()))?;
     let server = if cli.server_given() { cli.server.clone() } else { session.server.clone() };
-    Ok(Client::resume(server, session.info).await?)
+    let client = Client::resume_at(cli.endpoint(home, &server)?, session.info).await?;
+    report_first_use(&client);
+    Ok(client)
+}
+
+/// Connects to `--server` (for `register` and `login`).
+async fn connect(cli: &Cli, home: &Home) -> Result<Client, Failure> {
+    let client = Client::connect_to(cli.endpoint(home, &cli.server)?).await?;
+    report_first_use(&client);
+    Ok(client)
+}
+
+/// Says so when a TLS server was just trusted for the first time, so the
+/// user can compare the fingerprint with the one the server printed.
+fn report_first_use(client: &Client) {
+    if let Some(Trust::FirstUse { fingerprint, saved_to }) = client.trust() {
+        let saved = saved_to.as_ref().map(|f| format!("; saved to {}", f.display())).unwrap_or_default();
+        eprintln!(
+            "babel: first connection to {}: trusting its certificate {fingerprint}{saved}. \
+             Check it against the fingerprint babel-server printed when it started.",
+            client.addr()
+        );
+    }
 }
 
 impl Cli {
+    fn endpoint(&self, home: &Home, server: &str) -> Result<Endpoint, Failure> {
+        let tls = TlsOptions { pin: self.tls_fingerprint, ..TlsOptions::in_dir(home.dir()) };
+        Ok(Endpoint::with_tls(server, Arc::new(tls))?)
+    }
+
     fn server_given(&self) -> bool {
         std::env::args().any(|a| a == "--server" || a.starts_with("--server="))
             || std::env::var_os("BABEL_SERVER").is_some()
@@ -195,14 +231,14 @@ async fn run(cli: &Cli) -> Outcome {
     match &cli.command {
         Command::Register { email, name } => {
             let password = read_password("Choose a password: ")?;
-            let mut c = Client::connect(cli.server.clone()).await?;
+            let mut c = connect(cli, &home).await?;
             let s = c.create(email, &password, name.as_deref()).await?;
             home.save(&cli.server, &s)?;
             Ok(json!({"id": s.id, "name": s.name, "email": s.email}))
         }
         Command::Login { email } => {
             let password = read_password("Password: ")?;
-            let mut c = Client::connect(cli.server.clone()).await?;
+            let mut c = connect(cli, &home).await?;
             let s = c.login(email, &password).await?;
             home.save(&cli.server, &s)?;
             Ok(json!({"id": s.id, "name": s.name, "email": s.email}))

@@ -32,6 +32,11 @@ impl Home {
         Ok(Home { dir })
     }
 
+    /// The directory itself (the known-servers file lives here too).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn file(&self) -> PathBuf {
         self.dir.join("session.json")
     }

@@ -238,3 +238,53 @@ async fn demo_runs_end_to_end() {
     assert!(Path::new(rec).exists());
     std::fs::remove_file(rec).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_server_is_trusted_on_first_use_pinned_and_a_change_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        db: dir.path().join("babel.db"),
+        password: PasswordCost { memory_kib: 256, iterations: 1 },
+        durability: babel_server::store::sqlite::Durability::Normal,
+        ..Config::default()
+    };
+    let server = RunningServer::start(&config).await.unwrap();
+    let fp = server.tls().unwrap().fingerprint.to_string();
+    let tls_addr = server.tls_addr().unwrap();
+    let e = Env { server: format!("tls://{tls_addr}"), dir };
+    blocking(move || {
+        // First use: accepted, said so on stderr, recorded.
+        let out = e.babel("tia", &["register", "tia@example.org"], Some(PW));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(err.contains("first connection") && err.contains(&fp), "{err}");
+        let known = e.dir.path().join("tia").join("known_servers");
+        assert!(std::fs::read_to_string(&known).unwrap().contains(&format!("{tls_addr} {fp}")));
+        // The saved session keeps the tls:// address; no more notices.
+        let out = e.babel("tia", &["contacts"], None);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stderr).is_empty());
+        // The certificate "changes": refused, exit 3, a message that says what to do.
+        std::fs::write(&known, format!("{tls_addr} SHA256:{}\n", ["00"; 32].join(":"))).unwrap();
+        let out = e.babel("tia", &["contacts"], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains("certificate changed") && err.contains("delete that line"), "{err}");
+        // An explicit pin: the right one works without a notice, a wrong one is refused.
+        let out = e.babel("pin", &["--tls-fingerprint", &fp, "login", "tia@example.org"], Some(PW));
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("first connection"));
+        let wrong = format!("SHA256:{}", ["AB"; 32].join(":"));
+        let out = e.babel("pin2", &["--tls-fingerprint", &wrong, "login", "tia@example.org"], Some(PW));
+        assert_eq!(out.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not the pinned"));
+        // A malformed fingerprint is a usage error.
+        let out = e.babel("pin3", &["--tls-fingerprint", "xyz", "contacts"], None);
+        assert_eq!(out.status.code(), Some(2));
+    })
+    .await
+    .unwrap();
+    server.shutdown().await;
+}

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use babel_proto::{Answer, ClientRequest, Credentials, ReplyError, ServerEvent};
 use tokio::sync::mpsc;
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Endpoint};
 use crate::{Backoff, ClientError, Result};
 
 /// What the event stream yields.
@@ -32,7 +32,7 @@ impl Drop for EventStream {
     }
 }
 
-async fn subscribe(addr: &str, creds: &Credentials) -> Result<Conn> {
+async fn subscribe(addr: &Endpoint, creds: &Credentials) -> Result<Conn> {
     let mut conn = Conn::open(addr).await?;
     let answer = Answer(conn.request(&ClientRequest::Events(creds.clone()).to_frame()).await?);
     answer.ok()?;
@@ -41,9 +41,9 @@ async fn subscribe(addr: &str, creds: &Credentials) -> Result<Conn> {
 
 impl EventStream {
     /// Subscribes, failing if the first attempt fails; later losses are
-    /// retried with backoff until the session is refused (401), which ends
-    /// the stream with that error.
-    pub(crate) async fn open(addr: String, creds: Credentials, backoff: Backoff) -> Result<EventStream> {
+    /// retried with backoff until the session is refused (401) or the
+    /// server's certificate is, which ends the stream with that error.
+    pub(crate) async fn open(addr: Endpoint, creds: Credentials, backoff: Backoff) -> Result<EventStream> {
         let first = subscribe(&addr, &creds).await?;
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(async move {
@@ -60,7 +60,9 @@ impl EventStream {
                             }
                             c
                         }
-                        Err(e @ ClientError::Server(ReplyError::Unauthorized)) => {
+                        // Refused for good: a dead session, or a server
+                        // certificate that is no longer trusted.
+                        Err(e @ (ClientError::Server(ReplyError::Unauthorized) | ClientError::Untrusted { .. })) => {
                             let _ = tx.send(Err(e)).await;
                             return;
                         }

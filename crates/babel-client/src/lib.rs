@@ -12,10 +12,14 @@
 //! * [`CallChannel`]: a call channel (`/connect_call`) to send and receive
 //!   `/send` frames through the server.
 //!
-//! Not here: audio, codecs, encryption, UDP (see `babel-media`).
+//! * [`tls`]: `tls://` addresses and how a TLS server is trusted (authority,
+//!   pinned fingerprint, or first use recorded in a known-servers file).
+//!
+//! Not here: audio, codecs, media encryption, UDP (see `babel-media`).
 
 mod conn;
 mod events;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -25,8 +29,9 @@ use babel_proto::{
 };
 use bytes::Bytes;
 
-pub use conn::Conn;
+pub use conn::{Conn, Endpoint};
 pub use events::{Event, EventStream};
+pub use tls::{ServerAddr, TlsOptions, Trust, Untrusted};
 
 /// What can go wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,17 @@ pub enum ClientError {
         addr: String,
         /// Why it failed.
         source: std::io::Error,
+    },
+    /// The server address could not be read.
+    #[error("{0}")]
+    Address(String),
+    /// The TLS server's certificate was refused.
+    #[error("refusing the server at {server}: {why}")]
+    Untrusted {
+        /// The server.
+        server: String,
+        /// Why its certificate was refused.
+        why: Box<Untrusted>,
     },
     /// The connection broke while a request was in flight.
     #[error("the connection to the server was lost")]
@@ -101,6 +117,7 @@ impl Backoff {
 /// A client session with one server.
 #[derive(Debug)]
 pub struct Client {
+    endpoint: Endpoint,
     addr: String,
     conn: Option<Conn>,
     session: Option<SessionInfo>,
@@ -109,12 +126,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port`).
+    /// Connects to `addr`: `host:port`, or `tls://host:port` with the
+    /// default trust policy ([`TlsOptions::default`]).
     pub async fn connect(addr: impl Into<String>) -> Result<Client> {
-        let addr = addr.into();
-        let conn = Conn::open(&addr).await?;
+        Client::connect_to(Endpoint::parse(&addr.into())?).await
+    }
+
+    /// Connects to an endpoint (an address with its trust policy).
+    pub async fn connect_to(endpoint: Endpoint) -> Result<Client> {
+        let conn = Conn::open(&endpoint).await?;
         Ok(Client {
-            addr,
+            addr: endpoint.addr.to_string(),
+            endpoint,
             conn: Some(conn),
             session: None,
             backoff: Backoff::default(),
@@ -125,7 +148,12 @@ impl Client {
     /// Connects and takes up an existing session (e.g. one saved on disk).
     /// Nothing is checked until the first request.
     pub async fn resume(addr: impl Into<String>, session: SessionInfo) -> Result<Client> {
-        let mut c = Client::connect(addr).await?;
+        Client::resume_at(Endpoint::parse(&addr.into())?, session).await
+    }
+
+    /// [`Client::resume`] at an endpoint.
+    pub async fn resume_at(endpoint: Endpoint, session: SessionInfo) -> Result<Client> {
+        let mut c = Client::connect_to(endpoint).await?;
         c.session = Some(session);
         Ok(c)
     }
@@ -142,9 +170,20 @@ impl Client {
         self
     }
 
-    /// The server address.
+    /// The server address (`host:port` or `tls://host:port`).
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The server and trust policy.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// How the TLS server was trusted on the current connection (`None` on
+    /// plain TCP or while disconnected).
+    pub fn trust(&self) -> Option<&Trust> {
+        self.conn.as_ref().and_then(Conn::trust)
     }
 
     /// The current session, if logged in.
@@ -173,7 +212,7 @@ impl Client {
         // A connection the server closed while we were idle (a restart, an
         // idle timeout on the way) is replaced before sending, not after.
         if self.conn.as_ref().is_none_or(Conn::is_closed) {
-            self.conn = Some(Conn::open_with_backoff(&self.addr, self.backoff).await?);
+            self.conn = Some(Conn::open_with_backoff(&self.endpoint, self.backoff).await?);
         }
         let Some(conn) = self.conn.as_mut() else { return Err(ClientError::Disconnected) };
         match tokio::time::timeout(self.timeout, conn.request(&frame)).await {
@@ -295,12 +334,12 @@ impl Client {
 
     /// Opens the push channel on a connection of its own.
     pub async fn events(&self) -> Result<EventStream> {
-        EventStream::open(self.addr.clone(), self.creds()?, self.backoff).await
+        EventStream::open(self.endpoint.clone(), self.creds()?, self.backoff).await
     }
 
     /// Opens my call channel for a call on a connection of its own.
     pub async fn connect_call(&self, call: CallId) -> Result<CallChannel> {
-        let mut conn = Conn::open(&self.addr).await?;
+        let mut conn = Conn::open(&self.endpoint).await?;
         let req = ClientRequest::ConnectCall { auth: self.creds()?, call_id: call };
         Answer(conn.request(&req.to_frame()).await?).ok()?;
         Ok(CallChannel { conn })

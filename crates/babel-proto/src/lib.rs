@@ -15,6 +15,7 @@
 //!   authentication string, sender keys.
 //! * [`voice`]: the sealed voice datagram and the replay window.
 //! * [`types`]: ids, users, presence, secrets.
+//! * [`fingerprint`]: TLS certificate fingerprints as printed and pinned.
 //!
 //! Nothing here opens a socket, reads a clock or spawns a task (the only
 //! outside input is the OS random generator, for fresh keys); see
@@ -24,6 +25,7 @@ pub mod call;
 pub mod channel;
 pub mod event;
 pub mod fields;
+pub mod fingerprint;
 pub mod frame;
 pub mod keys;
 pub mod relay;
@@ -36,6 +38,7 @@ pub use call::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, Peer, Rel
 pub use channel::{ChannelFrame, SendData};
 pub use event::{CandidatesUpdate, IncomingCall, PeerJoined, ServerEvent};
 pub use fields::{Fields, FieldsError};
+pub use fingerprint::Fingerprint;
 pub use frame::{FrameError, Limits, RawRequest, RawResponse, decode_request, decode_response};
 pub use request::{ClientRequest, ContactRef, LogoutBy, RequestError, Route};
 pub use response::{Answer, Reply, ReplyError, Status};

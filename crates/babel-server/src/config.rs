@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::auth::PasswordCost;
 use crate::store::sqlite::Durability;
+use crate::tls::{CertSource, TlsError};
 
 /// The TCP port Babel listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 7447;
@@ -20,8 +21,19 @@ pub const DEFAULT_PORT: u16 = 7447;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Signalling listener (default `0.0.0.0:7447`).
+    /// Plain (unencrypted) signalling listener (default `0.0.0.0:7447`),
+    /// for the seed's third-party clients.
     pub listen: SocketAddr,
+    /// Whether the plain listener is on (default true).
+    pub plain: bool,
+    /// TLS signalling listener (default: off).
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS (leaf first). Without it (and
+    /// `tls_key`), a self-signed certificate is generated on first start and
+    /// kept next to the database as `tls-cert.pem` / `tls-key.pem`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// SQLite database file (default: `babel/babel.db` in the user's data
     /// directory, e.g. `~/.local/share/babel/babel.db`).
     pub db: PathBuf,
@@ -68,6 +80,10 @@ impl Default for Config {
         let limits = babel_proto::Limits::default();
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            plain: true,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
             db: default_db_path(),
             max_connections: 100_000,
             frame_timeout_secs: 30,
@@ -134,6 +150,22 @@ impl Config {
     /// The half-frame timeout.
     pub fn frame_timeout(&self) -> Duration {
         Duration::from_secs(self.frame_timeout_secs.max(1))
+    }
+
+    /// Where the TLS certificate comes from; `None` when TLS is off.
+    pub fn tls_source(&self) -> Result<Option<CertSource>, TlsError> {
+        if self.tls_listen.is_none() {
+            return Ok(None);
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(CertSource::Files { cert: cert.clone(), key: key.clone() })),
+            (None, None) => {
+                let dir = self.db.parent().map(Path::to_path_buf).unwrap_or_default();
+                Ok(Some(CertSource::SelfSigned { dir }))
+            }
+            (Some(_), None) => Err(TlsError::Incomplete("tls_cert is set but tls_key is not")),
+            (None, Some(_)) => Err(TlsError::Incomplete("tls_key is set but tls_cert is not")),
+        }
     }
 
     /// The session lifetime.

@@ -16,12 +16,12 @@ use std::time::Duration;
 use babel_proto::{FrameError, Limits, RawRequest, RawResponse, Reply, ServerEvent, decode_request};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, ChannelMode, Outcome};
 use crate::hub::Subscription;
+use crate::transport::Transport;
 
 /// Per-connection settings.
 #[derive(Debug, Clone)]
@@ -53,8 +53,8 @@ pub enum ReadError {
 
 /// A socket with its read and write buffers.
 #[derive(Debug)]
-pub struct Connection {
-    stream: TcpStream,
+pub struct Connection<S> {
+    stream: S,
     rbuf: BytesMut,
     wbuf: BytesMut,
     settings: Arc<ConnSettings>,
@@ -68,9 +68,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
 /// A buffer grown past this by one large frame is given back once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
-impl Connection {
+impl<S: Transport> Connection<S> {
     /// Wraps an accepted socket.
-    pub fn new(stream: TcpStream, settings: Arc<ConnSettings>) -> Self {
+    pub fn new(stream: S, settings: Arc<ConnSettings>) -> Self {
         Self { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new(), settings, frame_started: None }
     }
 
@@ -102,14 +102,11 @@ impl Connection {
                         self.rbuf = BytesMut::new();
                     }
                     tokio::select! {
-                        r = self.stream.readable() => r?,
+                        r = self.stream.read_idle(&mut self.rbuf) => match r? {
+                            Some(n) => n,
+                            None => continue,
+                        },
                         _ = cancel.cancelled() => continue,
-                    }
-                    self.rbuf.reserve(READ_CHUNK);
-                    match self.stream.try_read_buf(&mut self.rbuf) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(e.into()),
                     }
                 }
                 Some(start) => {
@@ -145,7 +142,7 @@ impl Connection {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(self.settings.frame_timeout, self.stream.write_all(&self.wbuf)).await {
+        match tokio::time::timeout(self.settings.frame_timeout, write_flush(&mut self.stream, &self.wbuf)).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer is not reading"));
@@ -159,10 +156,17 @@ impl Connection {
     }
 }
 
+/// Writes all of `bytes` and flushes (a no-op on TCP; TLS sends its
+/// buffered records).
+async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
 /// Serves one connection until the peer leaves, a fatal frame error, or
 /// shutdown. In-flight requests are always answered before returning.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<S: Transport>(
+    stream: S,
     peer: std::net::IpAddr,
     app: Arc<App>,
     settings: Arc<ConnSettings>,
@@ -219,10 +223,14 @@ pub async fn serve(
 
 /// Event mode: only the server writes. Anything the client sends, or its
 /// closing, ends the connection.
-async fn serve_events(conn: Connection, mut sub: Subscription, ping_every: Duration, cancel: &CancellationToken) {
+async fn serve_events<S: Transport>(
+    conn: Connection<S>,
+    mut sub: Subscription,
+    ping_every: Duration,
+    cancel: &CancellationToken,
+) {
     let timeout = conn.settings.frame_timeout;
-    let mut stream = conn.stream;
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, mut wr) = conn.stream.into_halves();
     let ping = ServerEvent::Ping.to_frame().to_bytes();
     let mut ticker = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut probe = [0u8; 1];
@@ -236,7 +244,7 @@ async fn serve_events(conn: Connection, mut sub: Subscription, ping_every: Durat
             _ = rd.read(&mut probe) => break,
             _ = cancel.cancelled() => break,
         };
-        match tokio::time::timeout(timeout, wr.write_all(&frame)).await {
+        match tokio::time::timeout(timeout, write_flush(&mut wr, &frame)).await {
             Ok(Ok(())) => {}
             _ => break,
         }
@@ -245,12 +253,11 @@ async fn serve_events(conn: Connection, mut sub: Subscription, ping_every: Durat
 
 /// Call-channel mode: `/send` frames from the client go to the other
 /// participants; frames queued for this participant go out.
-async fn serve_channel(conn: Connection, mode: &ChannelMode, cancel: &CancellationToken) {
+async fn serve_channel<S: Transport>(conn: Connection<S>, mode: &ChannelMode, cancel: &CancellationToken) {
     let limits = conn.settings.limits;
     let timeout = conn.settings.frame_timeout;
     let mut rbuf = conn.rbuf;
-    let mut stream = conn.stream;
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, mut wr) = conn.stream.into_halves();
     let mut frame_started: Option<Instant> = None;
     loop {
         // Frames already buffered (pipelined after /connect_call) first.
@@ -288,7 +295,7 @@ async fn serve_channel(conn: Connection, mode: &ChannelMode, cancel: &Cancellati
             },
             out = mode.queue.next() => match out {
                 Some(bytes) => {
-                    if !matches!(tokio::time::timeout(timeout, wr.write_all(&bytes)).await, Ok(Ok(()))) {
+                    if !matches!(tokio::time::timeout(timeout, write_flush(&mut wr, &bytes)).await, Ok(Ok(()))) {
                         return;
                     }
                 }

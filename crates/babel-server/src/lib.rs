@@ -21,6 +21,8 @@ pub mod relay;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod tls;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{RunningServer, StartError};

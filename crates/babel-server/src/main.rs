@@ -33,6 +33,19 @@ struct Args {
     /// Seconds a half-received frame may take [default: 30].
     #[arg(long, env = "BABEL_FRAME_TIMEOUT")]
     frame_timeout: Option<u64>,
+    /// Also listen with TLS on this address, e.g. 0.0.0.0:7448.
+    #[arg(long, env = "BABEL_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS [default: a self-signed certificate
+    /// generated on first start next to the database].
+    #[arg(long, env = "BABEL_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "BABEL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Switch the plain (unencrypted) listener off; needs --tls-listen.
+    #[arg(long, env = "BABEL_NO_PLAIN")]
+    no_plain: bool,
     /// UDP address of the media relay [default: the --listen address, on UDP].
     #[arg(long, env = "BABEL_UDP_LISTEN")]
     udp_listen: Option<SocketAddr>,
@@ -91,6 +104,18 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.frame_timeout {
         config.frame_timeout_secs = v;
     }
+    if let Some(v) = args.tls_listen {
+        config.tls_listen = Some(v);
+    }
+    if let Some(v) = args.tls_cert {
+        config.tls_cert = Some(v);
+    }
+    if let Some(v) = args.tls_key {
+        config.tls_key = Some(v);
+    }
+    if args.no_plain {
+        config.plain = false;
+    }
     if let Some(v) = args.udp_listen {
         config.udp_listen = Some(v);
     }
@@ -100,11 +125,21 @@ fn main() -> anyhow::Result<()> {
         let store = SqliteStore::open(&config.db, config.durability)
             .with_context(|| format!("cannot open the database {}", config.db.display()))?;
         let server = Server::bind(&config, Arc::new(store)).await?;
-        let addr = server.addr()?;
         let udp = server.udp_addr()?;
-        tracing::info!(%addr, %udp, db = %config.db.display(), "babel-server ready");
-        // Scripts wait for this line on stdout to know the port.
-        println!("listening on {addr}");
+        tracing::info!(%udp, db = %config.db.display(), "babel-server ready");
+        // Scripts wait for these lines on stdout to know the ports.
+        if let Some(addr) = server.plain_addr() {
+            println!("listening on {addr}");
+        }
+        if let Some(tls) = server.tls() {
+            if tls.generated {
+                tracing::info!(dir = %config.db.parent().unwrap_or(std::path::Path::new(".")).display(), "generated a self-signed TLS certificate");
+            }
+            println!("tls certificate {}", tls.fingerprint);
+        }
+        if let Some(addr) = server.tls_addr() {
+            println!("listening on tls://{addr}");
+        }
         server.serve(shutdown_signal()).await;
         tracing::info!("database closed; bye");
         anyhow::Ok(())

@@ -7,11 +7,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -23,6 +25,7 @@ use crate::hub::LocalHub;
 use crate::relay::{AddressLearned, Relay};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
+use crate::tls::{Tls, TlsError};
 
 /// Finds a peer that vanished without closing TCP within `dead_peer`:
 /// keepalive probes an idle connection (first after 2/5 of it, then every
@@ -69,58 +72,105 @@ fn bind_relay_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::ne
     Ok(sock.into())
 }
 
-/// Accepts and serves connections until `shutdown` completes, then waits for
-/// every connection task to finish.
+/// A listening socket and, for a TLS listener, its handshake acceptor.
+pub struct Listener {
+    /// The socket.
+    pub tcp: TcpListener,
+    /// Present on a TLS listener.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").field("tcp", &self.tcp).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+/// What every accept loop shares.
+struct Shared {
+    app: Arc<App>,
+    settings: Arc<ConnSettings>,
+    permits: Arc<Semaphore>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    next_id: AtomicU64,
+}
+
+/// Accepts and serves connections on every listener until `shutdown`
+/// completes, then waits for every connection task to finish. The
+/// connection cap is shared by all listeners.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     app: Arc<App>,
     settings: ConnSettings,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
-    let settings = Arc::new(settings);
-    let accept_loop = async {
-        let mut next_id: u64 = 0;
-        loop {
-            // Past the cap, new connections wait in the kernel's backlog.
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                return;
-            };
-            let (stream, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, don't spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            configure_socket(&stream, settings.dead_peer);
-            next_id += 1;
-            let span = tracing::debug_span!("conn", id = next_id);
-            tracing::trace!(parent: &span, %peer, "accepted");
-            let (app, settings, cancel) = (Arc::clone(&app), Arc::clone(&settings), cancel.clone());
-            tracker.spawn(
-                async move {
-                    serve(stream, peer.ip(), app, settings, cancel).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
-        }
+    let shared = Shared {
+        app,
+        settings: Arc::new(settings),
+        permits: Arc::new(Semaphore::new(max_connections.max(1))),
+        cancel: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        next_id: AtomicU64::new(0),
     };
+    let loops = futures::future::join_all(listeners.iter().map(|l| accept_loop(l, &shared)));
     tokio::select! {
-        _ = accept_loop => {}
+        _ = loops => {}
         _ = shutdown => tracing::info!("shutting down: no new connections"),
     }
-    drop(listener);
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
+    drop(listeners);
+    shared.cancel.cancel();
+    shared.tracker.close();
+    shared.tracker.wait().await;
     tracing::info!("all connections closed");
+}
+
+async fn accept_loop(listener: &Listener, shared: &Shared) {
+    loop {
+        // Past the cap, new connections wait in the kernel's backlog.
+        let Ok(permit) = Arc::clone(&shared.permits).acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.tcp.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, don't spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        configure_socket(&stream, shared.settings.dead_peer);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let span = tracing::debug_span!("conn", id, tls = listener.tls.is_some());
+        tracing::trace!(parent: &span, %peer, "accepted");
+        let (app, settings, cancel) = (Arc::clone(&shared.app), Arc::clone(&shared.settings), shared.cancel.clone());
+        let tls = listener.tls.clone();
+        shared.tracker.spawn(
+            async move {
+                match tls {
+                    None => serve(stream, peer.ip(), app, settings, cancel).await,
+                    Some(acceptor) => {
+                        // A handshake gets as long as a frame: a client that
+                        // stalls in it holds nothing for longer than that.
+                        let handshake = tokio::time::timeout(settings.frame_timeout, acceptor.accept(stream));
+                        let stream = tokio::select! {
+                            r = handshake => r,
+                            _ = cancel.cancelled() => return,
+                        };
+                        match stream {
+                            Ok(Ok(stream)) => serve(stream, peer.ip(), app, settings, cancel).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
+                    }
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
 }
 
 /// Why the server could not start.
@@ -134,6 +184,12 @@ pub enum StartError {
         /// Why.
         source: StoreError,
     },
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Neither listener is on.
+    #[error("no listener: the plain listener is off and no TLS listener is configured")]
+    NoListener,
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -147,7 +203,8 @@ pub enum StartError {
 /// A bound server, ready to [`Server::serve`].
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    plain: Option<TcpListener>,
+    tls: Option<(TcpListener, Tls)>,
     udp: std::net::UdpSocket,
     app: Arc<App>,
     learned: mpsc::UnboundedReceiver<AddressLearned>,
@@ -155,18 +212,38 @@ pub struct Server {
     max_connections: usize,
 }
 
+async fn bind_tcp(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
 impl Server {
-    /// Binds the TCP listener and the UDP relay socket and builds the
-    /// services over `store`.
+    /// Binds the TCP listeners (plain and/or TLS) and the UDP relay socket,
+    /// loads or generates the TLS certificate, and builds the services over
+    /// `store`.
     pub async fn bind(config: &Config, store: Arc<dyn Store>) -> Result<Server, StartError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        // The relay shares the signalling port by default; with an ephemeral
-        // port (tests) it takes its own, since the TCP port's number may be
-        // taken on UDP.
-        let udp_addr = config.udp_listen.unwrap_or(if config.listen.port() == 0 { config.listen } else { addr });
+        let tls = match config.tls_source()? {
+            Some(source) => Some(Tls::load(&source)?),
+            None => None,
+        };
+        let plain = match config.plain {
+            true => Some(bind_tcp(config.listen).await?),
+            false => None,
+        };
+        let tls = match (tls, config.tls_listen) {
+            (Some(tls), Some(addr)) => Some((bind_tcp(addr).await?, addr, tls)),
+            _ => None,
+        };
+        // The relay shares the signalling port by default (the plain one,
+        // or the TLS one when plain is off); with an ephemeral port (tests)
+        // it takes its own, since the TCP port's number may be taken on UDP.
+        let (wanted, bound) = match (&plain, &tls) {
+            (Some((_, bound)), _) => (config.listen, *bound),
+            (None, Some(((_, bound), wanted, _))) => (*wanted, *bound),
+            (None, None) => return Err(StartError::NoListener),
+        };
+        let udp_addr = config.udp_listen.unwrap_or(if wanted.port() == 0 { wanted } else { bound });
         let udp = bind_relay_socket(udp_addr, config.relay_buffer_bytes)
             .map_err(|source| StartError::Bind { addr: udp_addr, source })?;
         let udp_port = udp.local_addr().map_err(|source| StartError::Bind { addr: udp_addr, source })?.port();
@@ -179,12 +256,39 @@ impl Server {
             frame_timeout: config.frame_timeout(),
             dead_peer: Duration::from_secs(config.dead_peer_timeout_secs.max(2)),
         };
-        Ok(Server { listener, udp, app, learned, settings, max_connections: config.max_connections })
+        Ok(Server {
+            plain: plain.map(|(l, _)| l),
+            tls: tls.map(|((l, _), _, tls)| (l, tls)),
+            udp,
+            app,
+            learned,
+            settings,
+            max_connections: config.max_connections,
+        })
     }
 
-    /// The signalling address.
+    /// The signalling address: the plain listener's, or the TLS one's when
+    /// plain is off.
     pub fn addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match (&self.plain, &self.tls) {
+            (Some(l), _) | (None, Some((l, _))) => l.local_addr(),
+            (None, None) => Err(std::io::Error::other("no listener")),
+        }
+    }
+
+    /// The plain listener's address, when it is on.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The TLS listener's address, when it is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The TLS certificate in use, when the TLS listener is on.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref().map(|(_, t)| t)
     }
 
     /// The relay's UDP address.
@@ -207,7 +311,14 @@ impl Server {
             std::thread::Builder::new().name("babel-relay".into()).spawn(move || relay.run(udp, &stop))
         };
         let background = self.app.spawn_background(self.learned, cancel.clone());
-        run(self.listener, Arc::clone(&self.app), self.settings, self.max_connections, shutdown).await;
+        let mut listeners = Vec::new();
+        if let Some(tcp) = self.plain {
+            listeners.push(Listener { tcp, tls: None });
+        }
+        if let Some((tcp, tls)) = self.tls {
+            listeners.push(Listener { tcp, tls: Some(tls.acceptor) });
+        }
+        run(listeners, Arc::clone(&self.app), self.settings, self.max_connections, shutdown).await;
         cancel.cancel();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Ok(handle) = relay {
@@ -222,6 +333,8 @@ impl Server {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    tls: Option<Tls>,
     udp_addr: SocketAddr,
     app: Arc<App>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -241,17 +354,29 @@ impl RunningServer {
         let server = Server::bind(config, store).await?;
         let addr = server.addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let udp_addr = server.udp_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let (tls_addr, tls) = (server.tls_addr(), server.tls().cloned());
         let app = Arc::clone(server.app());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
-        Ok(RunningServer { addr, udp_addr, app, stop: Some(tx), task })
+        Ok(RunningServer { addr, tls_addr, tls, udp_addr, app, stop: Some(tx), task })
     }
 
-    /// The address it listens on.
+    /// The address it listens on (the plain listener's, or the TLS one's
+    /// when plain is off).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS listener's address, when it is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The TLS certificate in use (with its fingerprint), when TLS is on.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// The relay's UDP address.
