@@ -9,3 +9,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== fuzz: every target for ${FUZZ_SECONDS:-30} s (FUZZ_SECONDS=0 skips)"
+if [ "${FUZZ_SECONDS:-30}" != 0 ]; then
+  FUZZ_SECONDS="${FUZZ_SECONDS:-30}" scripts/fuzz.sh
+fi

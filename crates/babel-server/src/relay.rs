@@ -65,6 +65,19 @@ pub struct AddressLearned {
     pub addr: SocketAddr,
 }
 
+/// What [`Relay::handle`] decided for one datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// A BIND was accepted: send this BIND_ACK back; the address is news
+    /// when `Some`.
+    Ack(Vec<u8>, Option<AddressLearned>),
+    /// Send `out` to every address in `dests`.
+    Forward,
+    /// Dropped (and counted): unknown handle, bad tag, replayed BIND,
+    /// wrong source, unknown kind.
+    Dropped,
+}
+
 /// Shared relay state; the UDP task is [`Relay::run`].
 #[derive(Debug)]
 pub struct Relay {
@@ -225,20 +238,14 @@ impl Relay {
                     continue;
                 }
             };
-            let datagram = &buf[..n];
-            let ok = match wire::peek_client(datagram) {
-                Some((BIND, handle)) => match self.bind(handle, datagram, from) {
-                    Some((ack, moved)) => {
-                        self.stats.binds.fetch_add(1, Ordering::Relaxed);
-                        let _ = socket.send_to(&ack, from);
-                        if let (Some(m), Some(tx)) = (moved, self.reports.get()) {
-                            let _ = tx.send(m);
-                        }
-                        true
+            match self.handle(&buf[..n], from, &mut dests, &mut out) {
+                Handled::Ack(ack, moved) => {
+                    let _ = socket.send_to(&ack, from);
+                    if let (Some(m), Some(tx)) = (moved, self.reports.get()) {
+                        let _ = tx.send(m);
                     }
-                    None => false,
-                },
-                Some((DATA, handle)) if self.forward(handle, datagram, from, &mut dests, &mut out) => {
+                }
+                Handled::Forward => {
                     for d in &dests {
                         // The send buffer is large (see bind_relay_socket), so this
                         // waits only if the machine cannot send at all; a send that
@@ -248,17 +255,33 @@ impl Relay {
                             Err(_) => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
                         };
                     }
-                    true
                 }
-                _ => false,
-            };
-            if !ok {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                Handled::Dropped => {}
             }
         }
     }
-}
 
+    /// Handles one datagram that arrived from `from`, without IO: the
+    /// answer to send back, or the datagram (`out`) to forward to `dests`
+    /// (both reused buffers), or nothing. Counts binds and drops.
+    pub fn handle(&self, datagram: &[u8], from: SocketAddr, dests: &mut Vec<SocketAddr>, out: &mut Vec<u8>) -> Handled {
+        let handled = match wire::peek_client(datagram) {
+            Some((BIND, handle)) => match self.bind(handle, datagram, from) {
+                Some((ack, moved)) => {
+                    self.stats.binds.fetch_add(1, Ordering::Relaxed);
+                    Handled::Ack(ack, moved)
+                }
+                None => Handled::Dropped,
+            },
+            Some((DATA, handle)) if self.forward(handle, datagram, from, dests, out) => Handled::Forward,
+            _ => Handled::Dropped,
+        };
+        if matches!(handled, Handled::Dropped) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        handled
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
