@@ -34,6 +34,14 @@ pub trait AudioInput: Send {
     /// Fills `frame` with the next samples; answers false once the input
     /// has ended (a file ran out). A device never ends.
     fn read(&mut self, frame: &mut [f32]) -> bool;
+
+    /// Whether this input hears the room the loudspeaker plays into (a
+    /// microphone), so echo cancellation has something to do. A file or a
+    /// generated signal does not: cancelling "echo" there could only duck
+    /// the voice while both sides talk.
+    fn hears_the_room(&self) -> bool {
+        true
+    }
 }
 
 /// Where the engine's loudspeaker frames go.
@@ -123,6 +131,10 @@ impl BufferInput {
 }
 
 impl AudioInput for BufferInput {
+    fn hears_the_room(&self) -> bool {
+        false
+    }
+
     fn read(&mut self, frame: &mut [f32]) -> bool {
         if self.pos >= self.samples.len() {
             frame.fill(0.0);
@@ -141,6 +153,10 @@ impl AudioInput for BufferInput {
 pub struct SilentInput;
 
 impl AudioInput for SilentInput {
+    fn hears_the_room(&self) -> bool {
+        false
+    }
+
     fn read(&mut self, frame: &mut [f32]) -> bool {
         frame.fill(0.0);
         true

@@ -113,6 +113,12 @@ pub struct MediaConfig {
     pub adaptive_jitter: bool,
     /// Noise suppression on the microphone.
     pub noise_suppression: bool,
+    /// Acoustic echo cancellation (what the loudspeaker plays is removed
+    /// from the microphone), when the input is a microphone
+    /// ([`AudioInput::hears_the_room`](crate::audio::AudioInput::hears_the_room)).
+    pub echo_cancellation: bool,
+    /// Automatic gain control on the microphone.
+    pub auto_gain: bool,
     /// Keep playing this long after the input ended (let the far end finish).
     pub tail: Duration,
     /// End the call when nothing arrived from the peer for this long.
@@ -127,6 +133,8 @@ impl Default for MediaConfig {
             fec: true,
             adaptive_jitter: true,
             noise_suppression: true,
+            echo_cancellation: true,
+            auto_gain: true,
             tail: Duration::from_millis(500),
             peer_timeout: Duration::from_secs(15),
         }
@@ -222,6 +230,8 @@ pub struct CallStats {
     pub input_level_db: f32,
     /// Loudspeaker level, dBFS.
     pub output_level_db: f32,
+    /// The echo canceller's estimate of how much echo it removes, dB.
+    pub erle_db: Option<f32>,
     /// The short authentication string with the (first) peer.
     pub sas: String,
     /// Per participant.
@@ -543,6 +553,7 @@ pub async fn run_call(
     let mut enc = VoiceEncoder::new(cfg.bitrate, cfg.frame)?;
     enc.set_fec(cfg.fec)?;
     let mut chain = CaptureChain::new(cfg.noise_suppression);
+    let mut echo = crate::echo::EchoLevel::new(cfg.echo_cancellation && input.hears_the_room(), cfg.auto_gain);
     let mut output_gain = 1.0f32;
     let socket = setup.socket;
     let relay = setup.relay;
@@ -730,6 +741,7 @@ pub async fn run_call(
         }
 
         // Capture, encode, seal.
+        echo.capture(&mut pcm);
         chain.process(&mut pcm);
         stats.input_level_db = chain.level_db;
         let opus = enc.encode(&pcm)?;
@@ -850,6 +862,8 @@ pub async fn run_call(
         }
         stats.output_level_db = level_db(&mixed);
         output.write(&mixed);
+        echo.render(&mixed);
+        stats.erle_db = echo.erle_db().map(|e| e as f32);
 
         // Statistics and feedback.
         stats.path = path;

@@ -14,6 +14,7 @@
 pub mod audio;
 pub mod codec;
 pub mod device;
+pub mod echo;
 pub mod engine;
 pub mod jitter;
 pub mod process;

@@ -577,3 +577,69 @@ async fn the_call_survives_an_address_change() {
     assert!(b_stats.path_history.iter().all(|(_, p)| *p == Path::Direct), "{:?}", b_stats.path_history);
     assert!(back[6..].iter().all(|&x| x > codec_reference(&said) - 0.15), "b reaches a's new address: {back:.2?}");
 }
+
+/// A room: what the loudspeaker plays comes back into the microphone 60 ms
+/// later, 6 dB down and low-passed (with the person in it silent).
+#[derive(Clone)]
+struct Room(Arc<std::sync::Mutex<(std::collections::VecDeque<f32>, f32, usize)>>);
+
+impl Room {
+    fn new(samples: usize) -> Room {
+        Room(Arc::new(std::sync::Mutex::new((std::iter::repeat_n(0.0, 2880).collect(), 0.0, samples))))
+    }
+}
+
+impl babel_media::audio::AudioOutput for Room {
+    fn write(&mut self, frame: &[f32]) {
+        let mut room = self.0.lock().unwrap();
+        for &s in frame {
+            room.1 = 0.6 * room.1 + 0.4 * 0.5 * s;
+            let v = room.1;
+            room.0.push_back(v);
+        }
+    }
+}
+
+impl babel_media::audio::AudioInput for Room {
+    fn read(&mut self, frame: &mut [f32]) -> bool {
+        let mut room = self.0.lock().unwrap();
+        if room.2 < frame.len() {
+            return false;
+        }
+        room.2 -= frame.len();
+        for s in frame.iter_mut() {
+            *s = room.0.pop_front().unwrap_or(0.0);
+        }
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_far_end_does_not_hear_itself_back() {
+    let _serial = serial().await;
+    let secs = 6.0;
+    // What b hears of its own voice, echoed by a's room, in the last 2 s
+    // (after the canceller has converged), with a's echo cancellation on and off.
+    let mut heard_power = Vec::new();
+    for aec in [true, false] {
+        let s = call(|own| own, |relay| relay).await;
+        let room = Room::new((48_000.0 * secs) as usize);
+        let cfg = MediaConfig { echo_cancellation: aec, ..test_config() };
+        let (a_ctl, a_task) = spawn_call(s.a.0, cfg, Box::new(room.clone()), Box::new(room));
+        let rec_b = SharedRecording::default();
+        let heard_by_b = rec_b.0.clone();
+        let b_voice = voice(secs + 1.0, 3.0, 99);
+        let (b_ctl, b_task) = spawn_call(s.b.0, test_config(), Box::new(BufferInput::new(b_voice)), Box::new(rec_b));
+        let (a_stats, _) = tokio::time::timeout(TIMEOUT, a_task).await.unwrap().unwrap().unwrap();
+        let _ = tokio::time::timeout(TIMEOUT, b_task).await.unwrap().unwrap().unwrap();
+        drop((a_ctl, b_ctl, s.a.1, s.b.1));
+        let heard = heard_by_b.lock().unwrap().clone();
+        let tail = &heard[heard.len().saturating_sub(2 * 48_000)..];
+        let power = tail.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / tail.len().max(1) as f64;
+        eprintln!("aec {aec}: echo heard back {:.1} dB, canceller's ERLE {:?}", 10.0 * power.log10(), a_stats.erle_db);
+        heard_power.push(power);
+    }
+    let removed = 10.0 * (heard_power[1] / heard_power[0].max(1e-12)).log10();
+    assert!(heard_power[1] > 1e-5, "without cancellation the echo must be audible: {heard_power:?}");
+    assert!(removed >= 20.0, "echo cancellation removed only {removed:.1} dB");
+}
