@@ -119,6 +119,9 @@ pub struct MediaConfig {
     pub echo_cancellation: bool,
     /// Automatic gain control on the microphone.
     pub auto_gain: bool,
+    /// Lower the bitrate in steps when the path is congested, and raise it
+    /// again (never above `bitrate`) once it is not.
+    pub adapt_bitrate: bool,
     /// Keep playing this long after the input ended (let the far end finish).
     pub tail: Duration,
     /// End the call when nothing arrived from the peer for this long.
@@ -135,6 +138,7 @@ impl Default for MediaConfig {
             noise_suppression: true,
             echo_cancellation: true,
             auto_gain: true,
+            adapt_bitrate: true,
             tail: Duration::from_millis(500),
             peer_timeout: Duration::from_secs(15),
         }
@@ -552,6 +556,7 @@ pub async fn run_call(
     let group_key = SenderKey::generate()?;
     let mut enc = VoiceEncoder::new(cfg.bitrate, cfg.frame)?;
     enc.set_fec(cfg.fec)?;
+    let mut rate = crate::rate::RateController::new(cfg.bitrate);
     let mut chain = CaptureChain::new(cfg.noise_suppression);
     let mut echo = crate::echo::EchoLevel::new(cfg.echo_cancellation && input.hears_the_room(), cfg.auto_gain);
     let mut output_gain = 1.0f32;
@@ -657,6 +662,7 @@ pub async fn run_call(
                     Control::Bitrate(b) => {
                         if enc.set_bitrate(b).is_ok() {
                             stats.bitrate = b;
+                            rate.set_max(b);
                         }
                     }
                     Control::AddPeer(p) => {
@@ -707,6 +713,7 @@ pub async fn run_call(
         }
         if call_path != path {
             tracing::debug!(from = ?path, to = ?call_path, "media path");
+            rate.path_changed();
             if let Some(p) = call_path {
                 stats.path_history.push((elapsed, p));
             }
@@ -899,6 +906,20 @@ pub async fn run_call(
         }
         stats.sas = peers.first().map(|p| p.sas.clone()).unwrap_or_default();
         stats.peers = peers.iter().map(|p| p.stats.clone()).collect();
+        if report_due && cfg.adapt_bitrate {
+            // The worst of what the others report about my stream.
+            let fb = crate::rate::Feedback {
+                loss_pct: stats.loss_pct,
+                rtt_ms: stats.rtt_ms,
+                report_age: peers.iter().filter_map(|p| p.report.as_ref().map(|(at, _)| now.duration_since(*at))).max(),
+            };
+            if let Some(b) = rate.update(elapsed, fb)
+                && enc.set_bitrate(b).is_ok()
+            {
+                tracing::debug!(bitrate = b, ?fb, "bitrate step");
+                stats.bitrate = b;
+            }
+        }
         if cfg.fec {
             // Protect against a little more than the worst loss reported.
             let _ = enc.set_expected_loss(((worst_loss / 10) as u8).saturating_add(5).min(40));

@@ -18,6 +18,7 @@ pub mod echo;
 pub mod engine;
 pub mod jitter;
 pub mod process;
+pub mod rate;
 
 // The voice datagram and the keys are wire format: they live in babel-proto.
 pub use babel_proto::{keys, voice as packet};

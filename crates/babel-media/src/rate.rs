@@ -1,0 +1,269 @@
+//! Sender bitrate adaptation: when the path cannot carry the voice stream,
+//! step the Opus bitrate down; when it can again, step back up.
+//!
+//! Pure and clock-free: the engine calls [`RateController::update`] twice a
+//! second with what the other side reports (loss of my stream, the round
+//! trip, the age of their last report) and applies the bitrate it answers.
+//!
+//! The congestion signal is queueing delay, the round trip above the
+//! smallest one seen: a bottleneck's queue fills before it drops, and random
+//! loss (a lossy radio link) does not raise the delay, so it is left to FEC
+//! instead of costing bitrate. Loss counts as congestion only together with
+//! a grown delay, or when reports stop arriving altogether. Down is one
+//! ladder step at a time, at most once a second (so the queue can drain and
+//! the next report shows it); up is one step after a calm spell that doubles
+//! each time an increase had to be taken back (up to a minute), so a
+//! persistent bottleneck is probed rarely and a lifted one is left at once.
+//! Every packet within a step has the same size (the codec is CBR).
+
+use std::time::Duration;
+
+/// The bitrates a sender steps through, highest first (bits/s).
+pub const LADDER: [u32; 7] = [64_000, 48_000, 32_000, 24_000, 16_000, 12_000, 8_000];
+
+/// Queueing delay above which the path counts as congested, ms.
+const CONGESTED_MS: u32 = 80;
+/// Queueing delay under which the path counts as calm, ms.
+const CALM_MS: u32 = 30;
+/// Loss that, with some extra delay, counts as congestion, %.
+const LOSS_PCT: f32 = 5.0;
+/// A report older than this means the way back is choked.
+const SILENT_REPORTS: Duration = Duration::from_millis(1500);
+/// Least time between two steps down.
+const DOWN_EVERY: Duration = Duration::from_secs(1);
+/// First calm spell before a step up; doubles after each failed probe.
+const UP_AFTER: Duration = Duration::from_secs(4);
+/// How long the smallest round trip seen stays the base.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(30);
+/// Longest calm spell asked for.
+const UP_AFTER_MAX: Duration = Duration::from_secs(60);
+
+/// What the other side reported, as the engine last saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Feedback {
+    /// Their loss of my stream, %.
+    pub loss_pct: f32,
+    /// The round trip, when known, ms.
+    pub rtt_ms: Option<u32>,
+    /// How long ago their last report arrived (`None`: none yet).
+    pub report_age: Option<Duration>,
+}
+
+/// The sender's bitrate state.
+#[derive(Debug, Clone)]
+pub struct RateController {
+    /// The ladder from the configured bitrate down.
+    ladder: Vec<u32>,
+    step: usize,
+    /// The smallest round trip lately, and when it was seen.
+    min_rtt: Option<(u32, Duration)>,
+    last_down: Option<Duration>,
+    calm_since: Option<Duration>,
+    up_after: Duration,
+    /// When the last step up happened (a step down soon after means the
+    /// probe failed).
+    last_up: Option<Duration>,
+}
+
+impl RateController {
+    /// Starts at `max` (the configured bitrate), which is also the ceiling.
+    pub fn new(max: u32) -> RateController {
+        let mut ladder = vec![max];
+        ladder.extend(LADDER.iter().copied().filter(|&b| b < max));
+        RateController {
+            ladder,
+            step: 0,
+            min_rtt: None,
+            last_down: None,
+            calm_since: None,
+            up_after: UP_AFTER,
+            last_up: None,
+        }
+    }
+
+    /// The bitrate to send at now.
+    pub fn bitrate(&self) -> u32 {
+        self.ladder[self.step]
+    }
+
+    /// A new ceiling (the user changed the bitrate): start over from it.
+    pub fn set_max(&mut self, max: u32) {
+        *self = RateController { min_rtt: self.min_rtt, ..RateController::new(max) };
+    }
+
+    /// The path changed (direct, relay, channel): its round trip is learnt
+    /// afresh, so a longer path is not mistaken for a queue.
+    pub fn path_changed(&mut self) {
+        self.min_rtt = None;
+        self.calm_since = None;
+    }
+
+    /// Takes the latest feedback at time `now` (since the call started);
+    /// answers the new bitrate when it changes.
+    pub fn update(&mut self, now: Duration, fb: Feedback) -> Option<u32> {
+        // The base round trip is the smallest of the last half minute (a
+        // route that got longer for good is learnt again).
+        if let Some(rtt) = fb.rtt_ms
+            && self.min_rtt.is_none_or(|(m, at)| rtt <= m || now.saturating_sub(at) > MIN_RTT_WINDOW)
+        {
+            self.min_rtt = Some((rtt, now));
+        }
+        let queued = match (fb.rtt_ms, self.min_rtt) {
+            (Some(r), Some((m, _))) => r.saturating_sub(m),
+            _ => 0,
+        };
+        let silent = fb.report_age.is_some_and(|a| a >= SILENT_REPORTS);
+        let congested = silent || queued >= CONGESTED_MS || (fb.loss_pct >= LOSS_PCT && queued >= CALM_MS);
+        if congested {
+            self.calm_since = None;
+            if self.last_down.is_some_and(|t| now.saturating_sub(t) < DOWN_EVERY) || self.step + 1 >= self.ladder.len()
+            {
+                return None;
+            }
+            // Taking back a recent increase: wait longer before the next.
+            if self.last_up.is_some_and(|t| now.saturating_sub(t) < self.up_after) {
+                self.up_after = (self.up_after * 2).min(UP_AFTER_MAX);
+            }
+            self.step += 1;
+            self.last_down = Some(now);
+            return Some(self.bitrate());
+        }
+        let calm = queued < CALM_MS && fb.loss_pct < LOSS_PCT && fb.report_age.is_some();
+        if !calm {
+            self.calm_since = None;
+            return None;
+        }
+        let since = *self.calm_since.get_or_insert(now);
+        if self.step == 0 || now.saturating_sub(since) < self.up_after {
+            return None;
+        }
+        // A long calm after the last failed probe: the bottleneck may be
+        // gone for good, so probe again at the first pace next time.
+        if self.last_up.is_some_and(|t| now.saturating_sub(t) >= UP_AFTER_MAX) {
+            self.up_after = UP_AFTER;
+        }
+        self.step -= 1;
+        self.last_up = Some(now);
+        self.calm_since = Some(now);
+        Some(self.bitrate())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fb(loss_pct: f32, rtt_ms: u32) -> Feedback {
+        Feedback { loss_pct, rtt_ms: Some(rtt_ms), report_age: Some(Duration::from_millis(200)) }
+    }
+
+    /// Feeds `f` every half second from `from` for `secs`; answers the
+    /// bitrate after each update.
+    fn run(rc: &mut RateController, from: f32, secs: f32, f: impl Fn(u32) -> Feedback) -> Vec<u32> {
+        let n = (secs * 2.0) as usize;
+        (0..n)
+            .map(|i| {
+                let t = Duration::from_secs_f32(from + i as f32 * 0.5);
+                rc.update(t, f(rc.bitrate()));
+                rc.bitrate()
+            })
+            .collect()
+    }
+
+    /// A bottleneck of `cap` bits/s: above it, the queue (and the round
+    /// trip) grows and packets drop; under it, all is calm.
+    fn bottleneck(cap: u32) -> impl Fn(u32) -> Feedback {
+        move |rate| {
+            // Voice on the wire: the bitrate plus about 60 bytes of headers
+            // per 20 ms packet.
+            let wire = rate + 60 * 8 * 50;
+            if wire > cap { fb(15.0, 40 + 250) } else { fb(0.0, 40) }
+        }
+    }
+
+    #[test]
+    fn a_clean_path_keeps_the_configured_bitrate() {
+        let mut rc = RateController::new(32_000);
+        assert!(run(&mut rc, 0.0, 60.0, |_| fb(0.0, 40)).iter().all(|&b| b == 32_000));
+    }
+
+    #[test]
+    fn random_loss_without_queueing_is_not_congestion() {
+        let mut rc = RateController::new(32_000);
+        assert!(run(&mut rc, 0.0, 60.0, |_| fb(20.0, 40)).iter().all(|&b| b == 32_000));
+        // Jittery round trips around a steady level are not either.
+        let mut rc = RateController::new(32_000);
+        let k = std::cell::Cell::new(0u32);
+        let wobble = |_| {
+            k.set(k.get().wrapping_mul(1_103_515_245).wrapping_add(12_345));
+            fb(2.0, 40 + (k.get() >> 16) % 25)
+        };
+        assert!(run(&mut rc, 0.0, 30.0, wobble).iter().all(|&b| b == 32_000));
+    }
+
+    #[test]
+    fn steps_down_under_a_cap_one_step_a_second_and_settles_below_it() {
+        let mut rc = RateController::new(32_000);
+        run(&mut rc, 0.0, 2.0, |_| fb(0.0, 40)); // learn the base round trip
+        let cap = 40_000;
+        let rates = run(&mut rc, 2.0, 30.0, bottleneck(cap));
+        // Never more than one step down per second.
+        let downs: Vec<usize> = (1..rates.len()).filter(|&i| rates[i] < rates[i - 1]).collect();
+        assert!(downs.windows(2).all(|w| w[1] - w[0] >= 2), "{rates:?}");
+        let last = *rates.last().unwrap();
+        assert!(last + 60 * 8 * 50 <= cap, "settled at {last} with a cap of {cap}: {rates:?}");
+        // It does not collapse to the floor either: the highest step that fits.
+        assert_eq!(last, 16_000, "{rates:?}");
+        // Probes upward become rare while the cap stays.
+        let later = run(&mut rc, 32.0, 120.0, bottleneck(cap));
+        let probes = later.windows(2).filter(|w| w[1] > w[0]).count();
+        assert!(probes <= 4, "{probes} probes in 2 minutes: {later:?}");
+    }
+
+    #[test]
+    fn climbs_back_when_the_cap_lifts() {
+        let mut rc = RateController::new(32_000);
+        run(&mut rc, 0.0, 2.0, |_| fb(0.0, 40));
+        run(&mut rc, 2.0, 60.0, bottleneck(40_000));
+        assert!(rc.bitrate() < 32_000);
+        let after = run(&mut rc, 62.0, 90.0, |_| fb(0.0, 40));
+        let reached = after.iter().position(|&b| b == 32_000).expect("back to the configured bitrate");
+        assert!(reached <= 2 * 60, "took {} s", reached / 2);
+        assert!(after.iter().all(|&b| b <= 32_000), "never above the configured bitrate");
+    }
+
+    #[test]
+    fn silence_from_the_other_side_counts_as_congestion() {
+        let mut rc = RateController::new(32_000);
+        let choked = |_| Feedback { loss_pct: 0.0, rtt_ms: None, report_age: Some(Duration::from_secs(3)) };
+        let rates = run(&mut rc, 0.0, 10.0, choked);
+        assert_eq!(*rates.last().unwrap(), 8_000);
+        // But no report yet at all (the call is starting) is not.
+        let mut rc = RateController::new(32_000);
+        let none = |_| Feedback { loss_pct: 0.0, rtt_ms: None, report_age: None };
+        assert!(run(&mut rc, 0.0, 10.0, none).iter().all(|&b| b == 32_000));
+    }
+
+    #[test]
+    fn a_longer_path_is_not_a_queue() {
+        let mut rc = RateController::new(32_000);
+        run(&mut rc, 0.0, 5.0, |_| fb(0.0, 20));
+        rc.path_changed();
+        assert!(run(&mut rc, 5.0, 30.0, |_| fb(0.0, 150)).iter().all(|&b| b == 32_000));
+        // Without being told, the new base is learnt within the window.
+        let mut rc = RateController::new(32_000);
+        run(&mut rc, 0.0, 5.0, |_| fb(0.0, 20));
+        let rates = run(&mut rc, 5.0, 120.0, |_| fb(0.0, 150));
+        assert_eq!(*rates.last().unwrap(), 32_000, "{rates:?}");
+    }
+
+    #[test]
+    fn a_new_ceiling_starts_over() {
+        let mut rc = RateController::new(32_000);
+        rc.set_max(20_000);
+        assert_eq!(rc.bitrate(), 20_000);
+        assert_eq!(rc.ladder, vec![20_000, 16_000, 12_000, 8_000]);
+        rc.set_max(64_000);
+        assert_eq!(rc.bitrate(), 64_000);
+    }
+}
