@@ -382,6 +382,10 @@ struct Peer {
     /// Authenticated datagrams from them per path since my last report
     /// (copies included: they show the path works).
     counts: [u16; 3],
+    /// Frames expected and received at my last report, and the loss since
+    /// (smoothed): what my reports tell them.
+    loss_mark: (u64, u64),
+    recent_loss_pct: f32,
     last_rx: Instant,
     /// When my group key last went to them.
     key_sent: Option<Instant>,
@@ -415,6 +419,8 @@ impl Peer {
             expected_base: None,
             highest: None,
             counts: [0; 3],
+            loss_mark: (0, 0),
+            recent_loss_pct: 0.0,
             last_rx: now,
             key_sent: None,
             path: None,
@@ -493,13 +499,34 @@ impl Peer {
         [Path::Direct, Path::Relay, Path::Channel].into_iter().find(|&p| r.rx[p as usize] > 0)
     }
 
-    fn rx_loss_pct(&self) -> f32 {
-        let expected = match (self.expected_base, self.highest) {
+    /// Frames expected so far (from the first and highest index seen).
+    fn expected(&self) -> u64 {
+        match (self.expected_base, self.highest) {
             (Some(b), Some(h)) => u64::from(h.wrapping_sub(b)) + 1,
             _ => 0,
-        };
-        let got = self.jitter.stats().received;
+        }
+    }
+
+    /// Loss of their stream over the whole call, %.
+    fn rx_loss_pct(&self) -> f32 {
+        let (expected, got) = (self.expected(), self.jitter.stats().received);
         if expected > 0 { 100.0 * expected.saturating_sub(got) as f32 / expected as f32 } else { 0.0 }
+    }
+
+    /// Loss of their stream since the last call (one report interval),
+    /// smoothed over about two intervals, %: what the reports carry, so the
+    /// sender's FEC and bitrate follow the path as it is now.
+    fn take_recent_loss_pct(&mut self) -> f32 {
+        let (expected, got) = (self.expected(), self.jitter.stats().received);
+        let (e0, g0) = self.loss_mark;
+        let de = expected.saturating_sub(e0);
+        if de > 0 {
+            let lost = de.saturating_sub(got.saturating_sub(g0));
+            let interval = 100.0 * lost as f32 / de as f32;
+            self.recent_loss_pct = 0.5 * self.recent_loss_pct + 0.5 * interval;
+            self.loss_mark = (expected, got);
+        }
+        self.recent_loss_pct
     }
 
     /// Decodes their next frame for playback.
@@ -556,7 +583,9 @@ pub async fn run_call(
     let group_key = SenderKey::generate()?;
     let mut enc = VoiceEncoder::new(cfg.bitrate, cfg.frame)?;
     enc.set_fec(cfg.fec)?;
-    let mut rate = crate::rate::RateController::new(cfg.bitrate);
+    // About 60 bytes of headers per packet: IP and UDP (28), the sealed
+    // voice datagram's own (type, key id, sequence, tag: 29), a few more.
+    let mut rate = crate::rate::RateController::new(cfg.bitrate, 60 * 8 * 1000 / cfg.frame.ms());
     let mut chain = CaptureChain::new(cfg.noise_suppression);
     let mut echo = crate::echo::EchoLevel::new(cfg.echo_cancellation && input.hears_the_room(), cfg.auto_gain);
     let mut output_gain = 1.0f32;
@@ -779,7 +808,7 @@ pub async fn run_call(
                 };
                 let rep = Report {
                     rx: p.counts,
-                    loss_permille: (p.rx_loss_pct() * 10.0) as u16,
+                    loss_permille: (p.take_recent_loss_pct() * 10.0) as u16,
                     jitter_ms: p.jitter.jitter_ms().min(u64::from(u16::MAX)) as u16,
                     sent_ms: ms_since_start(now).max(1),
                     echo_ms,

@@ -5,11 +5,15 @@
 //! second with what the other side reports (loss of my stream, the round
 //! trip, the age of their last report) and applies the bitrate it answers.
 //!
-//! The congestion signal is queueing delay, the round trip above the
-//! smallest one seen: a bottleneck's queue fills before it drops, and random
-//! loss (a lossy radio link) does not raise the delay, so it is left to FEC
-//! instead of costing bitrate. Loss counts as congestion only together with
-//! a grown delay, or when reports stop arriving altogether. Down is one
+//! The main congestion signal is queueing delay, the round trip above the
+//! smallest one seen lately: a bottleneck's queue fills before it drops, and
+//! random loss (a lossy radio link) does not raise the delay. Loss counts as
+//! congestion together with a grown delay, or when reports stop arriving
+//! altogether. High loss without a delay to compare with (a bottleneck
+//! that was full from the first packet) is tested: one step down, and if
+//! the loss has not halved two seconds later it was random, the step is
+//! taken back, and loss at that level is left to FEC for half a minute.
+//! Down is one
 //! ladder step at a time, at most once a second (so the queue can drain and
 //! the next report shows it); up is one step after a calm spell that doubles
 //! each time an increase had to be taken back (up to a minute), so a
@@ -27,6 +31,14 @@ const CONGESTED_MS: u32 = 80;
 const CALM_MS: u32 = 30;
 /// Loss that, with some extra delay, counts as congestion, %.
 const LOSS_PCT: f32 = 5.0;
+/// Loss at which a step down is tried even without a grown delay, %.
+const PROBE_LOSS_PCT: f32 = 10.0;
+/// How long high loss must last before that try, and how long the try
+/// waits for the loss to fall.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// How long loss found to be random is left alone.
+const RANDOM_FOR: Duration = Duration::from_secs(30);
 /// A report older than this means the way back is choked.
 const SILENT_REPORTS: Duration = Duration::from_millis(1500);
 /// Least time between two steps down.
@@ -54,6 +66,8 @@ pub struct Feedback {
 pub struct RateController {
     /// The ladder from the configured bitrate down.
     ladder: Vec<u32>,
+    /// What headers add to the bitrate on the wire, bits/s.
+    overhead_bps: u32,
     step: usize,
     /// The smallest round trip lately, and when it was seen.
     min_rtt: Option<(u32, Duration)>,
@@ -63,21 +77,41 @@ pub struct RateController {
     /// When the last step up happened (a step down soon after means the
     /// probe failed).
     last_up: Option<Duration>,
+    /// Since when the loss has been high without a grown delay.
+    lossy_since: Option<Duration>,
+    /// A step down being tried against high loss.
+    probe: Option<LossProbe>,
+    /// Loss found to be random: its level, and until when it is left alone.
+    random_loss: Option<(f32, Duration)>,
+}
+
+/// A step down tried against high loss.
+#[derive(Debug, Clone, Copy)]
+struct LossProbe {
+    at: Duration,
+    loss_before: f32,
+    step_before: usize,
 }
 
 impl RateController {
-    /// Starts at `max` (the configured bitrate), which is also the ceiling.
-    pub fn new(max: u32) -> RateController {
+    /// Starts at `max` (the configured bitrate), which is also the ceiling;
+    /// `overhead_bps` is what packet headers add on the wire (IP, UDP and
+    /// the voice datagram's own, times packets a second).
+    pub fn new(max: u32, overhead_bps: u32) -> RateController {
         let mut ladder = vec![max];
         ladder.extend(LADDER.iter().copied().filter(|&b| b < max));
         RateController {
             ladder,
+            overhead_bps,
             step: 0,
             min_rtt: None,
             last_down: None,
             calm_since: None,
             up_after: UP_AFTER,
             last_up: None,
+            lossy_since: None,
+            probe: None,
+            random_loss: None,
         }
     }
 
@@ -86,9 +120,14 @@ impl RateController {
         self.ladder[self.step]
     }
 
+    /// A step's rate on the wire, with the packets' headers.
+    fn wire(&self, step: usize) -> f32 {
+        (self.ladder[step] + self.overhead_bps) as f32
+    }
+
     /// A new ceiling (the user changed the bitrate): start over from it.
     pub fn set_max(&mut self, max: u32) {
-        *self = RateController { min_rtt: self.min_rtt, ..RateController::new(max) };
+        *self = RateController { min_rtt: self.min_rtt, ..RateController::new(max, self.overhead_bps) };
     }
 
     /// The path changed (direct, relay, channel): its round trip is learnt
@@ -114,10 +153,44 @@ impl RateController {
         };
         let silent = fb.report_age.is_some_and(|a| a >= SILENT_REPORTS);
         let congested = silent || queued >= CONGESTED_MS || (fb.loss_pct >= LOSS_PCT && queued >= CALM_MS);
+        let can_step_down =
+            self.last_down.is_none_or(|t| now.saturating_sub(t) >= DOWN_EVERY) && self.step + 1 < self.ladder.len();
+        if let Some(p) = self.probe {
+            if now.saturating_sub(p.at) >= PROBE_WAIT {
+                self.probe = None;
+                // Through a bottleneck, the share that gets through grows as
+                // the stream shrinks; random loss stays where it was. Which
+                // of the two is the loss now nearer to?
+                let (before, after) = (self.wire(p.step_before), self.wire(self.step));
+                let if_bottleneck = 100.0 - (100.0 - p.loss_before) * before / after;
+                if fb.loss_pct > (p.loss_before + if_bottleneck.max(0.0)) / 2.0 {
+                    // Stepping down did not help: the loss is random. Undo.
+                    self.random_loss = Some((p.loss_before, now + RANDOM_FOR));
+                    self.step = p.step_before;
+                    self.calm_since = None;
+                    return Some(self.bitrate());
+                }
+            } else if !congested {
+                return None;
+            }
+        }
+        let known_random = self.random_loss.is_some_and(|(level, until)| now < until && fb.loss_pct < level + 10.0);
+        if !congested && fb.loss_pct >= PROBE_LOSS_PCT && !known_random {
+            self.calm_since = None;
+            let since = *self.lossy_since.get_or_insert(now);
+            if now.saturating_sub(since) >= PROBE_AFTER && can_step_down && self.probe.is_none() {
+                self.probe = Some(LossProbe { at: now, loss_before: fb.loss_pct, step_before: self.step });
+                self.lossy_since = None;
+                self.step += 1;
+                self.last_down = Some(now);
+                return Some(self.bitrate());
+            }
+            return None;
+        }
+        self.lossy_since = None;
         if congested {
             self.calm_since = None;
-            if self.last_down.is_some_and(|t| now.saturating_sub(t) < DOWN_EVERY) || self.step + 1 >= self.ladder.len()
-            {
+            if !can_step_down {
                 return None;
             }
             // Taking back a recent increase: wait longer before the next.
@@ -153,6 +226,9 @@ impl RateController {
 mod tests {
     use super::*;
 
+    /// 60 bytes of headers per 20 ms packet.
+    const OVERHEAD: u32 = 60 * 8 * 50;
+
     fn fb(loss_pct: f32, rtt_ms: u32) -> Feedback {
         Feedback { loss_pct, rtt_ms: Some(rtt_ms), report_age: Some(Duration::from_millis(200)) }
     }
@@ -183,16 +259,25 @@ mod tests {
 
     #[test]
     fn a_clean_path_keeps_the_configured_bitrate() {
-        let mut rc = RateController::new(32_000);
+        let mut rc = RateController::new(32_000, OVERHEAD);
         assert!(run(&mut rc, 0.0, 60.0, |_| fb(0.0, 40)).iter().all(|&b| b == 32_000));
     }
 
     #[test]
     fn random_loss_without_queueing_is_not_congestion() {
-        let mut rc = RateController::new(32_000);
-        assert!(run(&mut rc, 0.0, 60.0, |_| fb(20.0, 40)).iter().all(|&b| b == 32_000));
+        // Moderate loss is left to FEC.
+        let mut rc = RateController::new(32_000, OVERHEAD);
+        assert!(run(&mut rc, 0.0, 60.0, |_| fb(8.0, 40)).iter().all(|&b| b == 32_000));
+        // Heavy loss is tested with one step down, which is taken back when
+        // it does not help, and not tried again for half a minute.
+        let mut rc = RateController::new(32_000, OVERHEAD);
+        let rates = run(&mut rc, 0.0, 60.0, |_| fb(20.0, 40));
+        let lower = rates.iter().filter(|&&b| b < 32_000).count();
+        assert!(lower <= 2 * 5, "{lower} half-seconds below the configured bitrate: {rates:?}");
+        assert!(rates.iter().all(|&b| b >= 24_000), "{rates:?}");
+        assert_eq!(*rates.last().unwrap(), 32_000);
         // Jittery round trips around a steady level are not either.
-        let mut rc = RateController::new(32_000);
+        let mut rc = RateController::new(32_000, OVERHEAD);
         let k = std::cell::Cell::new(0u32);
         let wobble = |_| {
             k.set(k.get().wrapping_mul(1_103_515_245).wrapping_add(12_345));
@@ -203,7 +288,7 @@ mod tests {
 
     #[test]
     fn steps_down_under_a_cap_one_step_a_second_and_settles_below_it() {
-        let mut rc = RateController::new(32_000);
+        let mut rc = RateController::new(32_000, OVERHEAD);
         run(&mut rc, 0.0, 2.0, |_| fb(0.0, 40)); // learn the base round trip
         let cap = 40_000;
         let rates = run(&mut rc, 2.0, 30.0, bottleneck(cap));
@@ -222,7 +307,7 @@ mod tests {
 
     #[test]
     fn climbs_back_when_the_cap_lifts() {
-        let mut rc = RateController::new(32_000);
+        let mut rc = RateController::new(32_000, OVERHEAD);
         run(&mut rc, 0.0, 2.0, |_| fb(0.0, 40));
         run(&mut rc, 2.0, 60.0, bottleneck(40_000));
         assert!(rc.bitrate() < 32_000);
@@ -233,25 +318,39 @@ mod tests {
     }
 
     #[test]
+    fn a_bottleneck_full_from_the_start_is_found_through_its_loss() {
+        // No calm round trip to compare with: the queue is full from the
+        // first report, and only the loss shows it.
+        let mut rc = RateController::new(32_000, OVERHEAD);
+        let full = |rate: u32| {
+            let wire = f64::from(rate + 60 * 8 * 50);
+            let loss = (100.0 * (1.0 - 40_000.0 / wire)).max(0.0) as f32;
+            fb(loss, if loss > 0.0 { 290 } else { 40 })
+        };
+        let rates = run(&mut rc, 0.0, 30.0, full);
+        assert_eq!(*rates.last().unwrap(), 16_000, "{rates:?}");
+    }
+
+    #[test]
     fn silence_from_the_other_side_counts_as_congestion() {
-        let mut rc = RateController::new(32_000);
+        let mut rc = RateController::new(32_000, OVERHEAD);
         let choked = |_| Feedback { loss_pct: 0.0, rtt_ms: None, report_age: Some(Duration::from_secs(3)) };
         let rates = run(&mut rc, 0.0, 10.0, choked);
         assert_eq!(*rates.last().unwrap(), 8_000);
         // But no report yet at all (the call is starting) is not.
-        let mut rc = RateController::new(32_000);
+        let mut rc = RateController::new(32_000, OVERHEAD);
         let none = |_| Feedback { loss_pct: 0.0, rtt_ms: None, report_age: None };
         assert!(run(&mut rc, 0.0, 10.0, none).iter().all(|&b| b == 32_000));
     }
 
     #[test]
     fn a_longer_path_is_not_a_queue() {
-        let mut rc = RateController::new(32_000);
+        let mut rc = RateController::new(32_000, OVERHEAD);
         run(&mut rc, 0.0, 5.0, |_| fb(0.0, 20));
         rc.path_changed();
         assert!(run(&mut rc, 5.0, 30.0, |_| fb(0.0, 150)).iter().all(|&b| b == 32_000));
         // Without being told, the new base is learnt within the window.
-        let mut rc = RateController::new(32_000);
+        let mut rc = RateController::new(32_000, OVERHEAD);
         run(&mut rc, 0.0, 5.0, |_| fb(0.0, 20));
         let rates = run(&mut rc, 5.0, 120.0, |_| fb(0.0, 150));
         assert_eq!(*rates.last().unwrap(), 32_000, "{rates:?}");
@@ -259,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_new_ceiling_starts_over() {
-        let mut rc = RateController::new(32_000);
+        let mut rc = RateController::new(32_000, OVERHEAD);
         rc.set_max(20_000);
         assert_eq!(rc.bitrate(), 20_000);
         assert_eq!(rc.ladder, vec![20_000, 16_000, 12_000, 8_000]);

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use babel_client::{Client, Event, EventStream};
@@ -642,4 +642,116 @@ async fn the_far_end_does_not_hear_itself_back() {
     let removed = 10.0 * (heard_power[1] / heard_power[0].max(1e-12)).log10();
     assert!(heard_power[1] > 1e-5, "without cancellation the echo must be audible: {heard_power:?}");
     assert!(removed >= 20.0, "echo cancellation removed only {removed:.1} dB");
+}
+
+/// A bottleneck in one direction: a UDP proxy that sends on what a client
+/// sends at `rate` bits/s (0: no limit) with a drop-tail queue of 250 ms,
+/// towards the address put in `target`; what comes back from there goes to
+/// the client at once.
+async fn bottleneck(target: Arc<std::sync::Mutex<Option<SocketAddr>>>, rate: Arc<AtomicU64>) -> SocketAddr {
+    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = sock.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<u8>, tokio::time::Instant)>();
+    let rsock = sock.clone();
+    let back = target.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        let mut free_at = tokio::time::Instant::now();
+        let mut client = None;
+        while let Ok((n, from)) = rsock.recv_from(&mut buf).await {
+            if Some(from) == *back.lock().unwrap() {
+                if let Some(c) = client {
+                    let _ = rsock.send_to(&buf[..n], c).await;
+                }
+                continue;
+            }
+            client = Some(from);
+            let now = tokio::time::Instant::now();
+            let bps = rate.load(Ordering::Relaxed);
+            let depart = free_at.max(now);
+            if bps > 0 {
+                if depart - now > Duration::from_millis(250) {
+                    continue; // the queue is full
+                }
+                free_at = depart + Duration::from_secs_f64((n + 28) as f64 * 8.0 / bps as f64);
+            }
+            let _ = tx.send((buf[..n].to_vec(), if bps > 0 { depart } else { now }));
+        }
+    });
+    tokio::spawn(async move {
+        while let Some((d, at)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            let to = *target.lock().unwrap();
+            if let Some(to) = to {
+                let _ = sock.send_to(&d, to).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bitrate_steps_down_under_a_bandwidth_cap_and_back_up_when_it_lifts() {
+    let _serial = serial().await;
+    // a → b goes through a 40 kbit/s bottleneck: a 32 kbit/s Opus stream is
+    // about 50 kbit/s on the wire. The relay and a's call channel are out
+    // of the way, so the bottleneck cannot be avoided.
+    let target = Arc::new(std::sync::Mutex::new(None));
+    let rate = Arc::new(AtomicU64::new(40_000));
+    let neck = bottleneck(target.clone(), rate.clone()).await;
+    let (_hole, hole) = black_hole().await;
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    let mut s = call(
+        |own| {
+            if seen.fetch_add(1, Ordering::Relaxed) == 0 {
+                own
+            } else {
+                *target.lock().unwrap() = Some(own);
+                neck
+            }
+        },
+        move |_| hole,
+    )
+    .await;
+    s.a.0.channel = None;
+    let (a_ctl, a_task) = spawn_call(
+        s.a.0,
+        test_config(),
+        Box::new(BufferInput::new(voice(90.0, 4.0, 1))),
+        Box::new(RecordingOutput::new()),
+    );
+    let (b_ctl, b_task) = spawn_call(
+        s.b.0,
+        test_config(),
+        Box::new(BufferInput::new(voice(90.0, 3.0, 99))),
+        Box::new(RecordingOutput::new()),
+    );
+    let bitrate_within = |want: fn(u32) -> bool, secs: u64| {
+        let a_ctl = &a_ctl;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+            let mut history = Vec::new();
+            while tokio::time::Instant::now() < deadline {
+                let b = a_ctl.snapshot().bitrate;
+                if history.last() != Some(&b) {
+                    history.push(b);
+                }
+                if want(b) {
+                    return (true, history);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (false, history)
+        }
+    };
+    let (down, history) = bitrate_within(|b| b < 32_000 && b + 24_000 <= 40_000, 20).await;
+    assert!(down, "the bitrate did not go under the cap: {history:?}");
+    rate.store(0, Ordering::Relaxed);
+    let (up, history) = bitrate_within(|b| b == 32_000, 45).await;
+    assert!(up, "the bitrate did not come back once the cap lifted: {history:?}");
+    a_ctl.stop.cancel();
+    b_ctl.stop.cancel();
+    let _ = tokio::time::timeout(TIMEOUT, a_task).await;
+    let _ = tokio::time::timeout(TIMEOUT, b_task).await;
+    drop((s.a.1, s.b.1));
 }
