@@ -2,11 +2,12 @@
 //!
 //! `cargo run --release -p babel-media --example media_bench`
 //!
-//! 1. CPU: one speaker's work per call, frame by frame on one thread: noise
-//!    suppression, Opus encode, seal, open, jitter buffer, Opus decode, for
-//!    20 s of audio. Reported as % of one core (time spent / audio time),
-//!    with each stage's share, and the same run without noise suppression
-//!    as the baseline.
+//! 1. CPU: one speaker's work per call, frame by frame on one thread: echo
+//!    cancellation and gain control (fed the decoded far end as the
+//!    loudspeaker), noise suppression, Opus encode, seal, open, jitter
+//!    buffer, Opus decode, for 20 s of audio. Reported as % of one core
+//!    (time spent / audio time), with each stage's share, and the same run
+//!    without echo/gain and without noise suppression as baselines.
 //! 2. Latency: two engines on loopback (direct path); a click goes into
 //!    one's microphone, and the time from when the engine reads the click
 //!    to when the other engine hands it to its speaker is measured, plus one
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use babel_media::audio::{AudioInput, AudioOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs, VoiceDecoder, VoiceEncoder};
+use babel_media::echo::EchoLevel;
 use babel_media::engine::{CallSetup, MediaConfig, PeerSetup, spawn_call};
 use babel_media::jitter::{JitterBuffer, JitterConfig, Playout};
 use babel_media::keys::CallKeys;
@@ -42,6 +44,7 @@ fn speechlike(n: usize) -> Vec<f32> {
 
 #[derive(Default)]
 struct Stages {
+    echo: Duration,
     ns: Duration,
     encode: Duration,
     crypto: Duration,
@@ -49,9 +52,11 @@ struct Stages {
     decode: Duration,
 }
 
-fn cpu_run(noise_suppression: bool, audio: &[f32]) -> (Duration, Stages) {
+fn cpu_run(noise_suppression: bool, echo_and_gain: bool, audio: &[f32]) -> (Duration, Stages) {
     let frame = FrameMs::Twenty;
     let mut chain = CaptureChain::new(noise_suppression);
+    let mut echo = EchoLevel::new(echo_and_gain, echo_and_gain);
+    let mut far = vec![0.0f32; frame.samples()];
     let mut enc = VoiceEncoder::new(DEFAULT_BITRATE, frame).expect("encoder");
     let mut dec = VoiceDecoder::new(frame).expect("decoder");
     let a = CallKeys::from_secret([1; 32]);
@@ -62,6 +67,10 @@ fn cpu_run(noise_suppression: bool, audio: &[f32]) -> (Duration, Stages) {
     let total = Instant::now();
     for (k, chunk) in audio.chunks_exact(frame.samples()).enumerate() {
         let mut pcm = chunk.to_vec();
+        let t = Instant::now();
+        echo.render(&far);
+        echo.capture(&mut pcm);
+        st.echo += t.elapsed();
         let t = Instant::now();
         chain.process(&mut pcm);
         st.ns += t.elapsed();
@@ -79,7 +88,7 @@ fn cpu_run(noise_suppression: bool, audio: &[f32]) -> (Duration, Stages) {
         st.jitter += t.elapsed();
         let t = Instant::now();
         if let Playout::Frame(p) = p {
-            dec.decode(&p).expect("decode");
+            far = dec.decode(&p).expect("decode");
         }
         st.decode += t.elapsed();
     }
@@ -131,13 +140,19 @@ impl AudioOutput for ClickOutput {
     }
 }
 
-async fn latency(frame: FrameMs) -> Vec<f64> {
+async fn latency(frame: FrameMs, echo_and_gain: bool) -> Vec<f64> {
     let sa = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let sb = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let (ka, kb) = (CallKeys::generate().expect("keys"), CallKeys::generate().expect("keys"));
     let a_peer = PeerSetup { user: UserId(2), key: kb.public_b64(), candidates: vec![sb.local_addr().expect("addr")] };
     let b_peer = PeerSetup { user: UserId(1), key: ka.public_b64(), candidates: vec![sa.local_addr().expect("addr")] };
-    let cfg = MediaConfig { frame, noise_suppression: false, ..MediaConfig::default() };
+    let cfg = MediaConfig {
+        frame,
+        noise_suppression: false,
+        echo_cancellation: echo_and_gain,
+        auto_gain: echo_and_gain,
+        ..MediaConfig::default()
+    };
     let clicks = Arc::new(Mutex::new(Vec::new()));
     let heard = Arc::new(Mutex::new(Vec::new()));
     let (_ca, ta) = spawn_call(
@@ -176,12 +191,17 @@ async fn main() {
     println!("machine: {cores} cores");
     let secs = 20.0;
     let audio = speechlike((48_000.0 * secs) as usize);
-    for (label, ns) in [("full pipeline (noise suppression on)", true), ("baseline: noise suppression off", false)] {
-        let (total, st) = cpu_run(ns, &audio);
+    for (label, ns, echo) in [
+        ("full pipeline (echo cancellation, gain control, noise suppression)", true, true),
+        ("without echo cancellation and gain control", true, false),
+        ("baseline: none of the three", false, false),
+    ] {
+        let (total, st) = cpu_run(ns, echo, &audio);
         let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
         println!(
-            "{label}: {:.2} % of one core per call (ns {:.2}, encode {:.2}, seal+open {:.3}, jitter {:.3}, decode {:.2})",
+            "{label}: {:.2} % of one core per call (echo+gain {:.2}, ns {:.2}, encode {:.2}, seal+open {:.3}, jitter {:.3}, decode {:.2})",
             pct(total),
+            pct(st.echo),
             pct(st.ns),
             pct(st.encode),
             pct(st.crypto),
@@ -189,8 +209,8 @@ async fn main() {
             pct(st.decode)
         );
     }
-    for frame in [FrameMs::Twenty, FrameMs::Ten] {
-        let mut l = latency(frame).await;
+    for (frame, echo) in [(FrameMs::Twenty, true), (FrameMs::Ten, true), (FrameMs::Ten, false)] {
+        let mut l = latency(frame, echo).await;
         l.sort_by(f64::total_cmp);
         if l.is_empty() {
             println!("{} ms frames: no click came through", frame.ms());
@@ -201,9 +221,10 @@ async fn main() {
         // sample of a frame waited one frame before the engine saw it.
         let framing = f64::from(frame.ms());
         println!(
-            "{} ms frames: mouth to ear in software {:.1} ms = {framing:.0} ms capture framing + {:.1} ms engine \
+            "{} ms frames{}: mouth to ear in software {:.1} ms = {framing:.0} ms capture framing + {:.1} ms engine \
              (median; engine min {:.1}, max {:.1}; {} clicks)",
             frame.ms(),
+            if echo { "" } else { ", echo cancellation and gain control off" },
             median + framing,
             median,
             l[0],

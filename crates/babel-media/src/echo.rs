@@ -9,6 +9,8 @@
 //! delay between the two streams by itself (up to about half a second).
 //!
 //! Works at 48 kHz mono in 10 ms blocks; frames of 10 or 20 ms are split.
+//! Echo cancellation delays the microphone by about 8 ms (AEC3's block
+//! framing); gain control adds nothing measurable.
 
 use sonora::config::{AdaptiveDigital, EchoCanceller, GainController2, HighPassFilter, TransparentModeType};
 use sonora::{AudioProcessing, Config, StreamConfig};
