@@ -25,7 +25,7 @@ struct Cli {
     #[arg(long)]
     synthetic_audio: bool,
     /// A demo on this machine: a local server, contacts in every state, and
-    /// a call to Ben, who answers and talks (synthetic audio).
+    /// a call to Ben, who answers and talks.
     #[arg(long)]
     demo_call: bool,
     /// With --demo-call: save a screenshot of the window during the call
@@ -33,7 +33,7 @@ struct Cli {
     #[arg(long, requires = "demo_call")]
     screenshot: Option<PathBuf>,
     /// Seconds of call before the screenshot.
-    #[arg(long, default_value_t = 8.0)]
+    #[arg(long, default_value_t = 12.0)]
     screenshot_after: f64,
 }
 
@@ -87,7 +87,9 @@ fn main() -> anyhow::Result<()> {
             None
         }),
     };
-    let audio = if cli.synthetic_audio || demo.is_some() { AudioMode::Synthetic } else { AudioMode::Devices };
+    // The screenshot wants a moving microphone meter on any machine; a
+    // person trying the demo wants to hear Ben.
+    let audio = if cli.synthetic_audio || cli.screenshot.is_some() { AudioMode::Synthetic } else { AudioMode::Devices };
     let backend = BackendHandle::start(Options { home, audio }).context("cannot start the backend")?;
     let first = saved.map(|s| model.resume(s));
     let mut app = babel_gui::App::new(model, backend);
@@ -104,7 +106,7 @@ fn main() -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("Babel")
-            .with_inner_size([1040.0, 700.0])
+            .with_inner_size([1040.0, 640.0])
             .with_min_inner_size([720.0, 480.0]),
         renderer: eframe::Renderer::Glow,
         ..Default::default()

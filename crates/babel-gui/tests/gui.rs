@@ -316,3 +316,41 @@ fn settings_are_saved_between_runs() {
     assert_eq!(s.frame_ms, 10);
     assert_eq!(s.server, local.addr);
 }
+
+#[test]
+fn group_calls_show_who_is_in_and_who_speaks() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &local.addr));
+    click(&mut h, "New here? Create an account");
+    type_into(&mut h, "Name", "Ann");
+    sign_in_register(&mut h, "ann@test.babel");
+    wait_for(&mut h, "No contacts yet");
+    // Ben and Cleo are Ann's contacts and answer every call.
+    for (email, name) in [("ben@test.babel", "Ben"), ("cleo@test.babel", "Cleo")] {
+        let mut c = rt.block_on(account(&local.addr, email, name));
+        rt.block_on(async {
+            c.add_contact("ann@test.babel").await.unwrap();
+        });
+        wait_for(&mut h, &format!("Accept {name}"));
+        click(&mut h, &format!("Accept {name}"));
+        rt.spawn(answering_machine(c));
+    }
+    wait_until(&mut h, "both online", |m| {
+        m.contacts.iter().filter(|c| c.presence == babel_proto::Presence::Online).count() == 2
+    });
+    click(&mut h, "Call Ben");
+    wait_until(&mut h, "the call on", |m| m.call.as_ref().is_some_and(|c| c.phase == CallPhase::Active));
+    click(&mut h, "Invite…");
+    wait_for(&mut h, "Invite Cleo");
+    click(&mut h, "Invite Cleo");
+    wait_for(&mut h, "Ben, Cleo");
+    // Both talk (a synthesized voice): each shows as speaking at some point.
+    wait_until(&mut h, "Ben and Cleo heard", |m| {
+        m.call.as_ref().is_some_and(|c| c.participants.len() == 2 && c.participants.iter().all(|p| p.speaking()))
+    });
+    wait_for(&mut h, "speaking");
+    click(&mut h, "Hang up");
+    wait_for(&mut h, "Call with Ben, Cleo ended: you hung up");
+}

@@ -73,17 +73,16 @@ pub(super) fn view(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
         let ui = &mut cols[1];
         ui.label(RichText::new("Audio").strong());
         let lvl = if call.muted { 0.0 } else { level_fraction(call.stats.input_level_db) };
-        ui.horizontal(|ui| {
+        egui::Grid::new("audio").num_columns(2).spacing([12.0, 6.0]).show(ui, |ui| {
             ui.label("Microphone level");
-            ui.add(egui::ProgressBar::new(lvl).desired_width(140.0).text(if call.muted { "muted" } else { "" }));
-        });
-        ui.horizontal(|ui| {
+            ui.add(egui::ProgressBar::new(lvl).desired_width(150.0).text(if call.muted { "muted" } else { "" }));
+            ui.end_row();
             let l = ui.label("Microphone volume");
             ui.add(egui::Slider::new(&mut in_gain, 0.0..=2.0).show_value(false)).labelled_by(l.id);
-        });
-        ui.horizontal(|ui| {
+            ui.end_row();
             let l = ui.label("Speaker volume");
             ui.add(egui::Slider::new(&mut out_gain, 0.0..=2.0).show_value(false)).labelled_by(l.id);
+            ui.end_row();
         });
     });
     if in_gain != m.settings.input_gain {
@@ -149,12 +148,13 @@ fn stats(ui: &mut egui::Ui, call: &CallView) {
 }
 
 /// Loss (%) and jitter (ms) over the last minute, each scaled to its own
-/// maximum (at least 5), newest on the right.
+/// maximum (at least 5). The time axis grows with the call from 15 s to a
+/// minute, newest on the right.
 fn plot(ui: &mut egui::Ui, call: &CallView) {
     let loss_max = call.history.iter().map(|s| s.loss_pct).fold(5.0f32, f32::max);
     let jit_max = call.history.iter().map(|s| s.jitter_ms).fold(5.0f32, f32::max);
     ui.horizontal(|ui| {
-        ui.label(RichText::new("Last minute:").weak());
+        ui.label(RichText::new("Recent:").weak());
         ui.label(RichText::new(format!("loss (0–{loss_max:.0} %)")).color(colors::LOSS));
         ui.label(RichText::new(format!("jitter (0–{jit_max:.0} ms)")).color(colors::JITTER));
     });
@@ -162,7 +162,7 @@ fn plot(ui: &mut egui::Ui, call: &CallView) {
     let (rect, _) = ui.allocate_exact_size(egui::vec2(width, 90.0), egui::Sense::hover());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 4.0, ui.visuals().extreme_bg_color);
-    let n = crate::model::HISTORY as f32;
+    let n = call.history.len().clamp(60, crate::model::HISTORY) as f32;
     let line = |f: &dyn Fn(&crate::model::Sample) -> f32, max: f32, color: Color32| {
         let start = n - call.history.len() as f32;
         let pts: Vec<egui::Pos2> = call
