@@ -287,7 +287,9 @@ impl Backend {
                 Step::Tick => self.tick(),
             }
         }
-        self.leave_call().await;
+        // Closing the window hangs up, but never waits long for a server
+        // that has gone away.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.leave_call()).await;
     }
 
     fn addr(&self) -> String {
