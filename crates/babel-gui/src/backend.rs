@@ -873,7 +873,48 @@ fn meter(mut input: Box<dyn AudioInput>, frame: FrameMs, out: Arc<Out>) -> Playe
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    /// Records what is played, shared with the test; knows when the
+    /// player let go of it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<f32>>>, Arc<std::sync::atomic::AtomicBool>);
+
+    impl AudioOutput for Shared {
+        fn write(&mut self, frame: &[f32]) {
+            self.0.lock().unwrap().extend_from_slice(frame);
+        }
+
+        fn finish(&mut self) -> Result<(), babel_media::audio::AudioError> {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ringtone_plays_at_the_frame_clock_until_stopped() {
+        let out = Shared::default();
+        let t0 = std::time::Instant::now();
+        let player = play(SoundInput::endless(Sound::Ring), Box::new(out.clone()), FrameMs::Twenty);
+        let deadline = t0 + Duration::from_secs(20);
+        while out.0.lock().unwrap().len() < 960 * 10 {
+            assert!(std::time::Instant::now() < deadline, "the ringtone never played");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let played = out.0.lock().unwrap().clone();
+        // Paced by the frame clock: never more than real time's worth.
+        let frames_due = t0.elapsed().as_millis() as usize / 20 + 1;
+        assert!(played.len() <= frames_due * 960, "{} samples in {:?}", played.len(), t0.elapsed());
+        assert!(level_db(&played[..960 * 10]) > -30.0, "the first burst is loud");
+        // Dropping the player ends the sound and releases the loudspeaker.
+        drop(player);
+        while !out.1.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "the ringtone never stopped");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     #[test]
     fn errors_in_words() {

@@ -464,8 +464,11 @@ impl Model {
                 self.notify(NoticeKind::Error, reason);
             }
             Update::CallStarted { call_id, participants } => {
-                let call =
-                    self.call.get_or_insert_with(|| CallView::new(Some(call_id), String::new(), CallPhase::Active));
+                // A call hung up while it was being set up stays hung up
+                // (the backend has the hang-up queued behind it).
+                let Some(call) = self.call.as_mut().filter(|c| c.call_id.is_none_or(|id| id == call_id)) else {
+                    return;
+                };
                 call.call_id = Some(call_id);
                 call.phase = CallPhase::Active;
                 call.participants = participants
@@ -929,6 +932,17 @@ mod tests {
         // The backend's own report of the end changes nothing more.
         m.apply(Update::CallOver { call_id: CallId(9), reason: "x".into() });
         assert!(m.last_call.unwrap().contains("you hung up"));
+    }
+
+    #[test]
+    fn a_call_hung_up_while_connecting_stays_hung_up() {
+        let mut m = signed_in();
+        ring(&mut m, 3, user(3, "Cleo"));
+        m.intent(Intent::AcceptCall);
+        m.intent(Intent::Hangup);
+        m.apply(Update::CallStarted { call_id: CallId(3), participants: vec![user(3, "Cleo")] });
+        assert!(m.call.is_none());
+        assert_eq!(m.last_call.as_deref(), Some("Call with Cleo ended: you hung up"));
     }
 
     #[test]

@@ -309,6 +309,7 @@ fn settings_are_saved_between_runs() {
     wait_until(&mut h, "a microphone level", |m| m.mic_level.is_some_and(|l| l > -60.0));
     click(&mut h, "Stop check");
     click(&mut h, "Play test tone");
+    wait_gone(&mut h, "Stop check");
     click(&mut h, "Save");
     wait_for(&mut h, "Settings saved.");
     let s = Home::new(Some(dir.path().to_owned())).unwrap().load_settings().unwrap();
@@ -353,4 +354,36 @@ fn group_calls_show_who_is_in_and_who_speaks() {
     wait_for(&mut h, "speaking");
     click(&mut h, "Hang up");
     wait_for(&mut h, "Call with Ben, Cleo ended: you hung up");
+}
+
+#[test]
+fn requests_are_declined_and_the_list_is_searched() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let mut ann = rt.block_on(account(&local.addr, "ann@test.babel", "Ann"));
+    let mut ben = rt.block_on(account(&local.addr, "ben@test.babel", "Ben"));
+    let mut cleo = rt.block_on(account(&local.addr, "cleo@test.babel", "Cleo"));
+    let mut gus = rt.block_on(account(&local.addr, "gus@test.babel", "Gus"));
+    rt.block_on(async {
+        for c in [&mut ben, &mut cleo] {
+            c.add_contact("ann@test.babel").await.unwrap();
+            ann.accept_contact(c.user_id().unwrap()).await.unwrap();
+        }
+        gus.add_contact("ann@test.babel").await.unwrap();
+    });
+    drop(ann);
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &local.addr));
+    sign_in(&mut h, "ann@test.babel", PASSWORD);
+    wait_for(&mut h, "Decline Gus");
+    click(&mut h, "Decline Gus");
+    wait_gone(&mut h, "Accept Gus");
+    assert!(rt.block_on(gus.contacts()).unwrap().is_empty(), "Gus is not Ann's contact");
+    wait_for(&mut h, "Remove Ben");
+    wait_for(&mut h, "Remove Cleo");
+    type_into(&mut h, "Search", "CLE");
+    wait_gone(&mut h, "Remove Ben");
+    wait_for(&mut h, "Remove Cleo");
+    type_into(&mut h, "Search", "zzz");
+    wait_for(&mut h, "Nobody matches the search.");
 }
