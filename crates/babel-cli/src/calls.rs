@@ -2,7 +2,6 @@
 //! `babel-client`, media through `babel-media`.
 
 use std::io::IsTerminal;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,11 +9,10 @@ use anyhow::Context;
 use babel_client::{Client, Event, EventStream};
 use babel_media::audio::{AudioInput, AudioOutput, BufferInput, RecordingOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs};
-use babel_media::engine::{CallSetup, CallStats, Control, EndCause, MediaConfig, PeerSetup, RelayInfo, spawn_call};
-use babel_media::keys::CallKeys;
-use babel_proto::{CallId, EndReason, MediaSetup, Peer, RelayGrant, ServerEvent, UserId};
+use babel_media::engine::{CallStats, EndCause, MediaConfig, PeerSetup, spawn_call};
+use babel_media::setup::{Prepared, control_for, peer_setup};
+use babel_proto::{CallId, EndReason, RelayGrant, ServerEvent, UserId};
 use serde_json::json;
-use tokio::net::UdpSocket;
 
 use crate::{Failure, Outcome};
 
@@ -93,45 +91,6 @@ impl AudioArgs {
             None => Box::new(babel_media::device::DeviceOutput::open(self.output_device.as_deref(), frame.samples())?),
         })
     }
-}
-
-/// The IP this machine reaches `server` from (the interface to announce).
-async fn local_ip_towards(server: &str) -> anyhow::Result<(IpAddr, IpAddr)> {
-    let addr = tokio::net::lookup_host(server).await?.next().context("the server address does not resolve")?;
-    let probe = UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await?;
-    probe.connect(addr).await?;
-    Ok((probe.local_addr()?.ip(), addr.ip()))
-}
-
-/// A call's media resources, made before the call so its set-up can carry
-/// the key and the candidate.
-struct Prepared {
-    keys: CallKeys,
-    socket: UdpSocket,
-    candidate: SocketAddr,
-    server_ip: IpAddr,
-}
-
-async fn prepare(server: &str) -> anyhow::Result<Prepared> {
-    let (local, server_ip) = local_ip_towards(server).await?;
-    let socket = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
-    let candidate = socket.local_addr()?;
-    Ok(Prepared { keys: CallKeys::generate()?, socket, candidate, server_ip })
-}
-
-impl Prepared {
-    fn media(&self) -> MediaSetup {
-        MediaSetup { key: Some(self.keys.public_b64()), candidates: vec![self.candidate] }
-    }
-}
-
-fn peer_setup(p: &Peer) -> Option<PeerSetup> {
-    Some(PeerSetup { user: p.user.id, key: p.media.key.clone()?, candidates: p.media.candidates.clone() })
-}
-
-fn relay_info(grant: &RelayGrant, server_ip: IpAddr) -> Option<RelayInfo> {
-    let (port, handle, key) = grant.parts()?;
-    Some(RelayInfo { addr: SocketAddr::new(server_ip, port), handle, key })
 }
 
 fn status_line(s: &CallStats, elapsed: Duration) -> String {
@@ -218,7 +177,7 @@ async fn run_media(
     call: CallId,
     prepared: Prepared,
     peers: Vec<PeerSetup>,
-    relay: Option<RelayInfo>,
+    relay: &RelayGrant,
     audio: &AudioArgs,
     index: u32,
     show: bool,
@@ -227,7 +186,7 @@ async fn run_media(
     let channel = client.connect_call(call).await.ok();
     let input = audio.input(cfg.frame)?;
     let output = audio.output(cfg.frame, index)?;
-    let setup = CallSetup { keys: prepared.keys, peers, relay, channel, socket: prepared.socket };
+    let setup = prepared.into_call(peers, relay, channel);
     let (control, mut task) = spawn_call(setup, cfg, input, output);
     let start = tokio::time::Instant::now();
     let deadline = audio.duration.map(|d| start + Duration::from_secs_f64(d.max(0.0)));
@@ -253,12 +212,8 @@ async fn run_media(
                     ended_by_server = Some(reason);
                     control.stop.cancel();
                 }
-                Some(Ok(Event::Server(ServerEvent::ParticipantJoined(j)))) if j.call_id == call => {
-                    if let Some(p) = peer_setup(&j.peer) { control.send(Control::AddPeer(p)); }
-                }
-                Some(Ok(Event::Server(ServerEvent::ParticipantLeft(c, id)))) if c == call => control.send(Control::RemovePeer(id)),
-                Some(Ok(Event::Server(ServerEvent::CallCandidates(u)))) if u.call_id == call => {
-                    control.send(Control::Candidates(u.id, u.candidates.clone()));
+                Some(Ok(Event::Server(ev))) => {
+                    if let Some(c) = control_for(call, &ev) { control.send(c); }
                 }
                 _ => {}
             },
@@ -285,7 +240,7 @@ async fn run_media(
 /// `babel call EMAIL`.
 pub async fn call(mut client: Client, contact: UserId, audio: &AudioArgs, show: bool) -> Outcome {
     let mut events = client.events().await?;
-    let prepared = prepare(&client.endpoint().addr.host_port()).await?;
+    let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
     let started = client.call(contact, prepared.media()).await?;
     if show {
         eprintln!("ringing…");
@@ -311,8 +266,7 @@ pub async fn call(mut client: Client, contact: UserId, audio: &AudioArgs, show: 
     if show {
         eprintln!("connected to {}; read the code on the status line to each other", accepted.user.name);
     }
-    let relay = relay_info(&started.relay, prepared.server_ip);
-    run_media(&mut client, &mut events, started.call_id, prepared, vec![peer], relay, audio, 0, show).await
+    run_media(&mut client, &mut events, started.call_id, prepared, vec![peer], &started.relay, audio, 0, show).await
 }
 
 /// `babel listen`.
@@ -342,7 +296,7 @@ pub async fn listen(
             let _ = client.decline_call(incoming.call_id).await;
             continue;
         }
-        let prepared = prepare(&client.endpoint().addr.host_port()).await?;
+        let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
         let joined = match client.accept_call(incoming.call_id, prepared.media()).await {
             Ok(j) => j,
             Err(e) => {
@@ -353,10 +307,10 @@ pub async fn listen(
             }
         };
         let peers: Vec<PeerSetup> = joined.participants.iter().filter_map(peer_setup).collect();
-        let relay = relay_info(&joined.relay, prepared.server_ip);
         let idx = done.len() as u32;
         let stats =
-            run_media(&mut client, &mut events, incoming.call_id, prepared, peers, relay, audio, idx, show).await?;
+            run_media(&mut client, &mut events, incoming.call_id, prepared, peers, &joined.relay, audio, idx, show)
+                .await?;
         if show {
             eprintln!("call with {} ended ({})", incoming.caller.name, stats["ended"]);
         }
@@ -422,7 +376,10 @@ pub async fn demo(show: bool) -> Outcome {
     say("alice and bob are contacts");
     let mut bob_events = bob.events().await?;
     let mut alice_events = alice.events().await?;
-    let (pa, pb) = (prepare(&addr).await?, prepare(&addr).await?);
+    let (pa, pb) = (
+        Prepared::new(&addr).await.map_err(anyhow::Error::from)?,
+        Prepared::new(&addr).await.map_err(anyhow::Error::from)?,
+    );
     let started = alice.call(b.id, pa.media()).await?;
     let incoming = loop {
         if let Some(Ok(Event::Server(ServerEvent::IncomingCall(c)))) = bob_events.next().await {
@@ -439,20 +396,16 @@ pub async fn demo(show: bool) -> Outcome {
     let phrase = demo_phrase(dir.path())?;
     let recording = std::env::temp_dir().join(format!("babel-demo-{}.wav", std::process::id()));
     let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
-    let a_setup = CallSetup {
-        keys: pa.keys,
-        peers: peer_setup(&accepted).into_iter().collect(),
-        relay: relay_info(&started.relay, pa.server_ip),
-        channel: alice.connect_call(started.call_id).await.ok(),
-        socket: pa.socket,
-    };
-    let b_setup = CallSetup {
-        keys: pb.keys,
-        peers: joined.participants.iter().filter_map(peer_setup).collect(),
-        relay: relay_info(&joined.relay, pb.server_ip),
-        channel: bob.connect_call(started.call_id).await.ok(),
-        socket: pb.socket,
-    };
+    let a_setup = pa.into_call(
+        peer_setup(&accepted).into_iter().collect(),
+        &started.relay,
+        alice.connect_call(started.call_id).await.ok(),
+    );
+    let b_setup = pb.into_call(
+        joined.participants.iter().filter_map(peer_setup).collect(),
+        &joined.relay,
+        bob.connect_call(started.call_id).await.ok(),
+    );
     say(&format!("alice says a {:.1} s phrase; bob records it", phrase.len() as f32 / 48_000.0));
     let (_ca, ta) =
         spawn_call(a_setup, cfg.clone(), Box::new(BufferInput::new(phrase)), Box::new(RecordingOutput::new()));

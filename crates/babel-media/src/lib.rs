@@ -8,6 +8,8 @@
 //! * [`jitter`]: the adaptive jitter buffer (pure, time passed in).
 //! * [`engine`]: a call's media: paths (direct UDP, relay, call channel),
 //!   reports, group calls, statistics.
+//! * [`setup`]: from signalling to media (keys, candidates, relay grant),
+//!   shared by every client program.
 //! * [`keys`] and [`packet`] (re-exported from `babel-proto`): end-to-end
 //!   keys and the sealed voice datagram.
 
@@ -19,6 +21,7 @@ pub mod engine;
 pub mod jitter;
 pub mod process;
 pub mod rate;
+pub mod setup;
 
 // The voice datagram and the keys are wire format: they live in babel-proto.
 pub use babel_proto::{keys, voice as packet};

@@ -1,0 +1,154 @@
+//! A whole Babel world on this machine, for `babel-gui --demo-call`, the
+//! README's screenshot and the UI tests: a server on loopback with a
+//! temporary database, people in every state of the contact list, and Ben,
+//! a scripted contact who answers every call and talks.
+
+use std::time::Duration;
+
+use babel_client::{Client, Event};
+use babel_media::audio::AudioOutput;
+use babel_media::engine::{MediaConfig, spawn_call};
+use babel_media::setup::{Prepared, peer_setup};
+use babel_proto::{ServerEvent, SessionInfo, UserId};
+use babel_server::{Config, RunningServer};
+
+use crate::ringtone::{Sound, SoundInput};
+
+/// The password of every demo account.
+pub const PASSWORD: &str = "demo-password-1";
+
+/// A loudspeaker that plays nothing.
+#[derive(Debug)]
+struct Discard;
+
+impl AudioOutput for Discard {
+    fn write(&mut self, _frame: &[f32]) {}
+}
+
+/// A server on loopback (temporary database) for demos and tests.
+#[derive(Debug)]
+pub struct LocalServer {
+    /// The running server.
+    pub server: RunningServer,
+    /// Its address (`127.0.0.1:port`).
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalServer {
+    /// Starts one on 127.0.0.1, port chosen by the system. `fast_hashing`:
+    /// cheap password hashing (tests).
+    pub async fn start(fast_hashing: bool) -> anyhow::Result<LocalServer> {
+        let dir = tempfile::tempdir()?;
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            db: dir.path().join("babel.db"),
+            durability: babel_server::store::sqlite::Durability::Normal,
+            ..Config::default()
+        };
+        if fast_hashing {
+            config.password = babel_server::auth::PasswordCost { memory_kib: 256, iterations: 1 };
+        }
+        let server = RunningServer::start(&config).await?;
+        let addr = format!("127.0.0.1:{}", server.addr().port());
+        Ok(LocalServer { server, addr, _dir: dir })
+    }
+}
+
+/// Answers every call that rings for `client`, sending a voice-like signal
+/// until the call ends. Runs until the event stream ends.
+pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
+    let mut events = client.events().await?;
+    loop {
+        let incoming = match events.next().await {
+            Some(Ok(Event::Server(ServerEvent::IncomingCall(c)))) => c,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Ok(()),
+        };
+        let prepared = Prepared::new(client.addr()).await?;
+        let Ok(joined) = client.accept_call(incoming.call_id, prepared.media()).await else { continue };
+        let peers = joined.participants.iter().filter_map(peer_setup).collect();
+        let channel = client.connect_call(incoming.call_id).await.ok();
+        let setup = prepared.into_call(peers, &joined.relay, channel);
+        let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
+        let (control, task) = spawn_call(setup, cfg, Box::new(SoundInput::endless(Sound::Voice)), Box::new(Discard));
+        // Until the call ends, whoever ends it.
+        loop {
+            match events.next().await {
+                Some(Ok(Event::Server(ev))) => {
+                    if let ServerEvent::CallEnded(c, _) = &ev {
+                        if *c == incoming.call_id {
+                            break;
+                        }
+                    }
+                    if let Some(c) = babel_media::setup::control_for(incoming.call_id, &ev) {
+                        control.send(c);
+                    }
+                }
+                Some(Ok(Event::Reconnected)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+        control.stop.cancel();
+        let _ = task.await;
+    }
+}
+
+/// The demo world.
+#[derive(Debug)]
+pub struct Demo {
+    /// The server.
+    pub local: LocalServer,
+    /// The session of the person at the window (Ann).
+    pub me: SessionInfo,
+    /// Ben, who answers calls.
+    pub ben: UserId,
+    /// Clients kept connected so their owners show online.
+    _online: Vec<Client>,
+    _events: Vec<babel_client::EventStream>,
+}
+
+impl Demo {
+    /// Sets up the world: Ann (at the window) with contacts Ben (online,
+    /// answers calls), Cleo (online), Dan (offline), a request of hers to
+    /// Gus (pending), and a request from Eve waiting for her answer.
+    pub async fn start() -> anyhow::Result<Demo> {
+        let local = LocalServer::start(true).await?;
+        let addr = local.addr.clone();
+        let account = |email: &'static str, name: &'static str| {
+            let addr = addr.clone();
+            async move {
+                let mut c = Client::connect(addr).await?;
+                let s = c.create(email, PASSWORD, Some(name)).await?;
+                Ok::<_, anyhow::Error>((c, s))
+            }
+        };
+        let (mut ann, me) = account("ann@demo.babel", "Ann").await?;
+        let (mut ben, b) = account("ben@demo.babel", "Ben").await?;
+        let (mut cleo, c) = account("cleo@demo.babel", "Cleo").await?;
+        let (mut dan, d) = account("dan@demo.babel", "Dan").await?;
+        let (_gus, _) = account("gus@demo.babel", "Gus").await?;
+        let (mut eve, _) = account("eve@demo.babel", "Eve").await?;
+        for (who, id) in [(&mut ben, b.id), (&mut cleo, c.id), (&mut dan, d.id)] {
+            who.add_contact(&me.email).await?;
+            ann.accept_contact(id).await?;
+            let _ = id;
+        }
+        ann.add_contact("gus@demo.babel").await?;
+        eve.add_contact(&me.email).await?;
+        dan.logout().await?;
+        // Ann's own session is the window's: this client goes away.
+        drop(ann);
+        let cleo_events = cleo.events().await?;
+        let ben_id = b.id;
+        tokio::spawn(async move {
+            if let Err(e) = answering_machine(ben).await {
+                tracing::warn!(error = %e, "demo: Ben stopped answering");
+            }
+        });
+        // Give presence a moment to settle before the window reads it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(Demo { local, me, ben: ben_id, _online: vec![cleo], _events: vec![cleo_events] })
+    }
+}

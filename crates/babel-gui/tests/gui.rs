@@ -1,0 +1,425 @@
+//! The real window (egui, through egui_kittest's AccessKit tree) against a
+//! real server on loopback, with synthetic audio: signing in and its
+//! errors, contacts, calls both ways, settings. Waits are generous and
+//! poll for what a person would see; nothing asserts on timing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use babel_client::{Client, Event};
+use babel_gui::App;
+use babel_gui::backend::{AudioMode, BackendHandle, Options};
+use babel_gui::demo::{LocalServer, answering_machine};
+use babel_gui::model::{CallPhase, Model, Phase};
+use babel_gui::settings::{Home, Settings};
+use babel_media::setup::Prepared;
+use babel_proto::{EndReason, ServerEvent};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "password123";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn app(home: &Path, server: &str) -> App {
+    let home = Home::new(Some(home.to_owned())).unwrap();
+    let settings = Settings { server: server.into(), ..Settings::default() };
+    let backend = BackendHandle::start(Options { home, audio: AudioMode::Synthetic }).unwrap();
+    App::new(Model::new(settings), backend)
+}
+
+fn harness(app: App) -> Harness<'static, App> {
+    Harness::builder().with_size([1100.0, 760.0]).build_state(|ctx, app: &mut App| app.ui(ctx), app)
+}
+
+/// Steps the window until a node whose label contains `label` shows up.
+fn wait_for(h: &mut Harness<'_, App>, label: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        h.step();
+        if h.query_all_by_label_contains(label).next().is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no `{label}` on screen within {TIMEOUT:?}; model: {:#?}", h.state().model);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+/// Steps the window until no node's label contains `label`.
+fn wait_gone(h: &mut Harness<'_, App>, label: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        h.step();
+        if h.query_all_by_label_contains(label).next().is_none() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "`{label}` still on screen after {TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+fn type_into(h: &mut Harness<'_, App>, label: &str, text: &str) {
+    h.get_by_label(label).focus();
+    h.step();
+    h.get_by_label(label).type_text(text);
+    h.step();
+}
+
+fn click(h: &mut Harness<'_, App>, label: &str) {
+    // A window that just appeared is laid out over its first frames:
+    // let it settle so the click lands where the button is.
+    h.run_steps(3);
+    h.get_by_label(label).click();
+    h.run_steps(3);
+}
+
+fn sign_in(h: &mut Harness<'_, App>, email: &str, password: &str) {
+    type_into(h, "Email", email);
+    type_into(h, "Password", password);
+    click(h, "Sign in");
+}
+
+async fn account(addr: &str, email: &str, name: &str) -> Client {
+    let mut c = Client::connect(addr.to_owned()).await.unwrap();
+    c.create(email, PASSWORD, Some(name)).await.unwrap();
+    c
+}
+
+#[test]
+fn sign_in_errors_are_said_in_words_and_the_session_is_remembered() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let _ann = rt.block_on(account(&local.addr, "ann@test.babel", "Ann"));
+    let dir = tempfile::tempdir().unwrap();
+
+    // A server nobody listens on.
+    let mut h = harness(app(dir.path(), "127.0.0.1:1"));
+    sign_in(&mut h, "ann@test.babel", PASSWORD);
+    wait_for(&mut h, "Cannot reach the server at 127.0.0.1:1");
+    drop(h);
+
+    let mut h = harness(app(dir.path(), &local.addr));
+    // Wrong password.
+    sign_in(&mut h, "ann@test.babel", "not-the-password");
+    wait_for(&mut h, "Wrong email or password.");
+    // An email that is taken.
+    click(&mut h, "New here? Create an account");
+    type_into(&mut h, "Name", "Another Ann");
+    type_into(&mut h, "Password", "x");
+    click(&mut h, "Create account");
+    wait_for(&mut h, "already exists");
+    assert_eq!(h.state().model.phase, Phase::SignedOut);
+    // The right password (the form kept the email; the password is retyped).
+    click(&mut h, "I have an account: sign in");
+    h.state_mut().model.form.password.clear();
+    type_into(&mut h, "Password", PASSWORD);
+    click(&mut h, "Sign in");
+    wait_for(&mut h, "Contacts");
+    wait_for(&mut h, "ann@test.babel");
+    drop(h);
+
+    // The next start takes up the saved session: no password asked.
+    let home = Home::new(Some(dir.path().to_owned())).unwrap();
+    let saved = home.load_session().unwrap().expect("a saved session");
+    assert_eq!(saved.server, local.addr);
+    assert_eq!(home.load_settings().unwrap().email, "ann@test.babel");
+    let mut a = app(dir.path(), "");
+    let first = a.model.resume(saved);
+    a.send(first);
+    let mut h = harness(a);
+    wait_for(&mut h, "Sign out");
+    // Signing out forgets it.
+    click(&mut h, "Sign out");
+    wait_for(&mut h, "Sign in");
+    let deadline = Instant::now() + TIMEOUT;
+    while home.load_session().unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the session was not forgotten");
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+#[test]
+fn register_add_accept_call_hang_up_and_remove() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let mut ben = rt.block_on(account(&local.addr, "ben@test.babel", "Ben"));
+    let mut cleo = rt.block_on(account(&local.addr, "cleo@test.babel", "Cleo"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &local.addr));
+
+    // Register Ann through the window.
+    click(&mut h, "New here? Create an account");
+    type_into(&mut h, "Name", "Ann");
+    sign_in_register(&mut h, "ann@test.babel");
+    wait_for(&mut h, "No contacts yet");
+    let ann_id = h.state().model.me.as_ref().unwrap().id;
+
+    // Ann adds Ben; Ben accepts (and answers calls from then on).
+    type_into(&mut h, "Add by email", "ben@test.babel");
+    click(&mut h, "Add");
+    wait_for(&mut h, "Contact request sent to ben@test.babel.");
+    wait_for(&mut h, "request sent");
+    rt.block_on(async {
+        ben.accept_contact(ann_id).await.unwrap();
+    });
+    rt.spawn(answering_machine(ben));
+
+    // Cleo asks Ann; Ann accepts in the window.
+    rt.block_on(cleo.add_contact("ann@test.babel")).unwrap();
+    let cleo_events = rt.block_on(cleo.events()).unwrap();
+    wait_for(&mut h, "Accept Cleo");
+    click(&mut h, "Accept Cleo");
+    wait_for(&mut h, "Call Cleo");
+    wait_gone(&mut h, "Accept Cleo");
+
+    // A call to Ben: he answers, voice flows, the code and figures show.
+    wait_until(&mut h, "Ben online", |m| {
+        m.contacts.iter().any(|c| c.user.name == "Ben" && c.presence == babel_proto::Presence::Online)
+    });
+    click(&mut h, "Call Ben");
+    wait_for(&mut h, "Security code:");
+    wait_for(&mut h, "Hang up");
+    wait_until(&mut h, "voice both ways", |m| {
+        m.call.as_ref().is_some_and(|c| c.phase == CallPhase::Active && !c.stats.sas.is_empty() && c.history.len() > 4)
+    });
+    {
+        let call = h.state().model.call.clone().unwrap();
+        assert_eq!(call.participants.len(), 1);
+        assert_eq!(call.participants[0].name, "Ben");
+        assert_eq!(call.stats.sas.chars().filter(char::is_ascii_digit).count(), 6);
+    }
+    click(&mut h, "Mute");
+    wait_for(&mut h, "Unmute");
+    click(&mut h, "Hang up");
+    wait_for(&mut h, "Call with Ben ended: you hung up");
+
+    // Removing Cleo asks first.
+    click(&mut h, "Remove Cleo");
+    wait_for(&mut h, "Remove contact");
+    click(&mut h, "Cancel");
+    wait_gone(&mut h, "Remove contact");
+    click(&mut h, "Remove Cleo");
+    click(&mut h, "Remove");
+    wait_gone(&mut h, "Call Cleo");
+    drop(cleo_events);
+}
+
+fn sign_in_register(h: &mut Harness<'_, App>, email: &str) {
+    type_into(h, "Email", email);
+    type_into(h, "Password", PASSWORD);
+    click(h, "Create account");
+}
+
+fn wait_until(h: &mut Harness<'_, App>, what: &str, f: impl Fn(&Model) -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        h.step();
+        if f(&h.state().model) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not {what} within {TIMEOUT:?}; model: {:#?}", h.state().model);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+#[test]
+fn incoming_calls_ring_and_are_answered_or_declined() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let mut ben = rt.block_on(account(&local.addr, "ben@test.babel", "Ben"));
+    let mut ann = rt.block_on(account(&local.addr, "ann@test.babel", "Ann"));
+    rt.block_on(async {
+        ben.add_contact("ann@test.babel").await.unwrap();
+        ann.accept_contact(ben.user_id().unwrap()).await.unwrap();
+    });
+    let ann_id = ann.user_id().unwrap();
+    drop(ann);
+    let mut ben_events = rt.block_on(ben.events()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &local.addr));
+    sign_in(&mut h, "ann@test.babel", PASSWORD);
+    wait_for(&mut h, "Call Ben");
+    // Wait until Ann is online for Ben (her event stream is open).
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let online = ben
+                .contacts()
+                .await
+                .unwrap()
+                .iter()
+                .any(|c| c.user.id == ann_id && c.status == babel_proto::Presence::Online);
+            if online {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "Ann never came online");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+
+    // Ben calls; Ann declines.
+    let prepared = rt.block_on(Prepared::new(&local.addr)).unwrap();
+    let started = rt.block_on(ben.call(ann_id, prepared.media())).unwrap();
+    wait_for(&mut h, "Ben is calling");
+    click(&mut h, "Decline");
+    wait_gone(&mut h, "Ben is calling");
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, ben_events.next()).await.expect("no end of the declined call") {
+                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == started.call_id => {
+                    assert_eq!(r, EndReason::Declined);
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("Ben's events ended"),
+            }
+        }
+    });
+
+    // Ben calls again; Ann accepts; Ben hangs up.
+    let prepared = rt.block_on(Prepared::new(&local.addr)).unwrap();
+    let started = rt.block_on(ben.call(ann_id, prepared.media())).unwrap();
+    wait_for(&mut h, "Ben is calling");
+    click(&mut h, "Accept");
+    wait_for(&mut h, "Security code:");
+    wait_until(&mut h, "the call on", |m| m.call.as_ref().is_some_and(|c| c.phase == CallPhase::Active));
+    rt.block_on(ben.hangup(started.call_id)).unwrap();
+    wait_for(&mut h, "Call with Ben ended: hung up");
+}
+
+#[test]
+fn settings_are_saved_between_runs() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let _ann = rt.block_on(account(&local.addr, "ann@test.babel", "Ann"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &local.addr));
+    sign_in(&mut h, "ann@test.babel", PASSWORD);
+    wait_for(&mut h, "Sign out");
+    click(&mut h, "Settings");
+    wait_for(&mut h, "Check microphone");
+    click(&mut h, "Noise suppression");
+    click(&mut h, "10 ms (lower latency)");
+    click(&mut h, "Check microphone");
+    wait_until(&mut h, "a microphone level", |m| m.mic_level.is_some_and(|l| l > -60.0));
+    click(&mut h, "Stop check");
+    click(&mut h, "Play test tone");
+    wait_gone(&mut h, "Stop check");
+    click(&mut h, "Save");
+    wait_for(&mut h, "Settings saved.");
+    let s = Home::new(Some(dir.path().to_owned())).unwrap().load_settings().unwrap();
+    assert!(!s.noise_suppression);
+    assert_eq!(s.frame_ms, 10);
+    assert_eq!(s.server, local.addr);
+}
+
+#[test]
+fn group_calls_show_who_is_in_and_who_speaks() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &local.addr));
+    click(&mut h, "New here? Create an account");
+    type_into(&mut h, "Name", "Ann");
+    sign_in_register(&mut h, "ann@test.babel");
+    wait_for(&mut h, "No contacts yet");
+    // Ben and Cleo are Ann's contacts and answer every call.
+    for (email, name) in [("ben@test.babel", "Ben"), ("cleo@test.babel", "Cleo")] {
+        let mut c = rt.block_on(account(&local.addr, email, name));
+        rt.block_on(async {
+            c.add_contact("ann@test.babel").await.unwrap();
+        });
+        wait_for(&mut h, &format!("Accept {name}"));
+        click(&mut h, &format!("Accept {name}"));
+        rt.spawn(answering_machine(c));
+    }
+    wait_until(&mut h, "both online", |m| {
+        m.contacts.iter().filter(|c| c.presence == babel_proto::Presence::Online).count() == 2
+    });
+    click(&mut h, "Call Ben");
+    wait_until(&mut h, "the call on", |m| m.call.as_ref().is_some_and(|c| c.phase == CallPhase::Active));
+    click(&mut h, "Invite…");
+    wait_for(&mut h, "Invite Cleo");
+    click(&mut h, "Invite Cleo");
+    wait_for(&mut h, "Ben, Cleo");
+    // Both talk (a synthesized voice): each shows as speaking at some point.
+    wait_until(&mut h, "Ben and Cleo heard", |m| {
+        m.call.as_ref().is_some_and(|c| c.participants.len() == 2 && c.participants.iter().all(|p| p.speaking()))
+    });
+    wait_for(&mut h, "speaking");
+    click(&mut h, "Hang up");
+    wait_for(&mut h, "Call with Ben, Cleo ended: you hung up");
+}
+
+#[test]
+fn requests_are_declined_and_the_list_is_searched() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let mut ann = rt.block_on(account(&local.addr, "ann@test.babel", "Ann"));
+    let mut ben = rt.block_on(account(&local.addr, "ben@test.babel", "Ben"));
+    let mut cleo = rt.block_on(account(&local.addr, "cleo@test.babel", "Cleo"));
+    let mut gus = rt.block_on(account(&local.addr, "gus@test.babel", "Gus"));
+    rt.block_on(async {
+        for c in [&mut ben, &mut cleo] {
+            c.add_contact("ann@test.babel").await.unwrap();
+            ann.accept_contact(c.user_id().unwrap()).await.unwrap();
+        }
+        gus.add_contact("ann@test.babel").await.unwrap();
+    });
+    drop(ann);
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &local.addr));
+    sign_in(&mut h, "ann@test.babel", PASSWORD);
+    wait_for(&mut h, "Decline Gus");
+    click(&mut h, "Decline Gus");
+    wait_gone(&mut h, "Accept Gus");
+    assert!(rt.block_on(gus.contacts()).unwrap().is_empty(), "Gus is not Ann's contact");
+    wait_for(&mut h, "Remove Ben");
+    wait_for(&mut h, "Remove Cleo");
+    type_into(&mut h, "Search", "CLE");
+    wait_gone(&mut h, "Remove Ben");
+    wait_for(&mut h, "Remove Cleo");
+    type_into(&mut h, "Search", "zzz");
+    wait_for(&mut h, "Nobody matches the search.");
+}
+
+#[test]
+fn signs_in_over_tls_and_refuses_a_changed_certificate() {
+    let rt = runtime();
+    let db = tempfile::tempdir().unwrap();
+    let config = babel_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        db: db.path().join("babel.db"),
+        password: babel_server::auth::PasswordCost { memory_kib: 256, iterations: 1 },
+        durability: babel_server::store::sqlite::Durability::Normal,
+        ..babel_server::Config::default()
+    };
+    let server = rt.block_on(babel_server::RunningServer::start(&config)).unwrap();
+    let tls = format!("tls://{}", server.tls_addr().unwrap());
+    let fp = server.tls().unwrap().fingerprint;
+    let _ann = rt.block_on(account(&server.addr().to_string(), "tia@test.babel", "Tia"));
+    let dir = tempfile::tempdir().unwrap();
+
+    // First use: trusted and recorded in the home folder.
+    let mut h = harness(app(dir.path(), &tls));
+    sign_in(&mut h, "tia@test.babel", PASSWORD);
+    wait_for(&mut h, "Sign out");
+    let known = std::fs::read_to_string(dir.path().join("known_servers")).unwrap();
+    assert!(known.contains(&fp.to_string()), "{known}");
+    drop(h);
+
+    // The server's certificate "changes": refused, and said so.
+    let other = tempfile::tempdir().unwrap();
+    let line = format!("{} {}\n", server.tls_addr().unwrap(), babel_proto::Fingerprint([7; 32]));
+    std::fs::write(other.path().join("known_servers"), line).unwrap();
+    let mut h = harness(app(other.path(), &tls));
+    sign_in(&mut h, "tia@test.babel", PASSWORD);
+    wait_for(&mut h, "certificate changed");
+    assert_eq!(h.state().model.phase, Phase::SignedOut);
+}

@@ -1,0 +1,179 @@
+//! From signalling to media: what every client does around `/call` and
+//! `/answer` so the engine can start, shared by the `babel` command and the
+//! desktop application.
+//!
+//! Before calling or answering, [`Prepared::new`] makes the call's key pair
+//! and binds the UDP socket whose address goes out as a candidate
+//! ([`Prepared::media`]). With the answer (`/call` + `/call_accepted`, or
+//! `/answer`), [`Prepared::into_call`] makes the engine's [`CallSetup`].
+//! While the call runs, [`control_for`] says what a server event means for
+//! the engine.
+//!
+//! Not here: the signalling itself (`babel-client`) or audio devices.
+
+use std::net::{IpAddr, SocketAddr};
+
+use babel_client::CallChannel;
+use babel_proto::{CallId, MediaSetup, Peer, RelayGrant, ServerEvent};
+use tokio::net::UdpSocket;
+
+use crate::engine::{CallSetup, Control, PeerSetup, RelayInfo};
+use crate::keys::{CallKeys, KeyError};
+
+/// Why a call's media could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The server's address does not resolve.
+    #[error("the server address {0} does not resolve")]
+    Resolve(String),
+    /// A socket could not be made.
+    #[error("cannot open a UDP socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// No key pair could be made.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+}
+
+/// The `host:port` part of a server address that may carry a scheme
+/// (`tls://host:port`): media goes to the same host over UDP either way.
+pub fn host_port(server: &str) -> &str {
+    server.split_once("://").map_or(server, |(_, rest)| rest)
+}
+
+/// The IP this machine reaches `server` from (the interface to announce),
+/// and the server's IP (where its relay listens).
+pub async fn local_ip_towards(server: &str) -> Result<(IpAddr, IpAddr), SetupError> {
+    let hp = host_port(server);
+    let addr = tokio::net::lookup_host(hp)
+        .await
+        .map_err(|_| SetupError::Resolve(hp.to_owned()))?
+        .next()
+        .ok_or_else(|| SetupError::Resolve(hp.to_owned()))?;
+    let probe = UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await?;
+    probe.connect(addr).await?;
+    Ok((probe.local_addr()?.ip(), addr.ip()))
+}
+
+/// A call's media resources, made before the call so its set-up can carry
+/// the key and the candidate.
+#[derive(Debug)]
+pub struct Prepared {
+    /// My key pair for this call.
+    pub keys: CallKeys,
+    /// My UDP socket.
+    pub socket: UdpSocket,
+    /// Its address, announced as my candidate.
+    pub candidate: SocketAddr,
+    /// The server's IP (its relay's host).
+    pub server_ip: IpAddr,
+}
+
+impl Prepared {
+    /// Makes keys and binds a socket on the interface that reaches `server`.
+    pub async fn new(server: &str) -> Result<Prepared, SetupError> {
+        let (local, server_ip) = local_ip_towards(server).await?;
+        let socket = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
+        let candidate = socket.local_addr()?;
+        Ok(Prepared { keys: CallKeys::generate()?, socket, candidate, server_ip })
+    }
+
+    /// What goes out in `/call` or `/answer`.
+    pub fn media(&self) -> MediaSetup {
+        MediaSetup { key: Some(self.keys.public_b64()), candidates: vec![self.candidate] }
+    }
+
+    /// The engine's set-up, once the other participants and my relay grant
+    /// are known.
+    pub fn into_call(self, peers: Vec<PeerSetup>, relay: &RelayGrant, channel: Option<CallChannel>) -> CallSetup {
+        let relay = relay_info(relay, self.server_ip);
+        CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket }
+    }
+}
+
+/// A participant as the engine needs them; `None` for one without a voice
+/// key (a client without Babel's media engine).
+pub fn peer_setup(p: &Peer) -> Option<PeerSetup> {
+    Some(PeerSetup { user: p.user.id, key: p.media.key.clone()?, candidates: p.media.candidates.clone() })
+}
+
+/// My relay grant as the engine needs it (`None` if malformed).
+pub fn relay_info(grant: &RelayGrant, server_ip: IpAddr) -> Option<RelayInfo> {
+    let (port, handle, key) = grant.parts()?;
+    Some(RelayInfo { addr: SocketAddr::new(server_ip, port), handle, key })
+}
+
+/// What a server event means for the media of a running `call`: someone
+/// joined, left, or moved. `None` for anything else (including the end of
+/// the call, which the caller handles).
+pub fn control_for(call: CallId, ev: &ServerEvent) -> Option<Control> {
+    match ev {
+        ServerEvent::ParticipantJoined(j) if j.call_id == call => peer_setup(&j.peer).map(Control::AddPeer),
+        ServerEvent::ParticipantLeft(c, id) if *c == call => Some(Control::RemovePeer(*id)),
+        ServerEvent::CallCandidates(u) if u.call_id == call => Some(Control::Candidates(u.id, u.candidates.clone())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use babel_proto::{CandidatesUpdate, PeerJoined, User, UserId};
+
+    use super::*;
+
+    fn peer(key: Option<&str>) -> Peer {
+        Peer {
+            user: User { id: UserId(7), name: "Ben".into(), email: "ben@x.org".into() },
+            ip: "127.0.0.1".into(),
+            media: MediaSetup {
+                key: key.map(str::to_owned),
+                candidates: vec!["127.0.0.1:4000".parse().expect("addr")],
+            },
+        }
+    }
+
+    #[test]
+    fn schemes_are_stripped() {
+        assert_eq!(host_port("tls://example.org:7447"), "example.org:7447");
+        assert_eq!(host_port("127.0.0.1:7447"), "127.0.0.1:7447");
+    }
+
+    #[tokio::test]
+    async fn prepares_on_loopback_even_with_a_scheme() {
+        let p = Prepared::new("tls://127.0.0.1:7447").await.expect("prepare");
+        assert!(p.candidate.ip().is_loopback());
+        assert_eq!(p.server_ip, IpAddr::from([127, 0, 0, 1]));
+        let m = p.media();
+        assert_eq!(m.candidates, vec![p.candidate]);
+        assert!(m.key.is_some());
+        assert!(matches!(Prepared::new("no-such-host.invalid:1").await, Err(SetupError::Resolve(_))));
+    }
+
+    #[test]
+    fn peers_without_a_key_are_skipped() {
+        assert!(peer_setup(&peer(None)).is_none());
+        let s = peer_setup(&peer(Some("k"))).expect("setup");
+        assert_eq!((s.user, s.key.as_str(), s.candidates.len()), (UserId(7), "k", 1));
+    }
+
+    #[test]
+    fn relay_grants() {
+        let g = RelayGrant::new(9000, 5, &[1; 16]);
+        let r = relay_info(&g, IpAddr::from([10, 0, 0, 1])).expect("grant");
+        assert_eq!((r.addr.port(), r.handle, r.key), (9000, 5, [1; 16]));
+        let bad = RelayGrant { relay_port: "x".into(), relay_handle: "1".into(), relay_key: String::new() };
+        assert!(relay_info(&bad, IpAddr::from([10, 0, 0, 1])).is_none());
+    }
+
+    #[test]
+    fn events_for_this_call_only() {
+        let call = CallId(1);
+        let joined = ServerEvent::ParticipantJoined(PeerJoined { call_id: call, peer: peer(Some("k")) });
+        assert!(matches!(control_for(call, &joined), Some(Control::AddPeer(p)) if p.user == UserId(7)));
+        assert!(control_for(CallId(2), &joined).is_none());
+        let left = ServerEvent::ParticipantLeft(call, UserId(7));
+        assert!(matches!(control_for(call, &left), Some(Control::RemovePeer(UserId(7)))));
+        let moved = ServerEvent::CallCandidates(CandidatesUpdate { call_id: call, id: UserId(7), candidates: vec![] });
+        assert!(matches!(control_for(call, &moved), Some(Control::Candidates(UserId(7), _))));
+        assert!(control_for(call, &ServerEvent::Ping).is_none());
+    }
+}
