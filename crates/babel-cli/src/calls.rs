@@ -43,6 +43,15 @@ pub struct AudioArgs {
     /// Turn noise suppression off.
     #[arg(long)]
     no_noise_suppression: bool,
+    /// Turn echo cancellation off (it never runs on a WAV --input).
+    #[arg(long)]
+    no_echo_cancellation: bool,
+    /// Turn automatic microphone level off.
+    #[arg(long)]
+    no_auto_gain: bool,
+    /// Keep the bitrate fixed, even on a congested path.
+    #[arg(long)]
+    fixed_bitrate: bool,
 }
 
 fn parse_frame_ms(s: &str) -> Result<u32, String> {
@@ -59,6 +68,9 @@ impl AudioArgs {
             frame: if self.frame_ms < 20 { FrameMs::Ten } else { FrameMs::Twenty },
             bitrate: self.bitrate,
             noise_suppression: !self.no_noise_suppression,
+            echo_cancellation: !self.no_echo_cancellation,
+            auto_gain: !self.no_auto_gain,
+            adapt_bitrate: !self.fixed_bitrate,
             ..MediaConfig::default()
         }
     }

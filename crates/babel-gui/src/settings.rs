@@ -55,6 +55,10 @@ pub struct Settings {
     pub output_device: Option<String>,
     /// Noise suppression on the microphone.
     pub noise_suppression: bool,
+    /// Echo cancellation (turn off with a headset if you like).
+    pub echo_cancellation: bool,
+    /// Automatic microphone level.
+    pub auto_gain: bool,
     /// Opus bitrate, bits/s.
     pub bitrate: u32,
     /// Frame length, 10 or 20 ms.
@@ -73,6 +77,8 @@ impl Default for Settings {
             input_device: None,
             output_device: None,
             noise_suppression: true,
+            echo_cancellation: true,
+            auto_gain: true,
             bitrate: babel_media::codec::DEFAULT_BITRATE,
             frame_ms: 20,
             input_gain: 1.0,
@@ -98,6 +104,8 @@ impl Settings {
             frame: if self.frame_ms < 20 { FrameMs::Ten } else { FrameMs::Twenty },
             bitrate: self.bitrate,
             noise_suppression: self.noise_suppression,
+            echo_cancellation: self.echo_cancellation,
+            auto_gain: self.auto_gain,
             ..babel_media::engine::MediaConfig::default()
         }
     }

@@ -304,6 +304,7 @@ fn settings_are_saved_between_runs() {
     click(&mut h, "Settings");
     wait_for(&mut h, "Check microphone");
     click(&mut h, "Noise suppression");
+    click(&mut h, "Echo cancellation");
     click(&mut h, "10 ms (lower latency)");
     click(&mut h, "Check microphone");
     wait_until(&mut h, "a microphone level", |m| m.mic_level.is_some_and(|l| l > -60.0));
@@ -314,6 +315,8 @@ fn settings_are_saved_between_runs() {
     wait_for(&mut h, "Settings saved.");
     let s = Home::new(Some(dir.path().to_owned())).unwrap().load_settings().unwrap();
     assert!(!s.noise_suppression);
+    assert!(!s.echo_cancellation);
+    assert!(s.auto_gain);
     assert_eq!(s.frame_ms, 10);
     assert_eq!(s.server, local.addr);
 }

@@ -60,6 +60,9 @@ pub(super) fn page(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
     ui.add_space(10.0);
     ui.label(RichText::new("Voice").strong());
     ui.checkbox(&mut s.noise_suppression, "Noise suppression");
+    ui.checkbox(&mut s.echo_cancellation, "Echo cancellation")
+        .on_hover_text("Removes your loudspeaker's sound from the microphone (from the next call)");
+    ui.checkbox(&mut s.auto_gain, "Automatic microphone level").on_hover_text("From the next call");
     ui.horizontal(|ui| {
         egui::ComboBox::from_label("Bitrate").selected_text(format!("{} kbit/s", s.bitrate / 1000)).show_ui(ui, |ui| {
             for b in BITRATES {
