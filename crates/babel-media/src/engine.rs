@@ -941,6 +941,7 @@ pub async fn run_call(
                 loss_pct: stats.loss_pct,
                 rtt_ms: stats.rtt_ms,
                 report_age: peers.iter().filter_map(|p| p.report.as_ref().map(|(at, _)| now.duration_since(*at))).max(),
+                copies_in_use: false,
             };
             if let Some(b) = rate.update(elapsed, fb)
                 && enc.set_bitrate(b).is_ok()

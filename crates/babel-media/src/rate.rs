@@ -51,7 +51,7 @@ const MIN_RTT_WINDOW: Duration = Duration::from_secs(30);
 const UP_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// What the other side reported, as the engine last saw it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Feedback {
     /// Their loss of my stream, %.
     pub loss_pct: f32,
@@ -59,13 +59,21 @@ pub struct Feedback {
     pub rtt_ms: Option<u32>,
     /// How long ago their last report arrived (`None`: none yet).
     pub report_age: Option<Duration>,
+    /// Whether my datagrams carry copies of earlier frames now (which
+    /// multiplies what I send).
+    pub copies_in_use: bool,
 }
+
+/// Copies of earlier frames a voice datagram carries when they are on.
+pub const COPIES: u32 = 2;
 
 /// The sender's bitrate state.
 #[derive(Debug, Clone)]
 pub struct RateController {
-    /// The ladder from the configured bitrate down.
-    ladder: Vec<u32>,
+    /// The ladder from the configured bitrate down: bitrate, and whether
+    /// copies of earlier frames may ride along (only on the top rung: the
+    /// first step down under congestion drops them).
+    ladder: Vec<(u32, bool)>,
     /// What headers add to the bitrate on the wire, bits/s.
     overhead_bps: u32,
     step: usize,
@@ -91,6 +99,7 @@ struct LossProbe {
     at: Duration,
     loss_before: f32,
     step_before: usize,
+    copies_in_use: bool,
 }
 
 impl RateController {
@@ -98,8 +107,8 @@ impl RateController {
     /// `overhead_bps` is what packet headers add on the wire (IP, UDP and
     /// the voice datagram's own, times packets a second).
     pub fn new(max: u32, overhead_bps: u32) -> RateController {
-        let mut ladder = vec![max];
-        ladder.extend(LADDER.iter().copied().filter(|&b| b < max));
+        let mut ladder = vec![(max, true), (max, false)];
+        ladder.extend(LADDER.iter().copied().filter(|&b| b < max).map(|b| (b, false)));
         RateController {
             ladder,
             overhead_bps,
@@ -117,12 +126,27 @@ impl RateController {
 
     /// The bitrate to send at now.
     pub fn bitrate(&self) -> u32 {
-        self.ladder[self.step]
+        self.ladder[self.step].0
     }
 
-    /// A step's rate on the wire, with the packets' headers.
-    fn wire(&self, step: usize) -> f32 {
-        (self.ladder[step] + self.overhead_bps) as f32
+    /// Whether copies of earlier frames may be added (under loss).
+    pub fn copies_allowed(&self) -> bool {
+        self.ladder[self.step].1
+    }
+
+    /// A rung's rate on the wire, with the packets' headers, and the copies
+    /// when they ride along.
+    fn wire(&self, step: usize, copies_in_use: bool) -> f32 {
+        let (bitrate, copies) = self.ladder[step];
+        let factor = if copies && copies_in_use { 1 + COPIES } else { 1 };
+        (bitrate * factor + self.overhead_bps) as f32
+    }
+
+    /// The next rung down that changes what is sent.
+    fn down(&self, copies_in_use: bool) -> usize {
+        let next = self.step + 1;
+        // Dropping copies that are not being sent changes nothing.
+        if self.step == 0 && !copies_in_use && next + 1 < self.ladder.len() { next + 1 } else { next }
     }
 
     /// A new ceiling (the user changed the bitrate): start over from it.
@@ -138,7 +162,8 @@ impl RateController {
     }
 
     /// Takes the latest feedback at time `now` (since the call started);
-    /// answers the new bitrate when it changes.
+    /// answers the new bitrate when the rung changes (dropping or
+    /// allowing copies counts: see [`RateController::copies_allowed`]).
     pub fn update(&mut self, now: Duration, fb: Feedback) -> Option<u32> {
         // The base round trip is the smallest of the last half minute (a
         // route that got longer for good is learnt again).
@@ -161,7 +186,8 @@ impl RateController {
                 // Through a bottleneck, the share that gets through grows as
                 // the stream shrinks; random loss stays where it was. Which
                 // of the two is the loss now nearer to?
-                let (before, after) = (self.wire(p.step_before), self.wire(self.step));
+                let before = self.wire(p.step_before, p.copies_in_use);
+                let after = self.wire(self.step, fb.copies_in_use);
                 let if_bottleneck = 100.0 - (100.0 - p.loss_before) * before / after;
                 if fb.loss_pct > (p.loss_before + if_bottleneck.max(0.0)) / 2.0 {
                     // Stepping down did not help: the loss is random. Undo.
@@ -179,9 +205,14 @@ impl RateController {
             self.calm_since = None;
             let since = *self.lossy_since.get_or_insert(now);
             if now.saturating_sub(since) >= PROBE_AFTER && can_step_down && self.probe.is_none() {
-                self.probe = Some(LossProbe { at: now, loss_before: fb.loss_pct, step_before: self.step });
+                self.probe = Some(LossProbe {
+                    at: now,
+                    loss_before: fb.loss_pct,
+                    step_before: self.step,
+                    copies_in_use: fb.copies_in_use,
+                });
                 self.lossy_since = None;
-                self.step += 1;
+                self.step = self.down(fb.copies_in_use);
                 self.last_down = Some(now);
                 return Some(self.bitrate());
             }
@@ -197,7 +228,7 @@ impl RateController {
             if self.last_up.is_some_and(|t| now.saturating_sub(t) < self.up_after) {
                 self.up_after = (self.up_after * 2).min(UP_AFTER_MAX);
             }
-            self.step += 1;
+            self.step = self.down(fb.copies_in_use);
             self.last_down = Some(now);
             return Some(self.bitrate());
         }
@@ -230,7 +261,7 @@ mod tests {
     const OVERHEAD: u32 = 60 * 8 * 50;
 
     fn fb(loss_pct: f32, rtt_ms: u32) -> Feedback {
-        Feedback { loss_pct, rtt_ms: Some(rtt_ms), report_age: Some(Duration::from_millis(200)) }
+        Feedback { loss_pct, rtt_ms: Some(rtt_ms), report_age: Some(Duration::from_millis(200)), copies_in_use: false }
     }
 
     /// Feeds `f` every half second from `from` for `secs`; answers the
@@ -332,14 +363,48 @@ mod tests {
     }
 
     #[test]
+    fn copies_are_dropped_first_under_a_bottleneck_and_kept_under_random_loss() {
+        // The engine adds copies (tripling the stream) while the loss is
+        // 10 % or more and the controller allows them.
+        let sim = |rc: &mut RateController, secs: f32, cap: Option<f64>, random: f32| {
+            let mut copies = false;
+            let mut trace = Vec::new();
+            for i in 0..(secs * 2.0) as usize {
+                let factor = if copies { 3 } else { 1 };
+                let wire = f64::from(rc.bitrate() * factor + OVERHEAD);
+                let choke = cap.map_or(0.0, |c| (100.0 * (1.0 - c / wire)).max(0.0)) as f32;
+                let loss = choke.max(random);
+                let rtt = if choke > 0.0 { 290 } else { 40 };
+                let f = Feedback { copies_in_use: copies, ..fb(loss, rtt) };
+                rc.update(Duration::from_millis(500 * i as u64), f);
+                copies = rc.copies_allowed() && loss >= 10.0;
+                trace.push((rc.bitrate(), copies));
+            }
+            trace
+        };
+        let mut rc = RateController::new(32_000, OVERHEAD);
+        let trace = sim(&mut rc, 40.0, Some(60_000.0), 0.0);
+        // 32 kbit/s fits under 60 (56 on the wire) but not with copies:
+        // the copies go and the bitrate stays.
+        let last = *trace.last().unwrap();
+        assert_eq!(last, (32_000, false), "{trace:?}");
+        // Random loss: copies stay on (after, at most, a short test).
+        let mut rc = RateController::new(32_000, OVERHEAD);
+        let trace = sim(&mut rc, 40.0, None, 20.0);
+        let with_copies = trace.iter().filter(|t| t.1).count();
+        assert!(with_copies >= trace.len() * 3 / 4, "{trace:?}");
+        assert_eq!(*trace.last().unwrap(), (32_000, true));
+    }
+
+    #[test]
     fn silence_from_the_other_side_counts_as_congestion() {
         let mut rc = RateController::new(32_000, OVERHEAD);
-        let choked = |_| Feedback { loss_pct: 0.0, rtt_ms: None, report_age: Some(Duration::from_secs(3)) };
+        let choked = |_| Feedback { report_age: Some(Duration::from_secs(3)), ..Feedback::default() };
         let rates = run(&mut rc, 0.0, 10.0, choked);
         assert_eq!(*rates.last().unwrap(), 8_000);
         // But no report yet at all (the call is starting) is not.
         let mut rc = RateController::new(32_000, OVERHEAD);
-        let none = |_| Feedback { loss_pct: 0.0, rtt_ms: None, report_age: None };
+        let none = |_| Feedback::default();
         assert!(run(&mut rc, 0.0, 10.0, none).iter().all(|&b| b == 32_000));
     }
 
@@ -361,7 +426,8 @@ mod tests {
         let mut rc = RateController::new(32_000, OVERHEAD);
         rc.set_max(20_000);
         assert_eq!(rc.bitrate(), 20_000);
-        assert_eq!(rc.ladder, vec![20_000, 16_000, 12_000, 8_000]);
+        let rates: Vec<u32> = rc.ladder.iter().map(|r| r.0).collect();
+        assert_eq!(rates, vec![20_000, 20_000, 16_000, 12_000, 8_000]);
         rc.set_max(64_000);
         assert_eq!(rc.bitrate(), 64_000);
     }
