@@ -108,8 +108,10 @@ pub struct MediaConfig {
     pub bitrate: u32,
     /// In-band FEC.
     pub fec: bool,
-    /// Adaptive jitter buffer (off: a fixed one-frame buffer, the naive
-    /// receiver, kept for comparisons).
+    /// Adaptive jitter buffer (off: the naive receiver, kept for
+    /// comparisons: a fixed one-frame buffer that plays what is there at
+    /// each frame's turn, conceals what is not, drops what comes later and
+    /// never uses FEC).
     pub adaptive_jitter: bool,
     /// Noise suppression on the microphone.
     pub noise_suppression: bool,
@@ -531,7 +533,13 @@ pub async fn run_call(
     let jcfg = if cfg.adaptive_jitter {
         JitterConfig { frame_ms: cfg.frame.ms(), ..JitterConfig::default() }
     } else {
-        JitterConfig { frame_ms: cfg.frame.ms(), min_frames: 1, max_frames: 1, ..JitterConfig::default() }
+        JitterConfig {
+            frame_ms: cfg.frame.ms(),
+            min_frames: 1,
+            max_frames: 1,
+            adaptive: false,
+            ..JitterConfig::default()
+        }
     };
     let keys = setup.keys;
     let mut peers = Vec::new();

@@ -74,11 +74,16 @@ pub struct JitterConfig {
     pub max_frames: usize,
     /// Concealed frames in a row before fading to silence.
     pub max_conceal: u32,
+    /// Adapt to the network (the default). Off, the buffer is the naive
+    /// receiver kept for comparisons: a fixed depth of `min_frames`, a
+    /// frame that is not there at its turn is concealed at once and its
+    /// packet dropped as late if it comes, and FEC is never used.
+    pub adaptive: bool,
 }
 
 impl Default for JitterConfig {
     fn default() -> Self {
-        Self { frame_ms: 20, min_frames: 1, max_frames: 15, max_conceal: 5 }
+        Self { frame_ms: 20, min_frames: 1, max_frames: 15, max_conceal: 5, adaptive: true }
     }
 }
 
@@ -143,6 +148,9 @@ impl JitterBuffer {
 
     /// How many frames the buffer aims to hold.
     pub fn target_frames(&self) -> usize {
+        if !self.cfg.adaptive {
+            return self.cfg.min_frames.max(1);
+        }
         let frame = u64::from(self.cfg.frame_ms.max(1));
         let want = self.jitter_ms().div_ceil(frame) as usize + 1;
         want.clamp(self.cfg.min_frames, self.cfg.max_frames)
@@ -244,6 +252,17 @@ impl JitterBuffer {
             return Playout::Frame(p);
         }
         let ahead = self.packets.len();
+        if !self.cfg.adaptive {
+            // The naive receiver: not here at its turn means lost.
+            if ahead == 0 && self.conceal_run >= self.cfg.max_conceal {
+                self.next = None;
+                return Playout::Silence;
+            }
+            self.advance(next);
+            self.conceal_run += 1;
+            self.stats.concealed += 1;
+            return Playout::Conceal { fade_out: self.conceal_run >= self.cfg.max_conceal };
+        }
         if ahead == 0 {
             // Nothing after this frame either: it is late, not lost (or the
             // sender's clock is slow). Conceal while waiting for it; after a
@@ -464,6 +483,31 @@ mod tests {
             j.pop();
         }
         assert!(j.depth() <= j.target_frames() + 2, "depth {} target {}", j.depth(), j.target_frames());
+    }
+
+    #[test]
+    fn the_naive_buffer_drops_late_packets_and_never_uses_fec() {
+        let mut j = JitterBuffer::new(JitterConfig { max_frames: 1, adaptive: false, ..JitterConfig::default() });
+        // Frame 1 is late by 30 ms, frame 3 is lost.
+        let arrivals = [(0u32, 0u64), (2, 40), (1, 50), (4, 80), (5, 100)];
+        let mut out = Vec::new();
+        let mut i = 0;
+        for k in 0..6u64 {
+            let now = k * F + 1;
+            while i < arrivals.len() && arrivals[i].1 <= now {
+                let (s, t) = arrivals[i];
+                j.push(s, u64::from(s) * F, pkt(s), t);
+                i += 1;
+            }
+            out.push(j.pop());
+        }
+        assert_eq!(seq_of(&out[0]), Some(0));
+        assert_eq!(out[1], Playout::Conceal { fade_out: false }, "frame 1 is not there at its turn");
+        assert_eq!(seq_of(&out[2]), Some(2));
+        assert_eq!(out[3], Playout::Conceal { fade_out: false }, "no FEC for frame 3, though 4 is here");
+        assert_eq!(seq_of(&out[4]), Some(4));
+        assert_eq!(j.stats().late, 1, "frame 1 came after its turn");
+        assert_eq!(j.target_frames(), 1);
     }
 
     #[test]

@@ -38,6 +38,10 @@ struct Args {
     /// two sentences, no latency: a quick check.
     #[arg(long)]
     quick: bool,
+    /// Network conditions instead of the standard set, each
+    /// `random:LOSS%:JITTER_MS` or `bursty:LOSS%:JITTER_MS` (repeatable).
+    #[arg(long = "net", value_parser = parse_net)]
+    nets: Vec<Network>,
     /// Only score the codec alone (no calls): to try a recording or a bitrate.
     #[arg(long)]
     codec_only: bool,
@@ -59,6 +63,22 @@ struct Args {
     /// The figure (PNG).
     #[arg(long, default_value = "docs/mos-vs-loss.png")]
     plot: PathBuf,
+}
+
+fn parse_net(s: &str) -> Result<Network, String> {
+    let bad = || format!("`{s}`: want random:LOSS:JITTER_MS or bursty:LOSS:JITTER_MS");
+    let mut it = s.split(':');
+    let bursty = match it.next() {
+        Some("random") => false,
+        Some("bursty") => true,
+        _ => return Err(bad()),
+    };
+    let loss_pct: f64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let jitter_ms: u64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    if !(0.0..100.0).contains(&loss_pct) || it.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Network { loss_pct, bursty, jitter_ms })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +107,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let networks = if a.codec_only {
         vec![]
+    } else if !a.nets.is_empty() {
+        a.nets.clone()
     } else if a.quick {
         vec![
             Network { loss_pct: 0.0, bursty: false, jitter_ms: 0 },
