@@ -42,7 +42,8 @@ struct Args {
     /// `random:LOSS%:JITTER_MS` or `bursty:LOSS%:JITTER_MS` (repeatable).
     #[arg(long = "net", value_parser = parse_net)]
     nets: Vec<Network>,
-    /// Only score the codec alone (no calls): to try a recording or a bitrate.
+    /// Only score the codec references (no calls): to try a recording, a
+    /// bitrate or the codec's behaviour under `--net` losses quickly.
     #[arg(long)]
     codec_only: bool,
     /// Skip the latency measurement.
@@ -105,9 +106,7 @@ async fn main() -> anyhow::Result<()> {
             (quality::make_speech(&a.out, n, voice)?, format!("{n} Harvard sentences, {name}"))
         }
     };
-    let networks = if a.codec_only {
-        vec![]
-    } else if !a.nets.is_empty() {
+    let networks = if !a.nets.is_empty() {
         a.nets.clone()
     } else if a.quick {
         vec![
@@ -132,6 +131,11 @@ async fn main() -> anyhow::Result<()> {
             ..MediaConfig::default()
         },
         naive: !a.no_naive,
+        calls: !a.codec_only,
+        offsets: match std::env::var("BABEL_RED_OFFSETS") {
+            Ok(v) => v.split(',').filter_map(|x| x.parse().ok()).collect(),
+            Err(_) => babel_media::engine::REDUNDANCY_OFFSETS.to_vec(),
+        },
         latency: !a.no_latency && !a.quick && !a.codec_only,
         out_dir: a.out.clone(),
     };

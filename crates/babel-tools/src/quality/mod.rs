@@ -113,6 +113,11 @@ pub struct Options {
     pub media: MediaConfig,
     /// Also run the naive receiver.
     pub naive: bool,
+    /// Run calls (off: only the codec references).
+    pub calls: bool,
+    /// Where the ideal receiver finds copies of a frame (frames later),
+    /// as the engine sends them under loss.
+    pub offsets: Vec<u32>,
     /// Also measure latency (20 and 10 ms frames).
     pub latency: bool,
     /// Where WAV files go.
@@ -130,6 +135,8 @@ pub struct Scored {
     pub applied_loss_pct: f64,
     /// Frames the listener rebuilt from FEC.
     pub fec_recovered: u64,
+    /// Frames the listener filled in from copies in later datagrams.
+    pub from_copies: u64,
     /// Frames the listener concealed.
     pub concealed: u64,
     /// The delay alignment found, ms.
@@ -303,13 +310,17 @@ pub fn pesq_scores(python: &Path, pairs: &[(PathBuf, PathBuf)]) -> anyhow::Resul
 
 /// The speech through the codec alone at the engine's settings; with
 /// `loss`, packets are lost as `loss` (only its loss settings) and `seed`
-/// say, and an ideal receiver rebuilds a lost frame from the next packet's
-/// FEC when that one came (when FEC is on), else conceals it. Answers the
-/// decoded audio and how many packets were lost.
+/// say, and an ideal receiver (no jitter, waits as long as it needs) plays
+/// a lost frame from a full copy in a later datagram (copies of frame k
+/// ride in the datagrams of frames k + `offsets`), else rebuilds it from
+/// the next packet's in-band FEC (when FEC is on and that packet came),
+/// else conceals it. Answers the decoded audio and how many frames were
+/// neither received nor recovered from a copy.
 pub fn codec_only(
     speech: &[f32],
     media: &MediaConfig,
     loss: Option<(Impairment, u64)>,
+    offsets: &[u32],
 ) -> anyhow::Result<(Vec<f32>, u64)> {
     let n = media.frame.samples();
     let mut enc = VoiceEncoder::new(media.bitrate, media.frame)?;
@@ -323,7 +334,7 @@ pub fn codec_only(
     if let (Some(l), true) = (&link, media.fec) {
         // As the engine does once the far end reports the loss.
         let pct = (l.impairment().loss + l.impairment().burst.map_or(0.0, |b| b.mean_loss())) * 100.0;
-        enc.set_expected_loss(((pct as u8).saturating_add(5)).min(40))?;
+        enc.set_expected_loss(babel_media::engine::expected_loss_pct((pct * 10.0) as u16))?;
     }
     for chunk in speech.chunks(n) {
         let mut f = chunk.to_vec();
@@ -337,19 +348,23 @@ pub fn codec_only(
             None => true,
         });
     }
+    let have = |k: usize| got[k] || offsets.iter().any(|&o| got.get(k + o as usize) == Some(&true));
     let mut dec = VoiceDecoder::new(media.frame)?;
     let mut out = Vec::with_capacity(speech.len() + n);
+    let mut missing = 0;
     for k in 0..packets.len() {
-        let pcm = if got[k] {
+        let pcm = if have(k) {
             dec.decode(&packets[k])?
         } else if media.fec && got.get(k + 1) == Some(&true) {
+            missing += 1;
             dec.decode_fec(&packets[k + 1])?
         } else {
+            missing += 1;
             dec.conceal()?
         };
         out.extend(pcm);
     }
-    Ok((out, got.iter().filter(|g| !**g).count() as u64))
+    Ok((out, missing))
 }
 
 /// What a call's recording needs before scoring: 16 kHz, aligned to the
@@ -371,13 +386,13 @@ pub async fn run(opts: &Options, mut progress: impl FnMut(&str)) -> anyhow::Resu
     // Where each score goes: (row, column 0 codec+loss / 1 babel / 2 naive, index).
     let mut slots: Vec<(usize, usize, usize)> = Vec::new();
 
-    let (codec, _) = codec_only(&opts.speech, &opts.media, None)?;
+    let (codec, _) = codec_only(&opts.speech, &opts.media, None, &[])?;
     let (codec16, _) = prepare(&ref16, &codec)?;
     let codec_path = opts.out_dir.join("codec.wav");
     write_wav16(&codec_path, &codec16)?;
     pairs.push((ref_path.clone(), codec_path));
 
-    let naive_media = MediaConfig { fec: false, adaptive_jitter: false, ..opts.media.clone() };
+    let naive_media = MediaConfig { fec: false, redundancy: false, adaptive_jitter: false, ..opts.media.clone() };
     let mut rows = Vec::new();
     for (ri, net) in opts.networks.iter().enumerate() {
         let imp = net.impairment();
@@ -386,7 +401,7 @@ pub async fn run(opts: &Options, mut progress: impl FnMut(&str)) -> anyhow::Resu
             let tag =
                 format!("{}-{}{}-j{}-s{seed}", ri, if net.bursty { "b" } else { "r" }, net.loss_pct, net.jitter_ms);
             if net.loss_pct > 0.0 {
-                let (pcm, lost) = codec_only(&opts.speech, &opts.media, Some((imp, seed)))?;
+                let (pcm, lost) = codec_only(&opts.speech, &opts.media, Some((imp, seed)), &opts.offsets)?;
                 let (d16, delay) = prepare(&ref16, &pcm)?;
                 let p = opts.out_dir.join(format!("codec-loss-{tag}.wav"));
                 write_wav16(&p, &d16)?;
@@ -398,13 +413,14 @@ pub async fn run(opts: &Options, mut progress: impl FnMut(&str)) -> anyhow::Resu
                     mos: 0.0,
                     applied_loss_pct: 100.0 * lost as f64 / frames,
                     fec_recovered: 0,
+                    from_copies: 0,
                     concealed: 0,
                     delay_ms: delay,
                 });
             }
             let variants: &[(usize, &MediaConfig)] =
                 if opts.naive { &[(1, &opts.media), (2, &naive_media)] } else { &[(1, &opts.media)] };
-            for &(col, media) in variants {
+            for &(col, media) in variants.iter().filter(|_| opts.calls) {
                 progress(&format!("{} · {} · seed {seed}", net.label(), if col == 1 { "babel" } else { "naive" }));
                 let r =
                     call::run(opts.speech.clone(), imp, media.clone(), seed, None, TimedRecording::default()).await?;
@@ -420,6 +436,7 @@ pub async fn run(opts: &Options, mut progress: impl FnMut(&str)) -> anyhow::Resu
                     mos: 0.0,
                     applied_loss_pct: applied,
                     fec_recovered: r.receiver.fec_recovered,
+                    from_copies: r.receiver.from_copies,
                     concealed: r.receiver.concealed,
                     delay_ms: delay,
                 };
@@ -523,15 +540,25 @@ pub fn markdown(r: &Report) -> String {
         r.speech,
         r.speech_secs
     ));
-    s.push_str("| network (both ways) | codec + same loss, ideal receiver | **Babel** (FEC + adaptive jitter buffer) | Babel / codec alone | naive receiver (no FEC, fixed 1-frame buffer) | loss applied | Babel: FEC-rebuilt / concealed frames |\n");
-    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    s.push_str(
+        "| network (both ways) | codec + same loss, ideal receiver | **Babel** | Babel / codec alone | naive receiver | \
+         loss applied | Babel: frames from copies / FEC / concealed | delay Babel / naive |\n",
+    );
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for row in &r.rows {
         let babel = mean_mos(&row.babel);
-        let loss = row.babel.iter().map(|x| x.applied_loss_pct).sum::<f64>() / row.babel.len().max(1) as f64;
-        let fec = row.babel.iter().map(|x| x.fec_recovered).sum::<u64>() / row.babel.len().max(1) as u64;
-        let conc = row.babel.iter().map(|x| x.concealed).sum::<u64>() / row.babel.len().max(1) as u64;
+        let n = row.babel.len().max(1);
+        let loss = row.babel.iter().map(|x| x.applied_loss_pct).sum::<f64>() / n as f64;
+        let avg = |f: fn(&Scored) -> u64| row.babel.iter().map(f).sum::<u64>() / n as u64;
+        let delay = |v: &[Scored]| {
+            if v.is_empty() {
+                "–".into()
+            } else {
+                format!("{:.0}", v.iter().map(|x| x.delay_ms).sum::<f64>() / v.len() as f64)
+            }
+        };
         s.push_str(&format!(
-            "| {} | {} | **{}**{} | {} | {}{} | {:.1} % | {fec} / {conc} |\n",
+            "| {} | {} | **{}**{} | {} | {}{} | {:.1} % | {} / {} / {} | {} / {} ms |\n",
             row.label,
             if row.codec_loss.is_empty() { "–".into() } else { f(mean_mos(&row.codec_loss)) },
             f(babel),
@@ -540,6 +567,11 @@ pub fn markdown(r: &Report) -> String {
             f(mean_mos(&row.naive)),
             range(&row.naive),
             loss,
+            avg(|x| x.from_copies),
+            avg(|x| x.fec_recovered),
+            avg(|x| x.concealed),
+            delay(&row.babel),
+            delay(&row.naive),
         ));
     }
     if !r.latency.is_empty() {

@@ -56,9 +56,9 @@ pub fn draw(r: &Report, path: &Path) -> anyhow::Result<()> {
 
     type Pick = fn(&super::Row) -> &Vec<Scored>;
     let series: [(&str, Pick, RGBColor); 3] = [
-        ("Babel (FEC + adaptive jitter buffer)", |row| &row.babel, RGBColor(31, 90, 200)),
-        ("naive receiver (no FEC, 1-frame buffer)", |row| &row.naive, RGBColor(210, 50, 40)),
-        ("codec + same loss, ideal receiver", |row| &row.codec_loss, RGBColor(40, 150, 60)),
+        ("Babel (FEC, copies, adaptive jitter buffer)", |row| &row.babel, RGBColor(31, 90, 200)),
+        ("naive receiver (no FEC, no copies, 1-frame buffer)", |row| &row.naive, RGBColor(210, 50, 40)),
+        ("codec + same loss and repairs, ideal receiver", |row| &row.codec_loss, RGBColor(40, 150, 60)),
     ];
     for (name, pick, color) in series {
         for bursty in [false, true] {
