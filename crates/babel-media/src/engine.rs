@@ -523,6 +523,8 @@ impl Peer {
 
     /// Decodes their next frame for playback.
     fn play(&mut self, frame_len: usize) -> Vec<f32> {
+        // Below this the last frame was a pause: a frame skipped now is not heard.
+        self.jitter.set_quiet(self.level_db < -45.0);
         let mut pcm = match self.jitter.pop() {
             Playout::Frame(p) => self.decoder.decode(&p).unwrap_or_else(|_| vec![0.0; frame_len]),
             Playout::Fec(next) => self.decoder.decode_fec(&next).unwrap_or_else(|_| vec![0.0; frame_len]),

@@ -63,6 +63,8 @@ pub struct JitterStats {
     pub played: u64,
     /// Missing frames filled in by a copy in a later datagram.
     pub from_copies: u64,
+    /// Silent frames added in pauses to deepen the buffer.
+    pub stretched: u64,
 }
 
 /// Settings.
@@ -93,6 +95,8 @@ impl Default for JitterConfig {
 const WINDOW: Millis = 2_000;
 /// Frames between checks for a buffer that runs deeper than needed.
 const SKIP_CHECK_TICKS: u32 = 50;
+/// How long a skip may wait for a quiet frame, in frames.
+pub const SKIP_WAIT_TICKS: u32 = 100;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -115,6 +119,10 @@ pub struct JitterBuffer {
     /// Frames of depth added to the jitter's need, so that what repairs a
     /// loss (the next packet's FEC, copies in later datagrams) comes in time.
     extra: usize,
+    /// Whether the last frame played was quiet (a pause between words):
+    /// the time to skip or add a frame unheard. `None`: not told (frames
+    /// are skipped when needed, and never added while a frame is there).
+    quiet: Option<bool>,
     stats: JitterStats,
 }
 
@@ -132,6 +140,7 @@ impl JitterBuffer {
             low_water: usize::MAX,
             ticks: 0,
             extra: 0,
+            quiet: None,
             stats: JitterStats::default(),
         }
     }
@@ -202,6 +211,14 @@ impl JitterBuffer {
         self.packets.insert(seq, payload);
     }
 
+    /// Tells whether the last frame played was quiet. Once told, frames
+    /// are skipped (to bring the delay down) in quiet moments when there
+    /// are some within [`SKIP_WAIT_TICKS`], and silent frames are added in
+    /// quiet moments while the buffer is shallower than its target.
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = Some(quiet);
+    }
+
     /// A copy of frame `seq`, carried by a later datagram: fills the gap if
     /// that frame is missing and its turn has not passed. Not counted as a
     /// received packet (the loss figures stay those of the network).
@@ -241,6 +258,10 @@ impl JitterBuffer {
         self.ticks += 1;
         if self.ticks >= SKIP_CHECK_TICKS {
             let excess = self.low_water.saturating_sub(target);
+            if excess > 0 && self.quiet == Some(false) && self.ticks < SKIP_CHECK_TICKS + SKIP_WAIT_TICKS {
+                // Skipping a frame of speech is heard; wait for a pause.
+                return self.pop_at(next, target);
+            }
             self.ticks = 0;
             self.low_water = usize::MAX;
             let skip = if excess > 3 { excess - 1 } else { excess.min(1) };
@@ -276,15 +297,22 @@ impl JitterBuffer {
     }
 
     fn pop_at(&mut self, next: u32, target: usize) -> Playout {
+        // Frames here after this one, counted in time (a gap left by a lost
+        // packet counts: it is not a reason to wait).
+        let ahead = self.packets.last_key_value().map_or(0, |(&k, _)| k.wrapping_sub(next) as usize);
+        if self.cfg.adaptive && self.quiet == Some(true) && ahead + 1 < target && self.packets.contains_key(&next) {
+            // Shallower than needed, in a pause: a frame of silence deepens
+            // the buffer unheard (rather than a concealed frame in speech
+            // when a packet is missing later).
+            self.stats.stretched += 1;
+            return Playout::Silence;
+        }
         if let Some(p) = self.packets.remove(&next) {
             self.advance(next);
             self.conceal_run = 0;
             self.stats.played += 1;
             return Playout::Frame(p);
         }
-        // Frames here after this one, counted in time (a gap left by a lost
-        // packet counts: it is not a reason to wait).
-        let ahead = self.packets.last_key_value().map_or(0, |(&k, _)| k.wrapping_sub(next) as usize);
         if !self.cfg.adaptive {
             // The naive receiver: not here at its turn means lost.
             if ahead == 0 && self.conceal_run >= self.cfg.max_conceal {
@@ -571,6 +599,53 @@ mod tests {
         // A copy of a frame already played is ignored.
         j.push_copy(1, pkt(1));
         assert_eq!(j.stats().from_copies, 1);
+    }
+
+    #[test]
+    fn frames_are_skipped_in_pauses() {
+        // Steady, then 10 frames at once: too deep; answers the tick of the
+        // first skip when the output is quiet or speech throughout.
+        let first_skip = |quiet: bool| {
+            let mut j = jb();
+            j.set_quiet(quiet);
+            let mut seq = 0u32;
+            for k in 0..600u64 {
+                let n = if k == 20 { 10 } else { 1 };
+                for _ in 0..n {
+                    j.push(seq, u64::from(seq) * F, pkt(seq), k * F);
+                    seq += 1;
+                }
+                j.pop();
+                if j.stats().skipped > 0 {
+                    return k;
+                }
+            }
+            u64::MAX
+        };
+        let (pause, speech) = (first_skip(true), first_skip(false));
+        assert!(pause < 200, "{pause}");
+        assert!(speech > pause + 50, "waits for a pause: {speech} vs {pause}");
+        assert!(speech <= pause + u64::from(SKIP_WAIT_TICKS) + 50, "but not forever: {speech}");
+    }
+
+    #[test]
+    fn the_buffer_deepens_in_pauses_with_silence() {
+        let mut j = jb();
+        let mut out = Vec::new();
+        for k in 0..40u32 {
+            if k == 10 {
+                // Losses start: the buffer is to hold three more frames.
+                j.set_extra_frames(3);
+                j.set_quiet(true);
+            }
+            j.push(k, u64::from(k) * F, pkt(k), u64::from(k) * F);
+            out.push(j.pop());
+        }
+        assert_eq!(j.stats().stretched, 3, "{out:?}");
+        assert_eq!(j.stats().concealed, 0);
+        assert_eq!(j.depth(), 3, "target 4 before each pop, 3 after");
+        let played: Vec<u32> = out.iter().filter_map(seq_of).collect();
+        assert_eq!(played, (0..37).collect::<Vec<_>>(), "nothing lost, three frames later");
     }
 
     #[test]
