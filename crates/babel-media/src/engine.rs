@@ -13,7 +13,9 @@
 //! from the start, so simple NATs open. While on a worse path the better
 //! ones are probed four times a second with real voice, and the call moves
 //! back as soon as they are confirmed again. The loss the peer reports sets
-//! the encoder's FEC.
+//! the encoder's FEC and, from 1 %, adds copies of earlier frames to each
+//! voice datagram ([`REDUNDANCY_OFFSETS`]), which the receiver's jitter
+//! buffer waits for.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -38,6 +40,16 @@ use crate::process::CaptureChain;
 pub const KIND_REPORT: u8 = 2;
 /// How often a report goes out (and so how fast a broken path is noticed).
 const REPORT_EVERY: Duration = Duration::from_millis(500);
+/// Where copies of a frame ride under loss: in the datagrams of the frames
+/// this many frames later (so a burst shorter than that loses nothing).
+pub const REDUNDANCY_OFFSETS: [u32; 2] = [3, 6];
+
+/// The loss the encoder's in-band FEC is told to protect against, percent,
+/// for a loss the far end reports in permille: a little more than that.
+pub fn expected_loss_pct(reported_permille: u16) -> u8 {
+    u8::try_from((reported_permille / 10).saturating_add(5).min(40)).unwrap_or(40)
+}
+
 /// How often a better path is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
@@ -108,8 +120,13 @@ pub struct MediaConfig {
     pub bitrate: u32,
     /// In-band FEC.
     pub fec: bool,
-    /// Adaptive jitter buffer (off: a fixed one-frame buffer, the naive
-    /// receiver, kept for comparisons).
+    /// While the peer reports loss, send copies of earlier frames in each
+    /// voice datagram ([`REDUNDANCY_OFFSETS`]).
+    pub redundancy: bool,
+    /// Adaptive jitter buffer (off: the naive receiver, kept for
+    /// comparisons: a fixed one-frame buffer that plays what is there at
+    /// each frame's turn, conceals what is not, drops what comes later and
+    /// never uses FEC).
     pub adaptive_jitter: bool,
     /// Noise suppression on the microphone.
     pub noise_suppression: bool,
@@ -134,6 +151,7 @@ impl Default for MediaConfig {
             frame: FrameMs::Twenty,
             bitrate: DEFAULT_BITRATE,
             fec: true,
+            redundancy: true,
             adaptive_jitter: true,
             noise_suppression: true,
             echo_cancellation: true,
@@ -226,6 +244,8 @@ pub struct CallStats {
     pub concealed: u64,
     /// Frames rebuilt from FEC so far (all peers).
     pub fec_recovered: u64,
+    /// Lost frames filled in from copies in later datagrams (all peers).
+    pub from_copies: u64,
     /// Voice frames sent.
     pub sent: u64,
     /// Voice frames received (all peers, all paths, copies dropped).
@@ -455,7 +475,8 @@ impl Peer {
         }
         match frame.kind {
             KIND_OPUS => {
-                let Some(p) = frame.packets.into_iter().next() else { return };
+                let mut packets = frame.packets.into_iter();
+                let Some(p) = packets.next() else { return };
                 // Sequence numbers also count reports and keys; the jitter
                 // buffer and the loss count use the media frame index.
                 let index = frame.timestamp / fms.samples() as u32;
@@ -463,6 +484,18 @@ impl Peer {
                 self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
                 let media_ms = u64::from(frame.timestamp) / 48;
                 self.jitter.push(index, media_ms, p, now.duration_since(start).as_millis() as u64);
+                // Copies of earlier frames, when the sender adds them.
+                let mut reach = 0;
+                for (copy, off) in packets.zip(REDUNDANCY_OFFSETS) {
+                    if let Some(i) = index.checked_sub(off) {
+                        self.jitter.push_copy(i, copy);
+                    }
+                    reach = off;
+                }
+                // Hold back what repairs a loss: the copies' reach, or (with
+                // loss but no copies) the next packet and its FEC.
+                let extra = if reach > 0 { reach as usize } else { usize::from(self.rx_loss_pct() >= 1.0) };
+                self.jitter.set_extra_frames(extra);
             }
             KIND_REPORT => {
                 if let Some(r) = frame.packets.first().and_then(|b| Report::decode(b)) {
@@ -531,6 +564,8 @@ impl Peer {
 
     /// Decodes their next frame for playback.
     fn play(&mut self, frame_len: usize) -> Vec<f32> {
+        // Below this the last frame was a pause: a frame skipped now is not heard.
+        self.jitter.set_quiet(self.level_db < -45.0);
         let mut pcm = match self.jitter.pop() {
             Playout::Frame(p) => self.decoder.decode(&p).unwrap_or_else(|_| vec![0.0; frame_len]),
             Playout::Fec(next) => self.decoder.decode_fec(&next).unwrap_or_else(|_| vec![0.0; frame_len]),
@@ -572,7 +607,13 @@ pub async fn run_call(
     let jcfg = if cfg.adaptive_jitter {
         JitterConfig { frame_ms: cfg.frame.ms(), ..JitterConfig::default() }
     } else {
-        JitterConfig { frame_ms: cfg.frame.ms(), min_frames: 1, max_frames: 1, ..JitterConfig::default() }
+        JitterConfig {
+            frame_ms: cfg.frame.ms(),
+            min_frames: 1,
+            max_frames: 1,
+            adaptive: false,
+            ..JitterConfig::default()
+        }
     };
     let keys = setup.keys;
     let mut peers = Vec::new();
@@ -627,6 +668,9 @@ pub async fn run_call(
     let mut relay_out = Vec::with_capacity(1500);
     let mut seq: u32 = 0;
     let mut media_index: u32 = 0;
+    // My last frames' packets, newest last, for the copies sent under loss.
+    let mut history: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut redundant = false;
     let mut input_ended: Option<Instant> = None;
     let mut relay_bound = false;
     let mut last_bind: Option<Instant> = None;
@@ -783,12 +827,22 @@ pub async fn run_call(
         let opus = enc.encode(&pcm)?;
         let group = peers.len() > 1;
         let voice_key = if group { &group_key } else { peers.first().map_or(&group_key, |p| &p.pair_send) };
-        let frame = VoiceFrame {
-            kind: KIND_OPUS,
-            seq,
-            timestamp: media_index.wrapping_mul(frame_len as u32),
-            packets: vec![opus],
-        };
+        let mut packets = vec![opus.clone()];
+        if redundant {
+            for off in REDUNDANCY_OFFSETS {
+                // Same size only (a bitrate change makes older ones differ).
+                let Some(copy) = history.len().checked_sub(off as usize).and_then(|i| history.get(i)) else { break };
+                if copy.len() != opus.len() {
+                    break;
+                }
+                packets.push(copy.clone());
+            }
+        }
+        history.push_back(opus);
+        while history.len() > REDUNDANCY_OFFSETS.iter().copied().max().unwrap_or(0) as usize {
+            history.pop_front();
+        }
+        let frame = VoiceFrame { kind: KIND_OPUS, seq, timestamp: media_index.wrapping_mul(frame_len as u32), packets };
         seq = seq.wrapping_add(1);
         media_index = media_index.wrapping_add(1);
         let voice = packet::seal(voice_key, &frame).unwrap_or_default();
@@ -906,6 +960,7 @@ pub async fn run_call(
         stats.received = 0;
         stats.concealed = 0;
         stats.fec_recovered = 0;
+        stats.from_copies = 0;
         stats.rtt_ms = None;
         stats.loss_pct = 0.0;
         stats.rx_loss_pct = 0.0;
@@ -927,6 +982,7 @@ pub async fn run_call(
             stats.received += js.received;
             stats.concealed += js.concealed;
             stats.fec_recovered += js.fec_recovered;
+            stats.from_copies += js.from_copies;
             stats.rtt_ms = stats.rtt_ms.max(p.stats.rtt_ms);
             stats.loss_pct = stats.loss_pct.max(p.stats.loss_pct);
             stats.rx_loss_pct = stats.rx_loss_pct.max(p.stats.rx_loss_pct);
@@ -941,18 +997,20 @@ pub async fn run_call(
                 loss_pct: stats.loss_pct,
                 rtt_ms: stats.rtt_ms,
                 report_age: peers.iter().filter_map(|p| p.report.as_ref().map(|(at, _)| now.duration_since(*at))).max(),
-                copies_in_use: false,
+                copies_in_use: redundant,
             };
             if let Some(b) = rate.update(elapsed, fb)
                 && enc.set_bitrate(b).is_ok()
             {
-                tracing::debug!(bitrate = b, ?fb, "bitrate step");
+                tracing::debug!(bitrate = b, copies = rate.copies_allowed(), ?fb, "bitrate step");
                 stats.bitrate = b;
             }
         }
+        // Copies triple what is sent: only while the path is not congested.
+        redundant = cfg.redundancy && worst_loss >= 10 && (!cfg.adapt_bitrate || rate.copies_allowed());
         if cfg.fec {
             // Protect against a little more than the worst loss reported.
-            let _ = enc.set_expected_loss(((worst_loss / 10) as u8).saturating_add(5).min(40));
+            let _ = enc.set_expected_loss(expected_loss_pct(worst_loss));
         }
         *control.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
     };

@@ -18,6 +18,8 @@ pub mod ceiling;
 pub mod child;
 pub mod fault;
 pub mod net;
+pub mod netsim;
+pub mod quality;
 pub mod relay_bench;
 pub mod report;
 pub mod schedule;

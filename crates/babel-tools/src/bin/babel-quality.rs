@@ -1,0 +1,160 @@
+//! `babel-quality`: voice quality (PESQ wideband) and mouth-to-ear latency
+//! of the whole system under bad networks, in one command:
+//!
+//! ```sh
+//! cargo run --release -p babel-tools --bin babel-quality
+//! ```
+//!
+//! Installs what it needs when missing (festival or espeak-ng, a font, PESQ in its own
+//! Python virtual environment), prints a Markdown table and the targets of
+//! issue #5, and draws `docs/mos-vs-loss.png`. See
+//! [`babel_tools::quality`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use babel_media::codec::FrameMs;
+use babel_media::engine::MediaConfig;
+use babel_tools::quality::{self, Network, Options};
+use clap::Parser;
+
+/// Sends speech through the real server, two real clients and the
+/// impairment proxy, and scores what arrives with PESQ wideband.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Speech to send (any WAV; default: five Harvard sentences spoken by
+    /// festival, about 12 s).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Make the speech with espeak-ng instead of festival.
+    #[arg(long)]
+    espeak: bool,
+    /// Calls per condition and receiver (seeds 1..=N); the table shows means.
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+    /// Only the clean path and 10 % random loss with 30 ms jitter, one run,
+    /// two sentences, no latency: a quick check.
+    #[arg(long)]
+    quick: bool,
+    /// Network conditions instead of the standard set, each
+    /// `random:LOSS%:JITTER_MS` or `bursty:LOSS%:JITTER_MS` (repeatable).
+    #[arg(long = "net", value_parser = parse_net)]
+    nets: Vec<Network>,
+    /// Only score the codec references (no calls): to try a recording, a
+    /// bitrate or the codec's behaviour under `--net` losses quickly.
+    #[arg(long)]
+    codec_only: bool,
+    /// Skip the latency measurement.
+    #[arg(long)]
+    no_latency: bool,
+    /// Skip the naive receiver.
+    #[arg(long)]
+    no_naive: bool,
+    /// Frame length for the quality runs (10 or 20 ms).
+    #[arg(long, default_value_t = 20)]
+    frame_ms: u32,
+    /// Opus bitrate, bits/s.
+    #[arg(long, default_value_t = babel_media::codec::DEFAULT_BITRATE)]
+    bitrate: u32,
+    /// Where recordings and results.json go.
+    #[arg(long, default_value = "/tmp/babel-quality")]
+    out: PathBuf,
+    /// The figure (PNG).
+    #[arg(long, default_value = "docs/mos-vs-loss.png")]
+    plot: PathBuf,
+}
+
+fn parse_net(s: &str) -> Result<Network, String> {
+    let bad = || format!("`{s}`: want random:LOSS:JITTER_MS or bursty:LOSS:JITTER_MS");
+    let mut it = s.split(':');
+    let bursty = match it.next() {
+        Some("random") => false,
+        Some("bursty") => true,
+        _ => return Err(bad()),
+    };
+    let loss_pct: f64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    let jitter_ms: u64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+    if !(0.0..100.0).contains(&loss_pct) || it.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Network { loss_pct, bursty, jitter_ms })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let frame = match a.frame_ms {
+        10 => FrameMs::Ten,
+        20 => FrameMs::Twenty,
+        other => anyhow::bail!("--frame-ms is 10 or 20, not {other}"),
+    };
+    let (speech, source) = match &a.input {
+        Some(p) => {
+            let mut s = babel_media::audio::read_wav(p).with_context(|| format!("cannot read {}", p.display()))?;
+            quality::normalise(&mut s);
+            (s, p.display().to_string())
+        }
+        None => {
+            let n = if a.quick { 2 } else { quality::SENTENCES.len() };
+            let (voice, name) = if a.espeak {
+                (quality::Voice::Espeak, "espeak-ng en-us")
+            } else {
+                (quality::Voice::Festival, "festival, cmu_us_slt_arctic_hts")
+            };
+            (quality::make_speech(&a.out, n, voice)?, format!("{n} Harvard sentences, {name}"))
+        }
+    };
+    let networks = if !a.nets.is_empty() {
+        a.nets.clone()
+    } else if a.quick {
+        vec![
+            Network { loss_pct: 0.0, bursty: false, jitter_ms: 0 },
+            Network { loss_pct: 10.0, bursty: false, jitter_ms: 30 },
+        ]
+    } else {
+        quality::standard_networks()
+    };
+    let opts = Options {
+        speech,
+        speech_source: source,
+        networks,
+        runs: if a.quick { 1 } else { a.runs.max(1) },
+        media: MediaConfig {
+            frame,
+            bitrate: a.bitrate,
+            // The recording is clean speech; noise suppression is a capture
+            // feature outside what this measures.
+            noise_suppression: false,
+            tail: Duration::from_millis(500),
+            ..MediaConfig::default()
+        },
+        naive: !a.no_naive,
+        calls: !a.codec_only,
+        offsets: match std::env::var("BABEL_RED_OFFSETS") {
+            Ok(v) => v.split(',').filter_map(|x| x.parse().ok()).collect(),
+            Err(_) => babel_media::engine::REDUNDANCY_OFFSETS.to_vec(),
+        },
+        latency: !a.no_latency && !a.quick && !a.codec_only,
+        out_dir: a.out.clone(),
+    };
+    let started = std::time::Instant::now();
+    let report = quality::run(&opts, |step| eprintln!("babel-quality: {step}")).await?;
+    let json = a.out.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    quality::plot::draw(&report, &a.plot)?;
+    println!("{}", quality::markdown(&report));
+    println!("| target (FEC on) | result | met? |\n| --- | --- | --- |");
+    for (what, value, met) in quality::targets(&report) {
+        println!("| {what} | {value} | {} |", if met { "yes" } else { "**no**" });
+    }
+    eprintln!(
+        "babel-quality: done in {:.0} s; recordings and results.json in {}, figure in {}",
+        started.elapsed().as_secs_f64(),
+        a.out.display(),
+        a.plot.display()
+    );
+    Ok(())
+}
