@@ -70,8 +70,12 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
         out.extend_from_slice(&chunk[0]);
         pos += n;
     }
-    let tail = r.process_partial(Some(&[&samples[pos..]]), None).map_err(|e| err(&e))?;
-    out.extend_from_slice(&tail[0]);
+    // (rubato refuses an empty partial chunk: a length that is a whole
+    // number of chunks has no tail.)
+    if pos < samples.len() {
+        let tail = r.process_partial(Some(&[&samples[pos..]]), None).map_err(|e| err(&e))?;
+        out.extend_from_slice(&tail[0]);
+    }
     let flush = r.process_partial::<&[f32]>(None, None).map_err(|e| err(&e))?;
     out.extend_from_slice(&flush[0]);
     let want = samples.len() * to as usize / from as usize;
@@ -224,6 +228,19 @@ mod tests {
         // Count zero crossings: 440 Hz is 880 crossings a second.
         let zc = r.windows(2).filter(|w| (w[0] < 0.0) != (w[1] < 0.0)).count();
         assert!((870..=890).contains(&zc), "{zc}");
+    }
+
+    #[test]
+    fn lengths_that_are_whole_chunks_resample_too() {
+        // The resampler's chunk is 1024 input frames at 16 kHz, 1026 at
+        // 48 kHz, 1029 at 22.05 kHz: a recording of exactly that many (or a
+        // multiple) has no partial tail.
+        for (from, to, n) in
+            [(16_000, 48_000, 1024), (16_000, 48_000, 4096), (48_000, 16_000, 2052), (22_050, 48_000, 1029)]
+        {
+            let r = resample(&vec![0.1; n], from, to).unwrap_or_else(|e| panic!("{n} at {from}: {e}"));
+            assert_eq!(r.len(), n * to as usize / from as usize);
+        }
     }
 
     #[test]

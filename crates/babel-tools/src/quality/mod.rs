@@ -16,6 +16,7 @@
 
 pub mod call;
 pub mod deps;
+pub mod echo;
 pub mod plot;
 pub mod signal;
 
