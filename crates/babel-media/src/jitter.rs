@@ -300,10 +300,12 @@ impl JitterBuffer {
         // Frames here after this one, counted in time (a gap left by a lost
         // packet counts: it is not a reason to wait).
         let ahead = self.packets.last_key_value().map_or(0, |(&k, _)| k.wrapping_sub(next) as usize);
-        if self.cfg.adaptive && self.quiet == Some(true) && ahead + 1 < target && self.packets.contains_key(&next) {
-            // Shallower than needed, in a pause: a frame of silence deepens
-            // the buffer unheard (rather than a concealed frame in speech
-            // when a packet is missing later).
+        if self.extra > 0 && self.quiet == Some(true) && ahead + 1 < target && self.packets.contains_key(&next) {
+            // Repairing losses needs depth: while shallower than that, in a
+            // pause, a frame of silence deepens the buffer unheard (rather
+            // than a concealed frame in speech when a packet is missing
+            // later). Without losses the buffer grows only when a packet is
+            // late, so a clean path keeps its delay low.
             self.stats.stretched += 1;
             return Playout::Silence;
         }

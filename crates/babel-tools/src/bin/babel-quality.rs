@@ -46,6 +46,12 @@ struct Args {
     /// bitrate or the codec's behaviour under `--net` losses quickly.
     #[arg(long)]
     codec_only: bool,
+    /// Where the ideal receiver of the codec-with-loss reference finds
+    /// copies of a lost frame, in frames later, e.g. `2,4` (default: where
+    /// the engine puts them). With `--codec-only`, a quick way to compare
+    /// redundancy schemes.
+    #[arg(long, value_delimiter = ',')]
+    ideal_offsets: Option<Vec<u32>>,
     /// Skip the latency measurement.
     #[arg(long)]
     no_latency: bool,
@@ -132,10 +138,7 @@ async fn main() -> anyhow::Result<()> {
         },
         naive: !a.no_naive,
         calls: !a.codec_only,
-        offsets: match std::env::var("BABEL_RED_OFFSETS") {
-            Ok(v) => v.split(',').filter_map(|x| x.parse().ok()).collect(),
-            Err(_) => babel_media::engine::REDUNDANCY_OFFSETS.to_vec(),
-        },
+        offsets: a.ideal_offsets.clone().unwrap_or_else(|| babel_media::engine::REDUNDANCY_OFFSETS.to_vec()),
         latency: !a.no_latency && !a.quick && !a.codec_only,
         out_dir: a.out.clone(),
     };
