@@ -12,7 +12,7 @@
 //! Echo cancellation delays the microphone by about 8 ms (AEC3's block
 //! framing); gain control adds nothing measurable.
 
-use sonora::config::{AdaptiveDigital, EchoCanceller, GainController2, HighPassFilter, TransparentModeType};
+use sonora::config::{AdaptiveDigital, EchoCanceller, GainController2, TransparentModeType};
 use sonora::{AudioProcessing, Config, StreamConfig};
 
 /// Samples in one 10 ms block at 48 kHz.
@@ -43,7 +43,10 @@ impl EchoLevel {
     pub fn new(echo_cancellation: bool, auto_gain: bool) -> EchoLevel {
         let apm = (echo_cancellation || auto_gain).then(|| {
             let config = Config {
-                high_pass_filter: Some(HighPassFilter::default()),
+                // No extra high-pass filter: on clean speech it cost 0.35
+                // PESQ-WB (4.46 -> 4.11 through the quality harness), and
+                // the microphone's rumble is noise suppression's job.
+                high_pass_filter: None,
                 // The HMM transparent mode notices quickly when there is no
                 // echo at all (a headset) and then leaves the voice alone.
                 echo_canceller: echo_cancellation

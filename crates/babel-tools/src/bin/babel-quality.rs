@@ -64,6 +64,16 @@ struct Args {
     /// Opus bitrate, bits/s.
     #[arg(long, default_value_t = babel_media::codec::DEFAULT_BITRATE)]
     bitrate: u32,
+    /// Skip the echo and level measurement.
+    #[arg(long)]
+    no_echo: bool,
+    /// Skip the bandwidth-cap rows (bitrate adaptation on and off).
+    #[arg(long)]
+    no_cap: bool,
+    /// The bandwidth cap for those rows, kbit/s each way (the default
+    /// bitrate needs about 56 on the wire).
+    #[arg(long, default_value_t = 40)]
+    cap_kbps: u64,
     /// Where recordings and results.json go.
     #[arg(long, default_value = "/tmp/babel-quality")]
     out: PathBuf,
@@ -131,7 +141,8 @@ async fn main() -> anyhow::Result<()> {
             frame,
             bitrate: a.bitrate,
             // The recording is clean speech; noise suppression is a capture
-            // feature outside what this measures.
+            // feature outside what this measures. Echo cancellation and gain
+            // control stay on, as shipped.
             noise_suppression: false,
             tail: Duration::from_millis(500),
             ..MediaConfig::default()
@@ -143,6 +154,9 @@ async fn main() -> anyhow::Result<()> {
         out_dir: a.out.clone(),
     };
     let started = std::time::Instant::now();
+    let full = !a.quick && !a.codec_only;
+    let (echo, cap) = (full && !a.no_echo, full && !a.no_cap);
+    let speech_for_extras = opts.speech.clone();
     let report = quality::run(&opts, |step| eprintln!("babel-quality: {step}")).await?;
     let json = a.out.join("results.json");
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)
@@ -152,6 +166,23 @@ async fn main() -> anyhow::Result<()> {
     println!("| target (FEC on) | result | met? |\n| --- | --- | --- |");
     for (what, value, met) in quality::targets(&report) {
         println!("| {what} | {value} | {} |", if met { "yes" } else { "**no**" });
+    }
+    let python = quality::deps::ensure_pesq()?;
+    if cap {
+        eprintln!("babel-quality: {} kbit/s cap, bitrate adaptation on and off", a.cap_kbps);
+        let r =
+            quality::cap::run(&python, &speech_for_extras, &opts.media, a.cap_kbps * 1000, opts.runs, &a.out).await?;
+        std::fs::write(a.out.join("cap.json"), serde_json::to_string_pretty(&r)?)?;
+        println!("\n{}", quality::cap::markdown(&r));
+    }
+    if echo {
+        eprintln!("babel-quality: echo and level");
+        // The first half of the recording is the far end, the second the near end.
+        let half = speech_for_extras.len() / 2;
+        let (far, near) = speech_for_extras.split_at(half);
+        let r = quality::echo::run(&python, far, near, &a.out)?;
+        std::fs::write(a.out.join("echo.json"), serde_json::to_string_pretty(&r)?)?;
+        println!("\n{}", quality::echo::markdown(&r));
     }
     eprintln!(
         "babel-quality: done in {:.0} s; recordings and results.json in {}, figure in {}",

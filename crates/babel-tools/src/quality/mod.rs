@@ -15,6 +15,7 @@
 //! [`deps`] installs what it needs outside Rust; [`plot`] draws the figure.
 
 pub mod call;
+pub mod cap;
 pub mod deps;
 pub mod echo;
 pub mod plot;
