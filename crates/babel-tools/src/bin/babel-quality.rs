@@ -64,6 +64,9 @@ struct Args {
     /// Opus bitrate, bits/s.
     #[arg(long, default_value_t = babel_media::codec::DEFAULT_BITRATE)]
     bitrate: u32,
+    /// Keep the bitrate fixed (no adaptation) in the table's calls.
+    #[arg(long)]
+    fixed_bitrate: bool,
     /// Skip the echo and level measurement.
     #[arg(long)]
     no_echo: bool,
@@ -144,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
             // feature outside what this measures. Echo cancellation and gain
             // control stay on, as shipped.
             noise_suppression: false,
+            adapt_bitrate: !a.fixed_bitrate,
             tail: Duration::from_millis(500),
             ..MediaConfig::default()
         },
