@@ -27,7 +27,7 @@ use anyhow::{Context, bail};
 use babel_media::audio::{self, AudioInput};
 use babel_media::codec::{FrameMs, VoiceDecoder, VoiceEncoder};
 use babel_media::engine::MediaConfig;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::netsim::{GilbertElliott, Impairment, Link, Rng};
 use call::{TimedInput, TimedRecording};
@@ -46,7 +46,7 @@ pub const SENTENCES: [&str; 5] = [
 ];
 
 /// One network condition.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     /// Loss, percent.
     pub loss_pct: f64,
@@ -125,7 +125,7 @@ pub struct Options {
 }
 
 /// One scored call.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scored {
     /// Seed of the proxy (and of the codec-with-loss pattern).
     pub seed: u64,
@@ -144,7 +144,7 @@ pub struct Scored {
 }
 
 /// One row of the table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// The condition.
     pub network: Network,
@@ -159,7 +159,7 @@ pub struct Row {
 }
 
 /// Latency for one frame length.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     /// Frame length, ms.
     pub frame_ms: u32,
@@ -170,7 +170,7 @@ pub struct Latency {
 }
 
 /// Everything a run found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Where the speech came from.
     pub speech: String,
