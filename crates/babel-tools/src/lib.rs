@@ -1,4 +1,4 @@
-//! Load generation for the Babel signalling server.
+//! Load generation, benchmarks and test tools for Babel.
 //!
 //! The binaries are thin front ends:
 //!
@@ -8,6 +8,11 @@
 //! * `babel-ceiling` ([`ceiling`]) answers every request frame with a fixed
 //!   response and does nothing else: the best a Babel-shaped server could do
 //!   on this machine, to compare the real server with.
+//!
+//! * `babel-netsim` ([`netsim`]) is the network impairment proxy (UDP and
+//!   TCP) over sans-IO impairment models that tests use in process too.
+//! * `babel-quality` ([`quality`]) scores voice quality with PESQ through
+//!   the real server, two clients and the proxy, and measures latency.
 //!
 //! The pure parts (send schedules, percentiles, frame prefixes, contact
 //! pairing) live in [`schedule`], [`stats`], [`net`] and [`setup`] and are

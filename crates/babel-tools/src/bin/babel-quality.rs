@@ -52,6 +52,14 @@ struct Args {
     /// redundancy schemes.
     #[arg(long, value_delimiter = ',')]
     ideal_offsets: Option<Vec<u32>>,
+    /// Turn the engine's copies of earlier frames off (FEC only): to see
+    /// what they gain.
+    #[arg(long)]
+    no_redundancy: bool,
+    /// Measure nothing: print the table and draw the figure again from a
+    /// results.json of an earlier run.
+    #[arg(long)]
+    replot: Option<PathBuf>,
     /// Skip the latency measurement.
     #[arg(long)]
     no_latency: bool,
@@ -85,6 +93,14 @@ struct Args {
     plot: PathBuf,
 }
 
+fn print_report(report: &quality::Report) {
+    println!("{}", quality::markdown(report));
+    println!("| target (FEC on) | result | met? |\n| --- | --- | --- |");
+    for (what, value, met) in quality::targets(report) {
+        println!("| {what} | {value} | {} |", if met { "yes" } else { "**no**" });
+    }
+}
+
 fn parse_net(s: &str) -> Result<Network, String> {
     let bad = || format!("`{s}`: want random:LOSS:JITTER_MS or bursty:LOSS:JITTER_MS");
     let mut it = s.split(':');
@@ -109,6 +125,13 @@ async fn main() -> anyhow::Result<()> {
         20 => FrameMs::Twenty,
         other => anyhow::bail!("--frame-ms is 10 or 20, not {other}"),
     };
+    if let Some(path) = &a.replot {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let report: quality::Report = serde_json::from_str(&text).context("not a babel-quality results.json")?;
+        quality::plot::draw(&report, &a.plot)?;
+        print_report(&report);
+        return Ok(());
+    }
     let (speech, source) = match &a.input {
         Some(p) => {
             let mut s = babel_media::audio::read_wav(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -148,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             // control stay on, as shipped.
             noise_suppression: false,
             adapt_bitrate: !a.fixed_bitrate,
+            redundancy: !a.no_redundancy,
             tail: Duration::from_millis(500),
             ..MediaConfig::default()
         },
@@ -166,11 +190,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", json.display()))?;
     quality::plot::draw(&report, &a.plot)?;
-    println!("{}", quality::markdown(&report));
-    println!("| target (FEC on) | result | met? |\n| --- | --- | --- |");
-    for (what, value, met) in quality::targets(&report) {
-        println!("| {what} | {value} | {} |", if met { "yes" } else { "**no**" });
-    }
+    print_report(&report);
     let python = quality::deps::ensure_pesq()?;
     if cap {
         eprintln!("babel-quality: {} kbit/s cap, bitrate adaptation on and off", a.cap_kbps);

@@ -29,7 +29,7 @@ use anyhow::{Context, bail};
 use babel_media::audio::{self, AudioInput};
 use babel_media::codec::{FrameMs, VoiceDecoder, VoiceEncoder};
 use babel_media::engine::MediaConfig;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::netsim::{GilbertElliott, Impairment, Link, Rng};
 use call::{TimedInput, TimedRecording};
@@ -48,7 +48,7 @@ pub const SENTENCES: [&str; 5] = [
 ];
 
 /// One network condition.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     /// Loss, percent.
     pub loss_pct: f64,
@@ -127,7 +127,7 @@ pub struct Options {
 }
 
 /// One scored call.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scored {
     /// Seed of the proxy (and of the codec-with-loss pattern).
     pub seed: u64,
@@ -146,7 +146,7 @@ pub struct Scored {
 }
 
 /// One row of the table.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     /// The condition.
     pub network: Network,
@@ -161,7 +161,7 @@ pub struct Row {
 }
 
 /// Latency for one frame length.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     /// Frame length, ms.
     pub frame_ms: u32,
@@ -172,7 +172,7 @@ pub struct Latency {
 }
 
 /// Everything a run found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Where the speech came from.
     pub speech: String,

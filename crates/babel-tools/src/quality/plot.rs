@@ -111,7 +111,7 @@ pub fn draw(r: &Report, path: &Path) -> anyhow::Result<()> {
         .label_font(("sans-serif", 14))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(SeriesLabelPosition::Coordinate(330, 235))
         .draw()
         .map_err(|x| e(&x))?;
     root.present().map_err(|x| e(&x))?;
