@@ -36,15 +36,15 @@ pub enum SetupError {
 
 /// The `host:port` part of a server address that may carry a scheme
 /// (`tls://host:port`): media goes to the same host over UDP either way.
-pub fn host_port(server: &str) -> &str {
-    server.split_once("://").map_or(server, |(_, rest)| rest)
+pub fn host_port(server: &str) -> String {
+    server.parse::<babel_client::ServerAddr>().map_or_else(|_| server.to_owned(), |a| a.host_port())
 }
 
 /// The IP this machine reaches `server` from (the interface to announce),
 /// and the server's IP (where its relay listens).
 pub async fn local_ip_towards(server: &str) -> Result<(IpAddr, IpAddr), SetupError> {
     let hp = host_port(server);
-    let addr = tokio::net::lookup_host(hp)
+    let addr = tokio::net::lookup_host(hp.as_str())
         .await
         .map_err(|_| SetupError::Resolve(hp.to_owned()))?
         .next()
