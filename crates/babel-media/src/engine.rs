@@ -13,9 +13,9 @@
 //! from the start, so simple NATs open. While on a worse path the better
 //! ones are probed four times a second with real voice, and the call moves
 //! back as soon as they are confirmed again. The loss the peer reports sets
-//! the encoder's FEC and, from 1 %, adds copies of earlier frames to each
-//! voice datagram ([`REDUNDANCY_OFFSETS`]), which the receiver's jitter
-//! buffer waits for.
+//! the encoder's FEC and, from 1 % (until 10 s after the last such report),
+//! adds copies of earlier frames to each voice datagram
+//! ([`REDUNDANCY_OFFSETS`]), which the receiver's jitter buffer waits for.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -43,6 +43,8 @@ const REPORT_EVERY: Duration = Duration::from_millis(500);
 /// Where copies of a frame ride under loss: in the datagrams of the frames
 /// this many frames later (so a burst shorter than that loses nothing).
 pub const REDUNDANCY_OFFSETS: [u32; 2] = [3, 6];
+/// How long copies keep going after the last report of loss (1 % or more).
+const COPIES_LINGER: Duration = Duration::from_secs(10);
 
 /// The loss the encoder's in-band FEC is told to protect against, percent,
 /// for a loss the far end reports in permille: a little more than that.
@@ -671,6 +673,9 @@ pub async fn run_call(
     // My last frames' packets, newest last, for the copies sent under loss.
     let mut history: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
     let mut redundant = false;
+    // When a report last showed loss: copies stay on for a while after, as
+    // bursty loss has clean seconds between its bursts.
+    let mut last_lossy: Option<Instant> = None;
     let mut input_ended: Option<Instant> = None;
     let mut relay_bound = false;
     let mut last_bind: Option<Instant> = None;
@@ -1007,13 +1012,20 @@ pub async fn run_call(
             }
         }
         // Copies triple what is sent: only while the path is not congested.
-        redundant = cfg.redundancy && worst_loss >= 10 && (!cfg.adapt_bitrate || rate.copies_allowed());
+        if worst_loss >= 10 {
+            last_lossy = Some(now);
+        }
+        let lossy = last_lossy.is_some_and(|t| now.duration_since(t) < COPIES_LINGER);
+        redundant = cfg.redundancy && lossy && (!cfg.adapt_bitrate || rate.copies_allowed());
         if cfg.fec {
             // Protect against a little more than the worst loss reported.
             let _ = enc.set_expected_loss(expected_loss_pct(worst_loss));
         }
         *control.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
     };
+    for p in &peers {
+        tracing::debug!(user = ?p.user, jitter = ?p.jitter.stats(), "call ended");
+    }
     output.finish()?;
     *control.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
     Ok((stats, cause))

@@ -120,6 +120,11 @@ fn parse_net(s: &str) -> Result<Network, String> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    // BABEL_LOG=babel_media=debug shows, e.g., the rate controller's steps.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BABEL_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let frame = match a.frame_ms {
         10 => FrameMs::Ten,
         20 => FrameMs::Twenty,
