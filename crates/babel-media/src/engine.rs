@@ -544,7 +544,7 @@ impl Peer {
 
     /// Loss of their stream over the whole call, %.
     fn rx_loss_pct(&self) -> f32 {
-        let (expected, got) = (self.expected(), self.jitter.stats().received);
+        let (expected, got) = (self.expected(), self.jitter.stats().arrived());
         if expected > 0 { 100.0 * expected.saturating_sub(got) as f32 / expected as f32 } else { 0.0 }
     }
 
@@ -552,7 +552,7 @@ impl Peer {
     /// smoothed over about two intervals, %: what the reports carry, so the
     /// sender's FEC and bitrate follow the path as it is now.
     fn take_recent_loss_pct(&mut self) -> f32 {
-        let (expected, got) = (self.expected(), self.jitter.stats().received);
+        let (expected, got) = (self.expected(), self.jitter.stats().arrived());
         let (e0, g0) = self.loss_mark;
         let de = expected.saturating_sub(e0);
         if de > 0 {
@@ -1024,7 +1024,7 @@ pub async fn run_call(
         *control.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();
     };
     for p in &peers {
-        tracing::debug!(user = ?p.user, jitter = ?p.jitter.stats(), "call ended");
+        tracing::debug!(user = ?p.user, jitter = ?p.jitter.stats(), jitter_ms = p.jitter.jitter_ms(), target = p.jitter.target_frames(), "call ended");
     }
     output.finish()?;
     *control.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats.clone();

@@ -72,6 +72,14 @@ pub struct JitterStats {
     pub stretched: u64,
 }
 
+impl JitterStats {
+    /// Packets that came, in time or too late: what the network delivered
+    /// (a late packet is the jitter's doing, not a loss copies can repair).
+    pub fn arrived(&self) -> u64 {
+        self.received + self.late
+    }
+}
+
 /// Settings.
 #[derive(Debug, Clone, Copy)]
 pub struct JitterConfig {
@@ -183,8 +191,12 @@ impl JitterBuffer {
         if !self.cfg.adaptive {
             return self.cfg.min_frames.max(1);
         }
+        // Jitter under half a frame needs no frame of its own: where the
+        // packets come in the playback clock's cycle is learnt by waiting
+        // once for one that comes too late, and kept (a frame is skipped
+        // only when the buffer never ran down to its target for a second).
         let frame = u64::from(self.cfg.frame_ms.max(1));
-        let want = self.jitter_ms().div_ceil(frame) as usize + 1 + self.extra;
+        let want = ((self.jitter_ms() + frame / 2) / frame) as usize + 1 + self.extra;
         want.clamp(self.cfg.min_frames, self.cfg.max_frames)
     }
 
@@ -261,11 +273,13 @@ impl JitterBuffer {
         let Some(next) = self.next else {
             // Buffering: start once the target depth is reached (counted in
             // time: a lost packet's place counts).
-            if self.depth() >= target {
-                self.next = self.packets.keys().next().copied();
+            if self.depth() >= target
+                && let Some(first) = self.packets.keys().next().copied()
+            {
+                self.next = Some(first);
                 self.low_water = usize::MAX;
                 self.ticks = 0;
-                return self.pop();
+                return self.pop_at(first, target);
             }
             return Playout::Silence;
         };
@@ -490,6 +504,28 @@ mod tests {
         assert!(played.starts_with(&(0..10).collect::<Vec<_>>()));
         assert!(played.ends_with(&[58, 59]), "playback resumes after the gap: {played:?}");
         assert_eq!(j.stats().concealed, 6, "five in the gap, one after the last packet");
+    }
+
+    #[test]
+    fn a_few_ms_of_jitter_cost_one_wait_not_a_frame_of_delay() {
+        // Packets come about when the playback clock ticks, give or take
+        // 3 ms: the target stays at one frame (a packet that misses its
+        // turn is waited for once, and the buffer keeps that spare).
+        let mut x = 99u32;
+        let arrivals: Vec<_> = (0..1500u32)
+            .map(|s| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (s, u64::from(s) * F + 20 + u64::from((x >> 16) % 7) - 3)
+            })
+            .collect();
+        let (out, j) = run(&arrivals, 0, 1500);
+        assert_eq!(j.target_frames(), 1);
+        let s = j.stats();
+        assert!(s.concealed <= 2 && s.skipped == 0 && s.late == 0, "{s:?}");
+        // Mostly one frame of delay, at most two.
+        let played: Vec<u32> = out.iter().filter_map(seq_of).collect();
+        assert!(played.len() >= 1490, "{s:?}");
+        assert!(j.delay_ms() <= 2 * F, "{}", j.delay_ms());
     }
 
     #[test]

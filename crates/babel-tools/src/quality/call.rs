@@ -156,7 +156,9 @@ async fn answered_call() -> anyhow::Result<Answered> {
 /// Runs one call: the caller says `speech` (48 kHz mono; or plays `input`
 /// instead, which must last as long), the callee says nothing and its
 /// loudspeaker goes to `output`; `net` applies to both directions (each
-/// with its own random stream from `seed`).
+/// with its own random stream from `seed`). The callee's audio clock starts
+/// `callee_phase` after the caller's (two real devices tick independently;
+/// zero puts every packet just after the callee's tick, the worst case).
 pub async fn run(
     speech: Vec<f32>,
     net: Impairment,
@@ -164,6 +166,7 @@ pub async fn run(
     seed: u64,
     input: Option<Box<dyn AudioInput>>,
     output: TimedRecording,
+    callee_phase: Duration,
 ) -> anyhow::Result<CallRun> {
     let ans = answered_call().await?;
     let a_sock = UdpSocket::bind("127.0.0.1:0").await?;
@@ -185,6 +188,7 @@ pub async fn run(
         a_in,
         Box::new(TimedRecording::default()),
     );
+    tokio::time::sleep(callee_phase).await;
     let (_b_ctl, b_task) = spawn_call(
         CallSetup { keys: b_keys, peers: vec![to_a], relay: None, channel: None, socket: b_sock },
         media,

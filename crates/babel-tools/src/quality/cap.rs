@@ -62,7 +62,7 @@ pub async fn run(
     for seed in 1..=u64::from(runs) {
         for adaptive in [true, false] {
             let m = MediaConfig { adapt_bitrate: adaptive, ..media.clone() };
-            let r = call::run(speech.to_vec(), net, m, seed, None, TimedRecording::default()).await?;
+            let r = call::run(speech.to_vec(), net, m, seed, None, TimedRecording::default(), Duration::ZERO).await?;
             let (d16, _) = prepare(&ref16, &r.heard)?;
             let path =
                 dir.join(format!("cap-{}-{}-s{seed}.wav", cap_bps / 1000, if adaptive { "adaptive" } else { "fixed" }));
