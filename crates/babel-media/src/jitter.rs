@@ -195,8 +195,11 @@ impl JitterBuffer {
         // packets come in the playback clock's cycle is learnt by waiting
         // once for one that comes too late, and kept (a frame is skipped
         // only when the buffer never ran down to its target for a second).
+        // More than that gets whole frames.
         let frame = u64::from(self.cfg.frame_ms.max(1));
-        let want = ((self.jitter_ms() + frame / 2) / frame) as usize + 1 + self.extra;
+        let jitter = self.jitter_ms();
+        let for_jitter = if jitter < frame / 2 { 0 } else { jitter.div_ceil(frame) as usize };
+        let want = for_jitter + 1 + self.extra;
         want.clamp(self.cfg.min_frames, self.cfg.max_frames)
     }
 
