@@ -110,6 +110,9 @@ const WINDOW: Millis = 2_000;
 const SKIP_CHECK_TICKS: u32 = 50;
 /// How long a skip may wait for a quiet frame, in frames.
 pub const SKIP_WAIT_TICKS: u32 = 100;
+/// How long a packet that missed its turn keeps a frame of depth for
+/// jitter that the estimate puts under half a frame, ms.
+const LATE_HOLD_MS: u32 = 20_000;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -125,6 +128,9 @@ pub struct JitterBuffer {
     conceal_run: u32,
     /// Ticks spent waiting for the frame whose turn it is.
     waiting: u32,
+    /// Ticks left during which small jitter still gets a frame of depth,
+    /// because a packet missed its turn lately.
+    late_hold: u32,
     /// The newest sequence number received, and the ticks since it came:
     /// the frames that should be here by now, even when the newest were
     /// lost (a burst at the tail is not a shallow buffer).
@@ -154,6 +160,7 @@ impl JitterBuffer {
             transit: VecDeque::new(),
             conceal_run: 0,
             waiting: 0,
+            late_hold: 0,
             newest: None,
             low_water: usize::MAX,
             ticks: 0,
@@ -191,14 +198,16 @@ impl JitterBuffer {
         if !self.cfg.adaptive {
             return self.cfg.min_frames.max(1);
         }
-        // Jitter under half a frame needs no frame of its own: where the
-        // packets come in the playback clock's cycle is learnt by waiting
-        // once for one that comes too late, and kept (a frame is skipped
-        // only when the buffer never ran down to its target for a second).
-        // More than that gets whole frames.
+        // Jitter under half a frame needs no frame of its own unless a
+        // packet missed its turn in the last 20 s: then the packets come
+        // just before the playback clock ticks, the wait for the late one
+        // deepened the buffer, and a frame for the jitter keeps it there
+        // (rather than skipping back into the next miss). More jitter gets
+        // whole frames.
         let frame = u64::from(self.cfg.frame_ms.max(1));
         let jitter = self.jitter_ms();
-        let for_jitter = if jitter < frame / 2 { 0 } else { jitter.div_ceil(frame) as usize };
+        let for_jitter =
+            if jitter >= frame / 2 { jitter.div_ceil(frame) as usize } else { usize::from(self.late_hold > 0) };
         let want = for_jitter + 1 + self.extra;
         want.clamp(self.cfg.min_frames, self.cfg.max_frames)
     }
@@ -234,6 +243,7 @@ impl JitterBuffer {
         }
         if self.played_up_to.is_some_and(|p| seq <= p) {
             self.stats.late += 1;
+            self.hold_after_late();
             return;
         }
         self.stats.received += 1;
@@ -269,6 +279,7 @@ impl JitterBuffer {
 
     /// Decides the next frame, at each tick of the playback clock.
     pub fn pop(&mut self) -> Playout {
+        self.late_hold = self.late_hold.saturating_sub(1);
         if let Some((_, ticks)) = &mut self.newest {
             *ticks = ticks.saturating_add(1);
         }
@@ -327,6 +338,13 @@ impl JitterBuffer {
         }
     }
 
+    /// A packet missed its turn: the clock's phase is tight, so small
+    /// jitter gets a frame for a while (rather than the buffer deepening
+    /// by a wait and skipping back into the next miss).
+    fn hold_after_late(&mut self) {
+        self.late_hold = LATE_HOLD_MS / self.cfg.frame_ms.max(1);
+    }
+
     fn conceal_waiting(&mut self) -> Playout {
         self.waiting += 1;
         self.conceal_run += 1;
@@ -382,6 +400,9 @@ impl JitterBuffer {
                 return Playout::Silence;
             }
             if ahead + 1 < target {
+                if self.played_up_to.is_some() {
+                    self.hold_after_late();
+                }
                 return self.conceal_waiting();
             }
         }
@@ -529,6 +550,34 @@ mod tests {
         let played: Vec<u32> = out.iter().filter_map(seq_of).collect();
         assert!(played.len() >= 1490, "{s:?}");
         assert!(j.delay_ms() <= 2 * F, "{}", j.delay_ms());
+    }
+
+    #[test]
+    fn packets_just_before_the_tick_cost_one_wait_not_one_a_second() {
+        // Each packet comes 1 ms before its turn, give or take 2 ms, in
+        // pauses (where frames may be skipped): after the first miss the
+        // buffer keeps the frame it gained instead of skipping it and
+        // missing again.
+        let mut x = 7u32;
+        let arrivals: Vec<_> = (0..1500u32)
+            .map(|s| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (s, u64::from(s) * F + 20 - 1 + u64::from((x >> 16) % 5) - 2)
+            })
+            .collect();
+        let mut j = jb();
+        let mut i = 0;
+        for k in 0..1500u64 {
+            let now = k * F;
+            while i < arrivals.len() && arrivals[i].1 <= now {
+                j.push(arrivals[i].0, u64::from(arrivals[i].0) * F, pkt(arrivals[i].0), arrivals[i].1);
+                i += 1;
+            }
+            j.set_quiet(true);
+            j.pop();
+        }
+        let s = j.stats();
+        assert!(s.concealed + s.late <= 3 && s.skipped <= 1, "{s:?}");
     }
 
     #[test]
