@@ -457,6 +457,12 @@ mod tests {
     /// Runs a scripted arrival pattern: `arrivals` are (seq, arrival ms);
     /// the playback clock ticks every frame from `start` for `ticks`.
     fn run(arrivals: &[(u32, u64)], start: u64, ticks: u64) -> (Vec<Playout>, JitterBuffer) {
+        run_told(arrivals, start, ticks, None)
+    }
+
+    /// [`run`], telling the buffer before each tick whether the last frame
+    /// was quiet.
+    fn run_told(arrivals: &[(u32, u64)], start: u64, ticks: u64, quiet: Option<bool>) -> (Vec<Playout>, JitterBuffer) {
         let mut j = jb();
         let mut out = Vec::new();
         let mut a = arrivals.to_vec();
@@ -468,9 +474,26 @@ mod tests {
                 j.push(a[i].0, u64::from(a[i].0) * F, pkt(a[i].0), a[i].1);
                 i += 1;
             }
+            if let Some(q) = quiet {
+                j.set_quiet(q);
+            }
             out.push(j.pop());
         }
         (out, j)
+    }
+
+    /// `n` packets, each due at the playback tick after its own frame
+    /// (`s * F + F`), moved by `offset` ms and a pseudo-random
+    /// `-spread..=spread` ms.
+    fn around_the_tick(seed: u32, n: u32, offset: i64, spread: u32) -> Vec<(u32, u64)> {
+        let mut x = seed;
+        (0..n)
+            .map(|s| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let jitter = i64::from((x >> 16) % (2 * spread + 1)) - i64::from(spread);
+                (s, (i64::from(s) * F as i64 + F as i64 + offset + jitter) as u64)
+            })
+            .collect()
     }
 
     #[test]
@@ -535,14 +558,7 @@ mod tests {
         // Packets come about when the playback clock ticks, give or take
         // 3 ms: the target stays at one frame (a packet that misses its
         // turn is waited for once, and the buffer keeps that spare).
-        let mut x = 99u32;
-        let arrivals: Vec<_> = (0..1500u32)
-            .map(|s| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                (s, u64::from(s) * F + 20 + u64::from((x >> 16) % 7) - 3)
-            })
-            .collect();
-        let (out, j) = run(&arrivals, 0, 1500);
+        let (out, j) = run(&around_the_tick(99, 1500, 0, 3), 0, 1500);
         assert_eq!(j.target_frames(), 1);
         let s = j.stats();
         assert!(s.concealed <= 2 && s.skipped == 0 && s.late == 0, "{s:?}");
@@ -558,24 +574,7 @@ mod tests {
         // pauses (where frames may be skipped): after the first miss the
         // buffer keeps the frame it gained instead of skipping it and
         // missing again.
-        let mut x = 7u32;
-        let arrivals: Vec<_> = (0..1500u32)
-            .map(|s| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                (s, u64::from(s) * F + 20 - 1 + u64::from((x >> 16) % 5) - 2)
-            })
-            .collect();
-        let mut j = jb();
-        let mut i = 0;
-        for k in 0..1500u64 {
-            let now = k * F;
-            while i < arrivals.len() && arrivals[i].1 <= now {
-                j.push(arrivals[i].0, u64::from(arrivals[i].0) * F, pkt(arrivals[i].0), arrivals[i].1);
-                i += 1;
-            }
-            j.set_quiet(true);
-            j.pop();
-        }
+        let (_, j) = run_told(&around_the_tick(7, 1500, -1, 2), 0, 1500, Some(true));
         let s = j.stats();
         assert!(s.concealed + s.late <= 3 && s.skipped <= 1, "{s:?}");
     }
