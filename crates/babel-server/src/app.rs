@@ -117,13 +117,20 @@ pub struct ConnState {
     attached: Vec<PresenceGuard>,
     /// `None` where limits do not apply (loopback, unless configured).
     budget: Option<crate::limits::RequestBudget>,
+    /// Whether it ever proved a session (it then has no time limit).
+    authenticated: bool,
 }
 
 impl ConnState {
     /// State for a new connection from `ip`, under `limits`.
     pub fn new(ip: IpAddr, limits: &crate::limits::LimitsConfig) -> Self {
         let budget = (limits.limit_loopback || !ip.is_loopback()).then(|| crate::limits::RequestBudget::new(limits));
-        Self { ip, attached: Vec::new(), budget }
+        Self { ip, attached: Vec::new(), budget, authenticated: false }
+    }
+
+    /// Whether this connection has proven a session at some point.
+    pub fn has_authenticated(&self) -> bool {
+        self.authenticated
     }
 
     /// The peer's IP.
@@ -133,6 +140,7 @@ impl ConnState {
 
     /// Attaches the session; answers whether the user just came online.
     fn attach(&mut self, presence: &Arc<PresenceRegistry>, user: UserId, session: SessionId) -> bool {
+        self.authenticated = true;
         if self.attached.iter().any(|g| g.session() == session) {
             return false;
         }
@@ -190,6 +198,8 @@ pub struct App {
     pub(crate) limiter: crate::limits::Limiter,
     /// The presence each user's contacts were last told.
     published: Mutex<HashMap<UserId, Presence>>,
+    /// When expired sessions were last purged (Unix seconds).
+    last_purge: std::sync::atomic::AtomicI64,
 }
 
 /// Seconds since the Unix epoch.
@@ -217,6 +227,7 @@ impl App {
             relay,
             limiter: crate::limits::Limiter::new(cfg_limits),
             published: Mutex::default(),
+            last_purge: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -288,7 +299,13 @@ impl App {
         match req {
             ClientRequest::Events(c) => {
                 let me = self.authenticate(conn, &c).await?;
-                Ok(Outcome::Events(self.hub.subscribe(me.user, me.session)))
+                let sub = self.hub.subscribe(me.user, me.session);
+                // `/logout` may have ended the session while `authenticate`
+                // awaited. Its `hub.close` either came after `subscribe`
+                // (and ends this stream) or before it, after the session
+                // left the store and the cache: then this check fails.
+                self.still_live(&c, me).await?;
+                Ok(Outcome::Events(sub))
             }
             ClientRequest::ConnectCall { auth, call_id } => {
                 let me = self.authenticate(conn, &auth).await?;
@@ -310,10 +327,14 @@ impl App {
             }
             ClientRequest::AddContact { auth, email } => {
                 let me = self.authenticate(conn, &auth).await?;
+                self.limiter.check_lookup(conn.ip, me.user.0).map_err(ServiceError::Refused)?;
                 self.add_contact(me.user, email).await
             }
             ClientRequest::RemoveContact { auth, target } => {
                 let me = self.authenticate(conn, &auth).await?;
+                if matches!(target, babel_proto::ContactRef::Email(_)) {
+                    self.limiter.check_lookup(conn.ip, me.user.0).map_err(ServiceError::Refused)?;
+                }
                 self.remove_contact(me.user, target).await
             }
             ClientRequest::ContactRequests(c) => {
@@ -399,6 +420,22 @@ impl App {
         Ok(Authed { user: rec.user, session: rec.id })
     }
 
+    /// Checks again, after a connection took a session on (subscribed to
+    /// its events), that the session was not ended meanwhile. If it was,
+    /// the presence the connection may have added back is forgotten and the
+    /// request is refused.
+    async fn still_live(&self, creds: &Credentials, me: Authed) -> ServiceResult<()> {
+        match self.session_for_token(creds.token.expose()).await {
+            Ok(rec) if rec.id == me.session => Ok(()),
+            Ok(_) | Err(ServiceError::Unauthorized) => {
+                self.presence.end_session(me.user, me.session);
+                self.refresh_status(me.user).await;
+                Err(ServiceError::Unauthorized)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Starts a session for a user who proved their password.
     pub(crate) async fn open_session(&self, conn: &mut ConnState, user: UserId) -> ServiceResult<String> {
         let token = self.cpu(auth::new_token).await?.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
@@ -407,7 +444,58 @@ impl App {
         if conn.attach(&self.presence, user, id) {
             self.refresh_status(user).await;
         }
+        self.cap_sessions(user, id).await?;
+        self.purge_expired().await;
         Ok(token.text)
+    }
+
+    /// Ends the least recently used sessions of a user past the cap
+    /// (`[limits] max_sessions_per_user`), never `keep` (the one just made).
+    /// A session with an open connection counts as used now.
+    async fn cap_sessions(&self, user: UserId, keep: SessionId) -> ServiceResult<()> {
+        let cap = self.cfg.limits.max_sessions_per_user;
+        if cap == 0 {
+            return Ok(());
+        }
+        let mut all = self.blocking(move |s| s.user_sessions(user)).await?;
+        if all.len() <= cap {
+            return Ok(());
+        }
+        let live = self.presence.sessions_of(user);
+        let excess = all.len() - cap;
+        all.retain(|r| r.id != keep);
+        all.sort_by_key(|r| (live.contains(&r.id), r.last_used, r.id));
+        for rec in all.into_iter().take(excess) {
+            tracing::debug!(%user, session = rec.id.0, "too many sessions; ending the least recently used");
+            self.end_session(rec, EndReason::Logout).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the sessions unused for longer than the session lifetime, at
+    /// most once per eighth of it (and at least hourly), from logins and the
+    /// background tick. Their connections, if any, are refused at their next
+    /// request, as for any expired token.
+    pub(crate) async fn purge_expired(&self) {
+        use std::sync::atomic::Ordering;
+        let ttl = self.cfg.session_ttl.as_secs() as Timestamp;
+        let every = (ttl / 8).clamp(1, 3600);
+        let now = now();
+        let last = self.last_purge.load(Ordering::Relaxed);
+        if now - last < every
+            || self.last_purge.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let cutoff = now - ttl;
+        match self.blocking(move |s| s.purge_sessions(cutoff)).await {
+            Ok(0) => {}
+            Ok(n) => {
+                self.sessions.invalidate_where(|r| r.last_used < cutoff);
+                tracing::info!(sessions = n, "purged expired sessions");
+            }
+            Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
     }
 
     /// Ends a session everywhere: its calls, its event connections, its
@@ -528,6 +616,7 @@ impl App {
                     _ = tick.tick() => {
                         let fx = app.calls.tick();
                         app.apply(fx).await;
+                        app.purge_expired().await;
                     }
                     Some(m) = learned.recv() => {
                         let fx = app.calls.address_learned(m.call, Leg { user: m.user, session: m.session }, m.addr);

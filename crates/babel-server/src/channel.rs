@@ -1,11 +1,13 @@
 //! Call channels: the TCP relay path for voice (`/connect_call`).
 //!
-//! Each participant's channel has a bounded queue of frames to write. A
-//! `/send` from one participant is pushed onto every other participant's
-//! queue, never waited on: when a receiver is slow its queue drops the
-//! oldest voice frame (late voice is useless) and counts it, so a slow
-//! receiver stalls neither the sender nor the server. The final
-//! `/call_ended` frame is never dropped.
+//! Each participant's channel has a queue of frames to write, bounded in
+//! frames and in bytes. A `/send` from one participant is pushed onto every
+//! other participant's queue, never waited on: when a receiver is slow its
+//! queue drops the oldest voice frames (late voice is useless) and counts
+//! them, so a slow receiver stalls neither the sender nor the server, and
+//! holds at most [`CHANNEL_QUEUE_BYTES`] of it. The final `/call_ended`
+//! frame is never dropped. A `/send` whose data is over [`MAX_CHANNEL_SEND`]
+//! is not voice: it closes the sender's channel (see `connection.rs`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +23,20 @@ use crate::store::SessionId;
 /// (about 2.5 s of 20 ms packets).
 pub const CHANNEL_QUEUE: usize = 128;
 
+/// Bytes a channel may hold before the oldest voice frames are dropped:
+/// seconds of any real voice, and a bound on what a flood can pin per
+/// receiver.
+pub const CHANNEL_QUEUE_BYTES: usize = 256 * 1024;
+
+/// The largest `/send` data a call channel takes; a larger one closes the
+/// channel. Voice frames are a few hundred bytes.
+pub const MAX_CHANNEL_SEND: usize = 16 * 1024;
+
 #[derive(Debug, Default)]
 struct QueueInner {
     frames: VecDeque<Bytes>,
+    /// Bytes in `frames`.
+    bytes: usize,
     closed: bool,
 }
 
@@ -48,11 +61,13 @@ impl ChannelQueue {
         if q.closed {
             return;
         }
-        if q.frames.len() >= CHANNEL_QUEUE {
-            q.frames.pop_front();
+        while q.frames.len() >= CHANNEL_QUEUE || (!q.frames.is_empty() && q.bytes + frame.len() > CHANNEL_QUEUE_BYTES) {
+            let Some(old) = q.frames.pop_front() else { break };
+            q.bytes -= old.len();
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.total.fetch_add(1, Ordering::Relaxed);
         }
+        q.bytes += frame.len();
         q.frames.push_back(frame);
         q.closed |= last;
         drop(q);
@@ -81,6 +96,7 @@ impl ChannelQueue {
             {
                 let mut q = self.lock();
                 if let Some(f) = q.frames.pop_front() {
+                    q.bytes -= f.len();
                     return Some(f);
                 }
                 if q.closed {
@@ -215,6 +231,27 @@ mod tests {
             last = f;
         }
         assert_eq!(last, Bytes::from_static(b"end"), "the last frame is kept");
+    }
+
+    #[tokio::test]
+    async fn a_slow_receiver_holds_a_bounded_number_of_bytes() {
+        let room = Room::default();
+        let _a = room.join(UserId(1), SessionId(1));
+        let b = room.join(UserId(2), SessionId(2));
+        // 100 frames of 16 KiB: well under the frame bound, far over the byte bound.
+        let big = Bytes::from(vec![b'x'; 16 * 1024]);
+        for _ in 0..100 {
+            room.forward(SessionId(1), &big);
+        }
+        room.finish_for(SessionId(2), &Bytes::from_static(b"end"));
+        let (mut n, mut bytes) = (0, 0);
+        while let Some(f) = b.next().await {
+            n += 1;
+            bytes += f.len();
+        }
+        assert!(bytes <= 256 * 1024 + 3, "{bytes} bytes queued for one receiver");
+        assert_eq!(b.dropped.load(Ordering::Relaxed) as usize, 100 - (n - 1), "every dropped frame is counted");
+        assert!(n > 10, "the newest frames are kept ({n})");
     }
 
     #[tokio::test]

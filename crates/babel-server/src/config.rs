@@ -43,6 +43,11 @@ pub struct Config {
     /// connection is closed, in seconds (default 30). Idle connections
     /// (nothing buffered) never time out.
     pub frame_timeout_secs: u64,
+    /// Seconds a connection may stay open without authenticating (`/create`,
+    /// `/login` or a request with a valid token) before it is closed
+    /// (default 120: seed clients connect before their user types a
+    /// password).
+    pub auth_timeout_secs: u64,
     /// How long an unused session stays valid, in seconds (default 30 days).
     pub session_ttl_secs: u64,
     /// `full` (fsync every commit, default) or `normal`.
@@ -87,6 +92,7 @@ impl Default for Config {
             db: default_db_path(),
             max_connections: 100_000,
             frame_timeout_secs: 30,
+            auth_timeout_secs: 120,
             session_ttl_secs: 30 * 24 * 3600,
             durability: Durability::default(),
             password: PasswordCost::default(),

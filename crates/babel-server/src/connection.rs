@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Ticket;
 use crate::app::{App, ChannelMode, Outcome};
 use crate::hub::Subscription;
 use crate::transport::Transport;
@@ -32,6 +33,8 @@ pub struct ConnSettings {
     pub frame_timeout: Duration,
     /// How soon a peer that vanished without closing TCP is dropped.
     pub dead_peer: Duration,
+    /// How long a connection may stay open without authenticating.
+    pub auth_timeout: Duration,
 }
 
 /// Why reading stopped.
@@ -171,15 +174,30 @@ pub async fn serve<S: Transport>(
     app: Arc<App>,
     settings: Arc<ConnSettings>,
     cancel: CancellationToken,
+    mut ticket: Ticket,
 ) {
+    // A connection that has not authenticated by then is closed (and may
+    // be closed earlier to make room: see `Admission`).
+    let auth_deadline = Instant::now() + settings.auth_timeout;
     let mut conn = Connection::new(stream, settings);
     let Some(_slot) = app.limiter().connection(peer) else {
-        tracing::debug!("too many connections from one address; closing");
+        tracing::debug!("too many connections from one address or network; closing");
         return;
     };
     let mut state = app.new_connection(peer);
     loop {
-        let frame = match conn.read_request(&cancel).await {
+        let read = if state.has_authenticated() {
+            conn.read_request(&cancel).await
+        } else {
+            match tokio::time::timeout_at(auth_deadline, conn.read_request(&cancel)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::debug!("not authenticated in time; closing");
+                    break;
+                }
+            }
+        };
+        let frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(ReadError::Frame(e)) => {
@@ -193,7 +211,11 @@ pub async fn serve<S: Transport>(
                 break;
             }
         };
-        match app.handle(&mut state, &frame).await {
+        let outcome = app.handle(&mut state, &frame).await;
+        if state.has_authenticated() {
+            ticket.authenticated();
+        }
+        match outcome {
             // Flushed by the next read_request once no whole frame is buffered.
             Outcome::Reply(reply) => conn.queue(&reply.to_frame()),
             Outcome::Events(sub) => {
@@ -254,7 +276,12 @@ async fn serve_events<S: Transport>(
 /// Call-channel mode: `/send` frames from the client go to the other
 /// participants; frames queued for this participant go out.
 async fn serve_channel<S: Transport>(conn: Connection<S>, mode: &ChannelMode, cancel: &CancellationToken) {
-    let limits = conn.settings.limits;
+    // A `/send` over MAX_CHANNEL_SEND is refused from its length prefix, so
+    // its body is never buffered; like any bad frame it closes the channel.
+    let limits = Limits {
+        max_data: crate::channel::MAX_CHANNEL_SEND.min(conn.settings.limits.max_data),
+        ..conn.settings.limits
+    };
     let timeout = conn.settings.frame_timeout;
     let mut rbuf = conn.rbuf;
     let (mut rd, mut wr) = conn.stream.into_halves();

@@ -5,8 +5,10 @@
 //! shared state and maps errors to statuses; [`routes`] has one file per
 //! route family; [`store`] is durable state behind a trait; [`presence`],
 //! [`cache`], [`calls`] (with its pure state machine) and [`channel`] are
-//! in-memory only; [`hub`] delivers events; [`relay`] is the UDP media relay.
+//! in-memory only; [`hub`] delivers events; [`relay`] is the UDP media relay;
+//! [`admission`] decides how many connections the process holds.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cache;

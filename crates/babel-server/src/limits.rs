@@ -41,10 +41,23 @@ pub struct LimitsConfig {
     pub request_burst: u32,
     /// Most connections from one address.
     pub max_connections_per_address: usize,
+    /// Most connections from one network: a /24 for IPv4, a /64 for IPv6
+    /// (room for several carrier-grade NAT addresses).
+    pub max_connections_per_prefix: usize,
     /// Most contacts per user.
     pub max_contacts: usize,
     /// Most of my own requests waiting for answers.
     pub max_pending_requests: usize,
+    /// Look-ups of other people's emails (`/add_contact`, `/remove_contact`
+    /// by email) one account may make per window.
+    pub lookups_per_account: usize,
+    /// The same from one address, whatever the accounts.
+    pub lookups_per_address: usize,
+    /// That window, seconds.
+    pub lookup_window_secs: u64,
+    /// Most sessions per user; a login past it ends the least recently used
+    /// (0: no cap).
+    pub max_sessions_per_user: usize,
     /// Password hashes computed at once (0: one per core).
     pub hash_workers: usize,
     /// Password hashes waiting for a worker before more are refused.
@@ -66,8 +79,13 @@ impl Default for LimitsConfig {
             requests_per_sec: 100,
             request_burst: 200,
             max_connections_per_address: 1000,
+            max_connections_per_prefix: 4000,
             max_contacts: 2000,
             max_pending_requests: 200,
+            max_sessions_per_user: 50,
+            lookups_per_account: 30,
+            lookups_per_address: 100,
+            lookup_window_secs: 3600,
             hash_workers: 0,
             hash_queue: 1024,
             limit_loopback: false,
@@ -139,7 +157,10 @@ pub struct Limiter {
     login_by_address: Window<IpAddr>,
     login_by_account: Window<String>,
     creates: Window<IpAddr>,
+    lookups_by_account: Window<i64>,
+    lookups_by_address: Window<IpAddr>,
     connections: Mutex<HashMap<IpAddr, usize>>,
+    prefixes: Mutex<HashMap<IpAddr, usize>>,
     hash_slots: tokio::sync::Semaphore,
     hash_waiting: AtomicUsize,
 }
@@ -156,7 +177,10 @@ impl Limiter {
             login_by_address: Window::new(Duration::from_secs(cfg.login_window_secs.max(1))),
             login_by_account: Window::new(Duration::from_secs(cfg.account_window_secs.max(1))),
             creates: Window::new(Duration::from_secs(cfg.create_window_secs.max(1))),
+            lookups_by_account: Window::new(Duration::from_secs(cfg.lookup_window_secs.max(1))),
+            lookups_by_address: Window::new(Duration::from_secs(cfg.lookup_window_secs.max(1))),
             connections: Mutex::default(),
+            prefixes: Mutex::default(),
             hash_slots: tokio::sync::Semaphore::new(workers),
             hash_waiting: AtomicUsize::new(0),
             cfg,
@@ -227,17 +251,52 @@ impl Limiter {
         Ok(())
     }
 
-    /// A new connection from `ip`: `None` if that address has too many.
+    /// Before looking up someone by email for `account` (a user id) from
+    /// `ip`; counts it. Whether an email has an account is what these
+    /// answers reveal, so they are rationed per account and per address.
+    pub fn check_lookup(&self, ip: IpAddr, account: i64) -> Result<(), Refusal> {
+        if !self.applies(ip) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let (n, wait) = self.lookups_by_account.count(&account, now);
+        if n >= self.cfg.lookups_per_account {
+            return Err(format!(
+                "too many look-ups of email addresses from this account; try again in {} s",
+                secs(wait)
+            ));
+        }
+        let (n, wait) = self.lookups_by_address.count(&ip, now);
+        if n >= self.cfg.lookups_per_address {
+            return Err(format!(
+                "too many look-ups of email addresses from your address; try again in {} s",
+                secs(wait)
+            ));
+        }
+        self.lookups_by_account.record(account, now);
+        self.lookups_by_address.record(ip, now);
+        Ok(())
+    }
+
+    /// A new connection from `ip`: `None` if that address, or its network
+    /// (see [`prefix_of`]), has too many.
     pub fn connection(&self, ip: IpAddr) -> Option<ConnectionSlot<'_>> {
+        let ip = ip.to_canonical();
         if !self.applies(ip) {
             return Some(ConnectionSlot { limiter: self, ip: None });
         }
+        let prefix = prefix_of(ip);
+        // Address first, then network; both under the first lock, so two
+        // connections cannot pass the checks together.
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_default();
-        if *n >= self.cfg.max_connections_per_address {
+        let mut nets = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&ip).copied().unwrap_or(0) >= self.cfg.max_connections_per_address
+            || nets.get(&prefix).copied().unwrap_or(0) >= self.cfg.max_connections_per_prefix
+        {
             return None;
         }
-        *n += 1;
+        *map.entry(ip).or_default() += 1;
+        *nets.entry(prefix).or_default() += 1;
         Some(ConnectionSlot { limiter: self, ip: Some(ip) })
     }
 
@@ -257,7 +316,19 @@ impl Limiter {
     }
 }
 
-/// Holds a connection's place in the per-address count.
+/// The network an address is counted in: its /24 for IPv4, its /64 for
+/// IPv6 (the first address of it stands for the whole).
+pub fn prefix_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+    }
+}
+
+/// Holds a connection's place in the per-address and per-network counts.
 #[derive(Debug)]
 pub struct ConnectionSlot<'a> {
     limiter: &'a Limiter,
@@ -268,10 +339,13 @@ impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
         if let Some(ip) = self.ip {
             let mut map = self.limiter.connections.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
+            let mut nets = self.limiter.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+            for (map, key) in [(&mut *map, ip), (&mut *nets, prefix_of(ip))] {
+                if let Some(n) = map.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(&key);
+                    }
                 }
             }
         }
@@ -366,6 +440,25 @@ mod tests {
         assert!(l.connection(ip).is_none());
         drop(a);
         assert!(l.connection(ip).is_some());
+    }
+
+    #[test]
+    fn connections_are_counted_per_network_too() {
+        let l = Limiter::new(LimitsConfig { max_connections_per_prefix: 3, ..strict() });
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = l.connection(ip("203.0.113.1")).unwrap();
+        let _b = l.connection(ip("203.0.113.2")).unwrap();
+        let _c = l.connection(ip("::ffff:203.0.113.3")).unwrap();
+        assert!(l.connection(ip("203.0.113.4")).is_none(), "a fourth address of the same /24");
+        assert!(l.connection(ip("203.0.114.1")).is_some(), "another /24");
+        drop(a);
+        assert!(l.connection(ip("203.0.113.4")).is_some());
+        let _d = l.connection(ip("2001:db8::1")).unwrap();
+        let _e = l.connection(ip("2001:db8::2:1")).unwrap();
+        let _f = l.connection(ip("2001:db8::ffff:1")).unwrap();
+        assert!(l.connection(ip("2001:db8::9")).is_none(), "the same /64");
+        assert!(l.connection(ip("2001:db8:0:1::1")).is_some(), "another /64");
+        assert_eq!(prefix_of(ip("198.51.100.77")), ip("198.51.100.0"));
     }
 
     #[test]

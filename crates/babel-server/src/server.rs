@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::admission::{Admission, Admit};
 use crate::app::{App, AppConfig};
 use crate::config::Config;
 use crate::connection::{ConnSettings, serve};
@@ -90,7 +91,7 @@ impl std::fmt::Debug for Listener {
 struct Shared {
     app: Arc<App>,
     settings: Arc<ConnSettings>,
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     next_id: AtomicU64,
@@ -98,7 +99,7 @@ struct Shared {
 
 /// Accepts and serves connections on every listener until `shutdown`
 /// completes, then waits for every connection task to finish. The
-/// connection cap is shared by all listeners.
+/// connection cap (see [`Admission`]) is shared by all listeners.
 pub async fn run(
     listeners: Vec<Listener>,
     app: Arc<App>,
@@ -109,7 +110,7 @@ pub async fn run(
     let shared = Shared {
         app,
         settings: Arc::new(settings),
-        permits: Arc::new(Semaphore::new(max_connections.max(1))),
+        admission: Admission::new(max_connections),
         cancel: CancellationToken::new(),
         tracker: TaskTracker::new(),
         next_id: AtomicU64::new(0),
@@ -128,29 +129,43 @@ pub async fn run(
 
 async fn accept_loop(listener: &Listener, shared: &Shared) {
     loop {
-        // Past the cap, new connections wait in the kernel's backlog.
-        let Ok(permit) = Arc::clone(&shared.permits).acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.tcp.accept().await {
             Ok(x) => x,
             Err(e) => {
-                // Out of file descriptors and the like: back off, don't spin.
+                // Out of file descriptors and the like (the reserve makes
+                // this rare): back off, don't spin.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        configure_socket(&stream, shared.settings.dead_peer);
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        // Its own token, so that it can be closed to make room.
+        let cancel = shared.cancel.child_token();
+        let admit = shared.admission.admit(id, &cancel);
+        if matches!(admit, Admit::Refuse) {
+            tracing::debug!("connections full; refusing one");
+            drop(stream);
+            continue;
+        }
+        configure_socket(&stream, shared.settings.dead_peer);
         let span = tracing::debug_span!("conn", id, tls = listener.tls.is_some());
         tracing::trace!(parent: &span, %peer, "accepted");
-        let (app, settings, cancel) = (Arc::clone(&shared.app), Arc::clone(&shared.settings), shared.cancel.clone());
+        let (app, settings) = (Arc::clone(&shared.app), Arc::clone(&shared.settings));
+        let admission = Arc::clone(&shared.admission);
         let tls = listener.tls.clone();
         shared.tracker.spawn(
             async move {
+                let ticket = match admit {
+                    Admit::Now(ticket) => ticket,
+                    Admit::Wait(waiting) => match admission.wait(id, &cancel, waiting).await {
+                        Some(ticket) => ticket,
+                        None => return,
+                    },
+                    Admit::Refuse => return,
+                };
                 match tls {
-                    None => serve(stream, peer.ip(), app, settings, cancel).await,
+                    None => serve(stream, peer.ip(), app, settings, cancel, ticket).await,
                     Some(acceptor) => {
                         // A handshake gets as long as a frame: a client that
                         // stalls in it holds nothing for longer than that.
@@ -160,13 +175,12 @@ async fn accept_loop(listener: &Listener, shared: &Shared) {
                             _ = cancel.cancelled() => return,
                         };
                         match stream {
-                            Ok(Ok(stream)) => serve(stream, peer.ip(), app, settings, cancel).await,
+                            Ok(Ok(stream)) => serve(stream, peer.ip(), app, settings, cancel, ticket).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
                     }
                 }
-                drop(permit);
             }
             .instrument(span),
         );
@@ -255,6 +269,7 @@ impl Server {
             limits: config.limits(),
             frame_timeout: config.frame_timeout(),
             dead_peer: Duration::from_secs(config.dead_peer_timeout_secs.max(2)),
+            auth_timeout: Duration::from_secs(config.auth_timeout_secs.max(1)),
         };
         Ok(Server {
             plain: plain.map(|(l, _)| l),

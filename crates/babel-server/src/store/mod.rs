@@ -123,6 +123,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn delete_session(&self, id: SessionId) -> StoreResult<bool>;
     /// Ends every session unused since before `cutoff`. Answers how many.
     fn purge_sessions(&self, cutoff: Timestamp) -> StoreResult<usize>;
+    /// Every session of a user, oldest first.
+    fn user_sessions(&self, user: UserId) -> StoreResult<Vec<SessionRecord>>;
 
     /// My contacts and my outgoing requests, ordered by name.
     fn contacts(&self, user: UserId) -> StoreResult<Vec<(User, Relation)>>;

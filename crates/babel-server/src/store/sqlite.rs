@@ -293,6 +293,16 @@ impl Store for SqliteStore {
         self.write(|c| c.execute("DELETE FROM sessions WHERE last_used < ?1", params![cutoff]))
     }
 
+    fn user_sessions(&self, user: UserId) -> StoreResult<Vec<SessionRecord>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT id, last_used FROM sessions WHERE user_id = ?1 ORDER BY id")?;
+            let rows = stmt.query_map(params![user.0], |r| {
+                Ok(SessionRecord { id: SessionId(r.get(0)?), user, last_used: r.get(1)? })
+            })?;
+            rows.collect()
+        })
+    }
+
     fn contacts(&self, user: UserId) -> StoreResult<Vec<(User, Relation)>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
@@ -509,7 +519,9 @@ mod tests {
         s.touch_session(s2, 100).unwrap();
         s.touch_session(s2, 50).unwrap();
         assert_eq!(s.session(&[2; 32]).unwrap().unwrap().last_used, 100);
+        assert_eq!(s.user_sessions(a).unwrap().len(), 2);
         assert_eq!(s.purge_sessions(50).unwrap(), 1);
+        assert_eq!(s.user_sessions(a).unwrap(), vec![SessionRecord { id: s2, user: a, last_used: 100 }]);
         assert!(s.session(&[1; 32]).unwrap().is_none());
         assert!(!s.delete_session(s1).unwrap());
         assert!(s.delete_session(s2).unwrap());
