@@ -14,6 +14,10 @@
 //! * `babel-quality` ([`quality`]) scores voice quality with PESQ through
 //!   the real server, two clients and the proxy, and measures latency.
 //!
+//! * `babel-flood` ([`flood`]) plays cheap resource attacks (call-channel
+//!   floods, silent connections) against a server child and reports what
+//!   they cost it.
+//!
 //! The pure parts (send schedules, percentiles, frame prefixes, contact
 //! pairing) live in [`schedule`], [`stats`], [`net`] and [`setup`] and are
 //! unit-tested. Every loop here is bounded in count and time.
@@ -22,6 +26,7 @@ pub mod bench;
 pub mod ceiling;
 pub mod child;
 pub mod fault;
+pub mod flood;
 pub mod net;
 pub mod netsim;
 pub mod quality;
