@@ -462,6 +462,26 @@ mod tests {
     }
 
     #[test]
+    fn email_look_ups_are_rationed_per_account_and_per_address() {
+        let l = Limiter::new(LimitsConfig { lookups_per_account: 2, lookups_per_address: 3, ..strict() });
+        let (here, there): (IpAddr, IpAddr) = ("203.0.113.9".parse().unwrap(), "198.51.100.1".parse().unwrap());
+        l.check_lookup(here, 1).unwrap();
+        l.check_lookup(here, 1).unwrap();
+        let e = l.check_lookup(there, 1).unwrap_err();
+        assert!(e.contains("from this account") && e.contains("try again in"), "{e}");
+        // Another account from the same address, up to the address's share.
+        l.check_lookup(here, 2).unwrap();
+        let e = l.check_lookup(here, 2).unwrap_err();
+        assert!(e.contains("from your address"), "{e}");
+        l.check_lookup(there, 2).unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let exempt = Limiter::new(LimitsConfig { lookups_per_account: 1, ..LimitsConfig::default() });
+        for _ in 0..5 {
+            exempt.check_lookup(lo, 1).unwrap();
+        }
+    }
+
+    #[test]
     fn loopback_is_exempt_unless_asked() {
         let l = Limiter::new(LimitsConfig { creates_per_address: 1, ..LimitsConfig::default() });
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
