@@ -81,6 +81,55 @@ async fn no_event_stream_outlives_a_logout_sent_at_the_same_moment() {
     assert_eq!(survived, 0, "{survived} of {RACES} event streams outlived their logout");
 }
 
+/// One race of `/connect_call` against `/logout` of the caller's fresh
+/// session, in a ringing call. Answers whether the channel outlived the
+/// logout.
+async fn channel_logout_race(addr: SocketAddr, me: &mut Client, email: &str, callee: &str) -> bool {
+    let s = me.login(email).await;
+    let (status, v) = me.call(s.header(), "/call", json!({"contact_id": callee})).await;
+    assert_eq!(status, 200, "/call: {v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let mut channel = Client::connect(addr).await;
+    let mut logout = Client::connect(addr).await;
+    let connect = frame(&s.header(), "/connect_call", &json!({"call_id": call_id}));
+    let out = frame(&Value::Null, "/logout", &json!({"user_mail": s.email, "token": s.token}));
+    tokio::join!(channel.write(&connect), logout.write(&out));
+    assert_eq!(logout.read().await.0, 200);
+    match channel.try_read().await {
+        Some(r) if r.status == 200 => !closes_within(&mut channel, Duration::from_secs(5)).await,
+        Some(r) => {
+            assert!(r.status == 401 || r.status == 403, "/connect_call answered {}", r.status);
+            false
+        }
+        None => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_channel_outlives_a_logout_sent_at_the_same_moment() {
+    let (server, _dir) = start_with(|c| c.durability = babel_server::store::sqlite::Durability::Normal).await;
+    let addr = server.addr();
+    const RACES: usize = 2_000;
+    const LANES: usize = 4;
+    let lanes = (0..LANES).map(|lane| {
+        tokio::spawn(async move {
+            let mut me = Client::connect(addr).await;
+            let mut callee = Client::connect(addr).await;
+            let a = me.create(&format!("chan-a{lane}@example.org")).await;
+            let b = callee.create(&format!("chan-b{lane}@example.org")).await;
+            me.befriend(&a, &b).await;
+            let mut survived = 0;
+            for _ in 0..RACES / LANES {
+                survived += usize::from(channel_logout_race(addr, &mut me, &a.email, &b.id).await);
+            }
+            drop(callee);
+            survived
+        })
+    });
+    let survived: usize = futures::future::join_all(lanes).await.into_iter().map(|r| r.unwrap()).sum();
+    assert_eq!(survived, 0, "{survived} of {RACES} call channels outlived their logout");
+}
+
 /// The next request-shaped frame the server writes on a call channel, or
 /// `None` once it closed the channel.
 async fn channel_frame(c: &mut Client, buf: &mut bytes::BytesMut) -> Option<babel_proto::RawRequest> {
