@@ -5,6 +5,8 @@
 //!   call channel with large `/send` frames while the other never reads.
 //!   Reports the server's resident memory before, at the peak, and for a
 //!   while after every flood connection closed.
+//! * [`requests`]: many connections sending 1 MiB request frames at once,
+//!   then closing; the server's memory before, at the peak and after.
 //! * [`idle`]: many silent connections from many source addresses against a
 //!   server with few file descriptors and the per-address limits on (as for
 //!   remote clients); then a normal client from another network logs in.
@@ -221,6 +223,92 @@ pub async fn channel(opts: &ChannelOptions) -> anyhow::Result<ChannelReport> {
         frame_bytes: opts.frame_bytes,
         bytes_sent,
         channels_closed,
+        baseline_mib: mib(baseline),
+        peak_mib: mib(peak),
+        after_mib: mib(after),
+        back_within_20_mib_secs: back,
+    })
+}
+
+/// Options of the large-request flood.
+#[derive(Debug, Clone)]
+pub struct RequestOptions {
+    /// The server binary.
+    pub server_bin: PathBuf,
+    /// Connections at once.
+    pub connections: usize,
+    /// Frames each connection sends (one at a time, reading each answer).
+    pub frames: usize,
+    /// Data size of each frame (the default limit is 1 MiB).
+    pub frame_bytes: usize,
+    /// How long to watch memory after the connections closed.
+    pub settle: Duration,
+}
+
+/// What the large-request flood did to the server's memory.
+#[derive(Debug, Serialize)]
+pub struct RequestReport {
+    /// Frames answered.
+    pub answered: u64,
+    /// Server RSS before, MiB.
+    pub baseline_mib: f64,
+    /// Highest RSS seen, MiB.
+    pub peak_mib: f64,
+    /// RSS at the end of the watch, MiB.
+    pub after_mib: f64,
+    /// Seconds after closing until RSS was within 20 MiB of the baseline.
+    pub back_within_20_mib_secs: Option<f64>,
+}
+
+/// Many connections each sending large request frames (to an unknown route:
+/// the server reads each whole, answers 404, and frees it), then all close.
+pub async fn requests(opts: &RequestOptions) -> anyhow::Result<RequestReport> {
+    let dir = tempfile::tempdir()?;
+    let mut server = start_server(&opts.server_bin, dir.path(), "", None)?;
+    let (addr, pid) = (server.addr(), server.pid());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = rss_kib(pid)?;
+    let head = br#"{"x":""#;
+    let mut data = head.to_vec();
+    data.resize(opts.frame_bytes.max(head.len() + 2) - 2, b'A');
+    data.extend_from_slice(br#""}"#);
+    let frame = RawRequest::new(Vec::new(), "/flood".to_owned(), data).to_bytes();
+    let mut tasks = Vec::new();
+    for _ in 0..opts.connections {
+        let (frame, frames) = (frame.clone(), opts.frames);
+        tasks.push(tokio::spawn(async move {
+            let mut answered = 0u64;
+            let Ok(mut c) = Conn::open(addr, None).await else { return answered };
+            for _ in 0..frames {
+                if round_trip(&mut c.stream, &mut c.reader, &frame, LIMIT).await.is_err() {
+                    break;
+                }
+                answered += 1;
+            }
+            answered
+        }));
+    }
+    let mut peak = baseline;
+    while tasks.iter().any(|t| !t.is_finished()) {
+        peak = peak.max(rss_kib(pid)?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut answered = 0;
+    for t in tasks {
+        answered += t.await?;
+    }
+    let closed_at = Instant::now();
+    let (mut back, mut after) = (None, rss_kib(pid)?);
+    while closed_at.elapsed() < opts.settle {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = rss_kib(pid)?;
+        if back.is_none() && after <= baseline + 20 * 1024 {
+            back = Some(closed_at.elapsed().as_secs_f64());
+        }
+    }
+    server.check_alive()?;
+    Ok(RequestReport {
+        answered,
         baseline_mib: mib(baseline),
         peak_mib: mib(peak),
         after_mib: mib(after),

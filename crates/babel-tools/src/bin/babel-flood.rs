@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use babel_tools::flood::{ChannelOptions, IdleOptions, channel, idle};
+use babel_tools::flood::{ChannelOptions, IdleOptions, RequestOptions, channel, idle, requests};
 use clap::{Parser, Subcommand};
 
 /// Flood a babel-server child and report what it cost the server.
@@ -36,6 +36,22 @@ enum Attack {
         /// Seconds of flood.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Seconds to watch memory after closing.
+        #[arg(long, default_value_t = 30)]
+        settle: u64,
+    },
+    /// Large request frames on many connections at once, then all close;
+    /// the server's memory before, at the peak and after.
+    Requests {
+        /// Connections at once.
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        /// Frames per connection.
+        #[arg(long, default_value_t = 20)]
+        frames: usize,
+        /// Data size of each frame.
+        #[arg(long, default_value_t = 1_000_000)]
+        frame_bytes: usize,
         /// Seconds to watch memory after closing.
         #[arg(long, default_value_t = 30)]
         settle: u64,
@@ -87,6 +103,31 @@ async fn main() -> anyhow::Result<()> {
                     r.bytes_sent as f64 / 1e6,
                     r.channels_closed
                 );
+                println!(
+                    "server RSS: baseline {:.1} MiB, peak {:.1} MiB, {:.1} MiB after closing; within 20 MiB of the baseline {}",
+                    r.baseline_mib,
+                    r.peak_mib,
+                    r.after_mib,
+                    match r.back_within_20_mib_secs {
+                        Some(s) => format!("after {s:.1} s"),
+                        None => "never during the watch".to_owned(),
+                    }
+                );
+            }
+        }
+        Attack::Requests { connections, frames, frame_bytes, settle } => {
+            let r = requests(&RequestOptions {
+                server_bin,
+                connections,
+                frames,
+                frame_bytes,
+                settle: Duration::from_secs(settle),
+            })
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("request flood: {connections} connections, {} frames of {frame_bytes} B answered", r.answered);
                 println!(
                     "server RSS: baseline {:.1} MiB, peak {:.1} MiB, {:.1} MiB after closing; within 20 MiB of the baseline {}",
                     r.baseline_mib,
