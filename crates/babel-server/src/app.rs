@@ -474,8 +474,8 @@ impl App {
 
     /// Deletes the sessions unused for longer than the session lifetime, at
     /// most once per eighth of it (and at least hourly), from logins and the
-    /// background tick. Their connections, if any, are refused at their next
-    /// request, as for any expired token.
+    /// background tick. One that still has connections (an event stream
+    /// outlives its token's use) is ended as by `/logout`.
     pub(crate) async fn purge_expired(&self) {
         use std::sync::atomic::Ordering;
         let ttl = self.cfg.session_ttl.as_secs() as Timestamp;
@@ -488,13 +488,24 @@ impl App {
             return;
         }
         let cutoff = now - ttl;
-        match self.blocking(move |s| s.purge_sessions(cutoff)).await {
-            Ok(0) => {}
-            Ok(n) => {
-                self.sessions.invalidate_where(|r| r.last_used < cutoff);
-                tracing::info!(sessions = n, "purged expired sessions");
+        let purged = match self.blocking(move |s| s.purge_sessions(cutoff)).await {
+            Ok(purged) => purged,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not purge expired sessions");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        };
+        if purged.is_empty() {
+            return;
+        }
+        self.sessions.invalidate_where(|r| r.last_used < cutoff);
+        tracing::info!(sessions = purged.len(), "purged expired sessions");
+        for rec in purged {
+            if self.presence.sessions_of(rec.user).contains(&rec.id) {
+                if let Err(e) = self.end_session(rec, EndReason::Logout).await {
+                    tracing::warn!(error = %e, "could not end an expired session");
+                }
+            }
         }
     }
 

@@ -236,13 +236,15 @@ async fn expired_sessions_are_purged() {
     let (server, dir) = start_with(|c| c.session_ttl_secs = 1).await;
     let addr = server.addr();
     let mut c = Client::connect(addr).await;
-    c.create("old@example.org").await;
-    drop(c);
+    let first = c.create("old@example.org").await;
+    // Its event stream outlives its use, but not its expiry.
+    assert_eq!(c.call(first.header(), "/events", Value::Null).await.0, 200);
     for _ in 0..4 {
         Client::connect(addr).await.login("old@example.org").await;
     }
     assert_eq!(session_rows(&dir), 5);
     tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(closes_within(&mut c, common::TIMEOUT).await, "the expired session's event stream was closed");
     let fresh = Client::connect(addr).await.login("old@example.org").await;
     let deadline = tokio::time::Instant::now() + common::TIMEOUT;
     while session_rows(&dir) != 1 {

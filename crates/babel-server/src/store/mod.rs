@@ -121,8 +121,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn touch_session(&self, id: SessionId, now: Timestamp) -> StoreResult<()>;
     /// Ends a session. Answers whether it existed.
     fn delete_session(&self, id: SessionId) -> StoreResult<bool>;
-    /// Ends every session unused since before `cutoff`. Answers how many.
-    fn purge_sessions(&self, cutoff: Timestamp) -> StoreResult<usize>;
+    /// Ends every session unused since before `cutoff`. Answers them.
+    fn purge_sessions(&self, cutoff: Timestamp) -> StoreResult<Vec<SessionRecord>>;
     /// Every session of a user, oldest first.
     fn user_sessions(&self, user: UserId) -> StoreResult<Vec<SessionRecord>>;
 

@@ -289,8 +289,15 @@ impl Store for SqliteStore {
         self.write(|c| c.execute("DELETE FROM sessions WHERE id = ?1", params![id.0]).map(|n| n > 0))
     }
 
-    fn purge_sessions(&self, cutoff: Timestamp) -> StoreResult<usize> {
-        self.write(|c| c.execute("DELETE FROM sessions WHERE last_used < ?1", params![cutoff]))
+    fn purge_sessions(&self, cutoff: Timestamp) -> StoreResult<Vec<SessionRecord>> {
+        self.write(|c| {
+            let mut stmt =
+                c.prepare_cached("DELETE FROM sessions WHERE last_used < ?1 RETURNING id, user_id, last_used")?;
+            let rows = stmt.query_map(params![cutoff], |r| {
+                Ok(SessionRecord { id: SessionId(r.get(0)?), user: UserId(r.get(1)?), last_used: r.get(2)? })
+            })?;
+            rows.collect()
+        })
     }
 
     fn user_sessions(&self, user: UserId) -> StoreResult<Vec<SessionRecord>> {
@@ -520,7 +527,7 @@ mod tests {
         s.touch_session(s2, 50).unwrap();
         assert_eq!(s.session(&[2; 32]).unwrap().unwrap().last_used, 100);
         assert_eq!(s.user_sessions(a).unwrap().len(), 2);
-        assert_eq!(s.purge_sessions(50).unwrap(), 1);
+        assert_eq!(s.purge_sessions(50).unwrap(), vec![SessionRecord { id: s1, user: a, last_used: 10 }]);
         assert_eq!(s.user_sessions(a).unwrap(), vec![SessionRecord { id: s2, user: a, last_used: 100 }]);
         assert!(s.session(&[1; 32]).unwrap().is_none());
         assert!(!s.delete_session(s1).unwrap());
