@@ -8,7 +8,9 @@
 //! the frame timeout (so a slow sender cannot pin a connection), and a write
 //! that makes no progress for as long closes the connection (so a client that
 //! never reads cannot either). An idle connection, with nothing half-sent,
-//! stays open as long as the client likes: presence depends on it.
+//! stays open as long as the client likes once it has authenticated:
+//! presence depends on it. One that has not authenticated within the
+//! authentication timeout is closed (silent sockets must not pile up).
 
 use std::sync::Arc;
 use std::time::Duration;
