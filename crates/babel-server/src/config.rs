@@ -37,11 +37,13 @@ pub struct Config {
     /// SQLite database file (default: `babel/babel.db` in the user's data
     /// directory, e.g. `~/.local/share/babel/babel.db`).
     pub db: PathBuf,
-    /// Most connections open at once; more wait to be accepted (default 100 000).
+    /// Most connections open at once (default 100 000), lowered to the
+    /// file-descriptor limit less a reserve; past it a new connection
+    /// displaces the oldest unauthenticated one or is closed at once.
     pub max_connections: usize,
     /// How long a half-received frame may take to complete before the
     /// connection is closed, in seconds (default 30). Idle connections
-    /// (nothing buffered) never time out.
+    /// (nothing buffered) that have authenticated never time out.
     pub frame_timeout_secs: u64,
     /// Seconds a connection may stay open without authenticating (`/create`,
     /// `/login` or a request with a valid token) before it is closed
