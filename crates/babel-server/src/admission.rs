@@ -64,7 +64,10 @@ impl Admission {
     /// Slots for at most `max_connections`, fewer if the process's file
     /// descriptor limit is lower.
     pub fn new(max_connections: usize) -> Arc<Admission> {
+        #[cfg(unix)]
         let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).ok().map(|(soft, _)| soft);
+        #[cfg(not(unix))]
+        let nofile: Option<u64> = None;
         let capacity = capacity_for(max_connections, nofile);
         let waiting = nofile.map_or(64, |n| (reserve_for(n) / 4) as usize).max(1);
         tracing::debug!(capacity, ?nofile, "connection slots");
