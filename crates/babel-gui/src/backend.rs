@@ -215,6 +215,9 @@ type MediaResult = Result<Result<(CallStats, EndCause), MediaError>, String>;
 enum Step {
     Command(Option<Command>),
     Event(Option<babel_client::Result<Event>>),
+    /// The event connection went down (`Some(false)`) or up; `None`: the
+    /// stream has ended.
+    Connection(Option<bool>),
     MediaEnded(MediaResult),
     Tick,
 }
@@ -226,6 +229,8 @@ struct Backend {
     out: Arc<Out>,
     client: Option<Client>,
     events: Option<EventStream>,
+    /// Whether the event connection is up, as the stream tells it.
+    connection: Option<tokio::sync::watch::Receiver<bool>>,
     call: Option<CallState>,
     ringing: HashMap<CallId, IncomingCall>,
     ringer: Option<Player>,
@@ -236,6 +241,16 @@ struct Backend {
 async fn next_event(events: &mut Option<EventStream>) -> Option<babel_client::Result<Event>> {
     match events {
         Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connection_change(up: &mut Option<tokio::sync::watch::Receiver<bool>>) -> Option<bool> {
+    match up {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(*r.borrow_and_update()),
+            Err(_) => None,
+        },
         None => std::future::pending().await,
     }
 }
@@ -257,6 +272,7 @@ impl Backend {
             out: Arc::new(out),
             client: None,
             events: None,
+            connection: None,
             call: None,
             ringing: HashMap::new(),
             ringer: None,
@@ -276,6 +292,7 @@ impl Backend {
             let step = tokio::select! {
                 c = commands.recv() => Step::Command(c),
                 e = next_event(&mut self.events) => Step::Event(e),
+                c = connection_change(&mut self.connection) => Step::Connection(c),
                 r = media_end(&mut self.call) => Step::MediaEnded(r),
                 _ = tick.tick() => Step::Tick,
             };
@@ -283,6 +300,11 @@ impl Backend {
                 Step::Command(None | Some(Command::Shutdown)) => break,
                 Step::Command(Some(c)) => self.command(c).await,
                 Step::Event(e) => self.event(e).await,
+                Step::Connection(None) => self.connection = None,
+                // Back up: the `Reconnected` event that follows re-reads
+                // the contacts and says so.
+                Step::Connection(Some(true)) => {}
+                Step::Connection(Some(false)) => self.send(Update::ConnectionLost),
                 Step::MediaEnded(r) => self.media_ended(r).await,
                 Step::Tick => self.tick(),
             }
@@ -362,7 +384,7 @@ impl Backend {
                 };
                 match r {
                     Ok(()) => {
-                        self.send(Update::Info(format!("Contact request sent to {email}.")));
+                        self.send(Update::ContactRequestSent(email));
                         self.refresh().await;
                     }
                     Err(e) => self.request_failed(&e),
@@ -440,6 +462,7 @@ impl Backend {
         self.ringing.clear();
         self.ringer = None;
         self.events = None;
+        self.connection = None;
         self.client = None;
     }
 
@@ -468,6 +491,7 @@ impl Backend {
             tracing::warn!(error = %e, "settings not saved");
         }
         self.client = Some(client);
+        self.connection = Some(events.connection());
         self.events = Some(events);
         self.send(Update::SignedIn { server, me: User { id: info.id, name: info.name, email: info.email } });
         self.refresh().await;
@@ -503,6 +527,7 @@ impl Backend {
             self.send(Update::SessionExpired);
             self.client = None;
             self.events = None;
+            self.connection = None;
             return;
         }
         self.send(Update::Error(describe(e, &server, false)));
@@ -659,16 +684,21 @@ impl Backend {
             }
             Some(Err(e)) => {
                 self.events = None;
+                self.connection = None;
                 self.request_failed(&e);
                 return;
             }
             None => {
                 self.events = None;
+                self.connection = None;
                 return;
             }
         };
         match &ev {
             ServerEvent::IncomingCall(c) => {
+                if !self.ringing.contains_key(&c.call_id) {
+                    tokio::spawn(crate::notify::incoming_call(c.caller.name.clone(), c.caller.email.clone()));
+                }
                 self.ringing.insert(c.call_id, c.clone());
                 self.update_ringer();
             }
