@@ -68,12 +68,7 @@ pub(super) fn panel(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
             let presence = m.known_presence(c);
             ui.horizontal(|ui| {
                 dot(ui, presence_color(presence));
-                ui.vertical(|ui| {
-                    ui.label(RichText::new(&c.user.name).strong());
-                    let line = format!("{} · {}", c.user.email, presence_text(presence));
-                    ui.label(RichText::new(line).size(SECONDARY_SIZE).color(secondary));
-                });
-                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Min), |ui| {
                     if c.presence == Presence::Pending {
                         // My request, not yet accepted: withdrawn, not removed.
                         let name = format!("Cancel request to {}", c.user.name);
@@ -89,6 +84,13 @@ pub(super) fn panel(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
                             out.push(Intent::Call(c.user.id));
                         }
                     }
+                    // The text takes what the buttons leave, cut with "…"
+                    // when the panel is narrow (the whole shows on hover).
+                    ui.with_layout(egui::Layout::top_down(egui::Align::Min), |ui| {
+                        ui.add(egui::Label::new(RichText::new(&c.user.name).strong()).truncate());
+                        let line = format!("{} · {}", presence_text(presence), c.user.email);
+                        ui.add(egui::Label::new(RichText::new(line).size(SECONDARY_SIZE).color(secondary)).truncate());
+                    });
                 });
             });
             ui.add_space(2.0);

@@ -223,11 +223,12 @@ pub fn draw(ctx: &egui::Context, m: &mut Model, out: &mut Vec<Intent>) {
             top_bar(ctx, m, out);
             connection_banner(ctx, m);
             notices(ctx, m, out);
-            egui::SidePanel::left("contacts")
+            let contacts = egui::SidePanel::left("contacts")
                 .resizable(true)
-                .default_width(330.0)
+                .default_width(360.0)
                 .min_width(260.0)
                 .show(ctx, |ui| contacts::panel(ui, m, out));
+            let side = contacts.response.rect.width();
             egui::CentralPanel::default().show(ctx, |ui| {
                 if m.editing.is_some() {
                     settings::page(ui, m, out);
@@ -237,7 +238,7 @@ pub fn draw(ctx: &egui::Context, m: &mut Model, out: &mut Vec<Intent>) {
                     idle(ui, m);
                 }
             });
-            incoming::modal(ctx, m, out);
+            incoming::modal(ctx, m, out, side);
             contacts::confirm_remove_window(ctx, m, out);
         }
     }
@@ -278,7 +279,7 @@ fn connection_banner(ctx: &egui::Context, m: &Model) {
             ui.label(RichText::new("Connection lost, reconnecting…").size(16.0).strong().color(Color32::WHITE));
             ui.label(
                 RichText::new(format!(
-                    "to {}. Presence is unknown; calling and adding wait until it is back.",
+                    "The server at {} does not answer. Presence is unknown; calling and adding wait until it is back.",
                     m.server
                 ))
                 .color(Color32::from_gray(235)),
@@ -308,6 +309,10 @@ fn notices(ctx: &egui::Context, m: &Model, out: &mut Vec<Intent>) {
 }
 
 fn idle(ui: &mut egui::Ui, m: &Model) {
+    if m.incoming.is_some() {
+        // The ringing call's modal stands here: nothing under it.
+        return;
+    }
     ui.vertical_centered(|ui| {
         ui.add_space(ui.available_height() * 0.3);
         ui.label(RichText::new("No call").size(24.0).strong());
