@@ -233,6 +233,8 @@ struct Backend {
     connection: Option<tokio::sync::watch::Receiver<bool>>,
     call: Option<CallState>,
     ringing: HashMap<CallId, IncomingCall>,
+    /// Desktop notifications of ringing calls (`None`: being sent).
+    notified: Arc<Mutex<HashMap<CallId, Option<u32>>>>,
     ringer: Option<Player>,
     mic_check: Option<Player>,
     tone: Option<Player>,
@@ -275,6 +277,7 @@ impl Backend {
             connection: None,
             call: None,
             ringing: HashMap::new(),
+            notified: Arc::default(),
             ringer: None,
             mic_check: None,
             tone: None,
@@ -460,6 +463,7 @@ impl Backend {
     async fn reset(&mut self) {
         self.leave_call().await;
         self.ringing.clear();
+        self.close_notifications();
         self.ringer = None;
         self.events = None;
         self.connection = None;
@@ -697,7 +701,7 @@ impl Backend {
         match &ev {
             ServerEvent::IncomingCall(c) => {
                 if !self.ringing.contains_key(&c.call_id) {
-                    tokio::spawn(crate::notify::incoming_call(c.caller.name.clone(), c.caller.email.clone()));
+                    self.notify_desktop(c);
                 }
                 self.ringing.insert(c.call_id, c.clone());
                 self.update_ringer();
@@ -774,8 +778,33 @@ impl Backend {
         }));
     }
 
+    /// A desktop notification for a call that starts ringing, taken away
+    /// by `close_notifications` once it stops (even if it stopped first).
+    fn notify_desktop(&self, c: &IncomingCall) {
+        lock(&self.notified).insert(c.call_id, None);
+        let (notified, call_id) = (self.notified.clone(), c.call_id);
+        let (name, email) = (c.caller.name.clone(), c.caller.email.clone());
+        tokio::spawn(async move {
+            let Some(id) = crate::notify::incoming_call(name, email).await else { return };
+            let ringing = lock(&notified).get_mut(&call_id).map(|slot| *slot = Some(id)).is_some();
+            if !ringing {
+                crate::notify::close(id).await;
+            }
+        });
+    }
+
+    /// Takes away the notifications of calls no longer ringing.
+    fn close_notifications(&self) {
+        let mut notified = lock(&self.notified);
+        let gone: Vec<CallId> = notified.keys().filter(|k| !self.ringing.contains_key(k)).copied().collect();
+        for id in gone.iter().filter_map(|k| notified.remove(k).flatten()) {
+            tokio::spawn(crate::notify::close(id));
+        }
+    }
+
     /// Rings while any call rings for me.
     fn update_ringer(&mut self) {
+        self.close_notifications();
         if self.ringing.is_empty() {
             self.ringer = None;
             return;
@@ -858,6 +887,10 @@ impl Backend {
         };
         self.send(update);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn i_or_o_error() -> Option<String> {

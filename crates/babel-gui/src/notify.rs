@@ -25,12 +25,46 @@ pub enum NotifyError {
 }
 
 /// Tells the desktop that `caller` is calling; silent when it cannot.
-pub async fn incoming_call(caller: String, email: String) {
+/// Answers the notification's id, to [`close`] it once the call stops
+/// ringing.
+pub async fn incoming_call(caller: String, email: String) -> Option<u32> {
     let body = if email.is_empty() { "Babel: incoming call".to_owned() } else { format!("{email} · Babel") };
     match send(None, &format!("{caller} is calling"), &body).await {
-        Ok(id) => tracing::debug!(id, "desktop notified of the call"),
-        Err(e) => tracing::debug!(error = %e, "no desktop notification"),
+        Ok(id) => {
+            tracing::debug!(id, "desktop notified of the call");
+            Some(id)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no desktop notification");
+            None
+        }
     }
+}
+
+/// Takes a notification away (the call was answered, declined or missed).
+pub async fn close(id: u32) {
+    if let Err(e) = tokio::time::timeout(SEND_TIMEOUT, close_now(id)).await.unwrap_or(Err(NotifyError::Timeout)) {
+        tracing::debug!(error = %e, "notification not closed");
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn close_now(id: u32) -> Result<(), NotifyError> {
+    let conn = zbus::connection::Builder::session()?.build().await?;
+    conn.call_method(
+        Some("org.freedesktop.Notifications"),
+        "/org/freedesktop/Notifications",
+        Some("org.freedesktop.Notifications"),
+        "CloseNotification",
+        &(id,),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn close_now(_id: u32) -> Result<(), NotifyError> {
+    Err(NotifyError::Unsupported)
 }
 
 /// Sends one notification on the session bus, or on the bus at `address`
