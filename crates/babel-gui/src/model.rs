@@ -372,7 +372,7 @@ impl Model {
     /// Online contacts who could be rung into my call now.
     pub fn invitable(&self) -> Vec<&Contact> {
         let Some(call) = &self.call else { return Vec::new() };
-        if call.phase != CallPhase::Active {
+        if call.phase != CallPhase::Active || self.connection_lost {
             return Vec::new();
         }
         self.contacts
@@ -1000,6 +1000,9 @@ mod tests {
         assert_eq!(m.known_presence(&dan), Some(Presence::Pending), "my own request is still mine");
         assert!(m.intent(Intent::Call(UserId(3))).is_empty());
         assert!(m.call.is_none());
+        m.call = Some(CallView::new(Some(CallId(1)), "Ben".into(), CallPhase::Active));
+        assert!(m.invitable().is_empty(), "nobody to ring without the server");
+        m.call = None;
         m.add_email = "gus@x.org".into();
         assert!(m.intent(Intent::AddContact).is_empty());
         assert_eq!(m.add_email, "gus@x.org");
