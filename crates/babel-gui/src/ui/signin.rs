@@ -79,6 +79,6 @@ pub(super) fn form(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
             out.push(Intent::ToggleRegister);
         }
         ui.add_space(4.0);
-        ui.label(RichText::new("The server is host:port, or tls://host:port for an encrypted connection.").weak());
+        ui.label("The server is host:port, or tls://host:port for an encrypted connection.");
     });
 }
