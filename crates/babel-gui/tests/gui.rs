@@ -586,3 +586,17 @@ fn the_demo_never_touches_the_real_home() {
     assert_eq!(files(), before, "the demo changed the real settings or session");
     drop(world);
 }
+
+#[test]
+fn the_demos_of_the_screenshots_show_what_they_promise() {
+    for (scene, shown) in
+        [(Scene::Incoming, "Ben is calling"), (Scene::LostConnection, "Connection lost, reconnecting")]
+    {
+        let launch = Launch { synthetic_audio: true, demo: Some(scene), ..Launch::default() };
+        let (app, world) = babel_gui::launch::launch(launch).unwrap();
+        let mut h = harness(app);
+        wait_for(&mut h, shown);
+        drop(h);
+        drop(world);
+    }
+}
