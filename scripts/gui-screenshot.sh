@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Takes the README's picture of the desktop app during a call:
-# docs/screenshot-call.png. Runs `babel-gui --demo-call` (a server on
-# loopback, contacts in every state, a call to Ben who answers and talks)
-# in a virtual X display, and the app saves its own window after a few
-# seconds of call. Installs Xvfb and Mesa's software OpenGL when missing.
-# Usage: scripts/gui-screenshot.sh [OUT.png] [SECONDS_OF_CALL]
+# Takes the README's pictures of the desktop app, each saved by the app
+# itself from a virtual X display (Xvfb, Mesa's software OpenGL):
+#   call             docs/screenshot-call.png: a call to Ben (`--demo call`)
+#   signin           docs/screenshot-signin.png: the sign-in form
+#   lost-connection  docs/screenshot-lost-connection.png: the server gone
+#   incoming         docs/screenshot-incoming.png: Ben calling
+# Demos run a server on loopback with contacts in every state, and keep
+# their settings in a temporary folder. Installs Xvfb and Mesa when missing.
+# Usage: scripts/gui-screenshot.sh [NAME...]   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-docs/screenshot-call.png}"
-after="${2:-12}"
 scripts/setup.sh
 
 # command or library -> Debian package
@@ -27,12 +28,36 @@ if ((${#missing[@]})); then
     libxcursor1 libxrandr2 libxi6
 fi
 
-cargo build --release -p babel-gui
-bin="${CARGO_TARGET_DIR:-target}/release/babel-gui"
-mkdir -p "$(dirname "$out")"
-rm -f "$out"
-# Software rendering: no GPU needed.
-LIBGL_ALWAYS_SOFTWARE=1 timeout 120 xvfb-run -a -s "-screen 0 1280x800x24" \
-  "$bin" --demo-call --screenshot "$out" --screenshot-after "$after"
-test -s "$out" || { echo "gui-screenshot: no picture was taken" >&2; exit 1; }
-echo "gui-screenshot: $out"
+# GUI_SCREENSHOT_PROFILE=dev takes them with a debug build (quicker to build).
+profile="${GUI_SCREENSHOT_PROFILE:-release}"
+cargo build --profile "$profile" -p babel-gui
+dir="$profile"
+[ "$profile" = dev ] && dir=debug
+bin="${CARGO_TARGET_DIR:-target}/$dir/babel-gui"
+mkdir -p docs
+
+shot() { # NAME SECONDS ARGS...
+  local out="docs/screenshot-$1.png" after="$2"
+  shift 2
+  rm -f "$out"
+  local home
+  home="$(mktemp -d)"
+  # Software rendering: no GPU needed. A fresh home: no saved session.
+  LIBGL_ALWAYS_SOFTWARE=1 BABEL_GUI_HOME="$home" timeout 120 xvfb-run -a -s "-screen 0 1280x800x24" \
+    "$bin" --screenshot "$out" --screenshot-after "$after" "$@"
+  rm -rf "$home"
+  test -s "$out" || { echo "gui-screenshot: no picture was taken for $out" >&2; exit 1; }
+  echo "gui-screenshot: $out"
+}
+
+names=("$@")
+((${#names[@]})) || names=(call signin lost-connection incoming)
+for n in "${names[@]}"; do
+  case "$n" in
+    call) shot call 12 --demo call ;;
+    signin) shot signin 1 --server babel.example.org:7447 ;;
+    lost-connection) shot lost-connection 2 --demo lost-connection ;;
+    incoming) shot incoming 2 --demo incoming ;;
+    *) echo "gui-screenshot: unknown picture $n (call, signin, lost-connection, incoming)" >&2; exit 2 ;;
+  esac
+done

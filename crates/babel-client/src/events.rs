@@ -3,8 +3,10 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use babel_proto::{Answer, ClientRequest, Credentials, ReplyError, ServerEvent};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::conn::{Conn, Endpoint};
 use crate::{Backoff, ClientError, Result};
@@ -19,10 +21,16 @@ pub enum Event {
     Reconnected,
 }
 
+/// How long an event connection may stay silent before it counts as lost:
+/// the server sends `/ping` every 20 s, so 25 s of nothing means it (or
+/// the way to it) is gone even though no close arrived.
+pub const EVENT_SILENCE: Duration = Duration::from_secs(25);
+
 /// The `/events` channel. Dropping it closes the connection.
 #[derive(Debug)]
 pub struct EventStream {
     rx: mpsc::Receiver<Result<Event>>,
+    up: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,12 +48,19 @@ async fn subscribe(addr: &Endpoint, creds: &Credentials) -> Result<Conn> {
 }
 
 impl EventStream {
-    /// Subscribes, failing if the first attempt fails; later losses are
-    /// retried with backoff until the session is refused (401) or the
-    /// server's certificate is, which ends the stream with that error.
-    pub(crate) async fn open(addr: Endpoint, creds: Credentials, backoff: Backoff) -> Result<EventStream> {
+    /// Subscribes, failing if the first attempt fails; later losses (a
+    /// close, or `silence` without even a `/ping`) are retried with backoff
+    /// until the session is refused (401) or the server's certificate is,
+    /// which ends the stream with that error.
+    pub(crate) async fn open(
+        addr: Endpoint,
+        creds: Credentials,
+        backoff: Backoff,
+        silence: Duration,
+    ) -> Result<EventStream> {
         let first = subscribe(&addr, &creds).await?;
         let (tx, rx) = mpsc::channel(256);
+        let (up_tx, up) = watch::channel(true);
         let task = tokio::spawn(async move {
             let mut conn = Some(first);
             let mut attempt = 0u32;
@@ -55,6 +70,7 @@ impl EventStream {
                     None => match subscribe(&addr, &creds).await {
                         Ok(c) => {
                             attempt = 0;
+                            up_tx.send_replace(true);
                             if tx.send(Ok(Event::Reconnected)).await.is_err() {
                                 return;
                             }
@@ -74,7 +90,7 @@ impl EventStream {
                         }
                     },
                 };
-                while let Ok(Some(frame)) = c.read_request_frame().await {
+                while let Ok(Ok(Some(frame))) = tokio::time::timeout(silence, c.read_request_frame()).await {
                     match ServerEvent::parse(&frame) {
                         Ok(ServerEvent::Ping) => {}
                         Ok(ev) => {
@@ -85,9 +101,18 @@ impl EventStream {
                         Err(e) => tracing::warn!(error = %e, "unreadable event skipped"),
                     }
                 }
+                // Closed, broken or silent: lost until a new subscription.
+                up_tx.send_replace(false);
             }
         });
-        Ok(EventStream { rx, task })
+        Ok(EventStream { rx, up, task })
+    }
+
+    /// Whether the stream's connection is up now (`false` from the moment
+    /// it was lost until it is back, which [`Event::Reconnected`] also
+    /// says); `changed()` on it wakes on every loss and return.
+    pub fn connection(&self) -> watch::Receiver<bool> {
+        self.up.clone()
     }
 
     /// The next event; `None` once the stream has ended for good.

@@ -9,6 +9,9 @@
 //! * [`EventStream`]: the push channel (`/events`) as a `Stream` of
 //!   [`Event`]s, reconnecting by itself; after a reconnection it yields
 //!   [`Event::Reconnected`] so the program can re-read its state.
+//!   [`EventStream::connection`] says when it is lost (a close, or
+//!   [`EVENT_SILENCE`] without even a `/ping`), at once, not only once it
+//!   is back.
 //! * [`CallChannel`]: a call channel (`/connect_call`) to send and receive
 //!   `/send` frames through the server.
 //!
@@ -30,7 +33,7 @@ use babel_proto::{
 use bytes::Bytes;
 
 pub use conn::{Conn, Endpoint};
-pub use events::{Event, EventStream};
+pub use events::{EVENT_SILENCE, Event, EventStream};
 pub use tls::{ServerAddr, TlsOptions, Trust, Untrusted};
 
 /// What can go wrong talking to the server.
@@ -123,6 +126,7 @@ pub struct Client {
     session: Option<SessionInfo>,
     backoff: Backoff,
     timeout: Duration,
+    event_silence: Duration,
 }
 
 impl Client {
@@ -142,6 +146,7 @@ impl Client {
             session: None,
             backoff: Backoff::default(),
             timeout: Duration::from_secs(30),
+            event_silence: EVENT_SILENCE,
         })
     }
 
@@ -167,6 +172,14 @@ impl Client {
     /// Sets how long a request may wait for its answer (default 30 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets how long an event stream may hear nothing, not even a `/ping`,
+    /// before its connection counts as lost and is replaced (default
+    /// [`EVENT_SILENCE`], for the server's ping every 20 s).
+    pub fn with_event_silence(mut self, silence: Duration) -> Self {
+        self.event_silence = silence;
         self
     }
 
@@ -334,7 +347,7 @@ impl Client {
 
     /// Opens the push channel on a connection of its own.
     pub async fn events(&self) -> Result<EventStream> {
-        EventStream::open(self.endpoint.clone(), self.creds()?, self.backoff).await
+        EventStream::open(self.endpoint.clone(), self.creds()?, self.backoff, self.event_silence).await
     }
 
     /// Opens my call channel for a call on a connection of its own.

@@ -163,12 +163,17 @@ async fn the_event_stream_reconnects_after_the_server_comes_back() {
     let mut client = babel_client::Client::connect(addr.to_string()).await.unwrap();
     client.create("phoenix@example.org", common::PASSWORD, None).await.unwrap();
     let mut events = client.events().await.unwrap();
+    let mut up = events.connection();
+    assert!(*up.borrow_and_update());
     server.shutdown().await;
+    // The loss is told as it happens, not only once the server is back.
+    tokio::time::timeout(common::TIMEOUT, up.wait_for(|u| !*u)).await.expect("the loss told").unwrap();
     // The same address again, the same database: the session is still valid.
     config.listen = addr;
     let server = babel_server::RunningServer::start(&config).await.unwrap();
     let next = tokio::time::timeout(common::TIMEOUT, events.next()).await.expect("a reconnection notice");
     assert!(matches!(next, Some(Ok(babel_client::Event::Reconnected))), "{next:?}");
+    assert!(*up.borrow(), "up again");
     // And events flow on the new connection.
     let mut other = babel_client::Client::connect(addr.to_string()).await.unwrap();
     other.create("friend@example.org", common::PASSWORD, None).await.unwrap();
@@ -178,4 +183,47 @@ async fn the_event_stream_reconnects_after_the_server_comes_back() {
     // The request connection reconnects too, on the next request.
     assert!(client.contacts().await.is_ok());
     server.shutdown().await;
+}
+
+/// A server that answers `/events` once, then says nothing, not even
+/// `/ping` (a hung server, or a path that silently drops everything); later
+/// subscriptions are closed at once.
+#[tokio::test]
+async fn an_event_connection_silent_past_the_pings_counts_as_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut answered = false;
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let mut buf = [0u8; 4096];
+            // The request connection sends nothing yet; `/events` does.
+            match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 && !answered => {
+                    answered = true;
+                    s.write_all(&babel_proto::RawResponse::new(200, "{}").to_bytes()).await.unwrap();
+                    held.push(s);
+                }
+                Ok(_) => drop(s),
+                Err(_) => held.push(s),
+            }
+        }
+    });
+    let info = babel_proto::SessionInfo {
+        id: babel_proto::UserId(1),
+        name: "Sil".into(),
+        email: "sil@example.org".into(),
+        token: babel_proto::Secret::new("t"),
+    };
+    let client = babel_client::Client::resume(addr.to_string(), info)
+        .await
+        .unwrap()
+        .with_event_silence(Duration::from_millis(400));
+    let events = client.events().await.unwrap();
+    let mut up = events.connection();
+    assert!(*up.borrow_and_update(), "subscribed");
+    tokio::time::timeout(common::TIMEOUT, up.wait_for(|u| !*u)).await.expect("the silence counts as a loss").unwrap();
+    drop(events);
 }

@@ -215,6 +215,9 @@ type MediaResult = Result<Result<(CallStats, EndCause), MediaError>, String>;
 enum Step {
     Command(Option<Command>),
     Event(Option<babel_client::Result<Event>>),
+    /// The event connection went down (`Some(false)`) or up; `None`: the
+    /// stream has ended.
+    Connection(Option<bool>),
     MediaEnded(MediaResult),
     Tick,
 }
@@ -226,8 +229,12 @@ struct Backend {
     out: Arc<Out>,
     client: Option<Client>,
     events: Option<EventStream>,
+    /// Whether the event connection is up, as the stream tells it.
+    connection: Option<tokio::sync::watch::Receiver<bool>>,
     call: Option<CallState>,
     ringing: HashMap<CallId, IncomingCall>,
+    /// Desktop notifications of ringing calls (`None`: being sent).
+    notified: Arc<Mutex<HashMap<CallId, Option<u32>>>>,
     ringer: Option<Player>,
     mic_check: Option<Player>,
     tone: Option<Player>,
@@ -236,6 +243,16 @@ struct Backend {
 async fn next_event(events: &mut Option<EventStream>) -> Option<babel_client::Result<Event>> {
     match events {
         Some(e) => e.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connection_change(up: &mut Option<tokio::sync::watch::Receiver<bool>>) -> Option<bool> {
+    match up {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(*r.borrow_and_update()),
+            Err(_) => None,
+        },
         None => std::future::pending().await,
     }
 }
@@ -257,8 +274,10 @@ impl Backend {
             out: Arc::new(out),
             client: None,
             events: None,
+            connection: None,
             call: None,
             ringing: HashMap::new(),
+            notified: Arc::default(),
             ringer: None,
             mic_check: None,
             tone: None,
@@ -276,6 +295,7 @@ impl Backend {
             let step = tokio::select! {
                 c = commands.recv() => Step::Command(c),
                 e = next_event(&mut self.events) => Step::Event(e),
+                c = connection_change(&mut self.connection) => Step::Connection(c),
                 r = media_end(&mut self.call) => Step::MediaEnded(r),
                 _ = tick.tick() => Step::Tick,
             };
@@ -283,6 +303,11 @@ impl Backend {
                 Step::Command(None | Some(Command::Shutdown)) => break,
                 Step::Command(Some(c)) => self.command(c).await,
                 Step::Event(e) => self.event(e).await,
+                Step::Connection(None) => self.connection = None,
+                // Back up: the `Reconnected` event that follows re-reads
+                // the contacts and says so.
+                Step::Connection(Some(true)) => {}
+                Step::Connection(Some(false)) => self.send(Update::ConnectionLost),
                 Step::MediaEnded(r) => self.media_ended(r).await,
                 Step::Tick => self.tick(),
             }
@@ -362,7 +387,7 @@ impl Backend {
                 };
                 match r {
                     Ok(()) => {
-                        self.send(Update::Info(format!("Contact request sent to {email}.")));
+                        self.send(Update::ContactRequestSent(email));
                         self.refresh().await;
                     }
                     Err(e) => self.request_failed(&e),
@@ -438,8 +463,10 @@ impl Backend {
     async fn reset(&mut self) {
         self.leave_call().await;
         self.ringing.clear();
+        self.close_notifications();
         self.ringer = None;
         self.events = None;
+        self.connection = None;
         self.client = None;
     }
 
@@ -468,6 +495,7 @@ impl Backend {
             tracing::warn!(error = %e, "settings not saved");
         }
         self.client = Some(client);
+        self.connection = Some(events.connection());
         self.events = Some(events);
         self.send(Update::SignedIn { server, me: User { id: info.id, name: info.name, email: info.email } });
         self.refresh().await;
@@ -503,6 +531,7 @@ impl Backend {
             self.send(Update::SessionExpired);
             self.client = None;
             self.events = None;
+            self.connection = None;
             return;
         }
         self.send(Update::Error(describe(e, &server, false)));
@@ -659,16 +688,21 @@ impl Backend {
             }
             Some(Err(e)) => {
                 self.events = None;
+                self.connection = None;
                 self.request_failed(&e);
                 return;
             }
             None => {
                 self.events = None;
+                self.connection = None;
                 return;
             }
         };
         match &ev {
             ServerEvent::IncomingCall(c) => {
+                if !self.ringing.contains_key(&c.call_id) {
+                    self.notify_desktop(c);
+                }
                 self.ringing.insert(c.call_id, c.clone());
                 self.update_ringer();
             }
@@ -744,8 +778,33 @@ impl Backend {
         }));
     }
 
+    /// A desktop notification for a call that starts ringing, taken away
+    /// by `close_notifications` once it stops (even if it stopped first).
+    fn notify_desktop(&self, c: &IncomingCall) {
+        lock(&self.notified).insert(c.call_id, None);
+        let (notified, call_id) = (self.notified.clone(), c.call_id);
+        let (name, email) = (c.caller.name.clone(), c.caller.email.clone());
+        tokio::spawn(async move {
+            let Some(id) = crate::notify::incoming_call(name, email).await else { return };
+            let ringing = lock(&notified).get_mut(&call_id).map(|slot| *slot = Some(id)).is_some();
+            if !ringing {
+                crate::notify::close(id).await;
+            }
+        });
+    }
+
+    /// Takes away the notifications of calls no longer ringing.
+    fn close_notifications(&self) {
+        let mut notified = lock(&self.notified);
+        let gone: Vec<CallId> = notified.keys().filter(|k| !self.ringing.contains_key(k)).copied().collect();
+        for id in gone.iter().filter_map(|k| notified.remove(k).flatten()) {
+            tokio::spawn(crate::notify::close(id));
+        }
+    }
+
     /// Rings while any call rings for me.
     fn update_ringer(&mut self) {
+        self.close_notifications();
         if self.ringing.is_empty() {
             self.ringer = None;
             return;
@@ -828,6 +887,10 @@ impl Backend {
         };
         self.send(update);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn i_or_o_error() -> Option<String> {

@@ -1,15 +1,17 @@
 //! A whole Babel world on this machine, for `babel-gui --demo-call`, the
-//! README's screenshot and the UI tests: a server on loopback with a
+//! README's screenshots and the UI tests: a server on loopback with a
 //! temporary database, people in every state of the contact list, and Ben,
-//! a scripted contact who answers every call and talks.
+//! a scripted contact who answers every call and talks (or, in the
+//! [`Scene::Incoming`] demo, calls). The demo's window keeps its settings and
+//! session in a home folder of its own (see `launch`).
 
 use std::time::Duration;
 
 use babel_client::{Client, Event};
 use babel_media::audio::AudioOutput;
-use babel_media::engine::{MediaConfig, spawn_call};
+use babel_media::engine::{CallSetup, MediaConfig, spawn_call};
 use babel_media::setup::{Prepared, peer_setup};
-use babel_proto::{ServerEvent, SessionInfo, UserId};
+use babel_proto::{CallId, Presence, ServerEvent, SessionInfo, UserId};
 use babel_server::{Config, RunningServer};
 
 use crate::ringtone::{Sound, SoundInput};
@@ -53,6 +55,11 @@ impl LocalServer {
         let addr = format!("127.0.0.1:{}", server.addr().port());
         Ok(LocalServer { server, addr, _dir: dir })
     }
+
+    /// Stops the server (its connections close) and removes its database.
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+    }
 }
 
 /// Answers every call that rings for `client`, sending a voice-like signal
@@ -71,35 +78,90 @@ pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
         let peers = joined.participants.iter().filter_map(peer_setup).collect();
         let channel = client.connect_call(incoming.call_id).await.ok();
         let setup = prepared.into_call(peers, &joined.relay, channel);
-        let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
-        let (control, task) = spawn_call(setup, cfg, Box::new(SoundInput::endless(Sound::Voice)), Box::new(Discard));
-        // Until the call ends, whoever ends it.
-        loop {
-            match events.next().await {
-                Some(Ok(Event::Server(ev))) => {
-                    if let ServerEvent::CallEnded(c, _) = &ev {
-                        if *c == incoming.call_id {
-                            break;
-                        }
-                    }
-                    if let Some(c) = babel_media::setup::control_for(incoming.call_id, &ev) {
-                        control.send(c);
+        talk(incoming.call_id, setup, &mut events).await;
+    }
+}
+
+/// What happens in the demo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scene {
+    /// I call Ben as soon as he shows online; he answers and talks.
+    #[default]
+    Call,
+    /// Ben calls me as soon as I am online (and talks if I answer).
+    Incoming,
+    /// The server stops a few seconds after I am online: the connection is lost.
+    LostConnection,
+}
+
+/// Calls `callee` once they are online (seen from `client`'s contact list),
+/// and talks if they answer, until the call ends.
+pub async fn ring_when_online(mut client: Client, callee: UserId) -> anyhow::Result<()> {
+    let mut events = client.events().await?;
+    wait_online(&mut client, callee).await?;
+    let prepared = Prepared::new(client.addr()).await?;
+    let started = client.call(callee, prepared.media()).await?;
+    let joined = loop {
+        match events.next().await {
+            Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if j.call_id == started.call_id => break j,
+            Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == started.call_id => return Ok(()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => return Ok(()),
+        }
+    };
+    let peers = peer_setup(&joined.peer).into_iter().collect();
+    let channel = client.connect_call(started.call_id).await.ok();
+    let setup = prepared.into_call(peers, &started.relay, channel);
+    talk(started.call_id, setup, &mut events).await;
+    Ok(())
+}
+
+/// Waits (up to a minute) until `who` shows online in `client`'s contacts.
+async fn wait_online(client: &mut Client, who: UserId) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        let online = client.contacts().await?.iter().any(|c| c.user.id == who && c.status == Presence::Online);
+        if online {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    anyhow::bail!("user {} never came online", who.0)
+}
+
+/// Sends a voice-like signal in a call until it ends, whoever ends it.
+async fn talk(call_id: CallId, setup: CallSetup, events: &mut babel_client::EventStream) {
+    let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
+    let (control, task) = spawn_call(setup, cfg, Box::new(SoundInput::endless(Sound::Voice)), Box::new(Discard));
+    loop {
+        match events.next().await {
+            Some(Ok(Event::Server(ev))) => {
+                if let ServerEvent::CallEnded(c, _) = &ev {
+                    if *c == call_id {
+                        break;
                     }
                 }
-                Some(Ok(Event::Reconnected)) => {}
-                Some(Err(_)) | None => break,
+                if let Some(c) = babel_media::setup::control_for(call_id, &ev) {
+                    control.send(c);
+                }
             }
+            Some(Ok(Event::Reconnected)) => {}
+            Some(Err(_)) | None => break,
         }
-        control.stop.cancel();
-        let _ = task.await;
     }
+    control.stop.cancel();
+    let _ = task.await;
 }
 
 /// The demo world.
 #[derive(Debug)]
 pub struct Demo {
-    /// The server.
-    pub local: LocalServer,
+    /// What happens in it.
+    pub scene: Scene,
+    /// The server's address (`127.0.0.1:port`).
+    pub addr: String,
+    /// The server, until the scene stops it.
+    _local: Option<LocalServer>,
     /// The session of the person at the window (Ann).
     pub me: SessionInfo,
     /// Ben, who answers calls.
@@ -111,9 +173,10 @@ pub struct Demo {
 
 impl Demo {
     /// Sets up the world: Ann (at the window) with contacts Ben (online,
-    /// answers calls), Cleo (online), Dan (offline), a request of hers to
-    /// Gus (pending), and a request from Eve waiting for her answer.
-    pub async fn start() -> anyhow::Result<Demo> {
+    /// answers calls, or calls her in [`Scene::Incoming`]), Cleo (online),
+    /// Dan (offline), a request of hers to Gus (pending), and a request from
+    /// Eve waiting for her answer.
+    pub async fn start(scene: Scene) -> anyhow::Result<Demo> {
         let local = LocalServer::start(true).await?;
         let addr = local.addr.clone();
         let account = |email: &'static str, name: &'static str| {
@@ -142,13 +205,45 @@ impl Demo {
         drop(ann);
         let cleo_events = cleo.events().await?;
         let ben_id = b.id;
-        tokio::spawn(async move {
-            if let Err(e) = answering_machine(ben).await {
-                tracing::warn!(error = %e, "demo: Ben stopped answering");
+        let ann_id = me.id;
+        let mut local = Some(local);
+        match scene {
+            Scene::Call => {
+                tokio::spawn(async move {
+                    if let Err(e) = answering_machine(ben).await {
+                        tracing::warn!(error = %e, "demo: Ben stopped answering");
+                    }
+                });
             }
-        });
+            Scene::Incoming => {
+                tokio::spawn(async move {
+                    if let Err(e) = ring_when_online(ben, ann_id).await {
+                        tracing::warn!(error = %e, "demo: Ben did not call");
+                    }
+                });
+            }
+            Scene::LostConnection => {
+                // Ben stays online (answering) until the server goes.
+                tokio::spawn(async move {
+                    let _ = answering_machine(ben).await;
+                });
+                let Some(server) = local.take() else { anyhow::bail!("no server") };
+                let mut watcher = Client::connect(addr.clone()).await?;
+                watcher.login("cleo@demo.babel", PASSWORD).await?;
+                tokio::spawn(async move {
+                    // Once Ann's window is up (Cleo sees her online) and has
+                    // shown its contacts for a moment, the server stops.
+                    if let Err(e) = wait_online(&mut watcher, ann_id).await {
+                        tracing::warn!(error = %e, "demo: Ann never came online");
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    drop(watcher);
+                    server.stop().await;
+                });
+            }
+        }
         // Give presence a moment to settle before the window reads it.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        Ok(Demo { local, me, ben: ben_id, _online: vec![cleo], _events: vec![cleo_events] })
+        Ok(Demo { scene, addr, _local: local, me, ben: ben_id, _online: vec![cleo], _events: vec![cleo_events] })
     }
 }

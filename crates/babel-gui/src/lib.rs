@@ -8,13 +8,19 @@
 //!   glues the three together.
 //! * [`settings`]: what is remembered between runs (devices, audio, the
 //!   session), in the home directory.
+//! * [`notify`]: desktop notifications (an incoming call), where the
+//!   desktop has them.
 //! * [`ringtone`]: synthesized sounds (ringtone, test tone, a voice).
 //! * [`demo`]: a local server with scripted contacts (demo mode, tests).
+//! * [`launch`]: the start-up path of `babel-gui` (home folder, session,
+//!   demo), shared with the tests.
 
 pub mod backend;
 pub mod demo;
+pub mod launch;
 pub mod model;
 pub mod msg;
+pub mod notify;
 pub mod ringtone;
 pub mod settings;
 pub mod ui;

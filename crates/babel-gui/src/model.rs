@@ -173,6 +173,9 @@ pub struct Notice {
     pub kind: NoticeKind,
     /// In words.
     pub text: String,
+    /// The contact request it announces: it goes once the request is
+    /// answered (here or elsewhere).
+    pub request_from: Option<UserId>,
 }
 
 /// The audio devices as the settings show them.
@@ -205,6 +208,8 @@ pub enum Intent {
     DeclineRequest(UserId),
     /// Asked to remove a contact (a confirmation follows).
     AskRemove(UserId),
+    /// Withdrew my own request that was not yet accepted.
+    CancelRequest(UserId),
     /// Confirmed the removal.
     ConfirmRemove,
     /// Changed their mind.
@@ -277,6 +282,9 @@ pub struct Model {
     /// Lines at the bottom of the window.
     pub notices: Vec<Notice>,
     next_notice: u64,
+    /// The connection to the server is lost (the backend is reconnecting):
+    /// presence is unknown, and what needs the server cannot be done.
+    pub connection_lost: bool,
 }
 
 fn rank(p: Presence) -> u8 {
@@ -336,6 +344,7 @@ impl Model {
             mic_level: None,
             notices: Vec::new(),
             next_notice: 0,
+            connection_lost: false,
         }
     }
 
@@ -363,7 +372,7 @@ impl Model {
     /// Online contacts who could be rung into my call now.
     pub fn invitable(&self) -> Vec<&Contact> {
         let Some(call) = &self.call else { return Vec::new() };
-        if call.phase != CallPhase::Active {
+        if call.phase != CallPhase::Active || self.connection_lost {
             return Vec::new();
         }
         self.contacts
@@ -374,11 +383,28 @@ impl Model {
 
     /// Adds a notice.
     pub fn notify(&mut self, kind: NoticeKind, text: impl Into<String>) {
+        self.push_notice(kind, text.into(), None);
+    }
+
+    fn push_notice(&mut self, kind: NoticeKind, text: String, request_from: Option<UserId>) {
         self.next_notice += 1;
-        self.notices.push(Notice { id: self.next_notice, kind, text: text.into() });
+        self.notices.push(Notice { id: self.next_notice, kind, text, request_from });
         if self.notices.len() > MAX_NOTICES {
             self.notices.remove(0);
         }
+    }
+
+    /// A contact request was answered (or withdrawn): its row and its
+    /// notice go.
+    fn request_settled(&mut self, id: UserId) {
+        self.requests.retain(|r| r.id != id);
+        self.notices.retain(|n| n.request_from != Some(id));
+    }
+
+    /// What a contact's presence is as far as I can tell: unknown
+    /// (`None`) while the connection to the server is lost.
+    pub fn known_presence(&self, c: &Contact) -> Option<Presence> {
+        if self.connection_lost && c.presence != Presence::Pending { None } else { Some(c.presence) }
     }
 
     fn name_of(&self, id: UserId) -> String {
@@ -394,7 +420,7 @@ impl Model {
     }
 
     fn upsert(&mut self, user: User, presence: Presence) {
-        self.requests.retain(|r| r.id != user.id);
+        self.request_settled(user.id);
         match self.contacts.iter_mut().find(|c| c.user.id == user.id) {
             Some(c) => {
                 c.user = user;
@@ -433,6 +459,7 @@ impl Model {
                 self.settings.email = me.email.clone();
                 self.server = server;
                 self.me = Some(me);
+                self.connection_lost = false;
             }
             Update::SignInFailed(reason) => {
                 self.phase = Phase::SignedOut;
@@ -448,9 +475,22 @@ impl Model {
                 self.contacts = contacts.into_iter().map(|e| Contact { user: e.user, presence: e.status }).collect();
                 self.sort_contacts();
                 self.requests = requests;
+                // Notices of requests answered meanwhile (elsewhere) go.
+                let waiting: Vec<UserId> = self.requests.iter().map(|r| r.id).collect();
+                self.notices.retain(|n| n.request_from.is_none_or(|id| waiting.contains(&id)));
             }
             Update::Server(ev) => self.apply_event(ev),
-            Update::Reconnected => self.notify(NoticeKind::Info, "Reconnected to the server."),
+            Update::ConnectionLost => self.connection_lost = true,
+            Update::Reconnected => {
+                self.connection_lost = false;
+                self.notify(NoticeKind::Info, "Reconnected to the server.");
+            }
+            Update::ContactRequestSent(email) => {
+                if self.add_email.trim().eq_ignore_ascii_case(&email) {
+                    self.add_email.clear();
+                }
+                self.notify(NoticeKind::Info, format!("Contact request sent to {email}."));
+            }
             Update::Ringing { call_id } => {
                 if let Some(c) = self.call.as_mut().filter(|c| c.phase == CallPhase::Dialing) {
                     c.call_id = Some(call_id);
@@ -517,14 +557,15 @@ impl Model {
             ServerEvent::Ping | ServerEvent::CallCandidates(_) | ServerEvent::CallAccepted(_) => {}
             ServerEvent::ContactRequest(u) => {
                 if !self.requests.iter().any(|r| r.id == u.id) {
-                    self.notify(NoticeKind::Info, format!("{} <{}> wants to add you as a contact.", u.name, u.email));
+                    let text = format!("{} <{}> wants to add you as a contact.", u.name, u.email);
+                    self.push_notice(NoticeKind::Info, text, Some(u.id));
                     self.requests.push(u);
                 }
             }
             ServerEvent::ContactAdded(ContactEntry { user, status }) => self.upsert(user, status),
             ServerEvent::ContactRemoved(id) => {
                 self.contacts.retain(|c| c.user.id != id);
-                self.requests.retain(|r| r.id != id);
+                self.request_settled(id);
             }
             ServerEvent::Status(id, p) => {
                 if let Some(c) = self.contacts.iter_mut().find(|c| c.user.id == id) {
@@ -569,7 +610,12 @@ impl Model {
                         self.notify(NoticeKind::Info, format!("Missed call from {}.", inc.caller.name));
                     }
                 }
-                self.end_call(call_id, end_reason_text(reason));
+                // Who hung up: the others (I would have said "you").
+                let reason = match (reason, &self.call) {
+                    (EndReason::Hangup, Some(c)) => format!("{} hung up", c.title),
+                    _ => end_reason_text(reason).to_owned(),
+                };
+                self.end_call(call_id, &reason);
             }
         }
     }
@@ -613,18 +659,27 @@ impl Model {
             Intent::SignOut => vec![Command::SignOut],
             Intent::AddContact => {
                 let email = self.add_email.trim().to_owned();
+                if self.connection_lost {
+                    self.notify(NoticeKind::Error, "Not connected to the server: try again once it is back.");
+                    return vec![];
+                }
                 if !email.contains('@') {
                     self.notify(NoticeKind::Error, "Enter the email address of the person to add.");
                     return vec![];
                 }
-                self.add_email.clear();
+                // The box keeps the address until the request is sent (a
+                // mistake is corrected, not retyped).
                 vec![Command::AddContact(email)]
             }
-            Intent::AcceptRequest(id) => vec![Command::AcceptContact(id)],
+            Intent::AcceptRequest(id) => {
+                self.notices.retain(|n| n.request_from != Some(id));
+                vec![Command::AcceptContact(id)]
+            }
             Intent::DeclineRequest(id) => {
-                self.requests.retain(|r| r.id != id);
+                self.request_settled(id);
                 vec![Command::DeclineContact(id)]
             }
+            Intent::CancelRequest(id) => vec![Command::RemoveContact(id)],
             Intent::AskRemove(id) => {
                 self.confirm_remove = Some(id);
                 vec![]
@@ -638,6 +693,10 @@ impl Model {
                 vec![]
             }
             Intent::Call(id) => {
+                if self.connection_lost {
+                    self.notify(NoticeKind::Error, "Not connected to the server: calls wait until it is back.");
+                    return vec![];
+                }
                 if self.call.is_some() {
                     self.notify(NoticeKind::Error, "You are already in a call: hang up first.");
                     return vec![];
@@ -891,7 +950,70 @@ mod tests {
         assert_eq!(m.notices.last().unwrap().kind, NoticeKind::Error);
         m.add_email = " gus@x.org ".into();
         assert!(matches!(&m.intent(Intent::AddContact)[..], [Command::AddContact(e)] if e == "gus@x.org"));
+        // Refused: the text stays to be corrected.
+        m.apply(Update::Error("Nobody has the email gus@x.org.".into()));
+        assert_eq!(m.add_email, " gus@x.org ");
+        // Sent: the box is cleared (unless something else was typed meanwhile).
+        m.apply(Update::ContactRequestSent("gus@x.org".into()));
         assert!(m.add_email.is_empty());
+        assert!(m.notices.last().unwrap().text.contains("sent to gus@x.org"));
+        m.add_email = "hal@x.org".into();
+        m.apply(Update::ContactRequestSent("gus@x.org".into()));
+        assert_eq!(m.add_email, "hal@x.org");
+    }
+
+    #[test]
+    fn a_request_notice_goes_once_the_request_is_answered() {
+        let mut m = signed_in();
+        m.apply(Update::Server(ServerEvent::ContactRequest(user(7, "Gus"))));
+        m.apply(Update::Server(ServerEvent::ContactRequest(user(8, "Hal"))));
+        m.notify(NoticeKind::Info, "something else");
+        let wants = |m: &Model, who: &str| m.notices.iter().any(|n| n.text.contains(&format!("{who} <")));
+        assert!(wants(&m, "Gus") && wants(&m, "Hal"));
+        m.intent(Intent::AcceptRequest(UserId(7)));
+        assert!(!wants(&m, "Gus"), "accepted: its notice goes at once");
+        m.intent(Intent::DeclineRequest(UserId(8)));
+        assert!(!wants(&m, "Hal"));
+        assert!(m.notices.iter().any(|n| n.text == "something else"));
+        // Answered on another device: the re-read list takes it away.
+        m.apply(Update::Server(ServerEvent::ContactRequest(user(9, "Ivy"))));
+        m.apply(Update::Contacts { contacts: vec![], requests: vec![] });
+        assert!(!wants(&m, "Ivy"));
+    }
+
+    #[test]
+    fn my_pending_request_is_withdrawn_without_a_confirmation() {
+        let mut m = signed_in();
+        assert!(matches!(&m.intent(Intent::CancelRequest(UserId(4)))[..], [Command::RemoveContact(UserId(4))]));
+        assert_eq!(m.confirm_remove, None);
+    }
+
+    #[test]
+    fn a_lost_connection_greys_presence_and_stops_what_needs_the_server() {
+        let mut m = signed_in();
+        let cleo = m.contact(UserId(3)).unwrap().clone();
+        assert_eq!(m.known_presence(&cleo), Some(Presence::Online));
+        m.apply(Update::ConnectionLost);
+        assert!(m.connection_lost);
+        assert_eq!(m.known_presence(&cleo), None, "presence is unknown, not online");
+        let dan = m.contact(UserId(4)).unwrap().clone();
+        assert_eq!(m.known_presence(&dan), Some(Presence::Pending), "my own request is still mine");
+        assert!(m.intent(Intent::Call(UserId(3))).is_empty());
+        assert!(m.call.is_none());
+        m.call = Some(CallView::new(Some(CallId(1)), "Ben".into(), CallPhase::Active));
+        assert!(m.invitable().is_empty(), "nobody to ring without the server");
+        m.call = None;
+        m.add_email = "gus@x.org".into();
+        assert!(m.intent(Intent::AddContact).is_empty());
+        assert_eq!(m.add_email, "gus@x.org");
+        m.apply(Update::Reconnected);
+        assert!(!m.connection_lost);
+        assert_eq!(m.known_presence(&cleo), Some(Presence::Online));
+        assert!(matches!(&m.intent(Intent::Call(UserId(3)))[..], [Command::Call(UserId(3))]));
+        // Signing out (or in again) starts connected.
+        m.apply(Update::ConnectionLost);
+        m.apply(Update::SignedOut);
+        assert!(!m.connection_lost);
     }
 
     #[test]
@@ -975,6 +1097,12 @@ mod tests {
         m.apply(Update::Server(ServerEvent::CallEnded(CallId(4), EndReason::Declined)));
         assert!(m.call.is_none());
         assert_eq!(m.last_call.as_deref(), Some("Call with Cleo ended: declined"));
+        // Who hung up is said.
+        m.intent(Intent::Call(UserId(3)));
+        m.apply(Update::Ringing { call_id: CallId(6) });
+        m.apply(Update::CallStarted { call_id: CallId(6), participants: vec![user(3, "Cleo")] });
+        m.apply(Update::Server(ServerEvent::CallEnded(CallId(6), EndReason::Hangup)));
+        assert_eq!(m.last_call.as_deref(), Some("Call with Cleo ended: Cleo hung up · 00:00"));
     }
 
     fn ring(m: &mut Model, call: u64, from: User) {

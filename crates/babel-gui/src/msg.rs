@@ -41,7 +41,7 @@ pub enum Command {
     AcceptContact(UserId),
     /// Decline a contact request.
     DeclineContact(UserId),
-    /// Remove a contact (or cancel my request).
+    /// Remove a contact (or withdraw my request).
     RemoveContact(UserId),
     /// Call a contact.
     Call(UserId),
@@ -130,8 +130,13 @@ pub enum Update {
     },
     /// A server event (contacts, presence, calls).
     Server(ServerEvent),
+    /// The push channel was lost (closed, or silent past the pings): the
+    /// backend is reconnecting.
+    ConnectionLost,
     /// The push channel was lost and is back.
     Reconnected,
+    /// A contact request went out to this email.
+    ContactRequestSent(String),
     /// My call rings at the other end.
     Ringing {
         /// The call.

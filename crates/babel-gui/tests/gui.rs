@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use babel_client::{Client, Event};
 use babel_gui::App;
 use babel_gui::backend::{AudioMode, BackendHandle, Options};
+use babel_gui::demo::Scene;
 use babel_gui::demo::{LocalServer, answering_machine};
-use babel_gui::model::{CallPhase, Model, Phase};
-use babel_gui::settings::{Home, Settings};
+use babel_gui::launch::Launch;
+use babel_gui::model::{CallPhase, Model, NoticeKind, Phase};
+use babel_gui::settings::{Home, SavedSession, Settings};
 use babel_media::setup::Prepared;
-use babel_proto::{EndReason, ServerEvent};
+use babel_proto::{EndReason, Secret, ServerEvent, SessionInfo, UserId};
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "password123";
@@ -103,6 +105,12 @@ fn sign_in_errors_are_said_in_words_and_the_session_is_remembered() {
     drop(h);
 
     let mut h = harness(app(dir.path(), &local.addr));
+    // The form sits under the centred title: its fields too (the labels
+    // on their left, about 70 px).
+    h.run_steps(3);
+    let field = h.get_by_label("Email").rect();
+    let middle = 1100.0 / 2.0;
+    assert!((field.center().x - 35.0 - middle).abs() < 40.0, "the form is not centred: field {field:?}");
     // Wrong password.
     sign_in(&mut h, "ann@test.babel", "not-the-password");
     wait_for(&mut h, "Wrong email or password.");
@@ -158,23 +166,37 @@ fn register_add_accept_call_hang_up_and_remove() {
     wait_for(&mut h, "No contacts yet");
     let ann_id = h.state().model.me.as_ref().unwrap().id;
 
-    // Ann adds Ben; Ben accepts (and answers calls from then on).
+    // A mistyped address: the error is said and the box keeps the text
+    // to correct.
+    type_into(&mut h, "Add by email", "bne@test.babel");
+    click(&mut h, "Add");
+    wait_until(&mut h, "the refusal said", |m| m.notices.iter().any(|n| n.kind == NoticeKind::Error));
+    assert_eq!(h.get_by_label("Add by email").value().as_deref(), Some("bne@test.babel"));
+    h.state_mut().model.add_email.clear();
+
+    // Ann adds Ben; Ben accepts (and answers calls from then on). Her
+    // request can be withdrawn while it waits, not "removed".
     type_into(&mut h, "Add by email", "ben@test.babel");
     click(&mut h, "Add");
     wait_for(&mut h, "Contact request sent to ben@test.babel.");
     wait_for(&mut h, "request sent");
+    assert_eq!(h.get_by_label("Add by email").value().as_deref(), Some(""), "sent: the box is cleared");
+    wait_for(&mut h, "Cancel request to Ben");
+    assert!(h.query_by_label("Remove Ben").is_none());
     rt.block_on(async {
         ben.accept_contact(ann_id).await.unwrap();
     });
     rt.spawn(answering_machine(ben));
 
-    // Cleo asks Ann; Ann accepts in the window.
+    // Cleo asks Ann; Ann accepts in the window; the request and its notice go.
     rt.block_on(cleo.add_contact("ann@test.babel")).unwrap();
     let cleo_events = rt.block_on(cleo.events()).unwrap();
     wait_for(&mut h, "Accept Cleo");
+    wait_for(&mut h, "Cleo <cleo@test.babel> wants to add you");
     click(&mut h, "Accept Cleo");
     wait_for(&mut h, "Call Cleo");
     wait_gone(&mut h, "Accept Cleo");
+    wait_gone(&mut h, "wants to add you");
 
     // A call to Ben: he answers, voice flows, the code and figures show.
     wait_until(&mut h, "Ben online", |m| {
@@ -265,6 +287,13 @@ fn incoming_calls_ring_and_are_answered_or_declined() {
     let prepared = rt.block_on(Prepared::new(&local.addr)).unwrap();
     let started = rt.block_on(ben.call(ann_id, prepared.media())).unwrap();
     wait_for(&mut h, "Ben is calling");
+    // It cannot be missed: a modal over the dimmed window, which takes no
+    // click until the call is answered or declined.
+    click(&mut h, "Remove Ben");
+    assert_eq!(h.state().model.confirm_remove, None, "the window behind a ringing call took a click");
+    // And it stands beside the contact list, not over it.
+    let (accept, list) = (h.get_by_label("Accept").rect(), h.get_by_label("Remove Ben").rect());
+    assert!(accept.left() > list.right(), "the ringing call covers the contact list: {accept:?} {list:?}");
     click(&mut h, "Decline");
     wait_gone(&mut h, "Ben is calling");
     rt.block_on(async {
@@ -289,7 +318,7 @@ fn incoming_calls_ring_and_are_answered_or_declined() {
     wait_for(&mut h, "Security code:");
     wait_until(&mut h, "the call on", |m| m.call.as_ref().is_some_and(|c| c.phase == CallPhase::Active));
     rt.block_on(ben.hangup(started.call_id)).unwrap();
-    wait_for(&mut h, "Call with Ben ended: hung up");
+    wait_for(&mut h, "Call with Ben ended: Ben hung up");
 }
 
 #[test]
@@ -435,4 +464,139 @@ fn signs_in_over_tls_and_refuses_a_changed_certificate() {
     sign_in(&mut h, "tia@test.babel", PASSWORD);
     wait_for(&mut h, "certificate changed");
     assert_eq!(h.state().model.phase, Phase::SignedOut);
+}
+
+#[test]
+fn a_pending_request_is_withdrawn() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let _ann = rt.block_on(account(&local.addr, "ann@test.babel", "Ann"));
+    let mut dan = rt.block_on(account(&local.addr, "dan@test.babel", "Dan"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &local.addr));
+    sign_in(&mut h, "ann@test.babel", PASSWORD);
+    wait_for(&mut h, "No contacts yet");
+    type_into(&mut h, "Add by email", "dan@test.babel");
+    click(&mut h, "Add");
+    wait_for(&mut h, "Cancel request to Dan");
+    click(&mut h, "Cancel request to Dan");
+    wait_gone(&mut h, "Cancel request to Dan");
+    let withdrawn = rt.block_on(async {
+        for _ in 0..100 {
+            if dan.contact_requests().await.unwrap().is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    assert!(withdrawn, "Dan still has Ann's request");
+}
+
+#[test]
+fn a_lost_server_is_shown_and_the_window_recovers() {
+    let rt = runtime();
+    let db = tempfile::tempdir().unwrap();
+    let mut config = babel_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: db.path().join("babel.db"),
+        password: babel_server::auth::PasswordCost { memory_kib: 256, iterations: 1 },
+        durability: babel_server::store::sqlite::Durability::Normal,
+        ..babel_server::Config::default()
+    };
+    let server = rt.block_on(babel_server::RunningServer::start(&config)).unwrap();
+    let addr = server.addr();
+    let mut ben = rt.block_on(account(&addr.to_string(), "ben@test.babel", "Ben"));
+    let mut ann = rt.block_on(account(&addr.to_string(), "ann@test.babel", "Ann"));
+    rt.block_on(async {
+        ben.add_contact("ann@test.babel").await.unwrap();
+        ann.accept_contact(ben.user_id().unwrap()).await.unwrap();
+    });
+    drop(ann);
+    // Ben is online through his event stream, which reconnects by itself.
+    let _ben_events = rt.block_on(ben.events()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &addr.to_string()));
+    sign_in(&mut h, "ann@test.babel", PASSWORD);
+    wait_for(&mut h, "online · ben@test.babel");
+    let enabled = |h: &Harness<'_, App>, label: &str| !h.get_by_label(label).accesskit_node().is_disabled();
+    assert!(enabled(&h, "Call Ben") && enabled(&h, "Add"));
+
+    // The server stops: said at once, presence unknown, calling and adding off.
+    rt.block_on(server.shutdown());
+    let stopped = Instant::now();
+    wait_for(&mut h, "Connection lost, reconnecting");
+    eprintln!("the banner showed {:?} after the server stopped", stopped.elapsed());
+    wait_for(&mut h, "status unknown · ben@test.babel");
+    assert!(h.query_by_label_contains("online · ben@test.babel").is_none());
+    assert!(!enabled(&h, "Call Ben"), "calling with no server");
+    assert!(!enabled(&h, "Add"), "adding with no server");
+
+    // The same server comes back on the same port: the window recovers.
+    config.listen = addr;
+    config.udp_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = rt.block_on(babel_server::RunningServer::start(&config)).unwrap();
+    wait_gone(&mut h, "Connection lost");
+    wait_for(&mut h, "online · ben@test.babel");
+    wait_until(&mut h, "Call Ben enabled", |_| true);
+    assert!(enabled(&h, "Call Ben") && enabled(&h, "Add"));
+    drop(h);
+    rt.block_on(server.shutdown());
+}
+
+#[test]
+fn the_demo_never_touches_the_real_home() {
+    let real = tempfile::tempdir().unwrap();
+    let home = Home::new(Some(real.path().to_owned())).unwrap();
+    let mine = Settings { server: "babel.example:7447".into(), email: "me@example.org".into(), ..Settings::default() };
+    home.save_settings(&mine).unwrap();
+    let session = SavedSession {
+        server: "babel.example:7447".into(),
+        info: SessionInfo {
+            id: UserId(42),
+            name: "Me".into(),
+            email: "me@example.org".into(),
+            token: Secret::new("my-real-token"),
+        },
+    };
+    home.save_session(&session).unwrap();
+    let files = || {
+        ["settings.toml", "session.json"].map(|f| std::fs::read(real.path().join(f)).expect("the file is still there"))
+    };
+    let before = files();
+
+    // `babel-gui --home REAL --demo-call`, as the program starts it.
+    let launch = Launch {
+        home: Some(real.path().to_owned()),
+        synthetic_audio: true,
+        demo: Some(Scene::Call),
+        ..Launch::default()
+    };
+    let (app, world) = babel_gui::launch::launch(launch).unwrap();
+    let world = world.expect("a demo world");
+    let mut h = harness(app);
+    wait_for(&mut h, "ann@demo.babel");
+    wait_for(&mut h, "Sign out");
+    // The demo signed in and saved its session: in a home of its own.
+    let demo_home = world.home.path().to_owned();
+    assert_ne!(demo_home, real.path());
+    let saved = Home::new(Some(demo_home)).unwrap().load_session().unwrap().expect("the demo's session");
+    assert_eq!(saved.info.email, "ann@demo.babel");
+    drop(h);
+    assert_eq!(files(), before, "the demo changed the real settings or session");
+    drop(world);
+}
+
+#[test]
+fn the_demos_of_the_screenshots_show_what_they_promise() {
+    for (scene, shown) in
+        [(Scene::Incoming, "Ben is calling"), (Scene::LostConnection, "Connection lost, reconnecting")]
+    {
+        let launch = Launch { synthetic_audio: true, demo: Some(scene), ..Launch::default() };
+        let (app, world) = babel_gui::launch::launch(launch).unwrap();
+        let mut h = harness(app);
+        wait_for(&mut h, shown);
+        drop(h);
+        drop(world);
+    }
 }

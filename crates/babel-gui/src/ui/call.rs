@@ -1,5 +1,5 @@
 //! The call: who, the timer, the code to compare, controls, figures and a
-//! live plot; and the window of an incoming call.
+//! live plot. (An incoming call: `incoming`.)
 
 use eframe::egui::{self, Color32, RichText};
 
@@ -181,37 +181,6 @@ fn plot(ui: &mut egui::Ui, call: &CallView) {
     };
     line(&|s| s.jitter_ms, jit_max, colors::JITTER);
     line(&|s| s.loss_pct, loss_max, colors::LOSS);
-}
-
-pub(super) fn incoming_window(ctx: &egui::Context, m: &Model, out: &mut Vec<Intent>) {
-    let Some(inc) = &m.incoming else { return };
-    egui::Window::new("Incoming call")
-        .collapsible(false)
-        .resizable(false)
-        .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
-        .show(ctx, |ui| {
-            ui.label(RichText::new(format!("{} is calling", inc.caller.name)).size(20.0).strong());
-            ui.label(RichText::new(&inc.caller.email).weak());
-            if inc.others > 0 {
-                ui.label(format!("A group call with {} others.", inc.others));
-            }
-            if m.call.is_some() {
-                ui.label("Accepting leaves your current call.");
-            }
-            ui.add_space(8.0);
-            ui.horizontal(|ui| {
-                let accept =
-                    egui::Button::new(RichText::new("Accept").size(16.0).color(Color32::WHITE)).fill(colors::ONLINE);
-                if ui.add(accept).clicked() {
-                    out.push(Intent::AcceptCall);
-                }
-                let decline =
-                    egui::Button::new(RichText::new("Decline").size(16.0).color(Color32::WHITE)).fill(colors::ERROR);
-                if ui.add(decline).clicked() {
-                    out.push(Intent::DeclineCall);
-                }
-            });
-        });
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 mod call;
 mod contacts;
+mod incoming;
 mod settings;
 mod signin;
 
@@ -23,6 +24,10 @@ pub(crate) mod colors {
     pub const BUSY: Color32 = Color32::from_rgb(230, 140, 40);
     pub const OFFLINE: Color32 = Color32::from_rgb(120, 120, 120);
     pub const PENDING: Color32 = Color32::from_rgb(200, 180, 60);
+    /// Presence not known (the connection to the server is lost).
+    pub const UNKNOWN: Color32 = Color32::from_rgb(95, 95, 95);
+    /// The lost-connection banner's background.
+    pub const WARNING_BG: Color32 = Color32::from_rgb(120, 70, 10);
     pub const ERROR: Color32 = Color32::from_rgb(235, 90, 80);
     pub const LOSS: Color32 = Color32::from_rgb(235, 90, 80);
     pub const JITTER: Color32 = Color32::from_rgb(90, 160, 240);
@@ -42,21 +47,48 @@ pub(crate) fn dot(ui: &mut egui::Ui, color: Color32) {
     ui.painter().circle_filled(rect.center(), 5.0, color);
 }
 
-/// A screenshot to take once a call has run for a while (the README's
-/// picture), then close the window.
+/// What a screenshot waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// The sign-in form.
+    SignInForm,
+    /// A call with voice flowing.
+    InCall,
+    /// A call ringing for me.
+    Ringing,
+    /// The connection to the server lost.
+    ConnectionLost,
+}
+
+impl Moment {
+    fn reached(self, m: &Model) -> bool {
+        match self {
+            Moment::SignInForm => m.phase == Phase::SignedOut,
+            Moment::InCall => m.call.as_ref().is_some_and(|c| c.phase == CallPhase::Active),
+            Moment::Ringing => m.incoming.is_some(),
+            Moment::ConnectionLost => m.phase == Phase::Main && m.connection_lost,
+        }
+    }
+}
+
+/// A screenshot to take once a moment has lasted a while (the README's
+/// pictures), then close the window.
 #[derive(Debug, Clone)]
 pub struct ScreenshotPlan {
     /// Where the PNG goes.
     pub path: PathBuf,
-    /// How long the call runs first.
+    /// What to wait for.
+    pub moment: Moment,
+    /// How long the moment lasts first.
     pub after: Duration,
+    since: Option<std::time::Instant>,
     requested: bool,
 }
 
 impl ScreenshotPlan {
     /// A plan.
-    pub fn new(path: PathBuf, after: Duration) -> Self {
-        Self { path, after, requested: false }
+    pub fn new(path: PathBuf, moment: Moment, after: Duration) -> Self {
+        Self { path, moment, after, since: None, requested: false }
     }
 }
 
@@ -69,6 +101,7 @@ pub struct App {
     /// Call this contact as soon as they are online (demo mode).
     call_when_online: Option<babel_proto::UserId>,
     screenshot: Option<ScreenshotPlan>,
+    ringing_shown: bool,
 }
 
 impl std::fmt::Debug for App {
@@ -80,7 +113,7 @@ impl std::fmt::Debug for App {
 impl App {
     /// An application over a running backend.
     pub fn new(model: Model, backend: BackendHandle) -> Self {
-        Self { model, backend, waker_set: false, call_when_online: None, screenshot: None }
+        Self { model, backend, waker_set: false, call_when_online: None, screenshot: None, ringing_shown: false }
     }
 
     /// Sends a command straight to the backend (start-up: a saved session).
@@ -124,7 +157,14 @@ impl App {
             }
         }
         self.take_screenshot(ctx);
-        if self.model.call.is_some() || self.model.mic_level.is_some() {
+        if self.model.incoming.is_some() != self.ringing_shown {
+            // A call that rings: the window asks the desktop for attention.
+            self.ringing_shown = self.model.incoming.is_some();
+            if self.ringing_shown {
+                ctx.send_viewport_cmd(egui::ViewportCommand::RequestUserAttention(egui::UserAttentionType::Critical));
+            }
+        }
+        if self.model.call.is_some() || self.model.mic_level.is_some() || self.model.connection_lost {
             // The timer and meters move even when no update arrives.
             ctx.request_repaint_after(Duration::from_millis(250));
         }
@@ -152,8 +192,12 @@ impl App {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             return;
         }
-        let due =
-            self.model.call.as_ref().is_some_and(|c| c.phase == CallPhase::Active && c.stats.elapsed >= plan.after);
+        if !plan.moment.reached(&self.model) {
+            plan.since = None;
+        } else if plan.since.is_none() {
+            plan.since = Some(std::time::Instant::now());
+        }
+        let due = plan.since.is_some_and(|t| t.elapsed() >= plan.after);
         if due && !plan.requested {
             plan.requested = true;
             ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(egui::UserData::default()));
@@ -177,12 +221,14 @@ pub fn draw(ctx: &egui::Context, m: &mut Model, out: &mut Vec<Intent>) {
         }
         Phase::Main => {
             top_bar(ctx, m, out);
+            connection_banner(ctx, m);
             notices(ctx, m, out);
-            egui::SidePanel::left("contacts")
+            let contacts = egui::SidePanel::left("contacts")
                 .resizable(true)
-                .default_width(330.0)
+                .default_width(360.0)
                 .min_width(260.0)
                 .show(ctx, |ui| contacts::panel(ui, m, out));
+            let side = contacts.response.rect.width();
             egui::CentralPanel::default().show(ctx, |ui| {
                 if m.editing.is_some() {
                     settings::page(ui, m, out);
@@ -192,7 +238,7 @@ pub fn draw(ctx: &egui::Context, m: &mut Model, out: &mut Vec<Intent>) {
                     idle(ui, m);
                 }
             });
-            call::incoming_window(ctx, m, out);
+            incoming::modal(ctx, m, out, side);
             contacts::confirm_remove_window(ctx, m, out);
         }
     }
@@ -204,7 +250,7 @@ fn top_bar(ctx: &egui::Context, m: &mut Model, out: &mut Vec<Intent>) {
             ui.label(RichText::new("Babel").strong().size(20.0));
             ui.separator();
             if let Some(me) = &m.me {
-                dot(ui, colors::ONLINE);
+                dot(ui, if m.connection_lost { colors::UNKNOWN } else { colors::ONLINE });
                 ui.label(format!("{} <{}>", me.name, me.email));
                 ui.label(RichText::new(format!("on {}", m.server)).weak());
             }
@@ -217,6 +263,27 @@ fn top_bar(ctx: &egui::Context, m: &mut Model, out: &mut Vec<Intent>) {
                     out.push(if settings_open { Intent::CloseSettings } else { Intent::OpenSettings });
                 }
             });
+        });
+    });
+}
+
+/// Says, across the window, that the server is gone and is being tried again.
+fn connection_banner(ctx: &egui::Context, m: &Model) {
+    if !m.connection_lost {
+        return;
+    }
+    let frame = egui::Frame::new().fill(colors::WARNING_BG).inner_margin(egui::Margin::symmetric(12, 8));
+    egui::TopBottomPanel::top("connection").frame(frame).show(ctx, |ui| {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label(RichText::new("Connection lost, reconnecting…").size(16.0).strong().color(Color32::WHITE));
+            ui.label(
+                RichText::new(format!(
+                    "The server at {} does not answer. Presence is unknown; calling and adding wait until it is back.",
+                    m.server
+                ))
+                .color(Color32::from_gray(235)),
+            );
         });
     });
 }
@@ -242,6 +309,10 @@ fn notices(ctx: &egui::Context, m: &Model, out: &mut Vec<Intent>) {
 }
 
 fn idle(ui: &mut egui::Ui, m: &Model) {
+    if m.incoming.is_some() {
+        // The ringing call's modal stands here: nothing under it.
+        return;
+    }
     ui.vertical_centered(|ui| {
         ui.add_space(ui.available_height() * 0.3);
         ui.label(RichText::new("No call").size(24.0).strong());

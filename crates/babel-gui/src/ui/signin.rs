@@ -5,10 +5,15 @@ use eframe::egui::{self, RichText};
 use super::colors;
 use crate::model::{Intent, Model, Phase};
 
+/// The sign-in grid's width until it was measured: about the widest label
+/// ("Password"), the spacing and a field.
+const FORM_WIDTH: f32 = 60.0 + 12.0 + FIELD_WIDTH;
+const FIELD_WIDTH: f32 = 280.0;
+
 fn field(ui: &mut egui::Ui, label: &str, value: &mut String, password: bool, enabled: bool) -> egui::Response {
     let l = ui.label(label);
     let r = ui
-        .add_enabled(enabled, egui::TextEdit::singleline(value).password(password).desired_width(280.0))
+        .add_enabled(enabled, egui::TextEdit::singleline(value).password(password).desired_width(FIELD_WIDTH))
         .labelled_by(l.id);
     ui.end_row();
     r
@@ -30,14 +35,29 @@ pub(super) fn form(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
         let f = &mut m.form;
         let enabled = !f.busy;
         let mut submit = false;
-        egui::Grid::new("signin").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
-            field(ui, "Server", &mut f.server, false, enabled);
-            if f.register {
-                field(ui, "Name", &mut f.name, false, enabled);
+        // The grid under the centred title, centred too: labels on the
+        // left of the fields, the whole as wide as it needs.
+        // Its width is measured as drawn and used from the next frame on.
+        let width_id = ui.id().with("signin width");
+        let width = ui.ctx().data(|d| d.get_temp::<f32>(width_id)).unwrap_or(FORM_WIDTH);
+        ui.horizontal(|ui| {
+            ui.add_space(((ui.available_width() - width) / 2.0).max(0.0));
+            let drawn = ui.vertical(|ui| {
+                egui::Grid::new("signin").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
+                    field(ui, "Server", &mut f.server, false, enabled);
+                    if f.register {
+                        field(ui, "Name", &mut f.name, false, enabled);
+                    }
+                    field(ui, "Email", &mut f.email, false, enabled);
+                    let pw = field(ui, "Password", &mut f.password, true, enabled);
+                    submit = pw.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                });
+            });
+            let w = drawn.response.rect.width();
+            if (w - width).abs() > 0.5 {
+                ui.ctx().data_mut(|d| d.insert_temp(width_id, w));
+                ui.ctx().request_repaint();
             }
-            field(ui, "Email", &mut f.email, false, enabled);
-            let pw = field(ui, "Password", &mut f.password, true, enabled);
-            submit = pw.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
         });
         ui.add_space(8.0);
         let action = if f.register { "Create account" } else { "Sign in" };
@@ -59,6 +79,6 @@ pub(super) fn form(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
             out.push(Intent::ToggleRegister);
         }
         ui.add_space(4.0);
-        ui.label(RichText::new("The server is host:port, or tls://host:port for an encrypted connection.").weak());
+        ui.label("The server is host:port, or tls://host:port for an encrypted connection.");
     });
 }
