@@ -1,9 +1,9 @@
 //! Who is online: which sessions have at least one open, authenticated
 //! connection in this process, and from which IP address.
 //!
-//! A connection that makes an authenticated request attaches itself to that
-//! session and holds a [`PresenceGuard`]; releasing the guard (the
-//! connection closing) detaches it and says whether that was the session's
+//! A connection speaks for at most one session (which one is decided by
+//! `App`, PROTOCOL.md §6) and holds a [`PresenceGuard`] for it; releasing the
+//! guard (the connection closing, or moving to another session) detaches it and says whether that was the session's
 //! last connection and the user's last session. Ending a session (`/logout`)
 //! or a user (`/delete`) forgets them at once, whatever guards are alive.
 //!
@@ -136,6 +136,11 @@ impl PresenceRegistry {
     /// Forgets a user (deleted).
     pub fn end_user(&self, user: UserId) {
         self.lock().users.remove(&user);
+    }
+
+    /// Whether the session is counted (not ended, and attached somewhere).
+    pub fn is_attached(&self, user: UserId, session: SessionId) -> bool {
+        self.lock().users.get(&user).is_some_and(|m| m.contains_key(&session))
     }
 
     /// Whether the user has a live session.

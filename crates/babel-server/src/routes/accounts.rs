@@ -104,7 +104,7 @@ impl App {
         Ok(self.dummy_hash.get_or_init(|| h).clone())
     }
 
-    pub(crate) async fn logout(&self, by: LogoutBy) -> ServiceResult<Reply> {
+    pub(crate) async fn logout(&self, conn: &mut ConnState, by: LogoutBy) -> ServiceResult<Reply> {
         let rec = match by {
             LogoutBy::Email { email, token } => {
                 let rec = self.session_for_token(token.expose()).await?;
@@ -127,6 +127,7 @@ impl App {
             }
         };
         self.end_session(rec, EndReason::Logout).await?;
+        self.forget_session(conn, rec.id);
         tracing::debug!(user = %rec.user, "logged out");
         Ok(Reply::Ok)
     }
