@@ -176,3 +176,39 @@ async fn a_later_login_replaces_the_earlier_on_the_same_connection() {
     kiosk.login("bea@example.org").await;
     wait_contacts(&mut watcher, &w, vec![pair("amy@example.org", "offline"), pair("bea@example.org", "online")]).await;
 }
+
+#[tokio::test]
+async fn delete_leaves_the_connection_anonymous_and_events_take_their_session() {
+    let (server, _dir) = start().await;
+    let addr = server.addr();
+    let mut watcher = Client::connect(addr).await;
+    let w = watcher.create("wes@example.org").await;
+    let mut setup = Client::connect(addr).await;
+    let a = setup.create("amy@example.org").await;
+    let b = Client::connect(addr).await.create("bea@example.org").await;
+    setup.befriend(&w, &a).await;
+    setup.befriend(&w, &b).await;
+    drop(setup);
+    wait_contacts(&mut watcher, &w, vec![pair("amy@example.org", "offline"), pair("bea@example.org", "offline")]).await;
+
+    // Speaking for Amy; Bea's request does not move it; Amy's account goes.
+    let mut shared = Client::connect(addr).await;
+    shared.contacts(&a).await;
+    shared.contacts(&b).await;
+    assert_eq!(shared.call(a.header(), "/delete", Value::Null).await.0, 200);
+    wait_contacts(&mut watcher, &w, vec![pair("bea@example.org", "offline")]).await;
+    // Anonymous again: Bea's next request takes the connection.
+    shared.contacts(&b).await;
+    wait_contacts(&mut watcher, &w, vec![pair("bea@example.org", "online")]).await;
+
+    // /events always takes its session, even on a connection that spoke
+    // for another: the one that spoke for Cy becomes Bea's event stream.
+    let mut other = Client::connect(addr).await;
+    let c = other.create("cy@example.org").await;
+    other.befriend(&w, &c).await;
+    other.contacts(&c).await;
+    let (status, _) = other.call(b.header(), "/events", Value::Null).await;
+    assert_eq!(status, 200);
+    drop(shared);
+    wait_contacts(&mut watcher, &w, vec![pair("bea@example.org", "online"), pair("cy@example.org", "offline")]).await;
+}
