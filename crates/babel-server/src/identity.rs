@@ -294,6 +294,41 @@ mod tests {
         assert!(display_name(Some("an\u{200B}n"), "a@x.org").is_err());
     }
 
+    /// Characters that make normalisation, folding and IDNA work: ASCII,
+    /// full width, Cyrillic, combining marks, ligatures, ß/İ/ς, hidden ones.
+    fn tricky() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let chars = prop::sample::select(vec![
+            'a', 'n', 'x', 'O', '0', '1', 'l', 'I', '@', '@', '.', '.', '-', '_', '+', ' ', 'ａ', 'Ａ', '＠', '．',
+            '\u{0430}', '\u{0410}', '\u{0301}', '\u{0308}', 'é', 'ü', 'ß', 'ẞ', '\u{0130}', 'ς', 'Σ', 'ﬁ', '㎏',
+            '\u{200B}', '\u{200D}', '\u{00AD}', '\u{202E}', '\u{FEFF}', 'ℌ', '①', '\u{3002}', 'ｘ', 'ǅ',
+        ]);
+        let piece = prop_oneof![
+            4 => prop::collection::vec(chars, 0..6).prop_map(|v| v.into_iter().collect::<String>()),
+            1 => Just("xn--".to_owned()),
+            1 => Just("xn--bcher-kva".to_owned()),
+            1 => Just("@example.org".to_owned()),
+        ];
+        prop::collection::vec(piece, 1..6).prop_map(|v| v.concat())
+    }
+
+    proptest::proptest! {
+        /// A canonical address is a fixed point (the store compares stored
+        /// addresses with canonical forms of new input), holds nothing
+        /// refused, and nothing panics on the way.
+        #[test]
+        fn canonical_is_idempotent_and_clean(raw in tricky()) {
+            let _ = migrated_email(&raw);
+            let _ = display_name(Some(&raw), "a@x.org");
+            if let Ok(c) = canonical_email(&raw) {
+                proptest::prop_assert_eq!(canonical_email(&c.email), Ok(c.clone()), "from {:?}", raw);
+                proptest::prop_assert!(c.email.chars().all(|ch| forbidden_kind(ch).is_none() && !ch.is_whitespace()));
+                proptest::prop_assert_eq!(&migrated_email(&c.email), &Some(c.clone()));
+                proptest::prop_assert_eq!(skeleton_of(&c.email), c.skeleton);
+            }
+        }
+    }
+
     #[test]
     fn shown_escapes_hidden_characters() {
         assert_eq!(shown("ann\u{202E}gnp.exe"), "ann<U+202E>gnp.exe");
