@@ -422,8 +422,10 @@ impl App {
         if came_online {
             self.refresh_status(user).await;
         }
-        if let Some(earlier) = earlier {
-            self.let_go(earlier).await;
+        match earlier {
+            Some(stale) if !self.presence.is_attached(stale.user(), stale.session()) => stale.forget(),
+            Some(earlier) => self.let_go(earlier).await,
+            None => {}
         }
     }
 
@@ -445,8 +447,10 @@ impl App {
     /// anonymous again.
     pub(crate) fn forget_session(&self, conn: &mut ConnState, session: SessionId) {
         if conn.speaks_for.as_ref().is_some_and(|g| g.session() == session) {
-            // Already forgotten by the registry: dropping the guard changes nothing there.
-            conn.speaks_for = None;
+            // The registry has forgotten the session already (end_session).
+            if let Some(guard) = conn.speaks_for.take() {
+                guard.forget();
+            }
         }
     }
 

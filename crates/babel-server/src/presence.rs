@@ -68,6 +68,13 @@ impl PresenceGuard {
         self.user
     }
 
+    /// Drops the guard without detaching: for a session the registry has
+    /// already forgotten (logged out, deleted), whose count is no longer
+    /// this guard's to change.
+    pub fn forget(mut self) {
+        self.armed = false;
+    }
+
     /// Detaches now and reports what changed.
     pub fn release(mut self) -> Detached {
         self.armed = false;
@@ -215,6 +222,22 @@ mod tests {
         let _g3 = r.attach(u, SessionId(1), a);
         assert_eq!(r.latest_ip(u), Some(a));
         assert_eq!(r.session_ip(u, SessionId(2)), Some(b));
+    }
+
+    #[test]
+    fn a_forgotten_guard_leaves_later_counts_alone() {
+        let r = Arc::new(PresenceRegistry::default());
+        let u = UserId(1);
+        let (old, _) = r.attach(u, SessionId(1), IP);
+        assert!(r.is_attached(u, SessionId(1)));
+        r.end_session(u, SessionId(1));
+        assert!(!r.is_attached(u, SessionId(1)));
+        // Whatever attached since is not the old guard's to take away.
+        let (late, _) = r.attach(u, SessionId(1), IP);
+        old.forget();
+        assert!(r.is_attached(u, SessionId(1)));
+        drop(late);
+        assert!(!r.is_attached(u, SessionId(1)) && !r.is_online(u));
     }
 
     #[test]
