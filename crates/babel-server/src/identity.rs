@@ -275,6 +275,16 @@ mod tests {
     }
 
     #[test]
+    fn numbered_addresses_do_not_collide() {
+        // Load generators and tests number their accounts: digits must not
+        // fold into each other (only into letters: 0 → o, 1 → l).
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..5_000 {
+            assert!(seen.insert(canonical_email(&format!("load-{i}@example.org")).unwrap().skeleton), "{i}");
+        }
+    }
+
+    #[test]
     fn migration_drops_what_is_now_refused() {
         assert_eq!(migrated_email("an\u{200B}n@example.org").unwrap().email, "ann@example.org");
         assert_eq!(migrated_email("ａｎｎ@example.org").unwrap().email, "ann@example.org");
