@@ -186,6 +186,15 @@ pub fn migrated_email(stored: &str) -> Option<CanonicalEmail> {
     canonical_email(&kept).ok()
 }
 
+/// What the migration makes of a display name stored by the previous
+/// schema: the refused characters dropped, then as [`display_name`] makes
+/// it (the local part of `email` if nothing is left); too long a name is cut.
+pub fn migrated_name(stored: &str, email: &str) -> String {
+    let kept: String = stored.chars().filter(|&c| forbidden_kind(c).is_none()).collect();
+    let cut: String = NFKC.normalize(kept.trim()).chars().take(MAX_NAME).collect();
+    display_name(Some(&cut), email).unwrap_or_else(|_| email.split('@').next().unwrap_or(email).to_owned())
+}
+
 /// A display name: the given one (trimmed, NFKC) or else the email's local
 /// part. Spaces are fine; hidden and direction-changing characters are not.
 pub fn display_name(given: Option<&str>, email: &str) -> Result<String, IdentityError> {
@@ -337,6 +346,15 @@ mod tests {
                 proptest::prop_assert_eq!(skeleton_of(&c.email), c.skeleton);
             }
         }
+    }
+
+    #[test]
+    fn migrated_names_lose_what_is_now_refused() {
+        assert_eq!(migrated_name("ann\u{202E}gnp.exe", "ann@x.org"), "anngnp.exe");
+        assert_eq!(migrated_name("\u{200B}", "ann@x.org"), "ann");
+        assert_eq!(migrated_name("Ａｎｎ", "ann@x.org"), "Ann");
+        assert_eq!(migrated_name("Ann Lee", "ann@x.org"), "Ann Lee");
+        assert_eq!(migrated_name(&"㎏".repeat(40), "ann@x.org").chars().count(), MAX_NAME, "cut after NFKC grew it");
     }
 
     #[test]

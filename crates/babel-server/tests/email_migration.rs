@@ -68,6 +68,7 @@ fn old_database(path: &std::path::Path) {
         .unwrap();
     }
     db.execute("INSERT INTO contacts (user_id, contact_id) VALUES (2, 8), (8, 2)", []).unwrap();
+    db.execute("UPDATE users SET name = ?1 WHERE id = 8", ["eve\u{202E}gnp.exe"]).unwrap();
 }
 
 async fn login(c: &mut Client, mail: &str) -> (i32, Value) {
@@ -108,6 +109,9 @@ async fn version_1_database_is_migrated_without_losing_anybody() {
     let two = common::session(v);
     let contacts: Vec<String> = c.contacts(&two).await.into_iter().map(|(email, _)| email).collect();
     assert_eq!(contacts, vec!["eve@example.org".to_owned()]);
+    // A name that reversed the text after it lost the override.
+    let (_, v) = c.call(two.header(), "/contacts", Value::Null).await;
+    assert_eq!(v[0]["name"], "evegnp.exe");
 
     // Looking up an address by /add_contact finds the owner of its
     // canonical form, never a look-alike.

@@ -78,13 +78,26 @@ const MIGRATIONS: &[Migration] = &[
 ///   contacts and sessions too), reserves no skeleton, and is flagged with
 ///   `lookalike_of` = the account it resembles;
 /// * an address that is no longer valid at all (say, a domain IDNA refuses)
-///   stays as it is.
+///   stays as it is;
+/// * display names lose the characters now refused ([`identity::migrated_name`]).
 fn migrate_email_identity(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "ALTER TABLE users ADD COLUMN email_skeleton TEXT;
          ALTER TABLE users ADD COLUMN legacy_email TEXT;
          ALTER TABLE users ADD COLUMN lookalike_of INTEGER;",
     )?;
+    // Names first: they are display only, so they just lose what is now
+    // refused (a right-to-left override, a zero-width space).
+    let names: Vec<(i64, String, String)> = {
+        let mut stmt = tx.prepare("SELECT id, name, email FROM users")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?
+    };
+    for (id, name, email) in names {
+        let cleaned = identity::migrated_name(&name, &email);
+        if cleaned != name {
+            tx.execute("UPDATE users SET name = ?2 WHERE id = ?1", params![id, cleaned])?;
+        }
+    }
     let rows: Vec<(i64, String)> = {
         let mut stmt = tx.prepare("SELECT id, email FROM users ORDER BY id")?;
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
