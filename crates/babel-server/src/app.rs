@@ -108,13 +108,13 @@ impl From<&Config> for AppConfig {
     }
 }
 
-/// Per-connection state the services keep: the peer's IP and the sessions
-/// this connection has proven, each keeping its user online while the
-/// connection lives.
+/// Per-connection state the services keep: the peer's IP and the one
+/// session this connection speaks for, which keeps its user online while
+/// the connection lives (PROTOCOL.md §6).
 #[derive(Debug)]
 pub struct ConnState {
     ip: IpAddr,
-    attached: Vec<PresenceGuard>,
+    speaks_for: Option<PresenceGuard>,
     /// `None` where limits do not apply (loopback, unless configured).
     budget: Option<crate::limits::RequestBudget>,
     /// Whether it ever proved a session (it then has no time limit).
@@ -125,7 +125,7 @@ impl ConnState {
     /// State for a new connection from `ip`, under `limits`.
     pub fn new(ip: IpAddr, limits: &crate::limits::LimitsConfig) -> Self {
         let budget = (limits.limit_loopback || !ip.is_loopback()).then(|| crate::limits::RequestBudget::new(limits));
-        Self { ip, attached: Vec::new(), budget, authenticated: false }
+        Self { ip, speaks_for: None, budget, authenticated: false }
     }
 
     /// Whether this connection has proven a session at some point.
@@ -138,16 +138,21 @@ impl ConnState {
         self.ip
     }
 
-    /// Attaches the session; answers whether the user just came online.
-    fn attach(&mut self, presence: &Arc<PresenceRegistry>, user: UserId, session: SessionId) -> bool {
-        self.authenticated = true;
-        if self.attached.iter().any(|g| g.session() == session) {
-            return false;
-        }
-        let (guard, came_online) = presence.attach(user, session, self.ip);
-        self.attached.push(guard);
-        came_online
+    /// Whether the connection speaks for no live session: it never took
+    /// one, or the one it took was logged out or deleted since.
+    fn is_anonymous(&self, presence: &PresenceRegistry) -> bool {
+        self.speaks_for.as_ref().is_none_or(|g| !presence.is_attached(g.user(), g.session()))
     }
+}
+
+/// When an authenticated request makes its connection speak for its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Always, replacing an earlier session (`/events`, `/connect_call`).
+    Always,
+    /// Only while the connection is anonymous, so a connection serving
+    /// several users' requests keeps speaking for the first.
+    IfAnonymous,
 }
 
 /// What a connection does after a request.
@@ -298,9 +303,9 @@ impl App {
     async fn dispatch(&self, conn: &mut ConnState, req: ClientRequest) -> ServiceResult<Outcome> {
         match req {
             ClientRequest::Events(c) => {
-                let me = self.authenticate(conn, &c).await?;
+                let me = self.authenticate_as(conn, &c, Take::Always).await?;
                 let sub = self.hub.subscribe(me.user, me.session);
-                // `/logout` may have ended the session while `authenticate`
+                // `/logout` may have ended the session while `authenticate_as`
                 // awaited. Its `hub.close` either came after `subscribe`
                 // (and ends this stream) or before it, after the session
                 // left the store and the cache: then this check fails.
@@ -308,7 +313,7 @@ impl App {
                 Ok(Outcome::Events(sub))
             }
             ClientRequest::ConnectCall { auth, call_id } => {
-                let me = self.authenticate(conn, &auth).await?;
+                let me = self.authenticate_as(conn, &auth, Take::Always).await?;
                 self.connect_call(me, call_id).map(Outcome::Channel)
             }
             other => self.dispatch_request(conn, other).await.map(Outcome::Reply),
@@ -319,7 +324,7 @@ impl App {
         match req {
             ClientRequest::Create { email, password, name } => self.create(conn, email, password, name).await,
             ClientRequest::Login { email, password } => self.login(conn, email, password).await,
-            ClientRequest::Logout(by) => self.logout(by).await,
+            ClientRequest::Logout(by) => self.logout(conn, by).await,
             ClientRequest::Delete(c) => self.delete(c).await,
             ClientRequest::Contacts(c) => {
                 let me = self.authenticate(conn, &c).await?;
@@ -408,14 +413,20 @@ impl App {
         Ok(rec)
     }
 
-    /// Checks `{id, token}` and marks this connection as the session's.
+    /// Checks `{id, token}`; an anonymous connection starts speaking for
+    /// the session.
     pub(crate) async fn authenticate(&self, conn: &mut ConnState, creds: &Credentials) -> ServiceResult<Authed> {
+        self.authenticate_as(conn, creds, Take::IfAnonymous).await
+    }
+
+    async fn authenticate_as(&self, conn: &mut ConnState, creds: &Credentials, take: Take) -> ServiceResult<Authed> {
         let rec = self.session_for_token(creds.token.expose()).await?;
         if rec.user != creds.id {
             return Err(ServiceError::Unauthorized);
         }
-        if conn.attach(&self.presence, rec.user, rec.id) {
-            self.refresh_status(rec.user).await;
+        conn.authenticated = true;
+        if take == Take::Always || conn.is_anonymous(&self.presence) {
+            self.speak_for(conn, rec.user, rec.id).await;
         }
         Ok(Authed { user: rec.user, session: rec.id })
     }
@@ -436,14 +447,58 @@ impl App {
         }
     }
 
-    /// Starts a session for a user who proved their password.
+    /// Makes the connection speak for `session`, replacing the session it
+    /// spoke for until now. The new one is counted before the old one is
+    /// let go, so a user who stays does not flap offline and back.
+    async fn speak_for(&self, conn: &mut ConnState, user: UserId, session: SessionId) {
+        conn.authenticated = true;
+        if conn.speaks_for.as_ref().is_some_and(|g| g.session() == session) {
+            return;
+        }
+        let (guard, came_online) = self.presence.attach(user, session, conn.ip);
+        let earlier = conn.speaks_for.replace(guard);
+        if came_online {
+            self.refresh_status(user).await;
+        }
+        match earlier {
+            Some(stale) if !self.presence.is_attached(stale.user(), stale.session()) => stale.forget(),
+            Some(earlier) => self.let_go(earlier).await,
+            None => {}
+        }
+    }
+
+    /// A connection stops speaking for a session: the session may have lost
+    /// its last connection (leaving its calls), and its user gone offline.
+    async fn let_go(&self, guard: PresenceGuard) {
+        let leg = Leg { user: guard.user(), session: guard.session() };
+        let detached = guard.release();
+        if detached.session_gone {
+            let fx = self.calls.leave_all(leg, EndReason::Disconnected);
+            self.apply(fx).await;
+        }
+        if detached.user_offline {
+            self.refresh_status(leg.user).await;
+        }
+    }
+
+    /// After `/logout` of `session`: a connection that spoke for it is
+    /// anonymous again.
+    pub(crate) fn forget_session(&self, conn: &mut ConnState, session: SessionId) {
+        if conn.speaks_for.as_ref().is_some_and(|g| g.session() == session) {
+            // The registry has forgotten the session already (end_session).
+            if let Some(guard) = conn.speaks_for.take() {
+                guard.forget();
+            }
+        }
+    }
+
+    /// Starts a session for a user who proved their password; the
+    /// connection now speaks for it.
     pub(crate) async fn open_session(&self, conn: &mut ConnState, user: UserId) -> ServiceResult<String> {
         let token = self.cpu(auth::new_token).await?.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         let hash = token.hash;
         let id = self.blocking(move |s| s.create_session(user, &hash, now())).await?;
-        if conn.attach(&self.presence, user, id) {
-            self.refresh_status(user).await;
-        }
+        self.speak_for(conn, user, id).await;
         self.cap_sessions(user, id).await?;
         self.purge_expired().await;
         Ok(token.text)
@@ -536,19 +591,11 @@ impl App {
         self.published.lock().unwrap_or_else(|p| p.into_inner()).remove(&user);
     }
 
-    /// Cleans up after a connection closed: its sessions may have lost their
-    /// last connection (leaving their calls) and its users gone offline.
+    /// Cleans up after a connection closed: its session may have lost its
+    /// last connection (leaving its calls) and its user gone offline.
     pub async fn connection_closed(&self, conn: ConnState) {
-        for guard in conn.attached {
-            let leg = Leg { user: guard.user(), session: guard.session() };
-            let detached = guard.release();
-            if detached.session_gone {
-                let fx = self.calls.leave_all(leg, EndReason::Disconnected);
-                self.apply(fx).await;
-            }
-            if detached.user_offline {
-                self.refresh_status(leg.user).await;
-            }
+        if let Some(guard) = conn.speaks_for {
+            self.let_go(guard).await;
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Layout: [`connection`] speaks frames on one socket; [`app`] holds the
 //! shared state and maps errors to statuses; [`routes`] has one file per
-//! route family; [`store`] is durable state behind a trait; [`presence`],
+//! route family; [`identity`] says when two addresses are the same or look
+//! alike; [`store`] is durable state behind a trait; [`presence`],
 //! [`cache`], [`calls`] (with its pure state machine) and [`channel`] are
 //! in-memory only; [`hub`] delivers events; [`relay`] is the UDP media relay;
 //! [`admission`] decides how many connections the process holds.
@@ -17,6 +18,7 @@ pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod hub;
+pub mod identity;
 pub mod limits;
 pub mod presence;
 pub mod relay;

@@ -1,9 +1,9 @@
 //! Who is online: which sessions have at least one open, authenticated
 //! connection in this process, and from which IP address.
 //!
-//! A connection that makes an authenticated request attaches itself to that
-//! session and holds a [`PresenceGuard`]; releasing the guard (the
-//! connection closing) detaches it and says whether that was the session's
+//! A connection speaks for at most one session (which one is decided by
+//! `App`, PROTOCOL.md §6) and holds a [`PresenceGuard`] for it; releasing the
+//! guard (the connection closing, or moving to another session) detaches it and says whether that was the session's
 //! last connection and the user's last session. Ending a session (`/logout`)
 //! or a user (`/delete`) forgets them at once, whatever guards are alive.
 //!
@@ -66,6 +66,13 @@ impl PresenceGuard {
     /// The user.
     pub fn user(&self) -> UserId {
         self.user
+    }
+
+    /// Drops the guard without detaching: for a session the registry has
+    /// already forgotten (logged out, deleted), whose count is no longer
+    /// this guard's to change.
+    pub fn forget(mut self) {
+        self.armed = false;
     }
 
     /// Detaches now and reports what changed.
@@ -136,6 +143,11 @@ impl PresenceRegistry {
     /// Forgets a user (deleted).
     pub fn end_user(&self, user: UserId) {
         self.lock().users.remove(&user);
+    }
+
+    /// Whether the session is counted (not ended, and attached somewhere).
+    pub fn is_attached(&self, user: UserId, session: SessionId) -> bool {
+        self.lock().users.get(&user).is_some_and(|m| m.contains_key(&session))
     }
 
     /// Whether the user has a live session.
@@ -210,6 +222,22 @@ mod tests {
         let _g3 = r.attach(u, SessionId(1), a);
         assert_eq!(r.latest_ip(u), Some(a));
         assert_eq!(r.session_ip(u, SessionId(2)), Some(b));
+    }
+
+    #[test]
+    fn a_forgotten_guard_leaves_later_counts_alone() {
+        let r = Arc::new(PresenceRegistry::default());
+        let u = UserId(1);
+        let (old, _) = r.attach(u, SessionId(1), IP);
+        assert!(r.is_attached(u, SessionId(1)));
+        r.end_session(u, SessionId(1));
+        assert!(!r.is_attached(u, SessionId(1)));
+        // Whatever attached since is not the old guard's to take away.
+        let (late, _) = r.attach(u, SessionId(1), IP);
+        old.forget();
+        assert!(r.is_attached(u, SessionId(1)));
+        drop(late);
+        assert!(!r.is_attached(u, SessionId(1)) && !r.is_online(u));
     }
 
     #[test]

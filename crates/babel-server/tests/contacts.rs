@@ -117,13 +117,15 @@ async fn add_contact_refusals() {
 #[tokio::test]
 async fn crossed_requests_make_contacts() {
     let (server, _dir) = start().await;
+    // One connection each: a connection speaks for one session (§6).
     let mut c = Client::connect(server.addr()).await;
+    let mut d = Client::connect(server.addr()).await;
     let a = c.create("ivy@example.org").await;
-    let b = c.create("jay@example.org").await;
+    let b = d.create("jay@example.org").await;
     assert_eq!(c.call(a.header(), "/add_contact", json!({"contact_email": b.email})).await.0, 200);
-    assert_eq!(c.call(b.header(), "/add_contact", json!({"contact_email": a.email})).await.0, 200);
+    assert_eq!(d.call(b.header(), "/add_contact", json!({"contact_email": a.email})).await.0, 200);
     assert_eq!(c.contacts(&a).await, vec![pair("jay@example.org", "online")]);
-    assert_eq!(c.contacts(&b).await, vec![pair("ivy@example.org", "online")]);
+    assert_eq!(d.contacts(&b).await, vec![pair("ivy@example.org", "online")]);
 }
 
 #[tokio::test]

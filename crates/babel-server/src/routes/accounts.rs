@@ -4,42 +4,21 @@ use babel_proto::{Credentials, EndReason, LogoutBy, Reply, Secret, ServerEvent, 
 
 use crate::app::{App, ConnState, ServiceError, ServiceResult, now};
 use crate::auth;
+use crate::identity::{self, CanonicalEmail, IdentityError};
 use crate::store::StoreError;
 
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 1024;
-const MAX_NAME: usize = 64;
 
-/// Checks an email's shape and returns it trimmed and lowercase. This is a
-/// sanity check (one `@`, a dotted domain, no spaces), not RFC 5322.
-pub fn normalize_email(raw: &str) -> ServiceResult<String> {
-    let email = raw.trim().to_lowercase();
-    let refuse = || ServiceError::Refused(format!("`{}` is not a valid email address", raw.trim()));
-    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(refuse());
+impl From<IdentityError> for ServiceError {
+    fn from(e: IdentityError) -> Self {
+        ServiceError::Refused(e.to_string())
     }
-    let (local, domain) = email.split_once('@').ok_or_else(refuse)?;
-    let domain_ok = !domain.contains('@')
-        && domain.contains('.')
-        && domain.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'))
-        && domain.chars().all(|c| c.is_alphanumeric() || c == '.' || c == '-');
-    if local.is_empty() || local.len() > 64 || !domain_ok {
-        return Err(refuse());
-    }
-    Ok(email)
 }
 
-fn display_name(given: Option<String>, email: &str) -> ServiceResult<String> {
-    let name = match given.as_deref().map(str::trim) {
-        Some(n) if !n.is_empty() => n.to_owned(),
-        _ => email.split('@').next().unwrap_or(email).to_owned(),
-    };
-    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(ServiceError::Refused(format!(
-            "the name must be at most {MAX_NAME} characters, without control characters"
-        )));
-    }
-    Ok(name)
+/// Checks an email and answers its canonical form ([`identity`]).
+pub fn normalize_email(raw: &str) -> ServiceResult<CanonicalEmail> {
+    Ok(identity::canonical_email(raw)?)
 }
 
 impl App {
@@ -50,8 +29,8 @@ impl App {
         password: Secret,
         name: Option<String>,
     ) -> ServiceResult<Reply> {
-        let email = normalize_email(&email)?;
-        let name = display_name(name, &email)?;
+        let CanonicalEmail { email, skeleton } = normalize_email(&email)?;
+        let name = identity::display_name(name.as_deref(), &email)?;
         self.limiter.check_create(conn.ip()).map_err(ServiceError::Refused)?;
         let len = password.expose().chars().count();
         if len < MIN_PASSWORD {
@@ -66,10 +45,15 @@ impl App {
             .await?
             .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         let (e, n) = (email.clone(), name.clone());
-        let user = match self.blocking(move |s| Ok(s.create_user(&e, &n, &hash, now()))).await? {
+        let user = match self.blocking(move |s| Ok(s.create_user(&e, &skeleton, &n, &hash, now()))).await? {
             Ok(user) => user,
             Err(StoreError::EmailTaken) => {
                 return Err(ServiceError::Refused(format!("an account with the email {email} already exists")));
+            }
+            Err(StoreError::LookAlike) => {
+                return Err(ServiceError::Refused(format!(
+                    "{email} looks like the address of an existing account; choose another"
+                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -79,11 +63,14 @@ impl App {
     }
 
     pub(crate) async fn login(&self, conn: &mut ConnState, email: String, password: Secret) -> ServiceResult<Reply> {
-        // A malformed email cannot have an account: same answer as a wrong password.
-        let email = normalize_email(&email).map_err(|_| ServiceError::Unauthorized)?;
+        // A malformed email can still name an account the canonical-address
+        // migration left as it was, so it is looked up, not refused: an
+        // unknown one gets the same answer as a wrong password.
+        let exact = identity::legacy_form(&email);
+        let canonical = identity::canonical_email(&email).ok().map(|c| c.email);
+        let email = canonical.clone().unwrap_or_else(|| exact.clone());
         self.limiter.check_login(conn.ip(), &email).map_err(ServiceError::Refused)?;
-        let lookup = email.clone();
-        let account = self.blocking(move |s| s.account_by_email(&lookup)).await?;
+        let account = self.blocking(move |s| s.account_for_login(&exact, canonical.as_deref())).await?;
         let (user, phc) = match account {
             Some(a) => (Some(a.user), a.password_hash),
             None => (None, self.dummy_hash().await?),
@@ -117,13 +104,16 @@ impl App {
         Ok(self.dummy_hash.get_or_init(|| h).clone())
     }
 
-    pub(crate) async fn logout(&self, by: LogoutBy) -> ServiceResult<Reply> {
+    pub(crate) async fn logout(&self, conn: &mut ConnState, by: LogoutBy) -> ServiceResult<Reply> {
         let rec = match by {
             LogoutBy::Email { email, token } => {
                 let rec = self.session_for_token(token.expose()).await?;
-                let owner = rec.user;
-                let user = self.blocking(move |s| s.user(owner)).await?;
-                if user.is_none_or(|u| !u.email.eq_ignore_ascii_case(email.trim())) {
+                // The address names the account as /login reads it, so
+                // every spelling that logs in (`ÉMILE@…`) also logs out.
+                let exact = identity::legacy_form(&email);
+                let canonical = identity::canonical_email(&email).ok().map(|c| c.email);
+                let named = self.blocking(move |s| s.account_for_login(&exact, canonical.as_deref())).await?;
+                if named.is_none_or(|a| a.user.id != rec.user) {
                     return Err(ServiceError::Unauthorized);
                 }
                 rec
@@ -137,6 +127,7 @@ impl App {
             }
         };
         self.end_session(rec, EndReason::Logout).await?;
+        self.forget_session(conn, rec.id);
         tracing::debug!(user = %rec.user, "logged out");
         Ok(Reply::Ok)
     }
@@ -157,27 +148,5 @@ impl App {
         }
         tracing::info!(%user, "account deleted");
         Ok(Reply::Ok)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn emails() {
-        assert_eq!(normalize_email("  Ann.Lee@Example.ORG ").unwrap(), "ann.lee@example.org");
-        for bad in ["", "ann", "@x.org", "ann@", "ann@x", "a b@x.org", "a@b@c.org", "a@-x.org", "a@x..org"] {
-            assert!(normalize_email(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(display_name(None, "ann@x.org").unwrap(), "ann");
-        assert_eq!(display_name(Some("  ".into()), "ann@x.org").unwrap(), "ann");
-        assert_eq!(display_name(Some(" Ann \"Lee\" ".into()), "ann@x.org").unwrap(), "Ann \"Lee\"");
-        assert!(display_name(Some("x".repeat(65)), "a@x.org").is_err());
-        assert!(display_name(Some("a\u{7}".into()), "a@x.org").is_err());
     }
 }

@@ -30,7 +30,7 @@ impl App {
     }
 
     async fn user_by_email(&self, raw: &str) -> ServiceResult<User> {
-        let email = normalize_email(raw)?;
+        let email = normalize_email(raw)?.email;
         let lookup = email.clone();
         self.blocking(move |s| s.account_by_email(&lookup))
             .await?

@@ -92,6 +92,9 @@ pub enum StoreError {
     /// The email is already registered.
     #[error("email already registered")]
     EmailTaken,
+    /// Another account's address has the same confusable skeleton.
+    #[error("email looks like a registered one")]
+    LookAlike,
     /// The backend failed.
     #[error("storage failure: {0}")]
     Backend(String),
@@ -102,10 +105,24 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The durable state: accounts, sessions, contacts and contact requests.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Creates an account. [`StoreError::EmailTaken`] if the email exists.
-    fn create_user(&self, email: &str, name: &str, password_hash: &str, now: Timestamp) -> StoreResult<User>;
-    /// The account with this (lowercase) email.
+    /// Creates an account with a canonical email and its confusable
+    /// skeleton ([`crate::identity`]). [`StoreError::EmailTaken`] if the
+    /// email exists, [`StoreError::LookAlike`] if the skeleton does.
+    fn create_user(
+        &self,
+        email: &str,
+        skeleton: &str,
+        name: &str,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<User>;
+    /// The account with this canonical email.
     fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>>;
+    /// The account a login names: one whose stored address, or address
+    /// before the canonical-address migration, is exactly `exact` (the
+    /// trimmed, lowercased input: how migrated look-alikes still log in);
+    /// else the one with the `canonical` email.
+    fn account_for_login(&self, exact: &str, canonical: Option<&str>) -> StoreResult<Option<Account>>;
     /// The user with this id.
     fn user(&self, id: UserId) -> StoreResult<Option<User>>;
     /// Deletes a user with their sessions, contacts and requests in both

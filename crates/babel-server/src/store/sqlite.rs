@@ -13,15 +13,24 @@ use std::sync::Mutex;
 use babel_proto::{User, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use crate::identity;
+
 use super::{
     Account, AddOutcome, Relation, RemoveOutcome, SessionId, SessionRecord, Store, StoreError, StoreResult, Timestamp,
     TokenHash,
 };
 
+/// One step of the schema: SQL, or Rust for what SQL cannot compute.
+enum Migration {
+    Sql(&'static str),
+    Rust(fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>),
+}
+
 /// Each entry moves the schema one version up; never edit a released one.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[Migration] = &[
     // 1: accounts, sessions, contacts, requests.
-    "CREATE TABLE users (
+    Migration::Sql(
+        "CREATE TABLE users (
         id            INTEGER PRIMARY KEY AUTOINCREMENT,
         email         TEXT NOT NULL UNIQUE,
         name          TEXT NOT NULL,
@@ -51,7 +60,87 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (from_id, to_id)
     ) WITHOUT ROWID;
     CREATE INDEX requests_to ON requests(to_id);",
+    ),
+    // 2: canonical addresses, confusable skeletons, look-alikes flagged.
+    Migration::Rust(migrate_email_identity),
 ];
+
+/// Schema 2 (issue #14, finding 9): addresses become canonical
+/// ([`identity::canonical_email`]) and each account reserves its address's
+/// confusable skeleton. Nothing is lost where old accounts now collide:
+///
+/// * accounts whose stored address is already canonical are settled first,
+///   then the others, each group oldest first; the first to claim a
+///   canonical address or a skeleton keeps it;
+/// * an account that needs rewriting and whose canonical form is free takes
+///   it, and keeps its old address in `legacy_email` (it still logs in);
+/// * an account that collides keeps its exact stored address (its password,
+///   contacts and sessions too), reserves no skeleton, and is flagged with
+///   `lookalike_of` = the account it resembles;
+/// * an address that is no longer valid at all (say, a domain IDNA refuses)
+///   stays as it is;
+/// * display names lose the characters now refused ([`identity::migrated_name`]).
+fn migrate_email_identity(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE users ADD COLUMN email_skeleton TEXT;
+         ALTER TABLE users ADD COLUMN legacy_email TEXT;
+         ALTER TABLE users ADD COLUMN lookalike_of INTEGER;",
+    )?;
+    // Names first: they are display only, so they just lose what is now
+    // refused (a right-to-left override, a zero-width space).
+    let names: Vec<(i64, String, String)> = {
+        let mut stmt = tx.prepare("SELECT id, name, email FROM users")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?
+    };
+    for (id, name, email) in names {
+        let cleaned = identity::migrated_name(&name, &email);
+        if cleaned != name {
+            tx.execute("UPDATE users SET name = ?2 WHERE id = ?1", params![id, cleaned])?;
+        }
+    }
+    let rows: Vec<(i64, String)> = {
+        let mut stmt = tx.prepare("SELECT id, email FROM users ORDER BY id")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+    };
+    let planned: Vec<(i64, String, Option<identity::CanonicalEmail>)> =
+        rows.into_iter().map(|(id, stored)| (id, stored.clone(), identity::migrated_email(&stored))).collect();
+    let (already, others): (Vec<_>, Vec<_>) =
+        planned.into_iter().partition(|(_, stored, c)| c.as_ref().is_some_and(|c| &c.email == stored));
+    let owner = |sql: &str, value: &str, me: i64| -> rusqlite::Result<Option<i64>> {
+        tx.query_row(sql, params![value, me], |r| r.get(0)).optional()
+    };
+    let (mut rewritten, mut flagged) = (0usize, 0usize);
+    for (id, stored, canonical) in already.into_iter().chain(others) {
+        let (email, skeleton) = match canonical {
+            Some(c) => (c.email, c.skeleton),
+            None => (stored.clone(), identity::skeleton_of(&stored)),
+        };
+        let email_owner = owner("SELECT id FROM users WHERE email = ?1 AND id != ?2", &email, id)?;
+        let skeleton_owner = owner("SELECT id FROM users WHERE email_skeleton = ?1 AND id != ?2", &skeleton, id)?;
+        let email = if email_owner.is_some() { stored.clone() } else { email };
+        let lookalike_of = email_owner.or(skeleton_owner);
+        let skeleton = lookalike_of.is_none().then_some(skeleton);
+        let legacy = (email != stored).then_some(&stored);
+        rewritten += usize::from(legacy.is_some());
+        flagged += usize::from(lookalike_of.is_some());
+        tx.execute(
+            "UPDATE users SET email = ?2, email_skeleton = ?3, legacy_email = ?4, lookalike_of = ?5 WHERE id = ?1",
+            params![id, email, skeleton, legacy, lookalike_of],
+        )?;
+    }
+    tx.execute_batch(
+        "CREATE UNIQUE INDEX users_email_skeleton ON users(email_skeleton);
+         CREATE UNIQUE INDEX users_legacy_email ON users(legacy_email);",
+    )?;
+    if rewritten + flagged > 0 {
+        tracing::warn!(
+            rewritten,
+            flagged,
+            "accounts migrated to canonical addresses; look-alikes are flagged in users.lookalike_of"
+        );
+    }
+    Ok(())
+}
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -171,9 +260,12 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
             "database schema version {current} is newer than this server knows ({target}); upgrade the server"
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive).map_err(backend)?;
-        tx.execute_batch(sql).map_err(backend)?;
+        match step {
+            Migration::Sql(sql) => tx.execute_batch(sql).map_err(backend)?,
+            Migration::Rust(f) => f(&tx).map_err(backend)?,
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(backend)?;
         tx.commit().map_err(backend)?;
     }
@@ -204,21 +296,34 @@ fn make_contacts(tx: &Connection, a: UserId, b: UserId) -> rusqlite::Result<()> 
 }
 
 impl Store for SqliteStore {
-    fn create_user(&self, email: &str, name: &str, password_hash: &str, now: Timestamp) -> StoreResult<User> {
+    fn create_user(
+        &self,
+        email: &str,
+        skeleton: &str,
+        name: &str,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<User> {
         let res = self.write(|c| {
-            c.execute(
-                "INSERT INTO users (email, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![email, name, password_hash, now],
-            )?;
-            Ok(UserId(c.last_insert_rowid()))
-        });
-        match res {
-            Ok(id) => Ok(User { id, name: name.to_owned(), email: email.to_owned() }),
-            Err(StoreError::Backend(msg)) if msg.contains("UNIQUE constraint failed: users.email") => {
-                Err(StoreError::EmailTaken)
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken = |sql: &str, v: &str| -> rusqlite::Result<bool> {
+                Ok(tx.query_row(sql, params![v], |_| Ok(())).optional()?.is_some())
+            };
+            if taken("SELECT 1 FROM users WHERE email = ?1", email)? {
+                return Ok(Err(StoreError::EmailTaken));
             }
-            Err(e) => Err(e),
-        }
+            if taken("SELECT 1 FROM users WHERE email_skeleton = ?1", skeleton)? {
+                return Ok(Err(StoreError::LookAlike));
+            }
+            tx.execute(
+                "INSERT INTO users (email, email_skeleton, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![email, skeleton, name, password_hash, now],
+            )?;
+            let id = UserId(tx.last_insert_rowid());
+            tx.commit()?;
+            Ok(Ok(id))
+        })?;
+        res.map(|id| User { id, name: name.to_owned(), email: email.to_owned() })
     }
 
     fn account_by_email(&self, email: &str) -> StoreResult<Option<Account>> {
@@ -226,6 +331,19 @@ impl Store for SqliteStore {
             c.query_row("SELECT id, name, email, password_hash FROM users WHERE email = ?1", params![email], |r| {
                 Ok(Account { user: user_from_row(r)?, password_hash: r.get(3)? })
             })
+            .optional()
+        })
+    }
+
+    fn account_for_login(&self, exact: &str, canonical: Option<&str>) -> StoreResult<Option<Account>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, name, email, password_hash FROM users
+                  WHERE email = ?1 OR legacy_email = ?1 OR email = ?2
+                  ORDER BY coalesce(email = ?1 OR legacy_email = ?1, 0) DESC LIMIT 1",
+                params![exact, canonical],
+                |r| Ok(Account { user: user_from_row(r)?, password_hash: r.get(3)? }),
+            )
             .optional()
         })
     }
@@ -413,7 +531,7 @@ mod tests {
     }
 
     fn user(s: &SqliteStore, email: &str) -> UserId {
-        s.create_user(email, email.split('@').next().unwrap(), "hash", 0).unwrap().id
+        s.create_user(email, &identity::skeleton_of(email), email.split('@').next().unwrap(), "hash", 0).unwrap().id
     }
 
     #[test]
@@ -442,7 +560,12 @@ mod tests {
     fn email_is_unique() {
         let (_d, s) = store();
         user(&s, "a@x.org");
-        assert!(matches!(s.create_user("a@x.org", "a", "h", 0), Err(StoreError::EmailTaken)));
+        assert!(matches!(s.create_user("a@x.org", "other", "a", "h", 0), Err(StoreError::EmailTaken)));
+        let look_alike = identity::canonical_email("\u{0430}@x.org").unwrap();
+        assert!(matches!(
+            s.create_user(&look_alike.email, &look_alike.skeleton, "a", "h", 0),
+            Err(StoreError::LookAlike)
+        ));
     }
 
     #[test]
