@@ -14,6 +14,10 @@ use crate::{Backoff, ClientError, Result};
 pub enum Event {
     /// An event from the server (`/ping` is consumed, not yielded).
     Server(ServerEvent),
+    /// The connection was lost (the server closed it or went away); the
+    /// stream is reconnecting, and says [`Event::Reconnected`] when it is
+    /// back. Sent once per loss, at once, so a program can say so.
+    Disconnected,
     /// The connection was lost and is back: events may have been missed,
     /// so re-read whatever state is shown (contacts, calls).
     Reconnected,
@@ -85,6 +89,9 @@ impl EventStream {
                         Err(e) => tracing::warn!(error = %e, "unreadable event skipped"),
                     }
                 }
+                if tx.send(Ok(Event::Disconnected)).await.is_err() {
+                    return;
+                }
             }
         });
         Ok(EventStream { rx, task })
@@ -100,7 +107,7 @@ impl EventStream {
         loop {
             match self.next().await? {
                 Ok(Event::Server(e)) => return Some(Ok(e)),
-                Ok(Event::Reconnected) => continue,
+                Ok(Event::Reconnected | Event::Disconnected) => continue,
                 Err(e) => return Some(Err(e)),
             }
         }

@@ -164,6 +164,9 @@ async fn the_event_stream_reconnects_after_the_server_comes_back() {
     client.create("phoenix@example.org", common::PASSWORD, None).await.unwrap();
     let mut events = client.events().await.unwrap();
     server.shutdown().await;
+    // The loss is said at once, before any reconnection.
+    let next = tokio::time::timeout(common::TIMEOUT, events.next()).await.expect("a notice of the loss");
+    assert!(matches!(next, Some(Ok(babel_client::Event::Disconnected))), "{next:?}");
     // The same address again, the same database: the session is still valid.
     config.listen = addr;
     let server = babel_server::RunningServer::start(&config).await.unwrap();

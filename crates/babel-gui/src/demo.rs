@@ -86,7 +86,7 @@ pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
                         control.send(c);
                     }
                 }
-                Some(Ok(Event::Reconnected)) => {}
+                Some(Ok(Event::Reconnected | Event::Disconnected)) => {}
                 Some(Err(_)) | None => break,
             }
         }
