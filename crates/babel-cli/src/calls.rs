@@ -211,7 +211,7 @@ fn status_line(s: &CallStats, elapsed: Duration, width: usize, hint: &str) -> St
     let mic = format!("mic {:.0} dB", s.input_level_db);
     // (display position, field) by importance.
     let by_importance: [(u8, &str); 8] =
-        [(0, &time), (6, &code), (7, hint), (1, &path), (2, &rtt), (3, &loss), (4, &jitter), (5, &mic)];
+        [(6, &code), (0, &time), (7, hint), (1, &path), (2, &rtt), (3, &loss), (4, &jitter), (5, &mic)];
     let fits = |n: usize| {
         let mut kept: Vec<(u8, &str)> = by_importance[..n].iter().copied().filter(|(_, f)| !f.is_empty()).collect();
         kept.sort_by_key(|(pos, _)| *pos);
@@ -224,7 +224,7 @@ fn status_line(s: &CallStats, elapsed: Duration, width: usize, hint: &str) -> St
             return line;
         }
     }
-    // Narrower than the time alone: the code matters most.
+    // Narrower than the code alone: the code all the same (unsplit).
     code
 }
 
@@ -600,6 +600,12 @@ pub async fn listen(
                         asking = Some(c);
                         continue;
                     } else {
+                        if show {
+                            term::say(&format!(
+                                "declined a call from {} <{}>: no terminal to ask on (--auto-answer answers)",
+                                c.caller.name, c.caller.email
+                            ));
+                        }
                         let _ = client.decline_call(c.call_id).await;
                         continue;
                     }
@@ -825,4 +831,44 @@ pub async fn demo(keep: Option<&Path>, show: bool) -> Outcome {
         None => format!("{summary}\n(`babel demo --output FILE.wav` keeps Bob's recording.)"),
     };
     Ok(Done::new(json, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> CallStats {
+        CallStats {
+            path: Some(babel_media::engine::Path::Relay),
+            rtt_ms: Some(123),
+            rx_loss_pct: 12.5,
+            jitter_ms: 45,
+            input_level_db: -23.4,
+            sas: "123 456".into(),
+            ..CallStats::default()
+        }
+    }
+
+    #[test]
+    fn the_status_line_fits_the_width_and_never_splits_the_code() {
+        let hint = "q: hang up, i: invite";
+        let t = Duration::from_secs(75);
+        let wide = status_line(&stats(), t, 200, hint);
+        for field in
+            ["01:15", "path relay", "rtt 123 ms", "loss 12.5%", "jitter 45 ms", "mic -23 dB", "code 123 456", hint]
+        {
+            assert!(wide.contains(field), "{field} in {wide}");
+        }
+        for width in [20, 30, 40, 60, 80, 100] {
+            let line = status_line(&stats(), t, width, hint);
+            assert!(line.chars().count() < width, "{width}: {line:?}");
+            assert!(line.contains("code 123 456"), "{width}: {line:?}");
+        }
+        // The less important go first: at 80 columns the time, the code
+        // and the path stay.
+        let line = status_line(&stats(), t, 80, hint);
+        assert!(line.starts_with("01:15") && line.contains("path relay"), "{line}");
+        // Narrower than anything: the code alone.
+        assert_eq!(status_line(&stats(), t, 10, hint), "code 123 456");
+    }
 }
