@@ -42,7 +42,8 @@ fn nothing_in_the_workspace_runs_a_package_manager() {
         "\"pip\",\"install\"",
     ];
     let mut found = Vec::new();
-    for f in &files {
+    // (This file names them to look for them.)
+    for f in files.iter().filter(|f| !f.ends_with("babel-tools/tests/no_installs.rs")) {
         let text: String = std::fs::read_to_string(f).unwrap().chars().filter(|c| !c.is_whitespace()).collect();
         for pat in forbidden {
             if text.contains(&pat.replace(' ', "")) {
