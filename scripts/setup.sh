@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs what building Babel needs from the system, and nothing when it is
-# already there. Safe to run again; used by server.sh and test.sh.
+# Installs what building and testing Babel needs from the system, and nothing
+# when it is already there. Safe to run again; used by server.sh and test.sh.
+# Tests and programs never install anything themselves: a test that misses a
+# tool fails and names it (and says to run this script).
 set -euo pipefail
 
-# command -> Debian package providing it (cmake builds libopus from source)
-# (iptables: the NAT test between network namespaces)
-declare -A tools=([cc]=gcc [pkg-config]=pkg-config [cmake]=cmake [iptables]=iptables [ip]=iproute2)
 missing=()
+# command -> Debian package providing it (cmake builds libopus from source)
+# (iptables, ip: the NAT test between network namespaces; tmux: the tests
+# that drive `babel` on a terminal; text2wave, espeak-ng: the speech the
+# quality harness and `babel demo` send)
+declare -A tools=([cc]=gcc [pkg-config]=pkg-config [cmake]=cmake [iptables]=iptables [ip]=iproute2
+  [tmux]=tmux [text2wave]=festival [espeak-ng]=espeak-ng [python3]=python3)
 for t in "${!tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || missing+=("${tools[$t]}")
 done
@@ -15,14 +20,49 @@ declare -A libs=([alsa]=libasound2-dev)
 for l in "${!libs[@]}"; do
   pkg-config --exists "$l" 2>/dev/null || missing+=("${libs[$l]}")
 done
+# files -> Debian package (the quality harness's festival voice, the font of
+# its plots)
+declare -A files=([/usr/share/festival/voices/us/cmu_us_slt_arctic_hts]=festvox-us-slt-hts
+  [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]=fonts-dejavu-core)
+for f in "${!files[@]}"; do
+  [ -e "$f" ] || missing+=("${files[$f]}")
+done
+# PESQ's virtual environment needs venv with pip, and Python's headers (pesq
+# compiles a C extension).
+if command -v python3 >/dev/null 2>&1; then
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  python3 -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+    || missing+=(python3-dev)
+else
+  missing+=(python3-venv python3-dev)
+fi
 
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# PESQ (ITU-T P.862.2 wideband, from PyPI) for the quality harness, in a
+# virtual environment of its own. The version is the one BENCHMARKS.md's
+# scores were made with (babel-tools' quality/deps.rs checks it).
+pesq_version=0.0.4
+venv="${BABEL_PESQ_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/babel/pesq-venv}"
+pesq_ok() {
+  "$venv/bin/python" -c "import numpy, pesq, importlib.metadata as m; assert m.version('pesq') == '$pesq_version'" \
+    >/dev/null 2>&1
+}
+if ! pesq_ok; then
+  echo "setup: building the PESQ environment in $venv (pip install numpy pesq==$pesq_version)" >&2
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv --clear "$venv"
+  # numpy first: pesq's build needs it.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check numpy
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "pesq==$pesq_version"
+  pesq_ok || { echo "setup: PESQ does not import in $venv after installing it" >&2; exit 1; }
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

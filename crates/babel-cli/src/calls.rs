@@ -1,20 +1,21 @@
 //! `babel call`, `babel listen` and `babel demo`: signalling through
 //! `babel-client`, media through `babel-media`.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use babel_client::{Client, Event, EventStream};
 use babel_media::audio::{AudioInput, AudioOutput, BufferInput, RecordingOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs};
+use babel_media::device::{FallbackOutput, OutputNotice};
 use babel_media::engine::{CallStats, EndCause, MediaConfig, PeerSetup, spawn_call};
 use babel_media::setup::{Prepared, control_for, peer_setup};
 use babel_proto::{CallId, EndReason, RelayGrant, ServerEvent, UserId};
 use serde_json::json;
 
-use crate::{Failure, Outcome};
+use crate::{Done, Failure, Outcome, term};
 
 /// Where a call's audio comes from and goes to, and codec settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,7 +23,8 @@ pub struct AudioArgs {
     /// Send this WAV file instead of the microphone; the call ends when it has been sent.
     #[arg(long)]
     input: Option<PathBuf>,
-    /// Record what is heard to this WAV file instead of playing it.
+    /// Record what is heard to this WAV file instead of playing it
+    /// (`listen`: later calls go to NAME-2.wav, NAME-3.wav…, as it says).
     #[arg(long)]
     output: Option<PathBuf>,
     /// End the call after this many seconds.
@@ -37,8 +39,8 @@ pub struct AudioArgs {
     /// Frame length in ms: 20, or 10 for lower latency.
     #[arg(long, default_value_t = 20, value_parser = parse_frame_ms)]
     frame_ms: u32,
-    /// Opus bitrate in bits/s.
-    #[arg(long, default_value_t = DEFAULT_BITRATE)]
+    /// Opus bitrate in bits/s (6000 to 128000).
+    #[arg(long, default_value_t = DEFAULT_BITRATE, value_parser = parse_bitrate)]
     bitrate: u32,
     /// Turn noise suppression off.
     #[arg(long)]
@@ -62,6 +64,37 @@ fn parse_frame_ms(s: &str) -> Result<u32, String> {
     }
 }
 
+/// What [`AudioArgs::check`] found, kept for the calls.
+#[derive(Debug, Default, Clone)]
+pub struct Ready {
+    /// The `--input` file, read once before anyone is rung.
+    input: Option<Vec<f32>>,
+}
+
+/// Opus in CBR is usable from 6 to 128 kbit/s for one voice.
+fn parse_bitrate(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of bits per second"))?;
+    if (6_000..=128_000).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} bit/s is outside 6000 to 128000 (e.g. 32000)"))
+    }
+}
+
+/// Whether `path` can be written (an existing file kept as it is; a new one
+/// not left behind).
+fn writable(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("is a directory".into());
+    }
+    if path.exists() {
+        return std::fs::OpenOptions::new().append(true).open(path).map(|_| ()).map_err(|e| e.to_string());
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
 impl AudioArgs {
     fn config(&self) -> MediaConfig {
         MediaConfig {
@@ -75,48 +108,124 @@ impl AudioArgs {
         }
     }
 
-    fn input(&self, frame: FrameMs) -> anyhow::Result<Box<dyn AudioInput>> {
-        Ok(match &self.input {
-            Some(p) => Box::new(BufferInput::from_wav(p)?),
+    /// Finds this side's mistakes before anyone is rung: an input that is
+    /// not a readable WAV file, an output that cannot be written, a device
+    /// name that is not there.
+    pub fn check(&self) -> Result<Ready, Failure> {
+        let usage = |m: String| Failure::Usage(m);
+        let input = match &self.input {
+            Some(p) => Some(
+                babel_media::audio::read_wav(p)
+                    .map_err(|e| usage(format!("--input {}: not a WAV file babel can read ({e})", p.display())))?,
+            ),
+            None => None,
+        };
+        if let Some(p) = &self.output {
+            writable(p).map_err(|e| usage(format!("--output {}: cannot write there ({e})", p.display())))?;
+        }
+        let names = |list: Result<Vec<babel_media::device::DeviceInfo>, babel_media::device::DeviceError>| {
+            list.map(|l| l.into_iter().map(|d| d.name).collect::<Vec<_>>()).unwrap_or_default()
+        };
+        if let (Some(want), None) = (&self.input_device, &self.input) {
+            let have = names(babel_media::device::list_inputs());
+            if !have.contains(want) {
+                return Err(usage(format!("no microphone named `{want}`; there are: {}", list_or_none(&have))));
+            }
+        }
+        if let (Some(want), None) = (&self.output_device, &self.output) {
+            let have = names(babel_media::device::list_outputs());
+            if !have.contains(want) {
+                return Err(usage(format!("no speaker named `{want}`; there are: {}", list_or_none(&have))));
+            }
+        }
+        Ok(Ready { input })
+    }
+
+    fn input(&self, ready: &Ready, frame: FrameMs, show: bool) -> anyhow::Result<Box<dyn AudioInput>> {
+        Ok(match &ready.input {
+            Some(samples) => Box::new(BufferInput::new(samples.clone())),
             None => match babel_media::device::DeviceInput::open(self.input_device.as_deref(), frame.samples()) {
                 Ok(d) => Box::new(d),
                 // A named device that is not there is a mistake; no microphone
                 // at all (a server, an answering machine) sends silence.
                 Err(e) if self.input_device.is_some() => return Err(e.into()),
                 Err(e) => {
-                    eprintln!("babel: no microphone ({e}); sending silence");
+                    if show {
+                        term::say(&format!("babel: no microphone ({e}); sending silence"));
+                    }
                     Box::new(babel_media::audio::SilentInput)
                 }
             },
         })
     }
 
-    fn output(&self, frame: FrameMs, n: u32) -> anyhow::Result<Box<dyn AudioOutput>> {
-        Ok(match &self.output {
-            Some(p) if n == 0 => Box::new(RecordingOutput::to_wav(p)),
-            Some(p) => {
-                // One file per call after the first: name-2.wav, name-3.wav…
-                let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("call");
-                let ext = p.extension().and_then(|s| s.to_str()).unwrap_or("wav");
-                Box::new(RecordingOutput::to_wav(p.with_file_name(format!("{stem}-{}.{ext}", n + 1))))
-            }
-            None => Box::new(babel_media::device::DeviceOutput::open(self.output_device.as_deref(), frame.samples())?),
-        })
+    /// The file call number `n` (from 0) of a `listen` records to: the
+    /// `--output` name, then name-2.wav, name-3.wav…
+    fn recording(&self, n: u32) -> Option<PathBuf> {
+        let p = self.output.as_ref()?;
+        if n == 0 {
+            return Some(p.clone());
+        }
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("call");
+        let ext = p.extension().and_then(|s| s.to_str()).unwrap_or("wav");
+        Some(p.with_file_name(format!("{stem}-{}.{ext}", n + 1)))
+    }
+
+    fn output(&self, frame: FrameMs, n: u32, show: bool) -> Box<dyn AudioOutput> {
+        match self.recording(n) {
+            Some(p) => Box::new(RecordingOutput::to_wav(p)),
+            // No speaker never ends a call: the sound is discarded, and a
+            // speaker that appears later is picked up.
+            None => Box::new(FallbackOutput::device(
+                self.output_device.as_deref(),
+                frame.samples(),
+                Box::new(move |n| {
+                    if show {
+                        match n {
+                            OutputNotice::Lost(why) => term::say(&format!(
+                                "babel: no speaker ({why}); the other side's voice is not played until one appears"
+                            )),
+                            OutputNotice::Found => term::say("babel: speaker found; playing the call"),
+                        }
+                    }
+                }),
+            )),
+        }
     }
 }
 
-fn status_line(s: &CallStats, elapsed: Duration) -> String {
-    format!(
-        "\r{:02}:{:02}  path {:<7}  rtt {:>4}  loss {:>4.1}%  jitter {:>3} ms  mic {:>5.1} dB  code {}  (q: hang up) ",
-        elapsed.as_secs() / 60,
-        elapsed.as_secs() % 60,
-        s.path.map_or("…", |p| p.as_str()),
-        s.rtt_ms.map_or("-".to_owned(), |r| format!("{r}ms")),
-        s.rx_loss_pct,
-        s.jitter_ms,
-        s.input_level_db,
-        s.sas
-    )
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() { "none".into() } else { names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ") }
+}
+
+/// The status line's fields, most important first: what is dropped when
+/// the terminal is narrow goes from the end of this list. The code is one
+/// field, never split.
+fn status_line(s: &CallStats, elapsed: Duration, width: usize, hint: &str) -> String {
+    let time = format!("{:02}:{:02}", elapsed.as_secs() / 60, elapsed.as_secs() % 60);
+    let code = format!("code {}", s.sas);
+    let path = format!("path {}", s.path.map_or("…", |p| p.as_str()));
+    let rtt = format!("rtt {}", s.rtt_ms.map_or("-".to_owned(), |r| format!("{r} ms")));
+    let loss = format!("loss {:.1}%", s.rx_loss_pct);
+    let jitter = format!("jitter {} ms", s.jitter_ms);
+    let mic = format!("mic {:.0} dB", s.input_level_db);
+    // (display position, field) by importance.
+    let by_importance: [(u8, &str); 8] =
+        [(6, &code), (0, &time), (7, hint), (1, &path), (2, &rtt), (3, &loss), (4, &jitter), (5, &mic)];
+    let fits = |n: usize| {
+        let mut kept: Vec<(u8, &str)> = by_importance[..n].iter().copied().filter(|(_, f)| !f.is_empty()).collect();
+        kept.sort_by_key(|(pos, _)| *pos);
+        kept.into_iter().map(|(_, f)| f).collect::<Vec<_>>().join("  ")
+    };
+    // The last column stays free: writing into it wraps on some terminals.
+    for n in (1..=by_importance.len()).rev() {
+        let line = fits(n);
+        if line.chars().count() < width {
+            return line;
+        }
+    }
+    // Narrower than the code alone: the code all the same (unsplit).
+    code
 }
 
 fn stats_json(call: CallId, s: &CallStats, cause: &str) -> serde_json::Value {
@@ -139,146 +248,318 @@ fn stats_json(call: CallId, s: &CallStats, cause: &str) -> serde_json::Value {
     })
 }
 
-/// While a call runs on a terminal: `q` (or Ctrl-C) hangs up. The terminal
-/// is in raw mode meanwhile and restored when this drops.
-struct QuitKey {
-    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl QuitKey {
-    fn watch(stop: babel_media::engine::StopFlag) -> Option<QuitKey> {
-        use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers, poll, read};
-        if !std::io::stdin().is_terminal() || crossterm::terminal::enable_raw_mode().is_err() {
-            return None;
-        }
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = done.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                if !poll(Duration::from_millis(100)).unwrap_or(false) {
-                    continue;
-                }
-                if let Ok(TermEvent::Key(KeyEvent { code, modifiers, .. })) = read() {
-                    let ctrl_c = code == KeyCode::Char('c') && modifiers.contains(KeyModifiers::CONTROL);
-                    if matches!(code, KeyCode::Char('q') | KeyCode::Char('Q')) || ctrl_c {
-                        stop.cancel();
-                    }
-                }
-            }
-        });
-        Some(QuitKey { done, thread: Some(thread) })
+/// Why a call ended, for a person.
+fn ended_words(why: &str) -> &'static str {
+    match why {
+        "hangup" => "hung up",
+        "you_hung_up" => "you hung up",
+        "input_ended" => "the file was sent",
+        "duration" => "the --duration was reached",
+        "peer_vanished" => "nothing more came from the other side",
+        "declined" => "declined",
+        "timeout" => "nobody answered",
+        "disconnected" => "the other side lost its connection",
+        "answered_elsewhere" => "answered on another device",
+        "logout" => "the other side logged out",
+        "deleted" => "the other side's account was deleted",
+        _ => "ended",
     }
 }
 
-impl Drop for QuitKey {
-    fn drop(&mut self) {
-        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+/// A sentence about a finished call.
+fn call_summary(with: &str, stats: &CallStats, why: &str, length: Duration) -> String {
+    let mut paths: Vec<&str> = Vec::new();
+    for (_, p) in &stats.path_history {
+        if paths.last() != Some(&p.as_str()) {
+            paths.push(p.as_str());
         }
-        let _ = crossterm::terminal::disable_raw_mode();
     }
+    let path = if paths.is_empty() {
+        "no voice path was found".to_owned()
+    } else {
+        format!("voice went {}", paths.join(", then "))
+    };
+    format!(
+        "Call with {with} ended: {} after {:02}:{:02}; {path}; {:.1} % lost; code {}.",
+        ended_words(why),
+        length.as_secs() / 60,
+        length.as_secs() % 60,
+        stats.rx_loss_pct,
+        stats.sas
+    )
 }
 
-/// Runs a call's media until it ends, following the call's events.
+/// How a call's media ended.
+struct Ended {
+    json: serde_json::Value,
+    text: String,
+    /// Ctrl-C: the person wants the whole command to stop.
+    interrupted: bool,
+}
+
+/// Runs a call's media until it ends, following the call's events and the
+/// person's keys: `q` hangs up, Ctrl-C hangs up and stops, `i` invites.
 #[allow(clippy::too_many_arguments)]
 async fn run_media(
     client: &mut Client,
     events: &mut EventStream,
+    keys: &mut term::Input,
     call: CallId,
     prepared: Prepared,
     peers: Vec<PeerSetup>,
     relay: &RelayGrant,
     audio: &AudioArgs,
+    ready: &Ready,
     index: u32,
+    names: &mut HashMap<UserId, String>,
+    with: &str,
     show: bool,
-) -> Outcome {
+) -> Result<Ended, Failure> {
     let cfg = audio.config();
     let channel = client.connect_call(call).await.ok();
-    let input = audio.input(cfg.frame)?;
-    let output = audio.output(cfg.frame, index)?;
+    let input = audio.input(ready, cfg.frame, show)?;
+    let recording = audio.recording(index);
+    if let (Some(p), true) = (&recording, show) {
+        term::say(&format!("recording to {}", p.display()));
+    }
+    let output = audio.output(cfg.frame, index, show);
     let setup = prepared.into_call(peers, relay, channel);
     let (control, mut task) = spawn_call(setup, cfg, input, output);
     let start = tokio::time::Instant::now();
     let deadline = audio.duration.map(|d| start + Duration::from_secs_f64(d.max(0.0)));
-    let live = show && std::io::stderr().is_terminal();
-    // `q` hangs up whenever a person is at the keyboard, --json or not.
-    let _keys = QuitKey::watch(control.stop.clone());
+    let live = show && term::stderr_is_terminal();
+    let hint = if keys.interactive() { "q: hang up, i: invite" } else { "" };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ended_by_server: Option<EndReason> = None;
+    let mut why_local: Option<&str> = None;
+    let mut interrupted = false;
+    // The invite prompt, while one is typed.
+    let mut typing: Option<String> = None;
     let result = loop {
         tokio::select! {
             r = &mut task => break r,
             _ = tick.tick() => {
                 if live {
-                    eprint!("{}", status_line(&control.snapshot(), start.elapsed()));
+                    match &typing {
+                        Some(t) => term::status(&format!("invite (email, Enter: ring, Esc: cancel): {t}")),
+                        None => term::status(&status_line(&control.snapshot(), start.elapsed(), term::width(), hint)),
+                    }
                 }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    why_local = Some("duration");
                     control.stop.cancel();
                 }
             }
-            _ = tokio::signal::ctrl_c() => control.stop.cancel(),
+            key = keys.next() => match (key, typing.as_mut()) {
+                (term::Key::Interrupt, _) => {
+                    interrupted = true;
+                    why_local = Some("you_hung_up");
+                    control.stop.cancel();
+                }
+                (term::Key::Escape, Some(_)) => typing = None,
+                (term::Key::Enter, Some(t)) => {
+                    let email = std::mem::take(t);
+                    typing = None;
+                    invite(client, call, &email, names, show).await;
+                }
+                (term::Key::Backspace, Some(t)) => {
+                    t.pop();
+                }
+                (term::Key::Quit, Some(t)) => t.push('q'),
+                (term::Key::Char(c), Some(t)) => t.push(c),
+                (term::Key::Quit, None) => {
+                    why_local = Some("you_hung_up");
+                    control.stop.cancel();
+                }
+                (term::Key::Char('i' | 'I'), None) => typing = Some(String::new()),
+                _ => {}
+            },
             ev = events.next() => match ev {
                 Some(Ok(Event::Server(ServerEvent::CallEnded(c, reason)))) if c == call => {
                     ended_by_server = Some(reason);
                     control.stop.cancel();
                 }
                 Some(Ok(Event::Server(ev))) => {
+                    if show {
+                        match &ev {
+                            ServerEvent::ParticipantJoined(j) if j.call_id == call => {
+                                names.insert(j.peer.user.id, j.peer.user.name.clone());
+                                term::say(&format!("{} joined the call", j.peer.user.name));
+                            }
+                            ServerEvent::CallAccepted(j) if j.call_id == call => {
+                                names.insert(j.peer.user.id, j.peer.user.name.clone());
+                                term::say(&format!("{} joined the call", j.peer.user.name));
+                            }
+                            ServerEvent::ParticipantLeft(c, id) if *c == call => {
+                                term::say(&format!("{} left the call", name_of(names, *id)));
+                            }
+                            ServerEvent::CallDeclined(c, id) if *c == call => {
+                                term::say(&format!("{} did not join", name_of(names, *id)));
+                            }
+                            _ => {}
+                        }
+                    }
                     if let Some(c) = control_for(call, &ev) { control.send(c); }
                 }
+                Some(Ok(Event::Disconnected)) if show => {
+                    term::say("babel: connection to the server lost; reconnecting (the call goes on)…");
+                }
+                Some(Ok(Event::Reconnected)) if show => term::say("babel: connected to the server again"),
                 _ => {}
             },
         }
     };
-    drop(_keys);
     if live {
-        eprintln!();
+        term::say("");
     }
     if ended_by_server.is_none() {
         // We end it: tell the server (it may already be over).
         let _ = client.hangup(call).await;
     }
     let (stats, cause) = result.map_err(|e| anyhow::anyhow!("media task failed: {e}"))?.map_err(anyhow::Error::from)?;
-    let why = match (ended_by_server, cause) {
-        (Some(r), _) => r.as_str().to_owned(),
-        (None, EndCause::InputEnded) => "input_ended".into(),
-        (None, EndCause::Stopped) => "hangup".into(),
-        (None, EndCause::PeerVanished) => "peer_vanished".into(),
+    let why = match (ended_by_server, why_local, cause) {
+        (Some(r), _, _) => r.as_str(),
+        (None, Some(w), _) => w,
+        (None, None, EndCause::InputEnded) => "input_ended",
+        (None, None, EndCause::Stopped) => "hangup",
+        (None, None, EndCause::PeerVanished) => "peer_vanished",
     };
-    Ok(stats_json(call, &stats, &why))
+    let length = start.elapsed();
+    let mut text = call_summary(with, &stats, why, length);
+    let mut json = stats_json(call, &stats, why);
+    // Only a regular file is ever removed (`--output /dev/null` is not).
+    if let Some(p) = recording.filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())) {
+        // A call in which nothing was heard (a call that failed, a silent
+        // other side) leaves no recording behind: not one sample of it
+        // reaches -60 dBFS.
+        let heard = babel_media::audio::read_wav(&p).is_ok_and(|s| s.iter().any(|x| x.abs() >= 0.001));
+        if !heard {
+            let _ = std::fs::remove_file(&p);
+            text.push_str(&format!(" Nothing was heard, so {} was not kept.", p.display()));
+        } else {
+            text.push_str(&format!(" Recorded to {}.", p.display()));
+            json["recording"] = json!(p);
+        }
+    }
+    Ok(Ended { json, text, interrupted })
+}
+
+fn name_of(names: &HashMap<UserId, String>, id: UserId) -> String {
+    names.get(&id).cloned().unwrap_or_else(|| format!("user {id}"))
+}
+
+/// `invite EMAIL` during a call: rings a contact into it.
+async fn invite(client: &mut Client, call: CallId, email: &str, names: &mut HashMap<UserId, String>, show: bool) {
+    let say = |m: String| {
+        if show {
+            term::say(&m);
+        }
+    };
+    let email = match crate::email_arg(email) {
+        Ok(e) => e,
+        Err(e) => return say(format!("babel: {e}")),
+    };
+    let id = match crate::contact_id_by_email(client, &email, false).await {
+        Ok(id) => id,
+        Err(Failure::Refused(r) | Failure::Usage(r) | Failure::Unreachable(r)) => return say(format!("babel: {r}")),
+        Err(Failure::Other(e)) => return say(format!("babel: {e:#}")),
+    };
+    match client.invite(call, id).await {
+        Ok(()) => {
+            names.insert(id, email.clone());
+            say(format!("ringing {email} into the call…"));
+        }
+        Err(e) => say(format!("babel: could not invite {email}: {}", e.refusal().unwrap_or(&e.to_string()))),
+    }
 }
 
 /// `babel call EMAIL`.
-pub async fn call(mut client: Client, contact: UserId, audio: &AudioArgs, show: bool) -> Outcome {
+pub async fn call(
+    mut client: Client,
+    contact: UserId,
+    email: &str,
+    audio: &AudioArgs,
+    ready: Ready,
+    show: bool,
+) -> Outcome {
     let mut events = client.events().await?;
+    let mut keys = term::Input::start();
     let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
     let started = client.call(contact, prepared.media()).await?;
+    let call_id = started.call_id;
     if show {
-        eprintln!("ringing…");
+        let hint = if keys.interactive() { " (q: cancel)" } else { "" };
+        term::say(&format!("ringing {email}…{hint}"));
     }
-    let accepted = tokio::time::timeout(Duration::from_secs(90), async {
-        loop {
-            match events.next().await {
-                Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if j.call_id == started.call_id => {
-                    return Ok(j.peer);
+    let ring_deadline = tokio::time::sleep(Duration::from_secs(90));
+    tokio::pin!(ring_deadline);
+    let accepted = loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if j.call_id == call_id => break j.peer,
+                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == call_id => {
+                    let what = match r {
+                        EndReason::Declined => format!("{email} declined the call"),
+                        EndReason::Timeout => format!("{email} did not answer"),
+                        other => format!("the call ended before it was answered: {}", ended_words(other.as_str())),
+                    };
+                    return Err(Failure::Refused(what));
                 }
-                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == started.call_id => {
-                    return Err(Failure::Refused(format!("the call ended: {}", r.as_str())));
-                }
+                Some(Ok(Event::Disconnected)) if show => term::say("babel: connection to the server lost; reconnecting…"),
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(Failure::Other(anyhow::anyhow!("the event stream ended"))),
                 _ => {}
+            },
+            key = keys.next() => {
+                if matches!(key, term::Key::Quit | term::Key::Interrupt | term::Key::Escape) {
+                    let _ = client.hangup(call_id).await;
+                    return Ok(Done::new(
+                        json!({"call_id": call_id, "ended": "cancelled"}),
+                        format!("Cancelled the call to {email} before it was answered."),
+                    ));
+                }
+            }
+            () = &mut ring_deadline => {
+                let _ = client.hangup(call_id).await;
+                return Err(Failure::Refused(format!("{email} did not answer")));
             }
         }
-    })
-    .await
-    .map_err(|_| Failure::Refused("nobody answered".into()))??;
+    };
     let peer = peer_setup(&accepted).ok_or_else(|| Failure::Refused("the other side has no voice key".into()))?;
+    let with = accepted.user.name.clone();
     if show {
-        eprintln!("connected to {}; read the code on the status line to each other", accepted.user.name);
+        term::say(&format!("connected to {with}; read the code on the status line to each other"));
     }
-    run_media(&mut client, &mut events, started.call_id, prepared, vec![peer], &started.relay, audio, 0, show).await
+    let mut names = HashMap::from([(accepted.user.id, with.clone())]);
+    let end = run_media(
+        &mut client,
+        &mut events,
+        &mut keys,
+        call_id,
+        prepared,
+        vec![peer],
+        &started.relay,
+        audio,
+        &ready,
+        0,
+        &mut names,
+        &with,
+        show,
+    )
+    .await?;
+    Ok(Done::new(end.json, end.text))
+}
+
+/// Why a ringing call stopped ringing, for the "missed call" line.
+fn missed_words(r: EndReason) -> &'static str {
+    match r {
+        EndReason::Hangup => "they hung up",
+        EndReason::Timeout => "it rang out",
+        EndReason::AnsweredElsewhere => "answered on another device",
+        EndReason::Disconnected => "they lost their connection",
+        EndReason::Logout | EndReason::Deleted => "they went away",
+        EndReason::Declined => "declined",
+    }
 }
 
 /// `babel listen`.
@@ -287,54 +568,146 @@ pub async fn listen(
     auto_answer: bool,
     calls: Option<u32>,
     audio: &AudioArgs,
+    ready: Ready,
     show: bool,
 ) -> Outcome {
     let mut events = client.events().await?;
-    let mut done = Vec::new();
-    if show {
-        eprintln!("waiting for calls…");
-    }
-    while calls.is_none_or(|n| (done.len() as u32) < n) {
-        let incoming = match events.next().await {
-            Some(Ok(Event::Server(ServerEvent::IncomingCall(c)))) => c,
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(Failure::Other(anyhow::anyhow!("the event stream ended"))),
-            _ => continue,
-        };
-        let answer = auto_answer
-            || (std::io::stdin().is_terminal()
-                && ask(&format!("Answer {} <{}>? [y/N] ", incoming.caller.name, incoming.caller.email)));
-        if !answer {
-            let _ = client.decline_call(incoming.call_id).await;
-            continue;
+    let mut keys = term::Input::start();
+    let mut done: Vec<serde_json::Value> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    let waiting = |keys: &term::Input| {
+        if show {
+            term::say(if keys.interactive() { "waiting for calls… (q: quit)" } else { "waiting for calls…" });
         }
+    };
+    waiting(&keys);
+    // The call whose [y/N] question is on the screen.
+    let mut asking: Option<babel_proto::IncomingCall> = None;
+    let mut lost = false;
+    while calls.is_none_or(|n| (done.len() as u32) < n) {
+        let incoming = tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(Event::Server(ServerEvent::IncomingCall(c)))) => {
+                    if asking.is_some() {
+                        // One question at a time: a second caller hears busy.
+                        let _ = client.decline_call(c.call_id).await;
+                        continue;
+                    }
+                    if auto_answer {
+                        c
+                    } else if keys.interactive() {
+                        term::status(&format!("Answer {} <{}>? [y/N] ", c.caller.name, c.caller.email));
+                        asking = Some(c);
+                        continue;
+                    } else {
+                        if show {
+                            term::say(&format!(
+                                "declined a call from {} <{}>: no terminal to ask on (--auto-answer answers)",
+                                c.caller.name, c.caller.email
+                            ));
+                        }
+                        let _ = client.decline_call(c.call_id).await;
+                        continue;
+                    }
+                }
+                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) => {
+                    if let Some(a) = asking.take_if(|a| a.call_id == c) {
+                        if show {
+                            term::say(&format!("missed call from {} <{}> ({})", a.caller.name, a.caller.email, missed_words(r)));
+                        }
+                        waiting(&keys);
+                    }
+                    continue;
+                }
+                Some(Ok(Event::Disconnected)) => {
+                    if show && !lost {
+                        term::say("babel: connection to the server lost; reconnecting…");
+                    }
+                    lost = true;
+                    continue;
+                }
+                Some(Ok(Event::Reconnected)) => {
+                    if show {
+                        term::say("babel: connected to the server again");
+                    }
+                    lost = false;
+                    waiting(&keys);
+                    continue;
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(Failure::Other(anyhow::anyhow!("the event stream ended"))),
+                _ => continue,
+            },
+            key = keys.next() => match (key, asking.take()) {
+                (term::Key::Quit | term::Key::Interrupt, a) => {
+                    if let Some(a) = a {
+                        let _ = client.decline_call(a.call_id).await;
+                    }
+                    term::say("");
+                    break;
+                }
+                (term::Key::Char('y' | 'Y'), Some(a)) => {
+                    term::say(&format!("Answer {} <{}>? y", a.caller.name, a.caller.email));
+                    a
+                }
+                (_, Some(a)) => {
+                    term::say(&format!("Answer {} <{}>? n", a.caller.name, a.caller.email));
+                    let _ = client.decline_call(a.call_id).await;
+                    waiting(&keys);
+                    continue;
+                }
+                (_, None) => continue,
+            },
+        };
         let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
         let joined = match client.accept_call(incoming.call_id, prepared.media()).await {
             Ok(j) => j,
             Err(e) => {
                 if show {
-                    eprintln!("could not answer: {e}");
+                    term::say(&format!("could not answer: {}", e.refusal().unwrap_or(&e.to_string())));
                 }
+                waiting(&keys);
                 continue;
             }
         };
         let peers: Vec<PeerSetup> = joined.participants.iter().filter_map(peer_setup).collect();
+        let mut names: HashMap<UserId, String> =
+            joined.participants.iter().map(|p| (p.user.id, p.user.name.clone())).collect();
         let idx = done.len() as u32;
-        let stats =
-            run_media(&mut client, &mut events, incoming.call_id, prepared, peers, &joined.relay, audio, idx, show)
-                .await?;
+        let end = run_media(
+            &mut client,
+            &mut events,
+            &mut keys,
+            incoming.call_id,
+            prepared,
+            peers,
+            &joined.relay,
+            audio,
+            &ready,
+            idx,
+            &mut names,
+            &incoming.caller.name,
+            show,
+        )
+        .await?;
         if show {
-            eprintln!("call with {} ended ({})", incoming.caller.name, stats["ended"]);
+            term::say(&end.text);
         }
-        done.push(stats);
+        done.push(end.json);
+        texts.push(end.text);
+        if end.interrupted {
+            break;
+        }
+        if calls.is_none_or(|n| (done.len() as u32) < n) {
+            waiting(&keys);
+        }
     }
-    Ok(json!({ "calls": done }))
-}
-
-fn ask(question: &str) -> bool {
-    eprint!("{question}");
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).is_ok() && line.trim().eq_ignore_ascii_case("y")
+    let text = match done.len() {
+        0 => "No calls were answered.".to_owned(),
+        1 => "1 call answered.".to_owned(),
+        n => format!("{n} calls answered."),
+    };
+    Ok(Done::new(json!({ "calls": done }), text))
 }
 
 /// A phrase to send: spoken by espeak-ng when it is installed, else a
@@ -363,7 +736,10 @@ fn demo_phrase(dir: &std::path::Path) -> anyhow::Result<Vec<f32>> {
 
 /// `babel demo`: a server on loopback with a temporary database, two users
 /// who become contacts, a call that plays a phrase and records it.
-pub async fn demo(show: bool) -> Outcome {
+pub async fn demo(keep: Option<&Path>, show: bool) -> Outcome {
+    if let Some(p) = keep {
+        writable(p).map_err(|e| Failure::Usage(format!("--output {}: cannot write there ({e})", p.display())))?;
+    }
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let config = babel_server::Config {
         listen: "127.0.0.1:0".parse().context("address")?,
@@ -406,7 +782,9 @@ pub async fn demo(show: bool) -> Outcome {
         }
     };
     let phrase = demo_phrase(dir.path())?;
-    let recording = std::env::temp_dir().join(format!("babel-demo-{}.wav", std::process::id()));
+    // The recording lives in the demo's temporary folder (gone when it
+    // ends) unless --output asks to keep it.
+    let recording = keep.map_or_else(|| dir.path().join("recording.wav"), Path::to_path_buf);
     let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
     let a_setup = pa.into_call(
         peer_setup(&accepted).into_iter().collect(),
@@ -431,20 +809,66 @@ pub async fn demo(show: bool) -> Outcome {
     let _ = alice.hangup(started.call_id).await;
     cb.stop.cancel();
     let (b_stats, _) = tb.await.map_err(|e| anyhow::anyhow!("{e}"))?.map_err(anyhow::Error::from)?;
-    say(&format!(
-        "done: path {}, rtt {} ms, loss {:.1} %, {} frames received, short authentication string {} (same on both sides: {})",
-        a_stats.path.map_or("none", |p| p.as_str()),
+    let summary = format!(
+        "Done: voice went {}, {} ms round trip, {:.1} % lost, {} frames received; the security code was {} on both sides{}.",
+        a_stats.path.map_or("nowhere", |p| p.as_str()),
         a_stats.rtt_ms.unwrap_or_default(),
         b_stats.rx_loss_pct,
         b_stats.received,
         a_stats.sas,
-        a_stats.sas == b_stats.sas
-    ));
-    say(&format!("bob's recording: {}", recording.display()));
+        if a_stats.sas == b_stats.sas { "" } else { " (they differ: something is wrong)" }
+    );
     server.shutdown().await;
-    Ok(json!({
+    let mut json = json!({
         "caller": stats_json(started.call_id, &a_stats, "input_ended"),
         "callee": stats_json(started.call_id, &b_stats, "hangup"),
-        "recording": recording,
-    }))
+    });
+    let text = match keep {
+        Some(p) => {
+            json["recording"] = json!(p);
+            format!("{summary}\nBob's recording: {}", p.display())
+        }
+        None => format!("{summary}\n(`babel demo --output FILE.wav` keeps Bob's recording.)"),
+    };
+    Ok(Done::new(json, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> CallStats {
+        CallStats {
+            path: Some(babel_media::engine::Path::Relay),
+            rtt_ms: Some(123),
+            rx_loss_pct: 12.5,
+            jitter_ms: 45,
+            input_level_db: -23.4,
+            sas: "123 456".into(),
+            ..CallStats::default()
+        }
+    }
+
+    #[test]
+    fn the_status_line_fits_the_width_and_never_splits_the_code() {
+        let hint = "q: hang up, i: invite";
+        let t = Duration::from_secs(75);
+        let wide = status_line(&stats(), t, 200, hint);
+        for field in
+            ["01:15", "path relay", "rtt 123 ms", "loss 12.5%", "jitter 45 ms", "mic -23 dB", "code 123 456", hint]
+        {
+            assert!(wide.contains(field), "{field} in {wide}");
+        }
+        for width in [20, 30, 40, 60, 80, 100] {
+            let line = status_line(&stats(), t, width, hint);
+            assert!(line.chars().count() < width, "{width}: {line:?}");
+            assert!(line.contains("code 123 456"), "{width}: {line:?}");
+        }
+        // The less important go first: at 80 columns the time, the code
+        // and the path stay.
+        let line = status_line(&stats(), t, 80, hint);
+        assert!(line.starts_with("01:15") && line.contains("path relay"), "{line}");
+        // Narrower than anything: the code alone.
+        assert_eq!(status_line(&stats(), t, 10, hint), "code 123 456");
+    }
 }

@@ -1,18 +1,22 @@
 //! `babel`: every Babel feature from a terminal, scriptable.
 //!
-//! Exit codes: 0 ok, 1 refused by the server (its reason on stderr), 2 usage,
-//! 3 cannot reach the server.
+//! Exit codes: 0 ok, 1 refused by the server (its reason on stderr), 2 usage
+//! (a mistake on this side: arguments, not logged in, a file that will not
+//! do), 3 cannot reach the server (or it is not a Babel server).
 
 mod calls;
+mod quiet;
 mod session;
+mod term;
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use babel_client::{Client, ClientError, Endpoint, TlsOptions, Trust};
-use babel_proto::{ContactRef, ReplyError};
+use babel_client::{Client, ClientError, Endpoint, ServerAddr, TlsOptions, Trust};
+use babel_proto::{ContactRef, Presence, ReplyError};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::json;
 
@@ -46,6 +50,7 @@ enum Command {
     /// Create an account (password prompted on a terminal, else read from stdin).
     Register {
         /// Email address.
+        #[arg(value_parser = email_arg)]
         email: String,
         /// Display name [default: the email's local part].
         #[arg(long)]
@@ -54,25 +59,36 @@ enum Command {
     /// Log in; the session is kept in the home directory.
     Login {
         /// Email address.
+        #[arg(value_parser = email_arg)]
         email: String,
     },
     /// End this session.
     Logout,
-    /// Delete the account everywhere.
-    DeleteAccount,
+    /// Who is logged in here, on which server, and whether the session holds.
+    Whoami,
+    /// Delete the account everywhere (asks for the password on a terminal;
+    /// scripts give it on stdin and add --yes).
+    DeleteAccount {
+        /// Do not ask on a terminal: the password comes from stdin.
+        #[arg(long)]
+        yes: bool,
+    },
     /// List contacts with presence, or manage them.
     Contacts {
         #[command(subcommand)]
         action: Option<ContactsCommand>,
     },
-    /// Call a contact.
+    /// Call a contact (`q` cancels while it rings and hangs up later; `i`
+    /// invites another contact into the call).
     Call {
         /// The contact's email.
+        #[arg(value_parser = email_arg)]
         email: String,
         #[command(flatten)]
         audio: calls::AudioArgs,
     },
-    /// Wait for calls (and answer them with --auto-answer).
+    /// Wait for calls (and answer them with --auto-answer); `q` or Ctrl-C
+    /// stops.
     Listen {
         /// Answer every call without asking.
         #[arg(long)]
@@ -85,8 +101,13 @@ enum Command {
     },
     /// Audio input and output devices.
     Devices,
-    /// Everything end to end on this machine: a server, two users, a call.
-    Demo,
+    /// Everything end to end on this machine: its own server on loopback,
+    /// two users, a call (--server does not apply).
+    Demo {
+        /// Keep the callee's recording in this WAV file.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -99,31 +120,45 @@ enum ContactsCommand {
     /// Ask someone to be a contact.
     Add {
         /// Their email.
+        #[arg(value_parser = email_arg)]
         email: String,
     },
     /// Remove a contact (or cancel a request).
     Remove {
         /// Their email.
+        #[arg(value_parser = email_arg)]
         email: String,
     },
     /// Accept a contact request.
     Accept {
         /// The asker's email.
+        #[arg(value_parser = email_arg)]
         email: String,
     },
     /// Decline a contact request.
     Decline {
         /// The asker's email.
+        #[arg(value_parser = email_arg)]
         email: String,
     },
     /// Requests waiting for my answer.
     Requests,
 }
 
+/// An email as the server stores it (trimmed, lowercase), or a usage error.
+fn email_arg(s: &str) -> Result<String, String> {
+    babel_server::routes::accounts::normalize_email(s).map_err(|_| format!("`{}` is not an email address", s.trim()))
+}
+
+/// How long the server may take to answer a request: a silent peer (an
+/// HTTP server waiting for a request line) is given up on within this.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// A failure, sorted by the exit code it maps to.
 #[derive(Debug)]
 enum Failure {
     Refused(String),
+    Usage(String),
     Unreachable(String),
     Other(anyhow::Error),
 }
@@ -131,9 +166,16 @@ enum Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Connect { .. } | ClientError::Untrusted { .. } | ClientError::Address(_) => {
-                Failure::Unreachable(e.to_string())
-            }
+            ClientError::Connect { .. } | ClientError::Untrusted { .. } => Failure::Unreachable(e.to_string()),
+            ClientError::Address(a) => Failure::Usage(a),
+            ClientError::NotLoggedIn => Failure::Usage("not logged in: run `babel login EMAIL` first".into()),
+            ClientError::Protocol(detail) => Failure::Unreachable(format!(
+                "this is not a Babel server: its answer does not follow Babel's protocol ({detail})"
+            )),
+            ClientError::Timeout(t) => Failure::Unreachable(format!(
+                "the server did not answer within {} s: it is overloaded, or this is not a Babel server",
+                t.as_secs()
+            )),
             ClientError::Server(ReplyError::Refused(r)) => Failure::Refused(r),
             ClientError::Server(ReplyError::Unauthorized) => {
                 Failure::Refused("wrong password, or the session has ended: log in again".into())
@@ -152,7 +194,20 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-type Outcome = Result<serde_json::Value, Failure>;
+/// What a command did: the data for `--json`, sentences for people.
+#[derive(Debug)]
+pub struct Done {
+    json: serde_json::Value,
+    text: String,
+}
+
+impl Done {
+    fn new(json: serde_json::Value, text: impl Into<String>) -> Done {
+        Done { json, text: text.into() }
+    }
+}
+
+type Outcome = Result<Done, Failure>;
 
 fn read_password(prompt: &str) -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
@@ -165,17 +220,16 @@ fn read_password(prompt: &str) -> anyhow::Result<String> {
 }
 
 async fn logged_in(cli: &Cli, home: &Home) -> Result<Client, Failure> {
-    let session =
-        home.load()?.ok_or_else(|| Failure::Refused("not logged in: run `babel login EMAIL` first".into()))?;
+    let session = home.load()?.ok_or_else(|| Failure::Usage("not logged in: run `babel login EMAIL` first".into()))?;
     let server = if cli.server_given() { cli.server.clone() } else { session.server.clone() };
-    let client = Client::resume_at(cli.endpoint(home, &server)?, session.info).await?;
+    let client = Client::resume_at(cli.endpoint(home, &server)?, session.info).await?.with_timeout(ANSWER_TIMEOUT);
     report_first_use(&client);
     Ok(client)
 }
 
 /// Connects to `--server` (for `register` and `login`).
 async fn connect(cli: &Cli, home: &Home) -> Result<Client, Failure> {
-    let client = Client::connect_to(cli.endpoint(home, &cli.server)?).await?;
+    let client = Client::connect_to(cli.endpoint(home, &cli.server)?).await?.with_timeout(ANSWER_TIMEOUT);
     report_first_use(&client);
     Ok(client)
 }
@@ -199,13 +253,21 @@ impl Cli {
         Ok(Endpoint::with_tls(server, Arc::new(tls))?)
     }
 
-    fn server_given(&self) -> bool {
+    fn server_flag_given() -> bool {
         std::env::args().any(|a| a == "--server" || a.starts_with("--server="))
-            || std::env::var_os("BABEL_SERVER").is_some()
+    }
+
+    fn server_given(&self) -> bool {
+        Self::server_flag_given() || std::env::var_os("BABEL_SERVER").is_some()
     }
 }
 
-async fn contact_id_by_email(
+/// A server address that cannot work is the user's mistake (exit 2).
+fn check_server(server: &str) -> Result<(), Failure> {
+    server.parse::<ServerAddr>().map(|_| ()).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+pub(crate) async fn contact_id_by_email(
     client: &mut Client,
     email: &str,
     pending_only: bool,
@@ -228,130 +290,267 @@ async fn contact_id_by_email(
 
 async fn run(cli: &Cli) -> Outcome {
     let home = Home::new(cli.home.clone())?;
+    let needs_server = !matches!(cli.command, Command::Devices | Command::Demo { .. } | Command::Completions { .. });
+    if needs_server {
+        check_server(&cli.server)?;
+    }
     match &cli.command {
         Command::Register { email, name } => {
             let password = read_password("Choose a password: ")?;
             let mut c = connect(cli, &home).await?;
             let s = c.create(email, &password, name.as_deref()).await?;
             home.save(&cli.server, &s)?;
-            Ok(json!({"id": s.id, "name": s.name, "email": s.email}))
+            let text = format!("Created the account {} <{}> and logged in.", s.name, s.email);
+            Ok(Done::new(json!({"id": s.id, "name": s.name, "email": s.email}), text))
         }
         Command::Login { email } => {
             let password = read_password("Password: ")?;
             let mut c = connect(cli, &home).await?;
             let s = c.login(email, &password).await?;
             home.save(&cli.server, &s)?;
-            Ok(json!({"id": s.id, "name": s.name, "email": s.email}))
+            let text = format!("Logged in as {} <{}>.", s.name, s.email);
+            Ok(Done::new(json!({"id": s.id, "name": s.name, "email": s.email}), text))
         }
         Command::Logout => {
             let mut c = logged_in(cli, &home).await?;
+            let me = c.session().map(|s| s.email.clone()).unwrap_or_default();
             c.logout().await?;
             home.forget()?;
-            Ok(json!({"logged_out": true}))
+            Ok(Done::new(json!({"logged_out": true}), format!("Logged out ({me}).")))
         }
-        Command::DeleteAccount => {
-            let mut c = logged_in(cli, &home).await?;
-            c.delete_account().await?;
-            home.forget()?;
-            Ok(json!({"deleted": true}))
-        }
+        Command::Whoami => whoami(cli, &home).await,
+        Command::DeleteAccount { yes } => delete_account(cli, &home, *yes).await,
         Command::Contacts { action } => {
             let mut c = logged_in(cli, &home).await?;
-            match action {
-                None => Ok(serde_json::to_value(c.contacts().await?).map_err(anyhow::Error::from)?),
-                Some(ContactsCommand::Add { email }) => {
-                    c.add_contact(email).await?;
-                    Ok(json!({"requested": email}))
-                }
-                Some(ContactsCommand::Remove { email }) => {
-                    c.remove_contact(ContactRef::Email(email.clone())).await?;
-                    Ok(json!({"removed": email}))
-                }
-                Some(ContactsCommand::Accept { email }) => {
-                    let id = contact_id_by_email(&mut c, email, true).await?;
-                    c.accept_contact(id).await?;
-                    Ok(json!({"accepted": email}))
-                }
-                Some(ContactsCommand::Decline { email }) => {
-                    let id = contact_id_by_email(&mut c, email, true).await?;
-                    c.decline_contact(id).await?;
-                    Ok(json!({"declined": email}))
-                }
-                Some(ContactsCommand::Requests) => {
-                    Ok(serde_json::to_value(c.contact_requests().await?).map_err(anyhow::Error::from)?)
-                }
-            }
+            contacts(&mut c, action.as_ref()).await
         }
         Command::Call { email, audio } => {
+            let ready = audio.check()?;
             let mut c = logged_in(cli, &home).await?;
             let id = contact_id_by_email(&mut c, email, false).await?;
-            calls::call(c, id, audio, !cli.json).await
+            calls::call(c, id, email, audio, ready, !cli.json).await
         }
         Command::Listen { auto_answer, calls: n, audio } => {
+            let ready = audio.check()?;
             let c = logged_in(cli, &home).await?;
-            calls::listen(c, *auto_answer, *n, audio, !cli.json).await
+            calls::listen(c, *auto_answer, *n, audio, ready, !cli.json).await
         }
-        Command::Devices => {
-            let inputs = babel_media::device::list_inputs().map_err(anyhow::Error::from)?;
-            let outputs = babel_media::device::list_outputs().map_err(anyhow::Error::from)?;
-            let show = |d: &babel_media::device::DeviceInfo| json!({"name": d.name, "default": d.is_default, "sample_rate": d.sample_rate, "channels": d.channels});
-            Ok(json!({
-                "inputs": inputs.iter().map(show).collect::<Vec<_>>(),
-                "outputs": outputs.iter().map(show).collect::<Vec<_>>(),
-            }))
+        Command::Devices => devices(),
+        Command::Demo { output } => {
+            if Cli::server_flag_given() {
+                return Err(Failure::Usage(
+                    "`babel demo` runs its own server on loopback; --server does not apply to it".into(),
+                ));
+            }
+            calls::demo(output.as_deref(), !cli.json).await
         }
-        Command::Demo => calls::demo(!cli.json).await,
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "babel", &mut std::io::stdout());
-            Ok(serde_json::Value::Null)
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "babel", &mut buf);
+            write_stdout(&buf);
+            Ok(Done::new(serde_json::Value::Null, ""))
         }
     }
 }
 
-/// Prints a result for a person (plain) or a script (`--json`).
-fn print(json_mode: bool, value: &serde_json::Value) {
-    if value.is_null() {
-        return;
+/// `babel whoami`: the account, the server, and whether the session holds.
+async fn whoami(cli: &Cli, home: &Home) -> Outcome {
+    let saved = home.load()?.ok_or_else(|| Failure::Usage("not logged in: run `babel login EMAIL` first".into()))?;
+    let server = if cli.server_given() { cli.server.clone() } else { saved.server.clone() };
+    let mut c = logged_in(cli, home).await?;
+    // Any authenticated request tells whether the session still holds.
+    let (valid, list) = match c.contacts().await {
+        Ok(list) => (true, list),
+        Err(ClientError::Server(ReplyError::Unauthorized)) => (false, Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let info = &saved.info;
+    if !valid {
+        return Err(Failure::Refused(format!(
+            "{} <{}> on {server}: that session has ended; run `babel login {}`",
+            info.name, info.email, info.email
+        )));
     }
+    let contacts = list.iter().filter(|e| e.status != Presence::Pending).count();
+    let online = list.iter().filter(|e| matches!(e.status, Presence::Online | Presence::Busy)).count();
+    let json = json!({
+        "id": info.id, "name": info.name, "email": info.email, "server": server, "session": "valid",
+        "contacts": contacts, "contacts_online": online,
+    });
+    let text = format!(
+        "{} <{}> on {server}.\nYour contacts see you online while `babel listen` or a call runs; \
+         {online} of your {contacts} contacts are online now.",
+        info.name, info.email
+    );
+    Ok(Done::new(json, text))
+}
+
+/// `babel delete-account`: only with the password, asked on a terminal.
+async fn delete_account(cli: &Cli, home: &Home, yes: bool) -> Outcome {
+    let interactive = std::io::stdin().is_terminal() && !yes;
+    if !interactive && !yes {
+        return Err(Failure::Usage(
+            "deleting an account cannot be undone: on a terminal babel asks for the password; \
+             a script gives the password on stdin and adds --yes"
+                .into(),
+        ));
+    }
+    let mut c = logged_in(cli, home).await?;
+    let me = c.session().map(|s| s.email.clone()).unwrap_or_default();
+    let password = if interactive {
+        rpassword::prompt_password(format!("This deletes {me} everywhere, for good. Password: "))
+            .map_err(anyhow::Error::from)?
+    } else {
+        read_password("")?
+    };
+    if password.is_empty() {
+        return Err(Failure::Usage("no password given: nothing was deleted".into()));
+    }
+    c.delete_account_with_password(&password).await.map_err(|e| match e {
+        ClientError::Server(ReplyError::Refused(r)) => Failure::Refused(format!("{r}: nothing was deleted")),
+        other => other.into(),
+    })?;
+    home.forget()?;
+    Ok(Done::new(json!({"deleted": true}), format!("Deleted the account {me}.")))
+}
+
+/// `babel contacts …`.
+async fn contacts(c: &mut Client, action: Option<&ContactsCommand>) -> Outcome {
+    match action {
+        None => {
+            let list = c.contacts().await?;
+            let waiting = c.contact_requests().await?;
+            let mut text = String::new();
+            if list.is_empty() {
+                text.push_str("No contacts yet: `babel contacts add EMAIL` asks someone.\n");
+            }
+            for e in &list {
+                let status = if e.status == Presence::Pending { "asked" } else { e.status.as_str() };
+                text.push_str(&format!("{status:<8} {} <{}>\n", e.user.name, e.user.email));
+            }
+            if !waiting.is_empty() {
+                let who: Vec<String> = waiting.iter().map(|u| format!("{} <{}>", u.name, u.email)).collect();
+                let n = if waiting.len() == 1 {
+                    "1 request is".to_owned()
+                } else {
+                    format!("{} requests are", waiting.len())
+                };
+                text.push_str(&format!(
+                    "{n} waiting for your answer: {} (`babel contacts accept EMAIL`)",
+                    who.join(", ")
+                ));
+            }
+            Ok(Done::new(serde_json::to_value(list).map_err(anyhow::Error::from)?, text.trim_end()))
+        }
+        Some(ContactsCommand::Add { email }) => {
+            c.add_contact(email).await?;
+            Ok(Done::new(
+                json!({"requested": email}),
+                format!("Asked {email} to be your contact; they show as \"asked\" until they accept."),
+            ))
+        }
+        Some(ContactsCommand::Remove { email }) => {
+            c.remove_contact(ContactRef::Email(email.clone())).await?;
+            Ok(Done::new(json!({"removed": email}), format!("Removed {email}.")))
+        }
+        Some(ContactsCommand::Accept { email }) => {
+            let id = contact_id_by_email(c, email, true).await?;
+            c.accept_contact(id).await?;
+            Ok(Done::new(json!({"accepted": email}), format!("{email} is now a contact.")))
+        }
+        Some(ContactsCommand::Decline { email }) => {
+            let id = contact_id_by_email(c, email, true).await?;
+            c.decline_contact(id).await?;
+            Ok(Done::new(json!({"declined": email}), format!("Declined {email}'s request.")))
+        }
+        Some(ContactsCommand::Requests) => {
+            let reqs = c.contact_requests().await?;
+            let text = if reqs.is_empty() {
+                "No requests are waiting.".to_owned()
+            } else {
+                reqs.iter()
+                    .map(|u| format!("{} <{}> wants to be your contact", u.name, u.email))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            Ok(Done::new(serde_json::to_value(reqs).map_err(anyhow::Error::from)?, text))
+        }
+    }
+}
+
+/// `babel devices`.
+fn devices() -> Outcome {
+    use babel_media::device::DeviceInfo;
+    let inputs = babel_media::device::list_inputs().map_err(anyhow::Error::from)?;
+    let outputs = babel_media::device::list_outputs().map_err(anyhow::Error::from)?;
+    let show = |d: &DeviceInfo| json!({"name": d.name, "default": d.is_default, "sample_rate": d.sample_rate, "channels": d.channels});
+    let list = |kind: &str, ds: &[DeviceInfo]| {
+        let mut t = format!("{kind}:");
+        if ds.is_empty() {
+            t.push_str(" none");
+        }
+        for d in ds {
+            t.push_str(&format!("\n  {}{}", d.name, if d.is_default { " (default)" } else { "" }));
+        }
+        t
+    };
+    let text = format!("{}\n{}", list("Microphones", &inputs), list("Speakers", &outputs));
+    Ok(Done::new(
+        json!({
+            "inputs": inputs.iter().map(show).collect::<Vec<_>>(),
+            "outputs": outputs.iter().map(show).collect::<Vec<_>>(),
+        }),
+        text,
+    ))
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
+}
+
+/// Prints a result for a person (sentences) or a script (`--json`).
+fn print(json_mode: bool, done: &Done) {
     if json_mode {
-        println!("{value}");
-        return;
-    }
-    match value {
-        serde_json::Value::Array(rows) if rows.is_empty() => println!("(none)"),
-        serde_json::Value::Array(rows) => {
-            for r in rows {
-                let email = r["email"].as_str().unwrap_or_default();
-                let name = r["name"].as_str().unwrap_or_default();
-                match r["status"].as_str() {
-                    Some(st) => println!("{st:<8} {name} <{email}>"),
-                    None => println!("{name} <{email}>"),
-                }
-            }
+        if !done.json.is_null() {
+            write_stdout(format!("{}\n", done.json).as_bytes());
         }
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                match v {
-                    serde_json::Value::String(s) => println!("{k}: {s}"),
-                    serde_json::Value::Array(items) => {
-                        println!("{k}:");
-                        for i in items {
-                            println!(
-                                "  {}",
-                                i.get("name").and_then(|n| n.as_str()).map_or(i.to_string(), str::to_owned)
-                            );
-                        }
-                    }
-                    other => println!("{k}: {other}"),
-                }
-            }
-        }
-        other => println!("{other}"),
+    } else if !done.text.is_empty() {
+        write_stdout(format!("{}\n", done.text).as_bytes());
     }
+}
+
+/// Prints a failure: the message on stderr, and under `--json` the same as
+/// a JSON document on stdout.
+fn report(json_mode: bool, msg: &str) {
+    if json_mode {
+        write_stdout(format!("{}\n", json!({"error": msg})).as_bytes());
+    }
+    term::say(&format!("babel: {msg}"));
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    term::remember_stderr();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let json_mode = std::env::args().any(|a| a == "--json");
+            if json_mode && !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let detail = e.to_string();
+                let first = detail.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+                write_stdout(format!("{}\n", json!({"error": first})).as_bytes());
+            }
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    // ALSA's own lines must not reach the terminal: only the commands that
+    // open devices pay for the filter.
+    let filter = matches!(cli.command, Command::Call { .. } | Command::Listen { .. } | Command::Devices)
+        .then(quiet::StderrFilter::install)
+        .flatten();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BABEL_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -363,31 +562,30 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(&cli)) {
-        Ok(v) => {
-            print(cli.json, &v);
+    let outcome = runtime.block_on(run(&cli));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let code = match outcome {
+        Ok(done) => {
+            print(cli.json, &done);
             ExitCode::SUCCESS
         }
         Err(Failure::Refused(reason)) => {
-            if cli.json {
-                println!("{}", json!({"error": reason}));
-            }
-            eprintln!("babel: {reason}");
+            report(cli.json, &reason);
             ExitCode::from(1)
         }
+        Err(Failure::Usage(msg)) => {
+            report(cli.json, &msg);
+            ExitCode::from(2)
+        }
         Err(Failure::Unreachable(msg)) => {
-            if cli.json {
-                println!("{}", json!({"error": msg}));
-            }
-            eprintln!("babel: {msg}");
+            report(cli.json, &msg);
             ExitCode::from(3)
         }
         Err(Failure::Other(e)) => {
-            if cli.json {
-                println!("{}", json!({"error": format!("{e:#}")}));
-            }
-            eprintln!("babel: {e:#}");
+            report(cli.json, &format!("{e:#}"));
             ExitCode::from(1)
         }
-    }
+    };
+    drop(filter);
+    code
 }

@@ -16,6 +16,10 @@ use crate::{Backoff, ClientError, Result};
 pub enum Event {
     /// An event from the server (`/ping` is consumed, not yielded).
     Server(ServerEvent),
+    /// The connection was lost (the server closed it or went away); the
+    /// stream is reconnecting, and says [`Event::Reconnected`] when it is
+    /// back. Sent once per loss, at once, so a program can say so.
+    Disconnected,
     /// The connection was lost and is back: events may have been missed,
     /// so re-read whatever state is shown (contacts, calls).
     Reconnected,
@@ -103,14 +107,18 @@ impl EventStream {
                 }
                 // Closed, broken or silent: lost until a new subscription.
                 up_tx.send_replace(false);
+                if tx.send(Ok(Event::Disconnected)).await.is_err() {
+                    return;
+                }
             }
         });
         Ok(EventStream { rx, up, task })
     }
 
     /// Whether the stream's connection is up now (`false` from the moment
-    /// it was lost until it is back, which [`Event::Reconnected`] also
-    /// says); `changed()` on it wakes on every loss and return.
+    /// it was lost until it is back, which [`Event::Disconnected`] and
+    /// [`Event::Reconnected`] also say in the stream's order);
+    /// `changed()` on it wakes on every loss and return.
     pub fn connection(&self) -> watch::Receiver<bool> {
         self.up.clone()
     }
@@ -125,7 +133,7 @@ impl EventStream {
         loop {
             match self.next().await? {
                 Ok(Event::Server(e)) => return Some(Ok(e)),
-                Ok(Event::Reconnected) => continue,
+                Ok(Event::Reconnected | Event::Disconnected) => continue,
                 Err(e) => return Some(Err(e)),
             }
         }

@@ -270,9 +270,18 @@ impl Client {
         Ok(())
     }
 
-    /// Deletes the account everywhere.
+    /// Deletes the account everywhere (the seed's way: the token is enough).
     pub async fn delete_account(&mut self) -> Result<()> {
-        let req = ClientRequest::Delete(self.creds()?);
+        let req = ClientRequest::Delete { auth: self.creds()?, password: None };
+        self.request(&req).await?.ok()?;
+        self.session = None;
+        Ok(())
+    }
+
+    /// Deletes the account everywhere if `password` is its password (a 403
+    /// refusal otherwise).
+    pub async fn delete_account_with_password(&mut self, password: &str) -> Result<()> {
+        let req = ClientRequest::Delete { auth: self.creds()?, password: Some(Secret::new(password)) };
         self.request(&req).await?.ok()?;
         self.session = None;
         Ok(())

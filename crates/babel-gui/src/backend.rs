@@ -686,6 +686,8 @@ impl Backend {
                 self.refresh().await;
                 return;
             }
+            // (The stream reconnects by itself and says so.)
+            Some(Ok(Event::Disconnected)) => return,
             Some(Err(e)) => {
                 self.events = None;
                 self.connection = None;

@@ -145,7 +145,7 @@ async fn talk(call_id: CallId, setup: CallSetup, events: &mut babel_client::Even
                     control.send(c);
                 }
             }
-            Some(Ok(Event::Reconnected)) => {}
+            Some(Ok(Event::Reconnected | Event::Disconnected)) => {}
             Some(Err(_)) | None => break,
         }
     }

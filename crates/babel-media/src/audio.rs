@@ -52,6 +52,11 @@ pub trait AudioOutput: Send {
     fn finish(&mut self) -> Result<(), AudioError> {
         Ok(())
     }
+    /// Whether frames still go somewhere: a sound card that was unplugged
+    /// answers false (see [`crate::device::FallbackOutput`]).
+    fn is_alive(&self) -> bool {
+        true
+    }
 }
 
 /// Converts mono samples from one rate to another.

@@ -7,8 +7,11 @@
 //! lock, no allocation, no waiting on the audio thread. Resampling (rubato)
 //! and channel mixing happen on the engine's side of the ring.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, Sample, SampleFormat, SizedSample};
@@ -243,6 +246,7 @@ impl AudioInput for DeviceInput {
 pub struct DeviceOutput {
     prod: HeapProd<f32>,
     resampler: Option<FftFixedIn<f32>>,
+    gone: Arc<AtomicBool>,
     _thread: StreamThread,
 }
 
@@ -256,6 +260,7 @@ fn output_stream<T: SizedSample + FromSample<f32>>(
     device: &cpal::Device,
     config: &cpal::StreamConfig,
     mut cons: HeapCons<f32>,
+    gone: Arc<AtomicBool>,
 ) -> Result<cpal::Stream, DeviceError> {
     let channels = usize::from(config.channels.max(1));
     device
@@ -268,7 +273,12 @@ fn output_stream<T: SizedSample + FromSample<f32>>(
                     frame.fill(T::from_sample(s));
                 }
             },
-            |e| tracing::warn!(error = %e, "audio output error"),
+            move |e| {
+                if matches!(e, cpal::StreamError::DeviceNotAvailable) {
+                    gone.store(true, Ordering::Relaxed);
+                }
+                tracing::debug!(error = %e, "audio output error");
+            },
             None,
         )
         .map_err(backend)
@@ -279,6 +289,8 @@ impl DeviceOutput {
     pub fn open(name: Option<&str>, frame_samples: usize) -> Result<DeviceOutput, DeviceError> {
         let name = name.map(str::to_owned);
         let (info_tx, info_rx) = std_mpsc::channel();
+        let gone = Arc::new(AtomicBool::new(false));
+        let flag = gone.clone();
         let thread = stream_thread(move || {
             let device = find(false, name.as_deref())?;
             let supported = device.default_output_config().map_err(backend)?;
@@ -287,9 +299,9 @@ impl DeviceOutput {
             let _ = info_tx.send((rate, prod));
             let config = supported.config();
             match supported.sample_format() {
-                SampleFormat::F32 => output_stream::<f32>(&device, &config, cons),
-                SampleFormat::I16 => output_stream::<i16>(&device, &config, cons),
-                SampleFormat::U16 => output_stream::<u16>(&device, &config, cons),
+                SampleFormat::F32 => output_stream::<f32>(&device, &config, cons, flag),
+                SampleFormat::I16 => output_stream::<i16>(&device, &config, cons, flag),
+                SampleFormat::U16 => output_stream::<u16>(&device, &config, cons, flag),
                 other => Err(DeviceError::Backend(format!("unsupported sample format {other}"))),
             }
         })?;
@@ -298,11 +310,15 @@ impl DeviceOutput {
             .then(|| FftFixedIn::<f32>::new(SAMPLE_RATE as usize, rate as usize, frame_samples, 2, 1))
             .transpose()
             .map_err(backend)?;
-        Ok(DeviceOutput { prod, resampler, _thread: thread })
+        Ok(DeviceOutput { prod, resampler, gone, _thread: thread })
     }
 }
 
 impl AudioOutput for DeviceOutput {
+    fn is_alive(&self) -> bool {
+        !self.gone.load(Ordering::Relaxed)
+    }
+
     fn write(&mut self, frame: &[f32]) {
         match self.resampler.as_mut() {
             None => {
@@ -317,9 +333,244 @@ impl AudioOutput for DeviceOutput {
     }
 }
 
+/// Opens a loudspeaker (or anything else frames can go to).
+pub type OpenOutput = Box<dyn FnMut() -> Result<Box<dyn AudioOutput>, DeviceError> + Send>;
+
+/// An opening attempt's result, with the opener back.
+type Attempt = (OpenOutput, Result<Box<dyn AudioOutput>, DeviceError>);
+
+/// What a [`FallbackOutput`] has to say, once per change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputNotice {
+    /// There is no loudspeaker (or it went away): the sound is discarded
+    /// until one can be opened again.
+    Lost(String),
+    /// A loudspeaker is playing again.
+    Found,
+}
+
+/// A loudspeaker that never ends a call: when none can be opened, or the
+/// one playing goes away, frames are discarded, the owner is told once, and
+/// a device is looked for again every [`FallbackOutput::RETRY`] on a thread
+/// of its own (opening a device can take a while; the engine's clock must
+/// not wait for it).
+pub struct FallbackOutput {
+    opener: Option<OpenOutput>,
+    current: Option<Box<dyn AudioOutput>>,
+    attempt: Option<std_mpsc::Receiver<Attempt>>,
+    next_try: Instant,
+    retry: Duration,
+    lost: bool,
+    notify: Box<dyn FnMut(OutputNotice) + Send>,
+}
+
+impl std::fmt::Debug for FallbackOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackOutput").field("playing", &self.current.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl FallbackOutput {
+    /// How often a missing loudspeaker is looked for.
+    pub const RETRY: Duration = Duration::from_secs(2);
+
+    /// Opens the loudspeaker by name (or the default) now, falling back
+    /// to discarding when there is none.
+    pub fn device(name: Option<&str>, frame_samples: usize, notify: Box<dyn FnMut(OutputNotice) + Send>) -> Self {
+        let name = name.map(str::to_owned);
+        Self::new(
+            Box::new(move || {
+                DeviceOutput::open(name.as_deref(), frame_samples).map(|d| Box::new(d) as Box<dyn AudioOutput>)
+            }),
+            Self::RETRY,
+            notify,
+        )
+    }
+
+    /// With any opener (tests inject one that fails), trying it once now.
+    pub fn new(mut opener: OpenOutput, retry: Duration, mut notify: Box<dyn FnMut(OutputNotice) + Send>) -> Self {
+        let (current, lost) = match opener() {
+            Ok(d) => (Some(d), false),
+            Err(e) => {
+                notify(OutputNotice::Lost(e.to_string()));
+                (None, true)
+            }
+        };
+        FallbackOutput {
+            opener: Some(opener),
+            current,
+            attempt: None,
+            next_try: Instant::now() + retry,
+            retry,
+            lost,
+            notify,
+        }
+    }
+
+    /// Whether frames reach a loudspeaker now.
+    pub fn playing(&self) -> bool {
+        self.current.is_some()
+    }
+
+    fn poll_attempt(&mut self) {
+        let Some(rx) = &self.attempt else { return };
+        match rx.try_recv() {
+            Ok((opener, result)) => {
+                self.attempt = None;
+                self.opener = Some(opener);
+                self.next_try = Instant::now() + self.retry;
+                if let Ok(d) = result {
+                    self.current = Some(d);
+                    if self.lost {
+                        self.lost = false;
+                        (self.notify)(OutputNotice::Found);
+                    }
+                }
+            }
+            Err(std_mpsc::TryRecvError::Empty) => {}
+            // The opening thread died (a panic in a driver): try again later.
+            Err(std_mpsc::TryRecvError::Disconnected) => {
+                self.attempt = None;
+            }
+        }
+    }
+
+    fn start_attempt(&mut self) {
+        if self.attempt.is_some() || Instant::now() < self.next_try {
+            return;
+        }
+        let Some(mut opener) = self.opener.take() else { return };
+        let (tx, rx) = std_mpsc::channel();
+        let spawned = std::thread::Builder::new().name("babel-audio-open".into()).spawn(move || {
+            let r = opener();
+            let _ = tx.send((opener, r));
+        });
+        if spawned.is_ok() {
+            self.attempt = Some(rx);
+        } else {
+            self.next_try = Instant::now() + self.retry;
+        }
+    }
+}
+
+impl AudioOutput for FallbackOutput {
+    fn write(&mut self, frame: &[f32]) {
+        if self.current.as_ref().is_some_and(|d| !d.is_alive()) {
+            self.current = None;
+            self.next_try = Instant::now() + self.retry;
+            if !self.lost {
+                self.lost = true;
+                (self.notify)(OutputNotice::Lost("the loudspeaker went away".into()));
+            }
+        }
+        match self.current.as_mut() {
+            Some(d) => d.write(frame),
+            None => {
+                self.poll_attempt();
+                self.start_attempt();
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), crate::audio::AudioError> {
+        match self.current.as_mut() {
+            Some(d) => d.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// A loudspeaker that records, and can be unplugged.
+    struct Fake {
+        heard: Arc<Mutex<Vec<f32>>>,
+        unplugged: Arc<AtomicBool>,
+    }
+
+    impl AudioOutput for Fake {
+        fn write(&mut self, frame: &[f32]) {
+            self.heard.lock().unwrap().extend_from_slice(frame);
+        }
+        fn is_alive(&self) -> bool {
+            !self.unplugged.load(Ordering::SeqCst)
+        }
+    }
+
+    fn wait_until(mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < end, "not within 10 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_missing_or_vanished_loudspeaker_is_discarded_said_once_and_picked_up_again() {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let unplugged = Arc::new(AtomicBool::new(false));
+        let plugged_in = Arc::new(AtomicBool::new(false));
+        let opens = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (h, u, p, n) = (heard.clone(), unplugged.clone(), plugged_in.clone(), opens.clone());
+        let opener: OpenOutput = Box::new(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+            if p.load(Ordering::SeqCst) {
+                u.store(false, Ordering::SeqCst);
+                Ok(Box::new(Fake { heard: h.clone(), unplugged: u.clone() }) as Box<dyn AudioOutput>)
+            } else {
+                Err(DeviceError::Backend("The requested device is no longer available".into()))
+            }
+        });
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let told = notices.clone();
+        let mut out =
+            FallbackOutput::new(opener, Duration::from_millis(5), Box::new(move |n| told.lock().unwrap().push(n)));
+        // No device: frames go nowhere, and that is said once however many
+        // times it is looked for.
+        assert!(!out.playing());
+        for _ in 0..50 {
+            out.write(&[0.5; 960]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        wait_until(|| {
+            out.write(&[0.5; 960]);
+            opens.load(Ordering::SeqCst) >= 3
+        });
+        assert_eq!(notices.lock().unwrap().len(), 1, "{:?}", notices.lock().unwrap());
+        assert!(matches!(&notices.lock().unwrap()[0], OutputNotice::Lost(e) if e.contains("no longer available")));
+        assert!(heard.lock().unwrap().is_empty());
+        // A device appears: it is picked up, said once, and plays.
+        plugged_in.store(true, Ordering::SeqCst);
+        wait_until(|| {
+            out.write(&[0.25; 960]);
+            out.playing()
+        });
+        out.write(&[0.25; 960]);
+        assert_eq!(notices.lock().unwrap()[1..], [OutputNotice::Found]);
+        assert!(heard.lock().unwrap().iter().all(|&s| s == 0.25) && !heard.lock().unwrap().is_empty());
+        // It is unplugged mid-call: the call goes on, said once, and the
+        // next one is picked up.
+        plugged_in.store(false, Ordering::SeqCst);
+        unplugged.store(true, Ordering::SeqCst);
+        let before = heard.lock().unwrap().len();
+        for _ in 0..20 {
+            out.write(&[0.75; 960]);
+        }
+        assert_eq!(heard.lock().unwrap().len(), before, "nothing reaches a device that is gone");
+        assert!(matches!(&notices.lock().unwrap()[2], OutputNotice::Lost(_)));
+        plugged_in.store(true, Ordering::SeqCst);
+        wait_until(|| {
+            out.write(&[0.75; 960]);
+            out.playing()
+        });
+        assert_eq!(notices.lock().unwrap().len(), 4);
+        assert_eq!(notices.lock().unwrap()[3], OutputNotice::Found);
+        assert!(out.finish().is_ok());
+    }
 
     #[test]
     fn listing_devices_never_fails_hard() {

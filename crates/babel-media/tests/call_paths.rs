@@ -143,7 +143,7 @@ async fn wait_for<T>(events: &mut EventStream, mut f: impl FnMut(&ServerEvent) -
                     return t;
                 }
             }
-            Some(Ok(Event::Reconnected)) => {}
+            Some(Ok(Event::Reconnected | Event::Disconnected)) => {}
             other => panic!("event stream: {other:?}"),
         }
     }

@@ -152,7 +152,13 @@ pub enum ClientRequest {
     /// End one session.
     Logout(LogoutBy),
     /// Delete the account everywhere.
-    Delete(Credentials),
+    Delete {
+        /// Whose.
+        auth: Credentials,
+        /// The password (`pass`), optional: when given it must match (403
+        /// otherwise); without it the seed's token-only deletion stands.
+        password: Option<Secret>,
+    },
     /// List contacts with presence and my pending requests.
     Contacts(Credentials),
     /// Ask someone to become a contact.
@@ -288,7 +294,7 @@ impl ClientRequest {
             ClientRequest::Create { .. } => Route::Create,
             ClientRequest::Login { .. } => Route::Login,
             ClientRequest::Logout(_) => Route::Logout,
-            ClientRequest::Delete(_) => Route::Delete,
+            ClientRequest::Delete { .. } => Route::Delete,
             ClientRequest::Contacts(_) => Route::Contacts,
             ClientRequest::AddContact { .. } => Route::AddContact,
             ClientRequest::RemoveContact { .. } => Route::RemoveContact,
@@ -332,7 +338,7 @@ impl ClientRequest {
                 (None, Some(_)) => return Err(FieldsError::Missing("user_mail").into()),
                 (Some(_), None) => return Err(FieldsError::Missing("token").into()),
             },
-            Route::Delete => ClientRequest::Delete(auth()?),
+            Route::Delete => ClientRequest::Delete { auth: auth()?, password: data.opt_str("pass")?.map(Secret::new) },
             Route::Contacts => ClientRequest::Contacts(auth()?),
             Route::AddContact => ClientRequest::AddContact { auth: auth()?, email: data.str("contact_email")? },
             Route::RemoveContact => {
@@ -404,8 +410,11 @@ impl ClientRequest {
             ClientRequest::Logout(LogoutBy::Email { email, token }) => {
                 (none(), Fields::from_pairs([("user_mail", email.clone()), ("token", token.expose().to_owned())]))
             }
+            ClientRequest::Delete { auth, password } => {
+                let d = password.as_ref().map_or_else(none, |p| Fields::from_pairs([("pass", p.expose().to_owned())]));
+                (header(auth), d)
+            }
             ClientRequest::Logout(LogoutBy::Header(c))
-            | ClientRequest::Delete(c)
             | ClientRequest::Contacts(c)
             | ClientRequest::ContactRequests(c) => (header(c), none()),
             ClientRequest::AddContact { auth, email } => {
@@ -470,7 +479,8 @@ mod tests {
             ClientRequest::Login { email: "a@b.c".into(), password: Secret::new("p\"w") },
             ClientRequest::Logout(LogoutBy::Email { email: "a@b.c".into(), token: Secret::new("t") }),
             ClientRequest::Logout(LogoutBy::Header(creds())),
-            ClientRequest::Delete(creds()),
+            ClientRequest::Delete { auth: creds(), password: None },
+            ClientRequest::Delete { auth: creds(), password: Some(Secret::new("p\"w")) },
             ClientRequest::Contacts(creds()),
             ClientRequest::AddContact { auth: creds(), email: "x@y.z".into() },
             ClientRequest::RemoveContact { auth: creds(), target: ContactRef::Id(UserId(3)) },

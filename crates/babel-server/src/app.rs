@@ -325,7 +325,7 @@ impl App {
             ClientRequest::Create { email, password, name } => self.create(conn, email, password, name).await,
             ClientRequest::Login { email, password } => self.login(conn, email, password).await,
             ClientRequest::Logout(by) => self.logout(conn, by).await,
-            ClientRequest::Delete(c) => self.delete(c).await,
+            ClientRequest::Delete { auth, password } => self.delete(conn, auth, password).await,
             ClientRequest::Contacts(c) => {
                 let me = self.authenticate(conn, &c).await?;
                 self.contact_list(me.user).await

@@ -125,6 +125,25 @@ async fn delete_removes_the_user_everywhere() {
 }
 
 #[tokio::test]
+async fn delete_with_a_password_checks_it() {
+    let (server, _dir) = start().await;
+    let mut c = Client::connect(server.addr()).await;
+    let kim = c.create("kim@example.org").await;
+    // A wrong `pass` is refused (403, not 401: the token is right) and
+    // nothing is deleted.
+    let (status, v) = c.call(kim.header(), "/delete", json!({"pass": "not-the-password"})).await;
+    assert_eq!(status, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("wrong password"), "{v}");
+    assert_eq!(c.call(kim.header(), "/contacts", Value::Null).await.0, 200, "still there");
+    // The right one deletes.
+    assert_eq!(c.call(kim.header(), "/delete", json!({"pass": "password123"})).await.0, 200);
+    assert_eq!(c.call(Value::Null, "/login", json!({"user_mail": kim.email, "pass": "password123"})).await.0, 401);
+    // Without `pass`, the seed's behaviour: the token is enough.
+    let lou = c.create("lou@example.org").await;
+    assert_eq!(c.call(lou.header(), "/delete", Value::Null).await.0, 200);
+}
+
+#[tokio::test]
 async fn unused_sessions_expire() {
     let (server, _dir) = start_with(|c| c.session_ttl_secs = 1).await;
     let mut c = Client::connect(server.addr()).await;

@@ -1,7 +1,8 @@
 //! The quality harness, short: two sentences of speech through the real
 //! server, two clients and the impairment proxy at 10 % random loss with
-//! 30 ms jitter, scored with PESQ wideband. Installs festival and PESQ
-//! (in its own virtual environment) the first time, like `babel-quality`.
+//! 30 ms jitter, scored with PESQ wideband. Festival and PESQ (in its own
+//! virtual environment) come from `scripts/setup.sh`; without them these
+//! tests fail and name what is missing.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -51,7 +52,7 @@ fn echo_is_cancelled_and_the_near_end_kept() {
     let far = quality::make_speech(&dir.path().join("far"), 2, Voice::Festival).unwrap();
     let both = quality::make_speech(&dir.path().join("near"), 4, Voice::Festival).unwrap();
     let near = both[both.len() / 2..].to_vec();
-    let python = quality::deps::ensure_pesq().unwrap();
+    let python = quality::deps::require_pesq().unwrap();
     let r = quality::echo::run(&python, &far, &near, dir.path()).unwrap();
     eprintln!("{}", quality::echo::markdown(&r));
     assert!(r.erle_db >= 20.0, "{r:?}");

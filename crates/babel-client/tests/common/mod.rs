@@ -65,7 +65,7 @@ impl User {
                         return t;
                     }
                 }
-                Ok(Some(Ok(Event::Reconnected))) => {}
+                Ok(Some(Ok(Event::Reconnected | Event::Disconnected))) => {}
             }
         }
     }

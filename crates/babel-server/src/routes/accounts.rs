@@ -90,6 +90,20 @@ impl App {
         Ok(Reply::Session(SessionInfo { id: user.id, name: user.name, email: user.email, token: Secret::new(token) }))
     }
 
+    /// Checks the password of a logged-in user (a `/delete` that carries
+    /// `pass`): 403 when it is wrong (the token was right, so never 401),
+    /// limited like `/login` so a stolen token cannot guess it.
+    async fn check_password(&self, conn: &ConnState, user: babel_proto::UserId, password: Secret) -> ServiceResult<()> {
+        let email = self.blocking(move |s| s.user(user)).await?.ok_or(ServiceError::Unauthorized)?.email;
+        self.limiter.check_login(conn.ip(), &email).map_err(ServiceError::Refused)?;
+        let lookup = email.clone();
+        let account = self.blocking(move |s| s.account_by_email(&lookup)).await?.ok_or(ServiceError::Unauthorized)?;
+        let phc = account.password_hash;
+        let ok = self.cpu(move || auth::verify_password(password.expose(), &phc)).await?;
+        self.limiter.login_result(conn.ip(), &email, ok);
+        if ok { Ok(()) } else { Err(ServiceError::Refused("wrong password".into())) }
+    }
+
     /// A valid hash of a random password at the configured cost, made once,
     /// for logins to unknown emails.
     async fn dummy_hash(&self) -> ServiceResult<String> {
@@ -132,12 +146,20 @@ impl App {
         Ok(Reply::Ok)
     }
 
-    pub(crate) async fn delete(&self, creds: Credentials) -> ServiceResult<Reply> {
+    pub(crate) async fn delete(
+        &self,
+        conn: &mut ConnState,
+        creds: Credentials,
+        password: Option<Secret>,
+    ) -> ServiceResult<Reply> {
         let rec = self.session_for_token(creds.token.expose()).await?;
         if rec.user != creds.id {
             return Err(ServiceError::Unauthorized);
         }
         let user = rec.user;
+        if let Some(password) = password {
+            self.check_password(conn, user, password).await?;
+        }
         let linked = self.blocking(move |s| s.delete_user(user)).await?.ok_or(ServiceError::Unauthorized)?;
         self.end_user(user).await;
         let mut changed = linked.clone();

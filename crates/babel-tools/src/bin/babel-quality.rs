@@ -5,8 +5,9 @@
 //! cargo run --release -p babel-tools --bin babel-quality
 //! ```
 //!
-//! Installs what it needs when missing (festival or espeak-ng, a font, PESQ in its own
-//! Python virtual environment), prints a Markdown table and the targets of
+//! Needs festival or espeak-ng, a font and PESQ in its own Python virtual
+//! environment, which `scripts/setup.sh` installs (it says so when one is
+//! missing); prints a Markdown table and the targets of
 //! issue #5, and draws `docs/mos-vs-loss.png`. See
 //! [`babel_tools::quality`].
 
@@ -196,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", json.display()))?;
     quality::plot::draw(&report, &a.plot)?;
     print_report(&report);
-    let python = quality::deps::ensure_pesq()?;
+    let python = quality::deps::require_pesq()?;
     if cap {
         eprintln!("babel-quality: {} kbit/s cap, bitrate adaptation on and off", a.cap_kbps);
         let r =

@@ -85,7 +85,7 @@ async fn wait_for<T>(events: &mut EventStream, mut f: impl FnMut(&ServerEvent) -
                     return Ok(t);
                 }
             }
-            Some(Ok(Event::Reconnected)) => {}
+            Some(Ok(Event::Reconnected | Event::Disconnected)) => {}
             other => return Err(anyhow!("event stream: {other:?}")),
         }
     }

@@ -1,5 +1,9 @@
-//! What the harness needs from outside Rust, installed when missing, so
-//! that it runs with one command on a fresh Debian or Ubuntu machine:
+//! What the harness needs from outside Rust, and a check that it is there.
+//! Nothing here installs anything: `scripts/setup.sh` (run by
+//! `scripts/test.sh`) installs it all, idempotently, on a fresh Debian or
+//! Ubuntu machine. A check that finds something missing fails with an error
+//! that names it and says to run that script, so a test never skips
+//! silently and never races another for the package manager's lock.
 //!
 //! * a speech synthesiser to make the speech recording: festival with the
 //!   CMU ARCTIC "slt" HTS voice (`festival`, `festvox-us-slt-hts`), or
@@ -7,24 +11,35 @@
 //! * a TrueType font for the plot's labels (`fonts-dejavu-core`);
 //! * PESQ: the `pesq` package from PyPI (ITU-T P.862 with the P.862.2
 //!   wideband mode) and numpy, in a virtual environment of its own under
-//!   `~/.cache/babel/pesq-venv` (or `$BABEL_PESQ_VENV`), built with
-//!   `python3 -m venv` (Debian: `python3-venv`; `python3-dev` for the C
-//!   extension pesq compiles).
-//!
-//! Debian packages go in with `apt-get` (through `sudo` when not root),
-//! only when the command or file is missing.
+//!   `~/.cache/babel/pesq-venv` (or `$BABEL_PESQ_VENV`), which
+//!   `scripts/setup.sh` builds.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, bail};
-
-/// The pesq version the harness installs (the scores of a version are
-/// what BENCHMARKS.md records).
+/// The pesq version `scripts/setup.sh` installs (the scores of a version
+/// are what BENCHMARKS.md records).
 pub const PESQ_VERSION: &str = "0.0.4";
 
 /// The font the plot uses.
 pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Something the harness needs that this machine does not have.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} is missing (Debian package {package}): run scripts/setup.sh, which installs everything the tests and benchmarks need"
+)]
+pub struct Missing {
+    /// What is missing, as a person would look for it.
+    pub what: String,
+    /// The Debian package that provides it.
+    pub package: &'static str,
+}
+
+fn missing(what: impl Into<String>, package: &'static str) -> Missing {
+    Missing { what: what.into(), package }
+}
 
 /// The PESQ scorer the harness runs in its virtual environment: reads a
 /// JSON list of `{"ref": path, "deg": path}` (16 kHz mono WAV) on stdin,
@@ -49,81 +64,50 @@ for job in json.load(sys.stdin):
 print(json.dumps(out))
 "#;
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Installs Debian packages with apt-get (non-interactively).
-pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
-    if packages.is_empty() {
-        return Ok(());
-    }
-    eprintln!("babel-quality: installing {} (apt-get)", packages.join(" "));
-    let run = |args: &[&str]| -> anyhow::Result<()> {
-        let mut cmd = if is_root() {
-            Command::new("apt-get")
-        } else {
-            let mut c = Command::new("sudo");
-            c.arg("apt-get");
-            c
-        };
-        let status = cmd
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .context("cannot run apt-get")?;
-        if !status.success() {
-            bail!("apt-get {} failed ({status})", args.join(" "));
+/// Whether `cmd` is an executable file in one of `path`'s directories.
+fn have_on(path: &OsStr, cmd: &str) -> bool {
+    std::env::split_paths(path).any(|dir| {
+        let f = dir.join(cmd);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         }
-        Ok(())
-    };
-    run(&["update", "-qq"])?;
-    let mut args = vec!["install", "-y", "-qq"];
-    args.extend_from_slice(packages);
-    run(&args)
+        #[cfg(not(unix))]
+        f.is_file()
+    })
+}
+
+fn have(cmd: &str) -> bool {
+    have_on(&std::env::var_os("PATH").unwrap_or_default(), cmd)
 }
 
 /// Where the festival voice the harness uses lives.
 pub const FESTIVAL_VOICE: &str = "/usr/share/festival/voices/us/cmu_us_slt_arctic_hts";
 
-/// Makes sure festival and its voice are there.
-pub fn ensure_festival() -> anyhow::Result<()> {
-    let mut missing = Vec::new();
-    if !have("text2wave") {
-        missing.push("festival");
+fn festival_on(path: &OsStr, voice: &Path) -> Result<(), Missing> {
+    if !have_on(path, "text2wave") {
+        return Err(missing("festival's text2wave", "festival"));
     }
-    if !Path::new(FESTIVAL_VOICE).exists() {
-        missing.push("festvox-us-slt-hts");
-    }
-    apt_install(&missing)
-}
-
-/// Makes sure `espeak-ng` is there.
-pub fn ensure_espeak() -> anyhow::Result<()> {
-    if !have("espeak-ng") {
-        apt_install(&["espeak-ng"])?;
+    if !voice.exists() {
+        return Err(missing(format!("festival's CMU ARCTIC slt voice ({})", voice.display()), "festvox-us-slt-hts"));
     }
     Ok(())
 }
 
-/// Makes sure the plot's font is there; answers its path.
-pub fn ensure_font() -> anyhow::Result<&'static str> {
-    if !Path::new(FONT).exists() {
-        apt_install(&["fonts-dejavu-core"])?;
-    }
-    Ok(FONT)
+/// Checks that festival and its voice are there.
+pub fn require_festival() -> Result<(), Missing> {
+    festival_on(&std::env::var_os("PATH").unwrap_or_default(), Path::new(FESTIVAL_VOICE))
+}
+
+/// Checks that `espeak-ng` is there.
+pub fn require_espeak() -> Result<(), Missing> {
+    if have("espeak-ng") { Ok(()) } else { Err(missing("espeak-ng", "espeak-ng")) }
+}
+
+/// Checks that the plot's font is there; answers its path.
+pub fn require_font() -> Result<&'static str, Missing> {
+    if Path::new(FONT).exists() { Ok(FONT) } else { Err(missing(format!("the font {FONT}"), "fonts-dejavu-core")) }
 }
 
 /// Where the PESQ virtual environment lives.
@@ -150,68 +134,44 @@ fn python_ok(python: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Makes sure the PESQ virtual environment works; answers its python.
-pub fn ensure_pesq() -> anyhow::Result<PathBuf> {
-    let dir = venv_dir();
+fn pesq_in(dir: &Path) -> Result<PathBuf, Missing> {
     let python = dir.join("bin").join("python");
     if python_ok(&python) {
-        return Ok(python);
+        Ok(python)
+    } else {
+        Err(missing(format!("PESQ {PESQ_VERSION} (a Python virtual environment in {})", dir.display()), "python3-venv"))
     }
-    if !have("python3") {
-        apt_install(&["python3"])?;
-    }
-    // A venv with pip: python3-venv on Debian. pesq compiles a C extension:
-    // a compiler and Python's headers.
-    let venv_works = Command::new("python3")
-        .args(["-c", "import venv, ensurepip"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let headers = Command::new("python3")
-        .args(["-c", "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"])
-        .status()
-        .is_ok_and(|s| s.success());
-    let mut missing = Vec::new();
-    if !venv_works {
-        missing.push("python3-venv");
-    }
-    if !headers {
-        missing.push("python3-dev");
-    }
-    if !have("cc") {
-        missing.push("gcc");
-    }
-    apt_install(&missing)?;
-    eprintln!("babel-quality: setting up PESQ in {} (pip install pesq=={PESQ_VERSION} numpy)", dir.display());
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .status()
-        .context("cannot run python3 -m venv")?;
-    if !status.success() {
-        bail!("python3 -m venv {} failed ({status})", dir.display());
-    }
-    let pip = dir.join("bin").join("pip");
-    // numpy first: pesq's build needs it.
-    let pesq = format!("pesq=={PESQ_VERSION}");
-    for pkgs in [["numpy"], [pesq.as_str()]] {
-        let status = Command::new(&pip)
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(pkgs)
-            .stdin(Stdio::null())
-            .status()
-            .context("cannot run pip")?;
-        if !status.success() {
-            bail!("pip install {} failed ({status})", pkgs.join(" "));
+}
+
+/// Checks that the PESQ virtual environment works; answers its python.
+pub fn require_pesq() -> Result<PathBuf, Missing> {
+    pesq_in(&venv_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_is_named_and_nothing_is_installed() {
+        // A PATH whose only programs are an apt-get and a sudo that leave a
+        // mark if anyone runs them.
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("ran");
+        for prog in ["apt-get", "sudo"] {
+            let f = dir.path().join(prog);
+            std::fs::write(&f, format!("#!/bin/sh\necho {prog} >> {}\n", mark.display())).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
         }
+        assert!(have_on(dir.path().as_os_str(), "apt-get"), "the fake is found");
+        let e = festival_on(dir.path().as_os_str(), Path::new("/nonexistent/voice")).unwrap_err().to_string();
+        assert!(e.contains("text2wave") && e.contains("festival") && e.contains("scripts/setup.sh"), "{e}");
+        let e = pesq_in(&dir.path().join("no-venv")).unwrap_err().to_string();
+        assert!(e.contains("PESQ") && e.contains("scripts/setup.sh"), "{e}");
+        assert!(!mark.exists(), "something ran {}", std::fs::read_to_string(&mark).unwrap_or_default());
     }
-    if !python_ok(&python) {
-        bail!("PESQ does not import in {} after installing it", dir.display());
-    }
-    Ok(python)
 }

@@ -12,7 +12,7 @@
 //! receiver). It also measures the software's mouth-to-ear latency with a
 //! chirp on a clean path.
 //!
-//! [`deps`] installs what it needs outside Rust; [`plot`] draws the figure.
+//! [`deps`] checks what it needs outside Rust (`scripts/setup.sh` installs it); [`plot`] draws the figure.
 
 pub mod call;
 pub mod cap;
@@ -211,7 +211,7 @@ pub enum Voice {
     Espeak,
 }
 
-/// Makes the speech recording (installing the synthesiser when missing):
+/// Makes the speech recording (an error names the synthesiser if it is missing):
 /// the first `sentences` of [`SENTENCES`], 48 kHz mono, peak at 0.5, with a
 /// little silence before and after as in a recording.
 pub fn make_speech(dir: &Path, sentences: usize, voice: Voice) -> anyhow::Result<Vec<f32>> {
@@ -220,7 +220,7 @@ pub fn make_speech(dir: &Path, sentences: usize, voice: Voice) -> anyhow::Result
     let wav = dir.join("speech.wav");
     let status = match voice {
         Voice::Festival => {
-            deps::ensure_festival()?;
+            deps::require_festival()?;
             let txt = dir.join("speech.txt");
             std::fs::write(&txt, &text).with_context(|| format!("cannot write {}", txt.display()))?;
             Command::new("text2wave")
@@ -233,7 +233,7 @@ pub fn make_speech(dir: &Path, sentences: usize, voice: Voice) -> anyhow::Result
                 .context("cannot run festival's text2wave")?
         }
         Voice::Espeak => {
-            deps::ensure_espeak()?;
+            deps::require_espeak()?;
             Command::new("espeak-ng")
                 .args(["-v", "en-us", "-s", "150", "-w"])
                 .arg(&wav)
@@ -384,7 +384,7 @@ pub fn prepare(reference16: &[f32], heard48: &[f32]) -> anyhow::Result<(Vec<f32>
 
 /// Runs everything `opts` asks for; `progress` hears about each step.
 pub async fn run(opts: &Options, mut progress: impl FnMut(&str)) -> anyhow::Result<Report> {
-    let python = deps::ensure_pesq()?;
+    let python = deps::require_pesq()?;
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
     let ref16 = audio::resample(&opts.speech, 48_000, 16_000)?;
     let ref_path = opts.out_dir.join("reference.wav");

@@ -1,7 +1,7 @@
 //! The figure: MOS against loss, one line per receiver, random loss solid,
 //! bursty loss dashed, the codec alone as the ceiling. Drawn with plotters
 //! into a PNG; the labels use a TrueType font read from the system
-//! (installed when missing), so no font service is needed.
+//! (`scripts/setup.sh` installs it), so no font service is needed.
 
 use std::path::Path;
 
@@ -12,7 +12,7 @@ use super::{Report, Scored, deps, mean_mos};
 
 /// Draws `r` into `path` (PNG, 1000×640).
 pub fn draw(r: &Report, path: &Path) -> anyhow::Result<()> {
-    let font = deps::ensure_font()?;
+    let font = deps::require_font()?;
     let bytes = std::fs::read(font).with_context(|| format!("cannot read {font}"))?;
     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
     plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
