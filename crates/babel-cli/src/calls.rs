@@ -10,7 +10,8 @@ use babel_client::{Client, Event, EventStream};
 use babel_media::audio::{AudioInput, AudioOutput, BufferInput, RecordingOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs};
 use babel_media::engine::{CallStats, EndCause, MediaConfig, PeerSetup, spawn_call};
-use babel_media::setup::{Prepared, control_for, peer_setup};
+use babel_media::setup::{Prepared, agreed_peer, control_for, peer_setup};
+use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement};
 use babel_proto::{CallId, EndReason, RelayGrant, ServerEvent, UserId};
 use serde_json::json;
 
@@ -181,24 +182,34 @@ impl Drop for QuitKey {
     }
 }
 
-/// Runs a call's media until it ends, following the call's events.
-#[allow(clippy::too_many_arguments)]
-async fn run_media(
-    client: &mut Client,
-    events: &mut EventStream,
+/// The media of one call and what the key exchange settled for it.
+struct MediaPlan<'a> {
     call: CallId,
     prepared: Prepared,
     peers: Vec<PeerSetup>,
-    relay: &RelayGrant,
+    relay: &'a RelayGrant,
+    /// The code to show.
+    code: String,
+    /// A two-party call whose keys were agreed with a commitment: any
+    /// further answer or reveal for it is an attack and ends it.
+    two_party: bool,
+}
+
+/// Runs a call's media until it ends, following the call's events.
+async fn run_media(
+    client: &mut Client,
+    events: &mut EventStream,
+    plan: MediaPlan<'_>,
     audio: &AudioArgs,
     index: u32,
     show: bool,
 ) -> Outcome {
+    let MediaPlan { call, prepared, peers, relay, code, two_party } = plan;
     let cfg = audio.config();
     let channel = client.connect_call(call).await.ok();
     let input = audio.input(cfg.frame)?;
     let output = audio.output(cfg.frame, index)?;
-    let setup = prepared.into_call(peers, relay, channel);
+    let setup = prepared.into_call(peers, relay, channel, code);
     let (control, mut task) = spawn_call(setup, cfg, input, output);
     let start = tokio::time::Instant::now();
     let deadline = audio.duration.map(|d| start + Duration::from_secs_f64(d.max(0.0)));
@@ -207,6 +218,7 @@ async fn run_media(
     let _keys = QuitKey::watch(control.stop.clone());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ended_by_server: Option<EndReason> = None;
+    let mut broken: Option<AgreeError> = None;
     let result = loop {
         tokio::select! {
             r = &mut task => break r,
@@ -222,6 +234,16 @@ async fn run_media(
             ev = events.next() => match ev {
                 Some(Ok(Event::Server(ServerEvent::CallEnded(c, reason)))) if c == call => {
                     ended_by_server = Some(reason);
+                    control.stop.cancel();
+                }
+                // The keys were settled once: a second answer or reveal is
+                // someone trying the exchange again (no downgrade, no retry).
+                Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if two_party && j.call_id == call => {
+                    broken = Some(AgreeError::Twice);
+                    control.stop.cancel();
+                }
+                Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if two_party && k.call_id == call => {
+                    broken = Some(AgreeError::Twice);
                     control.stop.cancel();
                 }
                 Some(Ok(Event::Server(ev))) => {
@@ -240,7 +262,11 @@ async fn run_media(
         let _ = client.hangup(call).await;
     }
     let (stats, cause) = result.map_err(|e| anyhow::anyhow!("media task failed: {e}"))?.map_err(anyhow::Error::from)?;
+    if let Some(e) = &broken {
+        eprintln!("babel: the call was ended: {e}");
+    }
     let why = match (ended_by_server, cause) {
+        _ if broken.is_some() => "key_exchange_failed".to_owned(),
         (Some(r), _) => r.as_str().to_owned(),
         (None, EndCause::InputEnded) => "input_ended".into(),
         (None, EndCause::Stopped) => "hangup".into(),
@@ -253,7 +279,9 @@ async fn run_media(
 pub async fn call(mut client: Client, contact: UserId, audio: &AudioArgs, show: bool) -> Outcome {
     let mut events = client.events().await?;
     let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
-    let started = client.call(contact, prepared.media()).await?;
+    let me = client.user_id().context("not logged in")?;
+    let mut agreement = CallerAgreement::new(me, &prepared.keys);
+    let started = client.call(contact, prepared.call_media()).await?;
     if show {
         eprintln!("ringing…");
     }
@@ -274,11 +302,59 @@ pub async fn call(mut client: Client, contact: UserId, audio: &AudioArgs, show: 
     })
     .await
     .map_err(|_| Failure::Refused("nobody answered".into()))??;
-    let peer = peer_setup(&accepted).ok_or_else(|| Failure::Refused("the other side has no voice key".into()))?;
+    let call_id = started.call_id;
+    // Bound to my key before I saw theirs; now theirs is in, I reveal mine.
+    let agreed = match agreement.on_accepted(call_id, accepted.user.id, accepted.media.key.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = client.hangup(call_id).await;
+            return Err(Failure::Refused(format!("the call was ended: {e}")));
+        }
+    };
+    let reveal = agreement.reveal().context("the key is revealed after the answer")?;
+    if let Err(e) = client.call_key(call_id, reveal).await {
+        let _ = client.hangup(call_id).await;
+        return Err(e.into());
+    }
+    let peer = agreed_peer(&accepted, &agreed);
     if show {
         eprintln!("connected to {}; read the code on the status line to each other", accepted.user.name);
     }
-    run_media(&mut client, &mut events, started.call_id, prepared, vec![peer], &started.relay, audio, 0, show).await
+    let plan = MediaPlan {
+        call: call_id,
+        prepared,
+        peers: vec![peer],
+        relay: &started.relay,
+        code: agreed.code(),
+        two_party: true,
+    };
+    run_media(&mut client, &mut events, plan, audio, 0, show).await
+}
+
+/// A callee's side of the key exchange after its `/answer`: waits for the
+/// caller's key and checks it against the commitment. `Err` with why the
+/// call must end.
+async fn await_reveal(
+    events: &mut EventStream,
+    call: CallId,
+    agreement: &mut CalleeAgreement,
+) -> Result<babel_proto::agree::Agreed, String> {
+    let wait = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.next().await {
+                Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if k.call_id == call => {
+                    return agreement.on_reveal(k.id, &k.key).map_err(|e| e.to_string());
+                }
+                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == call => {
+                    return Err(format!("the call ended: {}", r.as_str()));
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the event stream ended".into()),
+                _ => {}
+            }
+        }
+    });
+    wait.await.unwrap_or_else(|_| Err("the caller never revealed its key".into()))
 }
 
 /// `babel listen`.
@@ -309,7 +385,28 @@ pub async fn listen(
             continue;
         }
         let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
-        let joined = match client.accept_call(incoming.call_id, prepared.media()).await {
+        let call_id = incoming.call_id;
+        // Rung into a two-party call: the caller must have committed to its
+        // key, and mine goes out only now that I hold the commitment.
+        let mut agreement = None;
+        if incoming.participants.len() <= 1 {
+            let me = client.user_id().context("not logged in")?;
+            let commit = incoming.media.key_commit.as_deref();
+            match CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys) {
+                Ok(a) => agreement = Some(a),
+                Err(e) => {
+                    eprintln!("babel: refusing the call from {}: {e}", incoming.caller.name);
+                    let _ = client.decline_call(call_id).await;
+                    done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": e.to_string() }));
+                    continue;
+                }
+            }
+        }
+        let media = match &agreement {
+            Some(a) => prepared.answer_media(a),
+            None => prepared.group_answer_media(),
+        };
+        let joined = match client.accept_call(call_id, media).await {
             Ok(j) => j,
             Err(e) => {
                 if show {
@@ -318,11 +415,29 @@ pub async fn listen(
                 continue;
             }
         };
-        let peers: Vec<PeerSetup> = joined.participants.iter().filter_map(peer_setup).collect();
+        let (peers, code, two_party) = match agreement.as_mut() {
+            Some(a) => match await_reveal(&mut events, call_id, a).await {
+                Ok(agreed) => {
+                    let peers = joined
+                        .participants
+                        .iter()
+                        .filter(|p| p.user.id == agreed.peer)
+                        .map(|p| agreed_peer(p, &agreed))
+                        .collect();
+                    (peers, agreed.code(), true)
+                }
+                Err(why) => {
+                    eprintln!("babel: the call from {} was ended: {why}", incoming.caller.name);
+                    let _ = client.hangup(call_id).await;
+                    done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": why }));
+                    continue;
+                }
+            },
+            None => (joined.participants.iter().filter_map(peer_setup).collect(), String::new(), false),
+        };
         let idx = done.len() as u32;
-        let stats =
-            run_media(&mut client, &mut events, incoming.call_id, prepared, peers, &joined.relay, audio, idx, show)
-                .await?;
+        let plan = MediaPlan { call: call_id, prepared, peers, relay: &joined.relay, code, two_party };
+        let stats = run_media(&mut client, &mut events, plan, audio, idx, show).await?;
         if show {
             eprintln!("call with {} ended ({})", incoming.caller.name, stats["ended"]);
         }
@@ -392,31 +507,47 @@ pub async fn demo(show: bool) -> Outcome {
         Prepared::new(&addr).await.map_err(anyhow::Error::from)?,
         Prepared::new(&addr).await.map_err(anyhow::Error::from)?,
     );
-    let started = alice.call(b.id, pa.media()).await?;
+    let mut a_agree = CallerAgreement::new(alice.user_id().context("alice")?, &pa.keys);
+    let started = alice.call(b.id, pa.call_media()).await?;
     let incoming = loop {
         if let Some(Ok(Event::Server(ServerEvent::IncomingCall(c)))) = bob_events.next().await {
             break c;
         }
     };
     say(&format!("bob's phone rings: {} calling", incoming.caller.name));
-    let joined = bob.accept_call(started.call_id, pb.media()).await?;
+    let mut b_agree = CalleeAgreement::on_incoming(
+        started.call_id,
+        incoming.caller.id,
+        incoming.media.key_commit.as_deref(),
+        b.id,
+        &pb.keys,
+    )
+    .map_err(anyhow::Error::from)?;
+    let joined = bob.accept_call(started.call_id, pb.answer_media(&b_agree)).await?;
     let accepted = loop {
         if let Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) = alice_events.next().await {
             break j.peer;
         }
     };
+    let a_agreed = a_agree
+        .on_accepted(started.call_id, accepted.user.id, accepted.media.key.as_deref())
+        .map_err(anyhow::Error::from)?;
+    alice.call_key(started.call_id, a_agree.reveal().context("reveal")?).await?;
+    let b_agreed = await_reveal(&mut bob_events, started.call_id, &mut b_agree).await.map_err(anyhow::Error::msg)?;
     let phrase = demo_phrase(dir.path())?;
     let recording = std::env::temp_dir().join(format!("babel-demo-{}.wav", std::process::id()));
     let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
     let a_setup = pa.into_call(
-        peer_setup(&accepted).into_iter().collect(),
+        vec![agreed_peer(&accepted, &a_agreed)],
         &started.relay,
         alice.connect_call(started.call_id).await.ok(),
+        a_agreed.code(),
     );
     let b_setup = pb.into_call(
-        joined.participants.iter().filter_map(peer_setup).collect(),
+        joined.participants.iter().map(|p| agreed_peer(p, &b_agreed)).collect(),
         &joined.relay,
         bob.connect_call(started.call_id).await.ok(),
+        b_agreed.code(),
     );
     say(&format!("alice says a {:.1} s phrase; bob records it", phrase.len() as f32 / 48_000.0));
     let (_ca, ta) =

@@ -72,7 +72,8 @@ async fn every_device_rings_and_the_first_answer_wins() {
     let (mut a, mut b) = pair(&s, "a2@example.org", "b2@example.org").await;
     let mut b_phone = device(&s, "b2@example.org").await;
     let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned();
-    let media = MediaSetup { key: Some(key.clone()), candidates: vec!["127.0.0.1:40000".parse().unwrap()] };
+    let media =
+        MediaSetup { key: None, key_commit: Some(key.clone()), candidates: vec!["127.0.0.1:40000".parse().unwrap()] };
     let started = a.client.call(b.id(), media).await.unwrap();
     assert_eq!(started.ip, "127.0.0.1");
     assert!(started.relay.parts().is_some());
@@ -86,7 +87,8 @@ async fn every_device_rings_and_the_first_answer_wins() {
         assert_eq!(inc.call_id, started.call_id);
         assert_eq!(inc.caller.email, "a2@example.org");
         assert_eq!(inc.ip, "127.0.0.1");
-        assert_eq!(inc.media.key.as_deref(), Some(key.as_str()));
+        assert_eq!(inc.media.key_commit.as_deref(), Some(key.as_str()), "the commitment goes to every rung session");
+        assert_eq!(inc.media.key, None);
         assert_eq!(inc.participants.len(), 1);
     }
     // Being rung is still online.
@@ -113,6 +115,50 @@ async fn every_device_rings_and_the_first_answer_wins() {
     b_phone.client.hangup(started.call_id).await.unwrap();
     assert_eq!(a.expect("ended", ended(started.call_id)).await, EndReason::Hangup);
     assert_eq!(s.server.app().calls_in_progress(), 0);
+}
+
+#[tokio::test]
+async fn the_caller_reveals_its_key_once_after_the_answer() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a14@example.org", "b14@example.org").await;
+    let mut stranger = user(&s, "c14@example.org").await;
+    let keys = babel_proto::keys::CallKeys::from_secret([1; 32]);
+    let media = MediaSetup { key: None, key_commit: Some(keys.commit_b64()), candidates: vec![] };
+    let call = a.client.call(b.id(), media).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    let refusal = |r: Result<(), babel_client::ClientError>| r.unwrap_err().refusal().unwrap_or_default().to_owned();
+    // Nobody to reveal it to while it rings.
+    assert!(refusal(a.client.call_key(call, keys.public_b64()).await).contains("not been answered"));
+    let b_key = babel_proto::keys::CallKeys::from_secret([2; 32]).public_b64();
+    b.client.accept_call(call, MediaSetup { key: Some(b_key.clone()), ..MediaSetup::default() }).await.unwrap();
+    let accepted = a
+        .expect("call_accepted", |e| match e {
+            ServerEvent::CallAccepted(j) => Some(j.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(accepted.peer.media.key.as_deref(), Some(b_key.as_str()), "the answer's key goes to the caller");
+    a.client.call_key(call, keys.public_b64()).await.unwrap();
+    let aid = a.id();
+    let revealed = b
+        .expect("call_key", |e| match e {
+            ServerEvent::CallKey(k) if k.call_id == call => Some(k.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((revealed.id, revealed.key.as_str()), (aid, keys.public_b64().as_str()));
+    // Once only; only who committed; only members.
+    assert!(refusal(a.client.call_key(call, keys.public_b64()).await).contains("already revealed"));
+    assert!(refusal(b.client.call_key(call, b_key.clone()).await).contains("committed to no key"));
+    assert!(refusal(stranger.client.call_key(call, b_key).await).contains("not in this call"));
+    // A key that is not 32 bytes of base64 is malformed.
+    let bad = a.client.raw(babel_proto::RawRequest::new(
+        format!(r#"{{"id":"{}","token":"{}"}}"#, a.id(), a.me.token.expose()),
+        "/call_key",
+        format!(r#"{{"call_id":"{call}","key":"AAAA"}}"#),
+    ));
+    assert_eq!(bad.await.unwrap().0.status, 400);
+    a.client.hangup(call).await.unwrap();
 }
 
 #[tokio::test]

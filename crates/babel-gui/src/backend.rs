@@ -5,9 +5,11 @@
 //! window, and the window never waits for the backend.
 //!
 //! The call flow is the `babel` command's: keys and candidates made before
-//! `/call` or `/answer` (`babel_media::setup`), the relay grant and the call
-//! channel, then `spawn_call`; server events about the call are passed to
-//! the engine.
+//! `/call` or `/answer` (`babel_media::setup`), the key exchange with its
+//! commitment (`babel_proto::agree`: a caller reveals its key after the
+//! answer, a callee starts its media only once the revealed key matched the
+//! commitment), the relay grant and the call channel, then `spawn_call`;
+//! server events about the call are passed to the engine.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,8 @@ use babel_media::codec::FrameMs;
 use babel_media::engine::{
     CallControl, CallStats, CallTask, Control, EndCause, MediaError, PeerSetup, StopFlag, spawn_call,
 };
-use babel_media::setup::{Prepared, control_for, peer_setup};
+use babel_media::setup::{Prepared, agreed_peer, control_for, peer_setup};
+use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement};
 use babel_proto::{
     CallId, ContactRef, EndReason, IncomingCall, RelayGrant, ReplyError, ServerEvent, SessionInfo, User, UserId,
 };
@@ -168,9 +171,26 @@ fn sentence(s: &str) -> String {
 /// My call as the backend tracks it.
 enum CallState {
     /// I rang someone; waiting for them to answer.
-    Outgoing { call_id: CallId, callee: User, prepared: Box<Prepared>, relay: RelayGrant },
+    Outgoing {
+        call_id: CallId,
+        callee: User,
+        prepared: Box<Prepared>,
+        relay: RelayGrant,
+        agreement: Box<CallerAgreement>,
+    },
+    /// I answered a two-party call; waiting for the caller's key.
+    Answering {
+        call_id: CallId,
+        prepared: Box<Prepared>,
+        relay: RelayGrant,
+        agreement: Box<CalleeAgreement>,
+        participants: Vec<babel_proto::Peer>,
+    },
     /// Voice flows.
     Active {
+        /// A two-party call whose keys were agreed: a further answer or
+        /// reveal for it is an attack and ends it.
+        two_party: bool,
         call_id: CallId,
         control: CallControl,
         task: CallTask,
@@ -184,7 +204,9 @@ enum CallState {
 impl CallState {
     fn id(&self) -> CallId {
         match self {
-            CallState::Outgoing { call_id, .. } | CallState::Active { call_id, .. } => *call_id,
+            CallState::Outgoing { call_id, .. }
+            | CallState::Answering { call_id, .. }
+            | CallState::Active { call_id, .. } => *call_id,
         }
     }
 }
@@ -530,13 +552,16 @@ impl Backend {
             Err(_) => None,
         }
         .unwrap_or_else(|| User { id: contact, name: format!("user {}", contact.0), email: String::new() });
-        match client.call(contact, prepared.media()).await {
+        let Some(me) = client.user_id() else { return };
+        let agreement = Box::new(CallerAgreement::new(me, &prepared.keys));
+        match client.call(contact, prepared.call_media()).await {
             Ok(started) => {
                 self.call = Some(CallState::Outgoing {
                     call_id: started.call_id,
                     callee,
                     prepared: Box::new(prepared),
                     relay: started.relay,
+                    agreement,
                 });
                 self.send(Update::Ringing { call_id: started.call_id });
             }
@@ -554,7 +579,27 @@ impl Backend {
             Ok(p) => p,
             Err(e) => return self.send(Update::CallFailed(sentence(&e.to_string()))),
         };
-        let joined = match client.accept_call(call_id, prepared.media()).await {
+        // A two-party call: the caller must have committed to its key, and
+        // mine goes out only now that I hold the commitment.
+        let two_party = incoming.as_ref().is_none_or(|i| i.participants.len() <= 1);
+        let mut agreement = None;
+        if two_party {
+            let Some(me) = client.user_id() else { return };
+            let commit = incoming.as_ref().and_then(|i| i.media.key_commit.as_deref());
+            let caller = incoming.as_ref().map_or(UserId(0), |i| i.caller.id);
+            match CalleeAgreement::on_incoming(call_id, caller, commit, me, &prepared.keys) {
+                Ok(a) => agreement = Some(Box::new(a)),
+                Err(e) => {
+                    let _ = client.decline_call(call_id).await;
+                    return self.send(Update::CallFailed(format!("The call was refused: {e}.")));
+                }
+            }
+        }
+        let media = match &agreement {
+            Some(a) => prepared.answer_media(a),
+            None => prepared.group_answer_media(),
+        };
+        let joined = match client.accept_call(call_id, media).await {
             Ok(j) => j,
             Err(e) => {
                 let msg = match e.refusal() {
@@ -566,14 +611,40 @@ impl Backend {
                 return self.send(Update::CallFailed(msg));
             }
         };
+        if let Some(agreement) = agreement {
+            // Voice starts when the caller's key came and matched.
+            self.call = Some(CallState::Answering {
+                call_id,
+                prepared: Box::new(prepared),
+                relay: joined.relay,
+                agreement,
+                participants: joined.participants,
+            });
+            return;
+        }
         let peers: Vec<PeerSetup> = joined.participants.iter().filter_map(peer_setup).collect();
         let users: Vec<User> = joined.participants.iter().map(|p| p.user.clone()).collect();
         let channel = client.connect_call(call_id).await.ok();
-        let setup = prepared.into_call(peers, &joined.relay, channel);
-        self.start_media(call_id, setup, users).await;
+        let setup = prepared.into_call(peers, &joined.relay, channel, String::new());
+        self.start_media(call_id, setup, users, false).await;
     }
 
-    async fn start_media(&mut self, call_id: CallId, setup: babel_media::engine::CallSetup, users: Vec<User>) {
+    /// The key exchange failed: the call ends, and the person is told why.
+    async fn exchange_failed(&mut self, call_id: CallId, e: &AgreeError) {
+        if let Some(c) = self.client.as_mut() {
+            let _ = c.hangup(call_id).await;
+        }
+        tracing::warn!(call = %call_id, error = %e, "key exchange failed");
+        self.send(Update::CallFailed(format!("The call was ended: {e}.")));
+    }
+
+    async fn start_media(
+        &mut self,
+        call_id: CallId,
+        setup: babel_media::engine::CallSetup,
+        users: Vec<User>,
+        two_party: bool,
+    ) {
         let cfg = self.settings.media_config();
         let input = match self.open_input(cfg.frame).await {
             Ok(i) => i,
@@ -593,6 +664,7 @@ impl Backend {
         control.send(Control::InputGain(self.settings.input_gain));
         control.send(Control::OutputGain(self.settings.output_gain));
         self.call = Some(CallState::Active {
+            two_party,
             call_id,
             control,
             task,
@@ -600,6 +672,18 @@ impl Backend {
             ended_by_server: None,
         });
         self.send(Update::CallStarted { call_id, participants: users });
+    }
+
+    /// Ends a running call because its key exchange was tampered with.
+    async fn end_on_attack(&mut self, call_id: CallId, e: &AgreeError) {
+        let Some(CallState::Active { control, task, .. }) = self.call.take() else { return };
+        if let Some(c) = self.client.as_mut() {
+            let _ = c.hangup(call_id).await;
+        }
+        control.stop.cancel();
+        let r = task.await.map_err(|e| e.to_string());
+        tracing::warn!(call = %call_id, error = %e, "key exchange attacked");
+        self.report_media_end(call_id, r, Some(format!("the call was ended: {e}")));
     }
 
     /// Leaves my call, if any: tells the server and stops the media (whose
@@ -611,7 +695,7 @@ impl Backend {
             let _ = c.hangup(call_id).await;
         }
         match state {
-            CallState::Outgoing { .. } => {
+            CallState::Outgoing { .. } | CallState::Answering { .. } => {
                 self.send(Update::CallOver { call_id, reason: "you hung up".into() });
             }
             CallState::Active { control, task, .. } => {
@@ -675,29 +759,73 @@ impl Backend {
             ServerEvent::CallAccepted(j) => {
                 let matches = matches!(&self.call, Some(CallState::Outgoing { call_id, .. }) if *call_id == j.call_id);
                 if matches {
-                    if let Some(CallState::Outgoing { call_id, callee, prepared, relay }) = self.call.take() {
-                        let peers: Vec<PeerSetup> = peer_setup(&j.peer).into_iter().collect();
-                        if peers.is_empty() {
-                            self.send(Update::Server(ev.clone()));
-                            self.send(Update::CallFailed(format!(
-                                "{} has no voice key: no voice possible.",
-                                callee.name
-                            )));
-                            if let Some(c) = self.client.as_mut() {
-                                let _ = c.hangup(call_id).await;
-                            }
-                            return;
+                    if let Some(CallState::Outgoing { call_id, callee, prepared, relay, mut agreement }) =
+                        self.call.take()
+                    {
+                        self.send(Update::Server(ev.clone()));
+                        // Bound to my key before I saw theirs: now I reveal it.
+                        let agreed = match agreement.on_accepted(call_id, j.peer.user.id, j.peer.media.key.as_deref()) {
+                            Ok(a) => a,
+                            Err(e) => return self.exchange_failed(call_id, &e).await,
+                        };
+                        let revealed = match (self.client.as_mut(), agreement.reveal()) {
+                            (Some(c), Some(key)) => c.call_key(call_id, key).await.is_ok(),
+                            _ => false,
+                        };
+                        if !revealed {
+                            return self.exchange_failed(call_id, &AgreeError::NoKey).await;
                         }
                         let channel = match self.client.as_ref() {
                             Some(c) => c.connect_call(call_id).await.ok(),
                             None => None,
                         };
-                        let setup = prepared.into_call(peers, &relay, channel);
+                        let setup =
+                            prepared.into_call(vec![agreed_peer(&j.peer, &agreed)], &relay, channel, agreed.code());
                         let mut user = j.peer.user.clone();
                         if user.name.is_empty() {
                             user.name = callee.name;
                         }
-                        self.start_media(call_id, setup, vec![user]).await;
+                        self.start_media(call_id, setup, vec![user], true).await;
+                        return;
+                    }
+                }
+                if let Some(CallState::Active { call_id, two_party: true, .. }) = &self.call {
+                    if *call_id == j.call_id {
+                        // A second answer to a call whose keys are agreed.
+                        let id = *call_id;
+                        self.end_on_attack(id, &AgreeError::Twice).await;
+                    }
+                }
+            }
+            ServerEvent::CallKey(k) => {
+                let answering =
+                    matches!(&self.call, Some(CallState::Answering { call_id, .. }) if *call_id == k.call_id);
+                if answering {
+                    if let Some(CallState::Answering { call_id, prepared, relay, mut agreement, participants }) =
+                        self.call.take()
+                    {
+                        let agreed = match agreement.on_reveal(k.id, &k.key) {
+                            Ok(a) => a,
+                            Err(e) => return self.exchange_failed(call_id, &e).await,
+                        };
+                        let peers: Vec<PeerSetup> = participants
+                            .iter()
+                            .filter(|p| p.user.id == agreed.peer)
+                            .map(|p| agreed_peer(p, &agreed))
+                            .collect();
+                        let users: Vec<User> = participants.iter().map(|p| p.user.clone()).collect();
+                        let channel = match self.client.as_ref() {
+                            Some(c) => c.connect_call(call_id).await.ok(),
+                            None => None,
+                        };
+                        let setup = prepared.into_call(peers, &relay, channel, agreed.code());
+                        self.start_media(call_id, setup, users, true).await;
+                    }
+                } else if let Some(CallState::Active { call_id, two_party: true, .. }) = &self.call {
+                    if *call_id == k.call_id {
+                        // A second reveal in a call whose keys are agreed.
+                        let id = *call_id;
+                        self.end_on_attack(id, &AgreeError::Twice).await;
                     }
                 }
             }
@@ -706,7 +834,9 @@ impl Backend {
                     self.update_ringer();
                 }
                 match &mut self.call {
-                    Some(CallState::Outgoing { call_id, .. }) if call_id == c => {
+                    Some(CallState::Outgoing { call_id, .. }) | Some(CallState::Answering { call_id, .. })
+                        if call_id == c =>
+                    {
                         self.call = None;
                     }
                     Some(CallState::Active { call_id, control, ended_by_server, .. }) if call_id == c => {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use babel_client::{Client, Event};
 use babel_media::audio::AudioOutput;
 use babel_media::engine::{MediaConfig, spawn_call};
-use babel_media::setup::{Prepared, peer_setup};
+use babel_media::setup::{Prepared, agreed_peer, peer_setup};
+use babel_proto::agree::CalleeAgreement;
 use babel_proto::{ServerEvent, SessionInfo, UserId};
 use babel_server::{Config, RunningServer};
 
@@ -67,10 +68,52 @@ pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
             None => return Ok(()),
         };
         let prepared = Prepared::new(client.addr()).await?;
-        let Ok(joined) = client.accept_call(incoming.call_id, prepared.media()).await else { continue };
-        let peers = joined.participants.iter().filter_map(peer_setup).collect();
-        let channel = client.connect_call(incoming.call_id).await.ok();
-        let setup = prepared.into_call(peers, &joined.relay, channel);
+        let call_id = incoming.call_id;
+        // A two-party call: answer with my key once the caller's commitment
+        // is in; refuse one without.
+        let mut agreement = None;
+        if incoming.participants.len() <= 1 {
+            let me = client.user_id().unwrap_or(UserId(0));
+            let commit = incoming.media.key_commit.as_deref();
+            match CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys) {
+                Ok(a) => agreement = Some(a),
+                Err(_) => {
+                    let _ = client.decline_call(call_id).await;
+                    continue;
+                }
+            }
+        }
+        let media = agreement.as_ref().map_or_else(|| prepared.group_answer_media(), |a| prepared.answer_media(a));
+        let Ok(joined) = client.accept_call(call_id, media).await else { continue };
+        let (peers, code) = match agreement.as_mut() {
+            Some(a) => {
+                let agreed = loop {
+                    match events.next().await {
+                        Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if k.call_id == call_id => {
+                            break a.on_reveal(k.id, &k.key).ok();
+                        }
+                        Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => break None,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(e.into()),
+                        None => return Ok(()),
+                    }
+                };
+                let Some(agreed) = agreed else {
+                    let _ = client.hangup(call_id).await;
+                    continue;
+                };
+                let peers = joined
+                    .participants
+                    .iter()
+                    .filter(|p| p.user.id == agreed.peer)
+                    .map(|p| agreed_peer(p, &agreed))
+                    .collect();
+                (peers, agreed.code())
+            }
+            None => (joined.participants.iter().filter_map(peer_setup).collect(), String::new()),
+        };
+        let channel = client.connect_call(call_id).await.ok();
+        let setup = prepared.into_call(peers, &joined.relay, channel, code);
         let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
         let (control, task) = spawn_call(setup, cfg, Box::new(SoundInput::endless(Sound::Voice)), Box::new(Discard));
         // Until the call ends, whoever ends it.

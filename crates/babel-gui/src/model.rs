@@ -514,7 +514,10 @@ impl Model {
 
     fn apply_event(&mut self, ev: ServerEvent) {
         match ev {
-            ServerEvent::Ping | ServerEvent::CallCandidates(_) | ServerEvent::CallAccepted(_) => {}
+            ServerEvent::Ping
+            | ServerEvent::CallCandidates(_)
+            | ServerEvent::CallAccepted(_)
+            | ServerEvent::CallKey(_) => {}
             ServerEvent::ContactRequest(u) => {
                 if !self.requests.iter().any(|r| r.id == u.id) {
                     self.notify(NoticeKind::Info, format!("{} <{}> wants to add you as a contact.", u.name, u.email));

@@ -3,17 +3,22 @@
 //! desktop application.
 //!
 //! Before calling or answering, [`Prepared::new`] makes the call's key pair
-//! and binds the UDP socket whose address goes out as a candidate
-//! ([`Prepared::media`]). With the answer (`/call` + `/call_accepted`, or
-//! `/answer`), [`Prepared::into_call`] makes the engine's [`CallSetup`].
-//! While the call runs, [`control_for`] says what a server event means for
-//! the engine.
+//! and binds the UDP socket whose address goes out as a candidate. A caller
+//! sends only a commitment to its key ([`Prepared::call_media`]) and
+//! reveals the key after `/call_accepted`; a callee answers with its key
+//! ([`Prepared::answer_media`]) only once it holds the caller's commitment,
+//! and starts its media once the revealed key matched it
+//! (`babel_proto::agree` is that exchange; [`agreed_peer`] turns its outcome
+//! into the engine's peer). [`Prepared::into_call`] makes the engine's
+//! [`CallSetup`]. While the call runs, [`control_for`] says what a server
+//! event means for the engine.
 //!
 //! Not here: the signalling itself (`babel-client`) or audio devices.
 
 use std::net::{IpAddr, SocketAddr};
 
 use babel_client::CallChannel;
+use babel_proto::agree::{Agreed, CalleeAgreement};
 use babel_proto::{CallId, MediaSetup, Peer, RelayGrant, ServerEvent};
 use tokio::net::UdpSocket;
 
@@ -77,16 +82,34 @@ impl Prepared {
         Ok(Prepared { keys: CallKeys::generate()?, socket, candidate, server_ip })
     }
 
-    /// What goes out in `/call` or `/answer`.
-    pub fn media(&self) -> MediaSetup {
-        MediaSetup { key: Some(self.keys.public_b64()), candidates: vec![self.candidate] }
+    /// What goes out in `/call`: a commitment to my key, not the key.
+    pub fn call_media(&self) -> MediaSetup {
+        MediaSetup { key: None, key_commit: Some(self.keys.commit_b64()), candidates: vec![self.candidate] }
     }
 
-    /// The engine's set-up, once the other participants and my relay grant
-    /// are known.
-    pub fn into_call(self, peers: Vec<PeerSetup>, relay: &RelayGrant, channel: Option<CallChannel>) -> CallSetup {
+    /// What goes out in an accepting `/answer` of a two-party call: my key,
+    /// which the agreement only gives once it holds the caller's commitment.
+    pub fn answer_media(&self, agreement: &CalleeAgreement) -> MediaSetup {
+        MediaSetup { key: Some(agreement.key()), key_commit: None, candidates: vec![self.candidate] }
+    }
+
+    /// What goes out in an accepting `/answer` of a group call (an invite):
+    /// my key, as the members' keys are already known to everyone.
+    pub fn group_answer_media(&self) -> MediaSetup {
+        MediaSetup { key: Some(self.keys.public_b64()), key_commit: None, candidates: vec![self.candidate] }
+    }
+
+    /// The engine's set-up, once the other participants, my relay grant and
+    /// the code are known.
+    pub fn into_call(
+        self,
+        peers: Vec<PeerSetup>,
+        relay: &RelayGrant,
+        channel: Option<CallChannel>,
+        code: String,
+    ) -> CallSetup {
         let relay = relay_info(relay, self.server_ip);
-        CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket }
+        CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket, code }
     }
 }
 
@@ -94,6 +117,12 @@ impl Prepared {
 /// key (a client without Babel's media engine).
 pub fn peer_setup(p: &Peer) -> Option<PeerSetup> {
     Some(PeerSetup { user: p.user.id, key: p.media.key.clone()?, candidates: p.media.candidates.clone() })
+}
+
+/// The other side of a two-party call as the engine needs them: where the
+/// server said they are, with the key the exchange agreed on.
+pub fn agreed_peer(p: &Peer, agreed: &Agreed) -> PeerSetup {
+    PeerSetup { user: agreed.peer, key: agreed.peer_key.clone(), candidates: p.media.candidates.clone() }
 }
 
 /// My relay grant as the engine needs it (`None` if malformed).
@@ -126,6 +155,7 @@ mod tests {
             ip: "127.0.0.1".into(),
             media: MediaSetup {
                 key: key.map(str::to_owned),
+                key_commit: None,
                 candidates: vec!["127.0.0.1:4000".parse().expect("addr")],
             },
         }
@@ -142,9 +172,11 @@ mod tests {
         let p = Prepared::new("tls://127.0.0.1:7447").await.expect("prepare");
         assert!(p.candidate.ip().is_loopback());
         assert_eq!(p.server_ip, IpAddr::from([127, 0, 0, 1]));
-        let m = p.media();
+        let m = p.call_media();
         assert_eq!(m.candidates, vec![p.candidate]);
-        assert!(m.key.is_some());
+        assert_eq!((m.key, m.key_commit), (None, Some(p.keys.commit_b64())), "a caller shows only its commitment");
+        let m = p.group_answer_media();
+        assert_eq!(m.key, Some(p.keys.public_b64()));
         assert!(matches!(Prepared::new("no-such-host.invalid:1").await, Err(SetupError::Resolve(_))));
     }
 

@@ -49,6 +49,17 @@ pub struct CandidatesUpdate {
     pub candidates: Vec<std::net::SocketAddr>,
 }
 
+/// `/call_key`: a participant who committed to its key reveals it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRevealed {
+    /// The call.
+    pub call_id: CallId,
+    /// Whose key.
+    pub id: UserId,
+    /// Their public key, 32 bytes in standard base64.
+    pub key: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct IdOnly {
     id: UserId,
@@ -99,6 +110,8 @@ pub enum ServerEvent {
     CallEnded(CallId, EndReason),
     /// `/call_candidates` (Babel's addition to DESIGN.md's list).
     CallCandidates(CandidatesUpdate),
+    /// `/call_key`: the caller (or a newcomer) reveals the key it committed to.
+    CallKey(KeyRevealed),
 }
 
 /// An event frame that could not be read.
@@ -132,6 +145,7 @@ impl ServerEvent {
             ServerEvent::ParticipantLeft(..) => "/participant_left",
             ServerEvent::CallEnded(..) => "/call_ended",
             ServerEvent::CallCandidates(_) => "/call_candidates",
+            ServerEvent::CallKey(_) => "/call_key",
         }
     }
 
@@ -150,6 +164,7 @@ impl ServerEvent {
             }
             ServerEvent::CallEnded(call_id, reason) => json(&Ended { call_id: *call_id, reason: *reason }),
             ServerEvent::CallCandidates(c) => json(c),
+            ServerEvent::CallKey(k) => json(k),
         }
     }
 
@@ -192,6 +207,7 @@ impl ServerEvent {
                 ServerEvent::CallEnded(e.call_id, e.reason)
             }
             "/call_candidates" => ServerEvent::CallCandidates(de("/call_candidates", value)?),
+            "/call_key" => ServerEvent::CallKey(de("/call_key", value)?),
             _ => return Err(EventError::Unknown(route)),
         })
     }
@@ -209,7 +225,11 @@ mod tests {
         Peer {
             user: user(id),
             ip: "10.0.0.1".into(),
-            media: MediaSetup { key: Some("k".into()), candidates: vec!["10.0.0.1:4000".parse().unwrap()] },
+            media: MediaSetup {
+                key: Some("k".into()),
+                key_commit: Some("c".into()),
+                candidates: vec!["10.0.0.1:4000".parse().unwrap()],
+            },
         }
     }
 
@@ -238,6 +258,7 @@ mod tests {
                 id: UserId(2),
                 candidates: vec!["1.2.3.4:5".parse().unwrap()],
             }),
+            ServerEvent::CallKey(KeyRevealed { call_id: c, id: UserId(1), key: "k".into() }),
         ]
     }
 

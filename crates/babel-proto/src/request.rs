@@ -53,11 +53,13 @@ pub enum Route {
     ConnectCall,
     /// `/send` (only meaningful on a call channel)
     Send,
+    /// `/call_key` (a committed participant reveals its key)
+    CallKey,
 }
 
 impl Route {
     /// All routes, in documentation order.
-    pub const ALL: [Route; 17] = [
+    pub const ALL: [Route; 18] = [
         Route::Create,
         Route::Login,
         Route::Logout,
@@ -75,6 +77,7 @@ impl Route {
         Route::Invite,
         Route::ConnectCall,
         Route::Send,
+        Route::CallKey,
     ];
 
     /// The route's wire spelling.
@@ -97,6 +100,7 @@ impl Route {
             Route::Invite => "/invite",
             Route::ConnectCall => "/connect_call",
             Route::Send => "/send",
+            Route::CallKey => "/call_key",
         }
     }
 
@@ -232,6 +236,15 @@ pub enum ClientRequest {
     },
     /// `/send` in request mode: refused with a pointer to the call channel.
     Send(Credentials),
+    /// Reveal the key I committed to (`key_commit`) in a call.
+    CallKey {
+        /// A participant who committed.
+        auth: Credentials,
+        /// The call.
+        call_id: CallId,
+        /// My public key, 32 bytes in standard base64.
+        key: String,
+    },
 }
 
 /// Why a request frame could not be turned into a [`ClientRequest`]. Each maps
@@ -302,6 +315,7 @@ impl ClientRequest {
             ClientRequest::Invite { .. } => Route::Invite,
             ClientRequest::ConnectCall { .. } => Route::ConnectCall,
             ClientRequest::Send(_) => Route::Send,
+            ClientRequest::CallKey { .. } => Route::CallKey,
         }
     }
 
@@ -381,6 +395,12 @@ impl ClientRequest {
             },
             Route::ConnectCall => ClientRequest::ConnectCall { auth: auth()?, call_id: parse_call_id(&data)? },
             Route::Send => ClientRequest::Send(auth()?),
+            Route::CallKey => {
+                let auth = auth()?;
+                let call_id = parse_call_id(&data)?;
+                let key = crate::call::opt_b64_32(&data, "key")?.ok_or(FieldsError::Missing("key"))?;
+                ClientRequest::CallKey { auth, call_id, key }
+            }
         })
     }
 
@@ -442,6 +462,9 @@ impl ClientRequest {
                 header(auth),
                 Fields::from_pairs([("call_id", call_id.to_string()), ("contact_id", contact_id.to_string())]),
             ),
+            ClientRequest::CallKey { auth, call_id, key } => {
+                (header(auth), Fields::from_pairs([("call_id", call_id.to_string()), ("key", key.clone())]))
+            }
         };
         let section = |f: Fields| {
             if f.is_empty() { Vec::new() } else { f.to_json() }
@@ -484,9 +507,15 @@ mod tests {
                 auth: creds(),
                 contact_id: UserId(2),
                 media: MediaSetup {
-                    key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+                    key: None,
+                    key_commit: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
                     candidates: vec!["192.168.1.2:5000".parse().unwrap()],
                 },
+            },
+            ClientRequest::CallKey {
+                auth: creds(),
+                call_id: CallId(5),
+                key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
             },
             ClientRequest::Answer { auth: creds(), call_id: CallId(5), accept: true, media: MediaSetup::default() },
             ClientRequest::Answer { auth: creds(), call_id: CallId(5), accept: false, media: MediaSetup::default() },
@@ -551,6 +580,10 @@ mod tests {
             (frame(r#"{"id":"1","token":"t"}"#, "/call", r#"{"contact_id":"2","key":"!!"}"#), Status::BadRequest),
             (frame(r#"{"id":"1","token":"t"}"#, "/hangup", "{}"), Status::BadRequest),
             (frame("", "/events", ""), Status::Unauthorized),
+            (frame(r#"{"id":"1","token":"t"}"#, "/call_key", r#"{"call_id":"1"}"#), Status::BadRequest),
+            (frame(r#"{"id":"1","token":"t"}"#, "/call_key", r#"{"call_id":"1","key":"AAAA"}"#), Status::BadRequest),
+            (frame(r#"{"id":"1","token":"t"}"#, "/call", r#"{"contact_id":"2","key_commit":"!"}"#), Status::BadRequest),
+            (frame("", "/call_key", r#"{"call_id":"1","key":"AAAA"}"#), Status::Unauthorized),
         ];
         for (f, status) in cases {
             assert_eq!(ClientRequest::parse(&f).unwrap_err().status(), status, "{f:?}");

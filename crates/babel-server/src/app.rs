@@ -345,6 +345,10 @@ impl App {
                 let me = self.authenticate(conn, &auth).await?;
                 self.invite(me, call_id, contact_id).await
             }
+            ClientRequest::CallKey { auth, call_id, key } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.call_key(me, call_id, key).await
+            }
             ClientRequest::Send(c) => {
                 self.authenticate(conn, &c).await?;
                 Err(ServiceError::Refused(
