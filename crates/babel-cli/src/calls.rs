@@ -10,8 +10,8 @@ use babel_client::{Client, Event, EventStream};
 use babel_media::audio::{AudioInput, AudioOutput, BufferInput, RecordingOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs};
 use babel_media::engine::{CallStats, EndCause, MediaConfig, PeerSetup, spawn_call};
-use babel_media::setup::{Prepared, agreed_peer, control_for, peer_setup};
-use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement};
+use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
+use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, EndReason, RelayGrant, ServerEvent, UserId};
 use serde_json::json;
 
@@ -188,11 +188,8 @@ struct MediaPlan<'a> {
     prepared: Prepared,
     peers: Vec<PeerSetup>,
     relay: &'a RelayGrant,
-    /// The code to show.
-    code: String,
-    /// A two-party call whose keys were agreed with a commitment: any
-    /// further answer or reveal for it is an attack and ends it.
-    two_party: bool,
+    /// The call's keys as they go on (joins, leaves) and its code.
+    group: GroupAgreement,
 }
 
 /// Runs a call's media until it ends, following the call's events.
@@ -204,7 +201,8 @@ async fn run_media(
     index: u32,
     show: bool,
 ) -> Outcome {
-    let MediaPlan { call, prepared, peers, relay, code, two_party } = plan;
+    let MediaPlan { call, prepared, peers, relay, mut group } = plan;
+    let code = group.code().to_owned();
     let cfg = audio.config();
     let channel = client.connect_call(call).await.ok();
     let input = audio.input(cfg.frame)?;
@@ -219,6 +217,7 @@ async fn run_media(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ended_by_server: Option<EndReason> = None;
     let mut broken: Option<AgreeError> = None;
+    let mut pending = None;
     let result = loop {
         tokio::select! {
             r = &mut task => break r,
@@ -236,18 +235,27 @@ async fn run_media(
                     ended_by_server = Some(reason);
                     control.stop.cancel();
                 }
-                // The keys were settled once: a second answer or reveal is
-                // someone trying the exchange again (no downgrade, no retry).
-                Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if two_party && j.call_id == call => {
-                    broken = Some(AgreeError::Twice);
-                    control.stop.cancel();
-                }
-                Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if two_party && k.call_id == call => {
-                    broken = Some(AgreeError::Twice);
-                    control.stop.cancel();
-                }
+                // Joins, leaves and moves; a second answer, or a reveal that
+                // does not match or that nobody waits for, ends the call.
                 Some(Ok(Event::Server(ev))) => {
-                    if let Some(c) = control_for(call, &ev) { control.send(c); }
+                    for step in key_steps(&mut group, &mut pending, call, &ev) {
+                        match step {
+                            KeyStep::SendNonce(n) => {
+                                let _ = client.call_nonce(call, n).await;
+                            }
+                            KeyStep::Media(c) => control.send(c),
+                            KeyStep::Code(c) => {
+                                if show {
+                                    eprintln!("\nthe security code changed: {c} (read it to each other again)");
+                                }
+                                control.send(babel_media::engine::Control::Code(c));
+                            }
+                            KeyStep::End(e) => {
+                                broken = Some(e);
+                                control.stop.cancel();
+                            }
+                        }
+                    }
                 }
                 _ => {}
             },
@@ -320,15 +328,44 @@ pub async fn call(mut client: Client, contact: UserId, audio: &AudioArgs, show: 
     if show {
         eprintln!("connected to {}; read the code on the status line to each other", accepted.user.name);
     }
-    let plan = MediaPlan {
-        call: call_id,
-        prepared,
-        peers: vec![peer],
-        relay: &started.relay,
-        code: agreed.code(),
-        two_party: true,
-    };
+    let group = GroupAgreement::two_party(call_id, me, me, accepted.user.id, &agreed);
+    let plan = MediaPlan { call: call_id, prepared, peers: vec![peer], relay: &started.relay, group };
     run_media(&mut client, &mut events, plan, audio, 0, show).await
+}
+
+/// A newcomer's side of joining a group call after its `/answer`: waits
+/// for every member's nonce, then reveals its key. `Err` with why the call
+/// must end.
+async fn join_group(
+    client: &mut Client,
+    events: &mut EventStream,
+    call: CallId,
+    joined: &babel_proto::CallJoined,
+    mut joiner: Joiner,
+) -> Result<GroupAgreement, String> {
+    let members: Vec<(UserId, Option<&str>)> =
+        joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
+    joiner.on_joined(call, joined.epoch.0, &members);
+    let wait = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.next().await {
+                Some(Ok(Event::Server(ServerEvent::CallNonce(n)))) if n.call_id == call => {
+                    if let Some(key) = joiner.on_nonce(n.id, &n.nonce) {
+                        return Ok(key);
+                    }
+                }
+                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == call => {
+                    return Err(format!("the call ended: {}", r.as_str()));
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the event stream ended".into()),
+                _ => {}
+            }
+        }
+    });
+    let key = wait.await.unwrap_or_else(|_| Err("the others never answered my key commitment".into()))?;
+    client.call_key(call, key).await.map_err(|e| e.to_string())?;
+    joiner.into_group().ok_or_else(|| "the call's members are unknown".to_owned())
 }
 
 /// A callee's side of the key exchange after its `/answer`: waits for the
@@ -387,10 +424,14 @@ pub async fn listen(
         let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
         let call_id = incoming.call_id;
         // Rung into a two-party call: the caller must have committed to its
-        // key, and mine goes out only now that I hold the commitment.
+        // key, and mine goes out only now that I hold the commitment. Rung
+        // into a group call: I commit, and reveal once every member answered.
+        let me = client.user_id().context("not logged in")?;
         let mut agreement = None;
-        if incoming.participants.len() <= 1 {
-            let me = client.user_id().context("not logged in")?;
+        let mut joiner = None;
+        if incoming.participants.len() >= 2 {
+            joiner = Some(Joiner::new(me, &prepared.keys));
+        } else {
             let commit = incoming.media.key_commit.as_deref();
             match CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys) {
                 Ok(a) => agreement = Some(a),
@@ -402,9 +443,10 @@ pub async fn listen(
                 }
             }
         }
-        let media = match &agreement {
-            Some(a) => prepared.answer_media(a),
-            None => prepared.group_answer_media(),
+        let media = match (&agreement, &joiner) {
+            (Some(a), _) => prepared.answer_media(a),
+            (None, Some(j)) => prepared.join_media(j),
+            (None, None) => continue,
         };
         let joined = match client.accept_call(call_id, media).await {
             Ok(j) => j,
@@ -415,28 +457,29 @@ pub async fn listen(
                 continue;
             }
         };
-        let (peers, code, two_party) = match agreement.as_mut() {
-            Some(a) => match await_reveal(&mut events, call_id, a).await {
-                Ok(agreed) => {
-                    let peers = joined
-                        .participants
-                        .iter()
-                        .filter(|p| p.user.id == agreed.peer)
-                        .map(|p| agreed_peer(p, &agreed))
-                        .collect();
-                    (peers, agreed.code(), true)
-                }
-                Err(why) => {
-                    eprintln!("babel: the call from {} was ended: {why}", incoming.caller.name);
-                    let _ = client.hangup(call_id).await;
-                    done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": why }));
-                    continue;
-                }
+        let settled = match (agreement.as_mut(), joiner) {
+            (Some(a), _) => await_reveal(&mut events, call_id, a).await.map(|agreed| {
+                let peers =
+                    joined.participants.iter().filter(|p| p.user.id == agreed.peer).map(|p| agreed_peer(p, &agreed));
+                (peers.collect(), GroupAgreement::two_party(call_id, me, agreed.peer, me, &agreed))
+            }),
+            (None, Some(j)) => match join_group(&mut client, &mut events, call_id, &joined, j).await {
+                Ok(group) => Ok((joined.participants.iter().filter_map(peer_setup).collect(), group)),
+                Err(e) => Err(e),
             },
-            None => (joined.participants.iter().filter_map(peer_setup).collect(), String::new(), false),
+            (None, None) => continue,
+        };
+        let (peers, group): (Vec<PeerSetup>, GroupAgreement) = match settled {
+            Ok(x) => x,
+            Err(why) => {
+                eprintln!("babel: the call from {} was ended: {why}", incoming.caller.name);
+                let _ = client.hangup(call_id).await;
+                done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": why }));
+                continue;
+            }
         };
         let idx = done.len() as u32;
-        let plan = MediaPlan { call: call_id, prepared, peers, relay: &joined.relay, code, two_party };
+        let plan = MediaPlan { call: call_id, prepared, peers, relay: &joined.relay, group };
         let stats = run_media(&mut client, &mut events, plan, audio, idx, show).await?;
         if show {
             eprintln!("call with {} ended ({})", incoming.caller.name, stats["ended"]);

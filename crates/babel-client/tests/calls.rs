@@ -162,6 +162,115 @@ async fn the_caller_reveals_its_key_once_after_the_answer() {
 }
 
 #[tokio::test]
+async fn a_group_join_commits_answers_with_nonces_reveals_and_every_side_shows_one_code() {
+    use babel_proto::agree::{CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
+    use babel_proto::keys::CallKeys;
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a15@example.org", "b15@example.org").await;
+    let mut c = user(&s, "c15@example.org").await;
+    befriend(&mut a, &mut c).await;
+    let (ka, kb, kc) = (CallKeys::generate().unwrap(), CallKeys::generate().unwrap(), CallKeys::generate().unwrap());
+    let (aid, bid, cid) = (a.id(), b.id(), c.id());
+    // Two-party: commit, answer, reveal.
+    let mut ca = CallerAgreement::new(aid, &ka);
+    let media = MediaSetup { key_commit: Some(ca.key_commit()), ..MediaSetup::default() };
+    let call = a.client.call(bid, media).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    let mut cb = CalleeAgreement::on_incoming(call, aid, Some(&ca.key_commit()), bid, &kb).unwrap();
+    b.client.accept_call(call, MediaSetup { key: Some(cb.key()), ..MediaSetup::default() }).await.unwrap();
+    let acc = a.expect("accepted", |e| matches!(e, ServerEvent::CallAccepted(_)).then_some(())).await;
+    let _ = acc;
+    let at_a = ca.on_accepted(call, bid, Some(&kb.public_b64())).unwrap();
+    a.client.call_key(call, ca.reveal().unwrap()).await.unwrap();
+    let k = b
+        .expect("call_key", |e| match e {
+            ServerEvent::CallKey(k) => Some(k.clone()),
+            _ => None,
+        })
+        .await;
+    let at_b = cb.on_reveal(k.id, &k.key).unwrap();
+    let mut ga = GroupAgreement::two_party(call, aid, aid, bid, &at_a);
+    let mut gb = GroupAgreement::two_party(call, bid, aid, bid, &at_b);
+    // Cat is invited: she sees both keys, answers with a commitment.
+    a.client.invite(call, cid).await.unwrap();
+    let inc = c
+        .expect("incoming", |e| match e {
+            ServerEvent::IncomingCall(i) => Some(i.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(inc.participants.iter().all(|p| p.media.key.is_some()), "members' keys are public: {inc:?}");
+    let mut joiner = Joiner::new(cid, &kc);
+    let commit_only = MediaSetup { key_commit: Some(joiner.key_commit()), ..MediaSetup::default() };
+    let joined = c.client.accept_call(call, commit_only).await.unwrap();
+    assert_eq!(joined.epoch, babel_proto::Epoch(1));
+    let members: Vec<_> = joined.participants.iter().map(|p| (p.user.id, p.media.key.clone())).collect();
+    let members: Vec<_> = members.iter().map(|(id, k)| (*id, k.as_deref())).collect();
+    joiner.on_joined(call, joined.epoch.0, &members);
+    // Each member gets her commitment and the new epoch, and answers with a nonce.
+    for (u, g) in [(&mut a, &mut ga), (&mut b, &mut gb)] {
+        let j = u
+            .expect("participant_joined", |e| match e {
+                ServerEvent::ParticipantJoined(j) => Some(j.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!((j.peer.media.key.as_deref(), j.epoch), (None, Some(babel_proto::Epoch(1))));
+        let nonce = g.on_joining(j.peer.user.id, j.peer.media.key_commit.as_deref(), 1).unwrap();
+        u.client.call_nonce(call, nonce).await.unwrap();
+    }
+    // The nonces reach everyone else; Cat reveals once she has both.
+    let mut reveal = None;
+    while reveal.is_none() {
+        let n = c
+            .expect("call_nonce", |e| match e {
+                ServerEvent::CallNonce(n) => Some(n.clone()),
+                _ => None,
+            })
+            .await;
+        reveal = joiner.on_nonce(n.id, &n.nonce);
+    }
+    c.client.call_key(call, reveal.unwrap()).await.unwrap();
+    for (u, g) in [(&mut a, &mut ga), (&mut b, &mut gb)] {
+        loop {
+            let e = u
+                .expect("nonce or key", |e| match e {
+                    ServerEvent::CallNonce(_) | ServerEvent::CallKey(_) => Some(e.clone()),
+                    _ => None,
+                })
+                .await;
+            match e {
+                ServerEvent::CallNonce(n) => g.on_nonce(n.id, &n.nonce),
+                ServerEvent::CallKey(k) => {
+                    g.on_reveal(k.id, &k.key).unwrap();
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    let gc = joiner.into_group().unwrap();
+    assert_eq!(ga.code(), gc.code(), "one code for everybody in epoch 1");
+    assert_eq!(gb.code(), gc.code());
+    assert_ne!(ga.code(), at_a.code(), "a join changes the code");
+    // Ben leaves: epoch 2, and Ann and Cat agree on the new code.
+    b.client.hangup(call).await.unwrap();
+    let left = a
+        .expect("participant_left", |e| match e {
+            ServerEvent::ParticipantLeft(_, id, epoch) => Some((*id, *epoch)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left, (bid, babel_proto::Epoch(2)));
+    let mut gc = gc;
+    assert_eq!(ga.on_left(bid, 2), gc.on_left(bid, 2));
+    // Only members send nonces.
+    let refused = b.client.call_nonce(call, "AAAAAAAAAAAAAAAAAAAAAA==".into()).await.unwrap_err();
+    assert!(refused.refusal().is_some(), "{refused}");
+    a.client.hangup(call).await.unwrap();
+}
+
+#[tokio::test]
 async fn decline_ends_the_call_for_the_caller() {
     let s = start().await;
     let (mut a, mut b) = pair(&s, "a3@example.org", "b3@example.org").await;
@@ -258,7 +367,7 @@ async fn group_call_with_invites() {
     let bid = b.id();
     for m in [&mut a, &mut c] {
         m.expect("left", |e| {
-            matches!(e, ServerEvent::ParticipantLeft(k, id) if *k == call && *id == bid).then_some(())
+            matches!(e, ServerEvent::ParticipantLeft(k, id, _) if *k == call && *id == bid).then_some(())
         })
         .await;
     }

@@ -21,8 +21,8 @@ use babel_media::codec::FrameMs;
 use babel_media::engine::{
     CallControl, CallStats, CallTask, Control, EndCause, MediaError, PeerSetup, StopFlag, spawn_call,
 };
-use babel_media::setup::{Prepared, agreed_peer, control_for, peer_setup};
-use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement};
+use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
+use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{
     CallId, ContactRef, EndReason, IncomingCall, RelayGrant, ReplyError, ServerEvent, SessionInfo, User, UserId,
 };
@@ -178,19 +178,21 @@ enum CallState {
         relay: RelayGrant,
         agreement: Box<CallerAgreement>,
     },
-    /// I answered a two-party call; waiting for the caller's key.
+    /// I answered; waiting for the caller's key (two-party) or for every
+    /// member's nonce (joining a group call).
     Answering {
         call_id: CallId,
         prepared: Box<Prepared>,
         relay: RelayGrant,
-        agreement: Box<CalleeAgreement>,
+        waiting: Waiting,
         participants: Vec<babel_proto::Peer>,
     },
     /// Voice flows.
     Active {
-        /// A two-party call whose keys were agreed: a further answer or
-        /// reveal for it is an attack and ends it.
-        two_party: bool,
+        /// The call's keys through joins and leaves, and its code.
+        group: Box<GroupAgreement>,
+        /// A newcomer between its commitment and its reveal.
+        pending: Option<Box<babel_proto::Peer>>,
         call_id: CallId,
         control: CallControl,
         task: CallTask,
@@ -199,6 +201,15 @@ enum CallState {
         /// Set when the server ended it (else I did, and must say so).
         ended_by_server: Option<EndReason>,
     },
+}
+
+/// What an answered call waits for before its voice starts.
+#[derive(Debug)]
+enum Waiting {
+    /// The caller's key, to check against its commitment.
+    Reveal(Box<CalleeAgreement>),
+    /// Every member's nonce, before I reveal my key (an invite).
+    Nonces(Box<Joiner>),
 }
 
 impl CallState {
@@ -580,24 +591,25 @@ impl Backend {
             Err(e) => return self.send(Update::CallFailed(sentence(&e.to_string()))),
         };
         // A two-party call: the caller must have committed to its key, and
-        // mine goes out only now that I hold the commitment.
-        let two_party = incoming.as_ref().is_none_or(|i| i.participants.len() <= 1);
-        let mut agreement = None;
-        if two_party {
-            let Some(me) = client.user_id() else { return };
+        // mine goes out only now that I hold the commitment. A group call:
+        // I commit, and reveal once every member answered.
+        let Some(me) = client.user_id() else { return };
+        let waiting = if incoming.as_ref().is_some_and(|i| i.participants.len() >= 2) {
+            Waiting::Nonces(Box::new(Joiner::new(me, &prepared.keys)))
+        } else {
             let commit = incoming.as_ref().and_then(|i| i.media.key_commit.as_deref());
             let caller = incoming.as_ref().map_or(UserId(0), |i| i.caller.id);
             match CalleeAgreement::on_incoming(call_id, caller, commit, me, &prepared.keys) {
-                Ok(a) => agreement = Some(Box::new(a)),
+                Ok(a) => Waiting::Reveal(Box::new(a)),
                 Err(e) => {
                     let _ = client.decline_call(call_id).await;
                     return self.send(Update::CallFailed(format!("The call was refused: {e}.")));
                 }
             }
-        }
-        let media = match &agreement {
-            Some(a) => prepared.answer_media(a),
-            None => prepared.group_answer_media(),
+        };
+        let media = match &waiting {
+            Waiting::Reveal(a) => prepared.answer_media(a),
+            Waiting::Nonces(j) => prepared.join_media(j),
         };
         let joined = match client.accept_call(call_id, media).await {
             Ok(j) => j,
@@ -611,22 +623,39 @@ impl Backend {
                 return self.send(Update::CallFailed(msg));
             }
         };
-        if let Some(agreement) = agreement {
-            // Voice starts when the caller's key came and matched.
-            self.call = Some(CallState::Answering {
-                call_id,
-                prepared: Box::new(prepared),
-                relay: joined.relay,
-                agreement,
-                participants: joined.participants,
-            });
-            return;
+        let mut waiting = waiting;
+        if let Waiting::Nonces(j) = &mut waiting {
+            let members: Vec<(UserId, Option<&str>)> =
+                joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
+            j.on_joined(call_id, joined.epoch.0, &members);
         }
-        let peers: Vec<PeerSetup> = joined.participants.iter().filter_map(peer_setup).collect();
-        let users: Vec<User> = joined.participants.iter().map(|p| p.user.clone()).collect();
-        let channel = client.connect_call(call_id).await.ok();
-        let setup = prepared.into_call(peers, &joined.relay, channel, String::new());
-        self.start_media(call_id, setup, users, false).await;
+        // Voice starts when the caller's key came and matched, or when I
+        // revealed mine after every member's nonce.
+        self.call = Some(CallState::Answering {
+            call_id,
+            prepared: Box::new(prepared),
+            relay: joined.relay,
+            waiting,
+            participants: joined.participants,
+        });
+    }
+
+    /// An answered call's key exchange went through: voice starts.
+    async fn settled(
+        &mut self,
+        call_id: CallId,
+        prepared: Box<Prepared>,
+        relay: RelayGrant,
+        peers: Vec<PeerSetup>,
+        users: Vec<User>,
+        group: GroupAgreement,
+    ) {
+        let channel = match self.client.as_ref() {
+            Some(c) => c.connect_call(call_id).await.ok(),
+            None => None,
+        };
+        let setup = prepared.into_call(peers, &relay, channel, group.code().to_owned());
+        self.start_media(call_id, setup, users, group).await;
     }
 
     /// The key exchange failed: the call ends, and the person is told why.
@@ -643,7 +672,7 @@ impl Backend {
         call_id: CallId,
         setup: babel_media::engine::CallSetup,
         users: Vec<User>,
-        two_party: bool,
+        group: GroupAgreement,
     ) {
         let cfg = self.settings.media_config();
         let input = match self.open_input(cfg.frame).await {
@@ -664,7 +693,8 @@ impl Backend {
         control.send(Control::InputGain(self.settings.input_gain));
         control.send(Control::OutputGain(self.settings.output_gain));
         self.call = Some(CallState::Active {
-            two_party,
+            group: Box::new(group),
+            pending: None,
             call_id,
             control,
             task,
@@ -756,76 +786,88 @@ impl Backend {
                 self.ringing.insert(c.call_id, c.clone());
                 self.update_ringer();
             }
-            ServerEvent::CallAccepted(j) => {
-                let matches = matches!(&self.call, Some(CallState::Outgoing { call_id, .. }) if *call_id == j.call_id);
-                if matches {
-                    if let Some(CallState::Outgoing { call_id, callee, prepared, relay, mut agreement }) =
-                        self.call.take()
-                    {
-                        self.send(Update::Server(ev.clone()));
-                        // Bound to my key before I saw theirs: now I reveal it.
-                        let agreed = match agreement.on_accepted(call_id, j.peer.user.id, j.peer.media.key.as_deref()) {
-                            Ok(a) => a,
-                            Err(e) => return self.exchange_failed(call_id, &e).await,
-                        };
-                        let revealed = match (self.client.as_mut(), agreement.reveal()) {
-                            (Some(c), Some(key)) => c.call_key(call_id, key).await.is_ok(),
-                            _ => false,
-                        };
-                        if !revealed {
-                            return self.exchange_failed(call_id, &AgreeError::NoKey).await;
-                        }
-                        let channel = match self.client.as_ref() {
-                            Some(c) => c.connect_call(call_id).await.ok(),
-                            None => None,
-                        };
-                        let setup =
-                            prepared.into_call(vec![agreed_peer(&j.peer, &agreed)], &relay, channel, agreed.code());
-                        let mut user = j.peer.user.clone();
-                        if user.name.is_empty() {
-                            user.name = callee.name;
-                        }
-                        self.start_media(call_id, setup, vec![user], true).await;
-                        return;
+            ServerEvent::CallAccepted(j) if matches!(&self.call, Some(CallState::Outgoing { call_id, .. }) if *call_id == j.call_id) =>
+            {
+                if let Some(CallState::Outgoing { call_id, callee, prepared, relay, mut agreement }) = self.call.take()
+                {
+                    self.send(Update::Server(ev.clone()));
+                    // Bound to my key before I saw theirs: now I reveal it.
+                    let agreed = match agreement.on_accepted(call_id, j.peer.user.id, j.peer.media.key.as_deref()) {
+                        Ok(a) => a,
+                        Err(e) => return self.exchange_failed(call_id, &e).await,
+                    };
+                    let me = self.client.as_ref().and_then(Client::user_id).unwrap_or(UserId(0));
+                    let revealed = match (self.client.as_mut(), agreement.reveal()) {
+                        (Some(c), Some(key)) => c.call_key(call_id, key).await.is_ok(),
+                        _ => false,
+                    };
+                    if !revealed {
+                        return self.exchange_failed(call_id, &AgreeError::NoKey).await;
                     }
-                }
-                if let Some(CallState::Active { call_id, two_party: true, .. }) = &self.call {
-                    if *call_id == j.call_id {
-                        // A second answer to a call whose keys are agreed.
-                        let id = *call_id;
-                        self.end_on_attack(id, &AgreeError::Twice).await;
+                    let mut user = j.peer.user.clone();
+                    if user.name.is_empty() {
+                        user.name = callee.name;
                     }
+                    let group = GroupAgreement::two_party(call_id, me, me, j.peer.user.id, &agreed);
+                    let peers = vec![agreed_peer(&j.peer, &agreed)];
+                    self.settled(call_id, prepared, relay, peers, vec![user], group).await;
+                    return;
                 }
             }
-            ServerEvent::CallKey(k) => {
-                let answering =
-                    matches!(&self.call, Some(CallState::Answering { call_id, .. }) if *call_id == k.call_id);
-                if answering {
-                    if let Some(CallState::Answering { call_id, prepared, relay, mut agreement, participants }) =
-                        self.call.take()
+            ServerEvent::CallKey(k)
+                if matches!(&self.call, Some(CallState::Answering { call_id, waiting: Waiting::Reveal(_), .. })
+                    if *call_id == k.call_id) =>
+            {
+                if let Some(CallState::Answering {
+                    call_id,
+                    prepared,
+                    relay,
+                    waiting: Waiting::Reveal(mut a),
+                    participants,
+                }) = self.call.take()
+                {
+                    let agreed = match a.on_reveal(k.id, &k.key) {
+                        Ok(a) => a,
+                        Err(e) => return self.exchange_failed(call_id, &e).await,
+                    };
+                    let me = self.client.as_ref().and_then(Client::user_id).unwrap_or(UserId(0));
+                    let peers: Vec<PeerSetup> = participants
+                        .iter()
+                        .filter(|p| p.user.id == agreed.peer)
+                        .map(|p| agreed_peer(p, &agreed))
+                        .collect();
+                    let users: Vec<User> = participants.iter().map(|p| p.user.clone()).collect();
+                    let group = GroupAgreement::two_party(call_id, me, agreed.peer, me, &agreed);
+                    self.settled(call_id, prepared, relay, peers, users, group).await;
+                }
+            }
+            ServerEvent::CallNonce(n)
+                if matches!(&self.call, Some(CallState::Answering { call_id, waiting: Waiting::Nonces(_), .. })
+                    if *call_id == n.call_id) =>
+            {
+                let mut reveal = None;
+                if let Some(CallState::Answering { waiting: Waiting::Nonces(j), .. }) = &mut self.call {
+                    reveal = j.on_nonce(n.id, &n.nonce);
+                }
+                if let Some(key) = reveal {
+                    if let Some(CallState::Answering {
+                        call_id,
+                        prepared,
+                        relay,
+                        waiting: Waiting::Nonces(j),
+                        participants,
+                    }) = self.call.take()
                     {
-                        let agreed = match agreement.on_reveal(k.id, &k.key) {
-                            Ok(a) => a,
-                            Err(e) => return self.exchange_failed(call_id, &e).await,
+                        let sent = match self.client.as_mut() {
+                            Some(c) => c.call_key(call_id, key).await.is_ok(),
+                            None => false,
                         };
-                        let peers: Vec<PeerSetup> = participants
-                            .iter()
-                            .filter(|p| p.user.id == agreed.peer)
-                            .map(|p| agreed_peer(p, &agreed))
-                            .collect();
+                        let Some(group) = j.into_group().filter(|_| sent) else {
+                            return self.exchange_failed(call_id, &AgreeError::NoKey).await;
+                        };
+                        let peers: Vec<PeerSetup> = participants.iter().filter_map(peer_setup).collect();
                         let users: Vec<User> = participants.iter().map(|p| p.user.clone()).collect();
-                        let channel = match self.client.as_ref() {
-                            Some(c) => c.connect_call(call_id).await.ok(),
-                            None => None,
-                        };
-                        let setup = prepared.into_call(peers, &relay, channel, agreed.code());
-                        self.start_media(call_id, setup, users, true).await;
-                    }
-                } else if let Some(CallState::Active { call_id, two_party: true, .. }) = &self.call {
-                    if *call_id == k.call_id {
-                        // A second reveal in a call whose keys are agreed.
-                        let id = *call_id;
-                        self.end_on_attack(id, &AgreeError::Twice).await;
+                        self.settled(call_id, prepared, relay, peers, users, group).await;
                     }
                 }
             }
@@ -847,9 +889,29 @@ impl Backend {
                 }
             }
             other => {
-                if let Some(CallState::Active { call_id, control, .. }) = &self.call {
-                    if let Some(c) = control_for(*call_id, other) {
-                        control.send(c);
+                let mut steps = Vec::new();
+                let mut active_call = None;
+                if let Some(CallState::Active { call_id, group, pending, .. }) = &mut self.call {
+                    let mut p = pending.take().map(|b| *b);
+                    steps = key_steps(group, &mut p, *call_id, other);
+                    *pending = p.map(Box::new);
+                    active_call = Some(*call_id);
+                }
+                if let Some(call_id) = active_call {
+                    for step in steps {
+                        match step {
+                            KeyStep::SendNonce(n) => {
+                                if let Some(c) = self.client.as_mut() {
+                                    let _ = c.call_nonce(call_id, n).await;
+                                }
+                            }
+                            KeyStep::Media(c) => self.control(c),
+                            KeyStep::Code(c) => self.control(Control::Code(c)),
+                            KeyStep::End(e) => {
+                                self.end_on_attack(call_id, &e).await;
+                                break;
+                            }
+                        }
                     }
                 }
             }

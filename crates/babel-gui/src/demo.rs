@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use babel_client::{Client, Event};
 use babel_media::audio::AudioOutput;
+use babel_media::engine::PeerSetup;
 use babel_media::engine::{MediaConfig, spawn_call};
-use babel_media::setup::{Prepared, agreed_peer, peer_setup};
-use babel_proto::agree::CalleeAgreement;
+use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
+use babel_proto::agree::{CalleeAgreement, GroupAgreement, Joiner};
 use babel_proto::{ServerEvent, SessionInfo, UserId};
 use babel_server::{Config, RunningServer};
 
@@ -70,54 +71,76 @@ pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
         let prepared = Prepared::new(client.addr()).await?;
         let call_id = incoming.call_id;
         // A two-party call: answer with my key once the caller's commitment
-        // is in; refuse one without.
-        let mut agreement = None;
-        if incoming.participants.len() <= 1 {
-            let me = client.user_id().unwrap_or(UserId(0));
-            let commit = incoming.media.key_commit.as_deref();
-            match CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys) {
-                Ok(a) => agreement = Some(a),
-                Err(_) => {
-                    let _ = client.decline_call(call_id).await;
-                    continue;
-                }
-            }
-        }
-        let media = agreement.as_ref().map_or_else(|| prepared.group_answer_media(), |a| prepared.answer_media(a));
-        let Ok(joined) = client.accept_call(call_id, media).await else { continue };
-        let (peers, code) = match agreement.as_mut() {
-            Some(a) => {
-                let agreed = loop {
-                    match events.next().await {
-                        Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if k.call_id == call_id => {
-                            break a.on_reveal(k.id, &k.key).ok();
+        // is in (refuse one without), start once its key matched. Invited
+        // into a group: commit, reveal once every member sent a nonce.
+        let me = client.user_id().unwrap_or(UserId(0));
+        let settled = if incoming.participants.len() >= 2 {
+            let mut joiner = Joiner::new(me, &prepared.keys);
+            let Ok(joined) = client.accept_call(call_id, prepared.join_media(&joiner)).await else { continue };
+            let members: Vec<(UserId, Option<&str>)> =
+                joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
+            joiner.on_joined(call_id, joined.epoch.0, &members);
+            let key = loop {
+                match events.next().await {
+                    Some(Ok(Event::Server(ServerEvent::CallNonce(n)))) if n.call_id == call_id => {
+                        if let Some(key) = joiner.on_nonce(n.id, &n.nonce) {
+                            break Some(key);
                         }
-                        Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => break None,
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => return Err(e.into()),
-                        None => return Ok(()),
                     }
-                };
-                let Some(agreed) = agreed else {
-                    let _ = client.hangup(call_id).await;
-                    continue;
-                };
-                let peers = joined
+                    Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => break None,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Ok(()),
+                }
+            };
+            let revealed = match key {
+                Some(k) => client.call_key(call_id, k).await.is_ok(),
+                None => false,
+            };
+            match joiner.into_group().filter(|_| revealed) {
+                Some(group) => Some((joined.participants.iter().filter_map(peer_setup).collect(), group, joined)),
+                None => None,
+            }
+        } else {
+            let commit = incoming.media.key_commit.as_deref();
+            let Ok(mut a) = CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys)
+            else {
+                let _ = client.decline_call(call_id).await;
+                continue;
+            };
+            let Ok(joined) = client.accept_call(call_id, prepared.answer_media(&a)).await else { continue };
+            let agreed = loop {
+                match events.next().await {
+                    Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if k.call_id == call_id => {
+                        break a.on_reveal(k.id, &k.key).ok();
+                    }
+                    Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => break None,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Ok(()),
+                }
+            };
+            agreed.map(|agreed| {
+                let peers: Vec<PeerSetup> = joined
                     .participants
                     .iter()
                     .filter(|p| p.user.id == agreed.peer)
                     .map(|p| agreed_peer(p, &agreed))
                     .collect();
-                (peers, agreed.code())
-            }
-            None => (joined.participants.iter().filter_map(peer_setup).collect(), String::new()),
+                (peers, GroupAgreement::two_party(call_id, me, agreed.peer, me, &agreed), joined)
+            })
+        };
+        let Some((peers, mut group, joined)) = settled else {
+            let _ = client.hangup(call_id).await;
+            continue;
         };
         let channel = client.connect_call(call_id).await.ok();
-        let setup = prepared.into_call(peers, &joined.relay, channel, code);
+        let setup = prepared.into_call(peers, &joined.relay, channel, group.code().to_owned());
         let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
         let (control, task) = spawn_call(setup, cfg, Box::new(SoundInput::endless(Sound::Voice)), Box::new(Discard));
-        // Until the call ends, whoever ends it.
-        loop {
+        // Until the call ends, whoever ends it (or its keys are tampered with).
+        let mut pending = None;
+        'call: loop {
             match events.next().await {
                 Some(Ok(Event::Server(ev))) => {
                     if let ServerEvent::CallEnded(c, _) = &ev {
@@ -125,8 +148,18 @@ pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
                             break;
                         }
                     }
-                    if let Some(c) = babel_media::setup::control_for(incoming.call_id, &ev) {
-                        control.send(c);
+                    for step in key_steps(&mut group, &mut pending, call_id, &ev) {
+                        match step {
+                            KeyStep::SendNonce(n) => {
+                                let _ = client.call_nonce(call_id, n).await;
+                            }
+                            KeyStep::Media(c) => control.send(c),
+                            KeyStep::Code(c) => control.send(babel_media::engine::Control::Code(c)),
+                            KeyStep::End(_) => {
+                                let _ = client.hangup(call_id).await;
+                                break 'call;
+                            }
+                        }
                     }
                 }
                 Some(Ok(Event::Reconnected)) => {}

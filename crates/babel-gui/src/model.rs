@@ -486,7 +486,16 @@ impl Model {
                     while call.history.len() > HISTORY {
                         call.history.pop_front();
                     }
+                    // Someone joined or left: the code is a new one, to read again.
+                    let changed = !call.stats.sas.is_empty() && call.stats.sas != s.sas && !s.sas.is_empty();
+                    let code = s.sas.clone();
                     call.stats = s;
+                    if changed {
+                        self.notify(
+                            NoticeKind::Info,
+                            format!("The security code changed: {code}. Read it to each other again."),
+                        );
+                    }
                 }
             }
             Update::CallOver { call_id, reason } => self.end_call(call_id, &reason),
@@ -517,7 +526,8 @@ impl Model {
             ServerEvent::Ping
             | ServerEvent::CallCandidates(_)
             | ServerEvent::CallAccepted(_)
-            | ServerEvent::CallKey(_) => {}
+            | ServerEvent::CallKey(_)
+            | ServerEvent::CallNonce(_) => {}
             ServerEvent::ContactRequest(u) => {
                 if !self.requests.iter().any(|r| r.id == u.id) {
                     self.notify(NoticeKind::Info, format!("{} <{}> wants to add you as a contact.", u.name, u.email));
@@ -560,7 +570,7 @@ impl Model {
                     }
                 }
             }
-            ServerEvent::ParticipantLeft(call_id, id) => {
+            ServerEvent::ParticipantLeft(call_id, id, _) => {
                 if let Some(call) = self.call.as_mut().filter(|c| c.call_id == Some(call_id)) {
                     call.participants.retain(|p| p.id != id);
                     call.retitle();
@@ -1027,13 +1037,14 @@ mod tests {
         m.apply(Update::Server(ServerEvent::ParticipantJoined(PeerJoined {
             call_id: CallId(1),
             peer: peer(user(2, "Ben")),
+            epoch: None,
         })));
         let c = m.call.as_ref().unwrap();
         assert_eq!(c.title, "Cleo, Ben");
         assert!(m.invitable().is_empty());
         m.apply(Update::Server(ServerEvent::CallDeclined(CallId(1), UserId(5))));
         assert!(m.notices.last().unwrap().text.contains("eve did not join"));
-        m.apply(Update::Server(ServerEvent::ParticipantLeft(CallId(1), UserId(3))));
+        m.apply(Update::Server(ServerEvent::ParticipantLeft(CallId(1), UserId(3), babel_proto::Epoch(2))));
         assert_eq!(m.call.as_ref().unwrap().title, "Ben");
     }
 

@@ -18,7 +18,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use babel_client::CallChannel;
-use babel_proto::agree::{Agreed, CalleeAgreement};
+use babel_proto::agree::{AgreeError, Agreed, CalleeAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, MediaSetup, Peer, RelayGrant, ServerEvent};
 use tokio::net::UdpSocket;
 
@@ -93,10 +93,11 @@ impl Prepared {
         MediaSetup { key: Some(agreement.key()), key_commit: None, candidates: vec![self.candidate] }
     }
 
-    /// What goes out in an accepting `/answer` of a group call (an invite):
-    /// my key, as the members' keys are already known to everyone.
-    pub fn group_answer_media(&self) -> MediaSetup {
-        MediaSetup { key: Some(self.keys.public_b64()), key_commit: None, candidates: vec![self.candidate] }
+    /// What goes out in an accepting `/answer` of a group call (an
+    /// invite): a commitment to my key, which I reveal once every member
+    /// answered it with a nonce.
+    pub fn join_media(&self, joiner: &Joiner) -> MediaSetup {
+        MediaSetup { key: None, key_commit: Some(joiner.key_commit()), candidates: vec![self.candidate] }
     }
 
     /// The engine's set-up, once the other participants, my relay grant and
@@ -137,9 +138,78 @@ pub fn relay_info(grant: &RelayGrant, server_ip: IpAddr) -> Option<RelayInfo> {
 pub fn control_for(call: CallId, ev: &ServerEvent) -> Option<Control> {
     match ev {
         ServerEvent::ParticipantJoined(j) if j.call_id == call => peer_setup(&j.peer).map(Control::AddPeer),
-        ServerEvent::ParticipantLeft(c, id) if *c == call => Some(Control::RemovePeer(*id)),
+        ServerEvent::ParticipantLeft(c, id, _) if *c == call => Some(Control::RemovePeer(*id)),
         ServerEvent::CallCandidates(u) if u.call_id == call => Some(Control::Candidates(u.id, u.candidates.clone())),
         _ => None,
+    }
+}
+
+/// What a server event means for a running call's keys and media.
+#[derive(Debug, Clone)]
+pub enum KeyStep {
+    /// A newcomer committed to its key: send this nonce with `/call_nonce`.
+    SendNonce(String),
+    /// For the engine: a verified newcomer to add, someone gone, addresses.
+    Media(Control),
+    /// The call's code changed (a join or a leave): show it, say so.
+    Code(String),
+    /// The key exchange was tampered with: hang up and say why.
+    End(AgreeError),
+}
+
+/// Follows a running call's keys through the server's events (see
+/// `babel_proto::agree::GroupAgreement`): `pending` holds the newcomer
+/// between its commitment and its reveal. Any further `/call_accepted`, a
+/// newcomer that shows a key without a commitment, a reveal that does not
+/// match, or one nobody is waiting for, ends the call.
+pub fn key_steps(
+    group: &mut GroupAgreement,
+    pending: &mut Option<Peer>,
+    call: CallId,
+    ev: &ServerEvent,
+) -> Vec<KeyStep> {
+    match ev {
+        ServerEvent::CallAccepted(j) if j.call_id == call => vec![KeyStep::End(AgreeError::Twice)],
+        ServerEvent::ParticipantJoined(j) if j.call_id == call => {
+            let media = &j.peer.media;
+            if media.key_commit.is_none() && media.key.is_none() {
+                // A client without Babel's media engine: nothing to agree.
+                return Vec::new();
+            }
+            let epoch = j.epoch.map_or(group.epoch() + 1, |e| e.0);
+            match group.on_joining(j.peer.user.id, media.key_commit.as_deref(), epoch) {
+                Ok(nonce) => {
+                    *pending = Some(j.peer.clone());
+                    vec![KeyStep::SendNonce(nonce)]
+                }
+                Err(e) => vec![KeyStep::End(e)],
+            }
+        }
+        ServerEvent::CallNonce(n) if n.call_id == call => {
+            group.on_nonce(n.id, &n.nonce);
+            Vec::new()
+        }
+        ServerEvent::CallKey(k) if k.call_id == call => match group.on_reveal(k.id, &k.key) {
+            Ok(key) => {
+                let candidates = pending.take().map(|p| p.media.candidates).unwrap_or_default();
+                vec![
+                    KeyStep::Media(Control::AddPeer(PeerSetup { user: k.id, key, candidates })),
+                    KeyStep::Code(group.code().to_owned()),
+                ]
+            }
+            Err(e) => vec![KeyStep::End(e)],
+        },
+        ServerEvent::ParticipantLeft(c, id, epoch) if *c == call => {
+            if pending.as_ref().is_some_and(|p| p.user.id == *id) {
+                *pending = None;
+            }
+            let code = group.on_left(*id, epoch.0).to_owned();
+            vec![KeyStep::Media(Control::RemovePeer(*id)), KeyStep::Code(code)]
+        }
+        ServerEvent::CallCandidates(u) if u.call_id == call => {
+            vec![KeyStep::Media(Control::Candidates(u.id, u.candidates.clone()))]
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -175,8 +245,8 @@ mod tests {
         let m = p.call_media();
         assert_eq!(m.candidates, vec![p.candidate]);
         assert_eq!((m.key, m.key_commit), (None, Some(p.keys.commit_b64())), "a caller shows only its commitment");
-        let m = p.group_answer_media();
-        assert_eq!(m.key, Some(p.keys.public_b64()));
+        let m = p.join_media(&Joiner::new(UserId(1), &p.keys));
+        assert_eq!((m.key, m.key_commit), (None, Some(p.keys.commit_b64())), "a newcomer too");
         assert!(matches!(Prepared::new("no-such-host.invalid:1").await, Err(SetupError::Resolve(_))));
     }
 
@@ -199,10 +269,10 @@ mod tests {
     #[test]
     fn events_for_this_call_only() {
         let call = CallId(1);
-        let joined = ServerEvent::ParticipantJoined(PeerJoined { call_id: call, peer: peer(Some("k")) });
+        let joined = ServerEvent::ParticipantJoined(PeerJoined { call_id: call, peer: peer(Some("k")), epoch: None });
         assert!(matches!(control_for(call, &joined), Some(Control::AddPeer(p)) if p.user == UserId(7)));
         assert!(control_for(CallId(2), &joined).is_none());
-        let left = ServerEvent::ParticipantLeft(call, UserId(7));
+        let left = ServerEvent::ParticipantLeft(call, UserId(7), babel_proto::Epoch(2));
         assert!(matches!(control_for(call, &left), Some(Control::RemovePeer(UserId(7)))));
         let moved = ServerEvent::CallCandidates(CandidatesUpdate { call_id: call, id: UserId(7), candidates: vec![] });
         assert!(matches!(control_for(call, &moved), Some(Control::Candidates(UserId(7), _))));

@@ -25,7 +25,13 @@
 //! pairs, made outside.
 
 use crate::call::CallId;
-use crate::keys::{CallKeys, KeyError, code_number, commitment, decode32, encode32, format_code, sas_transcript};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::keys::{
+    CallKeys, EpochMember, KeyError, NONCE_LEN, code_number, commitment, decode32, encode32, format_code, fresh_nonce,
+    group_transcript, sas_transcript,
+};
 use crate::types::UserId;
 
 /// Why the key exchange of a call failed; every one ends the call.
@@ -187,6 +193,211 @@ impl CalleeAgreement {
     }
 }
 
+/// One participant as a group's key state knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    key: [u8; 32],
+    nonce: Vec<u8>,
+}
+
+/// A call's keys as one participant follows them through joins and
+/// leaves, and the one code per epoch everybody in the call shows:
+/// [`group_transcript`] of the call id, the epoch and every participant's
+/// (id, key, latest nonce).
+///
+/// A newcomer commits to its key (`key_commit` in its `/answer`); every
+/// member answers the commitment with a fresh nonce (`/call_nonce`,
+/// [`GroupAgreement::on_joining`]); the newcomer reveals its key only once
+/// it has a nonce from every member ([`Joiner::on_nonce`]); members check
+/// the reveal against the commitment ([`GroupAgreement::on_reveal`]). So the
+/// members' side of the code depends on nonces chosen after the newcomer's
+/// key was fixed, and the newcomer's side on a key the server only learns
+/// after it had to choose what the newcomer sees.
+#[derive(Debug, Clone)]
+pub struct GroupAgreement {
+    call: CallId,
+    me: UserId,
+    epoch: u32,
+    members: std::collections::BTreeMap<UserId, Member>,
+    /// A newcomer that committed and has not revealed yet.
+    pending: Option<(UserId, [u8; 32])>,
+    code: String,
+}
+
+impl GroupAgreement {
+    /// After a two-party exchange: epoch 0, whose code is the two-party one.
+    pub fn two_party(call: CallId, me: UserId, caller: UserId, callee: UserId, agreed: &Agreed) -> GroupAgreement {
+        let mut members = std::collections::BTreeMap::new();
+        members.insert(caller, Member { key: agreed.caller_key, nonce: Vec::new() });
+        members.insert(callee, Member { key: agreed.callee_key, nonce: Vec::new() });
+        GroupAgreement { call, me, epoch: 0, members, pending: None, code: agreed.code() }
+    }
+
+    /// The code to show now.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Whether a newcomer is between its commitment and its reveal.
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn recompute(&mut self) {
+        let list: Vec<EpochMember> =
+            self.members.iter().map(|(id, m)| EpochMember { id: *id, key: m.key, nonce: m.nonce.clone() }).collect();
+        self.code = format_code(&group_transcript(self.call, self.epoch, &list));
+    }
+
+    /// The code's number at `modulus` (tests).
+    pub fn code_number(&self, modulus: u32) -> u32 {
+        let list: Vec<EpochMember> =
+            self.members.iter().map(|(id, m)| EpochMember { id: *id, key: m.key, nonce: m.nonce.clone() }).collect();
+        code_number(&group_transcript(self.call, self.epoch, &list), modulus)
+    }
+
+    /// `/participant_joined` with the newcomer's commitment and the new
+    /// epoch: my fresh nonce, to send with `/call_nonce`. A newcomer without
+    /// a commitment, or one while another is pending, fails.
+    pub fn on_joining(&mut self, id: UserId, key_commit: Option<&str>, epoch: u32) -> Result<String, AgreeError> {
+        let commit = decode32(key_commit.ok_or(AgreeError::NoCommitment)?).map_err(|_| AgreeError::NoCommitment)?;
+        if self.pending.is_some() || self.members.contains_key(&id) {
+            return Err(AgreeError::Twice);
+        }
+        let nonce = fresh_nonce().map_err(|_| AgreeError::NoKey)?;
+        if let Some(me) = self.members.get_mut(&self.me) {
+            me.nonce = nonce.to_vec();
+        }
+        self.pending = Some((id, commit));
+        self.epoch = epoch;
+        Ok(STANDARD.encode(nonce))
+    }
+
+    /// `/call_nonce` from another member: their nonce for this join.
+    /// Nonces from strangers or of the wrong size are ignored (they would
+    /// only make the codes differ).
+    pub fn on_nonce(&mut self, id: UserId, nonce: &str) {
+        let Ok(raw) = STANDARD.decode(nonce.trim()) else { return };
+        if raw.len() != NONCE_LEN || id == self.me {
+            return;
+        }
+        if let Some(m) = self.members.get_mut(&id) {
+            m.nonce = raw;
+        }
+    }
+
+    /// `/call_key` from the pending newcomer: checked against its
+    /// commitment; the key to add to the media and the new code.
+    pub fn on_reveal(&mut self, id: UserId, key: &str) -> Result<String, AgreeError> {
+        let Some((pid, commit)) = self.pending else { return Err(AgreeError::Twice) };
+        if pid != id {
+            return Err(AgreeError::WrongSender);
+        }
+        let raw = decode32(key)?;
+        if commitment(&raw) != commit {
+            return Err(AgreeError::Mismatch);
+        }
+        self.pending = None;
+        self.members.insert(id, Member { key: raw, nonce: Vec::new() });
+        self.recompute();
+        Ok(encode32(&raw))
+    }
+
+    /// `/participant_left` with the new epoch: the new code.
+    pub fn on_left(&mut self, id: UserId, epoch: u32) -> &str {
+        self.members.remove(&id);
+        if self.pending.is_some_and(|(p, _)| p == id) {
+            self.pending = None;
+        }
+        self.epoch = epoch;
+        self.recompute();
+        &self.code
+    }
+}
+
+/// A newcomer's side of joining a group call (an invite).
+#[derive(Debug, Clone)]
+pub struct Joiner {
+    me: UserId,
+    public: [u8; 32],
+    call: Option<(CallId, u32)>,
+    members: std::collections::BTreeMap<UserId, Member>,
+    nonces: std::collections::BTreeMap<UserId, Vec<u8>>,
+    revealed: bool,
+}
+
+impl Joiner {
+    /// For my key pair of this call.
+    pub fn new(me: UserId, keys: &CallKeys) -> Joiner {
+        Joiner {
+            me,
+            public: keys.public_bytes(),
+            call: None,
+            members: std::collections::BTreeMap::new(),
+            nonces: std::collections::BTreeMap::new(),
+            revealed: false,
+        }
+    }
+
+    /// What my `/answer` carries as `key_commit`.
+    pub fn key_commit(&self) -> String {
+        encode32(&commitment(&self.public))
+    }
+
+    /// `/answer`'s answer: the call, its epoch with me in it, and the
+    /// members with their keys (members without a usable key take no part
+    /// in the media, nor in the code).
+    pub fn on_joined(&mut self, call: CallId, epoch: u32, members: &[(UserId, Option<&str>)]) {
+        self.call = Some((call, epoch));
+        for (id, key) in members {
+            if let Some(k) = key.and_then(|k| decode32(k).ok()) {
+                self.members.insert(*id, Member { key: k, nonce: Vec::new() });
+            }
+        }
+    }
+
+    /// `/call_nonce` from a member. Once every member's nonce is in: my key
+    /// to reveal with `/call_key` (once).
+    pub fn on_nonce(&mut self, id: UserId, nonce: &str) -> Option<String> {
+        if let Ok(raw) = STANDARD.decode(nonce.trim()) {
+            if raw.len() == NONCE_LEN {
+                self.nonces.insert(id, raw);
+            }
+        }
+        self.ready()
+    }
+
+    /// My key to reveal, if every member's nonce came and I have not
+    /// revealed yet.
+    pub fn ready(&mut self) -> Option<String> {
+        let complete = self.call.is_some()
+            && !self.members.is_empty()
+            && self.members.keys().all(|id| self.nonces.contains_key(id));
+        if !complete || std::mem::replace(&mut self.revealed, true) {
+            return None;
+        }
+        Some(encode32(&self.public))
+    }
+
+    /// After the reveal: the group as a member, with its code.
+    pub fn into_group(self) -> Option<GroupAgreement> {
+        let (call, epoch) = self.call?;
+        let mut members = self.members;
+        for (id, m) in members.iter_mut() {
+            m.nonce = self.nonces.get(id).cloned().unwrap_or_default();
+        }
+        members.insert(self.me, Member { key: self.public, nonce: Vec::new() });
+        let mut g = GroupAgreement { call, me: self.me, epoch, members, pending: None, code: String::new() };
+        g.recompute();
+        Some(g)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +551,136 @@ mod tests {
         let wins = (0..n).filter(|_| attacked_call(256, &pool, false)).count();
         println!("without the commitment the attacker won {wins} of {n} calls");
         assert!(wins >= 195, "the uncommitted exchange was won only {wins} of {n} times");
+    }
+
+    /// Ann calls Ben; Cat is invited. Every member's machine, honestly.
+    fn three() -> (GroupAgreement, GroupAgreement, GroupAgreement) {
+        let (a, b, c) = (keys(), keys(), keys());
+        let mut caller = CallerAgreement::new(ANN, &a);
+        let mut callee = CalleeAgreement::on_incoming(CALL, ANN, Some(&caller.key_commit()), BEN, &b).unwrap();
+        let at_a = caller.on_accepted(CALL, BEN, Some(&callee.key())).unwrap();
+        let at_b = callee.on_reveal(ANN, &caller.reveal().unwrap()).unwrap();
+        let mut ga = GroupAgreement::two_party(CALL, ANN, ANN, BEN, &at_a);
+        let mut gb = GroupAgreement::two_party(CALL, BEN, ANN, BEN, &at_b);
+        assert_eq!(ga.code(), at_a.code(), "epoch 0 shows the two-party code");
+        let cat = UserId(3);
+        let mut joiner = Joiner::new(cat, &c);
+        let na = ga.on_joining(cat, Some(&joiner.key_commit()), 1).unwrap();
+        let nb = gb.on_joining(cat, Some(&joiner.key_commit()), 1).unwrap();
+        ga.on_nonce(BEN, &nb);
+        gb.on_nonce(ANN, &na);
+        joiner.on_joined(CALL, 1, &[(ANN, Some(&a.public_b64())), (BEN, Some(&b.public_b64()))]);
+        assert_eq!(joiner.on_nonce(ANN, &na), None, "no reveal before every member's nonce");
+        let reveal = joiner.on_nonce(BEN, &nb).unwrap();
+        assert_eq!(joiner.ready(), None, "one reveal only");
+        assert_eq!(ga.on_reveal(cat, &reveal).unwrap(), c.public_b64());
+        gb.on_reveal(cat, &reveal).unwrap();
+        (ga, gb, joiner.into_group().unwrap())
+    }
+
+    #[test]
+    fn a_group_shows_one_code_per_epoch_on_every_side() {
+        let (mut ga, mut gb, mut gc) = three();
+        assert_eq!(ga.code(), gb.code());
+        assert_eq!(ga.code(), gc.code());
+        assert_eq!((ga.epoch(), gc.epoch()), (1, 1));
+        let before = ga.code().to_owned();
+        // Ben leaves: epoch 2, a new code, the same for those left.
+        let a2 = ga.on_left(BEN, 2).to_owned();
+        let c2 = gc.on_left(BEN, 2).to_owned();
+        assert_eq!(a2, c2);
+        assert_ne!(a2, before);
+        let _ = gb.on_left(ANN, 2);
+    }
+
+    #[test]
+    fn a_group_newcomer_must_commit_reveal_what_it_committed_and_only_once() {
+        let (mut ga, _, _) = three();
+        let (d, m) = (keys(), keys());
+        let dan = UserId(4);
+        assert_eq!(ga.on_joining(dan, None, 2).unwrap_err(), AgreeError::NoCommitment);
+        ga.on_joining(dan, Some(&CallerAgreement::new(dan, &d).key_commit()), 2).unwrap();
+        assert_eq!(ga.on_joining(UserId(5), Some(&d.commit_b64()), 2).unwrap_err(), AgreeError::Twice);
+        assert_eq!(ga.on_reveal(UserId(5), &d.public_b64()).unwrap_err(), AgreeError::WrongSender);
+        assert_eq!(ga.clone().on_reveal(dan, &m.public_b64()).unwrap_err(), AgreeError::Mismatch);
+        ga.on_reveal(dan, &d.public_b64()).unwrap();
+        assert_eq!(ga.on_reveal(dan, &d.public_b64()).unwrap_err(), AgreeError::Twice);
+    }
+
+    #[test]
+    fn a_nonce_changed_on_the_way_changes_the_code() {
+        let (a, b, c) = (keys(), keys(), keys());
+        let mut caller = CallerAgreement::new(ANN, &a);
+        let mut callee = CalleeAgreement::on_incoming(CALL, ANN, Some(&caller.key_commit()), BEN, &b).unwrap();
+        let at_a = caller.on_accepted(CALL, BEN, Some(&callee.key())).unwrap();
+        let _ = callee.on_reveal(ANN, &caller.reveal().unwrap()).unwrap();
+        let mut ga = GroupAgreement::two_party(CALL, ANN, ANN, BEN, &at_a);
+        let cat = UserId(3);
+        let mut joiner = Joiner::new(cat, &c);
+        let na = ga.on_joining(cat, Some(&joiner.key_commit()), 1).unwrap();
+        joiner.on_joined(CALL, 1, &[(ANN, Some(&a.public_b64())), (BEN, Some(&b.public_b64()))]);
+        // The server hands Cat other nonces than the members sent.
+        let forged = STANDARD.encode([9u8; NONCE_LEN]);
+        joiner.on_nonce(ANN, &forged);
+        let reveal = joiner.on_nonce(BEN, &forged).unwrap();
+        ga.on_nonce(BEN, &STANDARD.encode([1u8; NONCE_LEN]));
+        ga.on_reveal(cat, &reveal).unwrap();
+        let gc = joiner.into_group().unwrap();
+        assert_ne!(ga.code(), gc.code());
+        let _ = na;
+    }
+
+    #[test]
+    fn a_server_posing_as_a_newcomer_wins_no_more_often_than_chance() {
+        // Cat's view: the server gives her its own keys for Ann and Ben and
+        // nonces of its choice; the members see a commitment to the server's
+        // key instead of Cat's. With an 8-bit code, the server searches the
+        // nonces it hands Cat for a code equal to the members', but Cat's
+        // key is hidden behind her commitment until she has the nonces.
+        let n = 2_000;
+        let fakes: Vec<CallKeys> = (0..2).map(|_| keys()).collect();
+        let (a, b) = (keys(), keys());
+        let mut wins = 0u64;
+        for i in 0..n {
+            let call = CallId(i);
+            let mut caller = CallerAgreement::new(ANN, &a);
+            let mut callee = CalleeAgreement::on_incoming(call, ANN, Some(&caller.key_commit()), BEN, &b).unwrap();
+            let at_a = caller.on_accepted(call, BEN, Some(&callee.key())).unwrap();
+            let _ = callee.on_reveal(ANN, &caller.reveal().unwrap()).unwrap();
+            let mut ga = GroupAgreement::two_party(call, ANN, ANN, BEN, &at_a);
+            let cat = UserId(3);
+            let (c, m) = (keys(), &fakes[0]);
+            let mut joiner = Joiner::new(cat, &c);
+            let na = ga.on_joining(cat, Some(&m.commit_b64()), 1).unwrap();
+            let members_code = {
+                let mut g = ga.clone();
+                g.on_reveal(cat, &m.public_b64()).unwrap();
+                g.code_number(256)
+            };
+            joiner.on_joined(call, 1, &[(ANN, Some(&fakes[1].public_b64())), (BEN, Some(&fakes[0].public_b64()))]);
+            // Search the nonces for Cat with a guess of her key.
+            let guess = keys();
+            let mut pick = STANDARD.encode([0u8; NONCE_LEN]);
+            for t in 0u8..16 {
+                let nonce = STANDARD.encode([t; NONCE_LEN]);
+                let mut trial = Joiner::new(cat, &guess);
+                trial.on_joined(call, 1, &[(ANN, Some(&fakes[1].public_b64())), (BEN, Some(&fakes[0].public_b64()))]);
+                trial.on_nonce(ANN, &nonce);
+                trial.on_nonce(BEN, &nonce);
+                if trial.into_group().is_some_and(|g| g.code_number(256) == members_code) {
+                    pick = nonce;
+                    break;
+                }
+            }
+            joiner.on_nonce(ANN, &pick);
+            let _ = joiner.on_nonce(BEN, &pick);
+            let _ = na;
+            if joiner.into_group().is_some_and(|g| g.code_number(256) == members_code) {
+                wins += 1;
+            }
+        }
+        let bound = binomial_quantile(n, 1.0 / 256.0, 0.999);
+        println!("the newcomer attack won {wins} of {n} joins (99.9 % bound {bound})");
+        assert!(wins <= bound, "the server won {wins} of {n} joins (bound {bound})");
     }
 }

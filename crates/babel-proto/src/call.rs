@@ -45,6 +45,35 @@ impl<'de> Deserialize<'de> for CallId {
     }
 }
 
+/// A group call's epoch: 0 once the callee answered, one more at every
+/// later join and every leave while the call goes on. A decimal string on
+/// the wire (`"epoch": "2"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Epoch(pub u32);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Epoch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Epoch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = s.trim();
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(serde::de::Error::custom("an epoch is a decimal number"));
+        }
+        t.parse().map(Epoch).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Most candidate addresses one participant may announce.
 pub const MAX_CANDIDATES: usize = 8;
 
@@ -211,6 +240,9 @@ pub struct CallJoined {
     pub relay: RelayGrant,
     /// Everyone already in the call.
     pub participants: Vec<Peer>,
+    /// The call's epoch with me in it (group calls' code).
+    #[serde(default)]
+    pub epoch: Epoch,
 }
 
 /// Why a call ended for the one who is told.

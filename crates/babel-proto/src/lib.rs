@@ -37,9 +37,9 @@ pub mod response;
 pub mod types;
 pub mod voice;
 
-pub use call::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, Peer, RelayGrant};
+pub use call::{CallId, CallJoined, CallStarted, EndReason, Epoch, MediaSetup, Peer, RelayGrant};
 pub use channel::{ChannelFrame, SendData};
-pub use event::{CandidatesUpdate, IncomingCall, KeyRevealed, PeerJoined, ServerEvent};
+pub use event::{CandidatesUpdate, IncomingCall, KeyRevealed, NonceSent, PeerJoined, ServerEvent};
 pub use fields::{Fields, FieldsError};
 pub use fingerprint::Fingerprint;
 pub use frame::{FrameError, Limits, RawRequest, RawResponse, decode_request, decode_response};

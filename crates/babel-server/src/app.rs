@@ -349,6 +349,10 @@ impl App {
                 let me = self.authenticate(conn, &auth).await?;
                 self.call_key(me, call_id, key).await
             }
+            ClientRequest::CallNonce { auth, call_id, nonce } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.call_nonce(me, call_id, nonce).await
+            }
             ClientRequest::Send(c) => {
                 self.authenticate(conn, &c).await?;
                 Err(ServiceError::Refused(

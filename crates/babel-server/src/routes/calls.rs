@@ -97,7 +97,10 @@ impl App {
         self.apply(fx).await;
         tracing::info!(%call, user = %me.user, accept, "call answered");
         Ok(match relay {
-            Some(relay) => Reply::CallJoined(CallJoined { call_id: call, relay, participants }),
+            Some(relay) => {
+                let epoch = babel_proto::Epoch(self.calls.epoch(call));
+                Reply::CallJoined(CallJoined { call_id: call, relay, participants, epoch })
+            }
             None => Reply::Ok,
         })
     }
@@ -107,6 +110,13 @@ impl App {
     /// do, since the server is who the commitment guards against.
     pub(crate) async fn call_key(&self, me: Authed, call: CallId, key: String) -> ServiceResult<Reply> {
         let fx = self.calls.reveal(call, Leg { user: me.user, session: me.session }, key)?;
+        self.apply(fx).await;
+        Ok(Reply::Ok)
+    }
+
+    /// A member answers a newcomer's commitment; the others are told.
+    pub(crate) async fn call_nonce(&self, me: Authed, call: CallId, nonce: String) -> ServiceResult<Reply> {
+        let fx = self.calls.nonce(call, Leg { user: me.user, session: me.session }, nonce)?;
         self.apply(fx).await;
         Ok(Reply::Ok)
     }
