@@ -178,8 +178,7 @@ async fn a_group_join_commits_answers_with_nonces_reveals_and_every_side_shows_o
     b.expect("incoming", incoming).await;
     let mut cb = CalleeAgreement::on_incoming(call, aid, Some(&ca.key_commit()), bid, &kb).unwrap();
     b.client.accept_call(call, MediaSetup { key: Some(cb.key()), ..MediaSetup::default() }).await.unwrap();
-    let acc = a.expect("accepted", |e| matches!(e, ServerEvent::CallAccepted(_)).then_some(())).await;
-    let _ = acc;
+    a.expect("accepted", |e| matches!(e, ServerEvent::CallAccepted(_)).then_some(())).await;
     let at_a = ca.on_accepted(call, bid, Some(&kb.public_b64())).unwrap();
     a.client.call_key(call, ca.reveal().unwrap()).await.unwrap();
     let k = b
