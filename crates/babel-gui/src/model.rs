@@ -937,6 +937,22 @@ mod tests {
         assert!(c.me_speaking());
         assert_eq!(c.history.len(), 1);
         assert_eq!(c.history[0], Sample { loss_pct: 1.5, jitter_ms: 4.0 });
+        // Someone joined or left: a new code, and a notice to read it again.
+        let notices = m.notices.len();
+        m.apply(Update::Stats(StatsSnapshot { sas: "123456".into(), ..StatsSnapshot::default() }));
+        assert_eq!(m.notices.len(), notices, "the same code says nothing");
+        m.apply(Update::Stats(StatsSnapshot { sas: "654321".into(), ..StatsSnapshot::default() }));
+        assert!(m.notices.last().unwrap().text.contains("security code changed: 654321"));
+        m.apply(Update::Stats(StatsSnapshot {
+            elapsed: Duration::from_secs(83),
+            path: Some("direct"),
+            rx_loss_pct: 1.5,
+            jitter_ms: 4,
+            input_level_db: -20.0,
+            sas: "654321".into(),
+            peers: vec![PeerLevel { id: UserId(3), level_db: -30.0 }],
+            ..StatsSnapshot::default()
+        }));
         assert!(matches!(&m.intent(Intent::ToggleMute)[..], [Command::Mute(true)]));
         assert!(!m.call.as_ref().unwrap().me_speaking(), "muted: not speaking");
         assert!(matches!(&m.intent(Intent::Hangup)[..], [Command::Hangup]));

@@ -4,7 +4,7 @@
 //!
 //! `cargo run -p babel-media --example voice_datagram`
 
-use babel_media::keys::{CallKeys, commitment, encode32, format_code, sas_transcript};
+use babel_media::keys::{CallKeys, EpochMember, commitment, encode32, format_code, group_transcript, sas_transcript};
 use babel_media::packet::{KIND_OPUS, VoiceFrame, seal};
 use babel_proto::{CallId, UserId};
 
@@ -28,6 +28,12 @@ fn main() {
         hex(&t),
         format_code(&t)
     );
+    // Carol (user 3, secret 03..03) joins: epoch 1, alice's nonce 11..11,
+    // bob's 22..22, carol's empty.
+    let carol = CallKeys::from_secret([3; 32]);
+    let m = |id, k: &CallKeys, n: &[u8]| EpochMember { id: UserId(id), key: k.public_bytes(), nonce: n.to_vec() };
+    let g = group_transcript(call, 1, &[m(1, &alice, &[0x11; 16]), m(2, &bob, &[0x22; 16]), m(3, &carol, &[])]);
+    println!("carol key  {}\ngroup      {}\ngroup code {}", carol.public_b64(), hex(&g), format_code(&g));
     println!("```hex\n# voice alice-to-bob");
     for c in d.chunks(16) {
         println!("{}", c.iter().map(|b| format!("{b:02x}")).collect::<String>());

@@ -28,6 +28,21 @@ fn the_voice_example_in_protocol_md_opens() {
     let mut caller = babel_proto::agree::CallerAgreement::new(ids.0, &alice);
     let agreed = caller.on_accepted(call, ids.1, Some(&bob.public_b64())).unwrap();
     assert_eq!(agreed.code(), format_code(&t));
+    // Carol joins (epoch 1); the group code from everyone's key and nonce.
+    let carol = CallKeys::from_secret([3; 32]);
+    assert!(doc.contains(&carol.public_b64()), "carol's key");
+    let m = |id, k: &CallKeys, n: &[u8]| babel_media::keys::EpochMember {
+        id: babel_proto::UserId(id),
+        key: k.public_bytes(),
+        nonce: n.to_vec(),
+    };
+    let g = babel_media::keys::group_transcript(
+        call,
+        1,
+        &[m(1, &alice, &[0x11; 16]), m(2, &bob, &[0x22; 16]), m(3, &carol, &[])],
+    );
+    assert!(doc.contains(&hex(&g)), "the group transcript {}", hex(&g));
+    assert!(doc.contains(&format!("code       = {}", format_code(&g))), "the group code {}", format_code(&g));
     let start = doc.find("# voice alice-to-bob").expect("the voice example");
     let block = &doc[start..];
     let hex: String = block.lines().skip(1).take_while(|l| !l.starts_with("```")).collect();
