@@ -186,6 +186,9 @@ enum CallState {
         relay: RelayGrant,
         waiting: Waiting,
         participants: Vec<babel_proto::Peer>,
+        /// When I answered: the exchange must be over within
+        /// [`KEY_EXCHANGE_TIMEOUT`].
+        since: tokio::time::Instant,
     },
     /// Voice flows.
     Active {
@@ -202,6 +205,10 @@ enum CallState {
         ended_by_server: Option<EndReason>,
     },
 }
+
+/// How long an answered call may wait for the caller's key or the
+/// members' nonces before it is given up.
+const KEY_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What an answered call waits for before its voice starts.
 #[derive(Debug)]
@@ -317,7 +324,10 @@ impl Backend {
                 Step::Command(Some(c)) => self.command(c).await,
                 Step::Event(e) => self.event(e).await,
                 Step::MediaEnded(r) => self.media_ended(r).await,
-                Step::Tick => self.tick(),
+                Step::Tick => {
+                    self.key_exchange_deadline().await;
+                    self.tick();
+                }
             }
         }
         // Closing the window hangs up, but never waits long for a server
@@ -637,7 +647,25 @@ impl Backend {
             relay: joined.relay,
             waiting,
             participants: joined.participants,
+            since: tokio::time::Instant::now(),
         });
+    }
+
+    /// Gives up an answered call whose key exchange did not finish in time
+    /// (a caller that never reveals, members that never send a nonce).
+    async fn key_exchange_deadline(&mut self) {
+        let late =
+            matches!(&self.call, Some(CallState::Answering { since, .. }) if since.elapsed() >= KEY_EXCHANGE_TIMEOUT);
+        if !late {
+            return;
+        }
+        if let Some(state) = self.call.take() {
+            let call_id = state.id();
+            if let Some(c) = self.client.as_mut() {
+                let _ = c.hangup(call_id).await;
+            }
+            self.send(Update::CallFailed("The call was ended: the key exchange did not finish.".into()));
+        }
     }
 
     /// An answered call's key exchange went through: voice starts.
@@ -824,6 +852,7 @@ impl Backend {
                     relay,
                     waiting: Waiting::Reveal(mut a),
                     participants,
+                    ..
                 }) = self.call.take()
                 {
                     let agreed = match a.on_reveal(k.id, &k.key) {
@@ -856,6 +885,7 @@ impl Backend {
                         relay,
                         waiting: Waiting::Nonces(j),
                         participants,
+                        ..
                     }) = self.call.take()
                     {
                         let sent = match self.client.as_mut() {
