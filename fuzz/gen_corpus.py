@@ -101,3 +101,34 @@ fields = {
 }
 for name, data in fields.items():
     write("fields_parse", name, data)
+
+# request_parse: the key exchange's routes by their index in Route::ALL
+# (11 = /call, 17 = /call_key).
+ALICE = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk="
+COMMIT = "a0oliH9TZTQoY1DC5F9jGBa2+AbGO5yPxM4B2Brpk7U="
+for name, (idx, data) in {
+    "call-commit": (11, '{"contact_id":"2","key_commit":"%s","candidates":["10.0.0.1:5000"]}' % COMMIT),
+    "call-key": (17, '{"call_id":"5","key":"%s"}' % ALICE),
+    "call-key-short": (17, '{"call_id":"5","key":"AAAA"}'),
+}.items():
+    write("request_parse", name, bytes([idx]) + struct.pack(">H", len(AUTH)) + AUTH.encode() + data.encode())
+
+# key_exchange: event selector (0 /incoming_call, 1 /call_accepted,
+# 2 /call_key, 3 /participant_joined, 4 /call_nonce, 5 /participant_left),
+# then the event's data.
+USER = '"id":"1","name":"ann","email":"ann@example.org"'
+key_exchange = {
+    "incoming": (0, '{"call_id":"5","ip":"10.0.0.1",%s,"key_commit":"%s","candidates":[],"participants":[]}'
+                 % (USER, COMMIT)),
+    "incoming-no-commit": (0, '{"call_id":"5","ip":"10.0.0.1",%s,"key":"%s","participants":[]}' % (USER, ALICE)),
+    "accepted": (1, '{"call_id":"5","id":"2","name":"b","email":"b@x","ip":"10.0.0.2","key":"%s"}' % ALICE),
+    "reveal": (2, '{"call_id":"5","id":"1","key":"%s"}' % ALICE),
+    "reveal-other": (2, '{"call_id":"5","id":"1","key":"zo060cy2M+x7cMF4FKXHbs0CloUFDTRHRboFhw5YfVk="}'),
+    "joined": (3, '{"call_id":"5","id":"3","name":"c","email":"c@x","ip":"10.0.0.3","key_commit":"%s",'
+               '"candidates":[],"epoch":"1"}' % COMMIT),
+    "joined-key-only": (3, '{"call_id":"5","id":"3","name":"c","email":"c@x","ip":"10.0.0.3","key":"%s"}' % ALICE),
+    "nonce": (4, '{"call_id":"5","id":"2","nonce":"AAECAwQFBgcICQoLDA0ODw=="}'),
+    "left": (5, '{"call_id":"5","id":"2","epoch":"2"}'),
+}
+for name, (sel, data) in key_exchange.items():
+    write("key_exchange", name, bytes([sel]) + data.encode())

@@ -11,7 +11,8 @@ use babel_media::audio::{AudioInput, AudioOutput, BufferInput, RecordingOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs};
 use babel_media::device::{FallbackOutput, OutputNotice};
 use babel_media::engine::{CallStats, EndCause, MediaConfig, PeerSetup, spawn_call};
-use babel_media::setup::{Prepared, control_for, peer_setup};
+use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
+use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, EndReason, RelayGrant, ServerEvent, UserId};
 use serde_json::json;
 
@@ -262,6 +263,7 @@ fn ended_words(why: &str) -> &'static str {
         "answered_elsewhere" => "answered on another device",
         "logout" => "the other side logged out",
         "deleted" => "the other side's account was deleted",
+        "key_exchange_failed" => "the key exchange failed (someone may be in the middle)",
         _ => "ended",
     }
 }
@@ -297,6 +299,16 @@ struct Ended {
     interrupted: bool,
 }
 
+/// The media of one call and what the key exchange settled for it.
+struct MediaPlan<'a> {
+    call: CallId,
+    prepared: Prepared,
+    peers: Vec<PeerSetup>,
+    relay: &'a RelayGrant,
+    /// The call's keys as they go on (joins, leaves) and its code.
+    group: GroupAgreement,
+}
+
 /// Runs a call's media until it ends, following the call's events and the
 /// person's keys: `q` hangs up, Ctrl-C hangs up and stops, `i` invites.
 #[allow(clippy::too_many_arguments)]
@@ -304,10 +316,7 @@ async fn run_media(
     client: &mut Client,
     events: &mut EventStream,
     keys: &mut term::Input,
-    call: CallId,
-    prepared: Prepared,
-    peers: Vec<PeerSetup>,
-    relay: &RelayGrant,
+    plan: MediaPlan<'_>,
     audio: &AudioArgs,
     ready: &Ready,
     index: u32,
@@ -315,6 +324,8 @@ async fn run_media(
     with: &str,
     show: bool,
 ) -> Result<Ended, Failure> {
+    let MediaPlan { call, prepared, peers, relay, mut group } = plan;
+    let code = group.code().to_owned();
     let cfg = audio.config();
     let channel = client.connect_call(call).await.ok();
     let input = audio.input(ready, cfg.frame, show)?;
@@ -323,7 +334,7 @@ async fn run_media(
         term::say(&format!("recording to {}", p.display()));
     }
     let output = audio.output(cfg.frame, index, show);
-    let setup = prepared.into_call(peers, relay, channel);
+    let setup = prepared.into_call(peers, relay, channel, code);
     let (control, mut task) = spawn_call(setup, cfg, input, output);
     let start = tokio::time::Instant::now();
     let deadline = audio.duration.map(|d| start + Duration::from_secs_f64(d.max(0.0)));
@@ -335,6 +346,8 @@ async fn run_media(
     let mut interrupted = false;
     // The invite prompt, while one is typed.
     let mut typing: Option<String> = None;
+    let mut broken: Option<AgreeError> = None;
+    let mut pending = None;
     let result = loop {
         tokio::select! {
             r = &mut task => break r,
@@ -379,6 +392,8 @@ async fn run_media(
                     ended_by_server = Some(reason);
                     control.stop.cancel();
                 }
+                // Joins, leaves and moves; a second answer, or a reveal that
+                // does not match or that nobody waits for, ends the call.
                 Some(Ok(Event::Server(ev))) => {
                     if show {
                         match &ev {
@@ -399,7 +414,24 @@ async fn run_media(
                             _ => {}
                         }
                     }
-                    if let Some(c) = control_for(call, &ev) { control.send(c); }
+                    for step in key_steps(&mut group, &mut pending, call, &ev) {
+                        match step {
+                            KeyStep::SendNonce(n) => {
+                                let _ = client.call_nonce(call, n).await;
+                            }
+                            KeyStep::Media(c) => control.send(c),
+                            KeyStep::Code(c) => {
+                                if show {
+                                    term::say(&format!("the security code changed: {c} (read it to each other again)"));
+                                }
+                                control.send(babel_media::engine::Control::Code(c));
+                            }
+                            KeyStep::End(e) => {
+                                broken = Some(e);
+                                control.stop.cancel();
+                            }
+                        }
+                    }
                 }
                 Some(Ok(Event::Disconnected)) if show => {
                     term::say("babel: connection to the server lost; reconnecting (the call goes on)…");
@@ -417,7 +449,11 @@ async fn run_media(
         let _ = client.hangup(call).await;
     }
     let (stats, cause) = result.map_err(|e| anyhow::anyhow!("media task failed: {e}"))?.map_err(anyhow::Error::from)?;
+    if let (Some(e), true) = (&broken, show) {
+        term::say(&format!("babel: the call was ended: {e}"));
+    }
     let why = match (ended_by_server, why_local, cause) {
+        _ if broken.is_some() => "key_exchange_failed",
         (Some(r), _, _) => r.as_str(),
         (None, Some(w), _) => w,
         (None, None, EndCause::InputEnded) => "input_ended",
@@ -485,7 +521,9 @@ pub async fn call(
     let mut events = client.events().await?;
     let mut keys = term::Input::start();
     let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
-    let started = client.call(contact, prepared.media()).await?;
+    let me = client.user_id().context("not logged in")?;
+    let mut agreement = CallerAgreement::new(me, &prepared.keys);
+    let started = client.call(contact, prepared.call_media()).await?;
     let call_id = started.call_id;
     if show {
         let hint = if keys.interactive() { " (q: cancel)" } else { "" };
@@ -525,28 +563,28 @@ pub async fn call(
             }
         }
     };
-    let peer = peer_setup(&accepted).ok_or_else(|| Failure::Refused("the other side has no voice key".into()))?;
     let with = accepted.user.name.clone();
+    // Bound to my key before I saw theirs; now theirs is in, I reveal mine.
+    let agreed = match agreement.on_accepted(call_id, accepted.user.id, accepted.media.key.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = client.hangup(call_id).await;
+            return Err(Failure::Refused(format!("the call was ended: {e}")));
+        }
+    };
+    let reveal = agreement.reveal().context("the key is revealed after the answer")?;
+    if let Err(e) = client.call_key(call_id, reveal).await {
+        let _ = client.hangup(call_id).await;
+        return Err(e.into());
+    }
+    let peer = agreed_peer(&accepted, &agreed);
     if show {
         term::say(&format!("connected to {with}; read the code on the status line to each other"));
     }
     let mut names = HashMap::from([(accepted.user.id, with.clone())]);
-    let end = run_media(
-        &mut client,
-        &mut events,
-        &mut keys,
-        call_id,
-        prepared,
-        vec![peer],
-        &started.relay,
-        audio,
-        &ready,
-        0,
-        &mut names,
-        &with,
-        show,
-    )
-    .await?;
+    let group = GroupAgreement::two_party(call_id, me, me, accepted.user.id, &agreed);
+    let plan = MediaPlan { call: call_id, prepared, peers: vec![peer], relay: &started.relay, group };
+    let end = run_media(&mut client, &mut events, &mut keys, plan, audio, &ready, 0, &mut names, &with, show).await?;
     Ok(Done::new(end.json, end.text))
 }
 
@@ -560,6 +598,67 @@ fn missed_words(r: EndReason) -> &'static str {
         EndReason::Logout | EndReason::Deleted => "they went away",
         EndReason::Declined => "declined",
     }
+}
+
+/// A newcomer's side of joining a group call after its `/answer`: waits
+/// for every member's nonce, then reveals its key. `Err` with why the call
+/// must end.
+async fn join_group(
+    client: &mut Client,
+    events: &mut EventStream,
+    call: CallId,
+    joined: &babel_proto::CallJoined,
+    mut joiner: Joiner,
+) -> Result<GroupAgreement, String> {
+    let members: Vec<(UserId, Option<&str>)> =
+        joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
+    joiner.on_joined(call, joined.epoch.0, &members);
+    let wait = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.next().await {
+                Some(Ok(Event::Server(ServerEvent::CallNonce(n)))) if n.call_id == call => {
+                    if let Some(key) = joiner.on_nonce(n.id, &n.nonce) {
+                        return Ok(key);
+                    }
+                }
+                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == call => {
+                    return Err(format!("the call ended: {}", r.as_str()));
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the event stream ended".into()),
+                _ => {}
+            }
+        }
+    });
+    let key = wait.await.unwrap_or_else(|_| Err("the others never answered my key commitment".into()))?;
+    client.call_key(call, key).await.map_err(|e| e.to_string())?;
+    joiner.into_group().ok_or_else(|| "the call's members are unknown".to_owned())
+}
+
+/// A callee's side of the key exchange after its `/answer`: waits for the
+/// caller's key and checks it against the commitment. `Err` with why the
+/// call must end.
+async fn await_reveal(
+    events: &mut EventStream,
+    call: CallId,
+    agreement: &mut CalleeAgreement,
+) -> Result<babel_proto::agree::Agreed, String> {
+    let wait = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.next().await {
+                Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if k.call_id == call => {
+                    return agreement.on_reveal(k.id, &k.key).map_err(|e| e.to_string());
+                }
+                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == call => {
+                    return Err(format!("the call ended: {}", r.as_str()));
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("the event stream ended".into()),
+                _ => {}
+            }
+        }
+    });
+    wait.await.unwrap_or_else(|_| Err("the caller never revealed its key".into()))
 }
 
 /// `babel listen`.
@@ -660,7 +759,35 @@ pub async fn listen(
             },
         };
         let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
-        let joined = match client.accept_call(incoming.call_id, prepared.media()).await {
+        let call_id = incoming.call_id;
+        // Rung into a two-party call: the caller must have committed to its
+        // key, and mine goes out only now that I hold the commitment. Rung
+        // into a group call: I commit, and reveal once every member answered.
+        let me = client.user_id().context("not logged in")?;
+        let mut agreement = None;
+        let mut joiner = None;
+        if incoming.participants.len() >= 2 {
+            joiner = Some(Joiner::new(me, &prepared.keys));
+        } else {
+            let commit = incoming.media.key_commit.as_deref();
+            match CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys) {
+                Ok(a) => agreement = Some(a),
+                Err(e) => {
+                    if show {
+                        term::say(&format!("babel: refusing the call from {}: {e}", incoming.caller.name));
+                    }
+                    let _ = client.decline_call(call_id).await;
+                    done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": e.to_string() }));
+                    continue;
+                }
+            }
+        }
+        let media = match (&agreement, &joiner) {
+            (Some(a), _) => prepared.answer_media(a),
+            (None, Some(j)) => prepared.join_media(j),
+            (None, None) => continue,
+        };
+        let joined = match client.accept_call(call_id, media).await {
             Ok(j) => j,
             Err(e) => {
                 if show {
@@ -670,18 +797,38 @@ pub async fn listen(
                 continue;
             }
         };
-        let peers: Vec<PeerSetup> = joined.participants.iter().filter_map(peer_setup).collect();
+        let settled = match (agreement.as_mut(), joiner) {
+            (Some(a), _) => await_reveal(&mut events, call_id, a).await.map(|agreed| {
+                let peers =
+                    joined.participants.iter().filter(|p| p.user.id == agreed.peer).map(|p| agreed_peer(p, &agreed));
+                (peers.collect(), GroupAgreement::two_party(call_id, me, agreed.peer, me, &agreed))
+            }),
+            (None, Some(j)) => match join_group(&mut client, &mut events, call_id, &joined, j).await {
+                Ok(group) => Ok((joined.participants.iter().filter_map(peer_setup).collect(), group)),
+                Err(e) => Err(e),
+            },
+            (None, None) => continue,
+        };
+        let (peers, group): (Vec<PeerSetup>, GroupAgreement) = match settled {
+            Ok(x) => x,
+            Err(why) => {
+                if show {
+                    term::say(&format!("babel: the call from {} was ended: {why}", incoming.caller.name));
+                }
+                let _ = client.hangup(call_id).await;
+                done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": why }));
+                continue;
+            }
+        };
         let mut names: HashMap<UserId, String> =
             joined.participants.iter().map(|p| (p.user.id, p.user.name.clone())).collect();
         let idx = done.len() as u32;
+        let plan = MediaPlan { call: call_id, prepared, peers, relay: &joined.relay, group };
         let end = run_media(
             &mut client,
             &mut events,
             &mut keys,
-            incoming.call_id,
-            prepared,
-            peers,
-            &joined.relay,
+            plan,
             audio,
             &ready,
             idx,
@@ -768,33 +915,49 @@ pub async fn demo(keep: Option<&Path>, show: bool) -> Outcome {
         Prepared::new(&addr).await.map_err(anyhow::Error::from)?,
         Prepared::new(&addr).await.map_err(anyhow::Error::from)?,
     );
-    let started = alice.call(b.id, pa.media()).await?;
+    let mut a_agree = CallerAgreement::new(alice.user_id().context("alice")?, &pa.keys);
+    let started = alice.call(b.id, pa.call_media()).await?;
     let incoming = loop {
         if let Some(Ok(Event::Server(ServerEvent::IncomingCall(c)))) = bob_events.next().await {
             break c;
         }
     };
     say(&format!("bob's phone rings: {} calling", incoming.caller.name));
-    let joined = bob.accept_call(started.call_id, pb.media()).await?;
+    let mut b_agree = CalleeAgreement::on_incoming(
+        started.call_id,
+        incoming.caller.id,
+        incoming.media.key_commit.as_deref(),
+        b.id,
+        &pb.keys,
+    )
+    .map_err(anyhow::Error::from)?;
+    let joined = bob.accept_call(started.call_id, pb.answer_media(&b_agree)).await?;
     let accepted = loop {
         if let Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) = alice_events.next().await {
             break j.peer;
         }
     };
+    let a_agreed = a_agree
+        .on_accepted(started.call_id, accepted.user.id, accepted.media.key.as_deref())
+        .map_err(anyhow::Error::from)?;
+    alice.call_key(started.call_id, a_agree.reveal().context("reveal")?).await?;
+    let b_agreed = await_reveal(&mut bob_events, started.call_id, &mut b_agree).await.map_err(anyhow::Error::msg)?;
     let phrase = demo_phrase(dir.path())?;
     // The recording lives in the demo's temporary folder (gone when it
     // ends) unless --output asks to keep it.
     let recording = keep.map_or_else(|| dir.path().join("recording.wav"), Path::to_path_buf);
     let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
     let a_setup = pa.into_call(
-        peer_setup(&accepted).into_iter().collect(),
+        vec![agreed_peer(&accepted, &a_agreed)],
         &started.relay,
         alice.connect_call(started.call_id).await.ok(),
+        a_agreed.code(),
     );
     let b_setup = pb.into_call(
-        joined.participants.iter().filter_map(peer_setup).collect(),
+        joined.participants.iter().map(|p| agreed_peer(p, &b_agreed)).collect(),
         &joined.relay,
         bob.connect_call(started.call_id).await.ok(),
+        b_agreed.code(),
     );
     say(&format!("alice says a {:.1} s phrase; bob records it", phrase.len() as f32 / 48_000.0));
     let (_ca, ta) =

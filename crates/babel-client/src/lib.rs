@@ -342,6 +342,18 @@ impl Client {
         Ok(self.request(&req).await?.ok()?)
     }
 
+    /// Reveals the key I committed to in `/call` (after `/call_accepted`).
+    pub async fn call_key(&mut self, call: CallId, key: String) -> Result<()> {
+        let req = ClientRequest::CallKey { auth: self.creds()?, call_id: call, key };
+        Ok(self.request(&req).await?.ok()?)
+    }
+
+    /// Answers a newcomer's key commitment with a nonce (group calls).
+    pub async fn call_nonce(&mut self, call: CallId, nonce: String) -> Result<()> {
+        let req = ClientRequest::CallNonce { auth: self.creds()?, call_id: call, nonce };
+        Ok(self.request(&req).await?.ok()?)
+    }
+
     /// Leaves a call (or declines it while it rings).
     pub async fn hangup(&mut self, call: CallId) -> Result<()> {
         let req = ClientRequest::Hangup { auth: self.creds()?, call_id: call };

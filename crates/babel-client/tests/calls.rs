@@ -72,7 +72,8 @@ async fn every_device_rings_and_the_first_answer_wins() {
     let (mut a, mut b) = pair(&s, "a2@example.org", "b2@example.org").await;
     let mut b_phone = device(&s, "b2@example.org").await;
     let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned();
-    let media = MediaSetup { key: Some(key.clone()), candidates: vec!["127.0.0.1:40000".parse().unwrap()] };
+    let media =
+        MediaSetup { key: None, key_commit: Some(key.clone()), candidates: vec!["127.0.0.1:40000".parse().unwrap()] };
     let started = a.client.call(b.id(), media).await.unwrap();
     assert_eq!(started.ip, "127.0.0.1");
     assert!(started.relay.parts().is_some());
@@ -86,7 +87,8 @@ async fn every_device_rings_and_the_first_answer_wins() {
         assert_eq!(inc.call_id, started.call_id);
         assert_eq!(inc.caller.email, "a2@example.org");
         assert_eq!(inc.ip, "127.0.0.1");
-        assert_eq!(inc.media.key.as_deref(), Some(key.as_str()));
+        assert_eq!(inc.media.key_commit.as_deref(), Some(key.as_str()), "the commitment goes to every rung session");
+        assert_eq!(inc.media.key, None);
         assert_eq!(inc.participants.len(), 1);
     }
     // Being rung is still online.
@@ -113,6 +115,158 @@ async fn every_device_rings_and_the_first_answer_wins() {
     b_phone.client.hangup(started.call_id).await.unwrap();
     assert_eq!(a.expect("ended", ended(started.call_id)).await, EndReason::Hangup);
     assert_eq!(s.server.app().calls_in_progress(), 0);
+}
+
+#[tokio::test]
+async fn the_caller_reveals_its_key_once_after_the_answer() {
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a14@example.org", "b14@example.org").await;
+    let mut stranger = user(&s, "c14@example.org").await;
+    let keys = babel_proto::keys::CallKeys::from_secret([1; 32]);
+    let media = MediaSetup { key: None, key_commit: Some(keys.commit_b64()), candidates: vec![] };
+    let call = a.client.call(b.id(), media).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    let refusal = |r: Result<(), babel_client::ClientError>| r.unwrap_err().refusal().unwrap_or_default().to_owned();
+    // Nobody to reveal it to while it rings.
+    assert!(refusal(a.client.call_key(call, keys.public_b64()).await).contains("not been answered"));
+    let b_key = babel_proto::keys::CallKeys::from_secret([2; 32]).public_b64();
+    b.client.accept_call(call, MediaSetup { key: Some(b_key.clone()), ..MediaSetup::default() }).await.unwrap();
+    let accepted = a
+        .expect("call_accepted", |e| match e {
+            ServerEvent::CallAccepted(j) => Some(j.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(accepted.peer.media.key.as_deref(), Some(b_key.as_str()), "the answer's key goes to the caller");
+    a.client.call_key(call, keys.public_b64()).await.unwrap();
+    let aid = a.id();
+    let revealed = b
+        .expect("call_key", |e| match e {
+            ServerEvent::CallKey(k) if k.call_id == call => Some(k.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((revealed.id, revealed.key.as_str()), (aid, keys.public_b64().as_str()));
+    // Once only; only who committed; only members.
+    assert!(refusal(a.client.call_key(call, keys.public_b64()).await).contains("already revealed"));
+    assert!(refusal(b.client.call_key(call, b_key.clone()).await).contains("committed to no key"));
+    assert!(refusal(stranger.client.call_key(call, b_key).await).contains("not in this call"));
+    // A key that is not 32 bytes of base64 is malformed.
+    let bad = a.client.raw(babel_proto::RawRequest::new(
+        format!(r#"{{"id":"{}","token":"{}"}}"#, a.id(), a.me.token.expose()),
+        "/call_key",
+        format!(r#"{{"call_id":"{call}","key":"AAAA"}}"#),
+    ));
+    assert_eq!(bad.await.unwrap().0.status, 400);
+    a.client.hangup(call).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_group_join_commits_answers_with_nonces_reveals_and_every_side_shows_one_code() {
+    use babel_proto::agree::{CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
+    use babel_proto::keys::CallKeys;
+    let s = start().await;
+    let (mut a, mut b) = pair(&s, "a15@example.org", "b15@example.org").await;
+    let mut c = user(&s, "c15@example.org").await;
+    befriend(&mut a, &mut c).await;
+    let (ka, kb, kc) = (CallKeys::generate().unwrap(), CallKeys::generate().unwrap(), CallKeys::generate().unwrap());
+    let (aid, bid, cid) = (a.id(), b.id(), c.id());
+    // Two-party: commit, answer, reveal.
+    let mut ca = CallerAgreement::new(aid, &ka);
+    let media = MediaSetup { key_commit: Some(ca.key_commit()), ..MediaSetup::default() };
+    let call = a.client.call(bid, media).await.unwrap().call_id;
+    b.expect("incoming", incoming).await;
+    let mut cb = CalleeAgreement::on_incoming(call, aid, Some(&ca.key_commit()), bid, &kb).unwrap();
+    b.client.accept_call(call, MediaSetup { key: Some(cb.key()), ..MediaSetup::default() }).await.unwrap();
+    a.expect("accepted", |e| matches!(e, ServerEvent::CallAccepted(_)).then_some(())).await;
+    let at_a = ca.on_accepted(call, bid, Some(&kb.public_b64())).unwrap();
+    a.client.call_key(call, ca.reveal().unwrap()).await.unwrap();
+    let k = b
+        .expect("call_key", |e| match e {
+            ServerEvent::CallKey(k) => Some(k.clone()),
+            _ => None,
+        })
+        .await;
+    let at_b = cb.on_reveal(k.id, &k.key).unwrap();
+    let mut ga = GroupAgreement::two_party(call, aid, aid, bid, &at_a);
+    let mut gb = GroupAgreement::two_party(call, bid, aid, bid, &at_b);
+    // Cat is invited: she sees both keys, answers with a commitment.
+    a.client.invite(call, cid).await.unwrap();
+    let inc = c
+        .expect("incoming", |e| match e {
+            ServerEvent::IncomingCall(i) => Some(i.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(inc.participants.iter().all(|p| p.media.key.is_some()), "members' keys are public: {inc:?}");
+    let mut joiner = Joiner::new(cid, &kc);
+    let commit_only = MediaSetup { key_commit: Some(joiner.key_commit()), ..MediaSetup::default() };
+    let joined = c.client.accept_call(call, commit_only).await.unwrap();
+    assert_eq!(joined.epoch, babel_proto::Epoch(1));
+    let members: Vec<_> = joined.participants.iter().map(|p| (p.user.id, p.media.key.clone())).collect();
+    let members: Vec<_> = members.iter().map(|(id, k)| (*id, k.as_deref())).collect();
+    joiner.on_joined(call, joined.epoch.0, &members);
+    // Each member gets her commitment and the new epoch, and answers with a nonce.
+    for (u, g) in [(&mut a, &mut ga), (&mut b, &mut gb)] {
+        let j = u
+            .expect("participant_joined", |e| match e {
+                ServerEvent::ParticipantJoined(j) => Some(j.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!((j.peer.media.key.as_deref(), j.epoch), (None, Some(babel_proto::Epoch(1))));
+        let nonce = g.on_joining(j.peer.user.id, j.peer.media.key_commit.as_deref(), 1).unwrap();
+        u.client.call_nonce(call, nonce).await.unwrap();
+    }
+    // The nonces reach everyone else; Cat reveals once she has both.
+    let mut reveal = None;
+    while reveal.is_none() {
+        let n = c
+            .expect("call_nonce", |e| match e {
+                ServerEvent::CallNonce(n) => Some(n.clone()),
+                _ => None,
+            })
+            .await;
+        reveal = joiner.on_nonce(n.id, &n.nonce);
+    }
+    c.client.call_key(call, reveal.unwrap()).await.unwrap();
+    for (u, g) in [(&mut a, &mut ga), (&mut b, &mut gb)] {
+        loop {
+            let e = u
+                .expect("nonce or key", |e| match e {
+                    ServerEvent::CallNonce(_) | ServerEvent::CallKey(_) => Some(e.clone()),
+                    _ => None,
+                })
+                .await;
+            match e {
+                ServerEvent::CallNonce(n) => g.on_nonce(n.id, &n.nonce),
+                ServerEvent::CallKey(k) => {
+                    g.on_reveal(k.id, &k.key).unwrap();
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    let gc = joiner.into_group().unwrap();
+    assert_eq!(ga.code(), gc.code(), "one code for everybody in epoch 1");
+    assert_eq!(gb.code(), gc.code());
+    assert_ne!(ga.code(), at_a.code(), "a join changes the code");
+    // Ben leaves: epoch 2, and Ann and Cat agree on the new code.
+    b.client.hangup(call).await.unwrap();
+    let left = a
+        .expect("participant_left", |e| match e {
+            ServerEvent::ParticipantLeft(_, id, epoch) => Some((*id, *epoch)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left, (bid, babel_proto::Epoch(2)));
+    let mut gc = gc;
+    assert_eq!(ga.on_left(bid, 2), gc.on_left(bid, 2));
+    // Only members send nonces.
+    let refused = b.client.call_nonce(call, "AAAAAAAAAAAAAAAAAAAAAA==".into()).await.unwrap_err();
+    assert!(refused.refusal().is_some(), "{refused}");
+    a.client.hangup(call).await.unwrap();
 }
 
 #[tokio::test]
@@ -212,7 +366,7 @@ async fn group_call_with_invites() {
     let bid = b.id();
     for m in [&mut a, &mut c] {
         m.expect("left", |e| {
-            matches!(e, ServerEvent::ParticipantLeft(k, id) if *k == call && *id == bid).then_some(())
+            matches!(e, ServerEvent::ParticipantLeft(k, id, _) if *k == call && *id == bid).then_some(())
         })
         .await;
     }

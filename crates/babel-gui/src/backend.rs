@@ -5,9 +5,11 @@
 //! window, and the window never waits for the backend.
 //!
 //! The call flow is the `babel` command's: keys and candidates made before
-//! `/call` or `/answer` (`babel_media::setup`), the relay grant and the call
-//! channel, then `spawn_call`; server events about the call are passed to
-//! the engine.
+//! `/call` or `/answer` (`babel_media::setup`), the key exchange with its
+//! commitment (`babel_proto::agree`: a caller reveals its key after the
+//! answer, a callee starts its media only once the revealed key matched the
+//! commitment), the relay grant and the call channel, then `spawn_call`;
+//! server events about the call are passed to the engine.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,8 @@ use babel_media::codec::FrameMs;
 use babel_media::engine::{
     CallControl, CallStats, CallTask, Control, EndCause, MediaError, PeerSetup, StopFlag, spawn_call,
 };
-use babel_media::setup::{Prepared, control_for, peer_setup};
+use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
+use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{
     CallId, ContactRef, EndReason, IncomingCall, RelayGrant, ReplyError, ServerEvent, SessionInfo, User, UserId,
 };
@@ -168,9 +171,31 @@ fn sentence(s: &str) -> String {
 /// My call as the backend tracks it.
 enum CallState {
     /// I rang someone; waiting for them to answer.
-    Outgoing { call_id: CallId, callee: User, prepared: Box<Prepared>, relay: RelayGrant },
+    Outgoing {
+        call_id: CallId,
+        callee: User,
+        prepared: Box<Prepared>,
+        relay: RelayGrant,
+        agreement: Box<CallerAgreement>,
+    },
+    /// I answered; waiting for the caller's key (two-party) or for every
+    /// member's nonce (joining a group call).
+    Answering {
+        call_id: CallId,
+        prepared: Box<Prepared>,
+        relay: RelayGrant,
+        waiting: Waiting,
+        participants: Vec<babel_proto::Peer>,
+        /// When I answered: the exchange must be over within
+        /// [`KEY_EXCHANGE_TIMEOUT`].
+        since: tokio::time::Instant,
+    },
     /// Voice flows.
     Active {
+        /// The call's keys through joins and leaves, and its code.
+        group: Box<GroupAgreement>,
+        /// A newcomer between its commitment and its reveal.
+        pending: Option<Box<babel_proto::Peer>>,
         call_id: CallId,
         control: CallControl,
         task: CallTask,
@@ -181,10 +206,25 @@ enum CallState {
     },
 }
 
+/// How long an answered call may wait for the caller's key or the
+/// members' nonces before it is given up.
+const KEY_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What an answered call waits for before its voice starts.
+#[derive(Debug)]
+enum Waiting {
+    /// The caller's key, to check against its commitment.
+    Reveal(Box<CalleeAgreement>),
+    /// Every member's nonce, before I reveal my key (an invite).
+    Nonces(Box<Joiner>),
+}
+
 impl CallState {
     fn id(&self) -> CallId {
         match self {
-            CallState::Outgoing { call_id, .. } | CallState::Active { call_id, .. } => *call_id,
+            CallState::Outgoing { call_id, .. }
+            | CallState::Answering { call_id, .. }
+            | CallState::Active { call_id, .. } => *call_id,
         }
     }
 }
@@ -309,7 +349,10 @@ impl Backend {
                 Step::Connection(Some(true)) => {}
                 Step::Connection(Some(false)) => self.send(Update::ConnectionLost),
                 Step::MediaEnded(r) => self.media_ended(r).await,
-                Step::Tick => self.tick(),
+                Step::Tick => {
+                    self.key_exchange_deadline().await;
+                    self.tick();
+                }
             }
         }
         // Closing the window hangs up, but never waits long for a server
@@ -559,13 +602,16 @@ impl Backend {
             Err(_) => None,
         }
         .unwrap_or_else(|| User { id: contact, name: format!("user {}", contact.0), email: String::new() });
-        match client.call(contact, prepared.media()).await {
+        let Some(me) = client.user_id() else { return };
+        let agreement = Box::new(CallerAgreement::new(me, &prepared.keys));
+        match client.call(contact, prepared.call_media()).await {
             Ok(started) => {
                 self.call = Some(CallState::Outgoing {
                     call_id: started.call_id,
                     callee,
                     prepared: Box::new(prepared),
                     relay: started.relay,
+                    agreement,
                 });
                 self.send(Update::Ringing { call_id: started.call_id });
             }
@@ -583,7 +629,28 @@ impl Backend {
             Ok(p) => p,
             Err(e) => return self.send(Update::CallFailed(sentence(&e.to_string()))),
         };
-        let joined = match client.accept_call(call_id, prepared.media()).await {
+        // A two-party call: the caller must have committed to its key, and
+        // mine goes out only now that I hold the commitment. A group call:
+        // I commit, and reveal once every member answered.
+        let Some(me) = client.user_id() else { return };
+        let waiting = if incoming.as_ref().is_some_and(|i| i.participants.len() >= 2) {
+            Waiting::Nonces(Box::new(Joiner::new(me, &prepared.keys)))
+        } else {
+            let commit = incoming.as_ref().and_then(|i| i.media.key_commit.as_deref());
+            let caller = incoming.as_ref().map_or(UserId(0), |i| i.caller.id);
+            match CalleeAgreement::on_incoming(call_id, caller, commit, me, &prepared.keys) {
+                Ok(a) => Waiting::Reveal(Box::new(a)),
+                Err(e) => {
+                    let _ = client.decline_call(call_id).await;
+                    return self.send(Update::CallFailed(format!("The call was refused: {e}.")));
+                }
+            }
+        };
+        let media = match &waiting {
+            Waiting::Reveal(a) => prepared.answer_media(a),
+            Waiting::Nonces(j) => prepared.join_media(j),
+        };
+        let joined = match client.accept_call(call_id, media).await {
             Ok(j) => j,
             Err(e) => {
                 let msg = match e.refusal() {
@@ -595,14 +662,75 @@ impl Backend {
                 return self.send(Update::CallFailed(msg));
             }
         };
-        let peers: Vec<PeerSetup> = joined.participants.iter().filter_map(peer_setup).collect();
-        let users: Vec<User> = joined.participants.iter().map(|p| p.user.clone()).collect();
-        let channel = client.connect_call(call_id).await.ok();
-        let setup = prepared.into_call(peers, &joined.relay, channel);
-        self.start_media(call_id, setup, users).await;
+        let mut waiting = waiting;
+        if let Waiting::Nonces(j) = &mut waiting {
+            let members: Vec<(UserId, Option<&str>)> =
+                joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
+            j.on_joined(call_id, joined.epoch.0, &members);
+        }
+        // Voice starts when the caller's key came and matched, or when I
+        // revealed mine after every member's nonce.
+        self.call = Some(CallState::Answering {
+            call_id,
+            prepared: Box::new(prepared),
+            relay: joined.relay,
+            waiting,
+            participants: joined.participants,
+            since: tokio::time::Instant::now(),
+        });
     }
 
-    async fn start_media(&mut self, call_id: CallId, setup: babel_media::engine::CallSetup, users: Vec<User>) {
+    /// Gives up an answered call whose key exchange did not finish in time
+    /// (a caller that never reveals, members that never send a nonce).
+    async fn key_exchange_deadline(&mut self) {
+        let late =
+            matches!(&self.call, Some(CallState::Answering { since, .. }) if since.elapsed() >= KEY_EXCHANGE_TIMEOUT);
+        if !late {
+            return;
+        }
+        if let Some(state) = self.call.take() {
+            let call_id = state.id();
+            if let Some(c) = self.client.as_mut() {
+                let _ = c.hangup(call_id).await;
+            }
+            self.send(Update::CallFailed("The call was ended: the key exchange did not finish.".into()));
+        }
+    }
+
+    /// An answered call's key exchange went through: voice starts.
+    async fn settled(
+        &mut self,
+        call_id: CallId,
+        prepared: Box<Prepared>,
+        relay: RelayGrant,
+        peers: Vec<PeerSetup>,
+        users: Vec<User>,
+        group: GroupAgreement,
+    ) {
+        let channel = match self.client.as_ref() {
+            Some(c) => c.connect_call(call_id).await.ok(),
+            None => None,
+        };
+        let setup = prepared.into_call(peers, &relay, channel, group.code().to_owned());
+        self.start_media(call_id, setup, users, group).await;
+    }
+
+    /// The key exchange failed: the call ends, and the person is told why.
+    async fn exchange_failed(&mut self, call_id: CallId, e: &AgreeError) {
+        if let Some(c) = self.client.as_mut() {
+            let _ = c.hangup(call_id).await;
+        }
+        tracing::warn!(call = %call_id, error = %e, "key exchange failed");
+        self.send(Update::CallFailed(format!("The call was ended: {e}.")));
+    }
+
+    async fn start_media(
+        &mut self,
+        call_id: CallId,
+        setup: babel_media::engine::CallSetup,
+        users: Vec<User>,
+        group: GroupAgreement,
+    ) {
         let cfg = self.settings.media_config();
         let input = match self.open_input(cfg.frame).await {
             Ok(i) => i,
@@ -622,6 +750,8 @@ impl Backend {
         control.send(Control::InputGain(self.settings.input_gain));
         control.send(Control::OutputGain(self.settings.output_gain));
         self.call = Some(CallState::Active {
+            group: Box::new(group),
+            pending: None,
             call_id,
             control,
             task,
@@ -629,6 +759,18 @@ impl Backend {
             ended_by_server: None,
         });
         self.send(Update::CallStarted { call_id, participants: users });
+    }
+
+    /// Ends a running call because its key exchange was tampered with.
+    async fn end_on_attack(&mut self, call_id: CallId, e: &AgreeError) {
+        let Some(CallState::Active { control, task, .. }) = self.call.take() else { return };
+        if let Some(c) = self.client.as_mut() {
+            let _ = c.hangup(call_id).await;
+        }
+        control.stop.cancel();
+        let r = task.await.map_err(|e| e.to_string());
+        tracing::warn!(call = %call_id, error = %e, "key exchange attacked");
+        self.report_media_end(call_id, r, Some(format!("the call was ended: {e}")));
     }
 
     /// Leaves my call, if any: tells the server and stops the media (whose
@@ -640,7 +782,7 @@ impl Backend {
             let _ = c.hangup(call_id).await;
         }
         match state {
-            CallState::Outgoing { .. } => {
+            CallState::Outgoing { .. } | CallState::Answering { .. } => {
                 self.send(Update::CallOver { call_id, reason: "you hung up".into() });
             }
             CallState::Active { control, task, .. } => {
@@ -708,32 +850,90 @@ impl Backend {
                 self.ringing.insert(c.call_id, c.clone());
                 self.update_ringer();
             }
-            ServerEvent::CallAccepted(j) => {
-                let matches = matches!(&self.call, Some(CallState::Outgoing { call_id, .. }) if *call_id == j.call_id);
-                if matches {
-                    if let Some(CallState::Outgoing { call_id, callee, prepared, relay }) = self.call.take() {
-                        let peers: Vec<PeerSetup> = peer_setup(&j.peer).into_iter().collect();
-                        if peers.is_empty() {
-                            self.send(Update::Server(ev.clone()));
-                            self.send(Update::CallFailed(format!(
-                                "{} has no voice key: no voice possible.",
-                                callee.name
-                            )));
-                            if let Some(c) = self.client.as_mut() {
-                                let _ = c.hangup(call_id).await;
-                            }
-                            return;
-                        }
-                        let channel = match self.client.as_ref() {
-                            Some(c) => c.connect_call(call_id).await.ok(),
-                            None => None,
+            ServerEvent::CallAccepted(j) if matches!(&self.call, Some(CallState::Outgoing { call_id, .. }) if *call_id == j.call_id) =>
+            {
+                if let Some(CallState::Outgoing { call_id, callee, prepared, relay, mut agreement }) = self.call.take()
+                {
+                    self.send(Update::Server(ev.clone()));
+                    // Bound to my key before I saw theirs: now I reveal it.
+                    let agreed = match agreement.on_accepted(call_id, j.peer.user.id, j.peer.media.key.as_deref()) {
+                        Ok(a) => a,
+                        Err(e) => return self.exchange_failed(call_id, &e).await,
+                    };
+                    let me = self.client.as_ref().and_then(Client::user_id).unwrap_or(UserId(0));
+                    let revealed = match (self.client.as_mut(), agreement.reveal()) {
+                        (Some(c), Some(key)) => c.call_key(call_id, key).await.is_ok(),
+                        _ => false,
+                    };
+                    if !revealed {
+                        return self.exchange_failed(call_id, &AgreeError::NoKey).await;
+                    }
+                    let mut user = j.peer.user.clone();
+                    if user.name.is_empty() {
+                        user.name = callee.name;
+                    }
+                    let group = GroupAgreement::two_party(call_id, me, me, j.peer.user.id, &agreed);
+                    let peers = vec![agreed_peer(&j.peer, &agreed)];
+                    self.settled(call_id, prepared, relay, peers, vec![user], group).await;
+                    return;
+                }
+            }
+            ServerEvent::CallKey(k)
+                if matches!(&self.call, Some(CallState::Answering { call_id, waiting: Waiting::Reveal(_), .. })
+                    if *call_id == k.call_id) =>
+            {
+                if let Some(CallState::Answering {
+                    call_id,
+                    prepared,
+                    relay,
+                    waiting: Waiting::Reveal(mut a),
+                    participants,
+                    ..
+                }) = self.call.take()
+                {
+                    let agreed = match a.on_reveal(k.id, &k.key) {
+                        Ok(a) => a,
+                        Err(e) => return self.exchange_failed(call_id, &e).await,
+                    };
+                    let me = self.client.as_ref().and_then(Client::user_id).unwrap_or(UserId(0));
+                    let peers: Vec<PeerSetup> = participants
+                        .iter()
+                        .filter(|p| p.user.id == agreed.peer)
+                        .map(|p| agreed_peer(p, &agreed))
+                        .collect();
+                    let users: Vec<User> = participants.iter().map(|p| p.user.clone()).collect();
+                    let group = GroupAgreement::two_party(call_id, me, agreed.peer, me, &agreed);
+                    self.settled(call_id, prepared, relay, peers, users, group).await;
+                }
+            }
+            ServerEvent::CallNonce(n)
+                if matches!(&self.call, Some(CallState::Answering { call_id, waiting: Waiting::Nonces(_), .. })
+                    if *call_id == n.call_id) =>
+            {
+                let mut reveal = None;
+                if let Some(CallState::Answering { waiting: Waiting::Nonces(j), .. }) = &mut self.call {
+                    reveal = j.on_nonce(n.id, &n.nonce);
+                }
+                if let Some(key) = reveal {
+                    if let Some(CallState::Answering {
+                        call_id,
+                        prepared,
+                        relay,
+                        waiting: Waiting::Nonces(j),
+                        participants,
+                        ..
+                    }) = self.call.take()
+                    {
+                        let sent = match self.client.as_mut() {
+                            Some(c) => c.call_key(call_id, key).await.is_ok(),
+                            None => false,
                         };
-                        let setup = prepared.into_call(peers, &relay, channel);
-                        let mut user = j.peer.user.clone();
-                        if user.name.is_empty() {
-                            user.name = callee.name;
-                        }
-                        self.start_media(call_id, setup, vec![user]).await;
+                        let Some(group) = j.into_group().filter(|_| sent) else {
+                            return self.exchange_failed(call_id, &AgreeError::NoKey).await;
+                        };
+                        let peers: Vec<PeerSetup> = participants.iter().filter_map(peer_setup).collect();
+                        let users: Vec<User> = participants.iter().map(|p| p.user.clone()).collect();
+                        self.settled(call_id, prepared, relay, peers, users, group).await;
                     }
                 }
             }
@@ -742,7 +942,9 @@ impl Backend {
                     self.update_ringer();
                 }
                 match &mut self.call {
-                    Some(CallState::Outgoing { call_id, .. }) if call_id == c => {
+                    Some(CallState::Outgoing { call_id, .. }) | Some(CallState::Answering { call_id, .. })
+                        if call_id == c =>
+                    {
                         self.call = None;
                     }
                     Some(CallState::Active { call_id, control, ended_by_server, .. }) if call_id == c => {
@@ -753,9 +955,29 @@ impl Backend {
                 }
             }
             other => {
-                if let Some(CallState::Active { call_id, control, .. }) = &self.call {
-                    if let Some(c) = control_for(*call_id, other) {
-                        control.send(c);
+                let mut steps = Vec::new();
+                let mut active_call = None;
+                if let Some(CallState::Active { call_id, group, pending, .. }) = &mut self.call {
+                    let mut p = pending.take().map(|b| *b);
+                    steps = key_steps(group, &mut p, *call_id, other);
+                    *pending = p.map(Box::new);
+                    active_call = Some(*call_id);
+                }
+                if let Some(call_id) = active_call {
+                    for step in steps {
+                        match step {
+                            KeyStep::SendNonce(n) => {
+                                if let Some(c) = self.client.as_mut() {
+                                    let _ = c.call_nonce(call_id, n).await;
+                                }
+                            }
+                            KeyStep::Media(c) => self.control(c),
+                            KeyStep::Code(c) => self.control(Control::Code(c)),
+                            KeyStep::End(e) => {
+                                self.end_on_attack(call_id, &e).await;
+                                break;
+                            }
+                        }
                     }
                 }
             }

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use babel_client::{Client, Event};
 use babel_media::audio::AudioOutput;
-use babel_media::engine::{CallSetup, MediaConfig, spawn_call};
-use babel_media::setup::{Prepared, peer_setup};
+use babel_media::engine::{CallSetup, MediaConfig, PeerSetup, spawn_call};
+use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
+use babel_proto::agree::{CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, Presence, ServerEvent, SessionInfo, UserId};
 use babel_server::{Config, RunningServer};
 
@@ -74,11 +75,74 @@ pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
             None => return Ok(()),
         };
         let prepared = Prepared::new(client.addr()).await?;
-        let Ok(joined) = client.accept_call(incoming.call_id, prepared.media()).await else { continue };
-        let peers = joined.participants.iter().filter_map(peer_setup).collect();
-        let channel = client.connect_call(incoming.call_id).await.ok();
-        let setup = prepared.into_call(peers, &joined.relay, channel);
-        talk(incoming.call_id, setup, &mut events).await;
+        let call_id = incoming.call_id;
+        // A two-party call: answer with my key once the caller's commitment
+        // is in (refuse one without), start once its key matched. Invited
+        // into a group: commit, reveal once every member sent a nonce.
+        let me = client.user_id().unwrap_or(UserId(0));
+        let settled = if incoming.participants.len() >= 2 {
+            let mut joiner = Joiner::new(me, &prepared.keys);
+            let Ok(joined) = client.accept_call(call_id, prepared.join_media(&joiner)).await else { continue };
+            let members: Vec<(UserId, Option<&str>)> =
+                joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
+            joiner.on_joined(call_id, joined.epoch.0, &members);
+            let key = loop {
+                match events.next().await {
+                    Some(Ok(Event::Server(ServerEvent::CallNonce(n)))) if n.call_id == call_id => {
+                        if let Some(key) = joiner.on_nonce(n.id, &n.nonce) {
+                            break Some(key);
+                        }
+                    }
+                    Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => break None,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Ok(()),
+                }
+            };
+            let revealed = match key {
+                Some(k) => client.call_key(call_id, k).await.is_ok(),
+                None => false,
+            };
+            match joiner.into_group().filter(|_| revealed) {
+                Some(group) => Some((joined.participants.iter().filter_map(peer_setup).collect(), group, joined)),
+                None => None,
+            }
+        } else {
+            let commit = incoming.media.key_commit.as_deref();
+            let Ok(mut a) = CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys)
+            else {
+                let _ = client.decline_call(call_id).await;
+                continue;
+            };
+            let Ok(joined) = client.accept_call(call_id, prepared.answer_media(&a)).await else { continue };
+            let agreed = loop {
+                match events.next().await {
+                    Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if k.call_id == call_id => {
+                        break a.on_reveal(k.id, &k.key).ok();
+                    }
+                    Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => break None,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Ok(()),
+                }
+            };
+            agreed.map(|agreed| {
+                let peers: Vec<PeerSetup> = joined
+                    .participants
+                    .iter()
+                    .filter(|p| p.user.id == agreed.peer)
+                    .map(|p| agreed_peer(p, &agreed))
+                    .collect();
+                (peers, GroupAgreement::two_party(call_id, me, agreed.peer, me, &agreed), joined)
+            })
+        };
+        let Some((peers, group, joined)) = settled else {
+            let _ = client.hangup(call_id).await;
+            continue;
+        };
+        let channel = client.connect_call(call_id).await.ok();
+        let setup = prepared.into_call(peers, &joined.relay, channel, group.code().to_owned());
+        talk(&mut client, call_id, setup, group, &mut events).await;
     }
 }
 
@@ -95,25 +159,38 @@ pub enum Scene {
 }
 
 /// Calls `callee` once they are online (seen from `client`'s contact list),
-/// and talks if they answer, until the call ends.
+/// and talks if they answer, until the call ends. The caller's side of the
+/// key exchange: committed in `/call`, revealed once the answer is in.
 pub async fn ring_when_online(mut client: Client, callee: UserId) -> anyhow::Result<()> {
     let mut events = client.events().await?;
     wait_online(&mut client, callee).await?;
+    let me = client.user_id().unwrap_or(UserId(0));
     let prepared = Prepared::new(client.addr()).await?;
-    let started = client.call(callee, prepared.media()).await?;
-    let joined = loop {
+    let mut agreement = CallerAgreement::new(me, &prepared.keys);
+    let started = client.call(callee, prepared.call_media()).await?;
+    let call_id = started.call_id;
+    let accepted = loop {
         match events.next().await {
-            Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if j.call_id == started.call_id => break j,
-            Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == started.call_id => return Ok(()),
+            Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if j.call_id == call_id => break j.peer,
+            Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => return Ok(()),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.into()),
             None => return Ok(()),
         }
     };
-    let peers = peer_setup(&joined.peer).into_iter().collect();
-    let channel = client.connect_call(started.call_id).await.ok();
-    let setup = prepared.into_call(peers, &started.relay, channel);
-    talk(started.call_id, setup, &mut events).await;
+    let agreed = match agreement.on_accepted(call_id, accepted.user.id, accepted.media.key.as_deref()) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = client.hangup(call_id).await;
+            return Ok(());
+        }
+    };
+    let Some(reveal) = agreement.reveal() else { return Ok(()) };
+    client.call_key(call_id, reveal).await?;
+    let group = GroupAgreement::two_party(call_id, me, me, accepted.user.id, &agreed);
+    let channel = client.connect_call(call_id).await.ok();
+    let setup = prepared.into_call(vec![agreed_peer(&accepted, &agreed)], &started.relay, channel, group.code().to_owned());
+    talk(&mut client, call_id, setup, group, &mut events).await;
     Ok(())
 }
 
@@ -129,11 +206,19 @@ async fn wait_online(client: &mut Client, who: UserId) -> anyhow::Result<()> {
     anyhow::bail!("user {} never came online", who.0)
 }
 
-/// Sends a voice-like signal in a call until it ends, whoever ends it.
-async fn talk(call_id: CallId, setup: CallSetup, events: &mut babel_client::EventStream) {
+/// Sends a voice-like signal in a call until it ends, whoever ends it (or
+/// its keys are tampered with), following joins and leaves.
+async fn talk(
+    client: &mut Client,
+    call_id: CallId,
+    setup: CallSetup,
+    mut group: GroupAgreement,
+    events: &mut babel_client::EventStream,
+) {
     let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
     let (control, task) = spawn_call(setup, cfg, Box::new(SoundInput::endless(Sound::Voice)), Box::new(Discard));
-    loop {
+    let mut pending = None;
+    'call: loop {
         match events.next().await {
             Some(Ok(Event::Server(ev))) => {
                 if let ServerEvent::CallEnded(c, _) = &ev {
@@ -141,8 +226,18 @@ async fn talk(call_id: CallId, setup: CallSetup, events: &mut babel_client::Even
                         break;
                     }
                 }
-                if let Some(c) = babel_media::setup::control_for(call_id, &ev) {
-                    control.send(c);
+                for step in key_steps(&mut group, &mut pending, call_id, &ev) {
+                    match step {
+                        KeyStep::SendNonce(n) => {
+                            let _ = client.call_nonce(call_id, n).await;
+                        }
+                        KeyStep::Media(c) => control.send(c),
+                        KeyStep::Code(c) => control.send(babel_media::engine::Control::Code(c)),
+                        KeyStep::End(_) => {
+                            let _ = client.hangup(call_id).await;
+                            break 'call;
+                        }
+                    }
                 }
             }
             Some(Ok(Event::Reconnected | Event::Disconnected)) => {}

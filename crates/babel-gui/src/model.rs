@@ -526,7 +526,16 @@ impl Model {
                     while call.history.len() > HISTORY {
                         call.history.pop_front();
                     }
+                    // Someone joined or left: the code is a new one, to read again.
+                    let changed = !call.stats.sas.is_empty() && call.stats.sas != s.sas && !s.sas.is_empty();
+                    let code = s.sas.clone();
                     call.stats = s;
+                    if changed {
+                        self.notify(
+                            NoticeKind::Info,
+                            format!("The security code changed: {code}. Read it to each other again."),
+                        );
+                    }
                 }
             }
             Update::CallOver { call_id, reason } => self.end_call(call_id, &reason),
@@ -554,7 +563,11 @@ impl Model {
 
     fn apply_event(&mut self, ev: ServerEvent) {
         match ev {
-            ServerEvent::Ping | ServerEvent::CallCandidates(_) | ServerEvent::CallAccepted(_) => {}
+            ServerEvent::Ping
+            | ServerEvent::CallCandidates(_)
+            | ServerEvent::CallAccepted(_)
+            | ServerEvent::CallKey(_)
+            | ServerEvent::CallNonce(_) => {}
             ServerEvent::ContactRequest(u) => {
                 if !self.requests.iter().any(|r| r.id == u.id) {
                     let text = format!("{} <{}> wants to add you as a contact.", u.name, u.email);
@@ -598,7 +611,7 @@ impl Model {
                     }
                 }
             }
-            ServerEvent::ParticipantLeft(call_id, id) => {
+            ServerEvent::ParticipantLeft(call_id, id, _) => {
                 if let Some(call) = self.call.as_mut().filter(|c| c.call_id == Some(call_id)) {
                     call.participants.retain(|p| p.id != id);
                     call.retitle();
@@ -1046,6 +1059,22 @@ mod tests {
         assert!(c.me_speaking());
         assert_eq!(c.history.len(), 1);
         assert_eq!(c.history[0], Sample { loss_pct: 1.5, jitter_ms: 4.0 });
+        // Someone joined or left: a new code, and a notice to read it again.
+        let notices = m.notices.len();
+        m.apply(Update::Stats(StatsSnapshot { sas: "123456".into(), ..StatsSnapshot::default() }));
+        assert_eq!(m.notices.len(), notices, "the same code says nothing");
+        m.apply(Update::Stats(StatsSnapshot { sas: "654321".into(), ..StatsSnapshot::default() }));
+        assert!(m.notices.last().unwrap().text.contains("security code changed: 654321"));
+        m.apply(Update::Stats(StatsSnapshot {
+            elapsed: Duration::from_secs(83),
+            path: Some("direct"),
+            rx_loss_pct: 1.5,
+            jitter_ms: 4,
+            input_level_db: -20.0,
+            sas: "654321".into(),
+            peers: vec![PeerLevel { id: UserId(3), level_db: -30.0 }],
+            ..StatsSnapshot::default()
+        }));
         assert!(matches!(&m.intent(Intent::ToggleMute)[..], [Command::Mute(true)]));
         assert!(!m.call.as_ref().unwrap().me_speaking(), "muted: not speaking");
         assert!(matches!(&m.intent(Intent::Hangup)[..], [Command::Hangup]));
@@ -1152,13 +1181,14 @@ mod tests {
         m.apply(Update::Server(ServerEvent::ParticipantJoined(PeerJoined {
             call_id: CallId(1),
             peer: peer(user(2, "Ben")),
+            epoch: None,
         })));
         let c = m.call.as_ref().unwrap();
         assert_eq!(c.title, "Cleo, Ben");
         assert!(m.invitable().is_empty());
         m.apply(Update::Server(ServerEvent::CallDeclined(CallId(1), UserId(5))));
         assert!(m.notices.last().unwrap().text.contains("eve did not join"));
-        m.apply(Update::Server(ServerEvent::ParticipantLeft(CallId(1), UserId(3))));
+        m.apply(Update::Server(ServerEvent::ParticipantLeft(CallId(1), UserId(3), babel_proto::Epoch(2))));
         assert_eq!(m.call.as_ref().unwrap().title, "Ben");
     }
 

@@ -285,7 +285,7 @@ fn incoming_calls_ring_and_are_answered_or_declined() {
 
     // Ben calls; Ann declines.
     let prepared = rt.block_on(Prepared::new(&local.addr)).unwrap();
-    let started = rt.block_on(ben.call(ann_id, prepared.media())).unwrap();
+    let started = rt.block_on(ben.call(ann_id, prepared.call_media())).unwrap();
     wait_for(&mut h, "Ben is calling");
     // It cannot be missed: a modal over the dimmed window, which takes no
     // click until the call is answered or declined.
@@ -312,13 +312,60 @@ fn incoming_calls_ring_and_are_answered_or_declined() {
 
     // Ben calls again; Ann accepts; Ben hangs up.
     let prepared = rt.block_on(Prepared::new(&local.addr)).unwrap();
-    let started = rt.block_on(ben.call(ann_id, prepared.media())).unwrap();
+    let mut agreement = babel_proto::agree::CallerAgreement::new(ben.user_id().unwrap(), &prepared.keys);
+    let started = rt.block_on(ben.call(ann_id, prepared.call_media())).unwrap();
     wait_for(&mut h, "Ben is calling");
     click(&mut h, "Accept");
+    // Ann's answer brings her key; Ben reveals his, and her voice starts.
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, ben_events.next()).await.expect("no answer") {
+                Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if j.call_id == started.call_id => {
+                    agreement.on_accepted(started.call_id, j.peer.user.id, j.peer.media.key.as_deref()).unwrap();
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("Ben's events ended"),
+            }
+        }
+        ben.call_key(started.call_id, agreement.reveal().unwrap()).await.unwrap();
+    });
     wait_for(&mut h, "Security code:");
     wait_until(&mut h, "the call on", |m| m.call.as_ref().is_some_and(|c| c.phase == CallPhase::Active));
     rt.block_on(ben.hangup(started.call_id)).unwrap();
     wait_for(&mut h, "Call with Ben ended: Ben hung up");
+
+    // Ben calls once more and reveals a key other than the one he committed
+    // to: Ann's side ends the call and says why; no voice starts.
+    let prepared = rt.block_on(Prepared::new(&local.addr)).unwrap();
+    let started = rt.block_on(ben.call(ann_id, prepared.call_media())).unwrap();
+    wait_for(&mut h, "Ben is calling");
+    click(&mut h, "Accept");
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, ben_events.next()).await.expect("no answer") {
+                Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if j.call_id == started.call_id => break,
+                Some(_) => {}
+                None => panic!("Ben's events ended"),
+            }
+        }
+        let other = babel_proto::keys::CallKeys::generate().unwrap();
+        ben.call_key(started.call_id, other.public_b64()).await.unwrap();
+        loop {
+            match tokio::time::timeout_at(deadline, ben_events.next()).await.expect("Ann did not hang up") {
+                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == started.call_id => {
+                    assert_eq!(r, EndReason::Hangup);
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("Ben's events ended"),
+            }
+        }
+    });
+    wait_for(&mut h, "does not match its commitment");
+    assert!(h.state().model.call.is_none(), "no call goes on");
 }
 
 #[test]

@@ -200,6 +200,9 @@ pub struct CallSetup {
     pub channel: Option<CallChannel>,
     /// My UDP socket (bound before the call so its address could be announced).
     pub socket: UdpSocket,
+    /// The code people compare, from the key exchange (`babel_proto::agree`);
+    /// a new one comes with [`Control::Code`] when the group changes.
+    pub code: String,
 }
 
 /// Live figures about one other participant.
@@ -207,8 +210,6 @@ pub struct CallSetup {
 pub struct PeerStats {
     /// Who.
     pub user: Option<UserId>,
-    /// The short authentication string to compare with them.
-    pub sas: String,
     /// The path my voice reaches them on.
     pub path: Option<Path>,
     /// Round-trip time, ms.
@@ -258,7 +259,8 @@ pub struct CallStats {
     pub output_level_db: f32,
     /// The echo canceller's estimate of how much echo it removes, dB.
     pub erle_db: Option<f32>,
-    /// The short authentication string with the (first) peer.
+    /// The code people compare: one for the whole call, from the key
+    /// exchange, changed at every join and leave.
     pub sas: String,
     /// Per participant.
     pub peers: Vec<PeerStats>,
@@ -308,6 +310,8 @@ pub enum Control {
     RemovePeer(UserId),
     /// A peer's addresses changed (`/call_candidates`).
     Candidates(UserId, Vec<SocketAddr>),
+    /// The call's code changed (someone joined or left).
+    Code(String),
 }
 
 /// A running call's handles: stats to read, commands to send, a flag to stop.
@@ -381,7 +385,6 @@ impl Report {
 /// One other participant, as the engine tracks them.
 struct Peer {
     user: UserId,
-    sas: String,
     /// My two-party key towards them (reports, key hand-over, two-party voice).
     pair_send: SenderKey,
     /// Their two-party key towards me.
@@ -427,7 +430,6 @@ impl Peer {
         let pair = keys.pairwise(&setup.key)?;
         Ok(Peer {
             user: setup.user,
-            sas: pair.sas(),
             pair_send: pair.my_sender_key(),
             pair_recv: pair.their_sender_key(),
             group_recv: None,
@@ -618,6 +620,7 @@ pub async fn run_call(
         }
     };
     let keys = setup.keys;
+    let mut code = setup.code;
     let mut peers = Vec::new();
     for p in setup.peers {
         peers.push(Peer::new(&keys, p, jcfg, cfg.frame, start)?);
@@ -757,6 +760,7 @@ pub async fn run_call(
                             p.candidates = c;
                         }
                     }
+                    Control::Code(c) => code = c,
                 }
                 continue;
             }
@@ -975,7 +979,6 @@ pub async fn run_call(
         for p in peers.iter_mut() {
             let js = p.jitter.stats();
             p.stats.user = Some(p.user);
-            p.stats.sas = p.sas.clone();
             p.stats.path = p.path;
             p.stats.rx_loss_pct = p.rx_loss_pct();
             p.stats.jitter_ms = p.jitter.jitter_ms();
@@ -994,7 +997,7 @@ pub async fn run_call(
             stats.jitter_ms = stats.jitter_ms.max(p.stats.jitter_ms);
             stats.jitter_delay_ms = stats.jitter_delay_ms.max(p.jitter.delay_ms());
         }
-        stats.sas = peers.first().map(|p| p.sas.clone()).unwrap_or_default();
+        stats.sas.clone_from(&code);
         stats.peers = peers.iter().map(|p| p.stats.clone()).collect();
         if report_due && cfg.adapt_bitrate {
             // The worst of what the others report about my stream.

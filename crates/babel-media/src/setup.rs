@@ -3,17 +3,22 @@
 //! desktop application.
 //!
 //! Before calling or answering, [`Prepared::new`] makes the call's key pair
-//! and binds the UDP socket whose address goes out as a candidate
-//! ([`Prepared::media`]). With the answer (`/call` + `/call_accepted`, or
-//! `/answer`), [`Prepared::into_call`] makes the engine's [`CallSetup`].
-//! While the call runs, [`control_for`] says what a server event means for
-//! the engine.
+//! and binds the UDP socket whose address goes out as a candidate. A caller
+//! sends only a commitment to its key ([`Prepared::call_media`]) and
+//! reveals the key after `/call_accepted`; a callee answers with its key
+//! ([`Prepared::answer_media`]) only once it holds the caller's commitment,
+//! and starts its media once the revealed key matched it
+//! (`babel_proto::agree` is that exchange; [`agreed_peer`] turns its outcome
+//! into the engine's peer). [`Prepared::into_call`] makes the engine's
+//! [`CallSetup`]. While the call runs, [`control_for`] says what a server
+//! event means for the engine.
 //!
 //! Not here: the signalling itself (`babel-client`) or audio devices.
 
 use std::net::{IpAddr, SocketAddr};
 
 use babel_client::CallChannel;
+use babel_proto::agree::{AgreeError, Agreed, CalleeAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, MediaSetup, Peer, RelayGrant, ServerEvent};
 use tokio::net::UdpSocket;
 
@@ -77,16 +82,35 @@ impl Prepared {
         Ok(Prepared { keys: CallKeys::generate()?, socket, candidate, server_ip })
     }
 
-    /// What goes out in `/call` or `/answer`.
-    pub fn media(&self) -> MediaSetup {
-        MediaSetup { key: Some(self.keys.public_b64()), candidates: vec![self.candidate] }
+    /// What goes out in `/call`: a commitment to my key, not the key.
+    pub fn call_media(&self) -> MediaSetup {
+        MediaSetup { key: None, key_commit: Some(self.keys.commit_b64()), candidates: vec![self.candidate] }
     }
 
-    /// The engine's set-up, once the other participants and my relay grant
-    /// are known.
-    pub fn into_call(self, peers: Vec<PeerSetup>, relay: &RelayGrant, channel: Option<CallChannel>) -> CallSetup {
+    /// What goes out in an accepting `/answer` of a two-party call: my key,
+    /// which the agreement only gives once it holds the caller's commitment.
+    pub fn answer_media(&self, agreement: &CalleeAgreement) -> MediaSetup {
+        MediaSetup { key: Some(agreement.key()), key_commit: None, candidates: vec![self.candidate] }
+    }
+
+    /// What goes out in an accepting `/answer` of a group call (an
+    /// invite): a commitment to my key, which I reveal once every member
+    /// answered it with a nonce.
+    pub fn join_media(&self, joiner: &Joiner) -> MediaSetup {
+        MediaSetup { key: None, key_commit: Some(joiner.key_commit()), candidates: vec![self.candidate] }
+    }
+
+    /// The engine's set-up, once the other participants, my relay grant and
+    /// the code are known.
+    pub fn into_call(
+        self,
+        peers: Vec<PeerSetup>,
+        relay: &RelayGrant,
+        channel: Option<CallChannel>,
+        code: String,
+    ) -> CallSetup {
         let relay = relay_info(relay, self.server_ip);
-        CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket }
+        CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket, code }
     }
 }
 
@@ -94,6 +118,12 @@ impl Prepared {
 /// key (a client without Babel's media engine).
 pub fn peer_setup(p: &Peer) -> Option<PeerSetup> {
     Some(PeerSetup { user: p.user.id, key: p.media.key.clone()?, candidates: p.media.candidates.clone() })
+}
+
+/// The other side of a two-party call as the engine needs them: where the
+/// server said they are, with the key the exchange agreed on.
+pub fn agreed_peer(p: &Peer, agreed: &Agreed) -> PeerSetup {
+    PeerSetup { user: agreed.peer, key: agreed.peer_key.clone(), candidates: p.media.candidates.clone() }
 }
 
 /// My relay grant as the engine needs it (`None` if malformed).
@@ -108,9 +138,78 @@ pub fn relay_info(grant: &RelayGrant, server_ip: IpAddr) -> Option<RelayInfo> {
 pub fn control_for(call: CallId, ev: &ServerEvent) -> Option<Control> {
     match ev {
         ServerEvent::ParticipantJoined(j) if j.call_id == call => peer_setup(&j.peer).map(Control::AddPeer),
-        ServerEvent::ParticipantLeft(c, id) if *c == call => Some(Control::RemovePeer(*id)),
+        ServerEvent::ParticipantLeft(c, id, _) if *c == call => Some(Control::RemovePeer(*id)),
         ServerEvent::CallCandidates(u) if u.call_id == call => Some(Control::Candidates(u.id, u.candidates.clone())),
         _ => None,
+    }
+}
+
+/// What a server event means for a running call's keys and media.
+#[derive(Debug, Clone)]
+pub enum KeyStep {
+    /// A newcomer committed to its key: send this nonce with `/call_nonce`.
+    SendNonce(String),
+    /// For the engine: a verified newcomer to add, someone gone, addresses.
+    Media(Control),
+    /// The call's code changed (a join or a leave): show it, say so.
+    Code(String),
+    /// The key exchange was tampered with: hang up and say why.
+    End(AgreeError),
+}
+
+/// Follows a running call's keys through the server's events (see
+/// `babel_proto::agree::GroupAgreement`): `pending` holds the newcomer
+/// between its commitment and its reveal. Any further `/call_accepted`, a
+/// newcomer that shows a key without a commitment, a reveal that does not
+/// match, or one nobody is waiting for, ends the call.
+pub fn key_steps(
+    group: &mut GroupAgreement,
+    pending: &mut Option<Peer>,
+    call: CallId,
+    ev: &ServerEvent,
+) -> Vec<KeyStep> {
+    match ev {
+        ServerEvent::CallAccepted(j) if j.call_id == call => vec![KeyStep::End(AgreeError::Twice)],
+        ServerEvent::ParticipantJoined(j) if j.call_id == call => {
+            let media = &j.peer.media;
+            if media.key_commit.is_none() && media.key.is_none() {
+                // A client without Babel's media engine: nothing to agree.
+                return Vec::new();
+            }
+            let epoch = j.epoch.map_or(group.epoch() + 1, |e| e.0);
+            match group.on_joining(j.peer.user.id, media.key_commit.as_deref(), epoch) {
+                Ok(nonce) => {
+                    *pending = Some(j.peer.clone());
+                    vec![KeyStep::SendNonce(nonce)]
+                }
+                Err(e) => vec![KeyStep::End(e)],
+            }
+        }
+        ServerEvent::CallNonce(n) if n.call_id == call => {
+            group.on_nonce(n.id, &n.nonce);
+            Vec::new()
+        }
+        ServerEvent::CallKey(k) if k.call_id == call => match group.on_reveal(k.id, &k.key) {
+            Ok(key) => {
+                let candidates = pending.take().map(|p| p.media.candidates).unwrap_or_default();
+                vec![
+                    KeyStep::Media(Control::AddPeer(PeerSetup { user: k.id, key, candidates })),
+                    KeyStep::Code(group.code().to_owned()),
+                ]
+            }
+            Err(e) => vec![KeyStep::End(e)],
+        },
+        ServerEvent::ParticipantLeft(c, id, epoch) if *c == call => {
+            if pending.as_ref().is_some_and(|p| p.user.id == *id) {
+                *pending = None;
+            }
+            let code = group.on_left(*id, epoch.0).to_owned();
+            vec![KeyStep::Media(Control::RemovePeer(*id)), KeyStep::Code(code)]
+        }
+        ServerEvent::CallCandidates(u) if u.call_id == call => {
+            vec![KeyStep::Media(Control::Candidates(u.id, u.candidates.clone()))]
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -126,6 +225,7 @@ mod tests {
             ip: "127.0.0.1".into(),
             media: MediaSetup {
                 key: key.map(str::to_owned),
+                key_commit: None,
                 candidates: vec!["127.0.0.1:4000".parse().expect("addr")],
             },
         }
@@ -142,9 +242,11 @@ mod tests {
         let p = Prepared::new("tls://127.0.0.1:7447").await.expect("prepare");
         assert!(p.candidate.ip().is_loopback());
         assert_eq!(p.server_ip, IpAddr::from([127, 0, 0, 1]));
-        let m = p.media();
+        let m = p.call_media();
         assert_eq!(m.candidates, vec![p.candidate]);
-        assert!(m.key.is_some());
+        assert_eq!((m.key, m.key_commit), (None, Some(p.keys.commit_b64())), "a caller shows only its commitment");
+        let m = p.join_media(&Joiner::new(UserId(1), &p.keys));
+        assert_eq!((m.key, m.key_commit), (None, Some(p.keys.commit_b64())), "a newcomer too");
         assert!(matches!(Prepared::new("no-such-host.invalid:1").await, Err(SetupError::Resolve(_))));
     }
 
@@ -167,10 +269,10 @@ mod tests {
     #[test]
     fn events_for_this_call_only() {
         let call = CallId(1);
-        let joined = ServerEvent::ParticipantJoined(PeerJoined { call_id: call, peer: peer(Some("k")) });
+        let joined = ServerEvent::ParticipantJoined(PeerJoined { call_id: call, peer: peer(Some("k")), epoch: None });
         assert!(matches!(control_for(call, &joined), Some(Control::AddPeer(p)) if p.user == UserId(7)));
         assert!(control_for(CallId(2), &joined).is_none());
-        let left = ServerEvent::ParticipantLeft(call, UserId(7));
+        let left = ServerEvent::ParticipantLeft(call, UserId(7), babel_proto::Epoch(2));
         assert!(matches!(control_for(call, &left), Some(Control::RemovePeer(UserId(7)))));
         let moved = ServerEvent::CallCandidates(CandidatesUpdate { call_id: call, id: UserId(7), candidates: vec![] });
         assert!(matches!(control_for(call, &moved), Some(Control::Candidates(UserId(7), _))));

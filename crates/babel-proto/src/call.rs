@@ -45,40 +45,70 @@ impl<'de> Deserialize<'de> for CallId {
     }
 }
 
+/// A group call's epoch: 0 once the callee answered, one more at every
+/// later join and every leave while the call goes on. A decimal string on
+/// the wire (`"epoch": "2"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Epoch(pub u32);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Epoch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Epoch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = s.trim();
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(serde::de::Error::custom("an epoch is a decimal number"));
+        }
+        t.parse().map(Epoch).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Most candidate addresses one participant may announce.
 pub const MAX_CANDIDATES: usize = 8;
 
 /// What a participant tells the others so they can reach it and agree keys:
-/// its X25519 public key and the UDP addresses it can be reached on.
+/// its X25519 public key (or first only a commitment to it) and the UDP
+/// addresses it can be reached on.
 ///
-/// Sent by the client in `/call` and `/answer`; the server adds the public
-/// address it saw (from the relay's bind) to `candidates` and passes the
-/// whole to the other participants. The server never sees a private key.
+/// Sent by the client in `/call` (`key_commit`) and `/answer` (`key`); the
+/// server adds the public address it saw (from the relay's bind) to
+/// `candidates` and passes the whole to the other participants, and adds a
+/// caller's `key` once it is revealed by `/call_key`. The server never sees
+/// a private key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaSetup {
     /// X25519 public key, 32 bytes in standard base64 (absent for clients
-    /// without Babel's media engine, such as the seed's).
+    /// without Babel's media engine, such as the seed's, and for a caller
+    /// until it reveals it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// SHA-256 commitment to the public key (`keys::commitment`), 32 bytes
+    /// in standard base64: what a caller sends instead of its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_commit: Option<String>,
     /// UDP candidates, `ip:port`, most preferred first.
     #[serde(default)]
     pub candidates: Vec<SocketAddr>,
 }
 
 impl MediaSetup {
-    /// Reads `key` and `candidates` from request data. `candidates` may be a
-    /// JSON array of strings or one comma-separated string.
+    /// Reads `key`, `key_commit` and `candidates` from request data.
+    /// `candidates` may be a JSON array of strings or one comma-separated
+    /// string.
     pub fn from_fields(data: &Fields) -> Result<MediaSetup, FieldsError> {
-        let key = match data.opt_str("key")? {
-            Some(k) => {
-                let raw = STANDARD.decode(k.trim()).map_err(|_| FieldsError::Invalid("key", "32 bytes in base64"))?;
-                if raw.len() != 32 {
-                    return Err(FieldsError::Invalid("key", "32 bytes in base64"));
-                }
-                Some(k.trim().to_owned())
-            }
-            None => None,
-        };
+        let key = opt_b64_32(data, "key")?;
+        let key_commit = opt_b64_32(data, "key_commit")?;
         let texts: Vec<String> = match data.value("candidates") {
             None => Vec::new(),
             Some(serde_json::Value::Array(items)) => items
@@ -99,7 +129,7 @@ impl MediaSetup {
             .map(|t| t.parse())
             .collect::<Result<_, _>>()
             .map_err(|_| FieldsError::Invalid("candidates", "a list of ip:port strings"))?;
-        Ok(MediaSetup { key, candidates })
+        Ok(MediaSetup { key, key_commit, candidates })
     }
 
     /// Writes the fields into a request-data map.
@@ -107,6 +137,9 @@ impl MediaSetup {
         let mut out = Vec::new();
         if let Some(k) = &self.key {
             out.push(("key", serde_json::Value::String(k.clone())));
+        }
+        if let Some(c) = &self.key_commit {
+            out.push(("key_commit", serde_json::Value::String(c.clone())));
         }
         if !self.candidates.is_empty() {
             out.push((
@@ -117,6 +150,21 @@ impl MediaSetup {
             ));
         }
         out
+    }
+}
+
+/// An optional field of 32 bytes in standard base64 (a key or a key
+/// commitment), trimmed.
+pub fn opt_b64_32(data: &Fields, name: &'static str) -> Result<Option<String>, FieldsError> {
+    match data.opt_str(name)? {
+        Some(k) => {
+            let raw = STANDARD.decode(k.trim()).map_err(|_| FieldsError::Invalid(name, "32 bytes in base64"))?;
+            if raw.len() != 32 {
+                return Err(FieldsError::Invalid(name, "32 bytes in base64"));
+            }
+            Ok(Some(k.trim().to_owned()))
+        }
+        None => Ok(None),
     }
 }
 
@@ -192,6 +240,9 @@ pub struct CallJoined {
     pub relay: RelayGrant,
     /// Everyone already in the call.
     pub participants: Vec<Peer>,
+    /// The call's epoch with me in it (group calls' code).
+    #[serde(default)]
+    pub epoch: Epoch,
 }
 
 /// Why a call ended for the one who is told.
@@ -236,16 +287,21 @@ mod tests {
     #[test]
     fn media_setup_from_fields() {
         let key = STANDARD.encode([7u8; 32]);
-        let f = Fields::parse(format!(r#"{{"key":"{key}","candidates":["127.0.0.1:5000","[::1]:6000"]}}"#).as_bytes())
-            .unwrap();
+        let f = Fields::parse(
+            format!(r#"{{"key":"{key}","key_commit":"{key}","candidates":["127.0.0.1:5000","[::1]:6000"]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
         let m = MediaSetup::from_fields(&f).unwrap();
         assert_eq!(m.key.as_deref(), Some(key.as_str()));
+        assert_eq!(m.key_commit.as_deref(), Some(key.as_str()));
         assert_eq!(m.candidates.len(), 2);
         let f = Fields::parse(br#"{"candidates":"10.0.0.1:1, 10.0.0.2:2"}"#).unwrap();
         assert_eq!(MediaSetup::from_fields(&f).unwrap().candidates.len(), 2);
         assert_eq!(MediaSetup::from_fields(&Fields::default()).unwrap(), MediaSetup::default());
         for bad in [
             r#"{"key":"short"}"#.to_owned(),
+            r#"{"key_commit":"AAAA"}"#.to_owned(),
             r#"{"candidates":["nope"]}"#.to_owned(),
             r#"{"candidates":[1]}"#.to_owned(),
             format!(r#"{{"candidates":"{}"}}"#, ["1.1.1.1:1"; 9].join(",")),

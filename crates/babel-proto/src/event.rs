@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::call::{CallId, EndReason, MediaSetup, Peer};
+use crate::call::{CallId, EndReason, Epoch, MediaSetup, Peer};
 use crate::frame::RawRequest;
 use crate::types::{ContactEntry, Presence, User, UserId};
 
@@ -32,9 +32,13 @@ pub struct IncomingCall {
 pub struct PeerJoined {
     /// The call.
     pub call_id: CallId,
-    /// Who joined, where, with what key.
+    /// Who joined, where, with what key (or, for a newcomer to a group
+    /// call, the commitment to it).
     #[serde(flatten)]
     pub peer: Peer,
+    /// In `/participant_joined`: the call's new epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Epoch>,
 }
 
 /// `/call_candidates`: a participant's addresses changed (the relay learned
@@ -47,6 +51,28 @@ pub struct CandidatesUpdate {
     pub id: UserId,
     /// All their candidates now, most preferred first.
     pub candidates: Vec<std::net::SocketAddr>,
+}
+
+/// `/call_nonce`: a member's fresh nonce for a newcomer's join (group calls).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonceSent {
+    /// The call.
+    pub call_id: CallId,
+    /// Whose nonce.
+    pub id: UserId,
+    /// 16 bytes in standard base64.
+    pub nonce: String,
+}
+
+/// `/call_key`: a participant who committed to its key reveals it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRevealed {
+    /// The call.
+    pub call_id: CallId,
+    /// Whose key.
+    pub id: UserId,
+    /// Their public key, 32 bytes in standard base64.
+    pub key: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,6 +90,14 @@ struct StatusData {
 struct CallAndId {
     call_id: CallId,
     id: UserId,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Left {
+    call_id: CallId,
+    id: UserId,
+    #[serde(default)]
+    epoch: Epoch,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,12 +127,17 @@ pub enum ServerEvent {
     CallDeclined(CallId, UserId),
     /// `/participant_joined`: someone joined a call with two or more in it already.
     ParticipantJoined(PeerJoined),
-    /// `/participant_left`: someone left a call that goes on.
-    ParticipantLeft(CallId, UserId),
+    /// `/participant_left`: someone left a call that goes on (with the
+    /// call's new epoch).
+    ParticipantLeft(CallId, UserId, Epoch),
     /// `/call_ended`.
     CallEnded(CallId, EndReason),
     /// `/call_candidates` (Babel's addition to DESIGN.md's list).
     CallCandidates(CandidatesUpdate),
+    /// `/call_key`: the caller (or a newcomer) reveals the key it committed to.
+    CallKey(KeyRevealed),
+    /// `/call_nonce`: a member answers a newcomer's commitment (group calls).
+    CallNonce(NonceSent),
 }
 
 /// An event frame that could not be read.
@@ -132,6 +171,8 @@ impl ServerEvent {
             ServerEvent::ParticipantLeft(..) => "/participant_left",
             ServerEvent::CallEnded(..) => "/call_ended",
             ServerEvent::CallCandidates(_) => "/call_candidates",
+            ServerEvent::CallKey(_) => "/call_key",
+            ServerEvent::CallNonce(_) => "/call_nonce",
         }
     }
 
@@ -145,11 +186,14 @@ impl ServerEvent {
             ServerEvent::Status(id, status) => json(&StatusData { id: *id, status: *status }),
             ServerEvent::IncomingCall(c) => json(c),
             ServerEvent::CallAccepted(p) | ServerEvent::ParticipantJoined(p) => json(p),
-            ServerEvent::CallDeclined(call_id, id) | ServerEvent::ParticipantLeft(call_id, id) => {
-                json(&CallAndId { call_id: *call_id, id: *id })
+            ServerEvent::CallDeclined(call_id, id) => json(&CallAndId { call_id: *call_id, id: *id }),
+            ServerEvent::ParticipantLeft(call_id, id, epoch) => {
+                json(&Left { call_id: *call_id, id: *id, epoch: *epoch })
             }
             ServerEvent::CallEnded(call_id, reason) => json(&Ended { call_id: *call_id, reason: *reason }),
             ServerEvent::CallCandidates(c) => json(c),
+            ServerEvent::CallKey(k) => json(k),
+            ServerEvent::CallNonce(n) => json(n),
         }
     }
 
@@ -184,14 +228,16 @@ impl ServerEvent {
             }
             "/participant_joined" => ServerEvent::ParticipantJoined(de("/participant_joined", value)?),
             "/participant_left" => {
-                let c: CallAndId = de("/participant_left", value)?;
-                ServerEvent::ParticipantLeft(c.call_id, c.id)
+                let c: Left = de("/participant_left", value)?;
+                ServerEvent::ParticipantLeft(c.call_id, c.id, c.epoch)
             }
             "/call_ended" => {
                 let e: Ended = de("/call_ended", value)?;
                 ServerEvent::CallEnded(e.call_id, e.reason)
             }
             "/call_candidates" => ServerEvent::CallCandidates(de("/call_candidates", value)?),
+            "/call_key" => ServerEvent::CallKey(de("/call_key", value)?),
+            "/call_nonce" => ServerEvent::CallNonce(de("/call_nonce", value)?),
             _ => return Err(EventError::Unknown(route)),
         })
     }
@@ -209,7 +255,11 @@ mod tests {
         Peer {
             user: user(id),
             ip: "10.0.0.1".into(),
-            media: MediaSetup { key: Some("k".into()), candidates: vec!["10.0.0.1:4000".parse().unwrap()] },
+            media: MediaSetup {
+                key: Some("k".into()),
+                key_commit: Some("c".into()),
+                candidates: vec!["10.0.0.1:4000".parse().unwrap()],
+            },
         }
     }
 
@@ -228,16 +278,18 @@ mod tests {
                 media: peer(1).media,
                 participants: vec![peer(1)],
             }),
-            ServerEvent::CallAccepted(PeerJoined { call_id: c, peer: peer(2) }),
+            ServerEvent::CallAccepted(PeerJoined { call_id: c, peer: peer(2), epoch: None }),
             ServerEvent::CallDeclined(c, UserId(2)),
-            ServerEvent::ParticipantJoined(PeerJoined { call_id: c, peer: peer(5) }),
-            ServerEvent::ParticipantLeft(c, UserId(5)),
+            ServerEvent::ParticipantJoined(PeerJoined { call_id: c, peer: peer(5), epoch: Some(Epoch(3)) }),
+            ServerEvent::ParticipantLeft(c, UserId(5), Epoch(4)),
             ServerEvent::CallEnded(c, EndReason::AnsweredElsewhere),
             ServerEvent::CallCandidates(CandidatesUpdate {
                 call_id: c,
                 id: UserId(2),
                 candidates: vec!["1.2.3.4:5".parse().unwrap()],
             }),
+            ServerEvent::CallKey(KeyRevealed { call_id: c, id: UserId(1), key: "k".into() }),
+            ServerEvent::CallNonce(NonceSent { call_id: c, id: UserId(2), nonce: "n".into() }),
         ]
     }
 

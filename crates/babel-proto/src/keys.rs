@@ -1,13 +1,19 @@
 //! End-to-end keys for a call, agreed between the participants; the server
 //! only carries public keys.
 //!
-//! * Each participant makes an X25519 key pair per call ([`CallKeys`]) and
-//!   sends the public half in the `key` field of `/call` or `/answer`.
+//! * Each participant makes an X25519 key pair per call ([`CallKeys`]). The
+//!   caller first sends only a commitment to its public key
+//!   ([`commitment`], the `key_commit` field of `/call`), the callee answers
+//!   with its public key, and only then does the caller reveal its own
+//!   (`/call_key`); [`crate::agree`] is that exchange as a state machine.
+//! * The code two people read to each other is a hash of the whole
+//!   exchange ([`sas_transcript`], [`group_transcript`]) reduced to six
+//!   digits ([`code_number`], [`format_code`]): if someone in the middle
+//!   swapped keys, the two codes differ, and because the caller was bound
+//!   to its key before it saw the callee's, nobody can search for keys that
+//!   make them equal.
 //! * Each pair of participants derives a [`Pairwise`] secret from their
-//!   Diffie-Hellman result and both public keys (HKDF-SHA256), and from it
-//!   a short authentication string ([`Pairwise::sas`]) that two people can
-//!   read to each other: if someone in the middle swapped keys, the two
-//!   strings differ.
+//!   Diffie-Hellman result and both public keys (HKDF-SHA256).
 //! * Each sender encrypts its voice once, under its own [`SenderKey`]. In a
 //!   two-party call both sides derive the other's sender key from the
 //!   pairwise secret; in a group call a sender's key is random and handed to
@@ -20,8 +26,120 @@ use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::call::CallId;
+use crate::types::UserId;
+
+/// Domain separation of the key commitment.
+pub const COMMIT_LABEL: &[u8] = b"babel v2 commit";
+/// Domain separation of the two-party code's transcript.
+pub const SAS_LABEL: &[u8] = b"babel v2 sas";
+/// Domain separation of a group call's per-epoch code.
+pub const GROUP_LABEL: &[u8] = b"babel v2 group";
+/// The shipped code: six decimal digits.
+pub const CODE_MODULUS: u32 = 1_000_000;
+/// Bytes of a group nonce.
+pub const NONCE_LEN: usize = 16;
+
+/// `SHA-256("babel v2 commit" || public key)`: what `key_commit` carries
+/// (in base64), binding its sender to a key it has not shown yet.
+pub fn commitment(public: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(COMMIT_LABEL);
+    h.update(public);
+    h.finalize().into()
+}
+
+/// A 32-byte value (a public key, a commitment) from its base64 text.
+pub fn decode32(b64: &str) -> Result<[u8; 32], KeyError> {
+    STANDARD.decode(b64.trim()).ok().and_then(|v| v.try_into().ok()).ok_or(KeyError::BadPublicKey)
+}
+
+/// Base64 of 32 bytes, as keys and commitments travel.
+pub fn encode32(b: &[u8; 32]) -> String {
+    STANDARD.encode(b)
+}
+
+/// The transcript hash of a two-party call's key exchange:
+///
+/// `SHA-256("babel v2 sas" || call_id u64 || caller_id i64 || callee_id i64
+///  || key_commit[32] || caller_key[32] || callee_key[32])`, integers
+/// big-endian. Every part after the label is fixed-width, so no length
+/// prefixes are needed for the encoding to be unambiguous.
+pub fn sas_transcript(
+    call: CallId,
+    caller: UserId,
+    callee: UserId,
+    commit: &[u8; 32],
+    caller_key: &[u8; 32],
+    callee_key: &[u8; 32],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(SAS_LABEL);
+    h.update(call.0.to_be_bytes());
+    h.update(caller.0.to_be_bytes());
+    h.update(callee.0.to_be_bytes());
+    h.update(commit);
+    h.update(caller_key);
+    h.update(callee_key);
+    h.finalize().into()
+}
+
+/// One participant of a group epoch: who, their public key, and the nonce
+/// they sent for the latest join they answered (empty if none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochMember {
+    /// The user.
+    pub id: UserId,
+    /// Their public key for this call.
+    pub key: [u8; 32],
+    /// Their latest nonce (0 or [`NONCE_LEN`] bytes).
+    pub nonce: Vec<u8>,
+}
+
+/// The transcript hash of a group call's epoch:
+///
+/// `SHA-256("babel v2 group" || call_id u64 || epoch u32 || count u32 ||
+///  for each member, in ascending id order: id i64 || key[32] ||
+///  nonce_len u8 || nonce)`, integers big-endian. The list and each nonce
+/// are length-prefixed; everything else is fixed-width.
+pub fn group_transcript(call: CallId, epoch: u32, members: &[EpochMember]) -> [u8; 32] {
+    let mut sorted: Vec<&EpochMember> = members.iter().collect();
+    sorted.sort_by_key(|m| m.id);
+    let mut h = Sha256::new();
+    h.update(GROUP_LABEL);
+    h.update(call.0.to_be_bytes());
+    h.update(epoch.to_be_bytes());
+    h.update((sorted.len() as u32).to_be_bytes());
+    for m in sorted {
+        h.update(m.id.0.to_be_bytes());
+        h.update(m.key);
+        // Nonces are made here (16 bytes) or refused when longer than 255.
+        h.update([m.nonce.len().min(255) as u8]);
+        h.update(&m.nonce[..m.nonce.len().min(255)]);
+    }
+    h.finalize().into()
+}
+
+/// The code's number: the transcript's first four bytes, big-endian,
+/// modulo `modulus` ([`CODE_MODULUS`] in every program; tests use smaller
+/// ones to count an attacker's wins).
+pub fn code_number(transcript: &[u8; 32], modulus: u32) -> u32 {
+    u32::from_be_bytes([transcript[0], transcript[1], transcript[2], transcript[3]]) % modulus.max(1)
+}
+
+/// The six-digit code as people read it: `123 456`.
+pub fn format_code(transcript: &[u8; 32]) -> String {
+    let n = code_number(transcript, CODE_MODULUS);
+    format!("{:03} {:03}", n / 1000, n % 1000)
+}
+
+/// A fresh group nonce.
+pub fn fresh_nonce() -> Result<[u8; NONCE_LEN], KeyError> {
+    random()
+}
 
 /// A key that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +195,16 @@ impl CallKeys {
         STANDARD.encode(self.public.as_bytes())
     }
 
+    /// My public key's bytes.
+    pub fn public_bytes(&self) -> [u8; 32] {
+        *self.public.as_bytes()
+    }
+
+    /// The commitment to my public key, as `key_commit` carries it.
+    pub fn commit_b64(&self) -> String {
+        encode32(&commitment(self.public.as_bytes()))
+    }
+
     /// The secret shared with the owner of `peer` (their `key` field).
     pub fn pairwise(&self, peer: &str) -> Result<Pairwise, KeyError> {
         let raw: [u8; 32] =
@@ -122,15 +250,6 @@ fn expand(secret: &[u8; 32], info: &[&[u8]], out: &mut [u8]) {
 }
 
 impl Pairwise {
-    /// The short authentication string both people see: six digits, shown
-    /// as `123 456`. Equal on both sides unless someone swapped keys.
-    pub fn sas(&self) -> String {
-        let mut b = [0u8; 4];
-        expand(&self.secret, &[b"babel sas"], &mut b);
-        let n = u32::from_be_bytes(b) % 1_000_000;
-        format!("{:03} {:03}", n / 1000, n % 1000)
-    }
-
     /// The sender key I use towards this peer in a two-party call.
     pub fn my_sender_key(&self) -> SenderKey {
         self.sender_key_of(&self.mine)
@@ -254,25 +373,62 @@ mod tests {
         let (a, b) = pair();
         let ab = a.pairwise(&b.public_b64()).unwrap();
         let ba = b.pairwise(&a.public_b64()).unwrap();
-        assert_eq!(ab.sas(), ba.sas());
         assert_eq!(ab.my_sender_key(), ba.their_sender_key());
         assert_eq!(ab.their_sender_key(), ba.my_sender_key());
         assert_ne!(ab.my_sender_key(), ab.their_sender_key(), "each direction has its own key");
-        let sas = ab.sas();
-        assert_eq!(sas.len(), 7);
-        assert!(sas.chars().enumerate().all(|(i, c)| if i == 3 { c == ' ' } else { c.is_ascii_digit() }));
     }
 
     #[test]
-    fn a_man_in_the_middle_shows_in_the_sas() {
+    fn a_man_in_the_middle_shows_in_the_code() {
         let (a, b) = pair();
         let m = CallKeys::from_secret([3; 32]);
-        // The server hands a M's key as b's, and b M's key as a's.
-        let a_view = a.pairwise(&m.public_b64()).unwrap();
-        let b_view = b.pairwise(&m.public_b64()).unwrap();
-        assert_ne!(a_view.sas(), b_view.sas());
+        let (call, ann, ben) = (CallId(5), UserId(1), UserId(2));
+        let honest =
+            sas_transcript(call, ann, ben, &commitment(&a.public_bytes()), &a.public_bytes(), &b.public_bytes());
+        // The server hands a M's key as b's, and b M's key (committed) as a's.
+        let a_view =
+            sas_transcript(call, ann, ben, &commitment(&a.public_bytes()), &a.public_bytes(), &m.public_bytes());
+        let b_view =
+            sas_transcript(call, ann, ben, &commitment(&m.public_bytes()), &m.public_bytes(), &b.public_bytes());
+        assert_ne!(format_code(&a_view), format_code(&b_view));
+        assert_ne!(honest, a_view);
+        let code = format_code(&honest);
+        assert_eq!(code.len(), 7);
+        assert!(code.chars().enumerate().all(|(i, c)| if i == 3 { c == ' ' } else { c.is_ascii_digit() }));
         // M can talk to each, but a's key for b differs from b's for a.
-        assert_ne!(a_view.my_sender_key(), b_view.their_sender_key());
+        let (am, bm) = (a.pairwise(&m.public_b64()).unwrap(), b.pairwise(&m.public_b64()).unwrap());
+        assert_ne!(am.my_sender_key(), bm.their_sender_key());
+    }
+
+    #[test]
+    fn every_part_of_the_transcript_counts() {
+        let (a, b) = pair();
+        let (pa, pb) = (a.public_bytes(), b.public_bytes());
+        let c = commitment(&pa);
+        let base = sas_transcript(CallId(5), UserId(1), UserId(2), &c, &pa, &pb);
+        assert_ne!(base, sas_transcript(CallId(6), UserId(1), UserId(2), &c, &pa, &pb));
+        assert_ne!(base, sas_transcript(CallId(5), UserId(2), UserId(1), &c, &pa, &pb));
+        assert_ne!(base, sas_transcript(CallId(5), UserId(1), UserId(2), &[0; 32], &pa, &pb));
+        assert_ne!(base, sas_transcript(CallId(5), UserId(1), UserId(2), &c, &pb, &pa));
+        let m = |id, key: [u8; 32], nonce: &[u8]| EpochMember { id: UserId(id), key, nonce: nonce.to_vec() };
+        let g = group_transcript(CallId(5), 1, &[m(1, pa, &[]), m(2, pb, &[7; 16])]);
+        assert_eq!(g, group_transcript(CallId(5), 1, &[m(2, pb, &[7; 16]), m(1, pa, &[])]), "order does not matter");
+        assert_ne!(g, group_transcript(CallId(5), 2, &[m(1, pa, &[]), m(2, pb, &[7; 16])]), "the epoch counts");
+        assert_ne!(g, group_transcript(CallId(5), 1, &[m(1, pa, &[]), m(2, pb, &[8; 16])]), "nonces count");
+        assert_ne!(g, group_transcript(CallId(5), 1, &[m(1, pa, &[7; 16]), m(2, pb, &[])]), "whose nonce counts");
+        let mut t = [0u8; 32];
+        (t[2], t[3]) = (1, 0x2c);
+        assert_eq!(code_number(&t, 1000), 300);
+        assert_eq!(code_number(&base, 256), u32::from(base[3]));
+    }
+
+    #[test]
+    fn commitments_bind_the_key() {
+        let (a, b) = pair();
+        assert_eq!(decode32(&a.commit_b64()).unwrap(), commitment(&a.public_bytes()));
+        assert_ne!(commitment(&a.public_bytes()), commitment(&b.public_bytes()));
+        assert_eq!(decode32(&a.public_b64()).unwrap(), a.public_bytes());
+        assert!(decode32("short").is_err());
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! * [`channel`]: call-channel frames ([`ChannelFrame`], the seed's `/send`).
 //! * [`call`]: call ids, media set-up fields, relay grants, end reasons.
 //! * [`relay`]: the UDP relay's datagrams.
-//! * [`keys`]: end-to-end call keys (X25519, HKDF), the short
-//!   authentication string, sender keys.
+//! * [`keys`]: end-to-end call keys (X25519, HKDF), commitments, the
+//!   transcript codes people compare, sender keys.
+//! * [`agree`]: the two-party key exchange with its commitment, as a pure
+//!   state machine.
 //! * [`voice`]: the sealed voice datagram and the replay window.
 //! * [`types`]: ids, users, presence, secrets.
 //! * [`fingerprint`]: TLS certificate fingerprints as printed and pinned.
@@ -21,6 +23,7 @@
 //! outside input is the OS random generator, for fresh keys); see
 //! `PROTOCOL.md` at the repository root for the byte-level description.
 
+pub mod agree;
 pub mod call;
 pub mod channel;
 pub mod event;
@@ -34,9 +37,9 @@ pub mod response;
 pub mod types;
 pub mod voice;
 
-pub use call::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, Peer, RelayGrant};
+pub use call::{CallId, CallJoined, CallStarted, EndReason, Epoch, MediaSetup, Peer, RelayGrant};
 pub use channel::{ChannelFrame, SendData};
-pub use event::{CandidatesUpdate, IncomingCall, PeerJoined, ServerEvent};
+pub use event::{CandidatesUpdate, IncomingCall, KeyRevealed, NonceSent, PeerJoined, ServerEvent};
 pub use fields::{Fields, FieldsError};
 pub use fingerprint::Fingerprint;
 pub use frame::{FrameError, Limits, RawRequest, RawResponse, decode_request, decode_response};

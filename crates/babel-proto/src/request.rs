@@ -53,11 +53,15 @@ pub enum Route {
     ConnectCall,
     /// `/send` (only meaningful on a call channel)
     Send,
+    /// `/call_key` (a committed participant reveals its key)
+    CallKey,
+    /// `/call_nonce` (a member answers a newcomer's commitment)
+    CallNonce,
 }
 
 impl Route {
     /// All routes, in documentation order.
-    pub const ALL: [Route; 17] = [
+    pub const ALL: [Route; 19] = [
         Route::Create,
         Route::Login,
         Route::Logout,
@@ -75,6 +79,8 @@ impl Route {
         Route::Invite,
         Route::ConnectCall,
         Route::Send,
+        Route::CallKey,
+        Route::CallNonce,
     ];
 
     /// The route's wire spelling.
@@ -97,6 +103,8 @@ impl Route {
             Route::Invite => "/invite",
             Route::ConnectCall => "/connect_call",
             Route::Send => "/send",
+            Route::CallKey => "/call_key",
+            Route::CallNonce => "/call_nonce",
         }
     }
 
@@ -238,6 +246,24 @@ pub enum ClientRequest {
     },
     /// `/send` in request mode: refused with a pointer to the call channel.
     Send(Credentials),
+    /// Reveal the key I committed to (`key_commit`) in a call.
+    CallKey {
+        /// A participant who committed.
+        auth: Credentials,
+        /// The call.
+        call_id: CallId,
+        /// My public key, 32 bytes in standard base64.
+        key: String,
+    },
+    /// Answer a newcomer's key commitment with a fresh nonce (group calls).
+    CallNonce {
+        /// A member.
+        auth: Credentials,
+        /// The call.
+        call_id: CallId,
+        /// 16 random bytes in standard base64.
+        nonce: String,
+    },
 }
 
 /// Why a request frame could not be turned into a [`ClientRequest`]. Each maps
@@ -308,6 +334,8 @@ impl ClientRequest {
             ClientRequest::Invite { .. } => Route::Invite,
             ClientRequest::ConnectCall { .. } => Route::ConnectCall,
             ClientRequest::Send(_) => Route::Send,
+            ClientRequest::CallKey { .. } => Route::CallKey,
+            ClientRequest::CallNonce { .. } => Route::CallNonce,
         }
     }
 
@@ -387,6 +415,23 @@ impl ClientRequest {
             },
             Route::ConnectCall => ClientRequest::ConnectCall { auth: auth()?, call_id: parse_call_id(&data)? },
             Route::Send => ClientRequest::Send(auth()?),
+            Route::CallKey => {
+                let auth = auth()?;
+                let call_id = parse_call_id(&data)?;
+                let key = crate::call::opt_b64_32(&data, "key")?.ok_or(FieldsError::Missing("key"))?;
+                ClientRequest::CallKey { auth, call_id, key }
+            }
+            Route::CallNonce => {
+                let auth = auth()?;
+                let call_id = parse_call_id(&data)?;
+                let nonce = data.str("nonce")?;
+                let ok = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, nonce.trim())
+                    .is_ok_and(|b| b.len() == crate::keys::NONCE_LEN);
+                if !ok {
+                    return Err(FieldsError::Invalid("nonce", "16 bytes in base64").into());
+                }
+                ClientRequest::CallNonce { auth, call_id, nonce: nonce.trim().to_owned() }
+            }
         })
     }
 
@@ -451,6 +496,12 @@ impl ClientRequest {
                 header(auth),
                 Fields::from_pairs([("call_id", call_id.to_string()), ("contact_id", contact_id.to_string())]),
             ),
+            ClientRequest::CallKey { auth, call_id, key } => {
+                (header(auth), Fields::from_pairs([("call_id", call_id.to_string()), ("key", key.clone())]))
+            }
+            ClientRequest::CallNonce { auth, call_id, nonce } => {
+                (header(auth), Fields::from_pairs([("call_id", call_id.to_string()), ("nonce", nonce.clone())]))
+            }
         };
         let section = |f: Fields| {
             if f.is_empty() { Vec::new() } else { f.to_json() }
@@ -494,10 +545,17 @@ mod tests {
                 auth: creds(),
                 contact_id: UserId(2),
                 media: MediaSetup {
-                    key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
+                    key: None,
+                    key_commit: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
                     candidates: vec!["192.168.1.2:5000".parse().unwrap()],
                 },
             },
+            ClientRequest::CallKey {
+                auth: creds(),
+                call_id: CallId(5),
+                key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
+            },
+            ClientRequest::CallNonce { auth: creds(), call_id: CallId(5), nonce: "AAAAAAAAAAAAAAAAAAAAAA==".into() },
             ClientRequest::Answer { auth: creds(), call_id: CallId(5), accept: true, media: MediaSetup::default() },
             ClientRequest::Answer { auth: creds(), call_id: CallId(5), accept: false, media: MediaSetup::default() },
             ClientRequest::Hangup { auth: creds(), call_id: CallId(5) },
@@ -561,6 +619,14 @@ mod tests {
             (frame(r#"{"id":"1","token":"t"}"#, "/call", r#"{"contact_id":"2","key":"!!"}"#), Status::BadRequest),
             (frame(r#"{"id":"1","token":"t"}"#, "/hangup", "{}"), Status::BadRequest),
             (frame("", "/events", ""), Status::Unauthorized),
+            (frame(r#"{"id":"1","token":"t"}"#, "/call_key", r#"{"call_id":"1"}"#), Status::BadRequest),
+            (frame(r#"{"id":"1","token":"t"}"#, "/call_key", r#"{"call_id":"1","key":"AAAA"}"#), Status::BadRequest),
+            (frame(r#"{"id":"1","token":"t"}"#, "/call", r#"{"contact_id":"2","key_commit":"!"}"#), Status::BadRequest),
+            (frame("", "/call_key", r#"{"call_id":"1","key":"AAAA"}"#), Status::Unauthorized),
+            (
+                frame(r#"{"id":"1","token":"t"}"#, "/call_nonce", r#"{"call_id":"1","nonce":"AAAA"}"#),
+                Status::BadRequest,
+            ),
         ];
         for (f, status) in cases {
             assert_eq!(ClientRequest::parse(&f).unwrap_err().status(), status, "{f:?}");

@@ -371,6 +371,14 @@ impl App {
                 let me = self.authenticate(conn, &auth).await?;
                 self.invite(me, call_id, contact_id).await
             }
+            ClientRequest::CallKey { auth, call_id, key } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.call_key(me, call_id, key).await
+            }
+            ClientRequest::CallNonce { auth, call_id, nonce } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.call_nonce(me, call_id, nonce).await
+            }
             ClientRequest::Send(c) => {
                 self.authenticate(conn, &c).await?;
                 Err(ServiceError::Refused(

@@ -106,6 +106,9 @@ pub struct CallMachine {
     rings: Vec<Ring>,
     answered: bool,
     ended: Option<EndReason>,
+    /// 0 once the callee answered; one more at every later join and every
+    /// leave that the call outlives (the group code changes with it).
+    epoch: u32,
 }
 
 impl CallMachine {
@@ -118,8 +121,15 @@ impl CallMachine {
         now: Millis,
         limits: CallLimits,
     ) -> (CallMachine, Output) {
-        let mut call =
-            CallMachine { id, limits, members: vec![caller], rings: Vec::new(), answered: false, ended: None };
+        let mut call = CallMachine {
+            id,
+            limits,
+            members: vec![caller],
+            rings: Vec::new(),
+            answered: false,
+            ended: None,
+            epoch: 0,
+        };
         let out = call.add_ring(caller, callee, callee_sessions, now);
         (call, out)
     }
@@ -163,6 +173,11 @@ impl CallMachine {
     /// Whether two or more members are talking (members count as busy).
     pub fn is_answered(&self) -> bool {
         self.answered && self.ended.is_none()
+    }
+
+    /// The call's epoch (see the field).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// Why it ended, if it did.
@@ -222,6 +237,9 @@ impl CallMachine {
         }
         if accept {
             let note = if self.answered { Note::Joined(leg) } else { Note::Accepted(leg) };
+            if self.answered {
+                self.epoch += 1;
+            }
             for m in self.others(None) {
                 out.notes.push((m, note));
             }
@@ -248,6 +266,7 @@ impl CallMachine {
             let mut out = Output::default();
             self.settle(reason, &mut out);
             if out.over.is_none() {
+                self.epoch += 1;
                 for m in self.others(None) {
                     out.notes.push((m, Note::Left(leg.user)));
                 }
@@ -476,12 +495,15 @@ mod tests {
         // Carol (3) is invited by Bob and answers on session 30.
         let out = call.invite(leg(2, 20), UserId(3), vec![SessionId(30)], 5_000).unwrap();
         assert_eq!(out.notes, vec![(leg(3, 30), Note::Incoming(leg(2, 20)))]);
+        assert_eq!(call.epoch(), 0);
         let out = call.answer(leg(3, 30), true).unwrap();
         assert_eq!(out.notes, vec![(leg(1, 10), Note::Joined(leg(3, 30))), (leg(2, 20), Note::Joined(leg(3, 30)))]);
+        assert_eq!(call.epoch(), 1, "a join starts an epoch");
         // Alice leaves: the call goes on for Bob and Carol.
         let out = call.leave(leg(1, 10), EndReason::Hangup).unwrap();
         assert_eq!(out.notes, vec![(leg(2, 20), Note::Left(UserId(1))), (leg(3, 30), Note::Left(UserId(1)))]);
         assert_eq!(out.over, None);
+        assert_eq!(call.epoch(), 2, "so does a leave");
         assert!(call.is_answered());
         // Bob leaves: one participant is left, the call ends.
         let out = call.leave(leg(2, 20), EndReason::Hangup).unwrap();

@@ -14,8 +14,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use babel_proto::{
-    CallId, CandidatesUpdate, ChannelFrame, EndReason, IncomingCall, MediaSetup, Peer, PeerJoined, ServerEvent, User,
-    UserId,
+    CallId, CandidatesUpdate, ChannelFrame, EndReason, Epoch, IncomingCall, KeyRevealed, MediaSetup, NonceSent, Peer,
+    PeerJoined, ServerEvent, User, UserId,
 };
 use bytes::Bytes;
 
@@ -34,6 +34,8 @@ pub struct LegInfo {
     pub media: MediaSetup,
     /// The public address the relay saw.
     pub public: Option<SocketAddr>,
+    /// Whether it revealed the key it committed to (`/call_key`).
+    pub revealed: bool,
 }
 
 impl LegInfo {
@@ -103,6 +105,12 @@ pub enum Refusal {
     /// The random call id is in use; try again.
     #[error("the server could not start the call; please try again")]
     IdTaken,
+    /// `/call_key` from a session that sent no `key_commit`.
+    #[error("you committed to no key in this call")]
+    NothingCommitted,
+    /// `/call_key` a second time.
+    #[error("you already revealed your key")]
+    AlreadyRevealed,
 }
 
 /// All calls.
@@ -199,6 +207,27 @@ impl Calls {
         Ok(Self::settle(&mut inner, id, out))
     }
 
+    /// A member answers a newcomer's commitment with a nonce
+    /// (`/call_nonce`): the other members are told.
+    pub fn nonce(&self, id: CallId, leg: Leg, nonce: String) -> Result<Effects, Refusal> {
+        let inner = self.lock();
+        let entry = inner.calls.get(&id).ok_or(Refusal::NoSuchCall)?;
+        if !entry.machine.is_member(leg.session) {
+            return Err(CallError::NotMember.into());
+        }
+        let mut fx = Effects::default();
+        for m in entry.machine.members().iter().filter(|m| m.session != leg.session) {
+            let event = ServerEvent::CallNonce(NonceSent { call_id: id, id: leg.user, nonce: nonce.clone() });
+            fx.events.push((*m, event));
+        }
+        Ok(fx)
+    }
+
+    /// The call's epoch (0 if there is no such call).
+    pub fn epoch(&self, id: CallId) -> u32 {
+        self.lock().calls.get(&id).map_or(0, |e| e.machine.epoch())
+    }
+
     /// The session answers. On accept, answers the others in the call.
     pub fn answer(&self, id: CallId, leg: Leg, accept: bool, info: LegInfo) -> Result<(Vec<Peer>, Effects), Refusal> {
         let mut inner = self.lock();
@@ -219,6 +248,35 @@ impl Calls {
             entry.legs.insert(leg.session, info);
         }
         Ok((peers, Self::settle(&mut inner, id, out)))
+    }
+
+    /// A member that committed to its key reveals it (`/call_key`): the
+    /// other members are told, and later newcomers see it as its `key`.
+    /// Refused before anyone else is in the call, from a session that sent
+    /// no commitment, and a second time.
+    pub fn reveal(&self, id: CallId, leg: Leg, key: String) -> Result<Effects, Refusal> {
+        let mut inner = self.lock();
+        let entry = inner.calls.get_mut(&id).ok_or(Refusal::NoSuchCall)?;
+        if !entry.machine.is_member(leg.session) {
+            return Err(CallError::NotMember.into());
+        }
+        if !entry.machine.is_answered() {
+            return Err(CallError::NotAnswered.into());
+        }
+        let info = entry.legs.get_mut(&leg.session).ok_or(Refusal::NoSuchCall)?;
+        if info.media.key_commit.is_none() {
+            return Err(Refusal::NothingCommitted);
+        }
+        if std::mem::replace(&mut info.revealed, true) {
+            return Err(Refusal::AlreadyRevealed);
+        }
+        info.media.key = Some(key.clone());
+        let mut fx = Effects::default();
+        for m in entry.machine.members().iter().filter(|m| m.session != leg.session) {
+            let event = ServerEvent::CallKey(KeyRevealed { call_id: id, id: leg.user, key: key.clone() });
+            fx.events.push((*m, event));
+        }
+        Ok(fx)
     }
 
     /// The session leaves one call.
@@ -340,15 +398,15 @@ impl Calls {
                 }
                 Note::Accepted(joiner) | Note::Joined(joiner) => {
                     let Some(info) = entry.legs.get(&joiner.session) else { continue };
-                    let joined = PeerJoined { call_id: id, peer: info.peer() };
                     if matches!(note, Note::Accepted(_)) {
-                        ServerEvent::CallAccepted(joined)
+                        ServerEvent::CallAccepted(PeerJoined { call_id: id, peer: info.peer(), epoch: None })
                     } else {
-                        ServerEvent::ParticipantJoined(joined)
+                        let epoch = Some(Epoch(entry.machine.epoch()));
+                        ServerEvent::ParticipantJoined(PeerJoined { call_id: id, peer: info.peer(), epoch })
                     }
                 }
                 Note::Declined(user) => ServerEvent::CallDeclined(id, user),
-                Note::Left(user) => ServerEvent::ParticipantLeft(id, user),
+                Note::Left(user) => ServerEvent::ParticipantLeft(id, user, Epoch(entry.machine.epoch())),
                 Note::Ended(reason) => {
                     let frame = ChannelFrame::CallEnded(id, reason).to_frame().to_bytes();
                     fx.finish.push((Arc::clone(&entry.room), leg.session, frame));
@@ -420,6 +478,7 @@ mod tests {
             ip: "127.0.0.1".into(),
             media: MediaSetup::default(),
             public: None,
+            revealed: false,
         }
     }
 

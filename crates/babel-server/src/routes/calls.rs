@@ -1,4 +1,4 @@
-//! `/call`, `/answer`, `/hangup`, `/invite`, `/connect_call`.
+//! `/call`, `/answer`, `/hangup`, `/invite`, `/connect_call`, `/call_key`.
 
 use std::net::IpAddr;
 
@@ -62,7 +62,8 @@ impl App {
             return Err(Refusal::AlreadyInACall.into());
         }
         let callee_ip = self.presence.latest_ip(callee.id).map(|ip| ip.to_string()).unwrap_or_default();
-        let info = LegInfo { user: self.user(me.user).await?, ip: ip.to_string(), media, public: None };
+        let info =
+            LegInfo { user: self.user(me.user).await?, ip: ip.to_string(), media, public: None, revealed: false };
         let id = Calls::new_id().ok_or_else(|| ServiceError::Unavailable("no randomness for a call id".into()))?;
         let relay = self.grant(id, me)?;
         let leg = Leg { user: me.user, session: me.session };
@@ -86,7 +87,8 @@ impl App {
         accept: bool,
         media: MediaSetup,
     ) -> ServiceResult<Reply> {
-        let info = LegInfo { user: self.user(me.user).await?, ip: ip.to_string(), media, public: None };
+        let info =
+            LegInfo { user: self.user(me.user).await?, ip: ip.to_string(), media, public: None, revealed: false };
         let leg = Leg { user: me.user, session: me.session };
         let (participants, fx) = self.calls.answer(call, leg, accept, info)?;
         // Granted before anyone is told, so the relay knows the newcomer
@@ -95,9 +97,28 @@ impl App {
         self.apply(fx).await;
         tracing::info!(%call, user = %me.user, accept, "call answered");
         Ok(match relay {
-            Some(relay) => Reply::CallJoined(CallJoined { call_id: call, relay, participants }),
+            Some(relay) => {
+                let epoch = babel_proto::Epoch(self.calls.epoch(call));
+                Reply::CallJoined(CallJoined { call_id: call, relay, participants, epoch })
+            }
             None => Reply::Ok,
         })
+    }
+
+    /// A committed participant reveals its key; the others are told. The
+    /// server does not judge the key against the commitment: the clients
+    /// do, since the server is who the commitment guards against.
+    pub(crate) async fn call_key(&self, me: Authed, call: CallId, key: String) -> ServiceResult<Reply> {
+        let fx = self.calls.reveal(call, Leg { user: me.user, session: me.session }, key)?;
+        self.apply(fx).await;
+        Ok(Reply::Ok)
+    }
+
+    /// A member answers a newcomer's commitment; the others are told.
+    pub(crate) async fn call_nonce(&self, me: Authed, call: CallId, nonce: String) -> ServiceResult<Reply> {
+        let fx = self.calls.nonce(call, Leg { user: me.user, session: me.session }, nonce)?;
+        self.apply(fx).await;
+        Ok(Reply::Ok)
     }
 
     pub(crate) async fn hangup(&self, me: Authed, call: CallId) -> ServiceResult<Reply> {

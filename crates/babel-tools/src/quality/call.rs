@@ -99,6 +99,7 @@ struct Answered {
     clients: Vec<(Client, EventStream)>,
     caller: (CallKeys, PeerSetup),
     callee: (CallKeys, PeerSetup),
+    code: String,
 }
 
 async fn answered_call() -> anyhow::Result<Answered> {
@@ -122,35 +123,52 @@ async fn answered_call() -> anyhow::Result<Answered> {
     let ids: Vec<_> = sides.iter().map(|s| s.0.user_id().context("no id")).collect::<Result<_, _>>()?;
     sides[0].0.add_contact("bob@example.org").await?;
     sides[1].0.accept_contact(ids[0]).await?;
-    let a_media = MediaSetup { key: Some(sides[0].2.public_b64()), candidates: vec![] };
+    // The key exchange as every client does it: the caller commits, the
+    // callee answers with its key, the caller reveals.
+    let mut a_agree = babel_proto::agree::CallerAgreement::new(ids[0], &sides[0].2);
+    let a_media = MediaSetup { key_commit: Some(a_agree.key_commit()), ..MediaSetup::default() };
     let started = sides[0].0.call(ids[1], a_media).await?;
     let incoming = wait_for(&mut sides[1].1, |e| match e {
         ServerEvent::IncomingCall(c) => Some(c.clone()),
         _ => None,
     })
     .await?;
-    let b_media = MediaSetup { key: Some(sides[1].2.public_b64()), candidates: vec![] };
+    let mut b_agree = babel_proto::agree::CalleeAgreement::on_incoming(
+        started.call_id,
+        ids[0],
+        incoming.media.key_commit.as_deref(),
+        ids[1],
+        &sides[1].2,
+    )?;
+    let b_media = MediaSetup { key: Some(b_agree.key()), ..MediaSetup::default() };
     sides[1].0.accept_call(started.call_id, b_media).await?;
     let accepted = wait_for(&mut sides[0].1, |e| match e {
         ServerEvent::CallAccepted(j) => Some(j.clone()),
         _ => None,
     })
     .await?;
+    let a_agreed = a_agree.on_accepted(started.call_id, ids[1], accepted.peer.media.key.as_deref())?;
+    sides[0].0.call_key(started.call_id, a_agree.reveal().context("reveal")?).await?;
+    let revealed = wait_for(&mut sides[1].1, |e| match e {
+        ServerEvent::CallKey(k) => Some(k.clone()),
+        _ => None,
+    })
+    .await?;
+    let b_agreed = b_agree.on_reveal(revealed.id, &revealed.key)?;
     let mut it = sides.into_iter();
     let (a, b) = (it.next().context("caller")?, it.next().context("callee")?);
     // Keys come through the server, as in any call; the addresses are set
     // by the caller of this function.
-    let to_b = PeerSetup {
-        user: accepted.peer.user.id,
-        key: accepted.peer.media.key.clone().context("callee key")?,
-        candidates: vec![],
-    };
-    let to_a = PeerSetup {
-        user: incoming.caller.id,
-        key: incoming.media.key.clone().context("caller key")?,
-        candidates: vec![],
-    };
-    Ok(Answered { server, _dir: dir, clients: vec![(a.0, a.1), (b.0, b.1)], caller: (a.2, to_b), callee: (b.2, to_a) })
+    let to_b = PeerSetup { user: a_agreed.peer, key: a_agreed.peer_key.clone(), candidates: vec![] };
+    let to_a = PeerSetup { user: b_agreed.peer, key: b_agreed.peer_key.clone(), candidates: vec![] };
+    Ok(Answered {
+        server,
+        _dir: dir,
+        clients: vec![(a.0, a.1), (b.0, b.1)],
+        caller: (a.2, to_b),
+        callee: (b.2, to_a),
+        code: a_agreed.code(),
+    })
 }
 
 /// Runs one call: the caller says `speech` (48 kHz mono; or plays `input`
@@ -176,6 +194,7 @@ pub async fn run(
     let proxy = start_udp("127.0.0.1:0".parse()?, b_sock.local_addr()?, net, net, seed).await?;
     let (a_keys, mut to_b) = ans.caller;
     let (b_keys, mut to_a) = ans.callee;
+    let code = ans.code;
     to_b.candidates = vec![proxy.addr];
     to_a.candidates = vec![hole_addr];
     let secs = speech.len() as f64 / 48_000.0;
@@ -183,14 +202,14 @@ pub async fn run(
     let silence = vec![0.0; speech.len() + 48_000];
     let a_in: Box<dyn AudioInput> = input.unwrap_or_else(|| Box::new(BufferInput::new(speech)));
     let (_a_ctl, a_task) = spawn_call(
-        CallSetup { keys: a_keys, peers: vec![to_b], relay: None, channel: None, socket: a_sock },
+        CallSetup { keys: a_keys, peers: vec![to_b], relay: None, channel: None, socket: a_sock, code: code.clone() },
         media.clone(),
         a_in,
         Box::new(TimedRecording::default()),
     );
     tokio::time::sleep(callee_phase).await;
     let (_b_ctl, b_task) = spawn_call(
-        CallSetup { keys: b_keys, peers: vec![to_a], relay: None, channel: None, socket: b_sock },
+        CallSetup { keys: b_keys, peers: vec![to_a], relay: None, channel: None, socket: b_sock, code },
         media,
         Box::new(BufferInput::new(silence)),
         Box::new(output.clone()),
