@@ -405,7 +405,7 @@ async fn run_media(
                                 names.insert(j.peer.user.id, j.peer.user.name.clone());
                                 term::say(&format!("{} joined the call", j.peer.user.name));
                             }
-                            ServerEvent::ParticipantLeft(c, id) if *c == call => {
+                            ServerEvent::ParticipantLeft(c, id, _) if *c == call => {
                                 term::say(&format!("{} left the call", name_of(names, *id)));
                             }
                             ServerEvent::CallDeclined(c, id) if *c == call => {

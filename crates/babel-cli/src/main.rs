@@ -145,9 +145,18 @@ enum ContactsCommand {
     Requests,
 }
 
-/// An email as the server stores it (trimmed, lowercase), or a usage error.
+/// An email as the server stores it (its canonical form: NFKC, case
+/// folded, the domain in U-labels), or a usage error.
 fn email_arg(s: &str) -> Result<String, String> {
-    babel_server::routes::accounts::normalize_email(s).map_err(|_| format!("`{}` is not an email address", s.trim()))
+    babel_server::routes::accounts::normalize_email(s)
+        .map(|c| c.email)
+        .map_err(|_| format!("`{}` is not an email address", s.trim()))
+}
+
+/// Two spellings of one address compare equal (`ＡＮＮ@…`, A-labels).
+fn same_email(a: &str, b: &str) -> bool {
+    let canon = |e: &str| email_arg(e).unwrap_or_else(|_| e.trim().to_lowercase());
+    canon(a) == canon(b)
 }
 
 /// How long the server may take to answer a request: a silent peer (an
@@ -272,18 +281,18 @@ pub(crate) async fn contact_id_by_email(
     email: &str,
     pending_only: bool,
 ) -> Result<babel_proto::UserId, Failure> {
-    let want = email.trim().to_lowercase();
+    let want = email_arg(email).unwrap_or_else(|_| email.trim().to_lowercase());
     if pending_only {
         let reqs = client.contact_requests().await?;
         return reqs
             .iter()
-            .find(|u| u.email == want)
+            .find(|u| same_email(&u.email, &want))
             .map(|u| u.id)
             .ok_or_else(|| Failure::Refused(format!("there is no contact request from {want}")));
     }
     let list = client.contacts().await?;
     list.iter()
-        .find(|c| c.user.email == want)
+        .find(|c| same_email(&c.user.email, &want))
         .map(|c| c.user.id)
         .ok_or_else(|| Failure::Refused(format!("{want} is not in your contacts")))
 }

@@ -189,7 +189,8 @@ pub async fn ring_when_online(mut client: Client, callee: UserId) -> anyhow::Res
     client.call_key(call_id, reveal).await?;
     let group = GroupAgreement::two_party(call_id, me, me, accepted.user.id, &agreed);
     let channel = client.connect_call(call_id).await.ok();
-    let setup = prepared.into_call(vec![agreed_peer(&accepted, &agreed)], &started.relay, channel, group.code().to_owned());
+    let setup =
+        prepared.into_call(vec![agreed_peer(&accepted, &agreed)], &started.relay, channel, group.code().to_owned());
     talk(&mut client, call_id, setup, group, &mut events).await;
     Ok(())
 }
