@@ -449,7 +449,8 @@ async fn run_media(
         let _ = client.hangup(call).await;
     }
     let (stats, cause) = result.map_err(|e| anyhow::anyhow!("media task failed: {e}"))?.map_err(anyhow::Error::from)?;
-    if let (Some(e), true) = (&broken, show) {
+    // Said even under --json (on stderr): a tampered exchange must be seen.
+    if let Some(e) = &broken {
         term::say(&format!("babel: the call was ended: {e}"));
     }
     let why = match (ended_by_server, why_local, cause) {
@@ -773,9 +774,7 @@ pub async fn listen(
             match CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys) {
                 Ok(a) => agreement = Some(a),
                 Err(e) => {
-                    if show {
-                        term::say(&format!("babel: refusing the call from {}: {e}", incoming.caller.name));
-                    }
+                    term::say(&format!("babel: refusing the call from {}: {e}", incoming.caller.name));
                     let _ = client.decline_call(call_id).await;
                     done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": e.to_string() }));
                     continue;
@@ -812,9 +811,7 @@ pub async fn listen(
         let (peers, group): (Vec<PeerSetup>, GroupAgreement) = match settled {
             Ok(x) => x,
             Err(why) => {
-                if show {
-                    term::say(&format!("babel: the call from {} was ended: {why}", incoming.caller.name));
-                }
+                term::say(&format!("babel: the call from {} was ended: {why}", incoming.caller.name));
                 let _ = client.hangup(call_id).await;
                 done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": why }));
                 continue;
