@@ -52,6 +52,10 @@ pub struct AudioArgs {
     /// Keep the bitrate fixed, even on a congested path.
     #[arg(long)]
     fixed_bitrate: bool,
+    /// Never show my address to the others: voice goes through the server's
+    /// relay (or the call channel) only, never directly.
+    #[arg(long)]
+    relay_only: bool,
 }
 
 fn parse_frame_ms(s: &str) -> Result<u32, String> {
@@ -252,7 +256,7 @@ async fn run_media(
 /// `babel call EMAIL`.
 pub async fn call(mut client: Client, contact: UserId, audio: &AudioArgs, show: bool) -> Outcome {
     let mut events = client.events().await?;
-    let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
+    let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?.with_relay_only(audio.relay_only);
     let started = client.call(contact, prepared.media()).await?;
     if show {
         eprintln!("ringing…");
@@ -308,7 +312,8 @@ pub async fn listen(
             let _ = client.decline_call(incoming.call_id).await;
             continue;
         }
-        let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
+        let prepared =
+            Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?.with_relay_only(audio.relay_only);
         let joined = match client.accept_call(incoming.call_id, prepared.media()).await {
             Ok(j) => j,
             Err(e) => {

@@ -66,6 +66,9 @@ pub struct Prepared {
     pub candidate: SocketAddr,
     /// The server's IP (its relay's host).
     pub server_ip: IpAddr,
+    /// Relay-only: my addresses are never announced nor shown to the
+    /// others; voice goes through the relay and the call channel only.
+    pub relay_only: bool,
 }
 
 impl Prepared {
@@ -74,19 +77,27 @@ impl Prepared {
         let (local, server_ip) = local_ip_towards(server).await?;
         let socket = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
         let candidate = socket.local_addr()?;
-        Ok(Prepared { keys: CallKeys::generate()?, socket, candidate, server_ip })
+        Ok(Prepared { keys: CallKeys::generate()?, socket, candidate, server_ip, relay_only: false })
     }
 
-    /// What goes out in `/call` or `/answer`.
+    /// Asks for relay-only (see [`Prepared::relay_only`]).
+    pub fn with_relay_only(mut self, on: bool) -> Self {
+        self.relay_only = on;
+        self
+    }
+
+    /// What goes out in `/call` or `/answer`: relay-only announces no
+    /// candidate and asks the server to withhold the address it sees.
     pub fn media(&self) -> MediaSetup {
-        MediaSetup { key: Some(self.keys.public_b64()), candidates: vec![self.candidate] }
+        let candidates = if self.relay_only { Vec::new() } else { vec![self.candidate] };
+        MediaSetup { key: Some(self.keys.public_b64()), candidates, relay_only: self.relay_only }
     }
 
     /// The engine's set-up, once the other participants and my relay grant
     /// are known.
     pub fn into_call(self, peers: Vec<PeerSetup>, relay: &RelayGrant, channel: Option<CallChannel>) -> CallSetup {
         let relay = relay_info(relay, self.server_ip);
-        CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket }
+        CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket, relay_only: self.relay_only }
     }
 }
 
@@ -127,6 +138,7 @@ mod tests {
             media: MediaSetup {
                 key: key.map(str::to_owned),
                 candidates: vec!["127.0.0.1:4000".parse().expect("addr")],
+                ..MediaSetup::default()
             },
         }
     }
@@ -144,7 +156,9 @@ mod tests {
         assert_eq!(p.server_ip, IpAddr::from([127, 0, 0, 1]));
         let m = p.media();
         assert_eq!(m.candidates, vec![p.candidate]);
-        assert!(m.key.is_some());
+        assert!(m.key.is_some() && !m.relay_only);
+        let hidden = Prepared::new("127.0.0.1:7447").await.expect("prepare").with_relay_only(true).media();
+        assert!(hidden.relay_only && hidden.candidates.is_empty(), "relay-only announces no address");
         assert!(matches!(Prepared::new("no-such-host.invalid:1").await, Err(SetupError::Resolve(_))));
     }
 

@@ -188,16 +188,22 @@ async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(S
     a.client.add_contact("bob@example.org").await.unwrap();
     b.client.accept_contact(a.client.user_id().unwrap()).await.unwrap();
 
-    let a_media =
-        MediaSetup { key: Some(a.keys.public_b64()), candidates: vec![advertise(a.socket.local_addr().unwrap())] };
+    let a_media = MediaSetup {
+        key: Some(a.keys.public_b64()),
+        candidates: vec![advertise(a.socket.local_addr().unwrap())],
+        ..MediaSetup::default()
+    };
     let started = a.client.call(b.client.user_id().unwrap(), a_media).await.unwrap();
     let incoming = wait_for(&mut b.events, |e| match e {
         ServerEvent::IncomingCall(c) => Some(c.clone()),
         _ => None,
     })
     .await;
-    let b_media =
-        MediaSetup { key: Some(b.keys.public_b64()), candidates: vec![advertise(b.socket.local_addr().unwrap())] };
+    let b_media = MediaSetup {
+        key: Some(b.keys.public_b64()),
+        candidates: vec![advertise(b.socket.local_addr().unwrap())],
+        ..MediaSetup::default()
+    };
     let joined = b.client.accept_call(started.call_id, b_media).await.unwrap();
     let accepted = wait_for(&mut a.events, |e| match e {
         ServerEvent::CallAccepted(j) => Some(j.clone()),
@@ -220,17 +226,20 @@ async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(S
         relay: Some(relay(&started.relay)),
         channel: Some(a_channel),
         socket: a.socket,
+        relay_only: false,
     };
     let b_setup = CallSetup {
         keys: b.keys,
         peers: vec![PeerSetup {
             user: incoming.caller.id,
             key: incoming.media.key.clone().unwrap(),
-            candidates: incoming.media.candidates.clone(),
+            // Withheld while rung; given with the answer.
+            candidates: joined.participants[0].media.candidates.clone(),
         }],
         relay: Some(relay(&joined.relay)),
         channel: Some(b_channel),
         socket: b.socket,
+        relay_only: false,
     };
     Setup {
         _server: server,
@@ -320,6 +329,19 @@ async fn relay_path_when_direct_is_blocked() {
     assert_heard(&sent, &heard, 0.1);
     assert_eq!(a_stats.path, Some(Path::Relay), "{:?}", a_stats.path_history);
     assert_eq!(b_stats.path, Some(Path::Relay));
+}
+
+/// A relay-only side sends nothing directly, even to a peer it could reach:
+/// its voice goes by the relay, so the peer never sees its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_goes_through_the_relay_though_direct_works() {
+    let _serial = serial().await;
+    let mut s = call(|own| own, |relay| relay).await;
+    s.a.0.relay_only = true;
+    let (a_stats, sent, _b_stats, heard) = talk(s, 4.0, || {}).await;
+    assert_heard(&sent, &heard, 0.1);
+    assert_eq!(a_stats.path, Some(Path::Relay), "{:?}", a_stats.path_history);
+    assert!(a_stats.path_history.iter().all(|(_, p)| *p != Path::Direct), "{:?}", a_stats.path_history);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,8 +464,11 @@ async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
         sides[i].client.add_contact(&email).await.unwrap();
         sides[j].client.accept_contact(ids[i]).await.unwrap();
     }
-    let media =
-        |s: &Side| MediaSetup { key: Some(s.keys.public_b64()), candidates: vec![s.socket.local_addr().unwrap()] };
+    let media = |s: &Side| MediaSetup {
+        key: Some(s.keys.public_b64()),
+        candidates: vec![s.socket.local_addr().unwrap()],
+        ..MediaSetup::default()
+    };
     let (m0, m1, m2) = (media(&sides[0]), media(&sides[1]), media(&sides[2]));
     let started = sides[0].client.call(ids[1], m0).await.unwrap();
     wait_for(&mut sides[1].events, |e| matches!(e, ServerEvent::IncomingCall(_)).then_some(())).await;
@@ -488,7 +513,7 @@ async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
     let mut keep = Vec::new();
     let mut mk = |s: Side, peers: Vec<PeerSetup>, grant: Option<RelayInfo>| {
         keep.push(Signalling { _client: s.client, _events: s.events });
-        CallSetup { keys: s.keys, peers, relay: grant, channel: None, socket: s.socket }
+        CallSetup { keys: s.keys, peers, relay: grant, channel: None, socket: s.socket, relay_only: false }
     };
     let (setup_a, setup_b, setup_c) = (
         mk(s0, a_peers, relay(&started.relay)),

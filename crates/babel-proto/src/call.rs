@@ -63,6 +63,11 @@ pub struct MediaSetup {
     /// UDP candidates, `ip:port`, most preferred first.
     #[serde(default)]
     pub candidates: Vec<SocketAddr>,
+    /// `relay_only: "true"` in `/call` or `/answer`: the others never learn
+    /// this participant's addresses (its `ip` is the relay's, its
+    /// candidates are withheld). Never passed on.
+    #[serde(skip)]
+    pub relay_only: bool,
 }
 
 impl MediaSetup {
@@ -99,7 +104,13 @@ impl MediaSetup {
             .map(|t| t.parse())
             .collect::<Result<_, _>>()
             .map_err(|_| FieldsError::Invalid("candidates", "a list of ip:port strings"))?;
-        Ok(MediaSetup { key, candidates })
+        let relay_only = match data.opt_str("relay_only")?.map(|s| s.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(s) if s == "true" => true,
+            Some(s) if s == "false" || s.is_empty() => false,
+            Some(_) => return Err(FieldsError::Invalid("relay_only", "\"true\" or \"false\"")),
+        };
+        Ok(MediaSetup { key, candidates, relay_only })
     }
 
     /// Writes the fields into a request-data map.
@@ -115,6 +126,9 @@ impl MediaSetup {
                     self.candidates.iter().map(|c| serde_json::Value::String(c.to_string())).collect(),
                 ),
             ));
+        }
+        if self.relay_only {
+            out.push(("relay_only", serde_json::Value::String("true".into())));
         }
         out
     }
@@ -243,12 +257,19 @@ mod tests {
         assert_eq!(m.candidates.len(), 2);
         let f = Fields::parse(br#"{"candidates":"10.0.0.1:1, 10.0.0.2:2"}"#).unwrap();
         assert_eq!(MediaSetup::from_fields(&f).unwrap().candidates.len(), 2);
+        assert!(!MediaSetup::from_fields(&f).unwrap().relay_only);
+        let f = Fields::parse(br#"{"relay_only":"true"}"#).unwrap();
+        let m = MediaSetup::from_fields(&f).unwrap();
+        assert!(m.relay_only);
+        assert_eq!(m.to_pairs(), vec![("relay_only", serde_json::Value::String("true".into()))]);
+        assert!(!serde_json::to_string(&m).unwrap().contains("relay_only"), "never passed on");
         assert_eq!(MediaSetup::from_fields(&Fields::default()).unwrap(), MediaSetup::default());
         for bad in [
             r#"{"key":"short"}"#.to_owned(),
             r#"{"candidates":["nope"]}"#.to_owned(),
             r#"{"candidates":[1]}"#.to_owned(),
             format!(r#"{{"candidates":"{}"}}"#, ["1.1.1.1:1"; 9].join(",")),
+            r#"{"relay_only":"maybe"}"#.to_owned(),
         ] {
             assert!(MediaSetup::from_fields(&Fields::parse(bad.as_bytes()).unwrap()).is_err(), "{bad}");
         }

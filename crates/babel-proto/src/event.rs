@@ -209,7 +209,11 @@ mod tests {
         Peer {
             user: user(id),
             ip: "10.0.0.1".into(),
-            media: MediaSetup { key: Some("k".into()), candidates: vec!["10.0.0.1:4000".parse().unwrap()] },
+            media: MediaSetup {
+                key: Some("k".into()),
+                candidates: vec!["10.0.0.1:4000".parse().unwrap()],
+                ..MediaSetup::default()
+            },
         }
     }
 

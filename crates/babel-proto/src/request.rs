@@ -486,6 +486,7 @@ mod tests {
                 media: MediaSetup {
                     key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
                     candidates: vec!["192.168.1.2:5000".parse().unwrap()],
+                    ..MediaSetup::default()
                 },
             },
             ClientRequest::Answer { auth: creds(), call_id: CallId(5), accept: true, media: MediaSetup::default() },

@@ -114,6 +114,9 @@ impl From<&Config> for AppConfig {
 #[derive(Debug)]
 pub struct ConnState {
     ip: IpAddr,
+    /// The server's address this connection came to (its relay's, for
+    /// this client).
+    local: Option<IpAddr>,
     attached: Vec<PresenceGuard>,
     /// `None` where limits do not apply (loopback, unless configured).
     budget: Option<crate::limits::RequestBudget>,
@@ -123,7 +126,18 @@ impl ConnState {
     /// State for a new connection from `ip`, under `limits`.
     pub fn new(ip: IpAddr, limits: &crate::limits::LimitsConfig) -> Self {
         let budget = (limits.limit_loopback || !ip.is_loopback()).then(|| crate::limits::RequestBudget::new(limits));
-        Self { ip, attached: Vec::new(), budget }
+        Self { ip, local: None, attached: Vec::new(), budget }
+    }
+
+    /// Records the server address this connection came to.
+    pub fn set_local(&mut self, local: Option<IpAddr>) {
+        self.local = local;
+    }
+
+    /// The relay's address as this client reaches it: the server address
+    /// the connection came to (text, no port; empty if unknown).
+    pub fn relay_ip(&self) -> String {
+        self.local.map(|ip| ip.to_string()).unwrap_or_default()
     }
 
     /// The peer's IP.
@@ -331,11 +345,11 @@ impl App {
             }
             ClientRequest::Call { auth, contact_id, media } => {
                 let me = self.authenticate(conn, &auth).await?;
-                self.call(conn.ip, me, contact_id, media).await
+                self.call(conn, me, contact_id, media).await
             }
             ClientRequest::Answer { auth, call_id, accept, media } => {
                 let me = self.authenticate(conn, &auth).await?;
-                self.answer(conn.ip, me, call_id, accept, media).await
+                self.answer(conn, me, call_id, accept, media).await
             }
             ClientRequest::Hangup { auth, call_id } => {
                 let me = self.authenticate(conn, &auth).await?;
@@ -530,8 +544,19 @@ impl App {
                         app.apply(fx).await;
                     }
                     Some(m) = learned.recv() => {
-                        let fx = app.calls.address_learned(m.call, Leg { user: m.user, session: m.session }, m.addr);
-                        app.apply(fx).await;
+                        // Coalesced: of the moves queued now, only each
+                        // participant's latest is told (the relay already
+                        // limits how often one moves).
+                        let mut latest = vec![m];
+                        while let Ok(m) = learned.try_recv() {
+                            latest.retain(|l| (l.call, l.session) != (m.call, m.session));
+                            latest.push(m);
+                        }
+                        for m in latest {
+                            let leg = Leg { user: m.user, session: m.session };
+                            let fx = app.calls.address_learned(m.call, leg, m.addr);
+                            app.apply(fx).await;
+                        }
                     }
                     _ = cancel.cancelled() => return,
                 }

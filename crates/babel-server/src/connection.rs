@@ -168,6 +168,7 @@ async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) 
 pub async fn serve<S: Transport>(
     stream: S,
     peer: std::net::IpAddr,
+    local: Option<std::net::IpAddr>,
     app: Arc<App>,
     settings: Arc<ConnSettings>,
     cancel: CancellationToken,
@@ -178,6 +179,7 @@ pub async fn serve<S: Transport>(
         return;
     };
     let mut state = app.new_connection(peer);
+    state.set_local(local);
     loop {
         let frame = match conn.read_request(&cancel).await {
             Ok(Some(frame)) => frame,

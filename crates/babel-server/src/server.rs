@@ -142,6 +142,8 @@ async fn accept_loop(listener: &Listener, shared: &Shared) {
             }
         };
         configure_socket(&stream, shared.settings.dead_peer);
+        // The address the client reached us on: where our relay is, for it.
+        let local = stream.local_addr().ok().map(|a| a.ip());
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let span = tracing::debug_span!("conn", id, tls = listener.tls.is_some());
         tracing::trace!(parent: &span, %peer, "accepted");
@@ -150,7 +152,7 @@ async fn accept_loop(listener: &Listener, shared: &Shared) {
         shared.tracker.spawn(
             async move {
                 match tls {
-                    None => serve(stream, peer.ip(), app, settings, cancel).await,
+                    None => serve(stream, peer.ip(), local, app, settings, cancel).await,
                     Some(acceptor) => {
                         // A handshake gets as long as a frame: a client that
                         // stalls in it holds nothing for longer than that.
@@ -160,7 +162,7 @@ async fn accept_loop(listener: &Listener, shared: &Shared) {
                             _ = cancel.cancelled() => return,
                         };
                         match stream {
-                            Ok(Ok(stream)) => serve(stream, peer.ip(), app, settings, cancel).await,
+                            Ok(Ok(stream)) => serve(stream, peer.ip(), local, app, settings, cancel).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -248,7 +250,7 @@ impl Server {
             .map_err(|source| StartError::Bind { addr: udp_addr, source })?;
         let udp_port = udp.local_addr().map_err(|source| StartError::Bind { addr: udp_addr, source })?.port();
         let (tx, learned) = mpsc::unbounded_channel();
-        let relay = Relay::new(udp_port);
+        let relay = Relay::with_challenge_every(udp_port, config.relay_challenge_every_ms);
         relay.set_reports(tx);
         let app = App::new(store, Arc::new(LocalHub::default()), relay, AppConfig::from(config));
         let settings = ConnSettings {

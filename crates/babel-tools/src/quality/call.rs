@@ -122,14 +122,14 @@ async fn answered_call() -> anyhow::Result<Answered> {
     let ids: Vec<_> = sides.iter().map(|s| s.0.user_id().context("no id")).collect::<Result<_, _>>()?;
     sides[0].0.add_contact("bob@example.org").await?;
     sides[1].0.accept_contact(ids[0]).await?;
-    let a_media = MediaSetup { key: Some(sides[0].2.public_b64()), candidates: vec![] };
+    let a_media = MediaSetup { key: Some(sides[0].2.public_b64()), candidates: vec![], ..MediaSetup::default() };
     let started = sides[0].0.call(ids[1], a_media).await?;
     let incoming = wait_for(&mut sides[1].1, |e| match e {
         ServerEvent::IncomingCall(c) => Some(c.clone()),
         _ => None,
     })
     .await?;
-    let b_media = MediaSetup { key: Some(sides[1].2.public_b64()), candidates: vec![] };
+    let b_media = MediaSetup { key: Some(sides[1].2.public_b64()), candidates: vec![], ..MediaSetup::default() };
     sides[1].0.accept_call(started.call_id, b_media).await?;
     let accepted = wait_for(&mut sides[0].1, |e| match e {
         ServerEvent::CallAccepted(j) => Some(j.clone()),
@@ -183,14 +183,14 @@ pub async fn run(
     let silence = vec![0.0; speech.len() + 48_000];
     let a_in: Box<dyn AudioInput> = input.unwrap_or_else(|| Box::new(BufferInput::new(speech)));
     let (_a_ctl, a_task) = spawn_call(
-        CallSetup { keys: a_keys, peers: vec![to_b], relay: None, channel: None, socket: a_sock },
+        CallSetup { keys: a_keys, peers: vec![to_b], relay: None, channel: None, socket: a_sock, relay_only: false },
         media.clone(),
         a_in,
         Box::new(TimedRecording::default()),
     );
     tokio::time::sleep(callee_phase).await;
     let (_b_ctl, b_task) = spawn_call(
-        CallSetup { keys: b_keys, peers: vec![to_a], relay: None, channel: None, socket: b_sock },
+        CallSetup { keys: b_keys, peers: vec![to_a], relay: None, channel: None, socket: b_sock, relay_only: false },
         media,
         Box::new(BufferInput::new(silence)),
         Box::new(output.clone()),
