@@ -8,11 +8,11 @@
 //! what came in, and moves a leg only to an address it sent a cookie to.
 //!
 //! Input: a sequence of operations `op, len, bytes[len]`:
-//! op & 7 = 0 raw datagram, 1 valid BIND (nonce from the bytes), 2 valid
-//! DATA (counter from the first byte, the rest is the payload), 3 revoke and
-//! re-grant the leg, 4 CONFIRM with the leg's last cookie from that source,
-//! 5 CONFIRM with a cookie from the bytes, 6 the clock moves by the bytes'
-//! first byte in seconds, 7 raw datagram;
+//! op & 7 = 0 raw datagram, 1 valid BIND (the next nonce, or one from the
+//! bytes), 2 valid DATA (counter from the first byte, the rest is the
+//! payload), 3 revoke and re-grant the leg, 4 CONFIRM with the leg's last
+//! cookie from that source, 5 CONFIRM with a cookie from the bytes, 6 the
+//! clock moves by the bytes' first byte in seconds, 7 raw datagram;
 //! (op >> 3) % 3 picks the leg, (op >> 5) % 4 the source address.
 #![no_main]
 
@@ -64,9 +64,16 @@ fuzz_target!(|data: &[u8]| {
         let from = addrs[usize::from(op >> 5) % addrs.len()];
         let datagram = match op & 7 {
             1 => {
-                let mut n = [0u8; 8];
-                n[..n.len().min(bytes.len())].copy_from_slice(&bytes[..bytes.len().min(8)]);
-                encode_bind(leg.handle, u64::from_le_bytes(n), &leg.key)
+                // The next nonce, or one from the bytes (replays, jumps).
+                let value = if bytes.is_empty() {
+                    nonce.saturating_add(1)
+                } else {
+                    let mut b = [0u8; 8];
+                    b[..bytes.len().min(8)].copy_from_slice(&bytes[..bytes.len().min(8)]);
+                    u64::from_le_bytes(b)
+                };
+                nonce = nonce.max(value);
+                encode_bind(leg.handle, value, &leg.key)
             }
             2 => {
                 let mut d = Vec::new();
@@ -82,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             }
             4 | 5 => {
-                nonce += 1;
+                nonce = nonce.saturating_add(1);
                 let cookie = match (op & 7, leg.cookie) {
                     (4, Some((c, _))) => c,
                     _ => {
@@ -91,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
                         c
                     }
                 };
-                encode_confirm(leg.handle, u64::MAX / 2 + nonce, &cookie, &leg.key)
+                encode_confirm(leg.handle, nonce, &cookie, &leg.key)
             }
             6 => {
                 now += bytes.first().map_or(0, |&s| u64::from(s) * 1000);
