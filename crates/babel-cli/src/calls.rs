@@ -55,6 +55,10 @@ pub struct AudioArgs {
     /// Keep the bitrate fixed, even on a congested path.
     #[arg(long)]
     fixed_bitrate: bool,
+    /// Never show my address to the others: voice goes through the server's
+    /// relay (or the call channel) only, never directly.
+    #[arg(long)]
+    relay_only: bool,
 }
 
 fn parse_frame_ms(s: &str) -> Result<u32, String> {
@@ -521,7 +525,7 @@ pub async fn call(
 ) -> Outcome {
     let mut events = client.events().await?;
     let mut keys = term::Input::start();
-    let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
+    let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?.with_relay_only(audio.relay_only);
     let me = client.user_id().context("not logged in")?;
     let mut agreement = CallerAgreement::new(me, &prepared.keys);
     let started = client.call(contact, prepared.call_media()).await?;
@@ -759,7 +763,8 @@ pub async fn listen(
                 (_, None) => continue,
             },
         };
-        let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?;
+        let prepared =
+            Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?.with_relay_only(audio.relay_only);
         let call_id = incoming.call_id;
         // Rung into a two-party call: the caller must have committed to its
         // key, and mine goes out only now that I hold the commitment. Rung

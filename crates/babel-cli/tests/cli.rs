@@ -235,6 +235,42 @@ async fn a_call_from_wav_to_wav_between_call_and_listen() {
     assert!(loud > 48_000 / 2, "mostly silence: {loud} loud samples");
 }
 
+/// `--relay-only` on both ends: the voice goes by the server's relay though
+/// the two could reach each other directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_calls_go_through_the_relay() {
+    let (_server, e) = env().await;
+    let e = std::sync::Arc::new(e);
+    let input = e.dir.path().join("hello.wav");
+    write_voice(&input, 2.0);
+    let e1 = e.clone();
+    blocking(move || {
+        assert_eq!(e1.json("ro1", &["register", "ro1@example.org"], Some(PW)).0, 0);
+        assert_eq!(e1.json("ro2", &["register", "ro2@example.org"], Some(PW)).0, 0);
+        assert_eq!(e1.json("ro1", &["contacts", "add", "ro2@example.org"], None).0, 0);
+        assert_eq!(e1.json("ro2", &["contacts", "accept", "ro1@example.org"], None).0, 0);
+    })
+    .await
+    .unwrap();
+    let e2 = e.clone();
+    let listener = blocking(move || {
+        let args = ["listen", "--auto-answer", "--calls", "1", "--output", "/dev/null", "--relay-only"];
+        e2.json("ro2", &[&args[..], &["--no-noise-suppression"]].concat(), None)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let e3 = e.clone();
+    let caller = blocking(move || {
+        let inp = input.to_str().unwrap().to_owned();
+        let args = ["call", "ro2@example.org", "--input", &inp, "--output", "/dev/null", "--relay-only"];
+        e3.json("ro1", &[&args[..], &["--no-noise-suppression"]].concat(), None)
+    });
+    let (code, v) = caller.await.unwrap();
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["path"], "relay", "{v}");
+    let (code, lv) = listener.await.unwrap();
+    assert_eq!(code, 0, "{lv}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();

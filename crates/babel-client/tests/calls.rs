@@ -72,8 +72,12 @@ async fn every_device_rings_and_the_first_answer_wins() {
     let (mut a, mut b) = pair(&s, "a2@example.org", "b2@example.org").await;
     let mut b_phone = device(&s, "b2@example.org").await;
     let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".to_owned();
-    let media =
-        MediaSetup { key: None, key_commit: Some(key.clone()), candidates: vec!["127.0.0.1:40000".parse().unwrap()] };
+    let media = MediaSetup {
+        key: None,
+        key_commit: Some(key.clone()),
+        candidates: vec!["127.0.0.1:40000".parse().unwrap()],
+        ..MediaSetup::default()
+    };
     let started = a.client.call(b.id(), media).await.unwrap();
     assert_eq!(started.ip, "127.0.0.1");
     assert!(started.relay.parts().is_some());

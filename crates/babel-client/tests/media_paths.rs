@@ -109,11 +109,19 @@ async fn a_slow_receiver_stalls_nobody() {
     assert_eq!(received + s.server.app().channel_drops(), sent);
 }
 
+/// BIND, and CONFIRM when challenged (with nonce + 1): the address the
+/// relay saw, once bound there.
 async fn bind(sock: &UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16], nonce: u64) -> Option<SocketAddr> {
     sock.send_to(&wire::encode_bind(handle, nonce, key), relay).await.unwrap();
     let mut buf = [0u8; 256];
     let n = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await.ok()?.unwrap();
-    wire::verify_bind_ack(&buf[..n], key).map(|(_, _, seen)| seen)
+    let ack = wire::verify_bind_ack(&buf[..n], key)?;
+    if ack.state == wire::BOUND {
+        return Some(ack.seen);
+    }
+    sock.send_to(&wire::encode_confirm(handle, nonce + 1, &ack.cookie, key), relay).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await.ok()?.unwrap();
+    wire::verify_bind_ack(&buf[..n], key).filter(|a| a.state == wire::BOUND).map(|a| a.seen)
 }
 
 async fn recv_relayed(sock: &UdpSocket, wait: Duration) -> Option<(babel_proto::UserId, Vec<u8>)> {
@@ -145,29 +153,32 @@ async fn udp_relay_binds_forwards_and_refuses_strangers() {
     assert_eq!(seen, vec![ub.local_addr().unwrap()]);
 
     let mut d = Vec::new();
-    wire::encode_data(ha, &ka, b"sealed voice from a", &mut d);
+    wire::encode_data(ha, 1, &ka, b"sealed voice from a", &mut d);
     ua.send_to(&d, relay).await.unwrap();
     assert_eq!(recv_relayed(&ub, common::TIMEOUT).await, Some((a.id(), b"sealed voice from a".to_vec())));
-    wire::encode_data(hb, &kb, b"and back", &mut d);
+    wire::encode_data(hb, 1, &kb, b"and back", &mut d);
     ub.send_to(&d, relay).await.unwrap();
     assert_eq!(recv_relayed(&ua, common::TIMEOUT).await, Some((b.id(), b"and back".to_vec())));
 
-    // Strangers: a replayed BIND, a wrong key, a forged tag, a foreign source.
+    // Strangers: a replayed BIND, a wrong key, a forged tag, a foreign
+    // source, a replayed DATA.
     let eve = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     assert_eq!(bind(&eve, relay, ha, &ka, 1).await, None, "replayed nonce");
     assert_eq!(bind(&eve, relay, ha, &[0; 16], 99).await, None, "wrong key");
-    wire::encode_data(ha, &[0; 16], b"injected", &mut d);
+    wire::encode_data(ha, 2, &[0; 16], b"injected", &mut d);
     ua.send_to(&d, relay).await.unwrap();
-    wire::encode_data(ha, &ka, b"from elsewhere", &mut d);
+    wire::encode_data(ha, 1, &ka, b"sealed voice from a", &mut d);
+    ua.send_to(&d, relay).await.unwrap();
+    wire::encode_data(ha, 3, &ka, b"from elsewhere", &mut d);
     eve.send_to(&d, relay).await.unwrap();
     eve.send_to(b"garbage", relay).await.unwrap();
     assert_eq!(recv_relayed(&ub, Duration::from_millis(300)).await, None, "nothing injected gets through");
     assert_eq!(recv_relayed(&eve, Duration::from_millis(100)).await, None, "and nothing leaks to the stranger");
-    assert!(s.server.app().relay().stats.dropped.load(std::sync::atomic::Ordering::Relaxed) >= 5);
+    assert!(s.server.app().relay().stats.dropped.load(std::sync::atomic::Ordering::Relaxed) >= 6);
 
     // After the call, the grants are void.
     a.client.hangup(call).await.unwrap();
-    wire::encode_data(ha, &ka, b"after", &mut d);
+    wire::encode_data(ha, 4, &ka, b"after", &mut d);
     ua.send_to(&d, relay).await.unwrap();
     assert_eq!(recv_relayed(&ub, Duration::from_millis(300)).await, None);
     assert_eq!(s.server.app().relay().leg_count(), 0);
@@ -182,9 +193,9 @@ async fn a_roaming_client_rebinds_from_a_new_address() {
     let ub = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     bind(&ua, relay, ha, &ka, 1).await.unwrap();
     bind(&ub, relay, hb, &kb, 1).await.unwrap();
-    // b "moves": a new socket, a newer nonce.
+    // b "moves": a new socket, newer nonces.
     let ub2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    assert_eq!(bind(&ub2, relay, hb, &kb, 2).await, Some(ub2.local_addr().unwrap()));
+    assert_eq!(bind(&ub2, relay, hb, &kb, 3).await, Some(ub2.local_addr().unwrap()));
     let bid = b.id();
     let new_addr = ub2.local_addr().unwrap();
     a.expect("moved", |e| {
@@ -192,7 +203,7 @@ async fn a_roaming_client_rebinds_from_a_new_address() {
     })
     .await;
     let mut d = Vec::new();
-    wire::encode_data(ha, &ka, b"to the new place", &mut d);
+    wire::encode_data(ha, 1, &ka, b"to the new place", &mut d);
     ua.send_to(&d, relay).await.unwrap();
     assert_eq!(recv_relayed(&ub2, common::TIMEOUT).await, Some((a.id(), b"to the new place".to_vec())));
 }

@@ -591,10 +591,11 @@ impl Backend {
             self.send(Update::CallFailed("You are already in a call.".into()));
             return;
         }
+        let relay_only = self.settings.relay_only;
         let Some(client) = self.client.as_mut() else { return };
         let addr = client.addr().to_owned();
         let prepared = match Prepared::new(&addr).await {
-            Ok(p) => p,
+            Ok(p) => p.with_relay_only(relay_only),
             Err(e) => return self.send(Update::CallFailed(sentence(&e.to_string()))),
         };
         let callee = match client.contacts().await {
@@ -623,10 +624,11 @@ impl Backend {
         let incoming = self.ringing.remove(&call_id);
         self.update_ringer();
         self.leave_call().await;
+        let relay_only = self.settings.relay_only;
         let Some(client) = self.client.as_mut() else { return };
         let addr = client.addr().to_owned();
         let prepared = match Prepared::new(&addr).await {
-            Ok(p) => p,
+            Ok(p) => p.with_relay_only(relay_only),
             Err(e) => return self.send(Update::CallFailed(sentence(&e.to_string()))),
         };
         // A two-party call: the caller must have committed to its key, and

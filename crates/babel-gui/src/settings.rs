@@ -67,6 +67,9 @@ pub struct Settings {
     pub input_gain: f32,
     /// Loudspeaker volume, 0..=2 (1: unchanged).
     pub output_gain: f32,
+    /// Never show my address to the others in a call: voice goes through
+    /// the server's relay only (from the next call).
+    pub relay_only: bool,
 }
 
 impl Default for Settings {
@@ -83,6 +86,7 @@ impl Default for Settings {
             frame_ms: 20,
             input_gain: 1.0,
             output_gain: 1.0,
+            relay_only: false,
         }
     }
 }
@@ -236,6 +240,7 @@ mod tests {
             bitrate: 16_000,
             frame_ms: 10,
             output_gain: 0.5,
+            relay_only: true,
             ..Settings::default()
         };
         home.save_settings(&s).unwrap();

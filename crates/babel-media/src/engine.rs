@@ -52,6 +52,13 @@ pub fn expected_loss_pct(reported_permille: u16) -> u8 {
     u8::try_from((reported_permille / 10).saturating_add(5).min(40)).unwrap_or(40)
 }
 
+/// The next BIND or CONFIRM nonce: microseconds since the Unix epoch, and
+/// always above the last one.
+fn next_nonce(last: u64) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    now.max(last + 1)
+}
+
 /// How often a better path is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
@@ -203,6 +210,9 @@ pub struct CallSetup {
     /// The code people compare, from the key exchange (`babel_proto::agree`);
     /// a new one comes with [`Control::Code`] when the group changes.
     pub code: String,
+    /// Relay-only: never send to a peer directly (that would show them my
+    /// address); voice goes through the relay and the call channel only.
+    pub relay_only: bool,
 }
 
 /// Live figures about one other participant.
@@ -637,6 +647,7 @@ pub async fn run_call(
     let mut output_gain = 1.0f32;
     let socket = setup.socket;
     let relay = setup.relay;
+    let relay_only = setup.relay_only;
 
     // The call channel: a writer task (never blocks this loop) and a reader.
     let (chan_tx, mut chan_rx) = match setup.channel {
@@ -682,6 +693,9 @@ pub async fn run_call(
     let mut input_ended: Option<Instant> = None;
     let mut relay_bound = false;
     let mut last_bind: Option<Instant> = None;
+    // BIND and CONFIRM nonces (growing), and DATA counters (from 1).
+    let mut relay_nonce = 0u64;
+    let mut relay_counter = 0u64;
     let mut last_report = start;
     let mut last_probe = start;
     let mut last_any_rx = start;
@@ -710,8 +724,16 @@ pub async fn run_call(
                         None => continue,
                     },
                     Some(&wire::BIND_ACK) if Some(from) == relay_addr => {
-                        if relay.is_some_and(|r| wire::verify_bind_ack(d, &r.key).is_some()) {
-                            relay_bound = true;
+                        let Some((r, ack)) = relay.and_then(|r| Some((r, wire::verify_bind_ack(d, &r.key)?))) else {
+                            continue;
+                        };
+                        // A challenge: this address is new to the relay;
+                        // bring the cookie back from here to move there.
+                        relay_bound = ack.state == wire::BOUND;
+                        if ack.state == wire::CHALLENGE {
+                            relay_nonce = next_nonce(relay_nonce);
+                            let confirm = wire::encode_confirm(r.handle, relay_nonce, &ack.cookie, &r.key);
+                            let _ = socket.send_to(&confirm, r.addr).await;
                         }
                         continue;
                     }
@@ -821,10 +843,8 @@ pub async fn run_call(
             let settled = relay_bound && peers.iter().all(|p| p.path.is_some());
             let every = if settled { Duration::from_secs(15) } else { Duration::from_millis(500) };
             if last_bind.is_none_or(|t| now.duration_since(t) >= every) {
-                let nonce = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as u64);
-                let _ = socket.send_to(&wire::encode_bind(r.handle, nonce, &r.key), r.addr).await;
+                relay_nonce = next_nonce(relay_nonce);
+                let _ = socket.send_to(&wire::encode_bind(r.handle, relay_nonce, &r.key), r.addr).await;
                 last_bind = Some(now);
             }
         }
@@ -906,9 +926,10 @@ pub async fn run_call(
         // borrowed across an await.
         let mut direct_plan: Vec<(SocketAddr, &[u8])> = Vec::new();
         for (i, p) in peers.iter().enumerate() {
-            let targets: Vec<SocketAddr> = match p.direct {
-                Some(a) => vec![a],
-                None => p.candidates.clone(),
+            let targets: Vec<SocketAddr> = match (relay_only, p.direct) {
+                (true, _) => Vec::new(),
+                (false, Some(a)) => vec![a],
+                (false, None) => p.candidates.clone(),
             };
             let voice_too = uses(p.path).0;
             for a in targets {
@@ -929,7 +950,8 @@ pub async fn run_call(
                 shared.push(&voice);
             }
             for d in &shared {
-                wire::encode_data(r.handle, &r.key, d, &mut relay_out);
+                relay_counter += 1;
+                wire::encode_data(r.handle, relay_counter, &r.key, d, &mut relay_out);
                 let _ = socket.send_to(&relay_out, r.addr).await;
             }
             if use_relay {

@@ -71,6 +71,9 @@ pub struct Prepared {
     pub candidate: SocketAddr,
     /// The server's IP (its relay's host).
     pub server_ip: IpAddr,
+    /// Relay-only: my addresses are never announced nor shown to the
+    /// others; voice goes through the relay and the call channel only.
+    pub relay_only: bool,
 }
 
 impl Prepared {
@@ -79,25 +82,52 @@ impl Prepared {
         let (local, server_ip) = local_ip_towards(server).await?;
         let socket = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
         let candidate = socket.local_addr()?;
-        Ok(Prepared { keys: CallKeys::generate()?, socket, candidate, server_ip })
+        Ok(Prepared { keys: CallKeys::generate()?, socket, candidate, server_ip, relay_only: false })
+    }
+
+    /// Asks for relay-only (see [`Prepared::relay_only`]).
+    pub fn with_relay_only(mut self, on: bool) -> Self {
+        self.relay_only = on;
+        self
+    }
+
+    /// The addresses I announce: none when relay-only (the server then
+    /// withholds the address it sees, too).
+    fn announced(&self) -> Vec<SocketAddr> {
+        if self.relay_only { Vec::new() } else { vec![self.candidate] }
     }
 
     /// What goes out in `/call`: a commitment to my key, not the key.
     pub fn call_media(&self) -> MediaSetup {
-        MediaSetup { key: None, key_commit: Some(self.keys.commit_b64()), candidates: vec![self.candidate] }
+        MediaSetup {
+            key: None,
+            key_commit: Some(self.keys.commit_b64()),
+            candidates: self.announced(),
+            relay_only: self.relay_only,
+        }
     }
 
     /// What goes out in an accepting `/answer` of a two-party call: my key,
     /// which the agreement only gives once it holds the caller's commitment.
     pub fn answer_media(&self, agreement: &CalleeAgreement) -> MediaSetup {
-        MediaSetup { key: Some(agreement.key()), key_commit: None, candidates: vec![self.candidate] }
+        MediaSetup {
+            key: Some(agreement.key()),
+            key_commit: None,
+            candidates: self.announced(),
+            relay_only: self.relay_only,
+        }
     }
 
     /// What goes out in an accepting `/answer` of a group call (an
     /// invite): a commitment to my key, which I reveal once every member
     /// answered it with a nonce.
     pub fn join_media(&self, joiner: &Joiner) -> MediaSetup {
-        MediaSetup { key: None, key_commit: Some(joiner.key_commit()), candidates: vec![self.candidate] }
+        MediaSetup {
+            key: None,
+            key_commit: Some(joiner.key_commit()),
+            candidates: self.announced(),
+            relay_only: self.relay_only,
+        }
     }
 
     /// The engine's set-up, once the other participants, my relay grant and
@@ -110,7 +140,7 @@ impl Prepared {
         code: String,
     ) -> CallSetup {
         let relay = relay_info(relay, self.server_ip);
-        CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket, code }
+        CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket, code, relay_only: self.relay_only }
     }
 }
 
@@ -227,6 +257,7 @@ mod tests {
                 key: key.map(str::to_owned),
                 key_commit: None,
                 candidates: vec!["127.0.0.1:4000".parse().expect("addr")],
+                ..MediaSetup::default()
             },
         }
     }
@@ -247,6 +278,8 @@ mod tests {
         assert_eq!((m.key, m.key_commit), (None, Some(p.keys.commit_b64())), "a caller shows only its commitment");
         let m = p.join_media(&Joiner::new(UserId(1), &p.keys));
         assert_eq!((m.key, m.key_commit), (None, Some(p.keys.commit_b64())), "a newcomer too");
+        let hidden = Prepared::new("127.0.0.1:7447").await.expect("prepare").with_relay_only(true).call_media();
+        assert!(hidden.relay_only && hidden.candidates.is_empty(), "relay-only announces no address");
         assert!(matches!(Prepared::new("no-such-host.invalid:1").await, Err(SetupError::Resolve(_))));
     }
 

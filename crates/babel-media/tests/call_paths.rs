@@ -241,6 +241,7 @@ async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(S
         channel: Some(a_channel),
         socket: a.socket,
         code: a_agreed.code(),
+        relay_only: false,
     };
     let b_setup = CallSetup {
         keys: b.keys,
@@ -249,6 +250,7 @@ async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(S
         channel: Some(b_channel),
         socket: b.socket,
         code: b_agreed.code(),
+        relay_only: false,
     };
     Setup {
         _server: server,
@@ -339,6 +341,19 @@ async fn relay_path_when_direct_is_blocked() {
     assert_heard(&sent, &heard, 0.1);
     assert_eq!(a_stats.path, Some(Path::Relay), "{:?}", a_stats.path_history);
     assert_eq!(b_stats.path, Some(Path::Relay));
+}
+
+/// A relay-only side sends nothing directly, even to a peer it could reach:
+/// its voice goes by the relay, so the peer never sees its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_goes_through_the_relay_though_direct_works() {
+    let _serial = serial().await;
+    let mut s = call(|own| own, |relay| relay).await;
+    s.a.0.relay_only = true;
+    let (a_stats, sent, _b_stats, heard) = talk(s, 4.0, || {}).await;
+    assert_heard(&sent, &heard, 0.1);
+    assert_eq!(a_stats.path, Some(Path::Relay), "{:?}", a_stats.path_history);
+    assert!(a_stats.path_history.iter().all(|(_, p)| *p != Path::Direct), "{:?}", a_stats.path_history);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,7 +525,7 @@ async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
     let mut keep = Vec::new();
     let mut mk = |s: Side, peers: Vec<PeerSetup>, grant: Option<RelayInfo>| {
         keep.push(Signalling { _client: s.client, _events: s.events });
-        CallSetup { keys: s.keys, peers, relay: grant, channel: None, socket: s.socket, code: String::new() }
+        CallSetup { keys: s.keys, peers, relay: grant, channel: None, socket: s.socket, code: String::new(), relay_only: false }
     };
     let (setup_a, setup_b, setup_c) = (
         mk(s0, a_peers, relay(&started.relay)),

@@ -100,6 +100,11 @@ pub struct MediaSetup {
     /// UDP candidates, `ip:port`, most preferred first.
     #[serde(default)]
     pub candidates: Vec<SocketAddr>,
+    /// `relay_only: "true"` in `/call` or `/answer`: the others never learn
+    /// this participant's addresses (its `ip` is the relay's, its
+    /// candidates are withheld). Never passed on.
+    #[serde(skip)]
+    pub relay_only: bool,
 }
 
 impl MediaSetup {
@@ -129,7 +134,13 @@ impl MediaSetup {
             .map(|t| t.parse())
             .collect::<Result<_, _>>()
             .map_err(|_| FieldsError::Invalid("candidates", "a list of ip:port strings"))?;
-        Ok(MediaSetup { key, key_commit, candidates })
+        let relay_only = match data.opt_str("relay_only")?.map(|s| s.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(s) if s == "true" => true,
+            Some(s) if s == "false" || s.is_empty() => false,
+            Some(_) => return Err(FieldsError::Invalid("relay_only", "\"true\" or \"false\"")),
+        };
+        Ok(MediaSetup { key, key_commit, candidates, relay_only })
     }
 
     /// Writes the fields into a request-data map.
@@ -148,6 +159,9 @@ impl MediaSetup {
                     self.candidates.iter().map(|c| serde_json::Value::String(c.to_string())).collect(),
                 ),
             ));
+        }
+        if self.relay_only {
+            out.push(("relay_only", serde_json::Value::String("true".into())));
         }
         out
     }
@@ -298,6 +312,12 @@ mod tests {
         assert_eq!(m.candidates.len(), 2);
         let f = Fields::parse(br#"{"candidates":"10.0.0.1:1, 10.0.0.2:2"}"#).unwrap();
         assert_eq!(MediaSetup::from_fields(&f).unwrap().candidates.len(), 2);
+        assert!(!MediaSetup::from_fields(&f).unwrap().relay_only);
+        let f = Fields::parse(br#"{"relay_only":"true"}"#).unwrap();
+        let m = MediaSetup::from_fields(&f).unwrap();
+        assert!(m.relay_only);
+        assert_eq!(m.to_pairs(), vec![("relay_only", serde_json::Value::String("true".into()))]);
+        assert!(!serde_json::to_string(&m).unwrap().contains("relay_only"), "never passed on");
         assert_eq!(MediaSetup::from_fields(&Fields::default()).unwrap(), MediaSetup::default());
         for bad in [
             r#"{"key":"short"}"#.to_owned(),
@@ -305,6 +325,7 @@ mod tests {
             r#"{"candidates":["nope"]}"#.to_owned(),
             r#"{"candidates":[1]}"#.to_owned(),
             format!(r#"{{"candidates":"{}"}}"#, ["1.1.1.1:1"; 9].join(",")),
+            r#"{"relay_only":"maybe"}"#.to_owned(),
         ] {
             assert!(MediaSetup::from_fields(&Fields::parse(bad.as_bytes()).unwrap()).is_err(), "{bad}");
         }

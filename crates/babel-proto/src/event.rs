@@ -259,6 +259,7 @@ mod tests {
                 key: Some("k".into()),
                 key_commit: Some("c".into()),
                 candidates: vec!["10.0.0.1:4000".parse().unwrap()],
+                ..MediaSetup::default()
             },
         }
     }

@@ -548,6 +548,7 @@ mod tests {
                     key: None,
                     key_commit: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()),
                     candidates: vec!["192.168.1.2:5000".parse().unwrap()],
+                    ..MediaSetup::default()
                 },
             },
             ClientRequest::CallKey {

@@ -36,18 +36,25 @@ fn blocks(doc: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The relay examples use handle 0x01020304, key 00..0f, nonce
-/// 1764000000000000, seen address 203.0.113.7:40000, payload `sealed`.
+/// 1764000000000000 (the CONFIRM's one more), seen address
+/// 203.0.113.7:40000, cookie secret 10..1f and window 58800000, DATA counter
+/// 1, payload `sealed`.
 fn check_datagram(kind: &str, bytes: &[u8]) {
     use babel_proto::relay;
     let key: [u8; 16] = std::array::from_fn(|i| i as u8);
+    let secret: [u8; 16] = std::array::from_fn(|i| 0x10 + i as u8);
     let nonce = 1_764_000_000_000_000;
+    let seen = "203.0.113.7:40000".parse().unwrap();
+    let cookie = relay::cookie(&secret, 0x0102_0304, seen, 58_800_000);
     match kind {
+        "cookie" => assert_eq!(bytes, cookie),
         "bind" => assert_eq!(relay::verify_bind(bytes, &key), Some(nonce)),
         "bind_ack" => assert_eq!(
             relay::verify_bind_ack(bytes, &key),
-            Some((0x0102_0304, nonce, "203.0.113.7:40000".parse().unwrap()))
+            Some(relay::BindAck { handle: 0x0102_0304, nonce, state: relay::CHALLENGE, cookie, seen })
         ),
-        "data" => assert_eq!(relay::verify_data(bytes, &key), Some(&b"sealed"[..])),
+        "confirm" => assert_eq!(relay::verify_confirm(bytes, &key), Some((nonce + 1, cookie))),
+        "data" => assert_eq!(relay::verify_data(bytes, &key), Some((1, &b"sealed"[..]))),
         "relayed" => assert_eq!(relay::decode_relayed(bytes), Some((babel_proto::UserId(42), &b"sealed"[..]))),
         other => panic!("unknown datagram example {other}"),
     }

@@ -115,6 +115,9 @@ impl From<&Config> for AppConfig {
 pub struct ConnState {
     ip: IpAddr,
     speaks_for: Option<PresenceGuard>,
+    /// The server's address this connection came to (its relay's, for
+    /// this client).
+    local: Option<IpAddr>,
     /// `None` where limits do not apply (loopback, unless configured).
     budget: Option<crate::limits::RequestBudget>,
     /// Whether it ever proved a session (it then has no time limit).
@@ -125,12 +128,23 @@ impl ConnState {
     /// State for a new connection from `ip`, under `limits`.
     pub fn new(ip: IpAddr, limits: &crate::limits::LimitsConfig) -> Self {
         let budget = (limits.limit_loopback || !ip.is_loopback()).then(|| crate::limits::RequestBudget::new(limits));
-        Self { ip, speaks_for: None, budget, authenticated: false }
+        Self { ip, local: None, speaks_for: None, budget, authenticated: false }
     }
 
     /// Whether this connection has proven a session at some point.
     pub fn has_authenticated(&self) -> bool {
         self.authenticated
+    }
+
+    /// Records the server address this connection came to.
+    pub fn set_local(&mut self, local: Option<IpAddr>) {
+        self.local = local;
+    }
+
+    /// The relay's address as this client reaches it: the server address
+    /// the connection came to (text, no port; empty if unknown).
+    pub fn relay_ip(&self) -> String {
+        self.local.map(|ip| ip.to_string()).unwrap_or_default()
     }
 
     /// The peer's IP.
@@ -357,11 +371,11 @@ impl App {
             }
             ClientRequest::Call { auth, contact_id, media } => {
                 let me = self.authenticate(conn, &auth).await?;
-                self.call(conn.ip, me, contact_id, media).await
+                self.call(conn, me, contact_id, media).await
             }
             ClientRequest::Answer { auth, call_id, accept, media } => {
                 let me = self.authenticate(conn, &auth).await?;
-                self.answer(conn.ip, me, call_id, accept, media).await
+                self.answer(conn, me, call_id, accept, media).await
             }
             ClientRequest::Hangup { auth, call_id } => {
                 let me = self.authenticate(conn, &auth).await?;
@@ -685,8 +699,19 @@ impl App {
                         app.purge_expired().await;
                     }
                     Some(m) = learned.recv() => {
-                        let fx = app.calls.address_learned(m.call, Leg { user: m.user, session: m.session }, m.addr);
-                        app.apply(fx).await;
+                        // Coalesced: of the moves queued now, only each
+                        // participant's latest is told (the relay already
+                        // limits how often one moves).
+                        let mut latest = vec![m];
+                        while let Ok(m) = learned.try_recv() {
+                            latest.retain(|l| (l.call, l.session) != (m.call, m.session));
+                            latest.push(m);
+                        }
+                        for m in latest {
+                            let leg = Leg { user: m.user, session: m.session };
+                            let fx = app.calls.address_learned(m.call, leg, m.addr);
+                            app.apply(fx).await;
+                        }
                     }
                     _ = cancel.cancelled() => return,
                 }

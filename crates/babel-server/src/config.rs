@@ -77,6 +77,10 @@ pub struct Config {
     /// Kernel buffer asked for the relay's UDP socket, each way, in bytes
     /// (default 8 MiB; the kernel may cap it).
     pub relay_buffer_bytes: usize,
+    /// The relay challenges one address (ip and port) at most once per this
+    /// many milliseconds (default 1000; 0: no limit, for load tests whose
+    /// participants share a few sockets).
+    pub relay_challenge_every_ms: u64,
     /// Abuse limits (`[limits]` in the file).
     #[serde(rename = "limits")]
     pub abuse: crate::limits::LimitsConfig,
@@ -107,6 +111,7 @@ impl Default for Config {
             max_call_participants: 8,
             dead_peer_timeout_secs: 50,
             relay_buffer_bytes: 8 << 20,
+            relay_challenge_every_ms: crate::relay::CHALLENGE_EVERY_MS,
             abuse: crate::limits::LimitsConfig::default(),
         }
     }

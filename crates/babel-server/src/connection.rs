@@ -173,6 +173,7 @@ async fn write_flush<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) 
 pub async fn serve<S: Transport>(
     stream: S,
     peer: std::net::IpAddr,
+    local: Option<std::net::IpAddr>,
     app: Arc<App>,
     settings: Arc<ConnSettings>,
     cancel: CancellationToken,
@@ -187,6 +188,7 @@ pub async fn serve<S: Transport>(
         return;
     };
     let mut state = app.new_connection(peer);
+    state.set_local(local);
     loop {
         let read = if state.has_authenticated() {
             conn.read_request(&cancel).await

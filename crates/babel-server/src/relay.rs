@@ -1,38 +1,88 @@
 //! The UDP media relay and public-address discovery.
 //!
 //! Each call participant is granted a handle and a key (see
-//! `babel_proto::relay` for the datagrams). A tagged BIND tells the relay the
-//! participant's public address, which it reports back (BIND_ACK) and to the
-//! call manager, so the other participants learn it as a candidate. DATA from
-//! the bound address with a good tag is forwarded, as RELAYED, to every other
-//! participant of the call that has bound. Anything else is dropped and
-//! counted: a stranger can neither inject nor receive.
+//! `babel_proto::relay` for the datagrams). Nothing is sent to an address
+//! before it has shown that it receives there: a tagged BIND from an address
+//! that is not the participant's is answered with a challenge, a BIND_ACK
+//! the size of the BIND carrying a cookie (a MAC under a secret of this
+//! relay over the handle, the address and the time), and challenges are
+//! rate-limited per address and per participant. Only a CONFIRM that brings
+//! the cookie back from that address moves the participant there; moves are
+//! rate-limited per participant, and each is reported to the call manager
+//! so the other participants learn the address as a candidate. DATA from
+//! the bound address with a good tag and a counter not seen before is
+//! forwarded, as RELAYED, to every other participant of the call that has
+//! bound. Anything else is dropped and counted: a stranger can neither
+//! inject nor receive, and a participant cannot aim the relay at anyone.
 //!
 //! The forwarding path runs on a thread of its own, takes only a read lock
-//! and allocates nothing per datagram.
+//! (and the sender's replay window) and allocates nothing per datagram.
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
-use babel_proto::relay::{self as wire, BIND, DATA};
+use babel_proto::relay::{self as wire, BIND, BOUND, BindAck, CHALLENGE, CONFIRM, DATA, ReplayWindow};
 use babel_proto::{CallId, UserId};
-use std::time::Duration;
-
+use siphasher::sip::SipHasher24;
 use tokio::sync::mpsc;
 
 use crate::store::SessionId;
 
+/// How long a cookie's time window lasts; a cookie is good in its window
+/// and the next, so for 30 to 60 s.
+pub const COOKIE_WINDOW_MS: u64 = 30_000;
+/// At most one challenge per address (ip and port) this often, by
+/// default (`relay_challenge_every_ms`).
+pub const CHALLENGE_EVERY_MS: u64 = 1_000;
+/// A participant makes at most this many challenges at once, then one per
+/// [`LEG_CHALLENGE_EVERY_MS`].
+pub const LEG_CHALLENGE_BURST: u64 = 4;
+/// See [`LEG_CHALLENGE_BURST`].
+pub const LEG_CHALLENGE_EVERY_MS: u64 = 500;
+/// A participant's address moves at most this many times at once, then
+/// once per [`MOVE_EVERY_MS`] (a laptop changing networks moves rarely).
+pub const MOVE_BURST: u64 = 3;
+/// See [`MOVE_BURST`].
+pub const MOVE_EVERY_MS: u64 = 2_000;
+/// Slots of the per-address challenge limiter (addresses share a slot by a
+/// keyed hash; a shared slot only makes the limit stricter).
+const ADDRESS_SLOTS: usize = 4096;
+
+/// Generic cell rate: at most `burst` at once, then one per `every` ms.
+#[derive(Debug, Default, Clone, Copy)]
+struct Gcra {
+    /// When the next one is due if the bucket were empty.
+    tat: u64,
+}
+
+impl Gcra {
+    fn allow(&mut self, now: u64, every: u64, burst: u64) -> bool {
+        let t = self.tat.max(now);
+        if t - now > every * burst.saturating_sub(1) {
+            return false;
+        }
+        self.tat = t + every;
+        true
+    }
+}
+
 /// A participant's relay registration.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct RelayLeg {
     call: CallId,
     user: UserId,
     session: SessionId,
     key: [u8; 16],
+    /// Where the relay sends: an address that brought a cookie back.
     addr: Option<SocketAddr>,
     last_nonce: u64,
+    window: Mutex<ReplayWindow>,
+    challenges: Gcra,
+    moves: Gcra,
 }
 
 #[derive(Debug, Default)]
@@ -46,9 +96,16 @@ struct Table {
 pub struct RelayStats {
     /// Datagrams forwarded (one per receiver).
     pub forwarded: AtomicU64,
-    /// BINDs accepted.
+    /// BINDs accepted (answered).
     pub binds: AtomicU64,
-    /// Datagrams dropped: unknown handle, bad tag, replayed BIND, wrong source.
+    /// Challenges sent (BIND_ACKs to an address not yet proven).
+    pub challenges: AtomicU64,
+    /// Address moves accepted (CONFIRMs that moved a participant).
+    pub moves: AtomicU64,
+    /// DATA dropped as a replay (counter seen before or too old).
+    pub replays: AtomicU64,
+    /// Datagrams dropped: unknown handle, bad tag, replayed BIND, wrong
+    /// source, bad cookie, over a rate limit, replayed DATA.
     pub dropped: AtomicU64,
 }
 
@@ -68,13 +125,12 @@ pub struct AddressLearned {
 /// What [`Relay::handle`] decided for one datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
-    /// A BIND was accepted: send this BIND_ACK back; the address is news
-    /// when `Some`.
+    /// A BIND or CONFIRM was accepted: send this BIND_ACK back; the address
+    /// is news when `Some`.
     Ack(Vec<u8>, Option<AddressLearned>),
     /// Send `out` to every address in `dests`.
     Forward,
-    /// Dropped (and counted): unknown handle, bad tag, replayed BIND,
-    /// wrong source, unknown kind.
+    /// Dropped (and counted).
     Dropped,
 }
 
@@ -84,17 +140,41 @@ pub struct Relay {
     table: RwLock<Table>,
     port: u16,
     reports: std::sync::OnceLock<mpsc::UnboundedSender<AddressLearned>>,
+    /// Key of the cookies (and of the address limiter's hash); made at start.
+    secret: [u8; 16],
+    start: Instant,
+    /// When each slot of addresses may be challenged again (ms + 1; 0: now).
+    challenged: Box<[AtomicU64]>,
+    challenge_every: u64,
     /// Counters.
     pub stats: RelayStats,
 }
 
 impl Relay {
-    /// A relay whose socket is on `port`.
+    /// A relay whose socket is on `port`, with a fresh cookie secret.
     pub fn new(port: u16) -> Arc<Relay> {
+        Relay::with_challenge_every(port, CHALLENGE_EVERY_MS)
+    }
+
+    /// [`Relay::new`], challenging one address at most once per
+    /// `challenge_every` ms (0: no limit per address).
+    pub fn with_challenge_every(port: u16, challenge_every: u64) -> Arc<Relay> {
+        let mut secret = [0u8; 16];
+        if getrandom::fill(&mut secret).is_err() {
+            // Without randomness the cookies are guessable only by someone
+            // who also knows the start time to the nanosecond; still unlike
+            // any other server's.
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            secret = t.as_nanos().to_be_bytes();
+        }
         Arc::new(Relay {
             table: RwLock::default(),
             port,
             reports: std::sync::OnceLock::new(),
+            secret,
+            start: Instant::now(),
+            challenged: (0..ADDRESS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            challenge_every,
             stats: RelayStats::default(),
         })
     }
@@ -107,6 +187,12 @@ impl Relay {
     /// The UDP port clients send to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Milliseconds since the relay was made: the clock [`Relay::handle`]
+    /// takes.
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Table> {
@@ -129,7 +215,20 @@ impl Relay {
             if handle == 0 || table.legs.contains_key(&handle) {
                 continue;
             }
-            table.legs.insert(handle, RelayLeg { call, user, session, key, addr: None, last_nonce: 0 });
+            table.legs.insert(
+                handle,
+                RelayLeg {
+                    call,
+                    user,
+                    session,
+                    key,
+                    addr: None,
+                    last_nonce: 0,
+                    window: Mutex::default(),
+                    challenges: Gcra::default(),
+                    moves: Gcra::default(),
+                },
+            );
             table.calls.entry(call).or_default().push(handle);
             return Some((handle, key));
         }
@@ -174,7 +273,41 @@ impl Relay {
         self.read().legs.len()
     }
 
-    fn bind(&self, handle: u32, datagram: &[u8], from: SocketAddr) -> Option<(Vec<u8>, Option<AddressLearned>)> {
+    fn cookie(&self, handle: u32, addr: SocketAddr, now: u64) -> wire::Cookie {
+        wire::cookie(&self.secret, handle, addr, now / COOKIE_WINDOW_MS)
+    }
+
+    fn cookie_ok(&self, handle: u32, addr: SocketAddr, now: u64, got: &wire::Cookie) -> bool {
+        let w = now / COOKIE_WINDOW_MS;
+        [Some(w), w.checked_sub(1)]
+            .into_iter()
+            .flatten()
+            .any(|w| wire::cookies_equal(&wire::cookie(&self.secret, handle, addr, w), got))
+    }
+
+    /// Whether `addr` may be challenged now (at most once per
+    /// `challenge_every` ms); takes the turn if so.
+    fn may_challenge(&self, addr: SocketAddr, now: u64) -> bool {
+        if self.challenge_every == 0 {
+            return true;
+        }
+        let mut h = SipHasher24::new_with_key(&self.secret);
+        h.write(b"challenge slot");
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => h.write(&ip.octets()),
+            std::net::IpAddr::V6(ip) => h.write(&ip.octets()),
+        }
+        h.write_u16(addr.port());
+        let slot = &self.challenged[(h.finish() % ADDRESS_SLOTS as u64) as usize];
+        let due = slot.load(Ordering::Relaxed);
+        // Stored as "next allowed + 1" so that 0 means "never challenged".
+        if due != 0 && now + 1 < due {
+            return false;
+        }
+        slot.compare_exchange(due, now + self.challenge_every + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    fn bind(&self, handle: u32, datagram: &[u8], from: SocketAddr, now: u64) -> Option<Vec<u8>> {
         let mut table = self.write();
         let leg = table.legs.get_mut(&handle)?;
         let nonce = wire::verify_bind(datagram, &leg.key)?;
@@ -182,11 +315,60 @@ impl Relay {
             return None;
         }
         leg.last_nonce = nonce;
+        let state = if leg.addr == Some(from) {
+            BOUND
+        } else {
+            // An address nobody has shown receives: a challenge, no bigger
+            // than the BIND, and only so often.
+            if !self.may_challenge(from, now) || !leg.challenges.allow(now, LEG_CHALLENGE_EVERY_MS, LEG_CHALLENGE_BURST)
+            {
+                return None;
+            }
+            self.stats.challenges.fetch_add(1, Ordering::Relaxed);
+            CHALLENGE
+        };
+        let ack = BindAck { handle, nonce, state, cookie: self.cookie(handle, from, now), seen: from };
+        Some(wire::encode_bind_ack(&ack, &leg.key))
+    }
+
+    fn confirm(
+        &self,
+        handle: u32,
+        datagram: &[u8],
+        from: SocketAddr,
+        now: u64,
+    ) -> Option<(Vec<u8>, Option<AddressLearned>)> {
+        let mut guard = self.write();
+        let table = &mut *guard;
+        let leg = table.legs.get(&handle)?;
+        let (nonce, cookie) = wire::verify_confirm(datagram, &leg.key)?;
+        if nonce <= leg.last_nonce || !self.cookie_ok(handle, from, now, &cookie) {
+            return None;
+        }
         let moved = leg.addr != Some(from);
+        // One participant per address in a call: a member cannot have the
+        // relay send the call twice to one place.
+        let taken = || {
+            table.calls.get(&leg.call).is_some_and(|hs| {
+                hs.iter().any(|h| *h != handle && table.legs.get(h).is_some_and(|l| l.addr == Some(from)))
+            })
+        };
+        if moved && taken() {
+            return None;
+        }
+        let leg = table.legs.get_mut(&handle)?;
+        leg.last_nonce = nonce;
+        if moved && !leg.moves.allow(now, MOVE_EVERY_MS, MOVE_BURST) {
+            return None;
+        }
         leg.addr = Some(from);
         let learned =
             moved.then_some(AddressLearned { call: leg.call, user: leg.user, session: leg.session, addr: from });
-        Some((wire::encode_bind_ack(handle, nonce, from, &leg.key), learned))
+        if moved {
+            self.stats.moves.fetch_add(1, Ordering::Relaxed);
+        }
+        let ack = BindAck { handle, nonce, state: BOUND, cookie, seen: from };
+        Some((wire::encode_bind_ack(&ack, &leg.key), learned))
     }
 
     /// Forwards a DATA datagram; `dests` and `out` are reused buffers.
@@ -204,7 +386,11 @@ impl Relay {
         if leg.addr != Some(from) {
             return false;
         }
-        let Some(payload) = wire::verify_data(datagram, &leg.key) else { return false };
+        let Some((counter, payload)) = wire::verify_data(datagram, &leg.key) else { return false };
+        if !leg.window.lock().unwrap_or_else(|p| p.into_inner()).accept(counter) {
+            self.stats.replays.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let Some(handles) = table.calls.get(&leg.call) else { return false };
         dests.extend(handles.iter().filter(|&&h| h != handle).filter_map(|h| table.legs.get(h)).filter_map(|l| l.addr));
         wire::encode_relayed(leg.user, payload, out);
@@ -238,7 +424,9 @@ impl Relay {
                     continue;
                 }
             };
-            match self.handle(&buf[..n], from, &mut dests, &mut out) {
+            // DATA does not look at the clock: spare it the call.
+            let now = if buf.first() == Some(&DATA) { 0 } else { self.now_ms() };
+            match self.handle(&buf[..n], from, now, &mut dests, &mut out) {
                 Handled::Ack(ack, moved) => {
                     let _ = socket.send_to(&ack, from);
                     if let (Some(m), Some(tx)) = (moved, self.reports.get()) {
@@ -261,19 +449,31 @@ impl Relay {
         }
     }
 
-    /// Handles one datagram that arrived from `from`, without IO: the
-    /// answer to send back, or the datagram (`out`) to forward to `dests`
-    /// (both reused buffers), or nothing. Counts binds and drops.
-    pub fn handle(&self, datagram: &[u8], from: SocketAddr, dests: &mut Vec<SocketAddr>, out: &mut Vec<u8>) -> Handled {
+    /// Handles one datagram that arrived from `from` at `now` (see
+    /// [`Relay::now_ms`]), without IO: the answer to send back, or the
+    /// datagram (`out`) to forward to `dests` (both reused buffers), or
+    /// nothing. Counts binds and drops.
+    pub fn handle(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        now: u64,
+        dests: &mut Vec<SocketAddr>,
+        out: &mut Vec<u8>,
+    ) -> Handled {
         let handled = match wire::peek_client(datagram) {
-            Some((BIND, handle)) => match self.bind(handle, datagram, from) {
-                Some((ack, moved)) => {
+            Some((DATA, handle)) if self.forward(handle, datagram, from, dests, out) => Handled::Forward,
+            Some((BIND, handle)) => match self.bind(handle, datagram, from, now) {
+                Some(ack) => {
                     self.stats.binds.fetch_add(1, Ordering::Relaxed);
-                    Handled::Ack(ack, moved)
+                    Handled::Ack(ack, None)
                 }
                 None => Handled::Dropped,
             },
-            Some((DATA, handle)) if self.forward(handle, datagram, from, dests, out) => Handled::Forward,
+            Some((CONFIRM, handle)) => match self.confirm(handle, datagram, from, now) {
+                Some((ack, moved)) => Handled::Ack(ack, moved),
+                None => Handled::Dropped,
+            },
             _ => Handled::Dropped,
         };
         if matches!(handled, Handled::Dropped) {
@@ -285,6 +485,59 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const A: &str = "10.0.0.1:1000";
+    const B: &str = "10.0.0.2:2000";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// What the relay would send where, for one datagram.
+    struct Rig {
+        r: Arc<Relay>,
+        dests: Vec<SocketAddr>,
+        out: Vec<u8>,
+        nonce: u64,
+        now: u64,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            Rig { r: Relay::new(1), dests: Vec::new(), out: Vec::new(), nonce: 0, now: 0 }
+        }
+
+        fn leg(&self, user: i64) -> (u32, [u8; 16]) {
+            self.r.grant(CallId(1), UserId(user), SessionId(user)).unwrap()
+        }
+
+        fn nonce(&mut self) -> u64 {
+            self.nonce += 1;
+            self.nonce
+        }
+
+        /// Every datagram the relay sends for `d` from `from`: (to, bytes).
+        fn send(&mut self, d: &[u8], from: SocketAddr) -> Vec<(SocketAddr, Vec<u8>)> {
+            match self.r.handle(d, from, self.now, &mut self.dests, &mut self.out) {
+                Handled::Ack(ack, _) => vec![(from, ack)],
+                Handled::Forward => self.dests.iter().map(|d| (*d, self.out.clone())).collect(),
+                Handled::Dropped => Vec::new(),
+            }
+        }
+
+        /// BIND then CONFIRM from `from`, as a client does.
+        fn bind(&mut self, (h, k): (u32, [u8; 16]), from: SocketAddr) -> Option<wire::BindAck> {
+            let n = self.nonce();
+            let sent = self.send(&wire::encode_bind(h, n, &k), from);
+            let ack = wire::verify_bind_ack(&sent.first()?.1, &k)?;
+            if ack.state == BOUND {
+                return Some(ack);
+            }
+            let n = self.nonce();
+            let sent = self.send(&wire::encode_confirm(h, n, &ack.cookie, &k), from);
+            wire::verify_bind_ack(&sent.first()?.1, &k)
+        }
+    }
 
     #[test]
     fn grant_revoke_end() {
@@ -302,33 +555,184 @@ mod tests {
     }
 
     #[test]
-    fn bind_then_forward_only_from_the_bound_address() {
-        let r = Relay::new(1);
-        let (h1, k1) = r.grant(CallId(1), UserId(1), SessionId(1)).unwrap();
-        let (h2, k2) = r.grant(CallId(1), UserId(2), SessionId(2)).unwrap();
-        let a1: SocketAddr = "10.0.0.1:1000".parse().unwrap();
-        let a2: SocketAddr = "10.0.0.2:2000".parse().unwrap();
-        let (ack, learned) = r.bind(h1, &wire::encode_bind(h1, 5, &k1), a1).unwrap();
-        assert_eq!(wire::verify_bind_ack(&ack, &k1), Some((h1, 5, a1)));
-        assert_eq!(learned.unwrap().addr, a1);
-        assert!(r.bind(h1, &wire::encode_bind(h1, 5, &k1), a1).is_none(), "replayed nonce");
-        assert!(r.bind(h1, &wire::encode_bind(h1, 6, &k2), a1).is_none(), "wrong key");
-        let (_, again) = r.bind(h1, &wire::encode_bind(h1, 7, &k1), a1).unwrap();
-        assert!(again.is_none(), "same address is not news");
-        r.bind(h2, &wire::encode_bind(h2, 1, &k2), a2).unwrap();
+    fn bind_confirm_then_forward_only_from_the_bound_address() {
+        let mut g = Rig::new();
+        let (l1, l2) = (g.leg(1), g.leg(2));
+        let n = g.nonce();
+        let sent = g.send(&wire::encode_bind(l1.0, n, &l1.1), addr(A));
+        let ack = wire::verify_bind_ack(&sent[0].1, &l1.1).unwrap();
+        assert_eq!((ack.state, ack.seen, ack.nonce), (CHALLENGE, addr(A), n));
+        assert_eq!(g.r.address_of(CallId(1), SessionId(1)), None, "a BIND alone binds nothing");
+        assert!(g.send(&wire::encode_bind(l1.0, n, &l1.1), addr(A)).is_empty(), "replayed nonce");
+        let n = g.nonce();
+        assert!(g.send(&wire::encode_confirm(l1.0, n, &[0; 8], &l1.1), addr(A)).is_empty(), "wrong cookie");
+        let n = g.nonce();
+        assert!(g.send(&wire::encode_confirm(l1.0, n, &ack.cookie, &l2.1), addr(A)).is_empty(), "wrong key");
+        let n = g.nonce();
+        let confirm = wire::encode_confirm(l1.0, n, &ack.cookie, &l1.1);
+        match g.r.handle(&confirm, addr(A), g.now, &mut g.dests, &mut g.out) {
+            Handled::Ack(a, Some(learned)) => {
+                assert_eq!(wire::verify_bind_ack(&a, &l1.1).unwrap().state, BOUND);
+                assert_eq!(learned.addr, addr(A));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(g.r.address_of(CallId(1), SessionId(1)), Some(addr(A)));
+        assert_eq!(g.bind(l1, addr(A)).unwrap().state, BOUND, "a keepalive from the bound address");
+        g.bind(l2, addr(B)).unwrap();
 
-        let (mut dests, mut out, mut d) = (Vec::new(), Vec::new(), Vec::new());
-        wire::encode_data(h1, &k1, b"voice", &mut d);
-        assert!(r.forward(h1, &d, a1, &mut dests, &mut out));
-        assert_eq!(dests, vec![a2]);
-        assert_eq!(wire::decode_relayed(&out), Some((UserId(1), &b"voice"[..])));
-        assert!(!r.forward(h1, &d, "10.9.9.9:1".parse().unwrap(), &mut dests, &mut out), "spoofed source");
-        wire::encode_data(h1, &k2, b"voice", &mut d);
-        assert!(!r.forward(h1, &d, a1, &mut dests, &mut out), "bad tag");
-        // A roaming client re-binds from a new address.
-        let a1b: SocketAddr = "10.0.0.3:3000".parse().unwrap();
-        let (_, moved) = r.bind(h1, &wire::encode_bind(h1, 8, &k1), a1b).unwrap();
-        assert_eq!(moved.unwrap().addr, a1b);
-        assert_eq!(r.address_of(CallId(1), SessionId(1)), Some(a1b));
+        let mut d = Vec::new();
+        wire::encode_data(l1.0, 1, &l1.1, b"voice", &mut d);
+        let sent = g.send(&d, addr(A));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, addr(B));
+        assert_eq!(wire::decode_relayed(&sent[0].1), Some((UserId(1), &b"voice"[..])));
+        wire::encode_data(l1.0, 2, &l1.1, b"voice", &mut d);
+        assert!(g.send(&d, addr("10.9.9.9:1")).is_empty(), "spoofed source");
+        wire::encode_data(l1.0, 3, &l2.1, b"voice", &mut d);
+        assert!(g.send(&d, addr(A)).is_empty(), "bad tag");
+    }
+
+    #[test]
+    fn a_cookie_is_good_for_its_address_and_a_while_only() {
+        let mut g = Rig::new();
+        let l = g.leg(1);
+        let n = g.nonce();
+        let ack = wire::verify_bind_ack(&g.send(&wire::encode_bind(l.0, n, &l.1), addr(A))[0].1, &l.1).unwrap();
+        let n = g.nonce();
+        assert!(g.send(&wire::encode_confirm(l.0, n, &ack.cookie, &l.1), addr(B)).is_empty(), "other address");
+        g.now += 2 * COOKIE_WINDOW_MS;
+        let n = g.nonce();
+        assert!(g.send(&wire::encode_confirm(l.0, n, &ack.cookie, &l.1), addr(A)).is_empty(), "expired");
+        g.now -= COOKIE_WINDOW_MS;
+        let n = g.nonce();
+        assert_eq!(g.send(&wire::encode_confirm(l.0, n, &ack.cookie, &l.1), addr(A)).len(), 1, "next window");
+    }
+
+    #[test]
+    fn one_participant_per_address_in_a_call() {
+        let mut g = Rig::new();
+        let (l1, l2) = (g.leg(1), g.leg(2));
+        g.bind(l1, addr(A)).unwrap();
+        g.now += CHALLENGE_EVERY_MS;
+        let n = g.nonce();
+        let sent = g.send(&wire::encode_bind(l2.0, n, &l2.1), addr(A));
+        let ack = wire::verify_bind_ack(&sent[0].1, &l2.1).unwrap();
+        let n = g.nonce();
+        assert!(g.send(&wire::encode_confirm(l2.0, n, &ack.cookie, &l2.1), addr(A)).is_empty(), "taken");
+        assert_eq!(g.r.address_of(CallId(1), SessionId(2)), None);
+        // Another call may use it (two calls through one NAT mapping is odd, not harmful).
+        g.now += CHALLENGE_EVERY_MS;
+        let other = g.r.grant(CallId(2), UserId(3), SessionId(3)).unwrap();
+        assert_eq!(g.bind(other, addr(A)).unwrap().state, BOUND);
+    }
+
+    #[test]
+    fn a_roaming_client_moves_by_confirm() {
+        let mut g = Rig::new();
+        let (l1, l2) = (g.leg(1), g.leg(2));
+        g.bind(l1, addr(A)).unwrap();
+        g.bind(l2, addr(B)).unwrap();
+        let a2 = addr("10.0.0.3:3000");
+        assert_eq!(g.bind(l1, a2).unwrap().state, BOUND);
+        assert_eq!(g.r.address_of(CallId(1), SessionId(1)), Some(a2));
+        let mut d = Vec::new();
+        wire::encode_data(l2.0, 1, &l2.1, b"to the new place", &mut d);
+        assert_eq!(g.send(&d, addr(B))[0].0, a2);
+    }
+
+    /// Finding 3 of issue #14: BINDs with a victim's address as source made
+    /// the relay send the victim BIND_ACKs bigger than the BINDs, then the
+    /// call's voice.
+    #[test]
+    fn spoofed_bind_sends_the_victim_at_most_one_same_size_challenge() {
+        let mut g = Rig::new();
+        let (attacker, other) = (g.leg(1), g.leg(2));
+        let victim = addr("192.0.2.9:5000");
+        g.bind(other, addr(B)).unwrap();
+        let mut to_victim = Vec::new();
+        let mut d = Vec::new();
+        // 900 ms of spoofed BINDs, one every 10 ms.
+        for i in 1..=90u64 {
+            g.now += 10;
+            let n = g.nonce();
+            let bind = wire::encode_bind(attacker.0, n, &attacker.1);
+            for (to, bytes) in g.send(&bind, victim) {
+                assert!(bytes.len() <= bind.len(), "an answer bigger than the question");
+                to_victim.extend((to == victim).then_some(bytes.len()));
+            }
+            // Without the cookie (it went to the victim) the attacker guesses.
+            let n = g.nonce();
+            let confirm = wire::encode_confirm(attacker.0, n, &i.to_be_bytes(), &attacker.1);
+            to_victim
+                .extend(g.send(&confirm, victim).into_iter().filter(|(to, _)| *to == victim).map(|(_, b)| b.len()));
+            wire::encode_data(other.0, i, &other.1, b"voice of the call", &mut d);
+            to_victim.extend(g.send(&d, addr(B)).into_iter().filter(|(to, _)| *to == victim).map(|(_, b)| b.len()));
+        }
+        assert!(to_victim.len() <= 1, "the victim got {} datagrams: {to_victim:?}", to_victim.len());
+        assert_eq!(g.r.address_of(CallId(1), SessionId(1)), None);
+    }
+
+    /// Finding 4 of issue #14: one captured DATA re-sent 100 times from the
+    /// bound address was forwarded 100 times.
+    #[test]
+    fn replayed_data_is_forwarded_once() {
+        let mut g = Rig::new();
+        let (l1, l2) = (g.leg(1), g.leg(2));
+        g.bind(l1, addr(A)).unwrap();
+        g.bind(l2, addr(B)).unwrap();
+        let mut d = Vec::new();
+        wire::encode_data(l1.0, 7, &l1.1, b"voice", &mut d);
+        let forwarded: usize = (0..100).map(|_| g.send(&d, addr(A)).len()).sum();
+        assert_eq!(forwarded, 1);
+        assert_eq!(g.r.stats.replays.load(Ordering::Relaxed), 99);
+        // Late but new counters still pass.
+        wire::encode_data(l1.0, 5, &l1.1, b"late", &mut d);
+        assert_eq!(g.send(&d, addr(A)).len(), 1);
+    }
+
+    /// Finding 4 of issue #14: a BIND captured in flight and sent first from
+    /// another address moved the participant there.
+    #[test]
+    fn a_captured_bind_or_confirm_from_elsewhere_does_not_move_the_leg() {
+        let mut g = Rig::new();
+        let l = g.leg(1);
+        g.bind(l, addr(A)).unwrap();
+        let eve = addr("10.6.6.6:666");
+        let n = g.nonce();
+        let captured = wire::encode_bind(l.0, n, &l.1);
+        g.send(&captured, eve);
+        g.send(&captured, addr(A));
+        // A CONFIRM captured on its way (with A's cookie) and raced from elsewhere.
+        let ack = g.bind(l, addr(A)).unwrap();
+        let n = g.nonce();
+        g.send(&wire::encode_confirm(l.0, n, &ack.cookie, &l.1), eve);
+        assert_eq!(g.r.address_of(CallId(1), SessionId(1)), Some(addr(A)));
+    }
+
+    /// Finding 5 of issue #14: an address flapping between two ports moved
+    /// the participant (and told the others) at every BIND.
+    #[test]
+    fn flapping_moves_the_leg_only_a_few_times() {
+        let mut g = Rig::new();
+        let l = g.leg(1);
+        let (p1, p2) = (addr("10.0.0.1:1000"), addr("10.0.0.1:1001"));
+        let mut moves = 0;
+        // 5 s of a client that BINDs and CONFIRMs from alternating ports, every ms.
+        for i in 0..5000u64 {
+            g.now = i;
+            let from = if i % 2 == 0 { p1 } else { p2 };
+            let n = g.nonce();
+            g.send(&wire::encode_bind(l.0, n, &l.1), from);
+            let cookie = g.r.cookie(l.0, from, g.now);
+            let n = g.nonce();
+            if let Handled::Ack(_, Some(_)) =
+                g.r.handle(&wire::encode_confirm(l.0, n, &cookie, &l.1), from, g.now, &mut g.dests, &mut g.out)
+            {
+                moves += 1;
+            }
+        }
+        let most = MOVE_BURST + 5000 / MOVE_EVERY_MS;
+        assert!((1..=most).contains(&moves), "{moves} moves (at most {most})");
     }
 }

@@ -139,6 +139,8 @@ async fn accept_loop(listener: &Listener, shared: &Shared) {
                 continue;
             }
         };
+        // The address the client reached us on: where our relay is, for it.
+        let local = stream.local_addr().ok().map(|a| a.ip());
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         // Its own token, so that it can be closed to make room.
         let cancel = shared.cancel.child_token();
@@ -165,7 +167,7 @@ async fn accept_loop(listener: &Listener, shared: &Shared) {
                     Admit::Refuse => return,
                 };
                 match tls {
-                    None => serve(stream, peer.ip(), app, settings, cancel, ticket).await,
+                    None => serve(stream, peer.ip(), local, app, settings, cancel, ticket).await,
                     Some(acceptor) => {
                         // A handshake gets as long as a frame: a client that
                         // stalls in it holds nothing for longer than that.
@@ -175,7 +177,7 @@ async fn accept_loop(listener: &Listener, shared: &Shared) {
                             _ = cancel.cancelled() => return,
                         };
                         match stream {
-                            Ok(Ok(stream)) => serve(stream, peer.ip(), app, settings, cancel, ticket).await,
+                            Ok(Ok(stream)) => serve(stream, peer.ip(), local, app, settings, cancel, ticket).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                             Err(_) => tracing::debug!("TLS handshake timed out"),
                         }
@@ -262,7 +264,7 @@ impl Server {
             .map_err(|source| StartError::Bind { addr: udp_addr, source })?;
         let udp_port = udp.local_addr().map_err(|source| StartError::Bind { addr: udp_addr, source })?.port();
         let (tx, learned) = mpsc::unbounded_channel();
-        let relay = Relay::new(udp_port);
+        let relay = Relay::with_challenge_every(udp_port, config.relay_challenge_every_ms);
         relay.set_reports(tx);
         let app = App::new(store, Arc::new(LocalHub::default()), relay, AppConfig::from(config));
         let settings = ConnSettings {

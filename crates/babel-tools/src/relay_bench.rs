@@ -650,7 +650,7 @@ fn start_server(bin: &Path, dir: &Path) -> anyhow::Result<ChildServer> {
     std::fs::write(
         &config,
         format!(
-            "max_connections = 1000000\ndurability = \"normal\"\n\n[password]\nmemory_kib = {PASSWORD_MEMORY_KIB}\niterations = {PASSWORD_ITERATIONS}\n"
+            "max_connections = 1000000\ndurability = \"normal\"\nrelay_challenge_every_ms = 0\n\n[password]\nmemory_kib = {PASSWORD_MEMORY_KIB}\niterations = {PASSWORD_ITERATIONS}\n"
         ),
     )
     .with_context(|| format!("cannot write {}", config.display()))?;

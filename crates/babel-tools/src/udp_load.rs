@@ -441,16 +441,28 @@ fn bind_datagram(kind: TargetKind, leg: &Leg) -> Vec<u8> {
     }
 }
 
-/// The participant an acknowledgement is for.
-fn ack_for(kind: TargetKind, datagram: &[u8], by_handle: &HashMap<u32, usize>, legs: &[Leg]) -> Option<usize> {
+/// What an acknowledgement says.
+enum Ack {
+    /// Participant `p` is bound.
+    Bound(usize),
+    /// The relay challenged a participant: send it this CONFIRM.
+    Confirm(Vec<u8>),
+}
+
+/// The participant an acknowledgement is for, and what it says.
+fn ack_for(kind: TargetKind, datagram: &[u8], by_handle: &HashMap<u32, usize>, legs: &[Leg]) -> Option<Ack> {
     let handle = udp_forward::handle_of(datagram)?;
     let &p = by_handle.get(&handle)?;
     match kind {
         TargetKind::Relay => {
-            let (h, _, _) = wire::verify_bind_ack(datagram, &legs[p].key)?;
-            (h == handle).then_some(p)
+            let leg = &legs[p];
+            let ack = wire::verify_bind_ack(datagram, &leg.key).filter(|a| a.handle == handle)?;
+            Some(match ack.state {
+                wire::BOUND => Ack::Bound(p),
+                _ => Ack::Confirm(wire::encode_confirm(leg.handle, next_nonce(), &ack.cookie, &leg.key)),
+            })
         }
-        TargetKind::Bare => (datagram.first() == Some(&udp_forward::REGISTERED)).then_some(p),
+        TargetKind::Bare => (datagram.first() == Some(&udp_forward::REGISTERED)).then_some(Ack::Bound(p)),
     }
 }
 
@@ -482,9 +494,13 @@ fn bind_all(kind: TargetKind, sockets: &[UdpSocket], legs: &[Leg]) -> anyhow::Re
                     let Ok(n) = s.recv(&mut buf) else { break };
                     any = true;
                     match ack_for(kind, &buf[..n], &by_handle, legs) {
-                        Some(p) if !bound[p] => {
+                        Some(Ack::Bound(p)) if !bound[p] => {
                             bound[p] = true;
                             left -= 1;
+                        }
+                        // The challenge came to this socket: the cookie goes back from it.
+                        Some(Ack::Confirm(confirm)) => {
+                            let _ = s.send(&confirm);
                         }
                         _ => {}
                     }
@@ -547,6 +563,10 @@ fn sender(
     let slot = opts.slot.as_nanos() as u64;
     let hard_end = window.end + 1_000_000_000;
     let mut bucket = schedule.catch_up(slot);
+    // DATA counters must grow for each participant run after run: this
+    // run's start in µs since the epoch (far above the last run's rounds),
+    // plus the round.
+    let base = next_nonce();
     while let Some((due, p, round)) = schedule.peek() {
         let due = start + due;
         if due >= window.end {
@@ -570,7 +590,7 @@ fn sender(
         timing.write(&mut payload);
         let leg = &legs[p];
         match kind {
-            TargetKind::Relay => wire::encode_data(leg.handle, &leg.key, &payload, &mut out),
+            TargetKind::Relay => wire::encode_data(leg.handle, base + round + 1, &leg.key, &payload, &mut out),
             TargetKind::Bare => {
                 out.clear();
                 out.extend_from_slice(&udp_forward::header(udp_forward::DATA, leg.handle));

@@ -63,6 +63,8 @@ pub(super) fn page(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
     ui.checkbox(&mut s.echo_cancellation, "Echo cancellation")
         .on_hover_text("Removes your loudspeaker's sound from the microphone (from the next call)");
     ui.checkbox(&mut s.auto_gain, "Automatic microphone level").on_hover_text("From the next call");
+    ui.checkbox(&mut s.relay_only, "Relay only: hide my address")
+        .on_hover_text("Voice goes through the server, never straight to the other side (from the next call)");
     ui.horizontal(|ui| {
         egui::ComboBox::from_label("Bitrate").selected_text(format!("{} kbit/s", s.bitrate / 1000)).show_ui(ui, |ui| {
             for b in BITRATES {

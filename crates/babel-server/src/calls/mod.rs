@@ -36,11 +36,23 @@ pub struct LegInfo {
     pub public: Option<SocketAddr>,
     /// Whether it revealed the key it committed to (`/call_key`).
     pub revealed: bool,
+    /// The relay's address as this participant reaches the server (no
+    /// port): the `ip` it is given for participants whose addresses are
+    /// withheld.
+    pub relay_ip: String,
 }
 
 impl LegInfo {
-    fn peer(&self) -> Peer {
+    /// This leg as the others see it: its addresses (IP, candidates, the
+    /// public address the relay saw) only when `shown` (both it and the
+    /// viewer have answered) and it did not ask for relay-only; otherwise
+    /// `ip` is the relay's (`relay_ip`, the viewer's) and no candidates.
+    fn peer_for(&self, shown: bool, relay_ip: &str) -> Peer {
         let mut media = self.media.clone();
+        if !shown || media.relay_only {
+            media.candidates.clear();
+            return Peer { user: self.user.clone(), ip: relay_ip.to_owned(), media };
+        }
         if let Some(p) = self.public.filter(|p| !media.candidates.contains(p)) {
             media.candidates.push(p);
         }
@@ -238,12 +250,13 @@ impl Calls {
         let out = entry.machine.answer(leg, accept)?;
         let mut peers = Vec::new();
         if accept {
+            // Members have all answered, and so has this one now.
             peers = entry
                 .machine
                 .members()
                 .iter()
                 .filter(|m| m.session != leg.session)
-                .filter_map(|m| entry.legs.get(&m.session).map(LegInfo::peer))
+                .filter_map(|m| entry.legs.get(&m.session).map(|l| l.peer_for(true, &info.relay_ip)))
                 .collect();
             entry.legs.insert(leg.session, info);
         }
@@ -359,7 +372,11 @@ impl Calls {
         let Some(entry) = inner.calls.get_mut(&id) else { return fx };
         let Some(info) = entry.legs.get_mut(&leg.session) else { return fx };
         info.public = Some(addr);
-        let candidates = info.peer().media.candidates;
+        if info.media.relay_only {
+            // Nothing the others may learn.
+            return fx;
+        }
+        let candidates = info.peer_for(true, "").media.candidates;
         for m in entry.machine.members().iter().filter(|m| m.session != leg.session) {
             fx.events.push((
                 *m,
@@ -380,14 +397,17 @@ impl Calls {
         for (leg, note) in out.notes {
             let event = match note {
                 Note::Incoming(by) => {
+                    // The rung session has not answered: it learns nobody's
+                    // address, only the relay's.
                     let Some(from) = entry.legs.get(&by.session) else { continue };
+                    let relay_ip = &from.relay_ip;
                     let participants = entry
                         .machine
                         .members()
                         .iter()
-                        .filter_map(|m| entry.legs.get(&m.session).map(LegInfo::peer))
+                        .filter_map(|m| entry.legs.get(&m.session).map(|l| l.peer_for(false, relay_ip)))
                         .collect();
-                    let peer = from.peer();
+                    let peer = from.peer_for(false, relay_ip);
                     ServerEvent::IncomingCall(IncomingCall {
                         call_id: id,
                         ip: peer.ip,
@@ -397,12 +417,15 @@ impl Calls {
                     })
                 }
                 Note::Accepted(joiner) | Note::Joined(joiner) => {
+                    // Told to members (who have answered) about one who just did.
                     let Some(info) = entry.legs.get(&joiner.session) else { continue };
+                    let relay_ip = entry.legs.get(&leg.session).map_or(info.relay_ip.as_str(), |v| v.relay_ip.as_str());
+                    let peer = info.peer_for(true, relay_ip);
                     if matches!(note, Note::Accepted(_)) {
-                        ServerEvent::CallAccepted(PeerJoined { call_id: id, peer: info.peer(), epoch: None })
+                        ServerEvent::CallAccepted(PeerJoined { call_id: id, peer, epoch: None })
                     } else {
                         let epoch = Some(Epoch(entry.machine.epoch()));
-                        ServerEvent::ParticipantJoined(PeerJoined { call_id: id, peer: info.peer(), epoch })
+                        ServerEvent::ParticipantJoined(PeerJoined { call_id: id, peer, epoch })
                     }
                 }
                 Note::Declined(user) => ServerEvent::CallDeclined(id, user),
@@ -475,10 +498,11 @@ mod tests {
     fn info(id: i64) -> LegInfo {
         LegInfo {
             user: User { id: UserId(id), name: format!("u{id}"), email: format!("u{id}@x.org") },
-            ip: "127.0.0.1".into(),
+            ip: format!("203.0.113.{id}"),
             media: MediaSetup::default(),
             public: None,
             revealed: false,
+            relay_ip: "192.0.2.1".into(),
         }
     }
 
@@ -537,6 +561,50 @@ mod tests {
             ServerEvent::CallCandidates(u) => assert_eq!(u.candidates, vec![addr]),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Finding 11 of issue #14: `/call` and `/invite` gave out addresses
+    /// before anyone answered.
+    #[test]
+    fn addresses_are_withheld_until_answered_and_from_relay_only() {
+        let c = calls();
+        let cand = |p: u16| -> SocketAddr { SocketAddr::from(([198, 51, 100, 1], p)) };
+        let withheld = |p: &Peer| p.ip == "192.0.2.1" && p.media.candidates.is_empty();
+        let mut a = info(1);
+        a.media.candidates = vec![cand(1)];
+        let fx = c.start(CallId(1), leg(1, 10), a, UserId(2), vec![SessionId(20)]).unwrap();
+        match &fx.events[0].1 {
+            ServerEvent::IncomingCall(i) => {
+                assert_eq!((i.ip.as_str(), i.media.candidates.len()), ("192.0.2.1", 0), "rung: the relay's only");
+                assert!(i.participants.iter().all(withheld));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut b = info(2);
+        b.media.candidates = vec![cand(2)];
+        b.media.relay_only = true;
+        let (peers, fx) = c.answer(CallId(1), leg(2, 20), true, b).unwrap();
+        assert_eq!((peers[0].ip.as_str(), &peers[0].media.candidates), ("203.0.113.1", &vec![cand(1)]), "answered");
+        match &fx.events[0].1 {
+            ServerEvent::CallAccepted(j) => assert!(withheld(&j.peer), "relay-only: {:?}", j.peer),
+            other => panic!("{other:?}"),
+        }
+        assert!(c.address_learned(CallId(1), leg(2, 20), cand(9)).events.is_empty(), "relay-only: never told");
+        assert_eq!(c.address_learned(CallId(1), leg(1, 10), cand(8)).events.len(), 1);
+
+        let fx = c.invite(CallId(1), leg(1, 10), UserId(3), vec![SessionId(30)]).unwrap();
+        match &fx.events[0].1 {
+            ServerEvent::IncomingCall(i) => {
+                assert!(i.media.candidates.is_empty() && i.ip == "192.0.2.1");
+                assert_eq!(i.participants.len(), 2);
+                assert!(i.participants.iter().all(withheld), "invited: {:?}", i.participants);
+            }
+            other => panic!("{other:?}"),
+        }
+        let (peers, _) = c.answer(CallId(1), leg(3, 30), true, info(3)).unwrap();
+        let a_seen = peers.iter().find(|p| p.user.id == UserId(1)).unwrap();
+        assert_eq!(a_seen.media.candidates, vec![cand(1), cand(8)], "answered: the caller's, with its public one");
+        assert!(withheld(peers.iter().find(|p| p.user.id == UserId(2)).unwrap()));
     }
 
     #[test]

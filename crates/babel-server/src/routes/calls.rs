@@ -1,10 +1,8 @@
 //! `/call`, `/answer`, `/hangup`, `/invite`, `/connect_call`, `/call_key`.
 
-use std::net::IpAddr;
-
 use babel_proto::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, RelayGrant, Reply, UserId};
 
-use crate::app::{App, Authed, ChannelMode, ServiceError, ServiceResult};
+use crate::app::{App, Authed, ChannelMode, ConnState, ServiceError, ServiceResult};
 use crate::calls::machine::Leg;
 use crate::calls::{Calls, LegInfo, Refusal};
 use crate::store::Relation;
@@ -51,7 +49,7 @@ impl App {
 
     pub(crate) async fn call(
         &self,
-        ip: IpAddr,
+        conn: &ConnState,
         me: Authed,
         contact: UserId,
         media: MediaSetup,
@@ -61,9 +59,17 @@ impl App {
         if self.calls.in_a_call(me.session) {
             return Err(Refusal::AlreadyInACall.into());
         }
-        let callee_ip = self.presence.latest_ip(callee.id).map(|ip| ip.to_string()).unwrap_or_default();
-        let info =
-            LegInfo { user: self.user(me.user).await?, ip: ip.to_string(), media, public: None, revealed: false };
+        // Nobody has answered: the caller learns the relay's address, not
+        // the callee's (it comes with `/call_accepted`, unless relay-only).
+        let relay_ip = conn.relay_ip();
+        let info = LegInfo {
+            user: self.user(me.user).await?,
+            ip: conn.ip().to_string(),
+            media,
+            public: None,
+            relay_ip: relay_ip.clone(),
+            revealed: false,
+        };
         let id = Calls::new_id().ok_or_else(|| ServiceError::Unavailable("no randomness for a call id".into()))?;
         let relay = self.grant(id, me)?;
         let leg = Leg { user: me.user, session: me.session };
@@ -76,19 +82,25 @@ impl App {
         };
         self.apply(fx).await;
         tracing::info!(call = %id, caller = %me.user, callee = %callee.id, "call ringing");
-        Ok(Reply::CallStarted(CallStarted { ip: callee_ip, call_id: id, relay }))
+        Ok(Reply::CallStarted(CallStarted { ip: relay_ip, call_id: id, relay }))
     }
 
     pub(crate) async fn answer(
         &self,
-        ip: IpAddr,
+        conn: &ConnState,
         me: Authed,
         call: CallId,
         accept: bool,
         media: MediaSetup,
     ) -> ServiceResult<Reply> {
-        let info =
-            LegInfo { user: self.user(me.user).await?, ip: ip.to_string(), media, public: None, revealed: false };
+        let info = LegInfo {
+            user: self.user(me.user).await?,
+            ip: conn.ip().to_string(),
+            media,
+            public: None,
+            relay_ip: conn.relay_ip(),
+            revealed: false,
+        };
         let leg = Leg { user: me.user, session: me.session };
         let (participants, fx) = self.calls.answer(call, leg, accept, info)?;
         // Granted before anyone is told, so the relay knows the newcomer
