@@ -127,7 +127,7 @@ async fn the_caller_reveals_its_key_once_after_the_answer() {
     let (mut a, mut b) = pair(&s, "a14@example.org", "b14@example.org").await;
     let mut stranger = user(&s, "c14@example.org").await;
     let keys = babel_proto::keys::CallKeys::from_secret([1; 32]);
-    let media = MediaSetup { key: None, key_commit: Some(keys.commit_b64()), candidates: vec![] };
+    let media = MediaSetup { key: None, key_commit: Some(keys.commit_b64()), ..MediaSetup::default() };
     let call = a.client.call(b.id(), media).await.unwrap().call_id;
     b.expect("incoming", incoming).await;
     let refusal = |r: Result<(), babel_client::ClientError>| r.unwrap_err().refusal().unwrap_or_default().to_owned();

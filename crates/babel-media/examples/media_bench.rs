@@ -156,13 +156,29 @@ async fn latency(frame: FrameMs, echo_and_gain: bool) -> Vec<f64> {
     let clicks = Arc::new(Mutex::new(Vec::new()));
     let heard = Arc::new(Mutex::new(Vec::new()));
     let (_ca, ta) = spawn_call(
-        CallSetup { keys: ka, peers: vec![a_peer], relay: None, channel: None, socket: sa, code: String::new(), relay_only: false },
+        CallSetup {
+            keys: ka,
+            peers: vec![a_peer],
+            relay: None,
+            channel: None,
+            socket: sa,
+            code: String::new(),
+            relay_only: false,
+        },
         cfg.clone(),
         Box::new(ClickInput { pos: 1, clicks: clicks.clone() }),
         Box::new(ClickOutput { heard: Arc::default(), quiet_for: 0 }),
     );
     let (cb, tb) = spawn_call(
-        CallSetup { keys: kb, peers: vec![b_peer], relay: None, channel: None, socket: sb, code: String::new(), relay_only: false },
+        CallSetup {
+            keys: kb,
+            peers: vec![b_peer],
+            relay: None,
+            channel: None,
+            socket: sb,
+            code: String::new(),
+            relay_only: false,
+        },
         cfg,
         Box::new(babel_media::audio::SilentInput),
         Box::new(ClickOutput { heard: heard.clone(), quiet_for: 0 }),

@@ -525,7 +525,15 @@ async fn group_call_of_three_hears_the_speaker_through_one_sender_key() {
     let mut keep = Vec::new();
     let mut mk = |s: Side, peers: Vec<PeerSetup>, grant: Option<RelayInfo>| {
         keep.push(Signalling { _client: s.client, _events: s.events });
-        CallSetup { keys: s.keys, peers, relay: grant, channel: None, socket: s.socket, code: String::new(), relay_only: false }
+        CallSetup {
+            keys: s.keys,
+            peers,
+            relay: grant,
+            channel: None,
+            socket: s.socket,
+            code: String::new(),
+            relay_only: false,
+        }
     };
     let (setup_a, setup_b, setup_c) = (
         mk(s0, a_peers, relay(&started.relay)),

@@ -202,14 +202,30 @@ pub async fn run(
     let silence = vec![0.0; speech.len() + 48_000];
     let a_in: Box<dyn AudioInput> = input.unwrap_or_else(|| Box::new(BufferInput::new(speech)));
     let (_a_ctl, a_task) = spawn_call(
-        CallSetup { keys: a_keys, peers: vec![to_b], relay: None, channel: None, socket: a_sock, code: code.clone(), relay_only: false },
+        CallSetup {
+            keys: a_keys,
+            peers: vec![to_b],
+            relay: None,
+            channel: None,
+            socket: a_sock,
+            code: code.clone(),
+            relay_only: false,
+        },
         media.clone(),
         a_in,
         Box::new(TimedRecording::default()),
     );
     tokio::time::sleep(callee_phase).await;
     let (_b_ctl, b_task) = spawn_call(
-        CallSetup { keys: b_keys, peers: vec![to_a], relay: None, channel: None, socket: b_sock, code, relay_only: false },
+        CallSetup {
+            keys: b_keys,
+            peers: vec![to_a],
+            relay: None,
+            channel: None,
+            socket: b_sock,
+            code,
+            relay_only: false,
+        },
         media,
         Box::new(BufferInput::new(silence)),
         Box::new(output.clone()),
