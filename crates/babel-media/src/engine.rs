@@ -16,6 +16,10 @@
 //! the encoder's FEC and, from 1 % (until 10 s after the last such report),
 //! adds copies of earlier frames to each voice datagram
 //! ([`REDUNDANCY_OFFSETS`]), which the receiver's jitter buffer waits for.
+//! A relay-only call ([`CallSetup::relay_only`]) never sends directly, so
+//! the others never see this side's address: relay and call channel only.
+//! The relay client BINDs, answers the relay's challenge with a CONFIRM
+//! carrying its cookie, and numbers its DATA for the relay's replay window.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
