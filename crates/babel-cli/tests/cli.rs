@@ -7,9 +7,11 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use babel_server::auth::PasswordCost;
 use babel_server::{Config, RunningServer};
 use serde_json::Value;
+
+mod common;
+use common::{blocking, write_voice};
 
 struct Env {
     server: String,
@@ -22,20 +24,23 @@ impl Env {
     }
 
     fn babel_env(&self, home: &str, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_babel"));
-        cmd.envs(envs.iter().copied());
-        cmd.args(["--server", &self.server, "--home"])
-            .arg(self.dir.path().join(home))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = common::babel(&self.server, &self.dir.path().join(home));
+        cmd.envs(envs.iter().copied()).args(args);
         let mut child = cmd.spawn().unwrap();
         let mut input = child.stdin.take().unwrap();
         // (babel may exit before reading it: a usage error.)
         let _ = input.write_all(stdin.unwrap_or("").as_bytes());
         drop(input);
         child.wait_with_output().unwrap()
+    }
+
+    /// Registers `a` and `b` (as `a@example.org` and `b@example.org`, each
+    /// in the home of that name) and makes them contacts.
+    fn contacts(&self, a: &str, b: &str) {
+        assert_eq!(self.json(a, &["register", &format!("{a}@example.org")], Some(PW)).0, 0);
+        assert_eq!(self.json(b, &["register", &format!("{b}@example.org")], Some(PW)).0, 0);
+        assert_eq!(self.json(a, &["contacts", "add", &format!("{b}@example.org")], None).0, 0);
+        assert_eq!(self.json(b, &["contacts", "accept", &format!("{a}@example.org")], None).0, 0);
     }
 
     fn json(&self, home: &str, args: &[&str], stdin: Option<&str>) -> (i32, Value) {
@@ -52,23 +57,12 @@ impl Env {
 
 async fn env() -> (RunningServer, Env) {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("babel.db"),
-        password: PasswordCost { memory_kib: 256, iterations: 1 },
-        durability: babel_server::store::sqlite::Durability::Normal,
-        ..Config::default()
-    };
-    let server = RunningServer::start(&config).await.unwrap();
+    let server = common::server(dir.path()).await;
     let e = Env { server: server.addr().to_string(), dir };
     (server, e)
 }
 
 const PW: &str = "password123\n";
-
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> tokio::task::JoinHandle<T> {
-    tokio::task::spawn_blocking(f)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_contacts_json_and_exit_codes() {
@@ -137,13 +131,7 @@ async fn accounts_contacts_json_and_exit_codes() {
 #[test]
 fn unreachable_server_is_exit_3() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_babel"))
-        .args(["--server", "127.0.0.1:1", "--home"])
-        .arg(dir.path())
-        .args(["register", "a@example.org"])
-        .stdin(Stdio::piped())
-        .output()
-        .unwrap();
+    let out = common::babel("127.0.0.1:1", dir.path()).args(["register", "a@example.org"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -152,22 +140,6 @@ fn completions_are_printed() {
     let out = Command::new(env!("CARGO_BIN_EXE_babel")).args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("babel"));
-}
-
-fn write_voice(path: &Path, secs: f32) {
-    let spec = hound_spec();
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..(16_000.0 * secs) as usize {
-        let t = i as f32 / 16_000.0;
-        let env = (std::f32::consts::PI * (t * 4.0).fract()).sin();
-        let s: f32 = (1..5).map(|h| (2.0 * std::f32::consts::PI * 140.0 * h as f32 * t).sin() / h as f32).sum();
-        w.write_sample((0.25 * env * s * 32767.0) as i16).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
-fn hound_spec() -> hound::WavSpec {
-    hound::WavSpec { channels: 1, sample_rate: 16_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,10 +151,7 @@ async fn a_call_from_wav_to_wav_between_call_and_listen() {
     write_voice(&input, 3.0);
     let e1 = e.clone();
     blocking(move || {
-        assert_eq!(e1.json("cal", &["register", "cal@example.org"], Some(PW)).0, 0);
-        assert_eq!(e1.json("dee", &["register", "dee@example.org"], Some(PW)).0, 0);
-        assert_eq!(e1.json("cal", &["contacts", "add", "dee@example.org"], None).0, 0);
-        assert_eq!(e1.json("dee", &["contacts", "accept", "cal@example.org"], None).0, 0);
+        e1.contacts("cal", "dee");
     })
     .await
     .unwrap();
@@ -245,10 +214,7 @@ async fn relay_only_calls_go_through_the_relay() {
     write_voice(&input, 2.0);
     let e1 = e.clone();
     blocking(move || {
-        assert_eq!(e1.json("ro1", &["register", "ro1@example.org"], Some(PW)).0, 0);
-        assert_eq!(e1.json("ro2", &["register", "ro2@example.org"], Some(PW)).0, 0);
-        assert_eq!(e1.json("ro1", &["contacts", "add", "ro2@example.org"], None).0, 0);
-        assert_eq!(e1.json("ro2", &["contacts", "accept", "ro1@example.org"], None).0, 0);
+        e1.contacts("ro1", "ro2");
     })
     .await
     .unwrap();
@@ -312,14 +278,7 @@ async fn demo_leaves_nothing_behind_and_speaks_in_sentences() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_server_is_trusted_on_first_use_pinned_and_a_change_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
-        db: dir.path().join("babel.db"),
-        password: PasswordCost { memory_kib: 256, iterations: 1 },
-        durability: babel_server::store::sqlite::Durability::Normal,
-        ..Config::default()
-    };
+    let config = Config { tls_listen: Some("127.0.0.1:0".parse().unwrap()), ..common::config(dir.path()) };
     let server = RunningServer::start(&config).await.unwrap();
     let fp = server.tls().unwrap().fingerprint.to_string();
     let tls_addr = server.tls_addr().unwrap();
@@ -377,9 +336,7 @@ async fn usage_mistakes_are_exit_2_and_json_under_json() {
         assert_eq!(code, 2);
         assert!(v["error"].as_str().unwrap().contains("frobnicate"), "{v}");
         // A port that cannot be.
-        let out = Command::new(env!("CARGO_BIN_EXE_babel"))
-            .args(["--server", "127.0.0.1:99999", "--home"])
-            .arg(e.dir.path().join("x"))
+        let out = common::babel("127.0.0.1:99999", &e.dir.path().join("x"))
             .args(["login", "a@example.org"])
             .stdin(Stdio::null())
             .output()
@@ -431,13 +388,8 @@ fn a_server_that_is_not_babel_is_exit_3_and_said_quickly() {
     let dir = tempfile::tempdir().unwrap();
     let run = |server: &str| {
         let start = std::time::Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_babel"))
-            .args(["--server", server, "--home"])
-            .arg(dir.path())
-            .args(["login", "a@example.org"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out =
+            common::babel(server, dir.path()).args(["login", "a@example.org"]).stdin(Stdio::null()).output().unwrap();
         (out, start.elapsed())
     };
     let (out, _) = run(&not_babel(true));
@@ -506,10 +458,7 @@ async fn people_read_sentences_and_scripts_read_json() {
 async fn two_contacts(e: &std::sync::Arc<Env>) {
     let e1 = e.clone();
     blocking(move || {
-        assert_eq!(e1.json("cal", &["register", "cal@example.org"], Some(PW)).0, 0);
-        assert_eq!(e1.json("dee", &["register", "dee@example.org"], Some(PW)).0, 0);
-        assert_eq!(e1.json("cal", &["contacts", "add", "dee@example.org"], None).0, 0);
-        assert_eq!(e1.json("dee", &["contacts", "accept", "cal@example.org"], None).0, 0);
+        e1.contacts("cal", "dee");
     })
     .await
     .unwrap();
@@ -561,7 +510,7 @@ async fn local_mistakes_are_found_before_anyone_is_rung() {
 }
 
 fn write_silence(path: &Path, samples: usize) {
-    let mut w = hound::WavWriter::create(path, hound_spec()).unwrap();
+    let mut w = hound::WavWriter::create(path, common::hound_spec()).unwrap();
     for _ in 0..samples {
         w.write_sample(0i16).unwrap();
     }
@@ -648,13 +597,7 @@ async fn no_speaker_never_ends_a_call_and_alsa_keeps_quiet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_says_when_the_connection_is_lost_and_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("babel.db"),
-        password: PasswordCost { memory_kib: 256, iterations: 1 },
-        durability: babel_server::store::sqlite::Durability::Normal,
-        ..Config::default()
-    };
+    let mut config = common::config(dir.path());
     let server = RunningServer::start(&config).await.unwrap();
     let addr = server.addr();
     let e = std::sync::Arc::new(Env { server: addr.to_string(), dir });
@@ -662,9 +605,7 @@ async fn listen_says_when_the_connection_is_lost_and_when_it_is_back() {
     let s = e.server.clone();
     let e1 = e.clone();
     blocking(move || assert_eq!(e1.json("dee", &["register", "dee@example.org"], Some(PW)).0, 0)).await.unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_babel"))
-        .args(["--server", &s, "--home"])
-        .arg(&home)
+    let mut child = common::babel(&s, &home)
         .arg("listen")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

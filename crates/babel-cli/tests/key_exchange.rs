@@ -6,14 +6,15 @@
 //! retrying the exchange (every `/call_accepted` twice) ends its call.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use babel_client::{Client, Event, EventStream};
 use babel_proto::keys::CallKeys;
 use babel_proto::{CallId, EndReason, MediaSetup, ServerEvent, UserId};
-use babel_server::auth::PasswordCost;
-use babel_server::{Config, RunningServer};
+
+mod common;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const PW: &str = "password123";
@@ -40,6 +41,28 @@ fn ended(call: CallId) -> impl FnMut(&ServerEvent) -> Option<EndReason> {
     }
 }
 
+/// `babel --json ARGS` for the person whose home is `home`.
+fn babel_json(server: &str, home: &Path, args: &[&str]) -> Command {
+    let mut cmd = common::babel(server, home);
+    cmd.arg("--json").args(args);
+    cmd
+}
+
+/// Runs `babel register`, the password on its stdin, and sees it succeed.
+fn register(mut cmd: Command) {
+    let mut register = cmd.spawn().unwrap();
+    std::io::Write::write_all(&mut register.stdin.take().unwrap(), format!("{PW}\n").as_bytes()).unwrap();
+    assert!(register.wait().unwrap().success());
+}
+
+/// A `babel --json` run's JSON (its stdout) and its stderr.
+fn json_and_stderr(out: &Output) -> (serde_json::Value, String) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text} {stderr}"));
+    (v, stderr)
+}
+
 /// Rings `ben` until his listener takes the call (it subscribes to events
 /// a moment after it starts).
 async fn ring(ann: &mut Client, ben: UserId, media: MediaSetup) -> CallId {
@@ -59,29 +82,15 @@ async fn ring(ann: &mut Client, ben: UserId, media: MediaSetup) -> CallId {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_whose_key_does_not_match_its_commitment_or_who_sends_none_gets_no_call() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("babel.db"),
-        password: PasswordCost { memory_kib: 256, iterations: 1 },
-        durability: babel_server::store::sqlite::Durability::Normal,
-        ..Config::default()
-    };
-    let server = RunningServer::start(&config).await.unwrap();
+    let server = common::server(dir.path()).await;
     let addr = server.addr().to_string();
 
     // Ann is the attacker, on the raw protocol; Ben runs `babel listen`.
     let mut ann = Client::connect(addr.clone()).await.unwrap();
     ann.create("ann@example.org", PW, None).await.unwrap();
     let home = dir.path().join("ben");
-    let babel = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_babel"));
-        cmd.args(["--server", &addr, "--home"]).arg(&home).arg("--json").args(args);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd
-    };
-    let mut register = babel(&["register", "ben@example.org"]).spawn().unwrap();
-    std::io::Write::write_all(&mut register.stdin.take().unwrap(), format!("{PW}\n").as_bytes()).unwrap();
-    assert!(register.wait().unwrap().success());
+    let babel = |args: &[&str]| babel_json(&addr, &home, args);
+    register(babel(&["register", "ben@example.org"]));
     ann.add_contact("ben@example.org").await.unwrap();
     assert!(babel(&["contacts", "accept", "ann@example.org"]).output().unwrap().status.success());
     let ben_id = ann.contacts().await.unwrap()[0].user.id;
@@ -112,9 +121,7 @@ async fn a_caller_whose_key_does_not_match_its_commitment_or_who_sends_none_gets
     assert_eq!(next_matching(&mut ann_events, ended(call)).await, EndReason::Declined, "Ben declined");
 
     let output = tokio::time::timeout(TIMEOUT, listener).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text} {stderr}"));
+    let (v, stderr) = json_and_stderr(&output);
     let calls = v["calls"].as_array().unwrap();
     assert_eq!(calls.len(), 2, "{v}");
     assert_eq!(calls[0]["ended"], "key_exchange_failed");
@@ -198,14 +205,7 @@ async fn doubling_proxy(server: String) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_call_accepted_ends_the_call_of_the_real_babel_call() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("babel.db"),
-        password: PasswordCost { memory_kib: 256, iterations: 1 },
-        durability: babel_server::store::sqlite::Durability::Normal,
-        ..Config::default()
-    };
-    let server = RunningServer::start(&config).await.unwrap();
+    let server = common::server(dir.path()).await;
     let addr = server.addr().to_string();
     let proxy = doubling_proxy(addr.clone()).await;
 
@@ -214,15 +214,8 @@ async fn a_second_call_accepted_ends_the_call_of_the_real_babel_call() {
     let mut ben = Client::connect(addr.clone()).await.unwrap();
     let ben_id = ben.create("ben@example.org", PW, None).await.unwrap().id;
     let home = dir.path().join("ann");
-    let babel = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_babel"));
-        cmd.args(["--server", &proxy, "--home"]).arg(&home).arg("--json").args(args);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd
-    };
-    let mut register = babel(&["register", "ann@example.org"]).spawn().unwrap();
-    std::io::Write::write_all(&mut register.stdin.take().unwrap(), format!("{PW}\n").as_bytes()).unwrap();
-    assert!(register.wait().unwrap().success());
+    let babel = |args: &[&str]| babel_json(&proxy, &home, args);
+    register(babel(&["register", "ann@example.org"]));
     assert!(babel(&["contacts", "add", "ben@example.org"]).output().unwrap().status.success());
     let ann_id = ben.contact_requests().await.unwrap()[0].id;
     ben.accept_contact(ann_id).await.unwrap();
@@ -250,9 +243,7 @@ async fn a_second_call_accepted_ends_the_call_of_the_real_babel_call() {
     // Ann saw the answer twice: she hangs up.
     assert_eq!(next_matching(&mut ben_events, ended(inc.call_id)).await, EndReason::Hangup);
     let out = tokio::time::timeout(TIMEOUT, caller).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text} {stderr}"));
+    let (v, stderr) = json_and_stderr(&out);
     assert_eq!(v["ended"], "key_exchange_failed", "{v} {stderr}");
     assert!(stderr.contains("attempted twice"), "Ann is told why: {stderr}");
     server.shutdown().await;

@@ -4,14 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use babel_server::auth::PasswordCost;
-use babel_server::{Config, RunningServer};
+use babel_server::RunningServer;
 use serde_json::Value;
+
+mod common;
+use common::{blocking, write_voice};
 
 /// The binary under test: this build's, or `BABEL_TEST_BIN` (another
 /// build, e.g. one from before a fix, to see these tests fail on it).
@@ -125,37 +127,9 @@ impl Env {
 
 async fn env() -> (RunningServer, Arc<Env>) {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("babel.db"),
-        password: PasswordCost { memory_kib: 256, iterations: 1 },
-        durability: babel_server::store::sqlite::Durability::Normal,
-        ..Config::default()
-    };
-    let server = RunningServer::start(&config).await.unwrap();
+    let server = common::server(dir.path()).await;
     let e = Env { server: server.addr().to_string(), dir };
     (server, Arc::new(e))
-}
-
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> tokio::task::JoinHandle<T> {
-    tokio::task::spawn_blocking(f)
-}
-
-fn write_voice(path: &Path, secs: f32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..(16_000.0 * secs) as usize {
-        let t = i as f32 / 16_000.0;
-        let env = (std::f32::consts::PI * (t * 4.0).fract()).sin();
-        let s: f32 = (1..5).map(|h| (2.0 * std::f32::consts::PI * 140.0 * h as f32 * t).sin() / h as f32).sum();
-        w.write_sample((0.25 * env * s * 32767.0) as i16).unwrap();
-    }
-    w.finalize().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
