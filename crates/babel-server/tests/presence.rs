@@ -83,6 +83,21 @@ async fn wait_contacts(c: &mut Client, s: &Session, want: Vec<(String, String)>)
     }
 }
 
+/// Wes's client and session, watching Amy and Bea (whose sessions come
+/// after), both his contacts and both offline.
+async fn wes_watching_amy_and_bea(addr: SocketAddr) -> (Client, Session, Session, Session) {
+    let mut watcher = Client::connect(addr).await;
+    let w = watcher.create("wes@example.org").await;
+    let mut setup = Client::connect(addr).await;
+    let a = setup.create("amy@example.org").await;
+    let b = Client::connect(addr).await.create("bea@example.org").await;
+    setup.befriend(&w, &a).await;
+    setup.befriend(&w, &b).await;
+    drop(setup);
+    wait_contacts(&mut watcher, &w, vec![pair("amy@example.org", "offline"), pair("bea@example.org", "offline")]).await;
+    (watcher, w, a, b)
+}
+
 #[tokio::test]
 async fn create_login_logout_on_one_connection_ends_presence() {
     let (server, _dir) = start().await;
@@ -118,15 +133,7 @@ async fn create_login_logout_on_one_connection_ends_presence() {
 async fn a_connection_serving_two_users_speaks_for_the_first_and_does_not_flap() {
     let (server, _dir) = start().await;
     let addr = server.addr();
-    let mut watcher = Client::connect(addr).await;
-    let w = watcher.create("wes@example.org").await;
-    let mut setup = Client::connect(addr).await;
-    let a = setup.create("amy@example.org").await;
-    let b = Client::connect(addr).await.create("bea@example.org").await;
-    setup.befriend(&w, &a).await;
-    setup.befriend(&w, &b).await;
-    drop(setup);
-    wait_contacts(&mut watcher, &w, vec![pair("amy@example.org", "offline"), pair("bea@example.org", "offline")]).await;
+    let (mut watcher, w, a, b) = wes_watching_amy_and_bea(addr).await;
     let mut events = Events::open(addr, &w).await;
 
     // One connection (a proxy, a test harness) serves both users, in turns.
@@ -161,15 +168,7 @@ async fn a_connection_serving_two_users_speaks_for_the_first_and_does_not_flap()
 async fn a_later_login_replaces_the_earlier_on_the_same_connection() {
     let (server, _dir) = start().await;
     let addr = server.addr();
-    let mut watcher = Client::connect(addr).await;
-    let w = watcher.create("wes@example.org").await;
-    let mut setup = Client::connect(addr).await;
-    let a = setup.create("amy@example.org").await;
-    let b = Client::connect(addr).await.create("bea@example.org").await;
-    setup.befriend(&w, &a).await;
-    setup.befriend(&w, &b).await;
-    drop(setup);
-    wait_contacts(&mut watcher, &w, vec![pair("amy@example.org", "offline"), pair("bea@example.org", "offline")]).await;
+    let (mut watcher, w, _, _) = wes_watching_amy_and_bea(addr).await;
     let mut kiosk = Client::connect(addr).await;
     kiosk.login("amy@example.org").await;
     wait_contacts(&mut watcher, &w, vec![pair("amy@example.org", "online"), pair("bea@example.org", "offline")]).await;
@@ -181,15 +180,7 @@ async fn a_later_login_replaces_the_earlier_on_the_same_connection() {
 async fn delete_leaves_the_connection_anonymous_and_events_take_their_session() {
     let (server, _dir) = start().await;
     let addr = server.addr();
-    let mut watcher = Client::connect(addr).await;
-    let w = watcher.create("wes@example.org").await;
-    let mut setup = Client::connect(addr).await;
-    let a = setup.create("amy@example.org").await;
-    let b = Client::connect(addr).await.create("bea@example.org").await;
-    setup.befriend(&w, &a).await;
-    setup.befriend(&w, &b).await;
-    drop(setup);
-    wait_contacts(&mut watcher, &w, vec![pair("amy@example.org", "offline"), pair("bea@example.org", "offline")]).await;
+    let (mut watcher, w, a, b) = wes_watching_amy_and_bea(addr).await;
 
     // Speaking for Amy; Bea's request does not move it; Amy's account goes.
     let mut shared = Client::connect(addr).await;
