@@ -113,6 +113,40 @@ pub struct ChannelOptions {
     pub settle: Duration,
 }
 
+/// What a flood did to the server's memory (RSS).
+#[derive(Debug, Serialize)]
+pub struct Memory {
+    /// RSS before the flood, MiB.
+    pub baseline_mib: f64,
+    /// Highest RSS seen during the flood, MiB.
+    pub peak_mib: f64,
+    /// RSS at the end of the watch after closing, MiB.
+    pub after_mib: f64,
+    /// Seconds after closing until RSS was within 20 MiB of the baseline
+    /// (`None`: never within the watch).
+    pub back_within_20_mib_secs: Option<f64>,
+}
+
+/// Watches the server's RSS for `watch` once the flood's connections
+/// closed; `baseline` and `peak` are in KiB.
+async fn settle(pid: u32, baseline: u64, peak: u64, watch: Duration) -> anyhow::Result<Memory> {
+    let closed_at = Instant::now();
+    let (mut back, mut after) = (None, rss_kib(pid)?);
+    while closed_at.elapsed() < watch {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = rss_kib(pid)?;
+        if back.is_none() && after <= baseline + 20 * 1024 {
+            back = Some(closed_at.elapsed().as_secs_f64());
+        }
+    }
+    Ok(Memory {
+        baseline_mib: mib(baseline),
+        peak_mib: mib(peak),
+        after_mib: mib(after),
+        back_within_20_mib_secs: back,
+    })
+}
+
 /// What the channel flood did to the server.
 #[derive(Debug, Serialize)]
 pub struct ChannelReport {
@@ -124,15 +158,10 @@ pub struct ChannelReport {
     pub bytes_sent: u64,
     /// Times the server closed a flooding channel.
     pub channels_closed: u64,
-    /// Server RSS once the accounts and calls were set up, MiB.
-    pub baseline_mib: f64,
-    /// Highest RSS seen during the flood, MiB.
-    pub peak_mib: f64,
-    /// RSS at the end of the watch after closing, MiB.
-    pub after_mib: f64,
-    /// Seconds after closing until RSS was within 20 MiB of the baseline
-    /// (`None`: never within the watch).
-    pub back_within_20_mib_secs: Option<f64>,
+    /// The server's memory (the baseline once the accounts and calls were
+    /// set up).
+    #[serde(flatten)]
+    pub memory: Memory,
 }
 
 /// Runs the channel flood.
@@ -207,27 +236,9 @@ pub async fn channel(opts: &ChannelOptions) -> anyhow::Result<ChannelReport> {
     peak = peak.max(rss_kib(pid)?);
     drop(pairs);
     drop(keep);
-    let closed_at = Instant::now();
-    let mut back = None;
-    let mut after = rss_kib(pid)?;
-    while closed_at.elapsed() < opts.settle {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        after = rss_kib(pid)?;
-        if back.is_none() && after <= baseline + 20 * 1024 {
-            back = Some(closed_at.elapsed().as_secs_f64());
-        }
-    }
+    let memory = settle(pid, baseline, peak, opts.settle).await?;
     server.check_alive()?;
-    Ok(ChannelReport {
-        pairs: opts.pairs,
-        frame_bytes: opts.frame_bytes,
-        bytes_sent,
-        channels_closed,
-        baseline_mib: mib(baseline),
-        peak_mib: mib(peak),
-        after_mib: mib(after),
-        back_within_20_mib_secs: back,
-    })
+    Ok(ChannelReport { pairs: opts.pairs, frame_bytes: opts.frame_bytes, bytes_sent, channels_closed, memory })
 }
 
 /// Options of the large-request flood.
@@ -250,14 +261,9 @@ pub struct RequestOptions {
 pub struct RequestReport {
     /// Frames answered.
     pub answered: u64,
-    /// Server RSS before, MiB.
-    pub baseline_mib: f64,
-    /// Highest RSS seen, MiB.
-    pub peak_mib: f64,
-    /// RSS at the end of the watch, MiB.
-    pub after_mib: f64,
-    /// Seconds after closing until RSS was within 20 MiB of the baseline.
-    pub back_within_20_mib_secs: Option<f64>,
+    /// The server's memory.
+    #[serde(flatten)]
+    pub memory: Memory,
 }
 
 /// Many connections each sending large request frames (to an unknown route:
@@ -297,23 +303,9 @@ pub async fn requests(opts: &RequestOptions) -> anyhow::Result<RequestReport> {
     for t in tasks {
         answered += t.await?;
     }
-    let closed_at = Instant::now();
-    let (mut back, mut after) = (None, rss_kib(pid)?);
-    while closed_at.elapsed() < opts.settle {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        after = rss_kib(pid)?;
-        if back.is_none() && after <= baseline + 20 * 1024 {
-            back = Some(closed_at.elapsed().as_secs_f64());
-        }
-    }
+    let memory = settle(pid, baseline, peak, opts.settle).await?;
     server.check_alive()?;
-    Ok(RequestReport {
-        answered,
-        baseline_mib: mib(baseline),
-        peak_mib: mib(peak),
-        after_mib: mib(after),
-        back_within_20_mib_secs: back,
-    })
+    Ok(RequestReport { answered, memory })
 }
 
 /// Options of the idle-connection flood.

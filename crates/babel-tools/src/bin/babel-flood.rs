@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use babel_tools::flood::{ChannelOptions, IdleOptions, RequestOptions, channel, idle, requests};
+use babel_tools::flood::{ChannelOptions, IdleOptions, Memory, RequestOptions, channel, idle, requests};
 use clap::{Parser, Subcommand};
 
 /// Flood a babel-server child and report what it cost the server.
@@ -103,16 +103,7 @@ async fn main() -> anyhow::Result<()> {
                     r.bytes_sent as f64 / 1e6,
                     r.channels_closed
                 );
-                println!(
-                    "server RSS: baseline {:.1} MiB, peak {:.1} MiB, {:.1} MiB after closing; within 20 MiB of the baseline {}",
-                    r.baseline_mib,
-                    r.peak_mib,
-                    r.after_mib,
-                    match r.back_within_20_mib_secs {
-                        Some(s) => format!("after {s:.1} s"),
-                        None => "never during the watch".to_owned(),
-                    }
-                );
+                print_memory(&r.memory);
             }
         }
         Attack::Requests { connections, frames, frame_bytes, settle } => {
@@ -128,16 +119,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!("request flood: {connections} connections, {} frames of {frame_bytes} B answered", r.answered);
-                println!(
-                    "server RSS: baseline {:.1} MiB, peak {:.1} MiB, {:.1} MiB after closing; within 20 MiB of the baseline {}",
-                    r.baseline_mib,
-                    r.peak_mib,
-                    r.after_mib,
-                    match r.back_within_20_mib_secs {
-                        Some(s) => format!("after {s:.1} s"),
-                        None => "never during the watch".to_owned(),
-                    }
-                );
+                print_memory(&r.memory);
             }
         }
         Attack::Idle { addresses, per_address, server_fds, auth_timeout } => {
@@ -164,4 +146,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The server-RSS line of a flood's report.
+fn print_memory(m: &Memory) {
+    println!(
+        "server RSS: baseline {:.1} MiB, peak {:.1} MiB, {:.1} MiB after closing; within 20 MiB of the baseline {}",
+        m.baseline_mib,
+        m.peak_mib,
+        m.after_mib,
+        match m.back_within_20_mib_secs {
+            Some(s) => format!("after {s:.1} s"),
+            None => "never during the watch".to_owned(),
+        }
+    );
 }
