@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use babel_proto::relay as wire;
-use babel_proto::{CallId, MediaSetup, ServerEvent};
+use babel_proto::{CallId, MediaSetup, ServerEvent, UserId};
 use common::{User, befriend, start, user};
 use tokio::net::UdpSocket;
 
@@ -150,6 +150,14 @@ fn incoming(e: &ServerEvent) -> Option<babel_proto::IncomingCall> {
     }
 }
 
+/// `/call_accepted` by `callee`: the callee as the caller sees it.
+fn accepted_by(callee: UserId) -> impl FnMut(&ServerEvent) -> Option<babel_proto::Peer> {
+    move |e| match e {
+        ServerEvent::CallAccepted(j) if j.peer.user.id == callee => Some(j.peer.clone()),
+        _ => None,
+    }
+}
+
 /// Finding 11: being rung (called or invited) shows nobody's candidates;
 /// answering shows those of the others who did not ask for relay-only.
 #[tokio::test]
@@ -169,13 +177,7 @@ async fn nobody_learns_an_address_before_answering() {
     assert_eq!(rung.ip, "127.0.0.1", "the relay's address");
     let joined = b.client.accept_call(started.call_id, media(42000)).await.unwrap();
     assert_eq!(joined.participants[0].media.candidates, cand(41000), "once answered, the caller's");
-    let bid = b.id();
-    let accepted = a
-        .expect("call_accepted", |e| match e {
-            ServerEvent::CallAccepted(j) if j.peer.user.id == bid => Some(j.peer.clone()),
-            _ => None,
-        })
-        .await;
+    let accepted = a.expect("call_accepted", accepted_by(b.id())).await;
     assert_eq!(accepted.media.candidates, cand(42000), "the callee answered: its candidates");
 
     a.client.invite(started.call_id, c.id()).await.unwrap();
@@ -201,13 +203,7 @@ async fn relay_only_withholds_every_address() {
         ..MediaSetup::default()
     };
     let joined = b.client.accept_call(started.call_id, hidden).await.unwrap();
-    let bid = b.id();
-    let accepted = a
-        .expect("call_accepted", |e| match e {
-            ServerEvent::CallAccepted(j) if j.peer.user.id == bid => Some(j.peer.clone()),
-            _ => None,
-        })
-        .await;
+    let accepted = a.expect("call_accepted", accepted_by(b.id())).await;
     assert!(accepted.media.candidates.is_empty(), "{:?}", accepted.media.candidates);
     assert_eq!(accepted.ip, "127.0.0.1", "the relay's address");
     // b binds to the relay; a is not told where b is.
