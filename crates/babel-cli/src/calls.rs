@@ -11,7 +11,9 @@ use babel_media::audio::{AudioInput, AudioOutput, BufferInput, RecordingOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs};
 use babel_media::device::{FallbackOutput, OutputNotice};
 use babel_media::engine::{CallStats, EndCause, MediaConfig, PeerSetup, spawn_call};
-use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
+use babel_media::setup::{
+    KeyStep, Prepared, agreed_peer, await_reveal, callee_settled, join_group, key_steps, peer_setup,
+};
 use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, EndReason, RelayGrant, ServerEvent, UserId};
 use serde_json::json;
@@ -605,67 +607,6 @@ fn missed_words(r: EndReason) -> &'static str {
     }
 }
 
-/// A newcomer's side of joining a group call after its `/answer`: waits
-/// for every member's nonce, then reveals its key. `Err` with why the call
-/// must end.
-async fn join_group(
-    client: &mut Client,
-    events: &mut EventStream,
-    call: CallId,
-    joined: &babel_proto::CallJoined,
-    mut joiner: Joiner,
-) -> Result<GroupAgreement, String> {
-    let members: Vec<(UserId, Option<&str>)> =
-        joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
-    joiner.on_joined(call, joined.epoch.0, &members);
-    let wait = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match events.next().await {
-                Some(Ok(Event::Server(ServerEvent::CallNonce(n)))) if n.call_id == call => {
-                    if let Some(key) = joiner.on_nonce(n.id, &n.nonce) {
-                        return Ok(key);
-                    }
-                }
-                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == call => {
-                    return Err(format!("the call ended: {}", r.as_str()));
-                }
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("the event stream ended".into()),
-                _ => {}
-            }
-        }
-    });
-    let key = wait.await.unwrap_or_else(|_| Err("the others never answered my key commitment".into()))?;
-    client.call_key(call, key).await.map_err(|e| e.to_string())?;
-    joiner.into_group().ok_or_else(|| "the call's members are unknown".to_owned())
-}
-
-/// A callee's side of the key exchange after its `/answer`: waits for the
-/// caller's key and checks it against the commitment. `Err` with why the
-/// call must end.
-async fn await_reveal(
-    events: &mut EventStream,
-    call: CallId,
-    agreement: &mut CalleeAgreement,
-) -> Result<babel_proto::agree::Agreed, String> {
-    let wait = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match events.next().await {
-                Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if k.call_id == call => {
-                    return agreement.on_reveal(k.id, &k.key).map_err(|e| e.to_string());
-                }
-                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == call => {
-                    return Err(format!("the call ended: {}", r.as_str()));
-                }
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("the event stream ended".into()),
-                _ => {}
-            }
-        }
-    });
-    wait.await.unwrap_or_else(|_| Err("the caller never revealed its key".into()))
-}
-
 /// `babel listen`.
 pub async fn listen(
     mut client: Client,
@@ -802,15 +743,12 @@ pub async fn listen(
             }
         };
         let settled = match (agreement.as_mut(), joiner) {
-            (Some(a), _) => await_reveal(&mut events, call_id, a).await.map(|agreed| {
-                let peers =
-                    joined.participants.iter().filter(|p| p.user.id == agreed.peer).map(|p| agreed_peer(p, &agreed));
-                (peers.collect(), GroupAgreement::two_party(call_id, me, agreed.peer, me, &agreed))
-            }),
-            (None, Some(j)) => match join_group(&mut client, &mut events, call_id, &joined, j).await {
-                Ok(group) => Ok((joined.participants.iter().filter_map(peer_setup).collect(), group)),
-                Err(e) => Err(e),
-            },
+            (Some(a), _) => {
+                await_reveal(&mut events, call_id, a).await.map(|agreed| callee_settled(call_id, me, &joined, &agreed))
+            }
+            (None, Some(j)) => join_group(&mut client, &mut events, call_id, &joined, j)
+                .await
+                .map(|group| (joined.participants.iter().filter_map(peer_setup).collect(), group)),
             (None, None) => continue,
         };
         let (peers, group): (Vec<PeerSetup>, GroupAgreement) = match settled {
@@ -818,7 +756,7 @@ pub async fn listen(
             Err(why) => {
                 term::say(&format!("babel: the call from {} was ended: {why}", incoming.caller.name));
                 let _ = client.hangup(call_id).await;
-                done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": why }));
+                done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": why.to_string() }));
                 continue;
             }
         };
@@ -943,7 +881,7 @@ pub async fn demo(keep: Option<&Path>, show: bool) -> Outcome {
         .on_accepted(started.call_id, accepted.user.id, accepted.media.key.as_deref())
         .map_err(anyhow::Error::from)?;
     alice.call_key(started.call_id, a_agree.reveal().context("reveal")?).await?;
-    let b_agreed = await_reveal(&mut bob_events, started.call_id, &mut b_agree).await.map_err(anyhow::Error::msg)?;
+    let b_agreed = await_reveal(&mut bob_events, started.call_id, &mut b_agree).await.map_err(anyhow::Error::from)?;
     let phrase = demo_phrase(dir.path())?;
     // The recording lives in the demo's temporary folder (gone when it
     // ends) unless --output asks to keep it.

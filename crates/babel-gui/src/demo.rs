@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use babel_client::{Client, Event};
 use babel_media::audio::AudioOutput;
-use babel_media::engine::{CallSetup, MediaConfig, PeerSetup, spawn_call};
-use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
+use babel_media::engine::{CallSetup, MediaConfig, spawn_call};
+use babel_media::setup::{
+    KeyStep, Prepared, agreed_peer, await_reveal, callee_settled, join_group, key_steps, peer_setup,
+};
 use babel_proto::agree::{CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, Presence, ServerEvent, SessionInfo, UserId};
 use babel_server::{Config, RunningServer};
@@ -81,32 +83,12 @@ pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
         // into a group: commit, reveal once every member sent a nonce.
         let me = client.user_id().unwrap_or(UserId(0));
         let settled = if incoming.participants.len() >= 2 {
-            let mut joiner = Joiner::new(me, &prepared.keys);
+            let joiner = Joiner::new(me, &prepared.keys);
             let Ok(joined) = client.accept_call(call_id, prepared.join_media(&joiner)).await else { continue };
-            let members: Vec<(UserId, Option<&str>)> =
-                joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
-            joiner.on_joined(call_id, joined.epoch.0, &members);
-            let key = loop {
-                match events.next().await {
-                    Some(Ok(Event::Server(ServerEvent::CallNonce(n)))) if n.call_id == call_id => {
-                        if let Some(key) = joiner.on_nonce(n.id, &n.nonce) {
-                            break Some(key);
-                        }
-                    }
-                    Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => break None,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Ok(()),
-                }
-            };
-            let revealed = match key {
-                Some(k) => client.call_key(call_id, k).await.is_ok(),
-                None => false,
-            };
-            match joiner.into_group().filter(|_| revealed) {
-                Some(group) => Some((joined.participants.iter().filter_map(peer_setup).collect(), group, joined)),
-                None => None,
-            }
+            join_group(&mut client, &mut events, call_id, &joined, joiner)
+                .await
+                .ok()
+                .map(|group| (joined.participants.iter().filter_map(peer_setup).collect(), group, joined))
         } else {
             let commit = incoming.media.key_commit.as_deref();
             let Ok(mut a) = CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys)
@@ -115,25 +97,9 @@ pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
                 continue;
             };
             let Ok(joined) = client.accept_call(call_id, prepared.answer_media(&a)).await else { continue };
-            let agreed = loop {
-                match events.next().await {
-                    Some(Ok(Event::Server(ServerEvent::CallKey(k)))) if k.call_id == call_id => {
-                        break a.on_reveal(k.id, &k.key).ok();
-                    }
-                    Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => break None,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Ok(()),
-                }
-            };
-            agreed.map(|agreed| {
-                let peers: Vec<PeerSetup> = joined
-                    .participants
-                    .iter()
-                    .filter(|p| p.user.id == agreed.peer)
-                    .map(|p| agreed_peer(p, &agreed))
-                    .collect();
-                (peers, GroupAgreement::two_party(call_id, me, agreed.peer, me, &agreed), joined)
+            await_reveal(&mut events, call_id, &mut a).await.ok().map(|agreed| {
+                let (peers, group) = callee_settled(call_id, me, &joined, &agreed);
+                (peers, group, joined)
             })
         };
         let Some((peers, group, joined)) = settled else {

@@ -9,17 +9,20 @@
 //! ([`Prepared::answer_media`]) only once it holds the caller's commitment,
 //! and starts its media once the revealed key matched it
 //! (`babel_proto::agree` is that exchange; [`agreed_peer`] turns its outcome
-//! into the engine's peer). [`Prepared::into_call`] makes the engine's
-//! [`CallSetup`]. While the call runs, [`control_for`] says what a server
-//! event means for the engine.
+//! into the engine's peer). [`await_reveal`] (a callee) and [`join_group`]
+//! (a newcomer to a group call) wait for the other side's part of the
+//! exchange. [`Prepared::into_call`] makes the engine's [`CallSetup`].
+//! While the call runs, [`key_steps`] says what a server event means for
+//! the call's keys and the engine.
 //!
 //! Not here: the signalling itself (`babel-client`) or audio devices.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
-use babel_client::CallChannel;
+use babel_client::{CallChannel, Client, ClientError, Event, EventStream};
 use babel_proto::agree::{AgreeError, Agreed, CalleeAgreement, GroupAgreement, Joiner};
-use babel_proto::{CallId, MediaSetup, Peer, RelayGrant, ServerEvent};
+use babel_proto::{CallId, CallJoined, MediaSetup, Peer, RelayGrant, ServerEvent, UserId};
 use tokio::net::UdpSocket;
 
 use crate::engine::{CallSetup, Control, PeerSetup, RelayInfo};
@@ -162,16 +165,106 @@ pub fn relay_info(grant: &RelayGrant, server_ip: IpAddr) -> Option<RelayInfo> {
     Some(RelayInfo { addr: SocketAddr::new(server_ip, port), handle, key })
 }
 
-/// What a server event means for the media of a running `call`: someone
-/// joined, left, or moved. `None` for anything else (including the end of
-/// the call, which the caller handles).
-pub fn control_for(call: CallId, ev: &ServerEvent) -> Option<Control> {
-    match ev {
-        ServerEvent::ParticipantJoined(j) if j.call_id == call => peer_setup(&j.peer).map(Control::AddPeer),
-        ServerEvent::ParticipantLeft(c, id, _) if *c == call => Some(Control::RemovePeer(*id)),
-        ServerEvent::CallCandidates(u) if u.call_id == call => Some(Control::Candidates(u.id, u.candidates.clone())),
+/// How long one side of a key exchange waits for the other's next step.
+pub const KEY_EXCHANGE_WAIT: Duration = Duration::from_secs(20);
+
+/// Why a key exchange did not finish: the call must end.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The other side's part did not agree (a key that does not match its
+    /// commitment, a second reveal, ...).
+    #[error(transparent)]
+    Agree(#[from] AgreeError),
+    /// The call ended while waiting (its reason).
+    #[error("the call ended: {0}")]
+    Ended(&'static str),
+    /// The server could not be told my part, or the event stream failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The event stream ended.
+    #[error("the event stream ended")]
+    StreamEnded,
+    /// Nothing came within [`KEY_EXCHANGE_WAIT`] (what was awaited).
+    #[error("{0}")]
+    TimedOut(&'static str),
+    /// A newcomer's exchange finished without knowing the call's members.
+    #[error("the call's members are unknown")]
+    NoMembers,
+}
+
+/// Waits for the first event of `call` that `pick` takes; other events are
+/// passed over. The call's end, or the stream's, is an error.
+async fn wait_in_call<T>(
+    events: &mut EventStream,
+    call: CallId,
+    awaited: &'static str,
+    mut pick: impl FnMut(&ServerEvent) -> Option<Result<T, ExchangeError>>,
+) -> Result<T, ExchangeError> {
+    let wait = async {
+        loop {
+            match events.next().await {
+                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == call => {
+                    return Err(ExchangeError::Ended(r.as_str()));
+                }
+                Some(Ok(Event::Server(ev))) => {
+                    if let Some(done) = pick(&ev) {
+                        return done;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(ExchangeError::StreamEnded),
+            }
+        }
+    };
+    tokio::time::timeout(KEY_EXCHANGE_WAIT, wait).await.unwrap_or(Err(ExchangeError::TimedOut(awaited)))
+}
+
+/// A callee's side of a two-party call after its `/answer`: waits for the
+/// caller's key and checks it against the commitment.
+pub async fn await_reveal(
+    events: &mut EventStream,
+    call: CallId,
+    agreement: &mut CalleeAgreement,
+) -> Result<Agreed, ExchangeError> {
+    wait_in_call(events, call, "the caller never revealed its key", |ev| match ev {
+        ServerEvent::CallKey(k) if k.call_id == call => Some(agreement.on_reveal(k.id, &k.key).map_err(Into::into)),
         _ => None,
-    }
+    })
+    .await
+}
+
+/// What a callee's exchange settled, for the engine and the code: the
+/// caller as a peer (where the answer said it is) and the call's keys.
+pub fn callee_settled(
+    call: CallId,
+    me: UserId,
+    joined: &CallJoined,
+    agreed: &Agreed,
+) -> (Vec<PeerSetup>, GroupAgreement) {
+    let peers = joined.participants.iter().filter(|p| p.user.id == agreed.peer).map(|p| agreed_peer(p, agreed));
+    (peers.collect(), GroupAgreement::two_party(call, me, agreed.peer, me, agreed))
+}
+
+/// A newcomer's side of joining a group call after its `/answer`: waits
+/// for every member's nonce, then reveals its key with `/call_key`.
+pub async fn join_group(
+    client: &mut Client,
+    events: &mut EventStream,
+    call: CallId,
+    joined: &CallJoined,
+    mut joiner: Joiner,
+) -> Result<GroupAgreement, ExchangeError> {
+    let members: Vec<(UserId, Option<&str>)> =
+        joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
+    joiner.on_joined(call, joined.epoch.0, &members);
+    let key = wait_in_call(events, call, "the others never answered my key commitment", |ev| match ev {
+        ServerEvent::CallNonce(n) if n.call_id == call => joiner.on_nonce(n.id, &n.nonce).map(Ok),
+        _ => None,
+    })
+    .await?;
+    client.call_key(call, key).await?;
+    joiner.into_group().ok_or(ExchangeError::NoMembers)
 }
 
 /// What a server event means for a running call's keys and media.
@@ -301,14 +394,28 @@ mod tests {
 
     #[test]
     fn events_for_this_call_only() {
+        // A two-party call between Ann (1, me) and Ben (2), agreed.
+        let (ann, ben) = (UserId(1), UserId(2));
         let call = CallId(1);
+        let (ka, kb) = (CallKeys::generate().expect("keys"), CallKeys::generate().expect("keys"));
+        let mut caller = babel_proto::agree::CallerAgreement::new(ann, &ka);
+        let mut callee =
+            CalleeAgreement::on_incoming(call, ann, Some(&caller.key_commit()), ben, &kb).expect("committed");
+        let agreed = caller.on_accepted(call, ben, Some(&callee.key())).expect("answer");
+        callee.on_reveal(ann, &caller.reveal().expect("reveal")).expect("reveal matches");
+        let mut group = GroupAgreement::two_party(call, ann, ann, ben, &agreed);
+        let mut pending = None;
+        let mut steps = |ev: &ServerEvent| key_steps(&mut group, &mut pending, call, ev);
+        // A newcomer that shows a key and no commitment is not taken in.
         let joined = ServerEvent::ParticipantJoined(PeerJoined { call_id: call, peer: peer(Some("k")), epoch: None });
-        assert!(matches!(control_for(call, &joined), Some(Control::AddPeer(p)) if p.user == UserId(7)));
-        assert!(control_for(CallId(2), &joined).is_none());
+        assert!(matches!(steps(&joined)[..], [KeyStep::End(_)]));
+        let other =
+            ServerEvent::ParticipantJoined(PeerJoined { call_id: CallId(2), peer: peer(Some("k")), epoch: None });
+        assert!(steps(&other).is_empty());
         let left = ServerEvent::ParticipantLeft(call, UserId(7), babel_proto::Epoch(2));
-        assert!(matches!(control_for(call, &left), Some(Control::RemovePeer(UserId(7)))));
+        assert!(matches!(steps(&left)[..], [KeyStep::Media(Control::RemovePeer(UserId(7))), KeyStep::Code(_)]));
         let moved = ServerEvent::CallCandidates(CandidatesUpdate { call_id: call, id: UserId(7), candidates: vec![] });
-        assert!(matches!(control_for(call, &moved), Some(Control::Candidates(UserId(7), _))));
-        assert!(control_for(call, &ServerEvent::Ping).is_none());
+        assert!(matches!(steps(&moved)[..], [KeyStep::Media(Control::Candidates(UserId(7), _))]));
+        assert!(steps(&ServerEvent::Ping).is_empty());
     }
 }
