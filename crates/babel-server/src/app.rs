@@ -477,7 +477,7 @@ impl App {
         if conn.speaks_for.as_ref().is_some_and(|g| g.session() == session) {
             return;
         }
-        let (guard, came_online) = self.presence.attach(user, session, conn.ip);
+        let (guard, came_online) = self.presence.attach(user, session);
         let earlier = conn.speaks_for.replace(guard);
         if came_online {
             self.refresh_status(user).await;

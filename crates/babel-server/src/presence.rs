@@ -1,5 +1,5 @@
 //! Who is online: which sessions have at least one open, authenticated
-//! connection in this process, and from which IP address.
+//! connection in this process.
 //!
 //! A connection speaks for at most one session (which one is decided by
 //! `App`, PROTOCOL.md §6) and holds a [`PresenceGuard`] for it; releasing the
@@ -11,7 +11,6 @@
 //! (see `App::refresh_status`), or other nodes' connections.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use babel_proto::UserId;
@@ -21,16 +20,11 @@ use crate::store::SessionId;
 #[derive(Debug)]
 struct Live {
     connections: u32,
-    /// The IP of the connection that attached last.
-    ip: IpAddr,
-    /// Attach order across the registry, to find a user's latest session.
-    seq: u64,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     users: HashMap<UserId, HashMap<SessionId, Live>>,
-    seq: u64,
 }
 
 /// Live connections per session, per user.
@@ -96,18 +90,13 @@ impl PresenceRegistry {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts one more connection for `session`, seen from `ip`. Also
-    /// answers whether the user was offline until now.
-    pub fn attach(self: &Arc<Self>, user: UserId, session: SessionId, ip: IpAddr) -> (PresenceGuard, bool) {
+    /// Counts one more connection for `session`. Also answers whether the
+    /// user was offline until now.
+    pub fn attach(self: &Arc<Self>, user: UserId, session: SessionId) -> (PresenceGuard, bool) {
         let mut inner = self.lock();
-        inner.seq += 1;
-        let seq = inner.seq;
         let sessions = inner.users.entry(user).or_default();
         let was_offline = sessions.is_empty();
-        let live = sessions.entry(session).or_insert(Live { connections: 0, ip, seq });
-        live.connections += 1;
-        live.ip = ip;
-        live.seq = seq;
+        sessions.entry(session).or_insert(Live { connections: 0 }).connections += 1;
         (PresenceGuard { registry: Arc::clone(self), user, session, armed: true }, was_offline)
     }
 
@@ -169,16 +158,6 @@ impl PresenceRegistry {
         s
     }
 
-    /// The IP of the user's most recently attached session.
-    pub fn latest_ip(&self, user: UserId) -> Option<IpAddr> {
-        self.lock().users.get(&user)?.values().max_by_key(|l| l.seq).map(|l| l.ip)
-    }
-
-    /// The IP a session was last seen from.
-    pub fn session_ip(&self, user: UserId, session: SessionId) -> Option<IpAddr> {
-        Some(self.lock().users.get(&user)?.get(&session)?.ip)
-    }
-
     /// How many users are online.
     pub fn online_users(&self) -> usize {
         self.lock().users.len()
@@ -189,18 +168,16 @@ impl PresenceRegistry {
 mod tests {
     use super::*;
 
-    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
     #[test]
     fn online_while_a_guard_lives() {
         let r = Arc::new(PresenceRegistry::default());
         let u = UserId(1);
         assert!(!r.is_online(u));
-        let (g1, first) = r.attach(u, SessionId(1), IP);
+        let (g1, first) = r.attach(u, SessionId(1));
         assert!(first);
-        let (g2, again) = r.attach(u, SessionId(1), IP);
+        let (g2, again) = r.attach(u, SessionId(1));
         assert!(!again);
-        let (g3, _) = r.attach(u, SessionId(2), IP);
+        let (g3, _) = r.attach(u, SessionId(2));
         assert_eq!(r.sessions_of(u), vec![SessionId(1), SessionId(2)]);
         assert_eq!(g1.release(), Detached { session_gone: false, user_offline: false });
         assert_eq!(g3.release(), Detached { session_gone: true, user_offline: false });
@@ -211,29 +188,15 @@ mod tests {
     }
 
     #[test]
-    fn latest_ip_is_the_most_recent_attach() {
-        let r = Arc::new(PresenceRegistry::default());
-        let u = UserId(1);
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let _g1 = r.attach(u, SessionId(1), a);
-        let _g2 = r.attach(u, SessionId(2), b);
-        assert_eq!(r.latest_ip(u), Some(b));
-        let _g3 = r.attach(u, SessionId(1), a);
-        assert_eq!(r.latest_ip(u), Some(a));
-        assert_eq!(r.session_ip(u, SessionId(2)), Some(b));
-    }
-
-    #[test]
     fn a_forgotten_guard_leaves_later_counts_alone() {
         let r = Arc::new(PresenceRegistry::default());
         let u = UserId(1);
-        let (old, _) = r.attach(u, SessionId(1), IP);
+        let (old, _) = r.attach(u, SessionId(1));
         assert!(r.is_attached(u, SessionId(1)));
         r.end_session(u, SessionId(1));
         assert!(!r.is_attached(u, SessionId(1)));
         // Whatever attached since is not the old guard's to take away.
-        let (late, _) = r.attach(u, SessionId(1), IP);
+        let (late, _) = r.attach(u, SessionId(1));
         old.forget();
         assert!(r.is_attached(u, SessionId(1)));
         drop(late);
@@ -244,14 +207,14 @@ mod tests {
     fn ended_session_is_offline_at_once() {
         let r = Arc::new(PresenceRegistry::default());
         let u = UserId(1);
-        let (g, _) = r.attach(u, SessionId(1), IP);
-        let (other, _) = r.attach(u, SessionId(2), IP);
+        let (g, _) = r.attach(u, SessionId(1));
+        let (other, _) = r.attach(u, SessionId(2));
         r.end_session(u, SessionId(1));
         assert!(r.is_online(u), "the other device is still there");
         drop(other);
         assert!(!r.is_online(u));
         assert_eq!(g.release(), Detached::default(), "a late release of an ended session changes nothing");
-        let (g, _) = r.attach(u, SessionId(3), IP);
+        let (g, _) = r.attach(u, SessionId(3));
         r.end_user(u);
         assert!(!r.is_online(u));
         drop(g);
