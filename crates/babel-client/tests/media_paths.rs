@@ -7,21 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use babel_proto::relay as wire;
-use babel_proto::{CallId, ChannelFrame, MediaSetup, SendData, ServerEvent};
+use babel_proto::{ChannelFrame, MediaSetup, SendData, ServerEvent};
 use bytes::Bytes;
-use common::{User, befriend, start, user};
+use common::{answered_call, befriend, relay_bind as bind, start, user};
 use tokio::net::UdpSocket;
-
-async fn answered_call(s: &common::TestServer, a: &str, b: &str) -> (User, User, CallId, [(u16, u32, [u8; 16]); 2]) {
-    let mut a = user(s, a).await;
-    let mut b = user(s, b).await;
-    befriend(&mut a, &mut b).await;
-    let started = a.client.call(b.id(), MediaSetup::default()).await.unwrap();
-    b.expect("incoming", |e| matches!(e, ServerEvent::IncomingCall(_)).then_some(())).await;
-    let joined = b.client.accept_call(started.call_id, MediaSetup::default()).await.unwrap();
-    let grants = [started.relay.parts().unwrap(), joined.relay.parts().unwrap()];
-    (a, b, started.call_id, grants)
-}
 
 fn packet(i: u32) -> SendData {
     let p = i.to_be_bytes().repeat(20);
@@ -107,21 +96,6 @@ async fn a_slow_receiver_stalls_nobody() {
     assert!(received < sent, "some frames were dropped ({received} of {sent} arrived)");
     // Every frame either arrived or was counted as dropped.
     assert_eq!(received + s.server.app().channel_drops(), sent);
-}
-
-/// BIND, and CONFIRM when challenged (with nonce + 1): the address the
-/// relay saw, once bound there.
-async fn bind(sock: &UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16], nonce: u64) -> Option<SocketAddr> {
-    sock.send_to(&wire::encode_bind(handle, nonce, key), relay).await.unwrap();
-    let mut buf = [0u8; 256];
-    let n = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await.ok()?.unwrap();
-    let ack = wire::verify_bind_ack(&buf[..n], key)?;
-    if ack.state == wire::BOUND {
-        return Some(ack.seen);
-    }
-    sock.send_to(&wire::encode_confirm(handle, nonce + 1, &ack.cookie, key), relay).await.unwrap();
-    let n = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await.ok()?.unwrap();
-    wire::verify_bind_ack(&buf[..n], key).filter(|a| a.state == wire::BOUND).map(|a| a.seen)
 }
 
 async fn recv_relayed(sock: &UdpSocket, wait: Duration) -> Option<(babel_proto::UserId, Vec<u8>)> {

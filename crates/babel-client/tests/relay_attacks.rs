@@ -8,19 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use babel_proto::relay as wire;
-use babel_proto::{CallId, MediaSetup, ServerEvent, UserId};
-use common::{User, befriend, start, user};
+use babel_proto::{MediaSetup, ServerEvent, UserId};
+use common::{answered_call, befriend, start, user};
 use tokio::net::UdpSocket;
-
-async fn answered_call(s: &common::TestServer, a: &str, b: &str) -> (User, User, CallId, [(u16, u32, [u8; 16]); 2]) {
-    let mut a = user(s, a).await;
-    let mut b = user(s, b).await;
-    befriend(&mut a, &mut b).await;
-    let started = a.client.call(b.id(), MediaSetup::default()).await.unwrap();
-    b.expect("incoming", |e| matches!(e, ServerEvent::IncomingCall(_)).then_some(())).await;
-    let joined = b.client.accept_call(started.call_id, MediaSetup::default()).await.unwrap();
-    (a, b, started.call_id, [started.relay.parts().unwrap(), joined.relay.parts().unwrap()])
-}
 
 async fn recv(sock: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
     let mut buf = [0u8; 2048];
@@ -28,22 +18,11 @@ async fn recv(sock: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
     Some(buf[..n].to_vec())
 }
 
-/// BIND, and CONFIRM when challenged: whether the relay then says bound.
+/// BIND, and CONFIRM when challenged: whether the relay then says bound
+/// (`nonce` moves past both).
 async fn bind(sock: &UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16], nonce: &mut u64) -> bool {
-    *nonce += 1;
-    sock.send_to(&wire::encode_bind(handle, *nonce, key), relay).await.unwrap();
-    let Some(ack) = recv(sock, Duration::from_millis(500)).await.and_then(|d| wire::verify_bind_ack(&d, key)) else {
-        return false;
-    };
-    if ack.state == wire::BOUND {
-        return true;
-    }
-    *nonce += 1;
-    sock.send_to(&wire::encode_confirm(handle, *nonce, &ack.cookie, key), relay).await.unwrap();
-    recv(sock, Duration::from_millis(500))
-        .await
-        .and_then(|d| wire::verify_bind_ack(&d, key))
-        .is_some_and(|a| a.state == wire::BOUND)
+    *nonce += 2;
+    common::relay_bind(sock, relay, handle, key, *nonce - 1).await.is_some()
 }
 
 /// Finding 3: a participant BINDs with a victim's address as its source (on

@@ -102,3 +102,43 @@ pub async fn befriend(a: &mut User, b: &mut User) {
     let aid = a.id();
     b.expect("contact_added", |e| matches!(e, ServerEvent::ContactAdded(c) if c.user.id == aid).then_some(())).await;
 }
+
+/// A two-party call between two new users, answered: both users, the call
+/// and each side's relay grant (port, handle, key).
+pub async fn answered_call(
+    s: &TestServer,
+    a: &str,
+    b: &str,
+) -> (User, User, babel_proto::CallId, [(u16, u32, [u8; 16]); 2]) {
+    use babel_proto::MediaSetup;
+    let mut a = user(s, a).await;
+    let mut b = user(s, b).await;
+    befriend(&mut a, &mut b).await;
+    let started = a.client.call(b.id(), MediaSetup::default()).await.unwrap();
+    b.expect("incoming", |e| matches!(e, ServerEvent::IncomingCall(_)).then_some(())).await;
+    let joined = b.client.accept_call(started.call_id, MediaSetup::default()).await.unwrap();
+    let grants = [started.relay.parts().unwrap(), joined.relay.parts().unwrap()];
+    (a, b, started.call_id, grants)
+}
+
+/// BIND from `sock`, and CONFIRM when challenged (with `nonce + 1`): the
+/// address the relay saw, once bound there.
+pub async fn relay_bind(
+    sock: &tokio::net::UdpSocket,
+    relay: std::net::SocketAddr,
+    handle: u32,
+    key: &[u8; 16],
+    nonce: u64,
+) -> Option<std::net::SocketAddr> {
+    use babel_proto::relay as wire;
+    sock.send_to(&wire::encode_bind(handle, nonce, key), relay).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await.ok()?.unwrap();
+    let ack = wire::verify_bind_ack(&buf[..n], key)?;
+    if ack.state == wire::BOUND {
+        return Some(ack.seen);
+    }
+    sock.send_to(&wire::encode_confirm(handle, nonce + 1, &ack.cookie, key), relay).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await.ok()?.unwrap();
+    wire::verify_bind_ack(&buf[..n], key).filter(|a| a.state == wire::BOUND).map(|a| a.seen)
+}
