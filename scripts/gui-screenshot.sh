@@ -6,27 +6,12 @@
 #   lost-connection  docs/screenshot-lost-connection.png: the server gone
 #   incoming         docs/screenshot-incoming.png: Ben calling
 # Demos run a server on loopback with contacts in every state, and keep
-# their settings in a temporary folder. Installs Xvfb and Mesa when missing.
+# their settings in a temporary folder. Xvfb and Mesa come from
+# `scripts/setup.sh --screenshots`, which this script runs first.
 # Usage: scripts/gui-screenshot.sh [NAME...]   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-
-# command or library -> Debian package
-missing=()
-command -v xvfb-run >/dev/null 2>&1 || missing+=(xvfb xauth)
-for lib in libGL.so.1 libEGL.so.1 libxkbcommon-x11.so.0 libXcursor.so.1 libXrandr.so.2 libXi.so.6; do
-  ldconfig -p | grep -q "$lib" || missing+=("$lib")
-done
-if ((${#missing[@]})); then
-  echo "gui-screenshot: installing Xvfb and OpenGL libraries" >&2
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq xvfb xauth libgl1 libgl1-mesa-dri libegl1 libxkbcommon-x11-0 \
-    libxcursor1 libxrandr2 libxi6
-fi
+scripts/setup.sh --screenshots
 
 # GUI_SCREENSHOT_PROFILE=dev takes them with a debug build (quicker to build).
 profile="${GUI_SCREENSHOT_PROFILE:-release}"

@@ -37,6 +37,18 @@ else
   missing+=(python3-venv python3-dev)
 fi
 
+# `--screenshots` (scripts/gui-screenshot.sh): a virtual X display and
+# Mesa's software OpenGL for the desktop app's pictures. No test needs them.
+if [ "${1:-}" = --screenshots ]; then
+  command -v xvfb-run >/dev/null 2>&1 || missing+=(xvfb xauth)
+  declare -A gl=([libGL.so.1]=libgl1 [libEGL.so.1]=libegl1 [libxkbcommon-x11.so.0]=libxkbcommon-x11-0
+    [libXcursor.so.1]=libxcursor1 [libXrandr.so.2]=libxrandr2 [libXi.so.6]=libxi6)
+  for lib in "${!gl[@]}"; do
+    ldconfig -p | grep -q "$lib" || missing+=("${gl[$lib]}")
+  done
+  [ -d /usr/lib/x86_64-linux-gnu/dri ] || [ -d /usr/lib/dri ] || missing+=(libgl1-mesa-dri)
+fi
+
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 if ((${#missing[@]})); then
