@@ -28,6 +28,8 @@ use babel_proto::{
 };
 use tokio::sync::mpsc;
 
+mod social;
+
 use crate::model::end_reason_text;
 use crate::msg::{Command, PeerLevel, StatsSnapshot, Update};
 use crate::ringtone::{Sound, SoundInput};
@@ -499,6 +501,7 @@ impl Backend {
                 }
             }
             Command::Shutdown => {}
+            c => self.social(c).await,
         }
     }
 

@@ -8,6 +8,8 @@
 //!   glues the three together.
 //! * [`settings`]: what is remembered between runs (devices, audio, the
 //!   session), in the home directory.
+//! * [`social`]: conversations, call history, account, status and
+//!   blocking, as plain data beside the model.
 //! * [`notify`]: desktop notifications (an incoming call), where the
 //!   desktop has them.
 //! * [`ringtone`]: synthesized sounds (ringtone, test tone, a voice).
@@ -23,6 +25,7 @@ pub mod msg;
 pub mod notify;
 pub mod ringtone;
 pub mod settings;
+pub mod social;
 pub mod ui;
 
 pub use ui::App;

@@ -13,6 +13,7 @@ use babel_proto::{CallId, ContactEntry, EndReason, Presence, ServerEvent, User, 
 
 use crate::msg::{Command, StatsSnapshot, Update};
 use crate::settings::{SavedSession, Settings};
+use crate::social::{Page, Social, SocialIntent};
 
 /// How many statistics samples the live plot keeps (a minute at 4 a second).
 pub const HISTORY: usize = 240;
@@ -242,6 +243,8 @@ pub enum Intent {
     MicCheck(bool),
     /// Dismissed a notice.
     Dismiss(u64),
+    /// Messages, history, account, status, blocking.
+    Social(SocialIntent),
 }
 
 /// Everything the window shows.
@@ -285,6 +288,10 @@ pub struct Model {
     /// The connection to the server is lost (the backend is reconnecting):
     /// presence is unknown, and what needs the server cannot be done.
     pub connection_lost: bool,
+    /// Messages, history, account, status, blocking.
+    pub social: Social,
+    /// Commands updates gave rise to ([`Model::take_outbox`]).
+    pub(crate) outbox: Vec<Command>,
 }
 
 fn rank(p: Presence) -> u8 {
@@ -345,7 +352,15 @@ impl Model {
             notices: Vec::new(),
             next_notice: 0,
             connection_lost: false,
+            social: Social::default(),
+            outbox: Vec::new(),
         }
+    }
+
+    /// Commands that updates gave rise to (a read mark, a notification),
+    /// for the window to send.
+    pub fn take_outbox(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// Starts taking up a saved session: answers the command to send.
@@ -545,11 +560,13 @@ impl Model {
             Update::MicLevel(l) => self.mic_level = l,
             Update::Error(e) => self.notify(NoticeKind::Error, e),
             Update::Info(i) => self.notify(NoticeKind::Info, i),
+            Update::Social(u) => self.apply_social(u),
         }
     }
 
-    fn sign_out_locally(&mut self) {
+    pub(crate) fn sign_out_locally(&mut self) {
         let settings = self.settings.clone();
+        let focused = self.social.focused;
         let notices = std::mem::take(&mut self.notices);
         let next = self.next_notice;
         let mut form = std::mem::take(&mut self.form);
@@ -559,6 +576,7 @@ impl Model {
         self.form = form;
         self.notices = notices;
         self.next_notice = next;
+        self.social.focused = focused;
     }
 
     fn apply_event(&mut self, ev: ServerEvent) {
@@ -715,12 +733,14 @@ impl Model {
                     return vec![];
                 }
                 self.last_call = None;
+                self.social.page = Page::Home;
                 self.call = Some(CallView::new(None, self.name_of(id), CallPhase::Dialing));
                 vec![Command::Call(id)]
             }
             Intent::AcceptCall => {
                 let Some(inc) = self.incoming.take() else { return vec![] };
                 self.last_call = None;
+                self.social.page = Page::Home;
                 // Answering while in a call leaves that call first.
                 let mut out = Vec::new();
                 if self.call.take().is_some() {
@@ -797,6 +817,7 @@ impl Model {
                 self.notices.retain(|n| n.id != id);
                 vec![]
             }
+            Intent::Social(i) => self.social(i),
         }
     }
 }

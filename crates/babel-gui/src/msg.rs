@@ -7,6 +7,7 @@ use std::time::Duration;
 use babel_proto::{CallId, ContactEntry, ServerEvent, User, UserId};
 
 use crate::settings::{SavedSession, Settings};
+use crate::social::{MyStatus, SocialUpdate};
 
 /// What the window asks the backend to do.
 #[derive(Debug, Clone)]
@@ -69,6 +70,67 @@ pub enum Command {
     MicCheck(bool),
     /// Stop everything: the window is closing.
     Shutdown,
+    /// Load a page of a conversation (`before`: older than this message).
+    LoadMessages {
+        /// The contact.
+        contact: UserId,
+        /// Older than this message id (`None`: the newest page).
+        before: Option<u64>,
+    },
+    /// Send a message.
+    SendMessage {
+        /// To whom.
+        contact: UserId,
+        /// What.
+        text: String,
+        /// Makes a retry harmless.
+        client_id: String,
+    },
+    /// Mark received messages read, up to one.
+    MarkRead {
+        /// The contact.
+        contact: UserId,
+        /// Up to this message id.
+        message_id: u64,
+    },
+    /// Tell the desktop a message came (the window has no focus).
+    NotifyMessage {
+        /// The sender's name.
+        from: String,
+        /// What it says.
+        text: String,
+    },
+    /// Load a page of the call history.
+    LoadHistory {
+        /// Older than this entry (`None`: the newest page).
+        before: Option<u64>,
+    },
+    /// Change my name.
+    Rename(String),
+    /// Change my password.
+    ChangePassword {
+        /// The current one.
+        password: String,
+        /// The new one.
+        new_password: String,
+    },
+    /// List my sessions.
+    LoadSessions,
+    /// End one of my sessions.
+    EndSession(String),
+    /// Delete my account.
+    DeleteAccount {
+        /// Its password.
+        password: String,
+    },
+    /// Set my status.
+    SetStatus(MyStatus),
+    /// Block someone.
+    Block(UserId),
+    /// Unblock someone.
+    Unblock(UserId),
+    /// List the people I blocked.
+    LoadBlocked,
 }
 
 /// One participant's live figures.
@@ -175,4 +237,6 @@ pub enum Update {
     Error(String),
     /// Something a person should know; in words.
     Info(String),
+    /// Messages, history, account, status, blocking.
+    Social(SocialUpdate),
 }

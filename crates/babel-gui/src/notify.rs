@@ -41,6 +41,16 @@ pub async fn incoming_call(caller: String, email: String) -> Option<u32> {
     }
 }
 
+/// Tells the desktop that a message came from `from` (the window has no
+/// focus); silent when it cannot.
+pub async fn message(from: String, text: String) {
+    // A notification shows the start of a long message.
+    let body: String = text.chars().take(200).collect();
+    if let Err(e) = send_with(None, &format!("Message from {from}"), &body, "im.received", 1).await {
+        tracing::debug!(error = %e, "no desktop notification");
+    }
+}
+
 /// Takes a notification away (the call was answered, declined or missed).
 pub async fn close(id: u32) {
     if let Err(e) = tokio::time::timeout(SEND_TIMEOUT, close_now(id)).await.unwrap_or(Err(NotifyError::Timeout)) {
@@ -70,14 +80,31 @@ async fn close_now(_id: u32) -> Result<(), NotifyError> {
 /// Sends one notification on the session bus, or on the bus at `address`
 /// (a D-Bus address such as `unix:path=/run/…`); answers its id.
 pub async fn send(address: Option<&str>, summary: &str, body: &str) -> Result<u32, NotifyError> {
-    match tokio::time::timeout(SEND_TIMEOUT, send_now(address, summary, body)).await {
+    send_with(address, summary, body, "call.incoming", 2).await
+}
+
+/// [`send`] with a category and an urgency (0 low, 1 normal, 2 critical).
+async fn send_with(
+    address: Option<&str>,
+    summary: &str,
+    body: &str,
+    category: &str,
+    urgency: u8,
+) -> Result<u32, NotifyError> {
+    match tokio::time::timeout(SEND_TIMEOUT, send_now(address, summary, body, category, urgency)).await {
         Ok(r) => r,
         Err(_) => Err(NotifyError::Timeout),
     }
 }
 
 #[cfg(target_os = "linux")]
-async fn send_now(address: Option<&str>, summary: &str, body: &str) -> Result<u32, NotifyError> {
+async fn send_now(
+    address: Option<&str>,
+    summary: &str,
+    body: &str,
+    category: &str,
+    urgency: u8,
+) -> Result<u32, NotifyError> {
     use std::collections::HashMap;
     use zbus::zvariant::Value;
 
@@ -86,9 +113,9 @@ async fn send_now(address: Option<&str>, summary: &str, body: &str) -> Result<u3
         None => zbus::connection::Builder::session()?,
     };
     let conn = builder.build().await?;
-    // Urgency critical (2): stays until dismissed on most desktops.
+    // Urgency critical (2, calls): stays until dismissed on most desktops.
     let hints: HashMap<&str, Value<'_>> =
-        HashMap::from([("urgency", Value::U8(2)), ("category", Value::from("call.incoming"))]);
+        HashMap::from([("urgency", Value::U8(urgency)), ("category", Value::from(category))]);
     let actions: Vec<&str> = Vec::new();
     let reply = conn
         .call_method(
@@ -103,7 +130,13 @@ async fn send_now(address: Option<&str>, summary: &str, body: &str) -> Result<u3
 }
 
 #[cfg(not(target_os = "linux"))]
-async fn send_now(_address: Option<&str>, _summary: &str, _body: &str) -> Result<u32, NotifyError> {
+async fn send_now(
+    _address: Option<&str>,
+    _summary: &str,
+    _body: &str,
+    _category: &str,
+    _urgency: u8,
+) -> Result<u32, NotifyError> {
     Err(NotifyError::Unsupported)
 }
 

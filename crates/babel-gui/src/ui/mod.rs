@@ -144,6 +144,10 @@ impl App {
             self.model.apply(u);
         }
         let mut intents = Vec::new();
+        let focused = ctx.input(|i| i.focused);
+        if focused != self.model.social.focused {
+            intents.push(Intent::Social(crate::social::SocialIntent::Focus(focused)));
+        }
         if let Some(id) = self.call_when_online {
             if self.model.contact(id).is_some_and(|c| c.presence == babel_proto::Presence::Online) {
                 self.call_when_online = None;
@@ -155,6 +159,10 @@ impl App {
             for c in self.model.intent(i) {
                 self.backend.send(c);
             }
+        }
+        // What updates gave rise to (read marks, notifications).
+        for c in self.model.take_outbox() {
+            self.backend.send(c);
         }
         self.take_screenshot(ctx);
         if self.model.incoming.is_some() != self.ringing_shown {
