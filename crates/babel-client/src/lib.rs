@@ -15,6 +15,9 @@
 //! * [`CallChannel`]: a call channel (`/connect_call`) to send and receive
 //!   `/send` frames through the server.
 //!
+//! * Messages and call history: [`Client::send_message`],
+//!   [`Client::messages`], [`Client::mark_read`], [`Client::unread`],
+//!   [`Client::call_history`] (in `messages.rs`).
 //! * [`tls`]: `tls://` addresses and how a TLS server is trusted (authority,
 //!   pinned fingerprint, or first use recorded in a known-servers file).
 //!
@@ -22,6 +25,7 @@
 
 mod conn;
 mod events;
+mod messages;
 pub mod tls;
 
 use std::time::Duration;

@@ -585,7 +585,9 @@ impl Model {
             | ServerEvent::CallCandidates(_)
             | ServerEvent::CallAccepted(_)
             | ServerEvent::CallKey(_)
-            | ServerEvent::CallNonce(_) => {}
+            | ServerEvent::CallNonce(_)
+            | ServerEvent::Message(_)
+            | ServerEvent::MessagesRead(_) => {}
             ServerEvent::ContactRequest(u) => {
                 if !self.requests.iter().any(|r| r.id == u.id) {
                     let text = format!("{} <{}> wants to add you as a contact.", u.name, u.email);

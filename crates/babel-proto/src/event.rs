@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::call::{CallId, EndReason, Epoch, MediaSetup, Peer};
 use crate::frame::RawRequest;
+use crate::messages::{MessageEvent, MessagesRead};
 use crate::types::{ContactEntry, Presence, User, UserId};
 
 /// `/incoming_call`: a call rings on this session.
@@ -138,6 +139,10 @@ pub enum ServerEvent {
     CallKey(KeyRevealed),
     /// `/call_nonce`: a member answers a newcomer's commitment (group calls).
     CallNonce(NonceSent),
+    /// `/message`: a message to me, or one I sent from another session.
+    Message(MessageEvent),
+    /// `/messages_read`: a conversation's messages are read up to an id.
+    MessagesRead(MessagesRead),
 }
 
 /// An event frame that could not be read.
@@ -173,6 +178,8 @@ impl ServerEvent {
             ServerEvent::CallCandidates(_) => "/call_candidates",
             ServerEvent::CallKey(_) => "/call_key",
             ServerEvent::CallNonce(_) => "/call_nonce",
+            ServerEvent::Message(_) => "/message",
+            ServerEvent::MessagesRead(_) => "/messages_read",
         }
     }
 
@@ -194,6 +201,8 @@ impl ServerEvent {
             ServerEvent::CallCandidates(c) => json(c),
             ServerEvent::CallKey(k) => json(k),
             ServerEvent::CallNonce(n) => json(n),
+            ServerEvent::Message(m) => json(m),
+            ServerEvent::MessagesRead(r) => json(r),
         }
     }
 
@@ -238,6 +247,8 @@ impl ServerEvent {
             "/call_candidates" => ServerEvent::CallCandidates(de("/call_candidates", value)?),
             "/call_key" => ServerEvent::CallKey(de("/call_key", value)?),
             "/call_nonce" => ServerEvent::CallNonce(de("/call_nonce", value)?),
+            "/message" => ServerEvent::Message(de("/message", value)?),
+            "/messages_read" => ServerEvent::MessagesRead(de("/messages_read", value)?),
             _ => return Err(EventError::Unknown(route)),
         })
     }
@@ -291,6 +302,21 @@ mod tests {
             }),
             ServerEvent::CallKey(KeyRevealed { call_id: c, id: UserId(1), key: "k".into() }),
             ServerEvent::CallNonce(NonceSent { call_id: c, id: UserId(2), nonce: "n".into() }),
+            ServerEvent::Message(MessageEvent {
+                message: crate::messages::Message {
+                    message_id: crate::messages::MessageId(8),
+                    from: UserId(1),
+                    to: UserId(2),
+                    text: "hello".into(),
+                    sent_at: "2026-11-29T18:20:00Z".into(),
+                    read: false,
+                },
+                sender: user(1),
+            }),
+            ServerEvent::MessagesRead(MessagesRead {
+                contact_id: UserId(2),
+                message_id: crate::messages::MessageId(8),
+            }),
         ]
     }
 

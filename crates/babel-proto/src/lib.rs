@@ -16,6 +16,7 @@
 //! * [`agree`]: the two-party key exchange with its commitment, as a pure
 //!   state machine.
 //! * [`voice`]: the sealed voice datagram and the replay window.
+//! * [`messages`]: text messages and call history (data, answers, events).
 //! * [`types`]: ids, users, presence, secrets.
 //! * [`fingerprint`]: TLS certificate fingerprints as printed and pinned.
 //!
@@ -31,6 +32,7 @@ pub mod fields;
 pub mod fingerprint;
 pub mod frame;
 pub mod keys;
+pub mod messages;
 pub mod relay;
 pub mod request;
 pub mod response;
@@ -43,6 +45,10 @@ pub use event::{CandidatesUpdate, IncomingCall, KeyRevealed, NonceSent, PeerJoin
 pub use fields::{Fields, FieldsError};
 pub use fingerprint::Fingerprint;
 pub use frame::{FrameError, Limits, RawRequest, RawResponse, decode_request, decode_response};
+pub use messages::{
+    CallHistoryEntry, Direction, EntryId, HistoryQuery, Message, MessageEvent, MessageId, MessageSent, MessagesQuery,
+    MessagesRead, MessagesReply, Page, SendMessage, UnreadCount,
+};
 pub use request::{ClientRequest, ContactRef, LogoutBy, RequestError, Route};
 pub use response::{Answer, Reply, ReplyError, Status};
 pub use types::{ContactEntry, Credentials, ErrorBody, Presence, Secret, SessionInfo, User, UserId};

@@ -13,6 +13,7 @@
 use crate::call::{CallId, MediaSetup};
 use crate::fields::{Fields, FieldsError};
 use crate::frame::RawRequest;
+use crate::messages::{HistoryQuery, MessagesQuery, MessagesRead, SendMessage};
 use crate::response::Status;
 use crate::types::{Credentials, Secret, UserId};
 
@@ -57,11 +58,21 @@ pub enum Route {
     CallKey,
     /// `/call_nonce` (a member answers a newcomer's commitment)
     CallNonce,
+    /// `/send_message`
+    SendMessage,
+    /// `/messages`
+    Messages,
+    /// `/mark_read`
+    MarkRead,
+    /// `/unread`
+    Unread,
+    /// `/call_history`
+    CallHistory,
 }
 
 impl Route {
     /// All routes, in documentation order.
-    pub const ALL: [Route; 19] = [
+    pub const ALL: [Route; 24] = [
         Route::Create,
         Route::Login,
         Route::Logout,
@@ -81,6 +92,11 @@ impl Route {
         Route::Send,
         Route::CallKey,
         Route::CallNonce,
+        Route::SendMessage,
+        Route::Messages,
+        Route::MarkRead,
+        Route::Unread,
+        Route::CallHistory,
     ];
 
     /// The route's wire spelling.
@@ -105,6 +121,11 @@ impl Route {
             Route::Send => "/send",
             Route::CallKey => "/call_key",
             Route::CallNonce => "/call_nonce",
+            Route::SendMessage => "/send_message",
+            Route::Messages => "/messages",
+            Route::MarkRead => "/mark_read",
+            Route::Unread => "/unread",
+            Route::CallHistory => "/call_history",
         }
     }
 
@@ -264,6 +285,36 @@ pub enum ClientRequest {
         /// 16 random bytes in standard base64.
         nonce: String,
     },
+    /// Send a text message to a contact.
+    SendMessage {
+        /// The sender.
+        auth: Credentials,
+        /// Recipient, text, optional `client_id`.
+        message: SendMessage,
+    },
+    /// A page of my messages (one conversation or all).
+    Messages {
+        /// Whose.
+        auth: Credentials,
+        /// Which conversation, which page.
+        query: MessagesQuery,
+    },
+    /// Mark every message received from a contact up to an id as read.
+    MarkRead {
+        /// The reader.
+        auth: Credentials,
+        /// The conversation and the newest message read.
+        read: MessagesRead,
+    },
+    /// How many unread messages each contact sent me.
+    Unread(Credentials),
+    /// A page of my call history.
+    CallHistory {
+        /// Whose.
+        auth: Credentials,
+        /// Which page.
+        query: HistoryQuery,
+    },
 }
 
 /// Why a request frame could not be turned into a [`ClientRequest`]. Each maps
@@ -336,6 +387,11 @@ impl ClientRequest {
             ClientRequest::Send(_) => Route::Send,
             ClientRequest::CallKey { .. } => Route::CallKey,
             ClientRequest::CallNonce { .. } => Route::CallNonce,
+            ClientRequest::SendMessage { .. } => Route::SendMessage,
+            ClientRequest::Messages { .. } => Route::Messages,
+            ClientRequest::MarkRead { .. } => Route::MarkRead,
+            ClientRequest::Unread(_) => Route::Unread,
+            ClientRequest::CallHistory { .. } => Route::CallHistory,
         }
     }
 
@@ -432,6 +488,15 @@ impl ClientRequest {
                 }
                 ClientRequest::CallNonce { auth, call_id, nonce: nonce.trim().to_owned() }
             }
+            Route::SendMessage => {
+                ClientRequest::SendMessage { auth: auth()?, message: SendMessage::from_fields(&data)? }
+            }
+            Route::Messages => ClientRequest::Messages { auth: auth()?, query: MessagesQuery::from_fields(&data)? },
+            Route::MarkRead => ClientRequest::MarkRead { auth: auth()?, read: MessagesRead::from_fields(&data)? },
+            Route::Unread => ClientRequest::Unread(auth()?),
+            Route::CallHistory => {
+                ClientRequest::CallHistory { auth: auth()?, query: HistoryQuery::from_fields(&data)? }
+            }
         })
     }
 
@@ -461,7 +526,8 @@ impl ClientRequest {
             }
             ClientRequest::Logout(LogoutBy::Header(c))
             | ClientRequest::Contacts(c)
-            | ClientRequest::ContactRequests(c) => (header(c), none()),
+            | ClientRequest::ContactRequests(c)
+            | ClientRequest::Unread(c) => (header(c), none()),
             ClientRequest::AddContact { auth, email } => {
                 (header(auth), Fields::from_pairs([("contact_email", email.clone())]))
             }
@@ -502,6 +568,10 @@ impl ClientRequest {
             ClientRequest::CallNonce { auth, call_id, nonce } => {
                 (header(auth), Fields::from_pairs([("call_id", call_id.to_string()), ("nonce", nonce.clone())]))
             }
+            ClientRequest::SendMessage { auth, message } => (header(auth), message.to_fields()),
+            ClientRequest::Messages { auth, query } => (header(auth), query.to_fields()),
+            ClientRequest::MarkRead { auth, read } => (header(auth), read.to_fields()),
+            ClientRequest::CallHistory { auth, query } => (header(auth), query.to_fields()),
         };
         let section = |f: Fields| {
             if f.is_empty() { Vec::new() } else { f.to_json() }
@@ -563,6 +633,29 @@ mod tests {
             ClientRequest::Invite { auth: creds(), call_id: CallId(5), contact_id: UserId(4) },
             ClientRequest::ConnectCall { auth: creds(), call_id: CallId(u64::MAX) },
             ClientRequest::Send(creds()),
+            ClientRequest::SendMessage {
+                auth: creds(),
+                message: SendMessage { contact_id: UserId(2), text: "hi \"x\"".into(), client_id: Some("c1".into()) },
+            },
+            ClientRequest::SendMessage {
+                auth: creds(),
+                message: SendMessage { contact_id: UserId(2), text: "hi".into(), client_id: None },
+            },
+            ClientRequest::Messages { auth: creds(), query: MessagesQuery::default() },
+            ClientRequest::Messages {
+                auth: creds(),
+                query: MessagesQuery {
+                    contact_id: Some(UserId(2)),
+                    page: crate::messages::Page::Before(crate::messages::MessageId(40)),
+                    limit: 10,
+                },
+            },
+            ClientRequest::MarkRead {
+                auth: creds(),
+                read: MessagesRead { contact_id: UserId(2), message_id: crate::messages::MessageId(40) },
+            },
+            ClientRequest::Unread(creds()),
+            ClientRequest::CallHistory { auth: creds(), query: HistoryQuery::default() },
         ]
     }
 
@@ -620,6 +713,12 @@ mod tests {
             (frame(r#"{"id":"1","token":"t"}"#, "/call", r#"{"contact_id":"2","key":"!!"}"#), Status::BadRequest),
             (frame(r#"{"id":"1","token":"t"}"#, "/hangup", "{}"), Status::BadRequest),
             (frame("", "/events", ""), Status::Unauthorized),
+            (frame("", "/unread", ""), Status::Unauthorized),
+            (frame("", "/send_message", r#"{"contact_id":"2","text":"x"}"#), Status::Unauthorized),
+            (frame(r#"{"id":"1","token":"t"}"#, "/send_message", r#"{"contact_id":"2"}"#), Status::BadRequest),
+            (frame(r#"{"id":"1","token":"t"}"#, "/messages", r#"{"limit":"0"}"#), Status::BadRequest),
+            (frame(r#"{"id":"1","token":"t"}"#, "/mark_read", r#"{"contact_id":"2"}"#), Status::BadRequest),
+            (frame(r#"{"id":"1","token":"t"}"#, "/call_history", r#"{"before":"-3"}"#), Status::BadRequest),
             (frame(r#"{"id":"1","token":"t"}"#, "/call_key", r#"{"call_id":"1"}"#), Status::BadRequest),
             (frame(r#"{"id":"1","token":"t"}"#, "/call_key", r#"{"call_id":"1","key":"AAAA"}"#), Status::BadRequest),
             (frame(r#"{"id":"1","token":"t"}"#, "/call", r#"{"contact_id":"2","key_commit":"!"}"#), Status::BadRequest),
@@ -644,7 +743,7 @@ mod tests {
         #[test]
         fn prop_parse_never_panics(
             h in proptest::collection::vec(any::<u8>(), 0..64),
-            ri in 0usize..20,
+            ri in 0usize..30,
             d in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
             let route = Route::ALL.get(ri).map_or("/other", |r| r.as_str());

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::call::{CallJoined, CallStarted};
 use crate::frame::RawResponse;
+use crate::messages::MessagesReply;
 use crate::types::{ContactEntry, ErrorBody, SessionInfo, User};
 
 /// The statuses Babel uses (HTTP meanings).
@@ -76,6 +77,8 @@ pub enum Reply {
     CallStarted(CallStarted),
     /// 200 for an accepting `/answer`: my relay grant and the participants.
     CallJoined(CallJoined),
+    /// 200 for the message and call-history routes.
+    Messages(MessagesReply),
     /// 403 with a reason a person can read.
     Refused(String),
     /// 400 with what was wrong, as a hint to the client's developer.
@@ -100,7 +103,8 @@ impl Reply {
             | Reply::Contacts(_)
             | Reply::Users(_)
             | Reply::CallStarted(_)
-            | Reply::CallJoined(_) => Status::Ok,
+            | Reply::CallJoined(_)
+            | Reply::Messages(_) => Status::Ok,
             Reply::Created(_) => Status::Created,
             Reply::Refused(_) => Status::Forbidden,
             Reply::BadRequest(_) => Status::BadRequest,
@@ -118,6 +122,7 @@ impl Reply {
             Reply::Users(u) => json(u),
             Reply::CallStarted(c) => json(c),
             Reply::CallJoined(c) => json(c),
+            Reply::Messages(m) => m.data(),
             Reply::Refused(reason) | Reply::BadRequest(reason) => json(&ErrorBody { error: reason.clone() }),
         };
         RawResponse::new(self.status().code(), data)

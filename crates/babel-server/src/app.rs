@@ -399,6 +399,11 @@ impl App {
                     "voice travels on a call channel: open one with /connect_call on a new connection".into(),
                 ))
             }
+            req @ (ClientRequest::SendMessage { .. }
+            | ClientRequest::Messages { .. }
+            | ClientRequest::MarkRead { .. }
+            | ClientRequest::Unread(_)
+            | ClientRequest::CallHistory { .. }) => self.messaging(conn, req).await,
             ClientRequest::Events(_) | ClientRequest::ConnectCall { .. } => {
                 Err(ServiceError::BadRequest("this route changes the connection's mode".into()))
             }

@@ -4,3 +4,4 @@
 pub mod accounts;
 pub mod calls;
 pub mod contacts;
+pub mod messages;
