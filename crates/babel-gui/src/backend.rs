@@ -545,6 +545,7 @@ impl Backend {
         self.events = Some(events);
         self.send(Update::SignedIn { server, me: User { id: info.id, name: info.name, email: info.email } });
         self.refresh().await;
+        self.load_unread().await;
     }
 
     /// Re-reads contacts and requests.
@@ -831,6 +832,7 @@ impl Backend {
             Some(Ok(Event::Reconnected)) => {
                 self.send(Update::Reconnected);
                 self.refresh().await;
+                self.load_unread().await;
                 return;
             }
             // (The stream reconnects by itself and says so.)

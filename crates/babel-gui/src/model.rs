@@ -585,9 +585,12 @@ impl Model {
             | ServerEvent::CallCandidates(_)
             | ServerEvent::CallAccepted(_)
             | ServerEvent::CallKey(_)
-            | ServerEvent::CallNonce(_)
-            | ServerEvent::Message(_)
-            | ServerEvent::MessagesRead(_) => {}
+            | ServerEvent::CallNonce(_) => {}
+            ServerEvent::Message(m) => {
+                self.apply_social(crate::social::SocialUpdate::Message { message: m.message.into(), sender: m.sender })
+            }
+            ServerEvent::MessagesRead(r) => self
+                .apply_social(crate::social::SocialUpdate::Read { contact: r.contact_id, message_id: r.message_id.0 }),
             ServerEvent::ContactRequest(u) => {
                 if !self.requests.iter().any(|r| r.id == u.id) {
                     let text = format!("{} <{}> wants to add you as a contact.", u.name, u.email);

@@ -75,7 +75,7 @@ pub enum Command {
         /// The contact.
         contact: UserId,
         /// Older than this message id (`None`: the newest page).
-        before: Option<u64>,
+        before: Option<i64>,
     },
     /// Send a message.
     SendMessage {
@@ -91,7 +91,7 @@ pub enum Command {
         /// The contact.
         contact: UserId,
         /// Up to this message id.
-        message_id: u64,
+        message_id: i64,
     },
     /// Tell the desktop a message came (the window has no focus).
     NotifyMessage {
@@ -103,7 +103,7 @@ pub enum Command {
     /// Load a page of the call history.
     LoadHistory {
         /// Older than this entry (`None`: the newest page).
-        before: Option<u64>,
+        before: Option<i64>,
     },
     /// Change my name.
     Rename(String),

@@ -23,7 +23,7 @@ pub const MAX_TEXT: usize = 4000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
     /// The server's id (increasing).
-    pub id: u64,
+    pub id: i64,
     /// Who wrote it.
     pub from: UserId,
     /// To whom.
@@ -65,14 +65,35 @@ pub struct Conversation {
     /// What I am typing.
     pub draft: String,
     /// The newest received message I marked read.
-    pub marked: u64,
+    pub marked: i64,
     /// The newest message that arrived live (a repeat counts once).
-    seen: u64,
+    seen: i64,
+}
+
+impl From<babel_proto::Message> for ChatMessage {
+    fn from(m: babel_proto::Message) -> Self {
+        ChatMessage { id: m.message_id.0, from: m.from, to: m.to, text: m.text, sent_at: m.sent_at, read: m.read }
+    }
+}
+
+impl From<babel_proto::CallHistoryEntry> for HistoryEntry {
+    fn from(e: babel_proto::CallHistoryEntry) -> Self {
+        HistoryEntry {
+            entry_id: e.entry_id.0,
+            call_id: e.call_id,
+            direction: e.direction,
+            with: e.with,
+            started_at: e.started_at,
+            answered_at: Some(e.answered_at).filter(|a| !a.is_empty()),
+            ended_at: e.ended_at,
+            reason: crate::model::end_reason_text(e.reason).to_owned(),
+        }
+    }
 }
 
 impl Conversation {
     /// The oldest loaded message's id.
-    pub fn oldest(&self) -> Option<u64> {
+    pub fn oldest(&self) -> Option<i64> {
         self.messages.first().map(|m| m.id)
     }
 
@@ -87,25 +108,18 @@ impl Conversation {
     }
 
     /// The newest message received from `contact`.
-    fn newest_from(&self, contact: UserId) -> Option<u64> {
+    fn newest_from(&self, contact: UserId) -> Option<i64> {
         self.messages.iter().rev().find(|m| m.from == contact).map(|m| m.id)
     }
 }
 
-/// Which way a call went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// They called me.
-    In,
-    /// I called.
-    Out,
-}
+pub use babel_proto::Direction;
 
 /// One row of the call history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
     /// The server's id (increasing).
-    pub entry_id: u64,
+    pub entry_id: i64,
     /// The call.
     pub call_id: CallId,
     /// Which way.
@@ -260,7 +274,7 @@ pub struct Social {
     /// notifications depend on it).
     pub focused: bool,
     /// For `client_id`s.
-    next_client_id: u64,
+    next_client_id: i64,
     /// Names of people met in messages and history who are not contacts.
     names: BTreeMap<i64, String>,
 }
@@ -321,7 +335,7 @@ pub enum SocialUpdate {
         /// The contact.
         contact: UserId,
         /// What the page was asked before.
-        before: Option<u64>,
+        before: Option<i64>,
         /// The messages, any order.
         messages: Vec<ChatMessage>,
     },
@@ -360,12 +374,12 @@ pub enum SocialUpdate {
         /// The other party.
         contact: UserId,
         /// Up to this one.
-        message_id: u64,
+        message_id: i64,
     },
     /// A page of call history (`before`: asked older than it).
     History {
         /// What the page was asked before.
-        before: Option<u64>,
+        before: Option<i64>,
         /// Newest first.
         entries: Vec<HistoryEntry>,
     },
@@ -627,7 +641,12 @@ impl Model {
                 for (id, n) in counts {
                     self.social.chats.entry(id).or_default().unread = n;
                 }
+                // Counts come after signing in and after a reconnection:
+                // the open conversation catches up on what it missed.
                 if let Page::Chat(id) = self.social.page {
+                    if self.social.chats.get(&id).is_some_and(|c| c.opened && !c.loading) {
+                        self.outbox.push(Command::LoadMessages { contact: id, before: None });
+                    }
                     self.mark_if_reading(id);
                 }
             }
@@ -790,7 +809,7 @@ mod tests {
         m
     }
 
-    fn msg(id: u64, from: i64, to: i64, text: &str) -> ChatMessage {
+    fn msg(id: i64, from: i64, to: i64, text: &str) -> ChatMessage {
         ChatMessage {
             id,
             from: UserId(from),
@@ -835,7 +854,7 @@ mod tests {
         let mut m = signed_in();
         m.social(SocialIntent::OpenChat(UserId(2)));
         assert!(m.social(SocialIntent::LoadOlder(UserId(2))).is_empty(), "not while the first page loads");
-        let page: Vec<_> = (100..100 + u64::from(PAGE)).map(|i| msg(i, 2, 1, "x")).collect();
+        let page: Vec<_> = (100..100 + i64::from(PAGE)).map(|i| msg(i, 2, 1, "x")).collect();
         m.apply(Update::Social(SocialUpdate::Messages { contact: UserId(2), before: None, messages: page }));
         assert!(!m.chat(UserId(2)).unwrap().complete);
         let c = m.social(SocialIntent::LoadOlder(UserId(2)));
@@ -952,9 +971,9 @@ mod tests {
     fn history_marks_missed_calls_and_calls_back() {
         let mut m = signed_in();
         assert!(matches!(&m.social(SocialIntent::OpenHistory)[..], [Command::LoadHistory { before: None }]));
-        let entry = |id: u64, dir: Direction, answered: Option<&str>| HistoryEntry {
+        let entry = |id: i64, dir: Direction, answered: Option<&str>| HistoryEntry {
             entry_id: id,
-            call_id: CallId(id),
+            call_id: CallId(id.unsigned_abs()),
             direction: dir,
             with: vec![user(3, "Cleo")],
             started_at: "2026-11-29T18:20:00Z".into(),
