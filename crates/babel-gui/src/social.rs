@@ -68,6 +68,9 @@ pub struct Conversation {
     pub marked: i64,
     /// The newest message that arrived live (a repeat counts once).
     seen: i64,
+    /// After an older page: the message that was on top, for the view to
+    /// keep in place (taken by the view).
+    pub anchor: Option<i64>,
 }
 
 impl From<babel_proto::Message> for ChatMessage {
@@ -624,6 +627,9 @@ impl Model {
                 // Only a page of older ones tells whether more are left.
                 if before.is_some() || chat.messages.is_empty() {
                     chat.complete |= !full;
+                }
+                if before.is_some() && !messages.is_empty() {
+                    chat.anchor = before;
                 }
                 chat.insert(messages);
                 self.mark_if_reading(contact);

@@ -5,6 +5,7 @@ use eframe::egui::{self, RichText};
 
 use super::{colors, dot, named_button};
 use crate::model::{Intent, Model};
+use crate::social::{Page, SocialIntent};
 
 /// `None`: unknown (the connection to the server is lost).
 fn presence_color(p: Option<Presence>) -> egui::Color32 {
@@ -76,12 +77,43 @@ pub(super) fn panel(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
                             out.push(Intent::CancelRequest(c.user.id));
                         }
                     } else {
-                        if named_button(ui, online, "Remove", &format!("Remove {}", c.user.name)) {
-                            out.push(Intent::AskRemove(c.user.id));
-                        }
+                        // Less common actions wait behind "⋯".
+                        let more = ui.menu_button("⋯", |ui| {
+                            if named_button(ui, online, "Remove", &format!("Remove {}", c.user.name)) {
+                                out.push(Intent::AskRemove(c.user.id));
+                                ui.close();
+                            }
+                            if named_button(ui, online, "Block", &format!("Block {}", c.user.name)) {
+                                out.push(Intent::Social(SocialIntent::AskBlock(c.user.id)));
+                                ui.close();
+                            }
+                        });
+                        let label = format!("More for {}", c.user.name);
+                        more.response.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Button, true, &label));
                         let can_call = presence == Some(Presence::Online) && !in_call;
                         if named_button(ui, can_call, "Call", &format!("Call {}", c.user.name)) {
                             out.push(Intent::Call(c.user.id));
+                        }
+                        let open = m.social.page == Page::Chat(c.user.id);
+                        let unread = m.unread(c.user.id);
+                        let face = if unread > 0 {
+                            RichText::new(format!("💬 {unread}")).strong().color(egui::Color32::WHITE)
+                        } else {
+                            RichText::new("💬")
+                        };
+                        let name = if unread > 0 {
+                            format!("Messages with {}, {unread} unread", c.user.name)
+                        } else {
+                            format!("Messages with {}", c.user.name)
+                        };
+                        let mut button = egui::Button::new(face).selected(open);
+                        if unread > 0 {
+                            button = button.fill(colors::UNREAD);
+                        }
+                        let r = ui.add(button);
+                        r.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Button, true, &name));
+                        if r.clicked() {
+                            out.push(Intent::Social(SocialIntent::OpenChat(c.user.id)));
                         }
                     }
                     // The text takes what the buttons leave, cut with "…"
@@ -130,7 +162,7 @@ const SECONDARY_SIZE: f32 = 13.0;
 /// The second line's colour: quieter than the name, but well readable on
 /// the panel (7:1 in the dark theme, 6.5:1 in the light one; egui's "weak" grey is 2.3:1 in
 /// the dark one).
-fn secondary_color(ui: &egui::Ui) -> egui::Color32 {
+pub(super) fn secondary_color(ui: &egui::Ui) -> egui::Color32 {
     secondary_for(ui.visuals().dark_mode)
 }
 

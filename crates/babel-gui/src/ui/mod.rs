@@ -2,8 +2,11 @@
 //! [`Intent`]s. [`App`] is the glue: it takes the backend's updates into
 //! the model, draws, and sends the commands the intents produce.
 
+mod account;
 mod call;
+mod chat;
 mod contacts;
+mod history;
 mod incoming;
 mod settings;
 mod signin;
@@ -15,6 +18,7 @@ use eframe::egui::{self, Color32, RichText};
 
 use crate::backend::BackendHandle;
 use crate::model::{CallPhase, Intent, Model, NoticeKind, Phase};
+use crate::social::{MyStatus, Page, SocialIntent};
 
 /// Colours used for presence and levels.
 pub(crate) mod colors {
@@ -31,6 +35,12 @@ pub(crate) mod colors {
     pub const ERROR: Color32 = Color32::from_rgb(235, 90, 80);
     pub const LOSS: Color32 = Color32::from_rgb(235, 90, 80);
     pub const JITTER: Color32 = Color32::from_rgb(90, 160, 240);
+    /// Unread messages.
+    pub const UNREAD: Color32 = Color32::from_rgb(200, 60, 60);
+    /// Away.
+    pub const AWAY: Color32 = Color32::from_rgb(220, 200, 70);
+    /// Do not disturb.
+    pub const DND: Color32 = Color32::from_rgb(200, 50, 50);
 }
 
 /// A button whose accessible name says what it acts on ("Call Ben") while
@@ -240,14 +250,20 @@ pub fn draw(ctx: &egui::Context, m: &mut Model, out: &mut Vec<Intent>) {
             egui::CentralPanel::default().show(ctx, |ui| {
                 if m.editing.is_some() {
                     settings::page(ui, m, out);
-                } else if m.call.is_some() {
-                    call::view(ui, m, out);
-                } else {
-                    idle(ui, m);
+                    return;
+                }
+                match m.social.page {
+                    Page::Chat(id) => chat::page(ui, m, out, id),
+                    Page::History => history::page(ui, m, out),
+                    Page::Account => account::page(ui, m, out),
+                    Page::Home if m.call.is_some() => call::view(ui, m, out),
+                    Page::Home => idle(ui, m),
                 }
             });
             incoming::modal(ctx, m, out, side);
             contacts::confirm_remove_window(ctx, m, out);
+            account::confirm_block_window(ctx, m, out);
+            account::confirm_delete_window(ctx, m, out);
         }
     }
 }
@@ -258,7 +274,13 @@ fn top_bar(ctx: &egui::Context, m: &mut Model, out: &mut Vec<Intent>) {
             ui.label(RichText::new("Babel").strong().size(20.0));
             ui.separator();
             if let Some(me) = &m.me {
-                dot(ui, if m.connection_lost { colors::UNKNOWN } else { colors::ONLINE });
+                let mine = match m.social.status {
+                    MyStatus::Available => colors::ONLINE,
+                    MyStatus::Away => colors::AWAY,
+                    MyStatus::Dnd => colors::DND,
+                    MyStatus::Invisible => colors::OFFLINE,
+                };
+                dot(ui, if m.connection_lost { colors::UNKNOWN } else { mine });
                 ui.label(format!("{} <{}>", me.name, me.email));
                 ui.label(RichText::new(format!("on {}", m.server)).weak());
             }
@@ -270,9 +292,31 @@ fn top_bar(ctx: &egui::Context, m: &mut Model, out: &mut Vec<Intent>) {
                 if ui.selectable_label(settings_open, "Settings").clicked() {
                     out.push(if settings_open { Intent::CloseSettings } else { Intent::OpenSettings });
                 }
+                let page = m.social.page;
+                if ui.selectable_label(page == Page::Account, "Account").clicked() {
+                    out.push(Intent::Social(SocialIntent::OpenAccount));
+                }
+                if ui.selectable_label(page == Page::History, "Call history").clicked() {
+                    out.push(Intent::Social(SocialIntent::OpenHistory));
+                }
+                status_chooser(ui, m, out);
             });
         });
     });
+}
+
+/// My status: available, away, do not disturb, invisible.
+fn status_chooser(ui: &mut egui::Ui, m: &Model, out: &mut Vec<Intent>) {
+    let now = m.social.status;
+    let r = egui::ComboBox::from_id_salt("my-status").selected_text(now.label()).show_ui(ui, |ui| {
+        for s in MyStatus::ALL {
+            if ui.selectable_label(s == now, s.label()).clicked() {
+                out.push(Intent::Social(SocialIntent::SetStatus(s)));
+            }
+        }
+    });
+    let name = format!("My status: {}", now.label());
+    r.response.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::ComboBox, !m.connection_lost, &name));
 }
 
 /// Says, across the window, that the server is gone and is being tried again.
