@@ -20,6 +20,7 @@
 //!
 //! Not here: audio, codecs, media encryption, UDP (see `babel-media`).
 
+mod account;
 mod conn;
 mod events;
 pub mod tls;

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::account::SessionEnded;
 use crate::call::{CallId, EndReason, Epoch, MediaSetup, Peer};
 use crate::frame::RawRequest;
 use crate::types::{ContactEntry, Presence, User, UserId};
@@ -138,6 +139,11 @@ pub enum ServerEvent {
     CallKey(KeyRevealed),
     /// `/call_nonce`: a member answers a newcomer's commitment (group calls).
     CallNonce(NonceSent),
+    /// `/contact_updated`: a contact renamed or chose another status (user +
+    /// `status`, as others see it).
+    ContactUpdated(ContactEntry),
+    /// `/session_ended`: this session is over; the connection closes next.
+    SessionEnded(SessionEnded),
 }
 
 /// An event frame that could not be read.
@@ -173,6 +179,8 @@ impl ServerEvent {
             ServerEvent::CallCandidates(_) => "/call_candidates",
             ServerEvent::CallKey(_) => "/call_key",
             ServerEvent::CallNonce(_) => "/call_nonce",
+            ServerEvent::ContactUpdated(_) => "/contact_updated",
+            ServerEvent::SessionEnded(_) => "/session_ended",
         }
     }
 
@@ -194,6 +202,8 @@ impl ServerEvent {
             ServerEvent::CallCandidates(c) => json(c),
             ServerEvent::CallKey(k) => json(k),
             ServerEvent::CallNonce(n) => json(n),
+            ServerEvent::ContactUpdated(c) => json(c),
+            ServerEvent::SessionEnded(e) => json(e),
         }
     }
 
@@ -238,6 +248,8 @@ impl ServerEvent {
             "/call_candidates" => ServerEvent::CallCandidates(de("/call_candidates", value)?),
             "/call_key" => ServerEvent::CallKey(de("/call_key", value)?),
             "/call_nonce" => ServerEvent::CallNonce(de("/call_nonce", value)?),
+            "/contact_updated" => ServerEvent::ContactUpdated(de("/contact_updated", value)?),
+            "/session_ended" => ServerEvent::SessionEnded(de("/session_ended", value)?),
             _ => return Err(EventError::Unknown(route)),
         })
     }
@@ -291,6 +303,11 @@ mod tests {
             }),
             ServerEvent::CallKey(KeyRevealed { call_id: c, id: UserId(1), key: "k".into() }),
             ServerEvent::CallNonce(NonceSent { call_id: c, id: UserId(2), nonce: "n".into() }),
+            ServerEvent::ContactUpdated(ContactEntry { user: user(6), status: Presence::Dnd }),
+            ServerEvent::SessionEnded(SessionEnded {
+                session_id: crate::account::SessionId(8),
+                reason: crate::account::SessionEndReason::PasswordChanged,
+            }),
         ]
     }
 
@@ -314,6 +331,21 @@ mod tests {
             br#"{"call_id":"9","reason":"timeout"}"#
         );
         assert_eq!(ServerEvent::Ping.data(), b"{}");
+        assert_eq!(
+            ServerEvent::ContactUpdated(ContactEntry { user: user(6), status: Presence::Away }).data(),
+            br#"{"id":"6","name":"u6","email":"u6@x.org","status":"away"}"#
+        );
+        let ended = SessionEnded {
+            session_id: crate::account::SessionId(8),
+            reason: crate::account::SessionEndReason::Expired,
+        };
+        assert_eq!(ServerEvent::SessionEnded(ended).data(), br#"{"session_id":"8","reason":"expired"}"#);
+    }
+
+    #[test]
+    fn new_statuses_in_events_do_not_break_old_readers() {
+        let f = RawRequest::new(Vec::new(), "/status", br#"{"id":"4","status":"in_a_meeting"}"#.to_vec());
+        assert_eq!(ServerEvent::parse(&f).unwrap(), ServerEvent::Status(UserId(4), Presence::Unknown));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::account::SessionEntry;
 use crate::call::{CallJoined, CallStarted};
 use crate::frame::RawResponse;
 use crate::types::{ContactEntry, ErrorBody, SessionInfo, User};
@@ -76,6 +77,10 @@ pub enum Reply {
     CallStarted(CallStarted),
     /// 200 for an accepting `/answer`: my relay grant and the participants.
     CallJoined(CallJoined),
+    /// 200 with one user (`/rename`).
+    User(User),
+    /// 200 with my sessions (`/sessions`).
+    Sessions(Vec<SessionEntry>),
     /// 403 with a reason a person can read.
     Refused(String),
     /// 400 with what was wrong, as a hint to the client's developer.
@@ -100,7 +105,9 @@ impl Reply {
             | Reply::Contacts(_)
             | Reply::Users(_)
             | Reply::CallStarted(_)
-            | Reply::CallJoined(_) => Status::Ok,
+            | Reply::CallJoined(_)
+            | Reply::User(_)
+            | Reply::Sessions(_) => Status::Ok,
             Reply::Created(_) => Status::Created,
             Reply::Refused(_) => Status::Forbidden,
             Reply::BadRequest(_) => Status::BadRequest,
@@ -118,6 +125,8 @@ impl Reply {
             Reply::Users(u) => json(u),
             Reply::CallStarted(c) => json(c),
             Reply::CallJoined(c) => json(c),
+            Reply::User(u) => json(u),
+            Reply::Sessions(s) => json(s),
             Reply::Refused(reason) | Reply::BadRequest(reason) => json(&ErrorBody { error: reason.clone() }),
         };
         RawResponse::new(self.status().code(), data)
