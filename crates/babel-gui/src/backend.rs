@@ -850,6 +850,7 @@ impl Backend {
             }
         };
         match &ev {
+            ServerEvent::SessionEnded(_) => self.session_ended().await,
             ServerEvent::IncomingCall(c) => {
                 if !self.ringing.contains_key(&c.call_id) {
                     self.notify_desktop(c);

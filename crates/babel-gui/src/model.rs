@@ -297,8 +297,8 @@ pub struct Model {
 fn rank(p: Presence) -> u8 {
     match p {
         Presence::Online => 0,
-        Presence::Busy => 1,
-        Presence::Offline => 2,
+        Presence::Busy | Presence::Away | Presence::Dnd => 1,
+        Presence::Offline | Presence::Unknown => 2,
         Presence::Pending => 3,
     }
 }
@@ -591,6 +591,16 @@ impl Model {
             }
             ServerEvent::MessagesRead(r) => self
                 .apply_social(crate::social::SocialUpdate::Read { contact: r.contact_id, message_id: r.message_id.0 }),
+            ServerEvent::SessionEnded(e) => {
+                self.apply_social(crate::social::SocialUpdate::SessionEnded(e.reason.as_str().to_owned()))
+            }
+            ServerEvent::ContactUpdated(ContactEntry { user, status }) => {
+                if let Some(c) = self.contacts.iter_mut().find(|c| c.user.id == user.id) {
+                    c.user = user;
+                    c.presence = status;
+                    self.sort_contacts();
+                }
+            }
             ServerEvent::ContactRequest(u) => {
                 if !self.requests.iter().any(|r| r.id == u.id) {
                     let text = format!("{} <{}> wants to add you as a contact.", u.name, u.email);

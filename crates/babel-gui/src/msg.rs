@@ -117,7 +117,7 @@ pub enum Command {
     /// List my sessions.
     LoadSessions,
     /// End one of my sessions.
-    EndSession(String),
+    EndSession(i64),
     /// Delete my account.
     DeleteAccount {
         /// Its password.

@@ -171,7 +171,7 @@ pub struct CallHistory {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRow {
     /// Its id.
-    pub session_id: String,
+    pub session_id: i64,
     /// When it signed in.
     pub created_at: String,
     /// When it was last used.
@@ -215,6 +215,17 @@ pub enum MyStatus {
     Dnd,
     /// Shown offline.
     Invisible,
+}
+
+impl From<MyStatus> for babel_proto::ChosenStatus {
+    fn from(s: MyStatus) -> Self {
+        match s {
+            MyStatus::Available => babel_proto::ChosenStatus::Available,
+            MyStatus::Away => babel_proto::ChosenStatus::Away,
+            MyStatus::Dnd => babel_proto::ChosenStatus::Dnd,
+            MyStatus::Invisible => babel_proto::ChosenStatus::Invisible,
+        }
+    }
 }
 
 impl MyStatus {
@@ -308,7 +319,7 @@ pub enum SocialIntent {
     /// Changed the password.
     ChangePassword,
     /// Ended one of my other sessions.
-    EndSession(String),
+    EndSession(i64),
     /// Asked to delete the account (a confirmation follows).
     AskDelete,
     /// Confirmed the deletion.
@@ -394,8 +405,6 @@ pub enum SocialUpdate {
     AccountFailed(String),
     /// My sessions.
     Sessions(Vec<SessionRow>),
-    /// A contact's name or status changed (`/contact_updated`).
-    ContactUpdated(User),
     /// My status was set.
     StatusSet(MyStatus),
     /// The people I blocked.
@@ -413,7 +422,7 @@ pub fn session_end_text(reason: &str) -> String {
         "password_changed" => "Your password was changed on another device: sign in with the new one.".into(),
         "expired" => "Your session has expired: sign in again.".into(),
         "deleted" => "This account was deleted.".into(),
-        other => format!("Your session has ended ({other}): sign in again."),
+        _ => "Your session has ended: sign in again.".into(),
     }
 }
 
@@ -754,11 +763,6 @@ impl Model {
                 self.notify(NoticeKind::Error, reason);
             }
             SocialUpdate::Sessions(list) => self.social.account.sessions = Some(list),
-            SocialUpdate::ContactUpdated(user) => {
-                if let Some(c) = self.contacts.iter_mut().find(|c| c.user.id == user.id) {
-                    c.user = user;
-                }
-            }
             SocialUpdate::StatusSet(s) => self.social.status = s,
             SocialUpdate::Blocked(list) => {
                 // Whoever is blocked is no contact (the server removed them).
@@ -1060,10 +1064,17 @@ mod tests {
         assert_eq!(m.social.page, Page::Home);
         assert!(matches!(&m.social(SocialIntent::Unblock(UserId(2)))[..], [Command::Unblock(UserId(2))]));
         // A contact renamed.
-        m.apply(Update::Social(SocialUpdate::ContactUpdated(user(3, "Cleopatra"))));
+        m.apply(Update::Server(babel_proto::ServerEvent::ContactUpdated(ContactEntry {
+            user: user(3, "Cleopatra"),
+            status: Presence::Dnd,
+        })));
         assert_eq!(m.contact(UserId(3)).unwrap().user.name, "Cleopatra");
+        assert_eq!(m.contact(UserId(3)).unwrap().presence, Presence::Dnd);
         // This session ended elsewhere: back to signing in, the reason said.
-        m.apply(Update::Social(SocialUpdate::SessionEnded("password_changed".into())));
+        m.apply(Update::Server(babel_proto::ServerEvent::SessionEnded(babel_proto::SessionEnded {
+            session_id: babel_proto::SessionId(4),
+            reason: babel_proto::SessionEndReason::PasswordChanged,
+        })));
         assert_eq!(m.phase, Phase::SignedOut);
         assert!(m.form.error.as_deref().unwrap().contains("password was changed"));
         assert!(m.social.chats.is_empty());

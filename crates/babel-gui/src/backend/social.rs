@@ -3,11 +3,11 @@
 //! [`Update::Social`] in the window's own types.
 
 use babel_client::ClientError;
-use babel_proto::{EntryId, MessageId, Page, ReplyError};
+use babel_proto::{ContactRef, EntryId, MessageId, Page, ReplyError, SessionId};
 
 use super::{Backend, describe};
 use crate::msg::{Command, Update};
-use crate::social::{HISTORY_PAGE, PAGE, SocialUpdate};
+use crate::social::{HISTORY_PAGE, PAGE, SessionRow, SocialUpdate};
 
 impl Backend {
     /// Handles the commands of [`crate::social`].
@@ -67,6 +67,86 @@ impl Backend {
                     Err(e) => self.request_failed(&e),
                 }
             }
+            Command::Rename(name) => {
+                let Some(client) = self.client.as_mut() else { return };
+                match client.rename(&name).await {
+                    Ok(user) => {
+                        // The saved session keeps the new name for the next start.
+                        if let (Some(session), Ok(Some(mut saved))) =
+                            (client.session().cloned(), self.home.load_session())
+                        {
+                            saved.info = session;
+                            let _ = self.home.save_session(&saved);
+                        }
+                        self.send(Update::Social(SocialUpdate::Renamed(user)));
+                    }
+                    Err(e) => self.account_failed(&e),
+                }
+            }
+            Command::ChangePassword { password, new_password } => {
+                let Some(client) = self.client.as_mut() else { return };
+                match client.change_password(&password, &new_password).await {
+                    Ok(()) => self.send(Update::Social(SocialUpdate::PasswordChanged)),
+                    Err(e) => self.account_failed(&e),
+                }
+            }
+            Command::LoadSessions => {
+                let Some(client) = self.client.as_mut() else { return };
+                match client.sessions().await {
+                    Ok(list) => {
+                        let rows = list
+                            .into_iter()
+                            .map(|s| SessionRow {
+                                session_id: s.session_id.0,
+                                created_at: s.created_at,
+                                last_used: s.last_used,
+                                address: s.address,
+                                current: s.current,
+                            })
+                            .collect();
+                        self.send(Update::Social(SocialUpdate::Sessions(rows)));
+                    }
+                    Err(e) => self.account_failed(&e),
+                }
+            }
+            Command::EndSession(id) => {
+                let Some(client) = self.client.as_mut() else { return };
+                match client.end_session(SessionId(id)).await {
+                    Ok(()) => Box::pin(self.social(Command::LoadSessions)).await,
+                    Err(e) => self.account_failed(&e),
+                }
+            }
+            Command::SetStatus(status) => {
+                let Some(client) = self.client.as_mut() else { return };
+                match client.set_status(status.into()).await {
+                    Ok(()) => self.send(Update::Social(SocialUpdate::StatusSet(status))),
+                    Err(e) => self.request_failed(&e),
+                }
+            }
+            Command::Block(id) => {
+                let Some(client) = self.client.as_mut() else { return };
+                match client.block(ContactRef::Id(id)).await {
+                    Ok(()) => {
+                        Box::pin(self.social(Command::LoadBlocked)).await;
+                        self.refresh().await;
+                    }
+                    Err(e) => self.request_failed(&e),
+                }
+            }
+            Command::Unblock(id) => {
+                let Some(client) = self.client.as_mut() else { return };
+                match client.unblock(id).await {
+                    Ok(()) => Box::pin(self.social(Command::LoadBlocked)).await,
+                    Err(e) => self.request_failed(&e),
+                }
+            }
+            Command::LoadBlocked => {
+                let Some(client) = self.client.as_mut() else { return };
+                match client.blocked().await {
+                    Ok(list) => self.send(Update::Social(SocialUpdate::Blocked(list))),
+                    Err(e) => self.request_failed(&e),
+                }
+            }
             Command::NotifyMessage { from, text } => {
                 tokio::spawn(crate::notify::message(from, text));
             }
@@ -84,6 +164,15 @@ impl Backend {
             other => {
                 tracing::debug!(command = ?std::mem::discriminant(&other), "not handled yet");
             }
+        }
+    }
+
+    /// This session was ended elsewhere: its call, connection and saved
+    /// session go (the window says why).
+    pub(super) async fn session_ended(&mut self) {
+        self.reset().await;
+        if let Err(e) = self.home.forget_session() {
+            tracing::warn!(error = %e, "session not forgotten");
         }
     }
 

@@ -82,7 +82,7 @@ pub(super) fn page(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
                         if !s.current {
                             let name = format!("End session from {} ({})", s.address, s.session_id);
                             if named_button(ui, online, "End", &name) {
-                                social(out, SocialIntent::EndSession(s.session_id.clone()));
+                                social(out, SocialIntent::EndSession(s.session_id));
                             }
                         }
                     });

@@ -14,7 +14,9 @@ fn presence_color(p: Option<Presence>) -> egui::Color32 {
         Some(Presence::Busy) => colors::BUSY,
         Some(Presence::Offline) => colors::OFFLINE,
         Some(Presence::Pending) => colors::PENDING,
-        None => colors::UNKNOWN,
+        Some(Presence::Away) => colors::AWAY,
+        Some(Presence::Dnd) => colors::DND,
+        Some(Presence::Unknown) | None => colors::UNKNOWN,
     }
 }
 
@@ -24,7 +26,9 @@ fn presence_text(p: Option<Presence>) -> &'static str {
         Some(Presence::Busy) => "in a call",
         Some(Presence::Offline) => "offline",
         Some(Presence::Pending) => "request sent",
-        None => "status unknown",
+        Some(Presence::Away) => "away",
+        Some(Presence::Dnd) => "do not disturb",
+        Some(Presence::Unknown) | None => "status unknown",
     }
 }
 
@@ -90,7 +94,8 @@ pub(super) fn panel(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
                         });
                         let label = format!("More for {}", c.user.name);
                         more.response.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Button, true, &label));
-                        let can_call = presence == Some(Presence::Online) && !in_call;
+                        // Away people can be rung; "do not disturb" refuses calls.
+                        let can_call = matches!(presence, Some(Presence::Online | Presence::Away)) && !in_call;
                         if named_button(ui, can_call, "Call", &format!("Call {}", c.user.name)) {
                             out.push(Intent::Call(c.user.id));
                         }
