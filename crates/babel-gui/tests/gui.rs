@@ -4,92 +4,23 @@
 //! poll for what a person would see; nothing asserts on timing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use babel_client::{Client, Event};
+use babel_client::Event;
 use babel_gui::App;
-use babel_gui::backend::{AudioMode, BackendHandle, Options};
 use babel_gui::demo::Scene;
 use babel_gui::demo::{LocalServer, answering_machine};
 use babel_gui::launch::Launch;
-use babel_gui::model::{CallPhase, Model, NoticeKind, Phase};
+use babel_gui::model::{CallPhase, NoticeKind, Phase};
 use babel_gui::settings::{Home, SavedSession, Settings};
 use babel_media::setup::Prepared;
 use babel_proto::{EndReason, Secret, ServerEvent, SessionInfo, UserId};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 
-const TIMEOUT: Duration = Duration::from_secs(20);
-const PASSWORD: &str = "password123";
+mod common;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn app(home: &Path, server: &str) -> App {
-    let home = Home::new(Some(home.to_owned())).unwrap();
-    let settings = Settings { server: server.into(), ..Settings::default() };
-    let backend = BackendHandle::start(Options { home, audio: AudioMode::Synthetic }).unwrap();
-    App::new(Model::new(settings), backend)
-}
-
-fn harness(app: App) -> Harness<'static, App> {
-    Harness::builder().with_size([1100.0, 760.0]).build_state(|ctx, app: &mut App| app.ui(ctx), app)
-}
-
-/// Steps the window until a node whose label contains `label` shows up.
-fn wait_for(h: &mut Harness<'_, App>, label: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        h.step();
-        if h.query_all_by_label_contains(label).next().is_some() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no `{label}` on screen within {TIMEOUT:?}; model: {:#?}", h.state().model);
-        std::thread::sleep(Duration::from_millis(40));
-    }
-}
-
-/// Steps the window until no node's label contains `label`.
-fn wait_gone(h: &mut Harness<'_, App>, label: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        h.step();
-        if h.query_all_by_label_contains(label).next().is_none() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "`{label}` still on screen after {TIMEOUT:?}");
-        std::thread::sleep(Duration::from_millis(40));
-    }
-}
-
-fn type_into(h: &mut Harness<'_, App>, label: &str, text: &str) {
-    h.get_by_label(label).focus();
-    h.step();
-    h.get_by_label(label).type_text(text);
-    h.step();
-}
-
-fn click(h: &mut Harness<'_, App>, label: &str) {
-    // A window that just appeared is laid out over its first frames:
-    // let it settle so the click lands where the button is.
-    h.run_steps(3);
-    h.get_by_label(label).click();
-    h.run_steps(3);
-}
-
-fn sign_in(h: &mut Harness<'_, App>, email: &str, password: &str) {
-    type_into(h, "Email", email);
-    type_into(h, "Password", password);
-    click(h, "Sign in");
-}
-
-async fn account(addr: &str, email: &str, name: &str) -> Client {
-    let mut c = Client::connect(addr.to_owned()).await.unwrap();
-    c.create(email, PASSWORD, Some(name)).await.unwrap();
-    c
-}
+use common::*;
 
 #[test]
 fn sign_in_errors_are_said_in_words_and_the_session_is_remembered() {
@@ -228,24 +159,6 @@ fn register_add_accept_call_hang_up_and_remove() {
     click(&mut h, "Remove");
     wait_gone(&mut h, "Call Cleo");
     drop(cleo_events);
-}
-
-fn sign_in_register(h: &mut Harness<'_, App>, email: &str) {
-    type_into(h, "Email", email);
-    type_into(h, "Password", PASSWORD);
-    click(h, "Create account");
-}
-
-fn wait_until(h: &mut Harness<'_, App>, what: &str, f: impl Fn(&Model) -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        h.step();
-        if f(&h.state().model) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not {what} within {TIMEOUT:?}; model: {:#?}", h.state().model);
-        std::thread::sleep(Duration::from_millis(40));
-    }
 }
 
 #[test]

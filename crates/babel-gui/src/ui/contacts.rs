@@ -81,12 +81,8 @@ pub(super) fn panel(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
                             out.push(Intent::CancelRequest(c.user.id));
                         }
                     } else {
-                        // Less common actions wait behind "⋯".
+                        // Blocking waits behind "⋯" (rare, and never by a slip).
                         let more = ui.menu_button("⋯", |ui| {
-                            if named_button(ui, online, "Remove", &format!("Remove {}", c.user.name)) {
-                                out.push(Intent::AskRemove(c.user.id));
-                                ui.close();
-                            }
                             if named_button(ui, online, "Block", &format!("Block {}", c.user.name)) {
                                 out.push(Intent::Social(SocialIntent::AskBlock(c.user.id)));
                                 ui.close();
@@ -94,6 +90,9 @@ pub(super) fn panel(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
                         });
                         let label = format!("More for {}", c.user.name);
                         more.response.widget_info(|| egui::WidgetInfo::labeled(egui::WidgetType::Button, true, &label));
+                        if named_button(ui, online, "Remove", &format!("Remove {}", c.user.name)) {
+                            out.push(Intent::AskRemove(c.user.id));
+                        }
                         // Away people can be rung; "do not disturb" refuses calls.
                         let can_call = matches!(presence, Some(Presence::Online | Presence::Away)) && !in_call;
                         if named_button(ui, can_call, "Call", &format!("Call {}", c.user.name)) {
