@@ -687,6 +687,9 @@ impl App {
         for user in fx.users {
             self.refresh_status(user).await;
         }
+        if !fx.history.is_empty() {
+            self.record_calls(fx.history).await;
+        }
     }
 
     /// Runs the background work: the ring timer and the relay's address

@@ -64,6 +64,11 @@ pub struct LimitsConfig {
     pub hash_queue: usize,
     /// Apply the per-address limits to loopback addresses too.
     pub limit_loopback: bool,
+    /// Messages one account may send per window (`/send_message`; per
+    /// account, so loopback is not exempt).
+    pub messages_per_account: usize,
+    /// That window, seconds.
+    pub message_window_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -89,6 +94,8 @@ impl Default for LimitsConfig {
             hash_workers: 0,
             hash_queue: 1024,
             limit_loopback: false,
+            messages_per_account: 120,
+            message_window_secs: 60,
         }
     }
 }
@@ -159,6 +166,7 @@ pub struct Limiter {
     creates: Window<IpAddr>,
     lookups_by_account: Window<i64>,
     lookups_by_address: Window<IpAddr>,
+    messages: Window<i64>,
     connections: Mutex<HashMap<IpAddr, usize>>,
     prefixes: Mutex<HashMap<IpAddr, usize>>,
     hash_slots: tokio::sync::Semaphore,
@@ -179,6 +187,7 @@ impl Limiter {
             creates: Window::new(Duration::from_secs(cfg.create_window_secs.max(1))),
             lookups_by_account: Window::new(Duration::from_secs(cfg.lookup_window_secs.max(1))),
             lookups_by_address: Window::new(Duration::from_secs(cfg.lookup_window_secs.max(1))),
+            messages: Window::new(Duration::from_secs(cfg.message_window_secs.max(1))),
             connections: Mutex::default(),
             prefixes: Mutex::default(),
             hash_slots: tokio::sync::Semaphore::new(workers),
@@ -275,6 +284,17 @@ impl Limiter {
         }
         self.lookups_by_account.record(account, now);
         self.lookups_by_address.record(ip, now);
+        Ok(())
+    }
+
+    /// Before `account` (a user id) sends a message; counts it.
+    pub fn check_message(&self, account: i64) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let (n, wait) = self.messages.count(&account, now);
+        if n >= self.cfg.messages_per_account {
+            return Err(format!("you are sending messages too fast; try again in {} s", secs(wait)));
+        }
+        self.messages.record(account, now);
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! for the caller to carry out after unlocking (send events, close call
 //! channels, revoke relay grants, republish presence). Nothing here does IO.
 
+pub mod history;
 pub mod machine;
 
 use std::collections::HashMap;
@@ -67,6 +68,8 @@ struct Entry {
     room: Arc<Room>,
     /// Users counted busy because of this call.
     busy: Vec<UserId>,
+    /// Everyone's call-history entry while their part lasts.
+    book: history::Book,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +93,8 @@ pub struct Effects {
     pub ended: Vec<CallId>,
     /// Users whose presence may have changed (busy).
     pub users: Vec<UserId>,
+    /// Call-history entries that finished, to store.
+    pub history: Vec<crate::store::CallRecord>,
 }
 
 impl Effects {
@@ -99,6 +104,7 @@ impl Effects {
         self.revoke.extend(other.revoke);
         self.ended.extend(other.ended);
         self.users.extend(other.users);
+        self.history.extend(other.history);
     }
 }
 
@@ -215,8 +221,9 @@ impl Calls {
         let mut legs = HashMap::new();
         legs.insert(caller.session, info);
         let room = Arc::new(Room::new(Arc::clone(&self.channel_drops)));
-        inner.calls.insert(id, Entry { machine, legs, room, busy: Vec::new() });
-        Ok(Self::settle(&mut inner, id, out))
+        let book = history::Book::new(caller.user, callee, crate::app::now());
+        inner.calls.insert(id, Entry { machine, legs, room, busy: Vec::new(), book });
+        Ok(Self::settle(&mut inner, id, out, EndReason::Hangup))
     }
 
     /// A member answers a newcomer's commitment with a nonce
@@ -260,7 +267,7 @@ impl Calls {
                 .collect();
             entry.legs.insert(leg.session, info);
         }
-        Ok((peers, Self::settle(&mut inner, id, out)))
+        Ok((peers, Self::settle(&mut inner, id, out, EndReason::Declined)))
     }
 
     /// A member that committed to its key reveals it (`/call_key`): the
@@ -299,7 +306,7 @@ impl Calls {
         let was_member = entry.machine.is_member(leg.session);
         let out = entry.machine.leave(leg, reason)?;
         let room = Arc::clone(&entry.room);
-        let mut fx = Self::settle(&mut inner, id, out);
+        let mut fx = Self::settle(&mut inner, id, out, reason);
         if was_member {
             // The leaver's own channel ends too (they asked for it).
             fx.finish.push((room, leg.session, ChannelFrame::CallEnded(id, reason).to_frame().to_bytes()));
@@ -327,7 +334,7 @@ impl Calls {
         let mut inner = self.lock();
         let entry = inner.calls.get_mut(&id).ok_or(Refusal::NoSuchCall)?;
         let out = entry.machine.invite(by, invitee, sessions, now)?;
-        Ok(Self::settle(&mut inner, id, out))
+        Ok(Self::settle(&mut inner, id, out, EndReason::Hangup))
     }
 
     /// Ends rings that lasted too long, in every call.
@@ -344,7 +351,7 @@ impl Calls {
         for id in due {
             if let Some(entry) = inner.calls.get_mut(&id) {
                 let out = entry.machine.tick(now);
-                fx.merge(Self::settle(&mut inner, id, out));
+                fx.merge(Self::settle(&mut inner, id, out, EndReason::Timeout));
             }
         }
         fx
@@ -390,10 +397,12 @@ impl Calls {
         fx
     }
 
-    /// Turns a machine's output into effects and keeps the indexes right.
-    fn settle(inner: &mut Inner, id: CallId, out: Output) -> Effects {
+    /// Turns a machine's output into effects and keeps the indexes right;
+    /// `reason` is the input's, for the call history ([`history::Book::observe`]).
+    fn settle(inner: &mut Inner, id: CallId, out: Output, reason: EndReason) -> Effects {
         let mut fx = Effects::default();
         let Some(entry) = inner.calls.get_mut(&id) else { return fx };
+        fx.history = entry.book.observe(id, &entry.machine, &out, reason, crate::app::now());
         for (leg, note) in out.notes {
             let event = match note {
                 Note::Incoming(by) => {

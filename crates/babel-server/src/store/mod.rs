@@ -10,9 +10,13 @@
 //! Not here: caching, presence and anything that lives only while connections
 //! are open.
 
+pub mod records;
 pub mod sqlite;
+mod sqlite_messages;
 
-use babel_proto::{User, UserId};
+use babel_proto::{MessageId, Page, User, UserId};
+
+pub use records::{CallRecord, HistoryRow, SendOutcome, StoredMessage};
 
 /// Unix time in seconds.
 pub type Timestamp = i64;
@@ -155,4 +159,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn decline_request(&self, me: UserId, from: UserId) -> StoreResult<bool>;
     /// Removes whatever links `me` and `other`.
     fn remove_link(&self, me: UserId, other: UserId) -> StoreResult<RemoveOutcome>;
+
+    /// Stores a message from `from` to `to`, unless `from` already sent one
+    /// with this `client_id` (see [`SendOutcome`]).
+    fn send_message(
+        &self,
+        from: UserId,
+        to: UserId,
+        text: &str,
+        client_id: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<SendOutcome>;
+    /// A page of `me`'s messages with `with` (or with everyone): `Latest`
+    /// and `Before` newest first, `After` oldest first, at most `limit`.
+    fn messages(&self, me: UserId, with: Option<UserId>, page: Page, limit: u32) -> StoreResult<Vec<StoredMessage>>;
+    /// `me` has read what `contact` sent up to `up_to`: the mark moves to
+    /// the newest such message, never backwards. Answers the new mark if
+    /// it moved.
+    fn mark_read(&self, me: UserId, contact: UserId, up_to: MessageId) -> StoreResult<Option<MessageId>>;
+    /// For each sender, how many of their messages to `me` are unread.
+    fn unread(&self, me: UserId) -> StoreResult<Vec<(UserId, u32)>>;
+    /// Appends call records (those of deleted users are dropped), in one
+    /// transaction.
+    fn record_calls(&self, records: &[CallRecord]) -> StoreResult<()>;
+    /// A page of `me`'s call history, newest first.
+    fn call_history(&self, me: UserId, before: Option<i64>, limit: u32) -> StoreResult<Vec<HistoryRow>>;
 }

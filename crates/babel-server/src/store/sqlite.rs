@@ -10,14 +10,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use babel_proto::{User, UserId};
+use babel_proto::{MessageId, Page, User, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::identity;
 
+use super::sqlite_messages as msg;
 use super::{
-    Account, AddOutcome, Relation, RemoveOutcome, SessionId, SessionRecord, Store, StoreError, StoreResult, Timestamp,
-    TokenHash,
+    Account, AddOutcome, CallRecord, HistoryRow, Relation, RemoveOutcome, SendOutcome, SessionId, SessionRecord, Store,
+    StoreError, StoreResult, StoredMessage, Timestamp, TokenHash,
 };
 
 /// One step of the schema: SQL, or Rust for what SQL cannot compute.
@@ -63,6 +64,8 @@ const MIGRATIONS: &[Migration] = &[
     ),
     // 2: canonical addresses, confusable skeletons, look-alikes flagged.
     Migration::Rust(migrate_email_identity),
+    // 3: messages, read marks, call history.
+    Migration::Sql(super::sqlite_messages::SCHEMA),
 ];
 
 /// Schema 2 (issue #14, finding 9): addresses become canonical
@@ -517,6 +520,37 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(outcome)
         })
+    }
+
+    fn send_message(
+        &self,
+        from: UserId,
+        to: UserId,
+        text: &str,
+        client_id: Option<&str>,
+        now: Timestamp,
+    ) -> StoreResult<SendOutcome> {
+        self.write(|c| msg::send_message(c, from, to, text, client_id, now))
+    }
+
+    fn messages(&self, me: UserId, with: Option<UserId>, page: Page, limit: u32) -> StoreResult<Vec<StoredMessage>> {
+        self.read(|c| msg::messages(c, me, with, page, limit))
+    }
+
+    fn mark_read(&self, me: UserId, contact: UserId, up_to: MessageId) -> StoreResult<Option<MessageId>> {
+        self.write(|c| msg::mark_read(c, me, contact, up_to))
+    }
+
+    fn unread(&self, me: UserId) -> StoreResult<Vec<(UserId, u32)>> {
+        self.read(|c| msg::unread(c, me))
+    }
+
+    fn record_calls(&self, records: &[CallRecord]) -> StoreResult<()> {
+        self.write(|c| msg::record_calls(c, records))
+    }
+
+    fn call_history(&self, me: UserId, before: Option<i64>, limit: u32) -> StoreResult<Vec<HistoryRow>> {
+        self.read(|c| msg::call_history(c, me, before, limit))
     }
 }
 
