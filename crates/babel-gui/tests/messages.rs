@@ -152,8 +152,8 @@ fn scrolling_to_the_top_loads_older_messages() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness(app(dir.path(), &local.addr));
     sign_in(&mut h, "ann@test.babel", PASSWORD);
-    wait_for(&mut h, "Messages with Ben");
-    click(&mut h, "Messages with Ben");
+    wait_for(&mut h, "Messages with Ben, 28 unread");
+    click(&mut h, "Messages with Ben, 28 unread");
     wait_for(&mut h, &format!("message number {total}"));
     h.run_steps(5);
     // The newest page only: the first message is not loaded yet.
@@ -163,8 +163,15 @@ fn scrolling_to_the_top_loads_older_messages() {
     // Scroll up, as a person does, until the older page came.
     let deadline = Instant::now() + TIMEOUT;
     while loaded(&h) < total {
-        h.get_by_label(&format!("message number {total}")).scroll_up();
-        h.run_steps(2);
+        // The mouse wheel over the conversation, upwards.
+        let over = h.get_by_label("Message to Ben").rect().center() - eframe::egui::vec2(0.0, 120.0);
+        h.input_mut().events.push(eframe::egui::Event::PointerMoved(over));
+        h.input_mut().events.push(eframe::egui::Event::MouseWheel {
+            unit: eframe::egui::MouseWheelUnit::Point,
+            delta: eframe::egui::vec2(0.0, 400.0),
+            modifiers: eframe::egui::Modifiers::default(),
+        });
+        h.run_steps(3);
         assert!(Instant::now() < deadline, "scrolling up loaded no older messages: {} of {total}", loaded(&h));
         std::thread::sleep(Duration::from_millis(20));
     }
