@@ -5,10 +5,11 @@
 #   signin           docs/screenshot-signin.png: the sign-in form
 #   lost-connection  docs/screenshot-lost-connection.png: the server gone
 #   incoming         docs/screenshot-incoming.png: Ben calling
+#   conversation     docs/screenshot-conversation.png: messages with Ben
 # Demos run a server on loopback with contacts in every state, and keep
 # their settings in a temporary folder. Xvfb and Mesa come from
 # `scripts/setup.sh --screenshots`, which this script runs first.
-# Usage: scripts/gui-screenshot.sh [NAME...]   (default: all four)
+# Usage: scripts/gui-screenshot.sh [NAME...]   (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --screenshots
@@ -36,13 +37,14 @@ shot() { # NAME SECONDS ARGS...
 }
 
 names=("$@")
-((${#names[@]})) || names=(call signin lost-connection incoming)
+((${#names[@]})) || names=(call signin lost-connection incoming conversation)
 for n in "${names[@]}"; do
   case "$n" in
     call) shot call 12 --demo call ;;
     signin) shot signin 1 --server babel.example.org:7447 ;;
     lost-connection) shot lost-connection 2 --demo lost-connection ;;
     incoming) shot incoming 2 --demo incoming ;;
-    *) echo "gui-screenshot: unknown picture $n (call, signin, lost-connection, incoming)" >&2; exit 2 ;;
+    conversation) shot conversation 2 --demo conversation ;;
+    *) echo "gui-screenshot: unknown picture $n (call, signin, lost-connection, incoming, conversation)" >&2; exit 2 ;;
   esac
 done

@@ -122,6 +122,9 @@ pub enum Scene {
     Incoming,
     /// The server stops a few seconds after I am online: the connection is lost.
     LostConnection,
+    /// A conversation with Ben (read marks on mine), and unread messages
+    /// from Cleo.
+    Conversation,
 }
 
 /// Calls `callee` once they are online (seen from `client`'s contact list),
@@ -215,6 +218,34 @@ async fn talk(
     let _ = task.await;
 }
 
+/// The conversation scene's messages: Ann and Ben plan a call (Ben read
+/// hers), and Cleo wrote twice (unread).
+async fn converse(ann: &mut Client, ben: &mut Client, cleo: &mut Client) -> anyhow::Result<()> {
+    let (ann_id, ben_id) = (ann.user_id().unwrap_or(UserId(0)), ben.user_id().unwrap_or(UserId(0)));
+    let lines: [(bool, &str); 6] = [
+        (false, "Hi Ann! Did the new microphone arrive?"),
+        (true, "It did, this morning. Want to try it on a call?"),
+        (false, "Sure. I'm free after lunch."),
+        (true, "Perfect. 14:00?"),
+        (false, "14:00 it is. I'll send you the slides first."),
+        (true, "Thanks! Talk soon."),
+    ];
+    let mut last_ann = None;
+    for (from_ann, text) in lines {
+        if from_ann {
+            last_ann = Some(ann.send_message(ben_id, text, None).await?.message_id);
+        } else {
+            ben.send_message(ann_id, text, None).await?;
+        }
+    }
+    if let Some(id) = last_ann {
+        ben.mark_read(ann_id, id).await?;
+    }
+    cleo.send_message(ann_id, "Are you coming on Friday?", None).await?;
+    cleo.send_message(ann_id, "Bring the cable if you can.", None).await?;
+    Ok(())
+}
+
 /// The demo world.
 #[derive(Debug)]
 pub struct Demo {
@@ -262,6 +293,9 @@ impl Demo {
         }
         ann.add_contact("gus@demo.babel").await?;
         eve.add_contact(&me.email).await?;
+        if scene == Scene::Conversation {
+            converse(&mut ann, &mut ben, &mut cleo).await?;
+        }
         dan.logout().await?;
         // Ann's own session is the window's: this client goes away.
         drop(ann);
@@ -282,6 +316,12 @@ impl Demo {
                     if let Err(e) = ring_when_online(ben, ann_id).await {
                         tracing::warn!(error = %e, "demo: Ben did not call");
                     }
+                });
+            }
+            Scene::Conversation => {
+                // Ben stays online (and answers a call).
+                tokio::spawn(async move {
+                    let _ = answering_machine(ben).await;
                 });
             }
             Scene::LostConnection => {

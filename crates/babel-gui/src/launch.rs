@@ -103,8 +103,10 @@ pub fn launch(l: Launch) -> anyhow::Result<(App, Option<DemoWorld>)> {
         app.send(c);
     }
     if let Some(d) = world.as_ref().and_then(DemoWorld::demo) {
-        if d.scene == Scene::Call {
-            app = app.call_when_online(d.ben);
+        match d.scene {
+            Scene::Call => app = app.call_when_online(d.ben),
+            Scene::Conversation => app = app.open_chat_when_signed_in(d.ben),
+            Scene::Incoming | Scene::LostConnection => {}
         }
     }
     Ok((app, world))

@@ -18,6 +18,8 @@ enum DemoScene {
     Incoming,
     /// The server stops after a few seconds: the connection is lost.
     LostConnection,
+    /// A conversation with Ben, and unread messages from Cleo.
+    Conversation,
 }
 
 /// Babel: encrypted voice calls with your contacts.
@@ -40,12 +42,14 @@ struct Cli {
     #[arg(long, conflicts_with = "demo")]
     demo_call: bool,
     /// A demo on this machine: `call` (you call Ben), `incoming` (Ben calls
-    /// you) or `lost-connection` (the server goes away).
+    /// you), `lost-connection` (the server goes away) or `conversation`
+    /// (messages with Ben, unread ones from Cleo).
     #[arg(long, value_enum)]
     demo: Option<DemoScene>,
     /// Save a screenshot of the window to this PNG file, then quit: during
     /// the call (demo `call`), the ringing (demo `incoming`), the lost
-    /// connection (demo `lost-connection`), or of the sign-in form (no demo).
+    /// connection (demo `lost-connection`), the conversation (demo
+    /// `conversation`), or of the sign-in form (no demo).
     #[arg(long)]
     screenshot: Option<PathBuf>,
     /// Seconds to wait, once there is something to show, before the screenshot.
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         (Some(DemoScene::Call), _) | (None, true) => Some(Scene::Call),
         (Some(DemoScene::Incoming), _) => Some(Scene::Incoming),
         (Some(DemoScene::LostConnection), _) => Some(Scene::LostConnection),
+        (Some(DemoScene::Conversation), _) => Some(Scene::Conversation),
         (None, false) => None,
     };
     // The screenshot wants a moving microphone meter on any machine; a
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             Some(Scene::Call) => Moment::InCall,
             Some(Scene::Incoming) => Moment::Ringing,
             Some(Scene::LostConnection) => Moment::ConnectionLost,
+            Some(Scene::Conversation) => Moment::Conversation,
             None => Moment::SignInForm,
         };
         let after = Duration::from_secs_f64(cli.screenshot_after.max(0.0));

@@ -549,9 +549,12 @@ fn the_demo_never_touches_the_real_home() {
 
 #[test]
 fn the_demos_of_the_screenshots_show_what_they_promise() {
-    for (scene, shown) in
-        [(Scene::Incoming, "Ben is calling"), (Scene::LostConnection, "Connection lost, reconnecting")]
-    {
+    for (scene, shown) in [
+        (Scene::Incoming, "Ben is calling"),
+        (Scene::LostConnection, "Connection lost, reconnecting"),
+        (Scene::Conversation, "14:00 it is."),
+        (Scene::Conversation, "Messages with Cleo, 2 unread"),
+    ] {
         let launch = Launch { synthetic_audio: true, demo: Some(scene), ..Launch::default() };
         let (app, world) = babel_gui::launch::launch(launch).unwrap();
         let mut h = harness(app);

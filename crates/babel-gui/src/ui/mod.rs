@@ -68,6 +68,8 @@ pub enum Moment {
     Ringing,
     /// The connection to the server lost.
     ConnectionLost,
+    /// A conversation with its messages loaded.
+    Conversation,
 }
 
 impl Moment {
@@ -77,6 +79,10 @@ impl Moment {
             Moment::InCall => m.call.as_ref().is_some_and(|c| c.phase == CallPhase::Active),
             Moment::Ringing => m.incoming.is_some(),
             Moment::ConnectionLost => m.phase == Phase::Main && m.connection_lost,
+            Moment::Conversation => match m.social.page {
+                Page::Chat(id) => m.chat(id).is_some_and(|c| c.opened && !c.loading && !c.messages.is_empty()),
+                _ => false,
+            },
         }
     }
 }
@@ -110,6 +116,8 @@ pub struct App {
     waker_set: bool,
     /// Call this contact as soon as they are online (demo mode).
     call_when_online: Option<babel_proto::UserId>,
+    /// Open this contact's conversation once signed in (demo mode).
+    chat_when_signed_in: Option<babel_proto::UserId>,
     screenshot: Option<ScreenshotPlan>,
     ringing_shown: bool,
 }
@@ -123,7 +131,15 @@ impl std::fmt::Debug for App {
 impl App {
     /// An application over a running backend.
     pub fn new(model: Model, backend: BackendHandle) -> Self {
-        Self { model, backend, waker_set: false, call_when_online: None, screenshot: None, ringing_shown: false }
+        Self {
+            model,
+            backend,
+            waker_set: false,
+            call_when_online: None,
+            chat_when_signed_in: None,
+            screenshot: None,
+            ringing_shown: false,
+        }
     }
 
     /// Sends a command straight to the backend (start-up: a saved session).
@@ -134,6 +150,12 @@ impl App {
     /// Calls this contact once they show up online (demo mode).
     pub fn call_when_online(mut self, id: babel_proto::UserId) -> Self {
         self.call_when_online = Some(id);
+        self
+    }
+
+    /// Opens this contact's conversation once signed in (demo mode).
+    pub fn open_chat_when_signed_in(mut self, id: babel_proto::UserId) -> Self {
+        self.chat_when_signed_in = Some(id);
         self
     }
 
@@ -162,6 +184,12 @@ impl App {
             if self.model.contact(id).is_some_and(|c| c.presence == babel_proto::Presence::Online) {
                 self.call_when_online = None;
                 intents.push(Intent::Call(id));
+            }
+        }
+        if let Some(id) = self.chat_when_signed_in {
+            if self.model.contact(id).is_some() {
+                self.chat_when_signed_in = None;
+                intents.push(Intent::Social(crate::social::SocialIntent::OpenChat(id)));
             }
         }
         draw(ctx, &mut self.model, &mut intents);
