@@ -68,6 +68,9 @@ pub struct Conversation {
     pub marked: i64,
     /// The newest message that arrived live (a repeat counts once).
     seen: i64,
+    /// Opened by the person while the window had no focus reported (a
+    /// click, a demo): read all the same until the focus goes.
+    looked: bool,
     /// After an older page: the message that was on top, for the view to
     /// keep in place (taken by the view).
     pub anchor: Option<i64>,
@@ -463,7 +466,8 @@ impl Model {
 
     /// Whether a conversation is in front of the person now.
     fn reading(&self, contact: UserId) -> bool {
-        self.social.focused && self.social.page == Page::Chat(contact) && self.editing.is_none()
+        let looked = self.social.chats.get(&contact).is_some_and(|c| c.looked);
+        (self.social.focused || looked) && self.social.page == Page::Chat(contact) && self.editing.is_none()
     }
 
     /// Marks everything received in the open conversation as read, if it
@@ -488,6 +492,8 @@ impl Model {
                 self.social.page = Page::Chat(id);
                 self.editing = None;
                 let chat = self.social.chats.entry(id).or_default();
+                // Opening it is looking at it.
+                chat.looked = true;
                 if !chat.opened {
                     chat.opened = true;
                     chat.loading = true;
@@ -617,6 +623,11 @@ impl Model {
             SocialIntent::Unblock(id) => out.push(Command::Unblock(id)),
             SocialIntent::Focus(f) => {
                 self.social.focused = f;
+                if !f {
+                    for c in self.social.chats.values_mut() {
+                        c.looked = false;
+                    }
+                }
                 if let Page::Chat(id) = self.social.page {
                     self.mark_if_reading(id);
                 }
@@ -950,8 +961,17 @@ mod tests {
         m.social(SocialIntent::Focus(true));
         assert_eq!(m.unread(UserId(3)), 0);
         assert!(matches!(&m.take_outbox()[..], [Command::MarkRead { message_id: 3, .. }]));
+        // Opening a conversation is reading it, focus reported or not.
+        m.social(SocialIntent::Focus(false));
+        live(&mut m, msg(5, 3, 1, "ping"));
+        assert_eq!(m.unread(UserId(3)), 1);
+        m.take_outbox();
+        m.social(SocialIntent::OpenChat(UserId(3)));
+        assert_eq!(m.unread(UserId(3)), 0);
+        assert!(matches!(&m.take_outbox()[..], [Command::MarkRead { message_id: 5, .. }]));
+        m.social(SocialIntent::Focus(true));
         // Mine from another session: shown, never unread.
-        live(&mut m, msg(4, 1, 3, "from my phone"));
+        live(&mut m, msg(6, 1, 3, "from my phone"));
         assert_eq!(m.unread(UserId(3)), 0);
         assert_eq!(m.chat(UserId(3)).unwrap().messages.last().unwrap().text, "from my phone");
         assert_eq!(m.unread(UserId(2)), 1);

@@ -81,8 +81,8 @@ pub(super) fn panel(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
                             out.push(Intent::CancelRequest(c.user.id));
                         }
                     } else {
-                        // Blocking waits behind "⋯" (rare, and never by a slip).
-                        let more = ui.menu_button("⋯", |ui| {
+                        // Blocking waits behind "…" (rare, and never by a slip).
+                        let more = ui.menu_button("…", |ui| {
                             if named_button(ui, online, "Block", &format!("Block {}", c.user.name)) {
                                 out.push(Intent::Social(SocialIntent::AskBlock(c.user.id)));
                                 ui.close();
