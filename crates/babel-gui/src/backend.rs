@@ -474,8 +474,12 @@ impl Backend {
                 self.control(Control::NoiseSuppression(s.noise_suppression));
                 self.control(Control::Bitrate(s.bitrate));
                 // Sign-in fields are the model's to set; keep them current.
-                self.settings =
-                    Settings { server: self.settings.server.clone(), email: self.settings.email.clone(), ..s };
+                self.settings = Settings {
+                    server: self.settings.server.clone(),
+                    email: self.settings.email.clone(),
+                    status: self.settings.status.clone(),
+                    ..s
+                };
                 match self.home.save_settings(&self.settings) {
                     Ok(()) => self.send(Update::Info("Settings saved.".into())),
                     Err(e) => self.send(Update::Error(format!("Could not save the settings: {e}"))),
@@ -536,6 +540,10 @@ impl Backend {
             self.send(Update::Error(format!("Could not remember the session: {e}")));
         }
         self.settings.server = server.clone();
+        if !self.settings.email.eq_ignore_ascii_case(&info.email) {
+            // The remembered status was another account's.
+            self.settings.status.clear();
+        }
         self.settings.email = info.email.clone();
         if let Err(e) = self.home.save_settings(&self.settings) {
             tracing::warn!(error = %e, "settings not saved");

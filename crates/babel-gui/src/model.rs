@@ -464,6 +464,7 @@ impl Model {
     pub fn apply(&mut self, update: Update) {
         match update {
             Update::SignedIn { server, me } => {
+                self.status_on_sign_in(&me);
                 self.phase = Phase::Main;
                 self.form.busy = false;
                 self.form.error = None;

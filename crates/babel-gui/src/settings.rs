@@ -70,6 +70,10 @@ pub struct Settings {
     /// Never show my address to the others in a call: voice goes through
     /// the server's relay only (from the next call).
     pub relay_only: bool,
+    /// The status last chosen (`available`, `away`, `dnd`, `invisible`)
+    /// by the account in `email`: the server keeps it but has no route to
+    /// read it back, so the window shows what it last set.
+    pub status: String,
 }
 
 impl Default for Settings {
@@ -87,6 +91,7 @@ impl Default for Settings {
             input_gain: 1.0,
             output_gain: 1.0,
             relay_only: false,
+            status: String::new(),
         }
     }
 }

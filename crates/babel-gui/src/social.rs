@@ -245,6 +245,11 @@ impl MyStatus {
         }
     }
 
+    /// From its wire spelling (anything else: available).
+    pub fn parse(s: &str) -> MyStatus {
+        MyStatus::ALL.into_iter().find(|m| m.as_str() == s).unwrap_or_default()
+    }
+
     /// In words.
     pub fn label(self) -> &'static str {
         match self {
@@ -481,6 +486,16 @@ impl Model {
         if let Some(newest) = chat.newest_from(contact).filter(|n| *n > chat.marked) {
             chat.marked = newest;
             self.outbox.push(Command::MarkRead { contact, message_id: newest });
+        }
+    }
+
+    /// Signing in as `me`: my status is the one this window last set for
+    /// this account (the server keeps it, but cannot be asked for it).
+    pub(crate) fn status_on_sign_in(&mut self, me: &User) {
+        let same = self.settings.email.eq_ignore_ascii_case(&me.email);
+        self.social.status = if same { MyStatus::parse(&self.settings.status) } else { MyStatus::Available };
+        if !same {
+            self.settings.status.clear();
         }
     }
 
@@ -774,7 +789,10 @@ impl Model {
                 self.notify(NoticeKind::Error, reason);
             }
             SocialUpdate::Sessions(list) => self.social.account.sessions = Some(list),
-            SocialUpdate::StatusSet(s) => self.social.status = s,
+            SocialUpdate::StatusSet(s) => {
+                self.social.status = s;
+                self.settings.status = s.as_str().to_owned();
+            }
             SocialUpdate::Blocked(list) => {
                 // Whoever is blocked is no contact (the server removed them).
                 self.contacts.retain(|c| !list.iter().any(|b| b.id == c.user.id));
@@ -1074,6 +1092,23 @@ mod tests {
         assert!(matches!(&m.social(SocialIntent::SetStatus(MyStatus::Dnd))[..], [Command::SetStatus(MyStatus::Dnd)]));
         m.apply(Update::Social(SocialUpdate::StatusSet(MyStatus::Dnd)));
         assert_eq!(m.social.status, MyStatus::Dnd);
+        // Remembered for this account's next sign-in, not for another's.
+        m.apply(Update::SignedOut);
+        m.apply(Update::SignedIn { server: "s".into(), me: user(1, "Ann") });
+        assert_eq!(m.social.status, MyStatus::Dnd);
+        m.apply(Update::SignedOut);
+        m.apply(Update::SignedIn { server: "s".into(), me: user(9, "Zed") });
+        assert_eq!(m.social.status, MyStatus::Available);
+        m.apply(Update::SignedOut);
+        m.apply(Update::SignedIn { server: "s".into(), me: user(1, "Ann") });
+        assert_eq!(m.social.status, MyStatus::Available);
+        m.apply(Update::Contacts {
+            contacts: vec![
+                ContactEntry { user: user(2, "Ben"), status: Presence::Offline },
+                ContactEntry { user: user(3, "Cleo"), status: Presence::Online },
+            ],
+            requests: vec![],
+        });
         // Blocking asks first.
         m.social(SocialIntent::OpenChat(UserId(2)));
         assert!(m.social(SocialIntent::AskBlock(UserId(2))).is_empty());

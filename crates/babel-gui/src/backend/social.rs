@@ -119,7 +119,13 @@ impl Backend {
             Command::SetStatus(status) => {
                 let Some(client) = self.client.as_mut() else { return };
                 match client.set_status(status.into()).await {
-                    Ok(()) => self.send(Update::Social(SocialUpdate::StatusSet(status))),
+                    Ok(()) => {
+                        self.settings.status = status.as_str().to_owned();
+                        if let Err(e) = self.home.save_settings(&self.settings) {
+                            tracing::warn!(error = %e, "settings not saved");
+                        }
+                        self.send(Update::Social(SocialUpdate::StatusSet(status)));
+                    }
                     Err(e) => self.request_failed(&e),
                 }
             }
