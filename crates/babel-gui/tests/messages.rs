@@ -125,6 +125,23 @@ fn messages_wait_for_an_offline_reader_arrive_live_and_are_marked_read() {
     wait_for(&mut h, "good to see you");
     assert_eq!(h.state().model.unread(ben.user_id().unwrap()), 0);
 
+    // The window loses the focus: a message to the open conversation
+    // counts as unread (and goes to the desktop's notifications) until the
+    // window has the focus back, when it is marked read.
+    h.input_mut().focused = false;
+    h.run_steps(2);
+    rt.block_on(ben.send_message(ann_id, "while you were away", None)).unwrap();
+    wait_for(&mut h, "Messages with Ben, 1 unread");
+    wait_for(&mut h, "while you were away");
+    h.input_mut().focused = true;
+    wait_gone(&mut h, "1 unread");
+    let ben_id = ben.user_id().unwrap();
+    let newest = h.state().model.chat(ben_id).unwrap().messages.last().map(|m| m.id).unwrap();
+    next_matching(&rt, &mut ben_events, "the read mark on focus", |e| match e {
+        ServerEvent::MessagesRead(r) if r.contact_id == ann_id && r.message_id.0 == newest => Some(()),
+        _ => None,
+    });
+
     // The conversation closed (the call page): a new one counts.
     h.state_mut().model.social.page = View::Home;
     rt.block_on(ben.send_message(ann_id, "one more", None)).unwrap();
