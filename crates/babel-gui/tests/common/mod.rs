@@ -73,6 +73,13 @@ pub fn click(h: &mut Harness<'_, App>, label: &str) {
     h.run_steps(3);
 }
 
+/// Clicks the one node whose label contains `part` (a name with an id in it).
+pub fn click_contains(h: &mut Harness<'_, App>, part: &str) {
+    h.run_steps(3);
+    h.get_by_label_contains(part).click();
+    h.run_steps(3);
+}
+
 pub fn sign_in(h: &mut Harness<'_, App>, email: &str, password: &str) {
     type_into(h, "Email", email);
     type_into(h, "Password", password);
