@@ -504,6 +504,10 @@ impl Model {
         let mut out = Vec::new();
         match intent {
             SocialIntent::OpenChat(id) => {
+                // The name stays if they stop being a contact meanwhile.
+                if let Some(c) = self.contact(id) {
+                    self.social.names.insert(id.0, c.user.name.clone());
+                }
                 self.social.page = Page::Chat(id);
                 self.editing = None;
                 let chat = self.social.chats.entry(id).or_default();
@@ -1116,6 +1120,7 @@ mod tests {
         assert!(m.social(SocialIntent::ConfirmBlock).is_empty());
         m.apply(Update::Social(SocialUpdate::Blocked(vec![user(2, "Ben")])));
         assert!(m.contact(UserId(2)).is_none());
+        assert_eq!(m.someone(UserId(2)), "Ben", "a conversation once opened keeps the name");
         assert_eq!(m.social.page, Page::Home);
         assert!(matches!(&m.social(SocialIntent::Unblock(UserId(2)))[..], [Command::Unblock(UserId(2))]));
         // A contact renamed.

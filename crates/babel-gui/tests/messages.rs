@@ -352,3 +352,40 @@ fn the_status_chooser_away_and_dnd_contacts_and_blocking() {
     click(&mut h, "Unblock Ben");
     wait_for(&mut h, "You have blocked nobody.");
 }
+
+#[test]
+fn a_refused_message_says_why_and_is_sent_again_with_retry() {
+    let rt = runtime();
+    let local = rt.block_on(LocalServer::start(true)).unwrap();
+    let (ann, mut ben) = pair(&rt, &local);
+    let ann_id = ann.user_id().unwrap();
+    drop(ann);
+    let mut ben_events = rt.block_on(ben.events()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(app(dir.path(), &local.addr));
+    sign_in(&mut h, "ann@test.babel", PASSWORD);
+    wait_for(&mut h, "Messages with Ben");
+    click(&mut h, "Messages with Ben");
+    wait_for(&mut h, "This is the start of your conversation with Ben.");
+    // Ben removes Ann meanwhile: her message is refused, and says why.
+    rt.block_on(ben.remove_contact(babel_proto::ContactRef::Id(ann_id))).unwrap();
+    let ben_id = ben.user_id().unwrap();
+    wait_until(&mut h, "Ben no longer a contact", |m| m.contact(ben_id).is_none());
+    type_into(&mut h, "Message to Ben", "still friends?");
+    press_enter(&mut h);
+    wait_for(&mut h, "not sent:");
+    wait_for(&mut h, "Retry: still friends?");
+    // Contacts again: Retry sends it (once).
+    rt.block_on(ben.add_contact("ann@test.babel")).unwrap();
+    wait_for(&mut h, "Accept Ben");
+    click(&mut h, "Accept Ben");
+    wait_until(&mut h, "Ben a contact again", |m| m.contact(ben_id).is_some());
+    click(&mut h, "Retry: still friends?");
+    let got = next_matching(&rt, &mut ben_events, "the retried message", |e| match e {
+        ServerEvent::Message(m) if m.message.from == ann_id => Some(m.message),
+        _ => None,
+    });
+    assert_eq!(got.text, "still friends?");
+    wait_gone(&mut h, "not sent:");
+    wait_for(&mut h, "· sent");
+}
