@@ -80,6 +80,19 @@ fn message_by_id(c: &Connection, id: i64) -> rusqlite::Result<StoredMessage> {
     )
 }
 
+pub(super) fn sent_with_client_id(
+    c: &Connection,
+    from: UserId,
+    client_id: &str,
+) -> rusqlite::Result<Option<StoredMessage>> {
+    let id: Option<i64> = c
+        .query_row("SELECT id FROM messages WHERE from_id = ?1 AND client_id = ?2", params![from.0, client_id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    id.map(|id| message_by_id(c, id)).transpose()
+}
+
 pub(super) fn send_message(
     c: &mut Connection,
     from: UserId,
@@ -320,6 +333,8 @@ mod tests {
         let (_d, s) = store();
         let (a, b) = (user(&s, "a@x.org"), user(&s, "b@x.org"));
         let first = sent(s.send_message(a, b, "hi", Some("c1"), 10).unwrap());
+        assert_eq!(s.sent_with_client_id(a, "c1").unwrap().map(|m| m.id), Some(first));
+        assert_eq!(s.sent_with_client_id(b, "c1").unwrap(), None);
         match s.send_message(a, b, "hi", Some("c1"), 20).unwrap() {
             SendOutcome::Duplicate(m) => assert_eq!((m.id, m.sent_at), (first, 10)),
             other => panic!("{other:?}"),
