@@ -1,7 +1,9 @@
 //! The authorization matrix: every authenticated route, asked with another
 //! user's id and my token, a logged-out token, a deleted user's token, and
 //! (for call routes) the right token on someone else's call. All refused,
-//! and the database is byte-for-byte the same before and after.
+//! and the database is byte-for-byte the same before and after. Messages
+//! and call history: a non-contact cannot be written to, and nobody reads
+//! or marks a conversation they are not in.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -14,7 +16,7 @@ use serde_json::{Value, json};
 fn dump(db: &std::path::Path) -> Vec<String> {
     let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut out = Vec::new();
-    for table in ["users", "sessions", "contacts", "requests"] {
+    for table in ["users", "sessions", "contacts", "requests", "messages", "read_marks", "call_history"] {
         let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).unwrap();
         let cols = stmt.column_count();
         let rows = stmt
@@ -48,6 +50,10 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
     let theirs = friend.client.call(other.id(), Default::default()).await.unwrap().call_id;
     other.expect("incoming", |e| matches!(e, babel_proto::ServerEvent::IncomingCall(_)).then_some(())).await;
     other.client.accept_call(theirs, Default::default()).await.unwrap();
+    // A conversation between friend and other that I am not part of, and
+    // one of mine with friend.
+    let secret = friend.client.send_message(other.id(), "between us", None).await.unwrap().message_id;
+    let mine_msg = me.client.send_message(friend.id(), "hi friend", Some("m-1")).await.unwrap().message_id;
 
     // Tokens that must not work.
     let my_token = me.me.token.clone();
@@ -79,6 +85,11 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
         ("/invite", json!({"call_id": theirs.to_string(), "contact_id": friend.id().to_string()})),
         ("/connect_call", call.clone()),
         ("/send", json!({})),
+        ("/send_message", json!({"contact_id": friend.id().to_string(), "text": "hi", "client_id": "m-1"})),
+        ("/messages", json!({"contact_id": friend.id().to_string()})),
+        ("/mark_read", json!({"contact_id": friend.id().to_string(), "message_id": mine_msg.to_string()})),
+        ("/unread", json!({})),
+        ("/call_history", json!({})),
         ("/logout", json!({})),
         ("/delete", json!({})),
     ];
@@ -101,6 +112,23 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
     // And a call id that does not exist.
     let none = json!({"call_id": CallId(12345).to_string()});
     assert_eq!(probe.raw(frame(&mine, "/hangup", none)).await.unwrap().0.status, 403);
+    // Messages: not to a non-contact; someone else's conversation is never
+    // listed nor marked; a retried client_id answers my first message.
+    let to_other = json!({"contact_id": other.id().to_string(), "text": "hi"});
+    assert_eq!(probe.raw(frame(&mine, "/send_message", to_other)).await.unwrap().0.status, 403);
+    let mark = json!({"contact_id": other.id().to_string(), "message_id": secret.to_string()});
+    assert_eq!(probe.raw(frame(&mine, "/mark_read", mark)).await.unwrap().0.status, 200);
+    let listed = |a: babel_proto::Answer| a.json::<Vec<babel_proto::Message>>().unwrap();
+    let with_other = json!({"contact_id": other.id().to_string(), "after": "0"});
+    assert!(listed(probe.raw(frame(&mine, "/messages", with_other)).await.unwrap()).is_empty());
+    let all = listed(probe.raw(frame(&mine, "/messages", json!({}))).await.unwrap());
+    assert_eq!(all.iter().map(|m| m.message_id).collect::<Vec<_>>(), vec![mine_msg], "only my own");
+    let retry = json!({"contact_id": friend.id().to_string(), "text": "hi friend", "client_id": "m-1"});
+    let again: babel_proto::MessageSent =
+        probe.raw(frame(&mine, "/send_message", retry)).await.unwrap().json().unwrap();
+    assert_eq!(again.message_id, mine_msg);
+    let history = probe.raw(frame(&mine, "/call_history", json!({}))).await.unwrap();
+    assert!(history.json::<Vec<babel_proto::CallHistoryEntry>>().unwrap().is_empty(), "their call is not mine");
 
     assert_eq!(dump(&db), before, "nothing changed in the database");
     assert_eq!(s.server.app().calls_in_progress(), calls_before);

@@ -211,7 +211,8 @@ pub struct CallHistoryEntry {
     /// When the call was placed (RFC 3339 UTC).
     pub started_at: String,
     /// When I answered (for `out`: when the first callee answered); `""`
-    /// if never. An `in` entry with no answer is a missed call.
+    /// if never. An `in` entry with no answer that I did not decline is a
+    /// missed call ([`CallHistoryEntry::is_missed`]).
     pub answered_at: String,
     /// When my part of the call ended.
     pub ended_at: String,
@@ -220,9 +221,9 @@ pub struct CallHistoryEntry {
 }
 
 impl CallHistoryEntry {
-    /// A call I was rung for and never answered.
+    /// A call I was rung for, never answered and did not decline.
     pub fn is_missed(&self) -> bool {
-        self.direction == Direction::In && self.answered_at.is_empty()
+        self.direction == Direction::In && self.answered_at.is_empty() && self.reason != EndReason::Declined
     }
 }
 
@@ -465,6 +466,8 @@ mod tests {
             reason: EndReason::Timeout,
         };
         assert!(h.is_missed());
+        assert!(!CallHistoryEntry { reason: EndReason::Declined, ..h.clone() }.is_missed());
+        assert!(!CallHistoryEntry { direction: Direction::Out, ..h.clone() }.is_missed());
         let json = serde_json::to_string(&h).unwrap();
         assert!(json.contains(r#""direction":"in""#) && json.contains(r#""answered_at":"""#), "{json}");
         assert_eq!(serde_json::from_str::<CallHistoryEntry>(&json).unwrap(), h);
