@@ -890,6 +890,11 @@ mod tests {
         m.social(SocialIntent::Home);
         assert!(m.social(SocialIntent::OpenChat(UserId(2))).is_empty());
         assert!(m.take_outbox().is_empty());
+        // Back after a lost connection (the counts are re-read): the open
+        // conversation catches up on what it missed.
+        m.apply(Update::Social(SocialUpdate::Unread(vec![(UserId(2), 1), (UserId(3), 4)])));
+        assert!(matches!(&m.take_outbox()[..], [Command::LoadMessages { contact: UserId(2), before: None }]));
+        assert_eq!((m.unread(UserId(2)), m.unread(UserId(3))), (0, 4), "the open one is being read");
     }
 
     #[test]
@@ -1045,6 +1050,23 @@ mod tests {
         assert_eq!(h.entries.iter().map(HistoryEntry::missed).collect::<Vec<_>>(), [true, false, false]);
         assert!(h.complete && !h.loading);
         assert_eq!(h.entries[0].title(), "Cleo");
+        assert!(m.social(SocialIntent::MoreHistory).is_empty(), "a short page is everything");
+        // A full page: older ones are asked before its last entry.
+        m.social(SocialIntent::OpenHistory);
+        let full: Vec<_> = (0..i64::from(HISTORY_PAGE)).map(|i| entry(1000 - i, Direction::Out, Some("x"))).collect();
+        m.apply(Update::Social(SocialUpdate::History { before: None, entries: full }));
+        let last = 1000 - i64::from(HISTORY_PAGE) + 1;
+        assert!(
+            matches!(&m.social(SocialIntent::MoreHistory)[..], [Command::LoadHistory { before: Some(b) }] if *b == last)
+        );
+        assert!(m.social(SocialIntent::MoreHistory).is_empty(), "one page at a time");
+        m.apply(Update::Social(SocialUpdate::History {
+            before: Some(last),
+            entries: vec![entry(3, Direction::In, None)],
+        }));
+        let h = &m.social.history;
+        assert_eq!(h.entries.len(), HISTORY_PAGE as usize + 1);
+        assert!(h.complete && h.entries.last().unwrap().missed());
         let c = m.social(SocialIntent::CallBack(UserId(3)));
         assert!(matches!(&c[..], [Command::Call(UserId(3))]));
         assert_eq!(m.social.page, Page::Home, "the call shows");
