@@ -392,7 +392,8 @@ impl Model {
         }
         self.contacts
             .iter()
-            .filter(|c| c.presence == Presence::Online && !call.participants.iter().any(|p| p.id == c.user.id))
+            .filter(|c| matches!(c.presence, Presence::Online | Presence::Away))
+            .filter(|c| !call.participants.iter().any(|p| p.id == c.user.id))
             .collect()
     }
 

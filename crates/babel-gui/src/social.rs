@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use babel_proto::{CallId, User, UserId};
+use babel_proto::{CallId, Presence, User, UserId};
 
 use crate::model::{Model, NoticeKind, Phase};
 use crate::msg::Command;
@@ -449,6 +449,15 @@ impl Model {
         self.social.chats.get(&id)
     }
 
+    /// Whether a contact can be rung now: online or away (not "do not
+    /// disturb", busy or offline), known to be so, and no call of mine on.
+    pub fn callable(&self, id: UserId) -> bool {
+        self.call.is_none()
+            && self
+                .contact(id)
+                .is_some_and(|c| matches!(self.known_presence(c), Some(Presence::Online | Presence::Away)))
+    }
+
     /// Unread messages from a contact.
     pub fn unread(&self, id: UserId) -> u32 {
         self.social.chats.get(&id).map_or(0, |c| c.unread)
@@ -828,7 +837,7 @@ impl Model {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use babel_proto::{ContactEntry, Presence};
+    use babel_proto::ContactEntry;
 
     use super::*;
     use crate::msg::Update;
@@ -1146,10 +1155,17 @@ mod tests {
         assert_eq!(m.social.page, Page::Home);
         assert!(matches!(&m.social(SocialIntent::Unblock(UserId(2)))[..], [Command::Unblock(UserId(2))]));
         // A contact renamed.
+        assert!(m.callable(UserId(3)) && !m.callable(UserId(2)), "Cleo online, Ben blocked");
+        m.apply(Update::Server(babel_proto::ServerEvent::ContactUpdated(ContactEntry {
+            user: user(3, "Cleo"),
+            status: Presence::Away,
+        })));
+        assert!(m.callable(UserId(3)), "away people can be rung");
         m.apply(Update::Server(babel_proto::ServerEvent::ContactUpdated(ContactEntry {
             user: user(3, "Cleopatra"),
             status: Presence::Dnd,
         })));
+        assert!(!m.callable(UserId(3)), "do not disturb is not rung");
         assert_eq!(m.contact(UserId(3)).unwrap().user.name, "Cleopatra");
         assert_eq!(m.contact(UserId(3)).unwrap().presence, Presence::Dnd);
         // This session ended elsewhere: back to signing in, the reason said.

@@ -15,7 +15,7 @@ use babel_gui::social::{PAGE, Page as View};
 use babel_media::setup::Prepared;
 use babel_proto::{ChosenStatus, Page, Presence, ServerEvent, UserId};
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 
 mod common;
 
@@ -336,10 +336,15 @@ fn the_status_chooser_away_and_dnd_contacts_and_blocking() {
         }
     });
     // Ben goes away, then "do not disturb": Ann's list says so.
+    // Away people can be called; "do not disturb" ones cannot.
+    let enabled = |h: &Harness<'_, App>, label: &str| !h.get_by_label(label).accesskit_node().is_disabled();
     rt.block_on(ben.set_status(ChosenStatus::Away)).unwrap();
     wait_for(&mut h, "away · ben@test.babel");
+    assert!(enabled(&h, "Call Ben"));
     rt.block_on(ben.set_status(ChosenStatus::Dnd)).unwrap();
     wait_for(&mut h, "do not disturb · ben@test.babel");
+    h.run_steps(2);
+    assert!(!enabled(&h, "Call Ben"));
 
     // Block Ben from his menu: asked first, then he is gone and listed.
     click(&mut h, "More for Ben");

@@ -19,8 +19,7 @@ pub(super) fn page(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>, cont
     let me = m.me.as_ref().map_or(UserId(0), |u| u.id);
     let name = m.someone(contact);
     let online = !m.connection_lost;
-    let can_call = m.call.is_none()
-        && m.contact(contact).is_some_and(|c| m.known_presence(c) == Some(babel_proto::Presence::Online));
+    let can_call = m.callable(contact);
     ui.add_space(8.0);
     ui.horizontal(|ui| {
         ui.label(RichText::new(&name).size(22.0).strong());

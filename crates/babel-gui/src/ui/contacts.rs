@@ -64,7 +64,6 @@ pub(super) fn panel(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
         ui.separator();
     }
 
-    let in_call = m.call.is_some();
     let bottom = 70.0;
     egui::ScrollArea::vertical().max_height((ui.available_height() - bottom).max(60.0)).show(ui, |ui| {
         let mut shown = 0;
@@ -94,7 +93,7 @@ pub(super) fn panel(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
                             out.push(Intent::AskRemove(c.user.id));
                         }
                         // Away people can be rung; "do not disturb" refuses calls.
-                        let can_call = matches!(presence, Some(Presence::Online | Presence::Away)) && !in_call;
+                        let can_call = m.callable(c.user.id);
                         if named_button(ui, can_call, "Call", &format!("Call {}", c.user.name)) {
                             out.push(Intent::Call(c.user.id));
                         }

@@ -1,7 +1,6 @@
 //! The call history: newest first, missed calls marked, a call back on
 //! each row, older entries on demand.
 
-use babel_proto::Presence;
 use eframe::egui::{self, RichText};
 
 use super::{colors, named_button};
@@ -51,8 +50,7 @@ pub(super) fn page(ui: &mut egui::Ui, m: &Model, out: &mut Vec<Intent>) {
                 // a group call), when they are online.
                 if let Some(who) = e.with.first() {
                     ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                        let online = m.contact(who.id).is_some_and(|c| m.known_presence(c) == Some(Presence::Online));
-                        let enabled = online && m.call.is_none();
+                        let enabled = m.callable(who.id);
                         if named_button(ui, enabled, "Call back", &format!("Call back {}", who.name)) {
                             out.push(Intent::Social(SocialIntent::CallBack(who.id)));
                         }
