@@ -27,6 +27,9 @@ use tokio::net::TcpStream;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// Makes one measured request: route and data.
+type MakeRequest = Box<dyn FnMut(&mut Rng) -> (&'static str, Value)>;
+
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
@@ -140,7 +143,7 @@ async fn main() -> Res<()> {
     let contact = idb.to_string();
     let (c1, c2, c3) = (contact.clone(), contact.clone(), contact);
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    let mut cases: Vec<(&str, Box<dyn FnMut(&mut Rng) -> (&'static str, Value)>)> = vec![
+    let mut cases: Vec<(&str, MakeRequest)> = vec![
         ("/contacts (baseline)", Box::new(|_| ("/contacts", Value::Null))),
         (
             "/messages contact, before (random), limit 50",
