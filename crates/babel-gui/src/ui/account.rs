@@ -15,7 +15,10 @@ fn social(out: &mut Vec<Intent>, i: SocialIntent) {
 fn field(ui: &mut egui::Ui, label: &str, text: &mut String, secret: bool) -> egui::Response {
     ui.horizontal(|ui| {
         let l = ui.add_sized([170.0, 20.0], egui::Label::new(label));
-        ui.add(egui::TextEdit::singleline(text).password(secret).desired_width(240.0)).labelled_by(l.id)
+        // An id of its own: the lists above it (sessions, blocked) load
+        // later, and a position-based id would change under the typing.
+        let edit = egui::TextEdit::singleline(text).id_salt(("account", label)).password(secret).desired_width(240.0);
+        ui.add(edit).labelled_by(l.id)
     })
     .inner
 }

@@ -102,6 +102,7 @@ pub(super) fn page(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>, cont
     ui.horizontal(|ui| {
         let send_w = 70.0;
         let edit = egui::TextEdit::singleline(&mut chat.draft)
+            .id_salt(("draft", contact.0))
             .hint_text(format!("Write to {name}, Enter sends"))
             .desired_width((ui.available_width() - send_w).max(100.0));
         let r = ui.add_enabled(online, edit);
