@@ -196,7 +196,9 @@ async fn sessions_list_without_tokens_and_end_session_ends_one() {
     let seen = phone_events.until("/session_ended", any).await;
     assert_eq!(seen.last().unwrap().1, json!({"session_id": phone_id, "reason": "ended"}));
     phone_events.closes().await;
-    assert_eq!(phone.call(s1.header(), "/contacts", Value::Null).await.0, 401);
+    assert!(phone.is_closed().await, "the ended session's request connection closes too");
+    let mut again = Client::connect(server.addr()).await;
+    assert_eq!(again.call(s1.header(), "/contacts", Value::Null).await.0, 401);
     assert_eq!(sessions(&mut laptop, &s2).await.len(), 1);
 
     // Ending my own current session is a logout.
@@ -241,7 +243,9 @@ async fn change_password_ends_every_other_session_and_their_calls() {
     let ended = bob_events.until("/call_ended", any).await;
     assert_eq!(ended.last().unwrap().1, json!({"call_id": call_id, "reason": "logout"}));
 
-    assert_eq!(phone.call(s1.header(), "/contacts", Value::Null).await.0, 401);
+    assert!(phone.is_closed().await, "the other session's request connection closes too");
+    let mut again = Client::connect(addr).await;
+    assert_eq!(again.call(s1.header(), "/contacts", Value::Null).await.0, 401);
     assert_eq!(sessions(&mut laptop, &s2).await.len(), 1, "the asking session goes on");
     let mut c = Client::connect(addr).await;
     let old = c.call(Value::Null, "/login", json!({"user_mail": "ann@example.org", "pass": "password123"})).await;
@@ -484,4 +488,8 @@ async fn delete_and_expiry_end_sessions_with_a_reason() {
     let seen = phone_events.until("/session_ended", any).await;
     assert_eq!(seen.last().unwrap().1, json!({"session_id": phone_id, "reason": "deleted"}));
     phone_events.closes().await;
+    assert!(phone.is_closed().await, "the other device's request connection closes");
+    // The connection that deleted stays open, anonymous, as after /logout.
+    assert_eq!(laptop.call(s2.header(), "/contacts", Value::Null).await.0, 401);
+    laptop.create("gone@example.org").await;
 }

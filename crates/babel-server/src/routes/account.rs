@@ -79,6 +79,7 @@ impl App {
     pub(crate) async fn end_session_because(&self, rec: SessionRecord, reason: SessionEndReason) -> ServiceResult<()> {
         let ended = SessionEnded { session_id: babel_proto::SessionId(rec.id.0), reason };
         self.hub.to_session(rec.user, rec.id, &ServerEvent::SessionEnded(ended));
+        self.presence.close_session(rec.user, rec.id);
         self.end_session(rec, EndReason::Logout).await
     }
 
