@@ -191,9 +191,11 @@ impl App {
         let outcome = self.blocking(move |s| s.block(me, other, now())).await?;
         if let Some(outcome) = outcome {
             self.contacts_changed(&[me, other]);
+            // Told as a plain removal would be: nothing says "blocked".
             if outcome != RemoveOutcome::NotFound {
-                // Told as a plain removal would be: nothing says "blocked".
                 self.hub.to_user(me, &ServerEvent::ContactRemoved(other));
+            }
+            if !matches!(outcome, RemoveOutcome::NotFound | RemoveOutcome::CancelledWithheld) {
                 self.hub.to_user(other, &ServerEvent::ContactRemoved(me));
             }
         }
