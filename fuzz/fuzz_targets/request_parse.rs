@@ -2,8 +2,8 @@
 //!
 //! Input layout (see `fuzz/gen_corpus.py`):
 //! * byte 0: route selector, `b % (Route::ALL.len() + 1)`: below the length
-//!   it is `Route::ALL[i]` (every route, the message and call-history ones
-//!   included), the length itself means the route bytes come from the input;
+//!   it is `Route::ALL[i]` (so every new route is fuzzed as it lands), the
+//!   length itself means the route bytes come from the input;
 //! * bytes 1..3: header length (big-endian `u16`, clamped to what is left),
 //!   then the header;
 //! * with an input route: one length byte (clamped), then the route;

@@ -381,7 +381,7 @@ async fn whoami(cli: &Cli, home: &Home) -> Outcome {
         )));
     }
     let contacts = list.iter().filter(|e| e.status != Presence::Pending).count();
-    let online = list.iter().filter(|e| matches!(e.status, Presence::Online | Presence::Busy)).count();
+    let online = list.iter().filter(|e| e.status.is_online()).count();
     let json = json!({
         "id": info.id, "name": info.name, "email": info.email, "server": server, "session": "valid",
         "contacts": contacts, "contacts_online": online,

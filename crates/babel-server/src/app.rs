@@ -152,6 +152,12 @@ impl ConnState {
         self.ip
     }
 
+    /// Cancelled when the session this connection speaks for is ended for a
+    /// reason its connections must hear (`/session_ended`): then it closes.
+    pub fn session_closed(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.speaks_for.as_ref().map(|g| g.closed().clone())
+    }
+
     /// Whether the connection speaks for no live session: it never took
     /// one, or the one it took was logged out or deleted since.
     fn is_anonymous(&self, presence: &PresenceRegistry) -> bool {
@@ -618,6 +624,7 @@ impl App {
     pub(crate) async fn end_user(&self, user: UserId) {
         let live = self.presence.sessions_of(user);
         self.sessions.invalidate_where(|r| r.user == user);
+        self.presence.close_user(user);
         self.presence.end_user(user);
         for session in &live {
             let ended = babel_proto::SessionEnded {

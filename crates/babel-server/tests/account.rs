@@ -196,7 +196,9 @@ async fn sessions_list_without_tokens_and_end_session_ends_one() {
     let seen = phone_events.until("/session_ended", any).await;
     assert_eq!(seen.last().unwrap().1, json!({"session_id": phone_id, "reason": "ended"}));
     phone_events.closes().await;
-    assert_eq!(phone.call(s1.header(), "/contacts", Value::Null).await.0, 401);
+    assert!(phone.is_closed().await, "the ended session's request connection closes too");
+    let mut again = Client::connect(server.addr()).await;
+    assert_eq!(again.call(s1.header(), "/contacts", Value::Null).await.0, 401);
     assert_eq!(sessions(&mut laptop, &s2).await.len(), 1);
 
     // Ending my own current session is a logout.
@@ -241,7 +243,9 @@ async fn change_password_ends_every_other_session_and_their_calls() {
     let ended = bob_events.until("/call_ended", any).await;
     assert_eq!(ended.last().unwrap().1, json!({"call_id": call_id, "reason": "logout"}));
 
-    assert_eq!(phone.call(s1.header(), "/contacts", Value::Null).await.0, 401);
+    assert!(phone.is_closed().await, "the other session's request connection closes too");
+    let mut again = Client::connect(addr).await;
+    assert_eq!(again.call(s1.header(), "/contacts", Value::Null).await.0, 401);
     assert_eq!(sessions(&mut laptop, &s2).await.len(), 1, "the asking session goes on");
     let mut c = Client::connect(addr).await;
     let old = c.call(Value::Null, "/login", json!({"user_mail": "ann@example.org", "pass": "password123"})).await;
@@ -402,6 +406,7 @@ async fn blocking_cuts_every_tie_and_hides_itself() {
     assert_eq!(status, 200, "{v}");
     let seen = bob_events.until("/call_ended", any).await;
     assert!(seen.iter().any(|(r, v)| r == "/contact_removed" && *v == json!({"id": sa.id})), "{seen:?}");
+    ann_events.until("/contact_removed", about(&sb.id)).await;
     assert_eq!(seen.last().unwrap().1["call_id"], call_id.as_str());
     assert_eq!(a.contacts(&sa).await, vec![("cat@example.org".into(), "online".into())]);
     assert_eq!(b.contacts(&sb).await, vec![("cat@example.org".into(), "online".into())]);
@@ -418,6 +423,10 @@ async fn blocking_cuts_every_tie_and_hides_itself() {
     let (_, requests) = a.call(sa.header(), "/contact_requests", Value::Null).await;
     assert_eq!(requests, json!([]));
     assert_refused(b.call(sb.header(), "/add_contact", json!({"contact_email": "ann@example.org"})).await, "already");
+    // He may cancel it, as any request, and ask again.
+    assert_eq!(b.call(sb.header(), "/remove_contact", json!({"contact_id": sa.id})).await.0, 200);
+    assert!(!b.contacts(&sb).await.iter().any(|(e, _)| e == "ann@example.org"));
+    assert_eq!(b.call(sb.header(), "/add_contact", json!({"contact_email": "ann@example.org"})).await.0, 200);
     assert_refused(a.call(sa.header(), "/add_contact", json!({"contact_email": "bob@example.org"})).await, "unblock");
     assert_refused(b.call(sb.header(), "/call", json!({"contact_id": sa.id})).await, "contacts");
 
@@ -435,15 +444,17 @@ async fn blocking_cuts_every_tie_and_hides_itself() {
     drop(a);
     assert_eq!(c.call(sc.header(), "/rename", json!({"name": "Cat"})).await.0, 200);
     let seen = bob_events.until("/contact_updated", about(&sc.id)).await;
-    let from_ann = seen
+    let about_ann: Vec<&str> = seen
         .iter()
-        .filter(|(r, v)| !(r == "/contact_added" && v["status"] == "pending")) // his own request, echoed
         .filter(|(_, v)| v.to_string().contains(&format!("\"{}\"", sa.id)))
-        .count();
-    assert_eq!(from_ann, 0, "{seen:?}");
-    // And Ann heard nothing of Bob's request.
+        .map(|(r, _)| r.as_str())
+        .collect();
+    // Only the echoes of his own request, its cancelling and the new request.
+    assert_eq!(about_ann, ["/contact_added", "/contact_removed", "/contact_added"], "{seen:?}");
+    // And Ann heard nothing of Bob's requests, nor of their cancelling.
     let seen = ann_events.until("/contact_updated", about(&sc.id)).await;
-    assert!(!seen.iter().any(|(r, _)| r == "/contact_request"), "{seen:?}");
+    let from_bob = seen.iter().filter(|(_, v)| v.to_string().contains(&format!("\"{}\"", sb.id))).count();
+    assert_eq!(from_bob, 0, "{seen:?}");
 
     // Unblocking restores nothing; a second unblock is refused.
     let mut a = Client::connect(addr).await;
@@ -484,4 +495,8 @@ async fn delete_and_expiry_end_sessions_with_a_reason() {
     let seen = phone_events.until("/session_ended", any).await;
     assert_eq!(seen.last().unwrap().1, json!({"session_id": phone_id, "reason": "deleted"}));
     phone_events.closes().await;
+    assert!(phone.is_closed().await, "the other device's request connection closes");
+    // The connection that deleted stays open, anonymous, as after /logout.
+    assert_eq!(laptop.call(s2.header(), "/contacts", Value::Null).await.0, 401);
+    laptop.create("gone@example.org").await;
 }

@@ -79,6 +79,7 @@ impl App {
     pub(crate) async fn end_session_because(&self, rec: SessionRecord, reason: SessionEndReason) -> ServiceResult<()> {
         let ended = SessionEnded { session_id: babel_proto::SessionId(rec.id.0), reason };
         self.hub.to_session(rec.user, rec.id, &ServerEvent::SessionEnded(ended));
+        self.presence.close_session(rec.user, rec.id);
         self.end_session(rec, EndReason::Logout).await
     }
 
@@ -190,9 +191,11 @@ impl App {
         let outcome = self.blocking(move |s| s.block(me, other, now())).await?;
         if let Some(outcome) = outcome {
             self.contacts_changed(&[me, other]);
+            // Told as a plain removal would be: nothing says "blocked".
             if outcome != RemoveOutcome::NotFound {
-                // Told as a plain removal would be: nothing says "blocked".
                 self.hub.to_user(me, &ServerEvent::ContactRemoved(other));
+            }
+            if !matches!(outcome, RemoveOutcome::NotFound | RemoveOutcome::CancelledWithheld) {
                 self.hub.to_user(other, &ServerEvent::ContactRemoved(me));
             }
         }

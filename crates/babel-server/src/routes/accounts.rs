@@ -167,6 +167,8 @@ impl App {
         }
         let linked = self.blocking(move |s| s.delete_user(user)).await?.ok_or(ServiceError::Unauthorized)?;
         self.end_user(user).await;
+        // The connection that asked stays open (anonymous), as after /logout.
+        self.forget_session(conn, rec.id);
         let mut changed = linked.clone();
         changed.push(user);
         self.contacts_changed(&changed);

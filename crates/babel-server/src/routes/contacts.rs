@@ -105,7 +105,10 @@ impl App {
         }
         self.contacts_changed(&[me, other]);
         self.hub.to_user(me, &ServerEvent::ContactRemoved(other));
-        self.hub.to_user(other, &ServerEvent::ContactRemoved(me));
+        // They never saw a withheld request (they block me): nothing to tell.
+        if outcome != RemoveOutcome::CancelledWithheld {
+            self.hub.to_user(other, &ServerEvent::ContactRemoved(me));
+        }
         Ok(Reply::Ok)
     }
 

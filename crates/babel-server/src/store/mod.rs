@@ -90,6 +90,8 @@ pub enum RemoveOutcome {
     CancelledRequest,
     /// Their pending request to me.
     DroppedIncoming,
+    /// My request they never saw (withheld because they block me).
+    CancelledWithheld,
     /// Nothing linked us.
     NotFound,
 }

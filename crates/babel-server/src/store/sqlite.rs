@@ -576,7 +576,7 @@ impl Store for SqliteStore {
             let outcome = match linked(&tx, me, other)? {
                 (true, _, _) => RemoveOutcome::Contact,
                 (false, true, _) => RemoveOutcome::CancelledRequest,
-                (false, false, _) if mine_withheld => RemoveOutcome::CancelledRequest,
+                (false, false, _) if mine_withheld => RemoveOutcome::CancelledWithheld,
                 (false, false, true) => RemoveOutcome::DroppedIncoming,
                 (false, false, false) => RemoveOutcome::NotFound,
             };
@@ -696,7 +696,7 @@ impl Store for SqliteStore {
                 (true, _, _) => RemoveOutcome::Contact,
                 (false, true, _) => RemoveOutcome::CancelledRequest,
                 (false, false, true) => RemoveOutcome::DroppedIncoming,
-                (false, false, false) if withheld(&tx, me, other)? => RemoveOutcome::CancelledRequest,
+                (false, false, false) if withheld(&tx, me, other)? => RemoveOutcome::CancelledWithheld,
                 (false, false, false) => RemoveOutcome::NotFound,
             };
             tx.execute(
@@ -924,7 +924,7 @@ mod tests {
         // A sender may cancel a withheld request.
         s.block(c, b, 5).unwrap();
         assert_eq!(s.add_request(b, c, 5).unwrap(), AddOutcome::Withheld);
-        assert_eq!(s.remove_link(b, c).unwrap(), RemoveOutcome::CancelledRequest);
+        assert_eq!(s.remove_link(b, c).unwrap(), RemoveOutcome::CancelledWithheld);
         assert!(!s.contacts(b).unwrap().iter().any(|(u, _)| u.id == c));
         // Deleting the blocker reports the withheld sender as linked.
         assert_eq!(s.add_request(b, c, 6).unwrap(), AddOutcome::Withheld);
