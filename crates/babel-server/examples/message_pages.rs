@@ -10,7 +10,9 @@
 //! takes seconds, not an fsync per message); then every measured request is
 //! sent and answered one at a time on one connection and timed from write to
 //! full answer. Prints median, p99 and max per route, and each median as a
-//! ratio to `/contacts`'.
+//! ratio to `/contacts`' (answered from a cache) and beside `/contact_requests`
+//! (a store read on the blocking pool every time, like `/messages`); last,
+//! the store's page query alone, in-process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -145,6 +147,7 @@ async fn main() -> Res<()> {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut cases: Vec<(&str, MakeRequest)> = vec![
         ("/contacts (baseline)", Box::new(|_| ("/contacts", Value::Null))),
+        ("/contact_requests (a store read every time)", Box::new(|_| ("/contact_requests", Value::Null))),
         (
             "/messages contact, before (random), limit 50",
             Box::new(move |r| {
@@ -197,6 +200,19 @@ async fn main() -> Res<()> {
             bytes / requests,
         ));
     }
+    // The store alone, no socket and no thread hop: what the index costs.
+    let mut times = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let before = MessageId(first + 50 + rng.below(last - first - 50));
+        let t = Instant::now();
+        let page = store.messages(ua, Some(ub), babel_proto::Page::Before(before), 50)?;
+        times.push(t.elapsed());
+        if page.len() != 50 {
+            return Err(format!("a page of {} messages", page.len()).into());
+        }
+    }
+    times.sort();
+    let store_row = (percentile(&times, 0.5), percentile(&times, 0.99), times[times.len() - 1]);
     let base = ms(rows[0].1);
     println!("{total} messages between two users; {requests} requests per route, one at a time on one connection\n");
     println!("| request | p50 ms | p99 ms | max ms | answer bytes | p50 / `/contacts` p50 |");
@@ -204,6 +220,14 @@ async fn main() -> Res<()> {
     for (name, p50, p99, max, bytes) in rows {
         println!("| {name} | {:.3} | {:.3} | {:.3} | {bytes} | {:.2} |", ms(p50), ms(p99), ms(max), ms(p50) / base);
     }
+    let (p50, p99, max) = store_row;
+    println!(
+        "| store only: `messages(before random, 50)` in-process | {:.3} | {:.3} | {:.3} | | {:.2} |",
+        ms(p50),
+        ms(p99),
+        ms(max),
+        ms(p50) / base
+    );
     drop(server);
     Ok(())
 }
