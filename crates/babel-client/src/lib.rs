@@ -23,6 +23,7 @@
 //!
 //! Not here: audio, codecs, media encryption, UDP (see `babel-media`).
 
+mod account;
 mod conn;
 mod events;
 mod messages;

@@ -290,8 +290,8 @@ pub struct Model {
 fn rank(p: Presence) -> u8 {
     match p {
         Presence::Online => 0,
-        Presence::Busy => 1,
-        Presence::Offline => 2,
+        Presence::Busy | Presence::Away | Presence::Dnd => 1,
+        Presence::Offline | Presence::Unknown => 2,
         Presence::Pending => 3,
     }
 }
@@ -569,7 +569,15 @@ impl Model {
             | ServerEvent::CallKey(_)
             | ServerEvent::CallNonce(_)
             | ServerEvent::Message(_)
-            | ServerEvent::MessagesRead(_) => {}
+            | ServerEvent::MessagesRead(_)
+            | ServerEvent::SessionEnded(_) => {}
+            ServerEvent::ContactUpdated(ContactEntry { user, status }) => {
+                if let Some(c) = self.contacts.iter_mut().find(|c| c.user.id == user.id) {
+                    c.user = user;
+                    c.presence = status;
+                    self.sort_contacts();
+                }
+            }
             ServerEvent::ContactRequest(u) => {
                 if !self.requests.iter().any(|r| r.id == u.id) {
                     let text = format!("{} <{}> wants to add you as a contact.", u.name, u.email);

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::account::SessionEnded;
 use crate::call::{CallId, EndReason, Epoch, MediaSetup, Peer};
 use crate::frame::RawRequest;
 use crate::messages::{MessageEvent, MessagesRead};
@@ -143,6 +144,11 @@ pub enum ServerEvent {
     Message(MessageEvent),
     /// `/messages_read`: a conversation's messages are read up to an id.
     MessagesRead(MessagesRead),
+    /// `/contact_updated`: a contact renamed or chose another status (user +
+    /// `status`, as others see it).
+    ContactUpdated(ContactEntry),
+    /// `/session_ended`: this session is over; the connection closes next.
+    SessionEnded(SessionEnded),
 }
 
 /// An event frame that could not be read.
@@ -180,6 +186,8 @@ impl ServerEvent {
             ServerEvent::CallNonce(_) => "/call_nonce",
             ServerEvent::Message(_) => "/message",
             ServerEvent::MessagesRead(_) => "/messages_read",
+            ServerEvent::ContactUpdated(_) => "/contact_updated",
+            ServerEvent::SessionEnded(_) => "/session_ended",
         }
     }
 
@@ -203,6 +211,8 @@ impl ServerEvent {
             ServerEvent::CallNonce(n) => json(n),
             ServerEvent::Message(m) => json(m),
             ServerEvent::MessagesRead(r) => json(r),
+            ServerEvent::ContactUpdated(c) => json(c),
+            ServerEvent::SessionEnded(e) => json(e),
         }
     }
 
@@ -249,6 +259,8 @@ impl ServerEvent {
             "/call_nonce" => ServerEvent::CallNonce(de("/call_nonce", value)?),
             "/message" => ServerEvent::Message(de("/message", value)?),
             "/messages_read" => ServerEvent::MessagesRead(de("/messages_read", value)?),
+            "/contact_updated" => ServerEvent::ContactUpdated(de("/contact_updated", value)?),
+            "/session_ended" => ServerEvent::SessionEnded(de("/session_ended", value)?),
             _ => return Err(EventError::Unknown(route)),
         })
     }
@@ -317,6 +329,11 @@ mod tests {
                 contact_id: UserId(2),
                 message_id: crate::messages::MessageId(8),
             }),
+            ServerEvent::ContactUpdated(ContactEntry { user: user(6), status: Presence::Dnd }),
+            ServerEvent::SessionEnded(SessionEnded {
+                session_id: crate::account::SessionId(8),
+                reason: crate::account::SessionEndReason::PasswordChanged,
+            }),
         ]
     }
 
@@ -340,6 +357,21 @@ mod tests {
             br#"{"call_id":"9","reason":"timeout"}"#
         );
         assert_eq!(ServerEvent::Ping.data(), b"{}");
+        assert_eq!(
+            ServerEvent::ContactUpdated(ContactEntry { user: user(6), status: Presence::Away }).data(),
+            br#"{"id":"6","name":"u6","email":"u6@x.org","status":"away"}"#
+        );
+        let ended = SessionEnded {
+            session_id: crate::account::SessionId(8),
+            reason: crate::account::SessionEndReason::Expired,
+        };
+        assert_eq!(ServerEvent::SessionEnded(ended).data(), br#"{"session_id":"8","reason":"expired"}"#);
+    }
+
+    #[test]
+    fn new_statuses_in_events_do_not_break_old_readers() {
+        let f = RawRequest::new(Vec::new(), "/status", br#"{"id":"4","status":"in_a_meeting"}"#.to_vec());
+        assert_eq!(ServerEvent::parse(&f).unwrap(), ServerEvent::Status(UserId(4), Presence::Unknown));
     }
 
     #[test]

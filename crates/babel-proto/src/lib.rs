@@ -18,12 +18,15 @@
 //! * [`voice`]: the sealed voice datagram and the replay window.
 //! * [`messages`]: text messages and call history (data, answers, events).
 //! * [`types`]: ids, users, presence, secrets.
+//! * [`account`]: the account and privacy routes (rename, password,
+//!   sessions, status, blocking) and their answers and events.
 //! * [`fingerprint`]: TLS certificate fingerprints as printed and pinned.
 //!
 //! Nothing here opens a socket, reads a clock or spawns a task (the only
 //! outside input is the OS random generator, for fresh keys); see
 //! `PROTOCOL.md` at the repository root for the byte-level description.
 
+pub mod account;
 pub mod agree;
 pub mod call;
 pub mod channel;
@@ -39,6 +42,9 @@ pub mod response;
 pub mod types;
 pub mod voice;
 
+pub use account::{
+    AccountRequest, AccountRoute, ChosenStatus, SessionEndReason, SessionEnded, SessionEntry, SessionId,
+};
 pub use call::{CallId, CallJoined, CallStarted, EndReason, Epoch, MediaSetup, Peer, RelayGrant};
 pub use channel::{ChannelFrame, SendData};
 pub use event::{CandidatesUpdate, IncomingCall, KeyRevealed, NonceSent, PeerJoined, ServerEvent};

@@ -10,6 +10,7 @@
 //!   credentials or an id that is not a number answer 401, like a wrong token.
 //! * A missing data field answers 400.
 
+use crate::account::{AccountRequest, AccountRoute};
 use crate::call::{CallId, MediaSetup};
 use crate::fields::{Fields, FieldsError};
 use crate::frame::RawRequest;
@@ -68,11 +69,13 @@ pub enum Route {
     Unread,
     /// `/call_history`
     CallHistory,
+    /// The account and privacy routes (`/rename`, `/block`, ...).
+    Account(AccountRoute),
 }
 
 impl Route {
     /// All routes, in documentation order.
-    pub const ALL: [Route; 24] = [
+    pub const ALL: [Route; 32] = [
         Route::Create,
         Route::Login,
         Route::Logout,
@@ -97,6 +100,14 @@ impl Route {
         Route::MarkRead,
         Route::Unread,
         Route::CallHistory,
+        Route::Account(AccountRoute::Rename),
+        Route::Account(AccountRoute::ChangePassword),
+        Route::Account(AccountRoute::Sessions),
+        Route::Account(AccountRoute::EndSession),
+        Route::Account(AccountRoute::SetStatus),
+        Route::Account(AccountRoute::Block),
+        Route::Account(AccountRoute::Unblock),
+        Route::Account(AccountRoute::Blocked),
     ];
 
     /// The route's wire spelling.
@@ -126,6 +137,7 @@ impl Route {
             Route::MarkRead => "/mark_read",
             Route::Unread => "/unread",
             Route::CallHistory => "/call_history",
+            Route::Account(a) => a.as_str(),
         }
     }
 
@@ -143,6 +155,27 @@ pub enum ContactRef {
     Id(UserId),
     /// By email (compared in lowercase).
     Email(String),
+}
+
+impl ContactRef {
+    /// Reads `contact_id` or, without it, `contact_email`.
+    pub fn from_data(data: &Fields) -> Result<ContactRef, RequestError> {
+        if data.contains("contact_id") {
+            Ok(ContactRef::Id(parse_user_id(data, "contact_id")?))
+        } else if let Some(email) = data.opt_str("contact_email")? {
+            Ok(ContactRef::Email(email))
+        } else {
+            Err(RequestError::Malformed("missing field `contact_id` (or `contact_email`)".into()))
+        }
+    }
+
+    /// The data fields naming it.
+    pub fn to_fields(&self) -> Fields {
+        match self {
+            ContactRef::Id(id) => Fields::from_pairs([("contact_id", id.to_string())]),
+            ContactRef::Email(e) => Fields::from_pairs([("contact_email", e.clone())]),
+        }
+    }
 }
 
 /// How `/logout` names the session to end.
@@ -315,6 +348,13 @@ pub enum ClientRequest {
         /// Which page.
         query: HistoryQuery,
     },
+    /// An account or privacy route (`/rename`, `/sessions`, `/block`, ...).
+    Account {
+        /// Whose account.
+        auth: Credentials,
+        /// What is asked.
+        request: AccountRequest,
+    },
 }
 
 /// Why a request frame could not be turned into a [`ClientRequest`]. Each maps
@@ -392,6 +432,7 @@ impl ClientRequest {
             ClientRequest::MarkRead { .. } => Route::MarkRead,
             ClientRequest::Unread(_) => Route::Unread,
             ClientRequest::CallHistory { .. } => Route::CallHistory,
+            ClientRequest::Account { request, .. } => Route::Account(request.route()),
         }
     }
 
@@ -427,14 +468,7 @@ impl ClientRequest {
             Route::AddContact => ClientRequest::AddContact { auth: auth()?, email: data.str("contact_email")? },
             Route::RemoveContact => {
                 let auth = auth()?;
-                let target = if data.contains("contact_id") {
-                    ContactRef::Id(parse_user_id(&data, "contact_id")?)
-                } else if let Some(email) = data.opt_str("contact_email")? {
-                    ContactRef::Email(email)
-                } else {
-                    return Err(RequestError::Malformed("missing field `contact_id` (or `contact_email`)".into()));
-                };
-                ClientRequest::RemoveContact { auth, target }
+                ClientRequest::RemoveContact { auth, target: ContactRef::from_data(&data)? }
             }
             Route::ContactRequests => ClientRequest::ContactRequests(auth()?),
             Route::AcceptContact => {
@@ -497,6 +531,10 @@ impl ClientRequest {
             Route::CallHistory => {
                 ClientRequest::CallHistory { auth: auth()?, query: HistoryQuery::from_fields(&data)? }
             }
+            Route::Account(route) => {
+                let auth = auth()?;
+                ClientRequest::Account { auth, request: AccountRequest::parse(route, &data)? }
+            }
         })
     }
 
@@ -531,13 +569,7 @@ impl ClientRequest {
             ClientRequest::AddContact { auth, email } => {
                 (header(auth), Fields::from_pairs([("contact_email", email.clone())]))
             }
-            ClientRequest::RemoveContact { auth, target } => {
-                let d = match target {
-                    ContactRef::Id(id) => Fields::from_pairs([("contact_id", id.to_string())]),
-                    ContactRef::Email(e) => Fields::from_pairs([("contact_email", e.clone())]),
-                };
-                (header(auth), d)
-            }
+            ClientRequest::RemoveContact { auth, target } => (header(auth), target.to_fields()),
             ClientRequest::AcceptContact { auth, contact_id } | ClientRequest::DeclineContact { auth, contact_id } => {
                 (header(auth), Fields::from_pairs([("contact_id", contact_id.to_string())]))
             }
@@ -572,6 +604,7 @@ impl ClientRequest {
             ClientRequest::Messages { auth, query } => (header(auth), query.to_fields()),
             ClientRequest::MarkRead { auth, read } => (header(auth), read.to_fields()),
             ClientRequest::CallHistory { auth, query } => (header(auth), query.to_fields()),
+            ClientRequest::Account { auth, request } => (header(auth), request.to_fields()),
         };
         let section = |f: Fields| {
             if f.is_empty() { Vec::new() } else { f.to_json() }
@@ -583,6 +616,7 @@ impl ClientRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::{ChosenStatus, SessionId};
     use proptest::prelude::*;
 
     fn creds() -> Credentials {
@@ -656,7 +690,54 @@ mod tests {
             },
             ClientRequest::Unread(creds()),
             ClientRequest::CallHistory { auth: creds(), query: HistoryQuery::default() },
+            acct(AccountRequest::Rename { name: "Ann \"A\" Lee".into() }),
+            acct(AccountRequest::ChangePassword { password: Secret::new("old"), new_password: Secret::new("n\"ew") }),
+            acct(AccountRequest::Sessions),
+            acct(AccountRequest::EndSession { session_id: SessionId(12) }),
+            acct(AccountRequest::SetStatus { status: ChosenStatus::Dnd }),
+            acct(AccountRequest::SetStatus { status: ChosenStatus::Invisible }),
+            acct(AccountRequest::Block { target: ContactRef::Id(UserId(3)) }),
+            acct(AccountRequest::Block { target: ContactRef::Email("x@y.z".into()) }),
+            acct(AccountRequest::Unblock { contact_id: UserId(3) }),
+            acct(AccountRequest::Blocked),
         ]
+    }
+
+    fn acct(request: AccountRequest) -> ClientRequest {
+        ClientRequest::Account { auth: creds(), request }
+    }
+
+    #[test]
+    fn account_routes_parse_their_data() {
+        let h = r#"{"id":"7","token":"tok"}"#;
+        let ok = [
+            ("/set_status", r#"{"Status":"Away"}"#, AccountRequest::SetStatus { status: ChosenStatus::Away }),
+            (
+                "/block",
+                r#"{"contact_email":"x@y.z"}"#,
+                AccountRequest::Block { target: ContactRef::Email("x@y.z".into()) },
+            ),
+            ("/end_session", r#"{"session_id":"5"}"#, AccountRequest::EndSession { session_id: SessionId(5) }),
+            ("/sessions", "", AccountRequest::Sessions),
+        ];
+        for (route, data, want) in ok {
+            assert_eq!(ClientRequest::parse(&frame(h, route, data)).unwrap(), acct(want), "{route}");
+        }
+        let bad = [
+            (h, "/set_status", r#"{"status":"online"}"#, Status::BadRequest),
+            (h, "/set_status", "{}", Status::BadRequest),
+            (h, "/rename", "{}", Status::BadRequest),
+            (h, "/change_password", r#"{"pass":"a"}"#, Status::BadRequest),
+            (h, "/end_session", r#"{"session_id":"-1"}"#, Status::BadRequest),
+            (h, "/block", "{}", Status::BadRequest),
+            (h, "/unblock", r#"{"contact_email":"x@y.z"}"#, Status::BadRequest),
+            ("", "/blocked", "", Status::Unauthorized),
+            (r#"{"id":"7"}"#, "/sessions", "", Status::Unauthorized),
+            ("", "/change_password", r#"{"pass":"a","new_pass":"b"}"#, Status::Unauthorized),
+        ];
+        for (h, route, data, status) in bad {
+            assert_eq!(ClientRequest::parse(&frame(h, route, data)).unwrap_err().status(), status, "{route} {data}");
+        }
     }
 
     #[test]
@@ -743,7 +824,7 @@ mod tests {
         #[test]
         fn prop_parse_never_panics(
             h in proptest::collection::vec(any::<u8>(), 0..64),
-            ri in 0usize..30,
+            ri in 0usize..36,
             d in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
             let route = Route::ALL.get(ri).map_or("/other", |r| r.as_str());

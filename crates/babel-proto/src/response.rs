@@ -6,6 +6,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::account::SessionEntry;
 use crate::call::{CallJoined, CallStarted};
 use crate::frame::RawResponse;
 use crate::messages::MessagesReply;
@@ -79,6 +80,10 @@ pub enum Reply {
     CallJoined(CallJoined),
     /// 200 for the message and call-history routes.
     Messages(MessagesReply),
+    /// 200 with one user (`/rename`).
+    User(User),
+    /// 200 with my sessions (`/sessions`).
+    Sessions(Vec<SessionEntry>),
     /// 403 with a reason a person can read.
     Refused(String),
     /// 400 with what was wrong, as a hint to the client's developer.
@@ -104,7 +109,9 @@ impl Reply {
             | Reply::Users(_)
             | Reply::CallStarted(_)
             | Reply::CallJoined(_)
-            | Reply::Messages(_) => Status::Ok,
+            | Reply::Messages(_)
+            | Reply::User(_)
+            | Reply::Sessions(_) => Status::Ok,
             Reply::Created(_) => Status::Created,
             Reply::Refused(_) => Status::Forbidden,
             Reply::BadRequest(_) => Status::BadRequest,
@@ -123,6 +130,8 @@ impl Reply {
             Reply::CallStarted(c) => json(c),
             Reply::CallJoined(c) => json(c),
             Reply::Messages(m) => m.data(),
+            Reply::User(u) => json(u),
+            Reply::Sessions(s) => json(s),
             Reply::Refused(reason) | Reply::BadRequest(reason) => json(&ErrorBody { error: reason.clone() }),
         };
         RawResponse::new(self.status().code(), data)

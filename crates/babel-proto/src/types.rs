@@ -119,17 +119,28 @@ pub struct SessionInfo {
 }
 
 /// A contact's presence as `/contacts` and events show it.
+///
+/// A value this client does not know (a newer server's status) reads as
+/// [`Presence::Unknown`] instead of failing the whole list or event, so
+/// clients built before a new status keep working.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Presence {
     /// At least one live, authenticated connection.
     Online,
-    /// No live connection.
+    /// No live connection (or the user chose `invisible`).
     Offline,
     /// Online and in an answered call.
     Busy,
     /// My own request, not yet accepted.
     Pending,
+    /// Online, and chose `away`.
+    Away,
+    /// Online, and chose "do not disturb": calls are refused.
+    Dnd,
+    /// A status this client does not know (never sent by this server).
+    #[serde(other)]
+    Unknown,
 }
 
 impl Presence {
@@ -140,7 +151,15 @@ impl Presence {
             Presence::Offline => "offline",
             Presence::Busy => "busy",
             Presence::Pending => "pending",
+            Presence::Away => "away",
+            Presence::Dnd => "dnd",
+            Presence::Unknown => "unknown",
         }
+    }
+
+    /// Whether the user is reachable at all (online, away, dnd or busy).
+    pub fn is_online(self) -> bool {
+        matches!(self, Presence::Online | Presence::Away | Presence::Dnd | Presence::Busy)
     }
 }
 
@@ -189,6 +208,24 @@ mod tests {
             status: Presence::Busy,
         };
         assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"id":"1","name":"a","email":"a@b.c","status":"busy"}"#);
+    }
+
+    #[test]
+    fn unknown_presence_values_parse() {
+        let c: ContactEntry =
+            serde_json::from_str(r#"{"id":"1","name":"a","email":"a@b.c","status":"on_the_moon"}"#).unwrap();
+        assert_eq!(c.status, Presence::Unknown);
+        let list: Vec<ContactEntry> = serde_json::from_str(
+            r#"[{"id":"1","name":"a","email":"a@b.c","status":"dnd"},{"id":"2","name":"b","email":"b@b.c","status":"brb"}]"#,
+        )
+        .unwrap();
+        assert_eq!(list.iter().map(|c| c.status).collect::<Vec<_>>(), [Presence::Dnd, Presence::Unknown]);
+        for p in [Presence::Online, Presence::Offline, Presence::Busy, Presence::Pending, Presence::Away, Presence::Dnd]
+        {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.as_str()));
+            assert_eq!(serde_json::from_str::<Presence>(&json).unwrap(), p);
+        }
     }
 
     #[test]

@@ -393,6 +393,10 @@ impl App {
                 let me = self.authenticate(conn, &auth).await?;
                 self.call_nonce(me, call_id, nonce).await
             }
+            ClientRequest::Account { auth, request } => {
+                let me = self.authenticate(conn, &auth).await?;
+                self.account(conn, me, request).await
+            }
             ClientRequest::Send(c) => {
                 self.authenticate(conn, &c).await?;
                 Err(ServiceError::Refused(

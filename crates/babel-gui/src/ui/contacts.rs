@@ -12,8 +12,9 @@ fn presence_color(p: Option<Presence>) -> egui::Color32 {
         Some(Presence::Online) => colors::ONLINE,
         Some(Presence::Busy) => colors::BUSY,
         Some(Presence::Offline) => colors::OFFLINE,
-        Some(Presence::Pending) => colors::PENDING,
-        None => colors::UNKNOWN,
+        Some(Presence::Pending | Presence::Away) => colors::PENDING,
+        Some(Presence::Dnd) => colors::BUSY,
+        Some(Presence::Unknown) | None => colors::UNKNOWN,
     }
 }
 
@@ -23,7 +24,9 @@ fn presence_text(p: Option<Presence>) -> &'static str {
         Some(Presence::Busy) => "in a call",
         Some(Presence::Offline) => "offline",
         Some(Presence::Pending) => "request sent",
-        None => "status unknown",
+        Some(Presence::Away) => "away",
+        Some(Presence::Dnd) => "do not disturb",
+        Some(Presence::Unknown) | None => "status unknown",
     }
 }
 
