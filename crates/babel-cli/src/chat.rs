@@ -1,0 +1,306 @@
+//! `babel message`, `babel messages` (with `--follow`) and `babel history`.
+
+use std::io::Read;
+
+use babel_client::{Client, ClientError, Event};
+use babel_proto::{
+    CallHistoryEntry, ContactEntry, Direction, EndReason, EntryId, Message, MessageId, Page, ServerEvent, UserId,
+};
+use serde_json::json;
+
+use crate::{Done, Failure, Outcome, email_arg, same_email, when, write_stdout};
+
+/// The most characters a message may have (DESIGN.md §5).
+const MAX_CHARS: usize = babel_proto::messages::MAX_TEXT_CHARS;
+
+/// The text of `babel message EMAIL [TEXT…]`: the words joined by spaces,
+/// or stdin when there are none or the one word is `-` (one final line
+/// break dropped). Empty or too long is a usage error: nothing is sent.
+pub fn text_arg(words: &[String]) -> Result<String, Failure> {
+    let text = if words.is_empty() || (words.len() == 1 && words[0] == "-") {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| Failure::Usage(format!("cannot read stdin: {e}")))?;
+        let trimmed = s.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t));
+        trimmed.map(str::to_owned).unwrap_or(s)
+    } else {
+        words.join(" ")
+    };
+    check_text(&text).map_err(Failure::Usage)?;
+    Ok(text)
+}
+
+/// Whether a text can be sent, or what is wrong with it.
+fn check_text(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("the message is empty: nothing was sent (give the text, or pipe it on stdin)".into());
+    }
+    let n = text.chars().count();
+    if n > MAX_CHARS {
+        return Err(format!("a message is at most {MAX_CHARS} characters and this one has {n}: nothing was sent"));
+    }
+    Ok(())
+}
+
+/// A text as it may reach a terminal: a peer's escape sequences (which
+/// could move the cursor, retitle the window or rewrite what was shown)
+/// become visible `^[`-style marks; line breaks and tabs stay.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '\n' | '\t' => out.push(ch),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            '\u{7f}' => out.push_str("^?"),
+            c if c.is_control() => out.push('\u{fffd}'),
+            // Bidirectional overrides could make a line read backwards.
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A contact by email (accepted or asked), or exit 1 saying it is none.
+async fn contact(c: &mut Client, email: &str) -> Result<ContactEntry, Failure> {
+    let want = email_arg(email).unwrap_or_else(|_| email.trim().to_lowercase());
+    c.contacts().await?.into_iter().find(|e| same_email(&e.user.email, &want)).ok_or_else(|| {
+        Failure::Refused(format!("{want} is not in your contacts (`babel contacts add {want}` asks them)"))
+    })
+}
+
+/// `babel message EMAIL TEXT`.
+pub async fn message(c: &mut Client, email: &str, text: &str) -> Outcome {
+    let to = contact(c, email).await?;
+    // A connection lost while it was sent may have delivered it: sent once
+    // more with the same client_id, the server answers the first one
+    // instead of storing a second.
+    let id = client_id();
+    let sent = match c.send_message(to.user.id, text, Some(&id)).await {
+        Err(ClientError::Disconnected | ClientError::Timeout(_)) => c.send_message(to.user.id, text, Some(&id)).await?,
+        other => other?,
+    };
+    let json = json!({"message_id": sent.message_id, "sent_at": sent.sent_at, "to": to.user});
+    let when = if to.status.as_str() == "offline" { "; they read it when they come back" } else { "" };
+    Ok(Done::new(json, format!("Sent to {} <{}>{when}.", to.user.name, to.user.email)))
+}
+
+/// A fresh id for `/send_message`, so a retry after a dropped connection
+/// is not sent twice.
+fn client_id() -> String {
+    let mut b = [0u8; 16];
+    // Without randomness the time and process id still tell runs apart.
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        b[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One message as a person reads it: the time, who wrote it, the text
+/// (later lines indented under the first), and `new` on one not read
+/// before.
+fn line(m: &Message, them: &ContactEntry, fresh: bool) -> String {
+    let who = if m.from == them.user.id { printable(&them.user.name) } else { "you".to_owned() };
+    let mark = if fresh { "new " } else { "    " };
+    let head = format!("{} {mark}{who}: ", when::short(&m.sent_at));
+    let pad = " ".repeat(head.chars().count());
+    let text = printable(&m.text).replace('\n', &format!("\n{pad}"));
+    format!("{head}{text}")
+}
+
+/// Marks read every message from `them` up to the newest of `page` that
+/// was not read yet (the server never moves the mark backwards).
+async fn mark_read(c: &mut Client, them: UserId, page: &[Message]) -> Result<(), Failure> {
+    if let Some(newest) = page.iter().filter(|m| m.from == them && !m.read).map(|m| m.message_id).max() {
+        c.mark_read(them, newest).await?;
+    }
+    Ok(())
+}
+
+/// `babel messages EMAIL`: one page, oldest first (newest last on the
+/// screen); what it shows from them is marked read.
+pub async fn messages(c: &mut Client, email: &str, before: Option<MessageId>, limit: u32) -> Outcome {
+    let them = contact(c, email).await?;
+    let mut page = c.messages(Some(them.user.id), before.map_or(Page::Latest, Page::Before), limit).await?;
+    page.reverse();
+    mark_read(c, them.user.id, &page).await?;
+    let who = format!("{} <{}>", printable(&them.user.name), them.user.email);
+    let mut text = String::new();
+    if page.is_empty() {
+        text = match before {
+            None => format!("No messages with {who} yet: `babel message {} TEXT` sends one.", them.user.email),
+            Some(_) => format!("No older messages with {who}."),
+        };
+    } else if page.len() == limit as usize {
+        if let Some(first) = page.first() {
+            text.push_str(&format!("(older ones: babel messages {} --before {})\n", them.user.email, first.message_id));
+        }
+    }
+    for m in &page {
+        text.push_str(&line(m, &them, m.from == them.user.id && !m.read));
+        text.push('\n');
+    }
+    let json = serde_json::to_value(&page).map_err(anyhow::Error::from)?;
+    Ok(Done::new(json, text.trim_end()))
+}
+
+/// `babel messages EMAIL --follow`: the last page, then every new message
+/// of the conversation as it arrives (from them, or from me on another
+/// device), each marked read, until Ctrl-C. Under `--json` one message
+/// per line. A lost connection is said on stderr; once back, what arrived
+/// meanwhile is shown.
+pub async fn follow(mut c: Client, email: &str, limit: u32, json_mode: bool) -> Outcome {
+    let them = contact(&mut c, email).await?;
+    let id = them.user.id;
+    // Subscribed before the page is read, so nothing falls in between.
+    let mut events = c.events().await?;
+    let mut page = c.messages(Some(id), Page::Latest, limit).await?;
+    page.reverse();
+    let show = |m: &Message, fresh: bool| {
+        let out = if json_mode { serde_json::to_string(m).unwrap_or_default() } else { line(m, &them, fresh) };
+        write_stdout(format!("{out}\n").as_bytes());
+    };
+    let mut last = MessageId(0);
+    for m in &page {
+        show(m, m.from == id && !m.read);
+        last = last.max(m.message_id);
+    }
+    mark_read(&mut c, id, &page).await?;
+    if !json_mode {
+        crate::term::say(&format!("(following the conversation with {}; Ctrl-C stops)", printable(&them.user.name)));
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let news = tokio::select! {
+            _ = &mut ctrl_c => break,
+            ev = events.next() => match ev {
+                None => break,
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Event::Server(ServerEvent::Message(m)))) => vec![m.message],
+                Some(Ok(Event::Disconnected)) => {
+                    crate::term::say("babel: connection to the server lost; reconnecting…");
+                    continue;
+                }
+                Some(Ok(Event::Reconnected)) => {
+                    crate::term::say("babel: connected to the server again");
+                    // What arrived meanwhile (oldest first).
+                    c.messages(Some(id), Page::After(last), babel_proto::messages::MAX_LIMIT).await?
+                }
+                Some(Ok(_)) => continue,
+            },
+        };
+        let news: Vec<Message> =
+            news.into_iter().filter(|m| (m.from == id || m.to == id) && m.message_id > last).collect();
+        for m in &news {
+            show(m, false);
+            last = last.max(m.message_id);
+        }
+        mark_read(&mut c, id, &news).await?;
+    }
+    Ok(Done::new(serde_json::Value::Null, ""))
+}
+
+/// What became of a call, in a few words.
+fn outcome_words(e: &CallHistoryEntry) -> String {
+    if !e.answered_at.is_empty() {
+        return when::between(&e.answered_at, &e.ended_at).map_or_else(|| "answered".to_owned(), when::length);
+    }
+    if e.is_missed() {
+        return "MISSED".to_owned();
+    }
+    match e.reason {
+        EndReason::AnsweredElsewhere => "answered elsewhere",
+        EndReason::Declined => "declined",
+        EndReason::Timeout => "no answer",
+        EndReason::Hangup if e.direction == Direction::Out => "cancelled",
+        _ => "not answered",
+    }
+    .to_owned()
+}
+
+/// `babel history`: calls, newest last, missed ones marked.
+pub async fn history(c: &mut Client, before: Option<EntryId>, limit: u32) -> Outcome {
+    let mut list = c.call_history(before, limit).await?;
+    list.reverse();
+    let mut text = String::new();
+    if list.is_empty() {
+        text.push_str(if before.is_none() { "No calls yet." } else { "No older calls." });
+    } else if list.len() == limit as usize {
+        if let Some(first) = list.first() {
+            text.push_str(&format!("(older ones: babel history --before {})\n", first.entry_id));
+        }
+    }
+    let mut missed_count = 0;
+    for e in &list {
+        missed_count += usize::from(e.is_missed());
+        let who: Vec<String> = e.with.iter().map(|u| format!("{} <{}>", printable(&u.name), u.email)).collect();
+        let dir = if e.direction == Direction::In { "from" } else { "to  " };
+        text.push_str(&format!("{}  {dir} {:<18} {}\n", when::short(&e.started_at), outcome_words(e), who.join(", ")));
+    }
+    if missed_count > 0 {
+        let n = if missed_count == 1 { "1 missed call".to_owned() } else { format!("{missed_count} missed calls") };
+        text.push_str(&format!("{n} above."));
+    }
+    let json: Vec<serde_json::Value> = list
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("missed".into(), json!(e.is_missed()));
+            }
+            v
+        })
+        .collect();
+    Ok(Done::new(json!(json), text.trim_end()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_become_visible_marks() {
+        assert_eq!(printable("\x1b]0;owned\x07red"), "^[]0;owned^Gred");
+        assert_eq!(printable("a\nb\tc\r"), "a\nb\tc^M");
+        assert_eq!(printable("\u{7f}\u{9b}x"), "^?\u{fffd}x");
+        assert_eq!(printable("abc\u{202e}def"), "abc\u{fffd}def");
+        assert_eq!(printable("héllo 👋"), "héllo 👋");
+    }
+
+    #[test]
+    fn texts_are_checked_before_sending() {
+        assert!(check_text("hi").is_ok());
+        assert!(check_text(" \n\t").unwrap_err().contains("empty"));
+        assert!(check_text(&"é".repeat(4000)).is_ok(), "characters, not bytes");
+        assert!(check_text(&"x".repeat(4001)).unwrap_err().contains("this one has 4001"));
+    }
+
+    fn entry(direction: Direction, answered: &str, reason: EndReason) -> CallHistoryEntry {
+        CallHistoryEntry {
+            entry_id: EntryId(1),
+            call_id: babel_proto::CallId(1),
+            direction,
+            with: Vec::new(),
+            started_at: "2026-11-29T18:20:00Z".into(),
+            answered_at: answered.into(),
+            ended_at: "2026-11-29T18:23:05Z".into(),
+            reason,
+        }
+    }
+
+    #[test]
+    fn calls_read_as_their_outcome() {
+        let answered = entry(Direction::In, "2026-11-29T18:20:00Z", EndReason::Hangup);
+        assert_eq!(outcome_words(&answered), "3 min 05 s");
+        assert_eq!(outcome_words(&entry(Direction::In, "", EndReason::Hangup)), "MISSED");
+        assert_eq!(outcome_words(&entry(Direction::In, "", EndReason::Timeout)), "MISSED");
+        assert_eq!(outcome_words(&entry(Direction::In, "", EndReason::Declined)), "declined");
+        assert_eq!(outcome_words(&entry(Direction::Out, "", EndReason::Timeout)), "no answer");
+        assert_eq!(outcome_words(&entry(Direction::Out, "", EndReason::Hangup)), "cancelled");
+    }
+}
