@@ -113,6 +113,24 @@ for name, (idx, data) in {
 }.items():
     write("request_parse", name, bytes([idx]) + struct.pack(">H", len(AUTH)) + AUTH.encode() + data.encode())
 
+# request_parse: the account and privacy routes by their index in Route::ALL
+# (19 /rename ... 26 /blocked, after the 19 routes before them).
+for name, (idx, data) in {
+    "rename": (19, '{"name":"Ann \\"A\\" Lee"}'),
+    "change-password": (20, '{"pass":"old password","new_pass":"new password"}'),
+    "change-password-missing": (20, '{"pass":"old password"}'),
+    "sessions": (21, ''),
+    "end-session": (22, '{"session_id":"12"}'),
+    "end-session-negative": (22, '{"session_id":"-1"}'),
+    "set-status": (23, '{"Status":"DND"}'),
+    "set-status-unknown": (23, '{"status":"on_the_moon"}'),
+    "block-id": (24, '{"contact_id":"3"}'),
+    "block-email": (24, '{"contact_email":"x@y.z"}'),
+    "unblock": (25, '{"contact_id":"3"}'),
+    "blocked": (26, ''),
+}.items():
+    write("request_parse", name, bytes([idx]) + struct.pack(">H", len(AUTH)) + AUTH.encode() + data.encode())
+
 # key_exchange: event selector (0 /incoming_call, 1 /call_accepted,
 # 2 /call_key, 3 /participant_joined, 4 /call_nonce, 5 /participant_left),
 # then the event's data.

@@ -1,8 +1,9 @@
 //! `ClientRequest::parse` on frames with arbitrary sections.
 //!
 //! Input layout (see `fuzz/gen_corpus.py`):
-//! * byte 0: route selector, `b % 11`: 0..=9 is `Route::ALL[i]`, 10 means the
-//!   route bytes come from the input;
+//! * byte 0: route selector, `b % (Route::ALL.len() + 1)`: below the length
+//!   it is `Route::ALL[i]` (so every new route is fuzzed as it lands), the
+//!   length itself means the route bytes come from the input;
 //! * bytes 1..3: header length (big-endian `u16`, clamped to what is left),
 //!   then the header;
 //! * with an input route: one length byte (clamped), then the route;

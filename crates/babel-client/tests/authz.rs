@@ -8,7 +8,11 @@
 
 mod common;
 
-use babel_proto::{CallId, Credentials, RawRequest, Secret, UserId};
+use babel_client::ClientError;
+use babel_proto::{
+    CallId, ChosenStatus, ContactRef, Credentials, Presence, RawRequest, ReplyError, Secret, ServerEvent,
+    SessionEndReason, SessionId, UserId,
+};
 use common::{befriend, user};
 use serde_json::{Value, json};
 
@@ -16,7 +20,17 @@ use serde_json::{Value, json};
 fn dump(db: &std::path::Path) -> Vec<String> {
     let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut out = Vec::new();
-    for table in ["users", "sessions", "contacts", "requests", "messages", "read_marks", "call_history"] {
+    for table in [
+        "users",
+        "sessions",
+        "contacts",
+        "requests",
+        "messages",
+        "read_marks",
+        "call_history",
+        "blocks",
+        "withheld_requests",
+    ] {
         let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).unwrap();
         let cols = stmt.column_count();
         let rows = stmt
@@ -90,6 +104,15 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
         ("/mark_read", json!({"contact_id": friend.id().to_string(), "message_id": mine_msg.to_string()})),
         ("/unread", json!({})),
         ("/call_history", json!({})),
+        ("/rename", json!({"name": "Mallory"})),
+        ("/change_password", json!({"pass": common::PASSWORD, "new_pass": "taken-over-now"})),
+        ("/sessions", json!({})),
+        ("/end_session", json!({"session_id": "1"})),
+        ("/set_status", json!({"status": "invisible"})),
+        ("/block", json!({"contact_id": friend.id().to_string()})),
+        ("/block", json!({"contact_email": "friend@example.org"})),
+        ("/unblock", json!({"contact_id": friend.id().to_string()})),
+        ("/blocked", json!({})),
         ("/logout", json!({})),
         ("/delete", json!({})),
     ];
@@ -135,4 +158,73 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
     assert!(s.server.app().calls_in_progress() == 1, "their call goes on");
     // My own token still works: nothing was locked by all that.
     assert_eq!(me.client.contacts().await.unwrap().len(), 1);
+}
+
+fn refused(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match r {
+        Err(ClientError::Server(ReplyError::Refused(why))) => why,
+        other => panic!("expected a 403, got {other:?}"),
+    }
+}
+
+/// The account routes with the right token but someone else's things: a
+/// foreign session id, a block that is not mine, a blocked user's requests,
+/// an old token after a password change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_routes_refuse_foreign_ids_and_blocked_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("babel.db");
+    let s = common::start_with(|c| c.db = db.clone()).await;
+    let mut me = user(&s, "me@example.org").await;
+    let mut friend = user(&s, "friend@example.org").await;
+    let mut stranger = user(&s, "stranger@example.org").await;
+    befriend(&mut me, &mut friend).await;
+
+    // Foreign and unknown ids: refused alike, nothing changes.
+    let theirs = friend.client.sessions().await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert!(theirs[0].current);
+    let before = dump(&db);
+    let foreign = refused(me.client.end_session(theirs[0].session_id).await);
+    assert_eq!(foreign, refused(me.client.end_session(SessionId(987_654)).await));
+    refused(me.client.unblock(stranger.id()).await);
+    refused(me.client.block(ContactRef::Id(me.id())).await);
+    refused(me.client.block(ContactRef::Id(UserId(987_654))).await);
+    assert_eq!(dump(&db), before, "refusals change nothing");
+    assert_eq!(friend.client.sessions().await.unwrap(), theirs, "the friend's session lives");
+
+    // A blocked user: answered like anyone, refused where a stranger is.
+    friend.client.block(ContactRef::Email("me@example.org".into())).await.unwrap();
+    let fid = friend.id();
+    me.expect("contact_removed", |e| matches!(e, ServerEvent::ContactRemoved(id) if *id == fid).then_some(())).await;
+    me.client.add_contact("friend@example.org").await.unwrap();
+    assert_eq!(me.client.contacts().await.unwrap()[0].status, Presence::Pending);
+    assert!(friend.client.contact_requests().await.unwrap().is_empty());
+    assert!(refused(me.client.call(fid, Default::default()).await).contains("contacts"));
+    refused(me.client.unblock(fid).await);
+    assert!(me.client.blocked().await.unwrap().is_empty());
+    assert_eq!(friend.client.blocked().await.unwrap().iter().map(|u| u.id).collect::<Vec<_>>(), vec![me.id()]);
+    // A stranger may be blocked too (no contact needed), and set statuses stay mine.
+    me.client.block(ContactRef::Id(stranger.id())).await.unwrap();
+    me.client.set_status(ChosenStatus::Dnd).await.unwrap();
+    assert_eq!(me.client.rename("Me Myself").await.unwrap().name, "Me Myself");
+    assert_eq!(me.client.session().unwrap().name, "Me Myself");
+    assert!(stranger.client.contacts().await.unwrap().is_empty());
+
+    // An old token: after a password change from another device.
+    let mut laptop = common::device(&s, "me@example.org").await;
+    me.client.change_password(common::PASSWORD, "a-new-password").await.unwrap();
+    let why = laptop
+        .expect("session_ended", |e| match e {
+            ServerEvent::SessionEnded(end) => Some(end.reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(why, SessionEndReason::PasswordChanged);
+    assert!(matches!(laptop.client.sessions().await, Err(ClientError::Server(ReplyError::Unauthorized))));
+    assert!(matches!(
+        laptop.client.change_password("a-new-password", "mine-again-now").await,
+        Err(ClientError::Server(ReplyError::Unauthorized))
+    ));
+    assert_eq!(me.client.sessions().await.unwrap().len(), 1);
 }

@@ -89,7 +89,9 @@ fn every_hex_example_in_protocol_md_decodes_as_labelled() {
                 let frame = decode_request(&mut buf, &limits).unwrap().unwrap_or_else(|| panic!("{title}: incomplete"));
                 assert_eq!(frame.route_str(), Some(*route), "{title}");
                 assert!(frame.header.is_empty(), "{title}: events have no header");
-                babel_proto::ServerEvent::parse(&frame).unwrap_or_else(|e| panic!("{title}: {e}"));
+                // Every documented event reads as the typed event it names.
+                let event = babel_proto::ServerEvent::parse(&frame).unwrap_or_else(|e| panic!("{title}: {e}"));
+                assert_eq!(event.name(), *route, "{title}");
             }
             ["response", status] => {
                 let frame =

@@ -152,6 +152,12 @@ impl ConnState {
         self.ip
     }
 
+    /// Cancelled when the session this connection speaks for is ended for a
+    /// reason its connections must hear (`/session_ended`): then it closes.
+    pub fn session_closed(&self) -> Option<tokio_util::sync::CancellationToken> {
+        self.speaks_for.as_ref().map(|g| g.closed().clone())
+    }
+
     /// Whether the connection speaks for no live session: it never took
     /// one, or the one it took was logged out or deleted since.
     fn is_anonymous(&self, presence: &PresenceRegistry) -> bool {
@@ -215,6 +221,8 @@ pub struct App {
     pub(crate) calls: Calls,
     pub(crate) relay: Arc<Relay>,
     pub(crate) limiter: crate::limits::Limiter,
+    /// The status each online user chose (`/set_status`).
+    pub(crate) statuses: crate::status::StatusBook,
     /// The presence each user's contacts were last told.
     published: Mutex<HashMap<UserId, Presence>>,
     /// When expired sessions were last purged (Unix seconds).
@@ -245,6 +253,7 @@ impl App {
             calls: Calls::new(limits),
             relay,
             limiter: crate::limits::Limiter::new(cfg_limits),
+            statuses: crate::status::StatusBook::default(),
             published: Mutex::default(),
             last_purge: std::sync::atomic::AtomicI64::new(0),
         })
@@ -429,7 +438,7 @@ impl App {
         let now = now();
         let ttl = self.cfg.session_ttl.as_secs() as Timestamp;
         if now - rec.last_used > ttl {
-            self.end_session(rec, EndReason::Logout).await?;
+            self.end_session_because(rec, babel_proto::SessionEndReason::Expired).await?;
             return Err(ServiceError::Unauthorized);
         }
         // Write the last use through only now and then: the TTL is in days.
@@ -486,6 +495,7 @@ impl App {
         if conn.speaks_for.as_ref().is_some_and(|g| g.session() == session) {
             return;
         }
+        self.load_chosen_status(user).await;
         let (guard, came_online) = self.presence.attach(user, session);
         let earlier = conn.speaks_for.replace(guard);
         if came_online {
@@ -529,6 +539,7 @@ impl App {
         let token = self.cpu(auth::new_token).await?.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
         let hash = token.hash;
         let id = self.blocking(move |s| s.create_session(user, &hash, now())).await?;
+        self.record_session_address(id, conn.ip()).await;
         self.speak_for(conn, user, id).await;
         self.cap_sessions(user, id).await?;
         self.purge_expired().await;
@@ -588,7 +599,7 @@ impl App {
         tracing::info!(sessions = purged.len(), "purged expired sessions");
         for rec in purged {
             if self.presence.sessions_of(rec.user).contains(&rec.id) {
-                if let Err(e) = self.end_session(rec, EndReason::Logout).await {
+                if let Err(e) = self.end_session_because(rec, babel_proto::SessionEndReason::Expired).await {
                     tracing::warn!(error = %e, "could not end an expired session");
                 }
             }
@@ -613,13 +624,22 @@ impl App {
     pub(crate) async fn end_user(&self, user: UserId) {
         let live = self.presence.sessions_of(user);
         self.sessions.invalidate_where(|r| r.user == user);
+        self.presence.close_user(user);
         self.presence.end_user(user);
+        for session in &live {
+            let ended = babel_proto::SessionEnded {
+                session_id: babel_proto::SessionId(session.0),
+                reason: babel_proto::SessionEndReason::Deleted,
+            };
+            self.hub.to_session(user, *session, &ServerEvent::SessionEnded(ended));
+        }
         self.hub.close(user, None);
         for session in live {
             let fx = self.calls.leave_all(Leg { user, session }, EndReason::Deleted);
             self.apply(fx).await;
         }
         self.published.lock().unwrap_or_else(|p| p.into_inner()).remove(&user);
+        self.statuses.forget(user);
     }
 
     /// Cleans up after a connection closed: its session may have lost its
@@ -632,13 +652,8 @@ impl App {
 
     /// The presence a user shows now.
     pub(crate) fn status_of(&self, user: UserId) -> Presence {
-        if !self.presence.is_online(user) {
-            Presence::Offline
-        } else if self.calls.is_busy(user) {
-            Presence::Busy
-        } else {
-            Presence::Online
-        }
+        let online = self.presence.is_online(user);
+        crate::status::shown(online, online && self.calls.is_busy(user), self.statuses.get(user))
     }
 
     /// Tells the user's contacts if their presence changed since last told.
@@ -746,5 +761,10 @@ impl App {
     /// Drops cached contact lists after a write that changed them.
     pub(crate) fn contacts_changed(&self, users: &[UserId]) {
         self.contacts.invalidate(users);
+    }
+
+    /// Drops every cached contact list that shows `user` (after a rename).
+    pub(crate) fn user_changed(&self, user: UserId) {
+        self.contacts.invalidate_where(|list| list.iter().any(|(u, _)| u.id == user));
     }
 }

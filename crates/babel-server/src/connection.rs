@@ -191,7 +191,20 @@ pub async fn serve<S: Transport>(
     state.set_local(local);
     loop {
         let read = if state.has_authenticated() {
-            conn.read_request(&cancel).await
+            let closed = state.session_closed();
+            let ended = async {
+                match &closed {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = conn.read_request(&cancel) => r,
+                () = ended => {
+                    tracing::debug!("its session was ended; closing");
+                    break;
+                }
+            }
         } else {
             match tokio::time::timeout_at(auth_deadline, conn.read_request(&cancel)).await {
                 Ok(r) => r,

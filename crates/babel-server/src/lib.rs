@@ -24,6 +24,7 @@ pub mod presence;
 pub mod relay;
 pub mod routes;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod transport;

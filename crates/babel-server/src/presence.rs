@@ -14,12 +14,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use babel_proto::UserId;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::SessionId;
 
 #[derive(Debug)]
 struct Live {
     connections: u32,
+    /// Cancelled when the session is ended for a reason its connections
+    /// must hear (`/session_ended`): they close.
+    closed: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +53,7 @@ pub struct PresenceGuard {
     user: UserId,
     session: SessionId,
     armed: bool,
+    closed: CancellationToken,
 }
 
 impl PresenceGuard {
@@ -60,6 +65,12 @@ impl PresenceGuard {
     /// The user.
     pub fn user(&self) -> UserId {
         self.user
+    }
+
+    /// Cancelled once the session is closed ([`PresenceRegistry::close_session`]):
+    /// the connection holding this guard is to close.
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
     }
 
     /// Drops the guard without detaching: for a session the registry has
@@ -96,8 +107,10 @@ impl PresenceRegistry {
         let mut inner = self.lock();
         let sessions = inner.users.entry(user).or_default();
         let was_offline = sessions.is_empty();
-        sessions.entry(session).or_insert(Live { connections: 0 }).connections += 1;
-        (PresenceGuard { registry: Arc::clone(self), user, session, armed: true }, was_offline)
+        let live = sessions.entry(session).or_insert_with(|| Live { connections: 0, closed: CancellationToken::new() });
+        live.connections += 1;
+        let closed = live.closed.clone();
+        (PresenceGuard { registry: Arc::clone(self), user, session, armed: true, closed }, was_offline)
     }
 
     fn detach(&self, user: UserId, session: SessionId) -> Detached {
@@ -125,6 +138,24 @@ impl PresenceRegistry {
             sessions.remove(&session);
             if sessions.is_empty() {
                 inner.users.remove(&user);
+            }
+        }
+    }
+
+    /// Tells every connection that speaks for the session to close (before
+    /// [`Self::end_session`] forgets it).
+    pub fn close_session(&self, user: UserId, session: SessionId) {
+        if let Some(live) = self.lock().users.get(&user).and_then(|m| m.get(&session)) {
+            live.closed.cancel();
+        }
+    }
+
+    /// Tells every connection that speaks for one of the user's sessions to
+    /// close.
+    pub fn close_user(&self, user: UserId) {
+        if let Some(sessions) = self.lock().users.get(&user) {
+            for live in sessions.values() {
+                live.closed.cancel();
             }
         }
     }
@@ -219,5 +250,23 @@ mod tests {
         assert!(!r.is_online(u));
         drop(g);
         assert_eq!(r.online_map([u, UserId(2)]), vec![false, false]);
+    }
+
+    #[test]
+    fn closing_a_session_signals_its_connections_only() {
+        let r = Arc::new(PresenceRegistry::default());
+        let u = UserId(1);
+        let (a1, _) = r.attach(u, SessionId(1));
+        let (a2, _) = r.attach(u, SessionId(1));
+        let (b, _) = r.attach(u, SessionId(2));
+        r.close_session(u, SessionId(1));
+        assert!(a1.closed().is_cancelled() && a2.closed().is_cancelled());
+        assert!(!b.closed().is_cancelled());
+        r.end_session(u, SessionId(1));
+        // A later connection of a session with the same id starts afresh.
+        let (late, _) = r.attach(u, SessionId(1));
+        assert!(!late.closed().is_cancelled());
+        r.close_user(u);
+        assert!(late.closed().is_cancelled() && b.closed().is_cancelled());
     }
 }

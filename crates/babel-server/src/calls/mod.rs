@@ -367,6 +367,28 @@ impl Calls {
         Ok(Arc::clone(&entry.room))
     }
 
+    /// Every user in a call: its members and those it rings.
+    pub fn users_in(&self, id: CallId) -> Vec<UserId> {
+        let inner = self.lock();
+        let Some(e) = inner.calls.get(&id) else { return Vec::new() };
+        e.machine.members().iter().copied().chain(e.machine.ringing_legs()).map(|l| l.user).collect()
+    }
+
+    /// The calls `a` and `b` are both in (as members or rung), each with
+    /// `a`'s legs in it.
+    pub fn shared(&self, a: UserId, b: UserId) -> Vec<(CallId, Vec<Leg>)> {
+        let inner = self.lock();
+        inner
+            .calls
+            .iter()
+            .filter_map(|(id, e)| {
+                let legs: Vec<Leg> = e.machine.members().iter().copied().chain(e.machine.ringing_legs()).collect();
+                let mine: Vec<Leg> = legs.iter().copied().filter(|l| l.user == a).collect();
+                (!mine.is_empty() && legs.iter().any(|l| l.user == b)).then_some((*id, mine))
+            })
+            .collect()
+    }
+
     /// Whether the session is a member of that call.
     pub fn is_member(&self, id: CallId, session: SessionId) -> bool {
         self.lock().calls.get(&id).is_some_and(|e| e.machine.is_member(session))

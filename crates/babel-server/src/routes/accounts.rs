@@ -7,8 +7,8 @@ use crate::auth;
 use crate::identity::{self, CanonicalEmail, IdentityError};
 use crate::store::StoreError;
 
-const MIN_PASSWORD: usize = 8;
-const MAX_PASSWORD: usize = 1024;
+pub(crate) const MIN_PASSWORD: usize = 8;
+pub(crate) const MAX_PASSWORD: usize = 1024;
 
 impl From<IdentityError> for ServiceError {
     fn from(e: IdentityError) -> Self {
@@ -93,7 +93,12 @@ impl App {
     /// Checks the password of a logged-in user (a `/delete` that carries
     /// `pass`): 403 when it is wrong (the token was right, so never 401),
     /// limited like `/login` so a stolen token cannot guess it.
-    async fn check_password(&self, conn: &ConnState, user: babel_proto::UserId, password: Secret) -> ServiceResult<()> {
+    pub(crate) async fn check_password(
+        &self,
+        conn: &ConnState,
+        user: babel_proto::UserId,
+        password: Secret,
+    ) -> ServiceResult<()> {
         let email = self.blocking(move |s| s.user(user)).await?.ok_or(ServiceError::Unauthorized)?.email;
         self.limiter.check_login(conn.ip(), &email).map_err(ServiceError::Refused)?;
         let lookup = email.clone();
@@ -162,6 +167,8 @@ impl App {
         }
         let linked = self.blocking(move |s| s.delete_user(user)).await?.ok_or(ServiceError::Unauthorized)?;
         self.end_user(user).await;
+        // The connection that asked stays open (anonymous), as after /logout.
+        self.forget_session(conn, rec.id);
         let mut changed = linked.clone();
         changed.push(user);
         self.contacts_changed(&changed);

@@ -30,11 +30,16 @@ impl App {
     /// The online sessions of a contact we want to ring, or why not.
     fn ringable(&self, who: &babel_proto::User) -> ServiceResult<Vec<crate::store::SessionId>> {
         let sessions = self.presence.sessions_of(who.id);
-        if sessions.is_empty() {
+        let chosen = self.statuses.get(who.id);
+        // Invisible is answered exactly as offline: nothing tells them apart.
+        if sessions.is_empty() || chosen == babel_proto::ChosenStatus::Invisible {
             return Err(ServiceError::Refused(format!("{} is offline", who.name)));
         }
         if self.calls.is_busy(who.id) {
             return Err(ServiceError::Refused(format!("{} is busy in another call", who.name)));
+        }
+        if chosen == babel_proto::ChosenStatus::Dnd {
+            return Err(ServiceError::Refused(format!("{} does not want to be disturbed right now", who.name)));
         }
         Ok(sessions)
     }
@@ -144,6 +149,7 @@ impl App {
             return Err(ServiceError::Refused("you are not in this call".into()));
         }
         let invitee = self.require_contact(me.user, contact, "invite").await?;
+        self.refuse_blocked_in_call(call, &invitee).await?;
         let sessions = self.ringable(&invitee)?;
         let fx = self.calls.invite(call, Leg { user: me.user, session: me.session }, invitee.id, sessions)?;
         self.apply(fx).await;

@@ -13,23 +13,22 @@ impl App {
         let list = self.cached_contacts(me).await?;
         let online = self.presence.online_map(list.iter().map(|(u, _)| u.id));
         let busy = self.calls.busy_map(list.iter().map(|(u, _)| u.id));
+        let chosen = self.statuses.get_many(list.iter().map(|(u, _)| u.id));
         let entries = list
             .iter()
-            .zip(online.into_iter().zip(busy))
-            .map(|((user, rel), (online, busy))| ContactEntry {
+            .zip(online.into_iter().zip(busy).zip(chosen))
+            .map(|((user, rel), ((online, busy), chosen))| ContactEntry {
                 user: user.clone(),
                 status: match rel {
                     Relation::Outgoing => Presence::Pending,
-                    Relation::Contact if !online => Presence::Offline,
-                    Relation::Contact if busy => Presence::Busy,
-                    Relation::Contact => Presence::Online,
+                    Relation::Contact => crate::status::shown(online, busy, chosen),
                 },
             })
             .collect();
         Ok(Reply::Contacts(entries))
     }
 
-    async fn user_by_email(&self, raw: &str) -> ServiceResult<User> {
+    pub(crate) async fn user_by_email(&self, raw: &str) -> ServiceResult<User> {
         let email = normalize_email(raw)?.email;
         let lookup = email.clone();
         self.blocking(move |s| s.account_by_email(&lookup))
@@ -74,6 +73,17 @@ impl App {
                 self.announce_contacts(me, to).await?;
                 Ok(Reply::Ok)
             }
+            AddOutcome::Withheld => {
+                // They block me: answered and shown like any request (my
+                // devices list it pending), but they are never told.
+                self.contacts_changed(&[me]);
+                self.hub
+                    .to_user(me, &ServerEvent::ContactAdded(ContactEntry { user: other, status: Presence::Pending }));
+                Ok(Reply::Ok)
+            }
+            AddOutcome::YouBlock => {
+                Err(ServiceError::Refused(format!("you blocked {}; unblock them first", other.email)))
+            }
             AddOutcome::AlreadyContacts => {
                 Err(ServiceError::Refused(format!("{} is already in your contacts", other.email)))
             }
@@ -95,7 +105,10 @@ impl App {
         }
         self.contacts_changed(&[me, other]);
         self.hub.to_user(me, &ServerEvent::ContactRemoved(other));
-        self.hub.to_user(other, &ServerEvent::ContactRemoved(me));
+        // They never saw a withheld request (they block me): nothing to tell.
+        if outcome != RemoveOutcome::CancelledWithheld {
+            self.hub.to_user(other, &ServerEvent::ContactRemoved(me));
+        }
         Ok(Reply::Ok)
     }
 

@@ -14,7 +14,7 @@ pub mod records;
 pub mod sqlite;
 mod sqlite_messages;
 
-use babel_proto::{MessageId, Page, User, UserId};
+use babel_proto::{ChosenStatus, MessageId, Page, User, UserId};
 
 pub use records::{CallRecord, HistoryRow, SendOutcome, StoredMessage};
 
@@ -74,6 +74,11 @@ pub enum AddOutcome {
     AlreadyContacts,
     /// My request is already pending.
     AlreadyRequested,
+    /// They block me: the request is kept where only I see it (pending,
+    /// never answered), so nothing tells me about the block.
+    Withheld,
+    /// I block them: unblock first.
+    YouBlock,
 }
 
 /// What `/remove_contact` removed.
@@ -85,8 +90,23 @@ pub enum RemoveOutcome {
     CancelledRequest,
     /// Their pending request to me.
     DroppedIncoming,
+    /// My request they never saw (withheld because they block me).
+    CancelledWithheld,
     /// Nothing linked us.
     NotFound,
+}
+
+/// A session as `/sessions` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDetail {
+    /// The session.
+    pub id: SessionId,
+    /// When it was opened.
+    pub created_at: Timestamp,
+    /// Last time it was used (coarse).
+    pub last_used: Timestamp,
+    /// The IP address it was opened from ("" if unknown).
+    pub address: String,
 }
 
 /// A storage failure. Nothing a client sends causes one; a full disk or a
@@ -184,4 +204,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn record_calls(&self, records: &[CallRecord]) -> StoreResult<()>;
     /// A page of `me`'s call history, newest first.
     fn call_history(&self, me: UserId, before: Option<i64>, limit: u32) -> StoreResult<Vec<HistoryRow>>;
+    // Account and privacy (DESIGN.md §5).
+
+    /// Records where a session was opened from.
+    fn set_session_address(&self, id: SessionId, address: &str) -> StoreResult<()>;
+    /// Every session of a user with its details, oldest first.
+    fn session_details(&self, user: UserId) -> StoreResult<Vec<SessionDetail>>;
+    /// Changes a user's display name. Answers whether the user exists.
+    fn rename(&self, user: UserId, name: &str) -> StoreResult<bool>;
+    /// Replaces a user's password hash and, in the same transaction, ends
+    /// every session of theirs but `keep`. Answers the sessions ended.
+    fn set_password(&self, user: UserId, password_hash: &str, keep: SessionId) -> StoreResult<Vec<SessionRecord>>;
+    /// The status a user chose (`available` if never set).
+    fn chosen_status(&self, user: UserId) -> StoreResult<ChosenStatus>;
+    /// Records the status a user chose.
+    fn set_chosen_status(&self, user: UserId, status: ChosenStatus) -> StoreResult<()>;
+    /// `me` blocks `other`: whatever linked them (contacts, requests either
+    /// way) goes, atomically with the block. `None` if `me` blocked `other`
+    /// already (nothing changes then).
+    fn block(&self, me: UserId, other: UserId, now: Timestamp) -> StoreResult<Option<RemoveOutcome>>;
+    /// `me` unblocks `other`. Answers whether there was a block.
+    fn unblock(&self, me: UserId, other: UserId) -> StoreResult<bool>;
+    /// The users `me` blocks, by name.
+    fn blocked(&self, me: UserId) -> StoreResult<Vec<User>>;
+    /// Everyone `me` blocks or is blocked by.
+    fn block_links(&self, me: UserId) -> StoreResult<Vec<UserId>>;
 }

@@ -10,15 +10,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use babel_proto::{MessageId, Page, User, UserId};
+use babel_proto::{ChosenStatus, MessageId, Page, User, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::identity;
 
 use super::sqlite_messages as msg;
 use super::{
-    Account, AddOutcome, CallRecord, HistoryRow, Relation, RemoveOutcome, SendOutcome, SessionId, SessionRecord, Store,
-    StoreError, StoreResult, StoredMessage, Timestamp, TokenHash,
+    Account, AddOutcome, CallRecord, HistoryRow, Relation, RemoveOutcome, SendOutcome, SessionDetail, SessionId,
+    SessionRecord, Store, StoreError, StoreResult, StoredMessage, Timestamp, TokenHash,
 };
 
 /// One step of the schema: SQL, or Rust for what SQL cannot compute.
@@ -66,6 +66,27 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Rust(migrate_email_identity),
     // 3: messages, read marks, call history.
     Migration::Sql(super::sqlite_messages::SCHEMA),
+    // 4: account and privacy (issue #17): chosen status, where a session
+    // was opened from, blocks, and the requests a blocked user sent (kept
+    // where only their sender sees them, so nothing tells them of the block).
+    Migration::Sql(
+        "ALTER TABLE users ADD COLUMN status TEXT NOT NULL DEFAULT 'available';
+    ALTER TABLE sessions ADD COLUMN address TEXT NOT NULL DEFAULT '';
+    CREATE TABLE blocks (
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        blocked_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, blocked_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX blocks_blocked ON blocks(blocked_id);
+    CREATE TABLE withheld_requests (
+        from_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        to_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (from_id, to_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX withheld_requests_to ON withheld_requests(to_id);",
+    ),
 ];
 
 /// Schema 2 (issue #14, finding 9): addresses become canonical
@@ -289,9 +310,27 @@ fn linked(tx: &Connection, a: UserId, b: UserId) -> rusqlite::Result<(bool, bool
     Ok((contact, req(a, b)?, req(b, a)?))
 }
 
+fn exists(tx: &Connection, sql: &str, a: UserId, b: UserId) -> rusqlite::Result<bool> {
+    Ok(tx.query_row(sql, params![a.0, b.0], |_| Ok(())).optional()?.is_some())
+}
+
+/// Whether `a` blocks `b`.
+fn blocks(tx: &Connection, a: UserId, b: UserId) -> rusqlite::Result<bool> {
+    exists(tx, "SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = ?2", a, b)
+}
+
+/// Whether `a` has a withheld request to `b`.
+fn withheld(tx: &Connection, a: UserId, b: UserId) -> rusqlite::Result<bool> {
+    exists(tx, "SELECT 1 FROM withheld_requests WHERE from_id = ?1 AND to_id = ?2", a, b)
+}
+
 fn make_contacts(tx: &Connection, a: UserId, b: UserId) -> rusqlite::Result<()> {
     tx.execute(
         "DELETE FROM requests WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)",
+        params![a.0, b.0],
+    )?;
+    tx.execute(
+        "DELETE FROM withheld_requests WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)",
         params![a.0, b.0],
     )?;
     tx.execute("INSERT OR IGNORE INTO contacts (user_id, contact_id) VALUES (?1, ?2), (?2, ?1)", params![a.0, b.0])?;
@@ -369,7 +408,8 @@ impl Store for SqliteStore {
                 let mut stmt = tx.prepare(
                     "SELECT contact_id FROM contacts WHERE user_id = ?1
                      UNION SELECT to_id FROM requests WHERE from_id = ?1
-                     UNION SELECT from_id FROM requests WHERE to_id = ?1",
+                     UNION SELECT from_id FROM requests WHERE to_id = ?1
+                     UNION SELECT from_id FROM withheld_requests WHERE to_id = ?1",
                 )?;
                 stmt.query_map(params![id.0], |r| r.get(0).map(UserId))?.collect::<rusqlite::Result<_>>()?
             };
@@ -439,6 +479,9 @@ impl Store for SqliteStore {
                  UNION ALL
                  SELECT u.id, u.name, u.email, 1 FROM requests q JOIN users u ON u.id = q.to_id
                    WHERE q.from_id = ?1
+                 UNION ALL
+                 SELECT u.id, u.name, u.email, 1 FROM withheld_requests q JOIN users u ON u.id = q.to_id
+                   WHERE q.from_id = ?1
                  ORDER BY 2 COLLATE NOCASE, 1",
             )?;
             stmt.query_map(params![user.0], |r| {
@@ -462,13 +505,39 @@ impl Store for SqliteStore {
     fn add_request(&self, from: UserId, to: UserId, now: Timestamp) -> StoreResult<AddOutcome> {
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if blocks(&tx, from, to)? {
+                return Ok(AddOutcome::YouBlock);
+            }
+            let mine_withheld = withheld(&tx, from, to)?;
+            if blocks(&tx, to, from)? {
+                // Answered like any request; kept where only I see it.
+                let outcome = if mine_withheld {
+                    AddOutcome::AlreadyRequested
+                } else {
+                    tx.execute(
+                        "INSERT INTO withheld_requests (from_id, to_id, created_at) VALUES (?1, ?2, ?3)",
+                        params![from.0, to.0, now],
+                    )?;
+                    AddOutcome::Withheld
+                };
+                tx.commit()?;
+                return Ok(outcome);
+            }
+            // A request withheld while one blocked the other counts as
+            // asked: it is still pending for its sender.
+            let theirs_withheld = withheld(&tx, to, from)?;
             let outcome = match linked(&tx, from, to)? {
                 (true, _, _) => AddOutcome::AlreadyContacts,
                 (false, _, true) => {
                     make_contacts(&tx, from, to)?;
                     AddOutcome::BecameContacts
                 }
+                (false, false, false) if theirs_withheld => {
+                    make_contacts(&tx, from, to)?;
+                    AddOutcome::BecameContacts
+                }
                 (false, true, false) => AddOutcome::AlreadyRequested,
+                (false, false, false) if mine_withheld => AddOutcome::AlreadyRequested,
                 (false, false, false) => {
                     tx.execute(
                         "INSERT INTO requests (from_id, to_id, created_at) VALUES (?1, ?2, ?3)",
@@ -503,12 +572,15 @@ impl Store for SqliteStore {
     fn remove_link(&self, me: UserId, other: UserId) -> StoreResult<RemoveOutcome> {
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mine_withheld = withheld(&tx, me, other)?;
             let outcome = match linked(&tx, me, other)? {
                 (true, _, _) => RemoveOutcome::Contact,
                 (false, true, _) => RemoveOutcome::CancelledRequest,
+                (false, false, _) if mine_withheld => RemoveOutcome::CancelledWithheld,
                 (false, false, true) => RemoveOutcome::DroppedIncoming,
                 (false, false, false) => RemoveOutcome::NotFound,
             };
+            tx.execute("DELETE FROM withheld_requests WHERE from_id = ?1 AND to_id = ?2", params![me.0, other.0])?;
             tx.execute(
                 "DELETE FROM contacts WHERE (user_id = ?1 AND contact_id = ?2) OR (user_id = ?2 AND contact_id = ?1)",
                 params![me.0, other.0],
@@ -551,6 +623,122 @@ impl Store for SqliteStore {
 
     fn call_history(&self, me: UserId, before: Option<i64>, limit: u32) -> StoreResult<Vec<HistoryRow>> {
         self.read(|c| msg::call_history(c, me, before, limit))
+    }
+
+    fn set_session_address(&self, id: SessionId, address: &str) -> StoreResult<()> {
+        self.write(|c| c.execute("UPDATE sessions SET address = ?2 WHERE id = ?1", params![id.0, address]).map(|_| ()))
+    }
+
+    fn session_details(&self, user: UserId) -> StoreResult<Vec<SessionDetail>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, created_at, last_used, address FROM sessions WHERE user_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![user.0], |r| {
+                Ok(SessionDetail {
+                    id: SessionId(r.get(0)?),
+                    created_at: r.get(1)?,
+                    last_used: r.get(2)?,
+                    address: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn rename(&self, user: UserId, name: &str) -> StoreResult<bool> {
+        self.write(|c| c.execute("UPDATE users SET name = ?2 WHERE id = ?1", params![user.0, name]).map(|n| n > 0))
+    }
+
+    fn set_password(&self, user: UserId, password_hash: &str, keep: SessionId) -> StoreResult<Vec<SessionRecord>> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![user.0, password_hash])?;
+            let ended = {
+                let mut stmt = tx
+                    .prepare("DELETE FROM sessions WHERE user_id = ?1 AND id != ?2 RETURNING id, user_id, last_used")?;
+                let rows = stmt.query_map(params![user.0, keep.0], |r| {
+                    Ok(SessionRecord { id: SessionId(r.get(0)?), user: UserId(r.get(1)?), last_used: r.get(2)? })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.commit()?;
+            Ok(ended)
+        })
+    }
+
+    fn chosen_status(&self, user: UserId) -> StoreResult<ChosenStatus> {
+        let text: Option<String> = self.read(|c| {
+            c.query_row("SELECT status FROM users WHERE id = ?1", params![user.0], |r| r.get(0)).optional()
+        })?;
+        // A value this server does not know (written by a newer one) reads
+        // as the default rather than failing every login.
+        Ok(text.and_then(|t| t.parse().ok()).unwrap_or_default())
+    }
+
+    fn set_chosen_status(&self, user: UserId, status: ChosenStatus) -> StoreResult<()> {
+        self.write(|c| {
+            c.execute("UPDATE users SET status = ?2 WHERE id = ?1", params![user.0, status.as_str()]).map(|_| ())
+        })
+    }
+
+    fn block(&self, me: UserId, other: UserId, now: Timestamp) -> StoreResult<Option<RemoveOutcome>> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if blocks(&tx, me, other)? {
+                return Ok(None);
+            }
+            let outcome = match linked(&tx, me, other)? {
+                (true, _, _) => RemoveOutcome::Contact,
+                (false, true, _) => RemoveOutcome::CancelledRequest,
+                (false, false, true) => RemoveOutcome::DroppedIncoming,
+                (false, false, false) if withheld(&tx, me, other)? => RemoveOutcome::CancelledWithheld,
+                (false, false, false) => RemoveOutcome::NotFound,
+            };
+            tx.execute(
+                "DELETE FROM contacts WHERE (user_id = ?1 AND contact_id = ?2) OR (user_id = ?2 AND contact_id = ?1)",
+                params![me.0, other.0],
+            )?;
+            tx.execute(
+                "DELETE FROM requests WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)",
+                params![me.0, other.0],
+            )?;
+            // Mine to them goes. Theirs to me, withheld while I blocked
+            // them before, stays pending for them: I never see it.
+            tx.execute("DELETE FROM withheld_requests WHERE from_id = ?1 AND to_id = ?2", params![me.0, other.0])?;
+            tx.execute(
+                "INSERT INTO blocks (user_id, blocked_id, created_at) VALUES (?1, ?2, ?3)",
+                params![me.0, other.0, now],
+            )?;
+            tx.commit()?;
+            Ok(Some(outcome))
+        })
+    }
+
+    fn unblock(&self, me: UserId, other: UserId) -> StoreResult<bool> {
+        self.write(|c| {
+            c.execute("DELETE FROM blocks WHERE user_id = ?1 AND blocked_id = ?2", params![me.0, other.0])
+                .map(|n| n > 0)
+        })
+    }
+
+    fn blocked(&self, me: UserId) -> StoreResult<Vec<User>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT u.id, u.name, u.email FROM blocks b JOIN users u ON u.id = b.blocked_id
+                  WHERE b.user_id = ?1 ORDER BY u.name COLLATE NOCASE, u.id",
+            )?;
+            stmt.query_map(params![me.0], user_from_row)?.collect()
+        })
+    }
+
+    fn block_links(&self, me: UserId) -> StoreResult<Vec<UserId>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT blocked_id FROM blocks WHERE user_id = ?1 UNION SELECT user_id FROM blocks WHERE blocked_id = ?1",
+            )?;
+            stmt.query_map(params![me.0], |r| r.get(0).map(UserId))?.collect()
+        })
     }
 }
 
@@ -689,5 +877,89 @@ mod tests {
         assert!(s.session(&[1; 32]).unwrap().is_none());
         assert!(!s.delete_session(s1).unwrap());
         assert!(s.delete_session(s2).unwrap());
+    }
+
+    #[test]
+    fn blocking_removes_links_and_withholds_requests() {
+        let (_d, s) = store();
+        let (a, b, c) = (user(&s, "a@x.org"), user(&s, "b@x.org"), user(&s, "c@x.org"));
+        s.add_request(a, b, 1).unwrap();
+        s.accept_request(b, a).unwrap();
+        s.add_request(c, a, 1).unwrap();
+        assert_eq!(s.block(a, b, 2).unwrap(), Some(RemoveOutcome::Contact));
+        assert_eq!(s.block(a, b, 2).unwrap(), None, "a second block changes nothing");
+        assert_eq!(s.block(a, c, 2).unwrap(), Some(RemoveOutcome::DroppedIncoming));
+        assert!(s.contacts(a).unwrap().is_empty() && s.contacts(b).unwrap().is_empty());
+        assert!(s.incoming_requests(a).unwrap().is_empty());
+        assert_eq!(s.blocked(a).unwrap().iter().map(|u| u.id).collect::<Vec<_>>(), vec![b, c]);
+        let mut links = s.block_links(b).unwrap();
+        links.sort();
+        assert_eq!(links, vec![a]);
+
+        // The blocked user's request is answered like any other, and only
+        // its sender sees it.
+        assert_eq!(s.add_request(b, a, 3).unwrap(), AddOutcome::Withheld);
+        assert_eq!(s.add_request(b, a, 3).unwrap(), AddOutcome::AlreadyRequested);
+        assert_eq!(s.contacts(b).unwrap(), vec![(s.user(a).unwrap().unwrap(), Relation::Outgoing)]);
+        assert!(s.incoming_requests(a).unwrap().is_empty());
+        assert!(!s.accept_request(a, b).unwrap(), "nothing to accept on the blocker's side");
+        assert_eq!(s.remove_link(a, b).unwrap(), RemoveOutcome::NotFound);
+        assert_eq!(s.contacts(b).unwrap().len(), 1, "the blocker cannot clear it either");
+        assert_eq!(s.add_request(a, b, 3).unwrap(), AddOutcome::YouBlock);
+
+        // Unblocking restores nothing; the withheld request stays pending
+        // for its sender, and counts as asked if the other asks back.
+        assert!(s.unblock(a, b).unwrap());
+        assert!(!s.unblock(a, b).unwrap());
+        assert!(s.contacts(a).unwrap().is_empty());
+        assert!(s.incoming_requests(a).unwrap().is_empty());
+        assert_eq!(s.add_request(b, a, 4).unwrap(), AddOutcome::AlreadyRequested);
+        assert_eq!(s.add_request(a, b, 4).unwrap(), AddOutcome::BecameContacts);
+        assert_eq!(s.contacts(b).unwrap(), vec![(s.user(a).unwrap().unwrap(), Relation::Contact)]);
+
+        // A sender may cancel a withheld request.
+        s.block(c, b, 5).unwrap();
+        assert_eq!(s.add_request(b, c, 5).unwrap(), AddOutcome::Withheld);
+        assert_eq!(s.remove_link(b, c).unwrap(), RemoveOutcome::CancelledWithheld);
+        assert!(!s.contacts(b).unwrap().iter().any(|(u, _)| u.id == c));
+        // Deleting the blocker reports the withheld sender as linked.
+        assert_eq!(s.add_request(b, c, 6).unwrap(), AddOutcome::Withheld);
+        assert!(s.delete_user(c).unwrap().unwrap().contains(&b));
+        assert!(s.contacts(b).unwrap().iter().all(|(u, _)| u.id == a));
+    }
+
+    #[test]
+    fn password_change_ends_other_sessions_atomically() {
+        let (_d, s) = store();
+        let a = user(&s, "a@x.org");
+        let keep = s.create_session(a, &[1; 32], 1).unwrap();
+        let other = s.create_session(a, &[2; 32], 2).unwrap();
+        s.set_session_address(keep, "127.0.0.1").unwrap();
+        let ended = s.set_password(a, "new-hash", keep).unwrap();
+        assert_eq!(ended, vec![SessionRecord { id: other, user: a, last_used: 2 }]);
+        assert_eq!(s.account_by_email("a@x.org").unwrap().unwrap().password_hash, "new-hash");
+        assert_eq!(
+            s.session_details(a).unwrap(),
+            vec![SessionDetail { id: keep, created_at: 1, last_used: 1, address: "127.0.0.1".into() }]
+        );
+    }
+
+    #[test]
+    fn chosen_status_and_name_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.db");
+        let s = SqliteStore::open(&p, Durability::Full).unwrap();
+        let a = user(&s, "a@x.org");
+        assert_eq!(s.chosen_status(a).unwrap(), ChosenStatus::Available);
+        s.set_chosen_status(a, ChosenStatus::Dnd).unwrap();
+        assert!(s.rename(a, "Ann Lee").unwrap());
+        assert!(!s.rename(UserId(999), "x").unwrap());
+        drop(s);
+        let s = SqliteStore::open(&p, Durability::Full).unwrap();
+        assert_eq!(s.chosen_status(a).unwrap(), ChosenStatus::Dnd);
+        assert_eq!(s.user(a).unwrap().unwrap().name, "Ann Lee");
+        // A status a newer server wrote reads as the default.
+        s.write(|c| c.execute("UPDATE users SET status = 'on_the_moon'", []).map(|_| ())).unwrap();
+        assert_eq!(s.chosen_status(a).unwrap(), ChosenStatus::Available);
     }
 }
