@@ -4,7 +4,8 @@ use std::io::Read;
 
 use babel_client::{Client, ClientError, Event};
 use babel_proto::{
-    CallHistoryEntry, ContactEntry, Direction, EndReason, EntryId, Message, MessageId, Page, ServerEvent, UserId,
+    CallHistoryEntry, ContactEntry, Direction, EndReason, EntryId, Message, MessageId, Page, Presence, ServerEvent,
+    UserId,
 };
 use serde_json::json;
 
@@ -83,7 +84,7 @@ pub async fn message(c: &mut Client, email: &str, text: &str) -> Outcome {
         other => other?,
     };
     let json = json!({"message_id": sent.message_id, "sent_at": sent.sent_at, "to": to.user});
-    let when = if to.status.as_str() == "offline" { "; they read it when they come back" } else { "" };
+    let when = if to.status == Presence::Offline { "; they read it when they come back" } else { "" };
     Ok(Done::new(json, format!("Sent to {} <{}>{when}.", to.user.name, to.user.email)))
 }
 

@@ -182,6 +182,22 @@ async fn follow_shows_a_live_message_and_marks_it_read() {
     .await
     .unwrap();
     assert!(read.as_array().unwrap().iter().all(is_read), "{read}");
+    // Another conversation stays out; what Gus writes to Fay from another
+    // device shows.
+    let e4 = e.clone();
+    blocking(move || {
+        e4.register("hub", "Hub");
+        assert_eq!(e4.json("hub", &["contacts", "add", "gus@example.org"], None).0, 0);
+        assert_eq!(e4.json("gus", &["contacts", "accept", "hub@example.org"], None).0, 0);
+        assert_eq!(e4.json("hub", &["message", "gus@example.org", "not for this one"], None).0, 0);
+        assert_eq!(e4.json("gus2", &["login", "gus@example.org"], Some(PW)).0, 0);
+        assert_eq!(e4.json("gus2", &["message", "fay@example.org", "from my phone"], None).0, 0);
+    })
+    .await
+    .unwrap();
+    let mine = next("Gus's own message from another device");
+    assert_eq!(mine["text"], "from my phone", "{mine}");
+    assert_eq!(mine["to"], first["from"], "to Fay: {mine}");
     // Ctrl-C ends it cleanly.
     interrupt(child.id());
     let status = child.wait().unwrap();
@@ -237,4 +253,69 @@ async fn history_marks_a_missed_call() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_shows_what_arrived_while_the_server_was_away_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    let server = babel_server::RunningServer::start(&config).await.unwrap();
+    let addr = server.addr();
+    let e = std::sync::Arc::new(common::env::Env { server: addr.to_string(), dir });
+    let e1 = e.clone();
+    blocking(move || e1.contacts("ivy", "jay")).await.unwrap();
+    let mut child = common::babel(&e.server, &e.dir.path().join("jay"))
+        .args(["--json", "messages", "ivy@example.org", "--follow"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (etx, erx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = etx.send(line);
+        }
+    });
+    let wait_err = |what: &str| {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if erx.recv_timeout(Duration::from_millis(100)).is_ok_and(|l| l.contains(what)) {
+                return;
+            }
+        }
+        panic!("no `{what}` on stderr within 20 s");
+    };
+    // Nothing yet; then the server goes away and comes back, and Ivy
+    // writes at once, before (or while) Jay's stream is back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.shutdown().await;
+    wait_err("connection to the server lost");
+    config.listen = addr;
+    let _server = babel_server::RunningServer::start(&config).await.unwrap();
+    let e2 = e.clone();
+    blocking(move || assert_eq!(e2.json("ivy", &["message", "jay@example.org", "while you were away"], None).0, 0))
+        .await
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while Instant::now() < end && lines.is_empty() {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            lines.push(l);
+        }
+    }
+    // Shown, and only once (by the event or by the catch-up, not both).
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(1500)) {
+        lines.push(l);
+    }
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("while you were away"), "{lines:?}");
+    interrupt(child.id());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
