@@ -150,3 +150,23 @@ key_exchange = {
 }
 for name, (sel, data) in key_exchange.items():
     write("key_exchange", name, bytes([sel]) + data.encode())
+
+# request_parse: messages and call history by their index in Route::ALL
+# (19 /send_message, 20 /messages, 21 /mark_read, 22 /unread, 23 /call_history).
+for name, (idx, data) in {
+    "send-message": (19, '{"contact_id":"2","text":"Are you free at 6? \\u00e9","client_id":"7c1e2a"}'),
+    "send-message-no-client-id": (19, '{"contact_id":"2","text":"hi"}'),
+    "messages": (20, '{"contact_id":"2","before":"1042","limit":"2"}'),
+    "messages-after-all": (20, '{"after":"9","limit":100}'),
+    "messages-both": (20, '{"before":"1","after":"2"}'),
+    "mark-read": (21, '{"contact_id":"2","message_id":"1041"}'),
+    "unread": (22, ''),
+    "call-history": (23, '{"before":"88","limit":"1"}'),
+}.items():
+    write("request_parse", name, bytes([idx]) + struct.pack(">H", len(AUTH)) + AUTH.encode() + data.encode())
+for name, data in {
+    "send-message": b'{"contact_id":"2","text":"hi \\"you\\"","client_id":"c-1"}',
+    "messages-query": b'{"Contact_ID":"2","before":1042,"limit":"50"}',
+    "history-query": b'{"before":"88","limit":"101"}',
+}.items():
+    write("fields_parse", name, data)

@@ -63,6 +63,8 @@ async fn try_call(stream: &mut TcpStream, header: Value, route: &str, data: Valu
 struct Acked {
     users: Vec<String>,
     contacts: Vec<(String, String)>,
+    /// Recipient's email, sender's id, message id, text.
+    messages: Vec<(String, String, String, String)>,
 }
 
 async fn writer(addr: SocketAddr, w: usize, acked: Arc<Mutex<Acked>>) {
@@ -96,6 +98,20 @@ async fn writer(addr: SocketAddr, w: usize, acked: Arc<Mutex<Acked>>) {
                 return;
             };
             acked.lock().unwrap().contacts.push((email.clone(), p["email"].as_str().unwrap().to_owned()));
+            let text = format!("from {email}");
+            let Some((200, m)) = try_call(
+                &mut s,
+                me.clone(),
+                "/send_message",
+                json!({"contact_id": p["id"], "text": text, "client_id": email}),
+            )
+            .await
+            else {
+                return;
+            };
+            let (to, from, id) =
+                (p["email"].as_str().unwrap(), v["id"].as_str().unwrap(), m["message_id"].as_str().unwrap());
+            acked.lock().unwrap().messages.push((to.to_owned(), from.to_owned(), id.to_owned(), text));
         }
         prev = Some(v);
     }
@@ -130,7 +146,20 @@ async fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
             let list = c.contacts(&sessions[a]).await;
             assert!(list.iter().any(|(e, s)| e == b && s != "pending"), "round {round}: {a} lost contact {b}");
         }
-        eprintln!("round {round}: {} accounts and {} contacts survived", acked.users.len(), acked.contacts.len());
+        for (to, from, id, text) in &acked.messages {
+            let after = (id.parse::<i64>().unwrap() - 1).to_string();
+            let (status, v) = c
+                .call(sessions[to].header(), "/messages", json!({"contact_id": from, "after": after, "limit": "1"}))
+                .await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!((&v[0]["message_id"], &v[0]["text"]), (&json!(id), &json!(text)), "round {round}: message lost");
+        }
+        eprintln!(
+            "round {round}: {} accounts, {} contacts and {} messages survived",
+            acked.users.len(),
+            acked.contacts.len(),
+            acked.messages.len()
+        );
     }
 }
 

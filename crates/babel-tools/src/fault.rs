@@ -1,6 +1,11 @@
 //! `babel-fault`: the server killed with `kill -9` at random points of a
 //! write-heavy load, restarted on the same database, and every acknowledged
 //! write looked for. Repeated for a number of rounds; any loss fails the run.
+//!
+//! The writes: accounts, contacts, and text messages between the new
+//! contacts (each with a `client_id`); a message counts as acknowledged once
+//! `/send_message` answered its id, and must then be found, with its text,
+//! in the recipient's `/messages` after the restart.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use babel_client::Client;
+use babel_proto::{MessageId, Page, UserId};
 
 use crate::child::ChildServer;
 
@@ -40,6 +46,8 @@ pub struct Round {
     pub accounts: usize,
     /// Contacts made and acknowledged.
     pub contacts: usize,
+    /// Messages sent and acknowledged.
+    pub messages: usize,
     /// Acknowledged writes missing after the restart.
     pub lost: usize,
 }
@@ -48,7 +56,19 @@ pub struct Round {
 struct Acked {
     users: Vec<String>,
     contacts: Vec<(String, String)>,
+    messages: Vec<SentMessage>,
 }
+
+/// An acknowledged message: who sent it to whom, its id and text.
+struct SentMessage {
+    from: UserId,
+    to_email: String,
+    id: MessageId,
+    text: String,
+}
+
+/// Messages each new pair of contacts exchanges per round of the writer.
+const MESSAGES_PER_PAIR: usize = 3;
 
 /// The kill time for a round: a simple generator, so runs repeat by seed.
 pub fn kill_time(seed: u64, round: u32, min: Duration, max: Duration) -> Duration {
@@ -80,7 +100,14 @@ async fn writer(addr: String, round: u32, w: usize, acked: Arc<Mutex<Acked>>) {
         if b.accept_contact(ida).await.is_err() {
             return;
         }
-        acked.lock().unwrap_or_else(|p| p.into_inner()).contacts.push((ea, eb));
+        acked.lock().unwrap_or_else(|p| p.into_inner()).contacts.push((ea, eb.clone()));
+        for m in 0..MESSAGES_PER_PAIR {
+            let text = format!("message {m} of pair {round}-{w}-{i}");
+            let Some(idb) = b.user_id() else { return };
+            let Ok(sent) = a.send_message(idb, &text, Some(&format!("{round}-{w}-{i}-{m}"))).await else { return };
+            let acked_msg = SentMessage { from: ida, to_email: eb.clone(), id: sent.message_id, text };
+            acked.lock().unwrap_or_else(|p| p.into_inner()).messages.push(acked_msg);
+        }
     }
 }
 
@@ -134,11 +161,19 @@ pub async fn run(opts: &FaultOptions) -> anyhow::Result<Vec<Round>> {
                 lost += 1;
             }
         }
+        lost += lost_messages(&addr, &acked.messages).await?;
         drop(server);
-        let r = Round { round, killed_after_ms, accounts: acked.users.len(), contacts: acked.contacts.len(), lost };
+        let r = Round {
+            round,
+            killed_after_ms,
+            accounts: acked.users.len(),
+            contacts: acked.contacts.len(),
+            messages: acked.messages.len(),
+            lost,
+        };
         eprintln!(
-            "round {round}: killed after {killed_after_ms} ms; {} accounts and {} contacts acknowledged; {lost} lost",
-            r.accounts, r.contacts
+            "round {round}: killed after {killed_after_ms} ms; {} accounts, {} contacts and {} messages acknowledged; {lost} lost",
+            r.accounts, r.contacts, r.messages
         );
         rounds.push(r);
     }
@@ -148,6 +183,29 @@ pub async fn run(opts: &FaultOptions) -> anyhow::Result<Vec<Round>> {
         bail!("{lost} acknowledged writes were lost");
     }
     Ok(rounds)
+}
+
+/// How many acknowledged messages the recipients cannot find (with the
+/// same text) after the restart: one login per recipient, its conversation
+/// with each sender read from the oldest acknowledged id on.
+async fn lost_messages(addr: &str, messages: &[SentMessage]) -> anyhow::Result<usize> {
+    let mut by_pair: std::collections::BTreeMap<(&str, UserId), Vec<&SentMessage>> = Default::default();
+    for m in messages {
+        by_pair.entry((m.to_email.as_str(), m.from)).or_default().push(m);
+    }
+    let mut lost = 0;
+    for ((to, from), sent) in by_pair {
+        let mut c = Client::connect(addr.to_owned()).await?;
+        let found = match c.login(to, "password123").await {
+            Ok(_) => {
+                let first = sent.iter().map(|m| m.id.0).min().unwrap_or(1);
+                c.messages(Some(from), Page::After(MessageId(first - 1)), 100).await.unwrap_or_default()
+            }
+            Err(_) => Vec::new(),
+        };
+        lost += sent.iter().filter(|m| !found.iter().any(|f| f.message_id == m.id && f.text == m.text)).count();
+    }
+    Ok(lost)
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -169,5 +227,35 @@ mod tests {
             assert_eq!(t, kill_time(7, r, min, max));
         }
         assert_ne!(kill_time(7, 1, min, max), kill_time(8, 1, min, max));
+    }
+
+    /// The message check finds what is there and counts what is not.
+    #[tokio::test]
+    async fn the_message_check_counts_missing_and_altered_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = babel_server::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            db: dir.path().join("f.db"),
+            password: babel_server::auth::PasswordCost { memory_kib: 256, iterations: 1 },
+            ..babel_server::Config::default()
+        };
+        let server = babel_server::RunningServer::start(&config).await.unwrap();
+        let addr = server.addr().to_string();
+        let mut a = Client::connect(addr.clone()).await.unwrap();
+        let mut b = Client::connect(addr.clone()).await.unwrap();
+        let ida = a.create("fa@example.org", "password123", None).await.unwrap().id;
+        let idb = b.create("fb@example.org", "password123", None).await.unwrap().id;
+        a.add_contact("fb@example.org").await.unwrap();
+        b.accept_contact(ida).await.unwrap();
+        let sent = a.send_message(idb, "kept", Some("k")).await.unwrap().message_id;
+        let m = |id: MessageId, text: &str| SentMessage {
+            from: ida,
+            to_email: "fb@example.org".into(),
+            id,
+            text: text.into(),
+        };
+        assert_eq!(lost_messages(&addr, &[m(sent, "kept")]).await.unwrap(), 0);
+        let missing = MessageId(sent.0 + 1000);
+        assert_eq!(lost_messages(&addr, &[m(sent, "kept"), m(sent, "altered"), m(missing, "x")]).await.unwrap(), 2);
     }
 }

@@ -57,6 +57,19 @@ impl App {
     }
 
     async fn send_message(&self, me: Authed, m: SendMessage) -> ServiceResult<MessageSent> {
+        // A retry is answered before any limit is counted: the message was
+        // accepted once, whatever happened to the connection or the limits
+        // since.
+        if let Some(cid) = m.client_id.clone() {
+            let first = self.blocking(move |s| s.sent_with_client_id(me.user, &cid)).await?;
+            if let Some(first) = first {
+                return if first.to == m.contact_id && first.text == m.text {
+                    Ok(MessageSent { message_id: MessageId(first.id), sent_at: rfc3339(first.sent_at) })
+                } else {
+                    Err(ServiceError::Refused("this client_id was already used for another message".into()))
+                };
+            }
+        }
         check_text(&m.text).map_err(|r| ServiceError::Refused(r.into()))?;
         if m.contact_id == me.user {
             return Err(ServiceError::Refused("you cannot send a message to yourself".into()));

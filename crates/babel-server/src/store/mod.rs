@@ -190,6 +190,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         client_id: Option<&str>,
         now: Timestamp,
     ) -> StoreResult<SendOutcome>;
+    /// The message `from` sent with this `client_id`, if any.
+    fn sent_with_client_id(&self, from: UserId, client_id: &str) -> StoreResult<Option<StoredMessage>>;
     /// A page of `me`'s messages with `with` (or with everyone): `Latest`
     /// and `Before` newest first, `After` oldest first, at most `limit`.
     fn messages(&self, me: UserId, with: Option<UserId>, page: Page, limit: u32) -> StoreResult<Vec<StoredMessage>>;

@@ -605,6 +605,10 @@ impl Store for SqliteStore {
         self.write(|c| msg::send_message(c, from, to, text, client_id, now))
     }
 
+    fn sent_with_client_id(&self, from: UserId, client_id: &str) -> StoreResult<Option<StoredMessage>> {
+        self.read(|c| msg::sent_with_client_id(c, from, client_id))
+    }
+
     fn messages(&self, me: UserId, with: Option<UserId>, page: Page, limit: u32) -> StoreResult<Vec<StoredMessage>> {
         self.read(|c| msg::messages(c, me, with, page, limit))
     }

@@ -32,6 +32,8 @@ pub(super) const SCHEMA: &str = "
     CREATE INDEX messages_to_from ON messages(to_id, from_id);
     CREATE UNIQUE INDEX messages_client ON messages(from_id, client_id) WHERE client_id IS NOT NULL;
     -- What user_id has read of what contact_id sent: every id up to up_to.
+    -- A row exists (up_to 0) from the first message contact_id sends, so
+    -- the rows are also the list of everyone who ever wrote to user_id.
     CREATE TABLE read_marks (
         user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         contact_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -78,6 +80,19 @@ fn message_by_id(c: &Connection, id: i64) -> rusqlite::Result<StoredMessage> {
     )
 }
 
+pub(super) fn sent_with_client_id(
+    c: &Connection,
+    from: UserId,
+    client_id: &str,
+) -> rusqlite::Result<Option<StoredMessage>> {
+    let id: Option<i64> = c
+        .query_row("SELECT id FROM messages WHERE from_id = ?1 AND client_id = ?2", params![from.0, client_id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    id.map(|id| message_by_id(c, id)).transpose()
+}
+
 pub(super) fn send_message(
     c: &mut Connection,
     from: UserId,
@@ -109,6 +124,10 @@ pub(super) fn send_message(
         params![from.0, to.0, lo, hi, text, now, client_id],
     )?;
     let id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT OR IGNORE INTO read_marks (user_id, contact_id, up_to) VALUES (?1, ?2, 0)",
+        params![to.0, from.0],
+    )?;
     tx.commit()?;
     Ok(SendOutcome::Sent(StoredMessage { id, from, to, text: text.to_owned(), sent_at: now, read: false }))
 }
@@ -190,11 +209,14 @@ pub(super) fn mark_read(
 }
 
 pub(super) fn unread(c: &Connection, me: UserId) -> rusqlite::Result<Vec<(UserId, u32)>> {
+    // One index range per sender, from their read mark up: the cost is the
+    // unread messages, not the conversation's length.
     let mut stmt = c.prepare_cached(
-        "SELECT m.from_id, count(*) FROM messages m
-           LEFT JOIN read_marks r ON r.user_id = m.to_id AND r.contact_id = m.from_id
-          WHERE m.to_id = ?1 AND m.id > coalesce(r.up_to, 0)
-          GROUP BY m.from_id ORDER BY m.from_id",
+        "SELECT contact_id, n FROM (
+            SELECT r.contact_id, (SELECT count(*) FROM messages m
+                                   WHERE m.to_id = r.user_id AND m.from_id = r.contact_id AND m.id > r.up_to) AS n
+              FROM read_marks r WHERE r.user_id = ?1)
+          WHERE n > 0 ORDER BY contact_id",
     )?;
     stmt.query_map([me.0], |r| Ok((UserId(r.get(0)?), u32::try_from(r.get::<_, i64>(1)?).unwrap_or(u32::MAX))))?
         .collect()
@@ -311,6 +333,8 @@ mod tests {
         let (_d, s) = store();
         let (a, b) = (user(&s, "a@x.org"), user(&s, "b@x.org"));
         let first = sent(s.send_message(a, b, "hi", Some("c1"), 10).unwrap());
+        assert_eq!(s.sent_with_client_id(a, "c1").unwrap().map(|m| m.id), Some(first));
+        assert_eq!(s.sent_with_client_id(b, "c1").unwrap(), None);
         match s.send_message(a, b, "hi", Some("c1"), 20).unwrap() {
             SendOutcome::Duplicate(m) => assert_eq!((m.id, m.sent_at), (first, 10)),
             other => panic!("{other:?}"),

@@ -1,5 +1,6 @@
-//! `babel-fault`: kill -9 the server at random points of a write-heavy load,
-//! restart it, and check that every acknowledged write is still there.
+//! `babel-fault`: kill -9 the server at random points of a write-heavy load
+//! (accounts, contacts, messages), restart it, and check that every
+//! acknowledged write is still there.
 //!
 //! `cargo build --release -p babel-server -p babel-tools && target/release/babel-fault`
 
@@ -55,11 +56,12 @@ async fn main() -> anyhow::Result<()> {
     let rounds = run(&opts).await?;
     let accounts: usize = rounds.iter().map(|r| r.accounts).sum();
     let contacts: usize = rounds.iter().map(|r| r.contacts).sum();
+    let messages: usize = rounds.iter().map(|r| r.messages).sum();
     if args.json {
         println!("{}", serde_json::json!({"seed": seed, "rounds": rounds, "lost": 0}));
     } else {
         println!(
-            "{} rounds, kill -9 at random points: {accounts} accounts and {contacts} contacts acknowledged, 0 lost (seed {seed})",
+            "{} rounds, kill -9 at random points: {accounts} accounts, {contacts} contacts and {messages} messages acknowledged, 0 lost (seed {seed})",
             rounds.len()
         );
     }
