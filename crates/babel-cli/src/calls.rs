@@ -664,6 +664,12 @@ pub async fn listen(
                     }
                     continue;
                 }
+                Some(Ok(Event::Server(ServerEvent::SessionEnded(end)))) => {
+                    if let Some(a) = asking.take() {
+                        let _ = client.decline_call(a.call_id).await;
+                    }
+                    return Err(Failure::Refused(crate::chat::session_ended_words(end.reason)));
+                }
                 Some(Ok(Event::Disconnected)) => {
                     if show && !lost {
                         term::say("babel: connection to the server lost; reconnecting…");

@@ -5,7 +5,7 @@ use std::io::Read;
 use babel_client::{Client, ClientError, Event};
 use babel_proto::{
     CallHistoryEntry, ContactEntry, Direction, EndReason, EntryId, Message, MessageId, Page, Presence, ServerEvent,
-    UserId,
+    SessionEndReason, UserId,
 };
 use serde_json::json;
 
@@ -28,6 +28,18 @@ pub fn text_arg(words: &[String]) -> Result<String, Failure> {
     };
     check_text(&text).map_err(Failure::Usage)?;
     Ok(text)
+}
+
+/// What to say when the server ends this session (`/session_ended`).
+pub fn session_ended_words(reason: SessionEndReason) -> String {
+    let why = match reason {
+        SessionEndReason::Ended => "it was ended from another session",
+        SessionEndReason::PasswordChanged => "the password was changed from another session",
+        SessionEndReason::Expired => "it expired",
+        SessionEndReason::Deleted => "the account was deleted",
+        SessionEndReason::Other => "the server ended it",
+    };
+    format!("this session is over: {why}; run `babel login EMAIL` to log in again")
 }
 
 /// Whether a text can be sent, or what is wrong with it.
@@ -183,6 +195,9 @@ pub async fn follow(mut c: Client, email: &str, limit: u32, json_mode: bool) -> 
                 None => break,
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(Event::Server(ServerEvent::Message(m)))) => vec![m.message],
+                Some(Ok(Event::Server(ServerEvent::SessionEnded(end)))) => {
+                    return Err(Failure::Refused(session_ended_words(end.reason)));
+                }
                 Some(Ok(Event::Disconnected)) => {
                     crate::term::say("babel: connection to the server lost; reconnecting…");
                     continue;

@@ -103,7 +103,7 @@ enum Command {
         audio: calls::AudioArgs,
     },
     /// Send a message to a contact (the text from stdin when it is left
-    /// out or is `-`; they read it when they come back if they are away).
+    /// out or is `-`; they read it when they come back if they are offline).
     Message {
         /// The contact's email.
         #[arg(value_parser = email_arg)]

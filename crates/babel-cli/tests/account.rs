@@ -152,3 +152,62 @@ async fn block_unblock_and_blocked_round_trip() {
     .await
     .unwrap();
 }
+
+/// `messages --follow` and `listen` of a session ended from another one
+/// stop at once and say why (exit 1), not silently nor by a later 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_stops_follow_and_listen_with_the_reason() {
+    let (_server, e) = env().await;
+    let e1 = e.clone();
+    blocking(move || {
+        e1.contacts("quin", "rae");
+        assert_eq!(e1.json("quin2", &["login", "quin@example.org"], Some(PW)).0, 0);
+    })
+    .await
+    .unwrap();
+    let home = e.dir.path().join("quin");
+    let spawn = |args: &[&str]| {
+        let mut c = common::babel(&e.server, &home).args(args).stdin(std::process::Stdio::null()).spawn().unwrap();
+        let err = c.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (c, rx)
+    };
+    let (follow, follow_err) = spawn(&["messages", "rae@example.org", "--follow"]);
+    let (listen, listen_err) = spawn(&["listen"]);
+    let wait = |rx: &std::sync::mpsc::Receiver<String>, what: &str| {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < end {
+            if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                if l.contains(what) {
+                    return;
+                }
+                seen.push(l);
+            }
+        }
+        panic!("no `{what}` within 20 s: {seen:?}");
+    };
+    wait(&follow_err, "following the conversation");
+    wait(&listen_err, "waiting for calls");
+    // Quin's other device ends this session.
+    let e2 = e.clone();
+    blocking(move || {
+        let (_, v) = e2.json("quin", &["account", "sessions"], None);
+        let current = v.as_array().unwrap().iter().find(|s| s["current"] == "true").unwrap()["session_id"].clone();
+        let (code, v) = e2.json("quin2", &["account", "end-session", current.as_str().unwrap()], None);
+        assert_eq!(code, 0, "{v}");
+    })
+    .await
+    .unwrap();
+    for (mut child, rx) in [(follow, follow_err), (listen, listen_err)] {
+        wait(&rx, "this session is over: it was ended from another session");
+        let status = blocking(move || child.wait().unwrap()).await.unwrap();
+        assert_eq!(status.code(), Some(1));
+    }
+}
