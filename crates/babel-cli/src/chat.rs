@@ -1,6 +1,7 @@
 //! `babel message`, `babel messages` (with `--follow`) and `babel history`.
 
-use std::io::Read;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
 
 use babel_client::{Client, ClientError, Event};
 use babel_proto::{
@@ -19,6 +20,9 @@ const MAX_CHARS: usize = babel_proto::messages::MAX_TEXT_CHARS;
 /// break dropped). Empty or too long is a usage error: nothing is sent.
 pub fn text_arg(words: &[String]) -> Result<String, Failure> {
     let text = if words.is_empty() || (words.len() == 1 && words[0] == "-") {
+        if std::io::stdin().is_terminal() {
+            crate::term::say("Type the message; Ctrl-D on a line of its own sends it, Ctrl-C gives up.");
+        }
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).map_err(|e| Failure::Usage(format!("cannot read stdin: {e}")))?;
         let trimmed = s.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t));
@@ -78,10 +82,7 @@ pub fn printable(text: &str) -> String {
 
 /// A contact by email (accepted or asked), or exit 1 saying it is none.
 async fn contact(c: &mut Client, email: &str) -> Result<ContactEntry, Failure> {
-    let want = email_arg(email).unwrap_or_else(|_| email.trim().to_lowercase());
-    c.contacts().await?.into_iter().find(|e| same_email(&e.user.email, &want)).ok_or_else(|| {
-        Failure::Refused(format!("{want} is not in your contacts (`babel contacts add {want}` asks them)"))
-    })
+    Scope::new(c, Some(email)).await?.only.ok_or_else(|| Failure::Refused(format!("{email} is not in your contacts")))
 }
 
 /// `babel message EMAIL TEXT`.
@@ -113,78 +114,147 @@ fn client_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// One message as a person reads it: the time, who wrote it, the text
-/// (later lines indented under the first), and `new` on one not read
-/// before.
-fn line(m: &Message, them: &ContactEntry, fresh: bool) -> String {
-    let who = if m.from == them.user.id { printable(&them.user.name) } else { "you".to_owned() };
-    let mark = if fresh { "new " } else { "    " };
-    let head = format!("{} {mark}{who}: ", when::short(&m.sent_at));
-    let pad = " ".repeat(head.chars().count());
-    let text = printable(&m.text).replace('\n', &format!("\n{pad}"));
-    format!("{head}{text}")
+/// Whose messages a command shows: one contact's, or every conversation's.
+struct Scope {
+    /// The one contact, if any.
+    only: Option<ContactEntry>,
+    /// Names of my contacts (and of whoever sent a message shown).
+    names: HashMap<UserId, String>,
+    /// Me.
+    me: UserId,
 }
 
-/// Marks read every message from `them` up to the newest of `page` that
-/// was not read yet (the server never moves the mark backwards).
-async fn mark_read(c: &mut Client, them: UserId, page: &[Message]) -> Result<(), Failure> {
-    if let Some(newest) = page.iter().filter(|m| m.from == them && !m.read).map(|m| m.message_id).max() {
-        c.mark_read(them, newest).await?;
+impl Scope {
+    /// The conversation with `email`, or every one when `None` (exit 1 if
+    /// `email` is no contact).
+    async fn new(c: &mut Client, email: Option<&str>) -> Result<Scope, Failure> {
+        let me = c.user_id().ok_or(ClientError::NotLoggedIn)?;
+        let list = c.contacts().await?;
+        let names = list.iter().map(|e| (e.user.id, e.user.name.clone())).collect();
+        let only = match email {
+            Some(email) => {
+                let want = email_arg(email).unwrap_or_else(|_| email.trim().to_lowercase());
+                let found = list.into_iter().find(|e| same_email(&e.user.email, &want));
+                Some(found.ok_or_else(|| {
+                    Failure::Refused(format!("{want} is not in your contacts (`babel contacts add {want}` asks them)"))
+                })?)
+            }
+            None => None,
+        };
+        Ok(Scope { only, names, me })
     }
-    Ok(())
+
+    fn contact_id(&self) -> Option<UserId> {
+        self.only.as_ref().map(|e| e.user.id)
+    }
+
+    fn includes(&self, m: &Message) -> bool {
+        self.contact_id().is_none_or(|id| m.from == id || m.to == id)
+    }
+
+    fn name(&self, id: UserId) -> String {
+        self.names.get(&id).map_or_else(|| format!("user {id}"), |n| printable(n))
+    }
+
+    /// Learns the name of whoever sent an event's message.
+    fn learn(&mut self, sender: &babel_proto::User) {
+        self.names.entry(sender.id).or_insert_with(|| sender.name.clone());
+    }
+
+    /// One message as a person reads it: the time, who wrote it (to whom,
+    /// when every conversation shows), the text (later lines indented
+    /// under the first), and `new` on one not read before.
+    fn line(&self, m: &Message, fresh: bool) -> String {
+        let who = match (m.from == self.me, self.only.is_some()) {
+            (true, true) => "you".to_owned(),
+            (true, false) => format!("you → {}", self.name(m.to)),
+            (false, _) => self.name(m.from),
+        };
+        let mark = if fresh { "new " } else { "    " };
+        let head = format!("{} {mark}{who}: ", when::short(&m.sent_at));
+        let pad = " ".repeat(head.chars().count());
+        let text = printable(&m.text).replace('\n', &format!("\n{pad}"));
+        format!("{head}{text}")
+    }
+
+    /// Whether `m` is one sent to me and not read before.
+    fn fresh(&self, m: &Message) -> bool {
+        m.from != self.me && !m.read
+    }
+
+    /// Marks read, per sender, every message up to the newest of `page`
+    /// that was not read yet (the server never moves a mark backwards).
+    async fn mark_read(&self, c: &mut Client, page: &[Message]) -> Result<(), Failure> {
+        let mut newest: HashMap<UserId, MessageId> = HashMap::new();
+        for m in page.iter().filter(|m| self.fresh(m)) {
+            let e = newest.entry(m.from).or_insert(m.message_id);
+            *e = (*e).max(m.message_id);
+        }
+        for (from, up_to) in newest {
+            c.mark_read(from, up_to).await?;
+        }
+        Ok(())
+    }
 }
 
-/// `babel messages EMAIL`: one page, oldest first (newest last on the
-/// screen); what it shows from them is marked read.
-pub async fn messages(c: &mut Client, email: &str, before: Option<MessageId>, limit: u32) -> Outcome {
-    let them = contact(c, email).await?;
-    let mut page = c.messages(Some(them.user.id), before.map_or(Page::Latest, Page::Before), limit).await?;
+/// `babel messages [EMAIL]`: one page, oldest first (newest last on the
+/// screen), of one conversation or of all; what it shows is marked read.
+pub async fn messages(c: &mut Client, email: Option<&str>, before: Option<MessageId>, limit: u32) -> Outcome {
+    let scope = Scope::new(c, email).await?;
+    let mut page = c.messages(scope.contact_id(), before.map_or(Page::Latest, Page::Before), limit).await?;
     page.reverse();
-    mark_read(c, them.user.id, &page).await?;
-    let who = format!("{} <{}>", printable(&them.user.name), them.user.email);
+    scope.mark_read(c, &page).await?;
+    let (with, again) = match &scope.only {
+        Some(e) => (format!(" with {} <{}>", printable(&e.user.name), e.user.email), format!(" {}", e.user.email)),
+        None => (String::new(), String::new()),
+    };
     let mut text = String::new();
     if page.is_empty() {
-        text = match before {
-            None => format!("No messages with {who} yet: `babel message {} TEXT` sends one.", them.user.email),
-            Some(_) => format!("No older messages with {who}."),
+        text = match (before, &scope.only) {
+            (None, Some(e)) => format!("No messages{with} yet: `babel message {} TEXT` sends one.", e.user.email),
+            (None, None) => "No messages yet: `babel message EMAIL TEXT` sends one.".to_owned(),
+            (Some(_), _) => format!("No older messages{with}."),
         };
     } else if page.len() == limit as usize {
         if let Some(first) = page.first() {
-            text.push_str(&format!("(older ones: babel messages {} --before {})\n", them.user.email, first.message_id));
+            text.push_str(&format!("(older ones: babel messages{again} --before {})\n", first.message_id));
         }
     }
     for m in &page {
-        text.push_str(&line(m, &them, m.from == them.user.id && !m.read));
+        text.push_str(&scope.line(m, scope.fresh(m)));
         text.push('\n');
     }
     let json = serde_json::to_value(&page).map_err(anyhow::Error::from)?;
     Ok(Done::new(json, text.trim_end()))
 }
 
-/// `babel messages EMAIL --follow`: the last page, then every new message
-/// of the conversation as it arrives (from them, or from me on another
-/// device), each marked read, until Ctrl-C. Under `--json` one message
-/// per line. A lost connection is said on stderr; once back, what arrived
-/// meanwhile is shown.
-pub async fn follow(mut c: Client, email: &str, limit: u32, json_mode: bool) -> Outcome {
-    let them = contact(&mut c, email).await?;
-    let id = them.user.id;
+/// `babel messages [EMAIL] --follow`: the last page, then every new
+/// message of the conversation (or of all) as it arrives (to me, or from
+/// me on another device), each marked read, until Ctrl-C. Under `--json`
+/// one message per line. A lost connection is said on stderr; once back,
+/// what arrived meanwhile is shown.
+pub async fn follow(mut c: Client, email: Option<&str>, limit: u32, json_mode: bool) -> Outcome {
+    let mut scope = Scope::new(&mut c, email).await?;
     // Subscribed before the page is read, so nothing falls in between.
     let mut events = c.events().await?;
-    let mut page = c.messages(Some(id), Page::Latest, limit).await?;
+    let mut page = c.messages(scope.contact_id(), Page::Latest, limit).await?;
     page.reverse();
-    let show = |m: &Message, fresh: bool| {
-        let out = if json_mode { serde_json::to_string(m).unwrap_or_default() } else { line(m, &them, fresh) };
+    let show = |scope: &Scope, m: &Message, fresh: bool| {
+        let out = if json_mode { serde_json::to_string(m).unwrap_or_default() } else { scope.line(m, fresh) };
         write_stdout(format!("{out}\n").as_bytes());
     };
     let mut last = MessageId(0);
     for m in &page {
-        show(m, m.from == id && !m.read);
+        show(&scope, m, scope.fresh(m));
         last = last.max(m.message_id);
     }
-    mark_read(&mut c, id, &page).await?;
+    scope.mark_read(&mut c, &page).await?;
     if !json_mode {
-        crate::term::say(&format!("(following the conversation with {}; Ctrl-C stops)", printable(&them.user.name)));
+        let what = match &scope.only {
+            Some(e) => format!("the conversation with {}", printable(&e.user.name)),
+            None => "every conversation".to_owned(),
+        };
+        crate::term::say(&format!("(following {what}; Ctrl-C stops)"));
     }
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -194,7 +264,10 @@ pub async fn follow(mut c: Client, email: &str, limit: u32, json_mode: bool) -> 
             ev = events.next() => match ev {
                 None => break,
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Event::Server(ServerEvent::Message(m)))) => vec![m.message],
+                Some(Ok(Event::Server(ServerEvent::Message(m)))) => {
+                    scope.learn(&m.sender);
+                    vec![m.message]
+                }
                 Some(Ok(Event::Server(ServerEvent::SessionEnded(end)))) => {
                     return Err(Failure::Refused(session_ended_words(end.reason)));
                 }
@@ -205,18 +278,17 @@ pub async fn follow(mut c: Client, email: &str, limit: u32, json_mode: bool) -> 
                 Some(Ok(Event::Reconnected)) => {
                     crate::term::say("babel: connected to the server again");
                     // What arrived meanwhile (oldest first).
-                    c.messages(Some(id), Page::After(last), babel_proto::messages::MAX_LIMIT).await?
+                    c.messages(scope.contact_id(), Page::After(last), babel_proto::messages::MAX_LIMIT).await?
                 }
                 Some(Ok(_)) => continue,
             },
         };
-        let news: Vec<Message> =
-            news.into_iter().filter(|m| (m.from == id || m.to == id) && m.message_id > last).collect();
+        let news: Vec<Message> = news.into_iter().filter(|m| scope.includes(m) && m.message_id > last).collect();
         for m in &news {
-            show(m, false);
+            show(&scope, m, false);
             last = last.max(m.message_id);
         }
-        mark_read(&mut c, id, &news).await?;
+        scope.mark_read(&mut c, &news).await?;
     }
     Ok(Done::new(serde_json::Value::Null, ""))
 }

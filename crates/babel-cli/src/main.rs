@@ -111,12 +111,12 @@ enum Command {
         /// The text (several words are joined by spaces).
         text: Vec<String>,
     },
-    /// The conversation with a contact, newest last; what it shows is
-    /// marked read.
+    /// The conversation with a contact (or every conversation), newest
+    /// last; what it shows is marked read.
     Messages {
-        /// The contact's email.
+        /// The contact's email [default: every conversation].
         #[arg(value_parser = email_arg)]
-        email: String,
+        email: Option<String>,
         /// Older messages: those before this message id (the page above
         /// says which).
         #[arg(long)]
@@ -417,9 +417,9 @@ async fn run(cli: &Cli) -> Outcome {
         Command::Messages { email, before, limit, follow } => {
             let mut c = logged_in(cli, &home).await?;
             if *follow {
-                chat::follow(c, email, *limit, cli.json).await
+                chat::follow(c, email.as_deref(), *limit, cli.json).await
             } else {
-                chat::messages(&mut c, email, *before, *limit).await
+                chat::messages(&mut c, email.as_deref(), *before, *limit).await
             }
         }
         Command::History { before, limit } => {

@@ -319,3 +319,35 @@ async fn follow_shows_what_arrived_while_the_server_was_away_once() {
     interrupt(child.id());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_without_an_email_shows_every_conversation() {
+    let (_server, e) = env().await;
+    blocking(move || {
+        e.contacts("kai", "lou");
+        e.register("mia", "Mia");
+        assert_eq!(e.json("kai", &["contacts", "add", "mia@example.org"], None).0, 0);
+        assert_eq!(e.json("mia", &["contacts", "accept", "kai@example.org"], None).0, 0);
+        let (code, out, _) = e.say("kai", &["messages"], None);
+        assert_eq!(code, 0);
+        assert!(out.contains("No messages yet"), "{out}");
+        assert_eq!(e.json("lou", &["message", "kai@example.org", "hi from Lou"], None).0, 0);
+        assert_eq!(e.json("mia", &["message", "kai@example.org", "hi from Mia"], None).0, 0);
+        assert_eq!(e.json("kai", &["message", "lou@example.org", "hello Lou"], None).0, 0);
+        let (code, out, err) = e.say("kai", &["messages"], None);
+        assert_eq!(code, 0, "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].contains("new Lou: hi from Lou"), "{out}");
+        assert!(lines[1].contains("new Mia: hi from Mia"), "{out}");
+        assert!(lines[2].contains("you → Lou: hello Lou") && !lines[2].contains("new"), "{out}");
+        // Shown means read, in both conversations.
+        let (_, v) = e.json("kai", &["contacts"], None);
+        assert!(v.as_array().unwrap().iter().all(|c| c["unread"] == 0), "{v}");
+        let (_, v) = e.json("kai", &["messages", "--limit", "2"], None);
+        assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+        assert_eq!(v[1]["text"], "hello Lou", "newest last: {v}");
+    })
+    .await
+    .unwrap();
+}
