@@ -333,6 +333,26 @@ async fn account_password_asks_without_echo_and_twice_for_the_new_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_typed_on_the_terminal_is_sent_at_ctrl_d() {
+    let (_server, e) = env().await;
+    let e1 = e.clone();
+    blocking(move || {
+        e1.people(&["una", "vic"]);
+        let t = Tmux::new("message");
+        t.run("una", 100, &e1.args("una", &["message", "vic@example.org"]));
+        t.wait("una", "Ctrl-D on a line of its own sends it");
+        t.keys("una", &["first line", "Enter", "second line", "Enter", "C-d"]);
+        let s = t.wait("una", "EXIT=");
+        assert!(s.contains("Sent to vic <vic@example.org>") && s.contains("EXIT=0"), "{s}");
+        let out = e1.babel("vic", &["--json", "messages", "una@example.org"], "");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v[0]["text"], "first line\nsecond line", "{v}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i_invites_a_third_contact_into_the_call() {
     let (_server, e) = env().await;
     let e1 = e.clone();
