@@ -234,6 +234,7 @@ pub async fn messages(c: &mut Client, email: Option<&str>, before: Option<Messag
 /// one message per line. A lost connection is said on stderr; once back,
 /// what arrived meanwhile is shown.
 pub async fn follow(mut c: Client, email: Option<&str>, limit: u32, json_mode: bool) -> Outcome {
+    let mut interrupts = crate::term::Interrupts::new();
     let mut scope = Scope::new(&mut c, email).await?;
     // Subscribed before the page is read, so nothing falls in between.
     let mut events = c.events().await?;
@@ -256,11 +257,9 @@ pub async fn follow(mut c: Client, email: Option<&str>, limit: u32, json_mode: b
         };
         crate::term::say(&format!("(following {what}; Ctrl-C stops)"));
     }
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     loop {
         let news = tokio::select! {
-            _ = &mut ctrl_c => break,
+            _ = interrupts.next() => break,
             ev = events.next() => match ev {
                 None => break,
                 Some(Err(e)) => return Err(e.into()),

@@ -249,7 +249,45 @@ async fn history_marks_a_missed_call() {
         assert_eq!(v[0]["direction"], "out", "{v}");
         assert_eq!(v[0]["missed"], false, "{v}");
         let (_, out, _) = e2.say("hal", &["history"], None);
-        assert!(!out.contains("MISSED") && out.contains("to") && out.contains("Ida <ida@example.org>"), "{out}");
+        assert!(!out.contains("MISSED") && out.contains("cancelled") && out.contains("Ida <ida@example.org>"), "{out}");
+    })
+    .await
+    .unwrap();
+    // Then a call Ida answers: it shows with its length, and pages.
+    let short = e.dir.path().join("short.wav");
+    write_voice(&short, 1.5);
+    let e3 = e.clone();
+    let listener =
+        blocking(move || e3.json("ida", &["listen", "--auto-answer", "--calls", "1", "--output", "/dev/null"], None));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let e4 = e.clone();
+    blocking(move || {
+        let (code, v) = e4.json(
+            "hal",
+            &["call", "ida@example.org", "--input", short.to_str().unwrap(), "--output", "/dev/null"],
+            None,
+        );
+        assert_eq!(code, 0, "{v}");
+    })
+    .await
+    .unwrap();
+    assert_eq!(listener.await.unwrap().0, 0);
+    let e5 = e.clone();
+    blocking(move || {
+        let (_, v) = e5.json("ida", &["history"], None);
+        assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+        assert_eq!(v[1]["missed"], false, "newest last: {v}");
+        assert_ne!(v[1]["answered_at"], "", "{v}");
+        let (_, out, _) = e5.say("ida", &["history", "--limit", "1"], None);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        let older = v[0]["entry_id"].as_str().unwrap().to_owned();
+        assert!(lines[0].contains(&format!("babel history --before {}", v[1]["entry_id"].as_str().unwrap())), "{out}");
+        assert!(lines[1].contains(" s ") && lines[1].contains("Hal <hal@example.org>"), "a length: {out}");
+        let (_, out, _) = e5.say("ida", &["history", "--before", v[1]["entry_id"].as_str().unwrap()], None);
+        assert!(out.contains("MISSED") && out.lines().count() == 2, "{out}");
+        let (_, v) = e5.json("ida", &["history", "--before", &older], None);
+        assert_eq!(v, serde_json::json!([]));
     })
     .await
     .unwrap();
