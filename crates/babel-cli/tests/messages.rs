@@ -389,3 +389,27 @@ async fn messages_without_an_email_shows_every_conversation() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_rate_limit_is_said_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.abuse.messages_per_account = 3;
+    let server = babel_server::RunningServer::start(&config).await.unwrap();
+    let e = common::env::Env { server: server.addr().to_string(), dir };
+    blocking(move || {
+        e.contacts("pia", "rex");
+        for n in 0..3 {
+            let (code, v) = e.json("pia", &["message", "rex@example.org", &format!("number {n}")], None);
+            assert_eq!(code, 0, "{v}");
+        }
+        let (code, v) = e.json("pia", &["message", "rex@example.org", "one too many"], None);
+        assert_eq!(code, 1, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("too fast"), "{v}");
+        let (_, v) = e.json("rex", &["messages", "pia@example.org"], None);
+        assert_eq!(v.as_array().unwrap().len(), 3, "not sent: {v}");
+    })
+    .await
+    .unwrap();
+    server.shutdown().await;
+}
