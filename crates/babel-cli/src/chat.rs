@@ -34,6 +34,19 @@ pub fn text_arg(words: &[String]) -> Result<String, Failure> {
     Ok(text)
 }
 
+/// One line about a message that just arrived: who, and its start.
+pub fn message_notice(m: &babel_proto::MessageEvent) -> String {
+    let text = printable(&m.message.text).replace('\n', " ");
+    let short: String = text.chars().take(60).collect();
+    let more = if text.chars().count() > 60 { "…" } else { "" };
+    format!(
+        "message from {} <{}>: {short}{more} (`babel messages {}` reads it)",
+        printable(&m.sender.name),
+        m.sender.email,
+        m.sender.email
+    )
+}
+
 /// What to say when the server ends this session (`/session_ended`).
 pub fn session_ended_words(reason: SessionEndReason) -> String {
     let why = match reason {
@@ -365,6 +378,25 @@ mod tests {
         assert!(check_text(" \n\t").unwrap_err().contains("empty"));
         assert!(check_text(&"é".repeat(4000)).is_ok(), "characters, not bytes");
         assert!(check_text(&"x".repeat(4001)).unwrap_err().contains("this one has 4001"));
+    }
+
+    #[test]
+    fn a_message_notice_is_one_short_line() {
+        let sender = babel_proto::User { id: UserId(1), name: "Ann\x1b[2J".into(), email: "ann@example.org".into() };
+        let message = Message {
+            message_id: MessageId(7),
+            from: UserId(1),
+            to: UserId(2),
+            text: format!("first\nsecond {}", "x".repeat(80)),
+            sent_at: "2026-11-29T18:20:00Z".into(),
+            read: false,
+        };
+        let n = message_notice(&babel_proto::MessageEvent { message, sender });
+        assert!(n.starts_with("message from Ann^[[2J <ann@example.org>: first second xxx"), "{n}");
+        assert!(
+            n.contains("…") && !n.contains('\n') && n.ends_with("(`babel messages ann@example.org` reads it)"),
+            "{n}"
+        );
     }
 
     fn entry(direction: Direction, answered: &str, reason: EndReason) -> CallHistoryEntry {

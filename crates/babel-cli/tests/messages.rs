@@ -413,3 +413,48 @@ async fn the_message_rate_limit_is_said_with_exit_1() {
     .unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_says_when_a_message_arrives_and_leaves_it_unread() {
+    let (_server, e) = env().await;
+    let e1 = e.clone();
+    blocking(move || e1.contacts("sam", "tia")).await.unwrap();
+    let mut child =
+        common::babel(&e.server, &e.dir.path().join("tia")).arg("listen").stdin(Stdio::null()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait = |what: &str| {
+        let end = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while Instant::now() < end {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                if l.contains(what) {
+                    return l;
+                }
+                seen.push(l);
+            }
+        }
+        panic!("no `{what}` within 20 s: {seen:?}");
+    };
+    wait("waiting for calls");
+    let e2 = e.clone();
+    blocking(move || assert_eq!(e2.json("sam", &["message", "tia@example.org", "call me back"], None).0, 0))
+        .await
+        .unwrap();
+    let l = wait("message from Sam <sam@example.org>");
+    assert!(l.contains("call me back"), "{l}");
+    interrupt(child.id());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let e3 = e.clone();
+    blocking(move || {
+        let (_, v) = e3.json("tia", &["contacts"], None);
+        assert_eq!(v[0]["unread"], 1, "still unread: {v}");
+    })
+    .await
+    .unwrap();
+}
