@@ -20,7 +20,8 @@ use crate::ClientError;
 
 impl Client {
     /// Sends `text` to a contact. `client_id` (1–128 bytes, unique per
-    /// message on this account, e.g. a random id) makes a retry safe.
+    /// message on this account, e.g. from [`babel_proto::new_client_id`])
+    /// makes a retry safe.
     /// The server refuses (403) a non-contact, an empty or over-4000-character
     /// text, and a sender over the rate limit.
     pub async fn send_message(&mut self, contact: UserId, text: &str, client_id: Option<&str>) -> Result<MessageSent> {

@@ -53,7 +53,7 @@ pub use fingerprint::Fingerprint;
 pub use frame::{FrameError, Limits, RawRequest, RawResponse, decode_request, decode_response};
 pub use messages::{
     CallHistoryEntry, Direction, EntryId, HistoryQuery, Message, MessageEvent, MessageId, MessageSent, MessagesQuery,
-    MessagesRead, MessagesReply, Page, SendMessage, UnreadCount,
+    MessagesRead, MessagesReply, Page, SendMessage, UnreadCount, new_client_id,
 };
 pub use request::{ClientRequest, ContactRef, LogoutBy, RequestError, Route};
 pub use response::{Answer, Reply, ReplyError, Status};

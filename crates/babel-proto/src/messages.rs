@@ -309,6 +309,15 @@ impl MessagesReply {
     }
 }
 
+/// A fresh `client_id` for [`SendMessage`]: 128 random bits as 32 hex
+/// digits (`None` if the OS has no randomness). Keep it with the message
+/// until the server has answered, and send it again with a retry.
+pub fn new_client_id() -> Option<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).ok()?;
+    Some(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
 /// Why a message text is refused (a 403 reason).
 pub fn check_text(text: &str) -> Result<(), &'static str> {
     if text.trim().is_empty() {
@@ -498,6 +507,15 @@ mod tests {
         assert!(MessagesRead::from_fields(&f(r#"{"contact_id":"5"}"#)).is_err());
         assert!(HistoryQuery::from_fields(&f(r#"{"before":"z"}"#)).is_err());
         assert_eq!(HistoryQuery::from_fields(&f(r#"{"before":"3","limit":"2"}"#)).unwrap().before, Some(EntryId(3)));
+    }
+
+    #[test]
+    fn client_ids_are_fresh_and_valid() {
+        let (a, b) = (new_client_id().unwrap(), new_client_id().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        let f = Fields::from_pairs([("contact_id", "2"), ("text", "x"), ("client_id", a.as_str())]);
+        assert_eq!(SendMessage::from_fields(&f).unwrap().client_id, Some(a));
     }
 
     #[test]
