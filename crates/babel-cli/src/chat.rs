@@ -111,7 +111,7 @@ pub async fn message(c: &mut Client, email: &str, text: &str) -> Outcome {
     };
     let json = json!({"message_id": sent.message_id, "sent_at": sent.sent_at, "to": to.user});
     let when = if to.status == Presence::Offline { "; they read it when they come back" } else { "" };
-    Ok(Done::new(json, format!("Sent to {} <{}>{when}.", to.user.name, to.user.email)))
+    Ok(Done::new(json, format!("Sent to {} <{}>{when}.", printable(&to.user.name), to.user.email)))
 }
 
 /// A fresh id for `/send_message`, so a retry after a dropped connection

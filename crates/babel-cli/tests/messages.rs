@@ -458,3 +458,76 @@ async fn listen_says_when_a_message_arrives_and_leaves_it_unread() {
     .await
     .unwrap();
 }
+
+/// A fake on purpose: a proxy to the real server that, on the first
+/// connection only, closes it instead of passing on the answer numbered
+/// `drop_answer` (1-based), after the server has acted on the request.
+fn dropping_proxy(server: String, drop_answer: usize) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut upstream) = TcpStream::connect(&server) else { return };
+            let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut u2);
+                let _ = u2.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut answers = 0;
+                loop {
+                    let mut head = [0u8; 8];
+                    if upstream.read_exact(&mut head).is_err() {
+                        break;
+                    }
+                    let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+                    let mut data = vec![0u8; len];
+                    if upstream.read_exact(&mut data).is_err() {
+                        break;
+                    }
+                    answers += 1;
+                    if n == 0 && answers == drop_answer {
+                        break;
+                    }
+                    if client.write_all(&head).and_then(|()| client.write_all(&data)).is_err() {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_answer_is_lost_is_sent_again_and_stored_once() {
+    let (_server, e) = env().await;
+    let e1 = e.clone();
+    blocking(move || e1.contacts("uma", "val")).await.unwrap();
+    // `babel message` asks for the contacts (answer 1), then sends (answer
+    // 2, lost with its connection).
+    let proxy = dropping_proxy(e.server.clone(), 2);
+    let home = e.dir.path().join("uma");
+    let out = blocking(move || {
+        common::babel(&proxy, &home).args(["--json", "message", "val@example.org", "only once"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let sent: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let e2 = e.clone();
+    blocking(move || {
+        let (_, v) = e2.json("val", &["messages", "uma@example.org"], None);
+        let list = v.as_array().unwrap();
+        assert_eq!(list.len(), 1, "stored once: {v}");
+        assert_eq!(list[0]["text"], "only once");
+        assert_eq!(list[0]["message_id"], sent["message_id"], "the first one's id came back: {v}");
+    })
+    .await
+    .unwrap();
+}
