@@ -655,6 +655,17 @@ pub async fn listen(
                         continue;
                     }
                 }
+                Some(Ok(Event::Server(ServerEvent::Message(m)))) => {
+                    // Someone wrote while I wait for calls: said, not
+                    // marked read (`babel messages` reads it).
+                    if show && client.user_id() != Some(m.message.from) {
+                        term::say(&crate::chat::message_notice(&m));
+                        if let Some(a) = &asking {
+                            term::status(&format!("Answer {} <{}>? [y/N] ", a.caller.name, a.caller.email));
+                        }
+                    }
+                    continue;
+                }
                 Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) => {
                     if let Some(a) = asking.take_if(|a| a.call_id == c) {
                         if show {
@@ -663,6 +674,12 @@ pub async fn listen(
                         waiting(&keys);
                     }
                     continue;
+                }
+                Some(Ok(Event::Server(ServerEvent::SessionEnded(end)))) => {
+                    if let Some(a) = asking.take() {
+                        let _ = client.decline_call(a.call_id).await;
+                    }
+                    return Err(Failure::Refused(crate::chat::session_ended_words(end.reason)));
                 }
                 Some(Ok(Event::Disconnected)) => {
                     if show && !lost {

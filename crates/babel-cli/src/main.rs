@@ -4,10 +4,13 @@
 //! (a mistake on this side: arguments, not logged in, a file that will not
 //! do), 3 cannot reach the server (or it is not a Babel server).
 
+mod account;
 mod calls;
+mod chat;
 mod quiet;
 mod session;
 mod term;
+mod when;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -99,6 +102,68 @@ enum Command {
         #[command(flatten)]
         audio: calls::AudioArgs,
     },
+    /// Send a message to a contact (the text from stdin when it is left
+    /// out or is `-`; they read it when they come back if they are offline).
+    Message {
+        /// The contact's email.
+        #[arg(value_parser = email_arg)]
+        email: String,
+        /// The text (several words are joined by spaces).
+        text: Vec<String>,
+    },
+    /// The conversation with a contact (or every conversation), newest
+    /// last; what it shows is marked read.
+    Messages {
+        /// The contact's email [default: every conversation].
+        #[arg(value_parser = email_arg)]
+        email: Option<String>,
+        /// Older messages: those before this message id (the page above
+        /// says which).
+        #[arg(long)]
+        before: Option<babel_proto::MessageId>,
+        /// How many messages, 1-100.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        /// Keep showing new messages as they arrive (and mark them read)
+        /// until Ctrl-C.
+        #[arg(long, conflicts_with = "before")]
+        follow: bool,
+    },
+    /// Calls made and received, newest last; missed ones are marked.
+    History {
+        /// Older calls: those before this entry id.
+        #[arg(long)]
+        before: Option<babel_proto::EntryId>,
+        /// How many calls, 1-100.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
+    /// Your account: name, password, sessions.
+    Account {
+        #[command(subcommand)]
+        action: account::AccountCommand,
+    },
+    /// Choose how contacts see you: available, away, dnd (not rung) or
+    /// invisible (shown offline); kept across sessions.
+    Status {
+        /// available, away, dnd or invisible.
+        status: account::StatusArg,
+    },
+    /// Block someone: no contact, requests, calls or messages between you,
+    /// and they are not told.
+    Block {
+        /// Their email.
+        #[arg(value_parser = email_arg)]
+        email: String,
+    },
+    /// Unblock someone (they are not made a contact again).
+    Unblock {
+        /// Their email.
+        #[arg(value_parser = email_arg)]
+        email: String,
+    },
+    /// The people you have blocked.
+    Blocked,
     /// Audio input and output devices.
     Devices,
     /// Everything end to end on this machine: its own server on loopback,
@@ -344,6 +409,40 @@ async fn run(cli: &Cli) -> Outcome {
             let c = logged_in(cli, &home).await?;
             calls::listen(c, *auto_answer, *n, audio, ready, !cli.json).await
         }
+        Command::Message { email, text } => {
+            let text = chat::text_arg(text)?;
+            let mut c = logged_in(cli, &home).await?;
+            chat::message(&mut c, email, &text).await
+        }
+        Command::Messages { email, before, limit, follow } => {
+            let mut c = logged_in(cli, &home).await?;
+            if *follow {
+                chat::follow(c, email.as_deref(), *limit, cli.json).await
+            } else {
+                chat::messages(&mut c, email.as_deref(), *before, *limit).await
+            }
+        }
+        Command::History { before, limit } => {
+            let mut c = logged_in(cli, &home).await?;
+            chat::history(&mut c, *before, *limit).await
+        }
+        Command::Account { action } => account::account(cli, &home, action).await,
+        Command::Status { status } => {
+            let mut c = logged_in(cli, &home).await?;
+            account::status(&mut c, *status).await
+        }
+        Command::Block { email } => {
+            let mut c = logged_in(cli, &home).await?;
+            account::block(&mut c, email).await
+        }
+        Command::Unblock { email } => {
+            let mut c = logged_in(cli, &home).await?;
+            account::unblock(&mut c, email).await
+        }
+        Command::Blocked => {
+            let mut c = logged_in(cli, &home).await?;
+            account::blocked(&mut c).await
+        }
         Command::Devices => devices(),
         Command::Demo { output } => {
             if Cli::server_flag_given() {
@@ -429,16 +528,28 @@ async fn contacts(c: &mut Client, action: Option<&ContactsCommand>) -> Outcome {
         None => {
             let list = c.contacts().await?;
             let waiting = c.contact_requests().await?;
+            let unread = c.unread().await?;
+            let unread_from = |id| unread.iter().find(|u| u.contact_id == id).map_or(0, |u| u.count);
             let mut text = String::new();
             if list.is_empty() {
                 text.push_str("No contacts yet: `babel contacts add EMAIL` asks someone.\n");
             }
+            let mut rows = Vec::with_capacity(list.len());
             for e in &list {
                 let status = if e.status == Presence::Pending { "asked" } else { e.status.as_str() };
-                text.push_str(&format!("{status:<8} {} <{}>\n", e.user.name, e.user.email));
+                let n = unread_from(e.user.id);
+                let unread =
+                    if n > 0 { format!("  ({n} unread: `babel messages {}`)", e.user.email) } else { String::new() };
+                text.push_str(&format!("{status:<8} {} <{}>{unread}\n", chat::printable(&e.user.name), e.user.email));
+                let mut row = serde_json::to_value(e).map_err(anyhow::Error::from)?;
+                if let Some(o) = row.as_object_mut() {
+                    o.insert("unread".into(), json!(n));
+                }
+                rows.push(row);
             }
             if !waiting.is_empty() {
-                let who: Vec<String> = waiting.iter().map(|u| format!("{} <{}>", u.name, u.email)).collect();
+                let who: Vec<String> =
+                    waiting.iter().map(|u| format!("{} <{}>", chat::printable(&u.name), u.email)).collect();
                 let n = if waiting.len() == 1 {
                     "1 request is".to_owned()
                 } else {
@@ -449,7 +560,7 @@ async fn contacts(c: &mut Client, action: Option<&ContactsCommand>) -> Outcome {
                     who.join(", ")
                 ));
             }
-            Ok(Done::new(serde_json::to_value(list).map_err(anyhow::Error::from)?, text.trim_end()))
+            Ok(Done::new(json!(rows), text.trim_end()))
         }
         Some(ContactsCommand::Add { email }) => {
             c.add_contact(email).await?;
@@ -478,7 +589,7 @@ async fn contacts(c: &mut Client, action: Option<&ContactsCommand>) -> Outcome {
                 "No requests are waiting.".to_owned()
             } else {
                 reqs.iter()
-                    .map(|u| format!("{} <{}> wants to be your contact", u.name, u.email))
+                    .map(|u| format!("{} <{}> wants to be your contact", chat::printable(&u.name), u.email))
                     .collect::<Vec<_>>()
                     .join("\n")
             };
@@ -514,7 +625,7 @@ fn devices() -> Outcome {
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
-fn write_stdout(bytes: &[u8]) {
+pub(crate) fn write_stdout(bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(bytes).and_then(|()| out.flush());
 }

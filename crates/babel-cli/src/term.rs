@@ -53,6 +53,37 @@ pub fn width() -> usize {
     crossterm::terminal::size().map_or(80, |(w, _)| usize::from(w.max(20)))
 }
 
+/// SIGINT (Ctrl-C without raw mode), heard from the moment this is made:
+/// the process no longer dies of it from then on.
+#[derive(Debug)]
+pub struct Interrupts {
+    #[cfg(unix)]
+    sig: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    /// Starts listening (in a Tokio runtime).
+    pub fn new() -> Interrupts {
+        #[cfg(unix)]
+        {
+            Interrupts { sig: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok() }
+        }
+        #[cfg(not(unix))]
+        {
+            Interrupts {}
+        }
+    }
+
+    /// Waits for the next one; `false` when none can come any more.
+    pub async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        if let Some(sig) = self.sig.as_mut() {
+            return sig.recv().await.is_some();
+        }
+        tokio::signal::ctrl_c().await.is_ok()
+    }
+}
+
 /// What the person did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
@@ -87,8 +118,11 @@ impl Input {
         let (tx, rx) = mpsc::unbounded_channel();
         let done = Arc::new(AtomicBool::new(false));
         let sig_tx = tx.clone();
+        // Listening from now, not from the task's first poll: a Ctrl-C
+        // right after (a call that has just started ringing) is heard too.
+        let mut interrupts = Interrupts::new();
         let signal = tokio::spawn(async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
+            while interrupts.next().await {
                 if sig_tx.send(Key::Interrupt).is_err() {
                     return;
                 }

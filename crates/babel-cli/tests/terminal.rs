@@ -297,6 +297,62 @@ async fn delete_account_asks_for_the_password_on_a_terminal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_password_asks_without_echo_and_twice_for_the_new_one() {
+    let (_server, e) = env().await;
+    let e1 = e.clone();
+    blocking(move || {
+        e1.people(&["pat"]);
+        let t = Tmux::new("password");
+        // The two new ones differ: nothing changes, exit 2.
+        t.run("pat", 100, &e1.args("pat", &["account", "password"]));
+        t.wait("pat", "Current password:");
+        t.keys("pat", &[PW.trim(), "Enter"]);
+        t.wait("pat", "New password:");
+        t.keys("pat", &["first-new-one", "Enter"]);
+        t.wait("pat", "New password again:");
+        t.keys("pat", &["second-new-one", "Enter"]);
+        let s = t.wait("pat", "EXIT=");
+        assert!(s.contains("the two new passwords differ") && s.contains("EXIT=2"), "{s}");
+        assert!(!s.contains(PW.trim()) && !s.contains("first-new-one"), "echoed: {s}");
+        // The same one twice: changed.
+        t.run("pat2", 100, &e1.args("pat", &["account", "password"]));
+        t.wait("pat2", "Current password:");
+        t.keys("pat2", &[PW.trim(), "Enter"]);
+        t.wait("pat2", "New password:");
+        t.keys("pat2", &["brand-new-one", "Enter"]);
+        t.wait("pat2", "New password again:");
+        t.keys("pat2", &["brand-new-one", "Enter"]);
+        let s = t.wait("pat2", "EXIT=");
+        assert!(s.contains("Password changed") && s.contains("EXIT=0"), "{s}");
+        assert!(!s.contains("brand-new-one"), "echoed: {s}");
+        let out = e1.babel("x", &["login", "pat@example.org"], "brand-new-one\n");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_typed_on_the_terminal_is_sent_at_ctrl_d() {
+    let (_server, e) = env().await;
+    let e1 = e.clone();
+    blocking(move || {
+        e1.people(&["una", "vic"]);
+        let t = Tmux::new("message");
+        t.run("una", 100, &e1.args("una", &["message", "vic@example.org"]));
+        t.wait("una", "Ctrl-D on a line of its own sends it");
+        t.keys("una", &["first line", "Enter", "second line", "Enter", "C-d"]);
+        let s = t.wait("una", "EXIT=");
+        assert!(s.contains("Sent to vic <vic@example.org>") && s.contains("EXIT=0"), "{s}");
+        let out = e1.babel("vic", &["--json", "messages", "una@example.org"], "");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v[0]["text"], "first line\nsecond line", "{v}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn i_invites_a_third_contact_into_the_call() {
     let (_server, e) = env().await;
     let e1 = e.clone();

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+pub mod env;
+
 use babel_server::auth::PasswordCost;
 use babel_server::{Config, RunningServer};
 
