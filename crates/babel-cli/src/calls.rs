@@ -828,12 +828,12 @@ pub async fn demo(keep: Option<&Path>, show: bool) -> Outcome {
         writable(p).map_err(|e| Failure::Usage(format!("--output {}: cannot write there ({e})", p.display())))?;
     }
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let config = babel_server::Config {
-        listen: "127.0.0.1:0".parse().context("address")?,
-        db: dir.path().join("demo.db"),
-        ..babel_server::Config::default()
-    };
-    let server = babel_server::RunningServer::start(&config).await.map_err(anyhow::Error::from)?;
+    let server = babel_server::Embedded::builder()
+        .dir(dir.path())
+        .durability(babel_server::Durability::Full)
+        .start()
+        .await
+        .map_err(anyhow::Error::from)?;
     let addr = server.addr().to_string();
     let say = |m: &str| {
         if show {
@@ -921,7 +921,7 @@ pub async fn demo(keep: Option<&Path>, show: bool) -> Outcome {
         a_stats.sas,
         if a_stats.sas == b_stats.sas { "" } else { " (they differ: something is wrong)" }
     );
-    server.shutdown().await;
+    server.stop().await;
     let mut json = json!({
         "caller": stats_json(started.call_id, &a_stats, "input_ended"),
         "callee": stats_json(started.call_id, &b_stats, "hangup"),

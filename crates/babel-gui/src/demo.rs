@@ -15,7 +15,7 @@ use babel_media::setup::{
 };
 use babel_proto::agree::{CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, Presence, ServerEvent, SessionInfo, UserId};
-use babel_server::{Config, RunningServer};
+use babel_server::Embedded;
 
 use crate::ringtone::{Sound, SoundInput};
 
@@ -34,34 +34,27 @@ impl AudioOutput for Discard {
 #[derive(Debug)]
 pub struct LocalServer {
     /// The running server.
-    pub server: RunningServer,
+    pub server: Embedded,
     /// Its address (`127.0.0.1:port`).
     pub addr: String,
-    _dir: tempfile::TempDir,
 }
 
 impl LocalServer {
     /// Starts one on 127.0.0.1, port chosen by the system. `fast_hashing`:
     /// cheap password hashing (tests).
     pub async fn start(fast_hashing: bool) -> anyhow::Result<LocalServer> {
-        let dir = tempfile::tempdir()?;
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            db: dir.path().join("babel.db"),
-            durability: babel_server::store::sqlite::Durability::Normal,
-            ..Config::default()
-        };
+        let mut builder = Embedded::builder();
         if fast_hashing {
-            config.password = babel_server::auth::PasswordCost { memory_kib: 256, iterations: 1 };
+            builder = builder.fast_hashing();
         }
-        let server = RunningServer::start(&config).await?;
-        let addr = format!("127.0.0.1:{}", server.addr().port());
-        Ok(LocalServer { server, addr, _dir: dir })
+        let server = builder.start().await?;
+        let addr = server.addr().to_string();
+        Ok(LocalServer { server, addr })
     }
 
     /// Stops the server (its connections close) and removes its database.
     pub async fn stop(self) {
-        self.server.shutdown().await;
+        self.server.stop().await;
     }
 }
 
