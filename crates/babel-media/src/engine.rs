@@ -25,15 +25,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use babel_client::CallChannel;
 use babel_proto::relay as wire;
-use babel_proto::{ChannelFrame, SendData, UserId};
+use babel_proto::{SendData, UserId};
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::audio::{AudioInput, AudioOutput, level_db};
+use crate::channel::MediaChannel;
 use crate::codec::{DEFAULT_BITRATE, FrameMs, VoiceDecoder, VoiceEncoder};
 use crate::jitter::{JitterBuffer, JitterConfig, Playout};
 use crate::keys::{CallKeys, KeyError, SenderKey};
@@ -207,8 +207,9 @@ pub struct CallSetup {
     pub peers: Vec<PeerSetup>,
     /// My relay grant.
     pub relay: Option<RelayInfo>,
-    /// My call channel, if opened.
-    pub channel: Option<CallChannel>,
+    /// My call channel, if opened (`babel_client::CallChannel`, or any
+    /// other [`MediaChannel`]).
+    pub channel: Option<Box<dyn MediaChannel>>,
     /// My UDP socket (bound before the call so its address could be announced).
     pub socket: UdpSocket,
     /// The code people compare, from the key exchange (`babel_proto::agree`);
@@ -660,18 +661,16 @@ pub async fn run_call(
             let (tx, mut rx_out) = mpsc::channel::<Bytes>(64);
             tokio::spawn(async move {
                 while let Some(d) = rx_out.recv().await {
-                    if w.send_raw(d).await.is_err() {
+                    if w.send(d).await.is_err() {
                         break;
                     }
                 }
             });
             let (in_tx, in_rx) = mpsc::channel::<Bytes>(256);
             tokio::spawn(async move {
-                while let Ok(Some(frame)) = r.recv().await {
-                    if let ChannelFrame::Send { data, .. } = frame {
-                        if in_tx.send(data).await.is_err() {
-                            break;
-                        }
+                while let Ok(Some(data)) = r.recv().await {
+                    if in_tx.send(data).await.is_err() {
+                        break;
                     }
                 }
             });

@@ -8,12 +8,15 @@
 //! * [`jitter`]: the adaptive jitter buffer (pure, time passed in).
 //! * [`engine`]: a call's media: paths (direct UDP, relay, call channel),
 //!   reports, group calls, statistics.
+//! * [`channel`]: the call channel as the engine sees it (a trait, so the
+//!   engine does not depend on how the channel is carried).
 //! * [`setup`]: from signalling to media (keys, candidates, relay grant),
 //!   shared by every client program.
 //! * [`keys`] and [`packet`] (re-exported from `babel-proto`): end-to-end
 //!   keys and the sealed voice datagram.
 
 pub mod audio;
+pub mod channel;
 pub mod codec;
 pub mod device;
 pub mod echo;

@@ -22,8 +22,11 @@ use std::time::Duration;
 
 use babel_client::{CallChannel, Client, ClientError, Event, EventStream};
 use babel_proto::agree::{AgreeError, Agreed, CalleeAgreement, GroupAgreement, Joiner};
-use babel_proto::{CallId, CallJoined, MediaSetup, Peer, RelayGrant, ServerEvent, UserId};
+use babel_proto::{CallId, CallJoined, ChannelFrame, MediaSetup, Peer, RelayGrant, ServerEvent, UserId};
+use bytes::Bytes;
 use tokio::net::UdpSocket;
+
+use crate::channel::{ChannelError, ChannelFuture, ChannelSink, ChannelSource, MediaChannel};
 
 use crate::engine::{CallSetup, Control, PeerSetup, RelayInfo};
 use crate::keys::{CallKeys, KeyError};
@@ -143,7 +146,38 @@ impl Prepared {
         code: String,
     ) -> CallSetup {
         let relay = relay_info(relay, self.server_ip);
+        let channel = channel.map(|c| Box::new(c) as Box<dyn MediaChannel>);
         CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket, code, relay_only: self.relay_only }
+    }
+}
+
+/// `babel-client`'s call channel carries the engine's `/send` data sections.
+impl MediaChannel for CallChannel {
+    fn split(self: Box<Self>) -> (Box<dyn ChannelSink>, Box<dyn ChannelSource>) {
+        let (w, r) = CallChannel::split(*self);
+        (Box::new(w), Box::new(r))
+    }
+}
+
+impl ChannelSink for babel_client::channel::Sender {
+    fn send(&mut self, data: Bytes) -> ChannelFuture<'_, Result<(), ChannelError>> {
+        Box::pin(async move { self.send_raw(data).await.map_err(|e| ChannelError(e.to_string())) })
+    }
+}
+
+impl ChannelSource for babel_client::channel::Receiver {
+    fn recv(&mut self) -> ChannelFuture<'_, Result<Option<Bytes>, ChannelError>> {
+        Box::pin(async move {
+            loop {
+                match babel_client::channel::Receiver::recv(self).await {
+                    Ok(Some(ChannelFrame::Send { data, .. })) => return Ok(Some(data)),
+                    // Other frames (the call's end) are the signalling's business.
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(ChannelError(e.to_string())),
+                }
+            }
+        })
     }
 }
 
