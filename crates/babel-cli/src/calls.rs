@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use babel_call::setup::{
+    KeyStep, Prepared, agreed_peer, await_reveal, callee_settled, join_group, key_steps, peer_setup,
+};
 use babel_client::{Client, Event, EventStream};
 use babel_media::audio::{AudioInput, AudioOutput, BufferInput, RecordingOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs};
 use babel_media::device::{FallbackOutput, OutputNotice};
 use babel_media::engine::{CallStats, EndCause, MediaConfig, PeerSetup, spawn_call};
-use babel_media::setup::{
-    KeyStep, Prepared, agreed_peer, await_reveal, callee_settled, join_group, key_steps, peer_setup,
-};
 use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, EndReason, RelayGrant, ServerEvent, UserId};
 use serde_json::json;

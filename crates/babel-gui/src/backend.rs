@@ -5,7 +5,7 @@
 //! window, and the window never waits for the backend.
 //!
 //! The call flow is the `babel` command's: keys and candidates made before
-//! `/call` or `/answer` (`babel_media::setup`), the key exchange with its
+//! `/call` or `/answer` (`babel_call::setup`), the key exchange with its
 //! commitment (`babel_proto::agree`: a caller reveals its key after the
 //! answer, a callee starts its media only once the revealed key matched the
 //! commitment), the relay grant and the call channel, then `spawn_call`;
@@ -15,13 +15,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use babel_call::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
 use babel_client::{Client, ClientError, Endpoint, Event, EventStream, TlsOptions};
 use babel_media::audio::{AudioInput, AudioOutput, SilentInput, level_db};
 use babel_media::codec::FrameMs;
 use babel_media::engine::{
     CallControl, CallStats, CallTask, Control, EndCause, MediaError, PeerSetup, StopFlag, spawn_call,
 };
-use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
 use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{
     CallId, ContactRef, EndReason, IncomingCall, RelayGrant, ReplyError, ServerEvent, SessionInfo, User, UserId,

@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
+use babel_call::setup::{
+    KeyStep, Prepared, agreed_peer, await_reveal, callee_settled, join_group, key_steps, peer_setup,
+};
 use babel_client::{Client, Event};
 use babel_media::audio::AudioOutput;
 use babel_media::engine::{CallSetup, MediaConfig, spawn_call};
-use babel_media::setup::{
-    KeyStep, Prepared, agreed_peer, await_reveal, callee_settled, join_group, key_steps, peer_setup,
-};
 use babel_proto::agree::{CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
 use babel_proto::{CallId, Presence, ServerEvent, SessionInfo, UserId};
 use babel_server::Embedded;

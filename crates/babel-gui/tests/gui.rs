@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use babel_call::setup::Prepared;
 use babel_client::{Client, Event};
 use babel_gui::App;
 use babel_gui::backend::{AudioMode, BackendHandle, Options};
@@ -15,7 +16,6 @@ use babel_gui::demo::{LocalServer, answering_machine};
 use babel_gui::launch::Launch;
 use babel_gui::model::{CallPhase, Model, NoticeKind, Phase};
 use babel_gui::settings::{Home, SavedSession, Settings};
-use babel_media::setup::Prepared;
 use babel_proto::{EndReason, Secret, ServerEvent, SessionInfo, UserId};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};

@@ -10,8 +10,10 @@
 //!   reports, group calls, statistics.
 //! * [`channel`]: the call channel as the engine sees it (a trait, so the
 //!   engine does not depend on how the channel is carried).
-//! * [`setup`]: from signalling to media (keys, candidates, relay grant),
-//!   shared by every client program.
+//!
+//! The signalling around a call (ringing, answering, the key exchange,
+//! the call channel over `babel-client`) is `babel-call`'s, a floor above:
+//! this crate knows no server.
 //! * [`keys`] and [`packet`] (re-exported from `babel-proto`): end-to-end
 //!   keys and the sealed voice datagram.
 
@@ -24,7 +26,6 @@ pub mod engine;
 pub mod jitter;
 pub mod process;
 pub mod rate;
-pub mod setup;
 
 // The voice datagram and the keys are wire format: they live in babel-proto.
 pub use babel_proto::{keys, voice as packet};

@@ -236,18 +236,18 @@ async fn call(advertise: impl Fn(SocketAddr) -> SocketAddr, relay_for: impl Fn(S
     let b_channel = b.client.connect_call(started.call_id).await.unwrap();
     let a_setup = CallSetup {
         keys: a.keys,
-        peers: vec![babel_media::setup::agreed_peer(&accepted.peer, &a_agreed)],
+        peers: vec![babel_call::setup::agreed_peer(&accepted.peer, &a_agreed)],
         relay: Some(relay(&started.relay)),
-        channel: Some(Box::new(a_channel)),
+        channel: Some(babel_call::channel::ClientChannel::boxed(a_channel)),
         socket: a.socket,
         code: a_agreed.code(),
         relay_only: false,
     };
     let b_setup = CallSetup {
         keys: b.keys,
-        peers: vec![babel_media::setup::agreed_peer(&joined.participants[0], &b_agreed)],
+        peers: vec![babel_call::setup::agreed_peer(&joined.participants[0], &b_agreed)],
         relay: Some(relay(&joined.relay)),
-        channel: Some(Box::new(b_channel)),
+        channel: Some(babel_call::channel::ClientChannel::boxed(b_channel)),
         socket: b.socket,
         code: b_agreed.code(),
         relay_only: false,

@@ -149,7 +149,7 @@ async fn answered_call() -> anyhow::Result<Answered> {
     .await?;
     let a_agreed = a_agree.on_accepted(started.call_id, ids[1], accepted.peer.media.key.as_deref())?;
     sides[0].0.call_key(started.call_id, a_agree.reveal().context("reveal")?).await?;
-    let b_agreed = babel_media::setup::await_reveal(&mut sides[1].1, started.call_id, &mut b_agree).await?;
+    let b_agreed = babel_call::setup::await_reveal(&mut sides[1].1, started.call_id, &mut b_agree).await?;
     let mut it = sides.into_iter();
     let (a, b) = (it.next().context("caller")?, it.next().context("callee")?);
     // Keys come through the server, as in any call; the addresses are set

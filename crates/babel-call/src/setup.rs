@@ -1,6 +1,7 @@
-//! From signalling to media: what every client does around `/call` and
-//! `/answer` so the engine can start, shared by the `babel` command and the
-//! desktop application.
+//! From signalling to media, step by step: what happens around `/call` and
+//! `/answer` so the engine can start. [`crate::session`] puts these steps
+//! together into one call flow; they stay public for the tests and tools
+//! that take a call apart on purpose.
 //!
 //! Before calling or answering, [`Prepared::new`] makes the call's key pair
 //! and binds the UDP socket whose address goes out as a candidate. A caller
@@ -21,15 +22,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use babel_client::{CallChannel, Client, ClientError, Event, EventStream};
+use babel_media::engine::{CallSetup, Control, PeerSetup, RelayInfo};
+use babel_media::keys::{CallKeys, KeyError};
 use babel_proto::agree::{AgreeError, Agreed, CalleeAgreement, GroupAgreement, Joiner};
-use babel_proto::{CallId, CallJoined, ChannelFrame, MediaSetup, Peer, RelayGrant, ServerEvent, UserId};
-use bytes::Bytes;
+use babel_proto::{CallId, CallJoined, MediaSetup, Peer, RelayGrant, ServerEvent, UserId};
 use tokio::net::UdpSocket;
 
-use crate::channel::{ChannelError, ChannelFuture, ChannelSink, ChannelSource, MediaChannel};
-
-use crate::engine::{CallSetup, Control, PeerSetup, RelayInfo};
-use crate::keys::{CallKeys, KeyError};
+use crate::channel::ClientChannel;
 
 /// Why a call's media could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -146,38 +145,8 @@ impl Prepared {
         code: String,
     ) -> CallSetup {
         let relay = relay_info(relay, self.server_ip);
-        let channel = channel.map(|c| Box::new(c) as Box<dyn MediaChannel>);
+        let channel = channel.map(ClientChannel::boxed);
         CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket, code, relay_only: self.relay_only }
-    }
-}
-
-/// `babel-client`'s call channel carries the engine's `/send` data sections.
-impl MediaChannel for CallChannel {
-    fn split(self: Box<Self>) -> (Box<dyn ChannelSink>, Box<dyn ChannelSource>) {
-        let (w, r) = CallChannel::split(*self);
-        (Box::new(w), Box::new(r))
-    }
-}
-
-impl ChannelSink for babel_client::channel::Sender {
-    fn send(&mut self, data: Bytes) -> ChannelFuture<'_, Result<(), ChannelError>> {
-        Box::pin(async move { self.send_raw(data).await.map_err(|e| ChannelError(e.to_string())) })
-    }
-}
-
-impl ChannelSource for babel_client::channel::Receiver {
-    fn recv(&mut self) -> ChannelFuture<'_, Result<Option<Bytes>, ChannelError>> {
-        Box::pin(async move {
-            loop {
-                match babel_client::channel::Receiver::recv(self).await {
-                    Ok(Some(ChannelFrame::Send { data, .. })) => return Ok(Some(data)),
-                    // Other frames (the call's end) are the signalling's business.
-                    Ok(Some(_)) => {}
-                    Ok(None) => return Ok(None),
-                    Err(e) => return Err(ChannelError(e.to_string())),
-                }
-            }
-        })
     }
 }
 
