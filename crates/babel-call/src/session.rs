@@ -564,10 +564,16 @@ impl Call {
 
     /// Ends the call: tells the server (unless it ended the call), stops
     /// the media and waits for it.
-    pub async fn end(mut self, client: &mut Client) -> MediaResult {
+    pub async fn end(self, client: &mut Client) -> MediaResult {
         if self.ended_by_server.is_none() {
             let _ = client.hangup(self.call_id).await;
         }
+        self.stop().await
+    }
+
+    /// Stops the media and waits for it, without a word to the server (one
+    /// that is out of reach; [`Call::end`] otherwise).
+    pub async fn stop(mut self) -> MediaResult {
         self.control.stop.cancel();
         self.media_ended().await;
         match self.result.take() {
