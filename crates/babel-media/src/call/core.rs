@@ -634,3 +634,132 @@ impl CallCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4000);
+    const B: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4001);
+    const RELAY: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3478);
+
+    /// Two cores that know each other (a at `A`, b at `B`), a with a relay
+    /// grant and a call channel.
+    fn pair(now: Instant) -> (CallCore, CallCore) {
+        let (ka, kb) = (CallKeys::from_secret([1; 32]), CallKeys::from_secret([2; 32]));
+        let peer = |k: &CallKeys, user, at| PeerSetup { user: UserId(user), key: k.public_b64(), candidates: vec![at] };
+        let (pa, pb) = (peer(&kb, 2, B), peer(&ka, 1, A));
+        let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
+        let setup = |keys, p, relay: Option<RelayInfo>, channel| CoreSetup {
+            keys,
+            peers: vec![p],
+            relay,
+            channel,
+            code: "000 000".into(),
+            relay_only: false,
+            hears_the_room: false,
+            nonce_base: 1_000_000,
+        };
+        let relay = RelayInfo { addr: RELAY, handle: 7, key: [3; 16] };
+        let a = CallCore::new(setup(ka, pa, Some(relay), true), cfg.clone(), now).unwrap();
+        let b = CallCore::new(setup(kb, pb, None, false), cfg, now).unwrap();
+        (a, b)
+    }
+
+    fn drain(c: &mut CallCore) -> Vec<Transmit> {
+        std::iter::from_fn(|| c.poll_transmit()).collect()
+    }
+
+    #[test]
+    fn the_first_frame_goes_on_every_path_and_binds_to_the_relay() {
+        let t0 = Instant::now();
+        let (mut a, _) = pair(t0);
+        a.handle_capture(t0, &mut [0.0; 960]).unwrap();
+        let out = drain(&mut a);
+        let to = |addr| out.iter().filter(|t| matches!(t, Transmit::Udp { to, .. } if *to == addr)).count();
+        // Direct: the voice to b's candidate. Relay: a BIND, then the voice
+        // in a DATA. Channel: the voice in a /send.
+        assert_eq!(to(B), 1, "{out:?}");
+        assert_eq!(to(RELAY), 2, "{out:?}");
+        let relay: Vec<&Vec<u8>> = out
+            .iter()
+            .filter_map(|t| if let Transmit::Udp { to, bytes } = t { (*to == RELAY).then_some(bytes) } else { None })
+            .collect();
+        assert_eq!(wire::verify_bind(relay[0], &[3; 16]), Some(1_000_000));
+        assert_eq!(wire::verify_data(relay[1], &[3; 16]).map(|(n, _)| n), Some(1));
+        assert_eq!(out.iter().filter(|t| matches!(t, Transmit::Channel(_))).count(), 1);
+        assert_eq!(a.stats().sent, 1);
+        assert!(a.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn voice_direct_from_the_peer_is_played_and_a_strangers_is_counted() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(t0);
+        let tone: Vec<f32> = (0..960).map(|i| 0.3 * (i as f32 * 0.05).sin()).collect();
+        for f in 0..20u32 {
+            let now = t0 + FRAME * f;
+            b.handle_capture(now, &mut tone.clone()).unwrap();
+            for t in drain(&mut b) {
+                if let Transmit::Udp { to: A, bytes } = t {
+                    a.handle_datagram(now, B, &bytes);
+                }
+            }
+        }
+        a.handle_datagram(t0, SocketAddr::from(([127, 0, 0, 1], 9)), b"\x10not a voice datagram at all, no");
+        a.handle_datagram(t0, SocketAddr::from(([127, 0, 0, 1], 9)), b"\x04relayed, but not by my relay");
+        let played: Vec<f32> = (0..20).flat_map(|f| a.poll_playout(t0 + FRAME * (20 + f))).collect();
+        assert!(level_db(&played) > -30.0, "b's tone is heard: {} dB", level_db(&played));
+        assert_eq!(a.stats().received, 20);
+        assert_eq!(a.stats().rejected, 2);
+    }
+
+    const FRAME: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn silence_from_every_peer_ends_the_call_at_its_deadline() {
+        let t0 = Instant::now();
+        let (mut a, _) = pair(t0);
+        let deadline = a.poll_timeout().unwrap();
+        assert_eq!(deadline, t0 + MediaConfig::default().peer_timeout);
+        a.handle_timeout(deadline - FRAME);
+        assert_eq!(a.ended(), None);
+        a.handle_timeout(deadline);
+        assert_eq!(a.ended(), Some(EndCause::PeerVanished));
+        assert_eq!(a.poll_timeout(), None);
+        a.handle_capture(deadline + FRAME, &mut [0.0; 960]).unwrap();
+        assert!(a.poll_transmit().is_none(), "nothing is sent once the call ended");
+    }
+
+    #[test]
+    fn the_input_ending_ends_the_call_after_the_tail() {
+        let t0 = Instant::now();
+        let (mut a, _) = pair(t0);
+        a.handle_input_ended(t0);
+        let tail = MediaConfig::default().tail;
+        assert_eq!(a.poll_timeout(), Some(t0 + tail));
+        let mut loud = [0.5f32; 960];
+        a.handle_capture(t0, &mut loud).unwrap();
+        assert!(loud.iter().all(|&s| s == 0.0), "silence is sent once the input ended");
+        a.handle_capture(t0 + tail, &mut [0.0; 960]).unwrap();
+        assert_eq!(a.ended(), Some(EndCause::InputEnded));
+    }
+
+    #[test]
+    fn a_relay_challenge_is_answered_with_a_confirm_from_here() {
+        let t0 = Instant::now();
+        let (mut a, _) = pair(t0);
+        let cookie = [9u8; 8];
+        let ack = wire::BindAck { handle: 7, nonce: 5, state: wire::CHALLENGE, cookie, seen: A };
+        a.handle_datagram(t0, RELAY, &wire::encode_bind_ack(&ack, &[3; 16]));
+        let out = drain(&mut a);
+        let [Transmit::Udp { to: RELAY, bytes }] = &out[..] else { panic!("{out:?}") };
+        assert_eq!(wire::verify_confirm(bytes, &[3; 16]), Some((1_000_000, cookie)));
+        // The same challenge from a stranger's address is nobody's business.
+        a.handle_datagram(t0, B, &wire::encode_bind_ack(&ack, &[3; 16]));
+        assert!(a.poll_transmit().is_none());
+        assert_eq!(a.stats().rejected, 1);
+    }
+}
