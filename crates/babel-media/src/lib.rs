@@ -6,8 +6,11 @@
 //! * [`process`]: noise suppression, gain, mute, mixing.
 //! * [`codec`]: Opus in constant-bitrate mode with in-band FEC.
 //! * [`jitter`]: the adaptive jitter buffer (pure, time passed in).
-//! * [`engine`]: a call's media: paths (direct UDP, relay, call channel),
-//!   reports, group calls, statistics.
+//! * [`call`]: a call's media as a pure state machine, time passed in
+//!   (the call core): paths (direct UDP, relay, call channel), reports,
+//!   group keys, jitter buffers, codecs, rate control, statistics.
+//! * [`engine`]: the call core's driver: the UDP socket, the frame clock,
+//!   the devices and the call channel.
 //! * [`channel`]: the call channel as the engine sees it (a trait, so the
 //!   engine does not depend on how the channel is carried).
 //!
@@ -18,6 +21,7 @@
 //!   keys and the sealed voice datagram.
 
 pub mod audio;
+pub mod call;
 pub mod channel;
 pub mod codec;
 pub mod device;
