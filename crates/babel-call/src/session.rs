@@ -511,6 +511,13 @@ impl Call {
         self.broken.as_ref()
     }
 
+    /// Rings `contact` into this call (`/invite`). Once they answer,
+    /// [`Call::on_event`] takes them in: my nonce for their commitment,
+    /// their reveal checked, a new code.
+    pub async fn invite(&self, client: &mut Client, contact: UserId) -> Result<(), ClientError> {
+        client.invite(self.call_id, contact).await
+    }
+
     /// Stops the media (I hang up); [`Call::end`] tells the server.
     pub fn hang_up(&self) {
         self.control.stop.cancel();

@@ -256,8 +256,9 @@ async fn a_group_join_gives_everyone_the_same_new_code() {
     let call_id = a.call_id();
     let mut a_call = a.start(&ann.client, quiet(), Box::new(SilentInput), Box::new(Discard)).await;
     let mut b_call = b.start(&ben.client, quiet(), Box::new(SilentInput), Box::new(Discard)).await;
-    ann.client.invite(call_id, cleo.id).await.unwrap();
+    a_call.invite(&mut ann.client, cleo.id).await.unwrap();
     let ring = incoming(&mut cleo).await;
+    assert_eq!(ring.call_id, call_id);
     assert!(ring.participants.len() >= 2, "an invite into a call of two");
     let answering = Answering::answer(&mut cleo.client, &ring, false).await.unwrap();
     // Cleo waits for both nonces while Ann and Ben follow their events.
