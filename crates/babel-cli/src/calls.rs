@@ -6,16 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use babel_call::{Answering, CallError, CallEvent, Outgoing, Settled};
 use babel_client::{Client, Event, EventStream};
 use babel_media::audio::{AudioInput, AudioOutput, BufferInput, RecordingOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs};
 use babel_media::device::{FallbackOutput, OutputNotice};
-use babel_media::engine::{CallStats, EndCause, MediaConfig, PeerSetup, spawn_call};
-use babel_media::setup::{
-    KeyStep, Prepared, agreed_peer, await_reveal, callee_settled, join_group, key_steps, peer_setup,
-};
-use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
-use babel_proto::{CallId, EndReason, RelayGrant, ServerEvent, UserId};
+use babel_media::engine::{CallStats, EndCause, MediaConfig};
+use babel_proto::{CallId, EndReason, ServerEvent, UserId};
 use serde_json::json;
 
 use crate::{Done, Failure, Outcome, term};
@@ -305,16 +302,6 @@ struct Ended {
     interrupted: bool,
 }
 
-/// The media of one call and what the key exchange settled for it.
-struct MediaPlan<'a> {
-    call: CallId,
-    prepared: Prepared,
-    peers: Vec<PeerSetup>,
-    relay: &'a RelayGrant,
-    /// The call's keys as they go on (joins, leaves) and its code.
-    group: GroupAgreement,
-}
-
 /// Runs a call's media until it ends, following the call's events and the
 /// person's keys: `q` hangs up, Ctrl-C hangs up and stops, `i` invites.
 #[allow(clippy::too_many_arguments)]
@@ -322,7 +309,7 @@ async fn run_media(
     client: &mut Client,
     events: &mut EventStream,
     keys: &mut term::Input,
-    plan: MediaPlan<'_>,
+    settled: Settled,
     audio: &AudioArgs,
     ready: &Ready,
     index: u32,
@@ -330,50 +317,45 @@ async fn run_media(
     with: &str,
     show: bool,
 ) -> Result<Ended, Failure> {
-    let MediaPlan { call, prepared, peers, relay, mut group } = plan;
-    let code = group.code().to_owned();
+    let call = settled.call_id();
     let cfg = audio.config();
-    let channel = client.connect_call(call).await.ok();
+    let channel = settled.open_channel(client).await;
     let input = audio.input(ready, cfg.frame, show)?;
     let recording = audio.recording(index);
     if let (Some(p), true) = (&recording, show) {
         term::say(&format!("recording to {}", p.display()));
     }
     let output = audio.output(cfg.frame, index, show);
-    let setup = prepared.into_call(peers, relay, channel, code);
-    let (control, mut task) = spawn_call(setup, cfg, input, output);
+    let mut session = settled.start_with_channel(channel, cfg, input, output);
     let start = tokio::time::Instant::now();
     let deadline = audio.duration.map(|d| start + Duration::from_secs_f64(d.max(0.0)));
     let live = show && term::stderr_is_terminal();
     let hint = if keys.interactive() { "q: hang up, i: invite" } else { "" };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut ended_by_server: Option<EndReason> = None;
     let mut why_local: Option<&str> = None;
     let mut interrupted = false;
     // The invite prompt, while one is typed.
     let mut typing: Option<String> = None;
-    let mut broken: Option<AgreeError> = None;
-    let mut pending = None;
-    let result = loop {
+    loop {
         tokio::select! {
-            r = &mut task => break r,
+            () = session.media_ended() => break,
             _ = tick.tick() => {
                 if live {
                     match &typing {
                         Some(t) => term::status(&format!("invite (email, Enter: ring, Esc: cancel): {t}")),
-                        None => term::status(&status_line(&control.snapshot(), start.elapsed(), term::width(), hint)),
+                        None => term::status(&status_line(&session.snapshot(), start.elapsed(), term::width(), hint)),
                     }
                 }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     why_local = Some("duration");
-                    control.stop.cancel();
+                    session.hang_up();
                 }
             }
             key = keys.next() => match (key, typing.as_mut()) {
                 (term::Key::Interrupt, _) => {
                     interrupted = true;
                     why_local = Some("you_hung_up");
-                    control.stop.cancel();
+                    session.hang_up();
                 }
                 (term::Key::Escape, Some(_)) => typing = None,
                 (term::Key::Enter, Some(t)) => {
@@ -388,18 +370,15 @@ async fn run_media(
                 (term::Key::Char(c), Some(t)) => t.push(c),
                 (term::Key::Quit, None) => {
                     why_local = Some("you_hung_up");
-                    control.stop.cancel();
+                    session.hang_up();
                 }
                 (term::Key::Char('i' | 'I'), None) => typing = Some(String::new()),
                 _ => {}
             },
             ev = events.next() => match ev {
-                Some(Ok(Event::Server(ServerEvent::CallEnded(c, reason)))) if c == call => {
-                    ended_by_server = Some(reason);
-                    control.stop.cancel();
-                }
-                // Joins, leaves and moves; a second answer, or a reveal that
-                // does not match or that nobody waits for, ends the call.
+                // The call's end; joins, leaves and moves; a second answer,
+                // or a reveal that does not match or that nobody waits for,
+                // ends the call.
                 Some(Ok(Event::Server(ev))) => {
                     if show {
                         match &ev {
@@ -420,22 +399,9 @@ async fn run_media(
                             _ => {}
                         }
                     }
-                    for step in key_steps(&mut group, &mut pending, call, &ev) {
-                        match step {
-                            KeyStep::SendNonce(n) => {
-                                let _ = client.call_nonce(call, n).await;
-                            }
-                            KeyStep::Media(c) => control.send(c),
-                            KeyStep::Code(c) => {
-                                if show {
-                                    term::say(&format!("the security code changed: {c} (read it to each other again)"));
-                                }
-                                control.send(babel_media::engine::Control::Code(c));
-                            }
-                            KeyStep::End(e) => {
-                                broken = Some(e);
-                                control.stop.cancel();
-                            }
+                    for what in session.on_event(client, &ev).await {
+                        if let (CallEvent::CodeChanged(c), true) = (what, show) {
+                            term::say(&format!("the security code changed: {c} (read it to each other again)"));
                         }
                     }
                 }
@@ -446,15 +412,17 @@ async fn run_media(
                 _ => {}
             },
         }
-    };
+    }
     if live {
         term::say("");
     }
-    if ended_by_server.is_none() {
-        // We end it: tell the server (it may already be over).
-        let _ = client.hangup(call).await;
-    }
-    let (stats, cause) = result.map_err(|e| anyhow::anyhow!("media task failed: {e}"))?.map_err(anyhow::Error::from)?;
+    let (ended_by_server, broken) = (session.ended_by_server(), session.broken().cloned());
+    // Unless the server ended it, we tell it (it may already be over).
+    let (stats, cause) = session
+        .end(client)
+        .await
+        .map_err(|e| anyhow::anyhow!("media task failed: {e}"))?
+        .map_err(anyhow::Error::from)?;
     // Said even under --json (on stderr): a tampered exchange must be seen.
     if let Some(e) = &broken {
         term::say(&format!("babel: the call was ended: {e}"));
@@ -527,11 +495,13 @@ pub async fn call(
 ) -> Outcome {
     let mut events = client.events().await?;
     let mut keys = term::Input::start();
-    let prepared = Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?.with_relay_only(audio.relay_only);
-    let me = client.user_id().context("not logged in")?;
-    let mut agreement = CallerAgreement::new(me, &prepared.keys);
-    let started = client.call(contact, prepared.call_media()).await?;
-    let call_id = started.call_id;
+    let ringing = match Outgoing::place(&mut client, contact, audio.relay_only).await {
+        Ok(r) => r,
+        Err(CallError::Client(e)) => return Err(e.into()),
+        Err(CallError::NotSignedIn) => return Err(anyhow::anyhow!("not logged in").into()),
+        Err(e) => return Err(anyhow::Error::from(e).into()),
+    };
+    let call_id = ringing.call_id();
     if show {
         let hint = if keys.interactive() { " (q: cancel)" } else { "" };
         term::say(&format!("ringing {email}…{hint}"));
@@ -571,27 +541,19 @@ pub async fn call(
         }
     };
     let with = accepted.user.name.clone();
-    // Bound to my key before I saw theirs; now theirs is in, I reveal mine.
-    let agreed = match agreement.on_accepted(call_id, accepted.user.id, accepted.media.key.as_deref()) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = client.hangup(call_id).await;
-            return Err(Failure::Refused(format!("the call was ended: {e}")));
-        }
+    // Bound to my key before I saw theirs; now theirs is in, I reveal mine
+    // (a failed exchange hangs up).
+    let settled = match ringing.accepted(&mut client, &accepted).await {
+        Ok(s) => s,
+        Err(CallError::Client(e)) => return Err(e.into()),
+        Err(e) => return Err(Failure::Refused(format!("the call was ended: {e}"))),
     };
-    let reveal = agreement.reveal().context("the key is revealed after the answer")?;
-    if let Err(e) = client.call_key(call_id, reveal).await {
-        let _ = client.hangup(call_id).await;
-        return Err(e.into());
-    }
-    let peer = agreed_peer(&accepted, &agreed);
     if show {
         term::say(&format!("connected to {with}; read the code on the status line to each other"));
     }
     let mut names = HashMap::from([(accepted.user.id, with.clone())]);
-    let group = GroupAgreement::two_party(call_id, me, me, accepted.user.id, &agreed);
-    let plan = MediaPlan { call: call_id, prepared, peers: vec![peer], relay: &started.relay, group };
-    let end = run_media(&mut client, &mut events, &mut keys, plan, audio, &ready, 0, &mut names, &with, show).await?;
+    let end =
+        run_media(&mut client, &mut events, &mut keys, settled, audio, &ready, 0, &mut names, &with, show).await?;
     Ok(Done::new(end.json, end.text))
 }
 
@@ -721,71 +683,43 @@ pub async fn listen(
                 (_, None) => continue,
             },
         };
-        let prepared =
-            Prepared::new(client.addr()).await.map_err(anyhow::Error::from)?.with_relay_only(audio.relay_only);
         let call_id = incoming.call_id;
         // Rung into a two-party call: the caller must have committed to its
         // key, and mine goes out only now that I hold the commitment. Rung
         // into a group call: I commit, and reveal once every member answered.
-        let me = client.user_id().context("not logged in")?;
-        let mut agreement = None;
-        let mut joiner = None;
-        if incoming.participants.len() >= 2 {
-            joiner = Some(Joiner::new(me, &prepared.keys));
-        } else {
-            let commit = incoming.media.key_commit.as_deref();
-            match CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys) {
-                Ok(a) => agreement = Some(a),
-                Err(e) => {
-                    term::say(&format!("babel: refusing the call from {}: {e}", incoming.caller.name));
-                    let _ = client.decline_call(call_id).await;
-                    done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": e.to_string() }));
-                    continue;
-                }
+        let answering = match Answering::answer(&mut client, &incoming, audio.relay_only).await {
+            Ok(a) => a,
+            Err(CallError::Refused(e)) => {
+                term::say(&format!("babel: refusing the call from {}: {e}", incoming.caller.name));
+                done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": e.to_string() }));
+                continue;
             }
-        }
-        let media = match (&agreement, &joiner) {
-            (Some(a), _) => prepared.answer_media(a),
-            (None, Some(j)) => prepared.join_media(j),
-            (None, None) => continue,
-        };
-        let joined = match client.accept_call(call_id, media).await {
-            Ok(j) => j,
-            Err(e) => {
+            Err(CallError::Client(e)) => {
                 if show {
                     term::say(&format!("could not answer: {}", e.refusal().unwrap_or(&e.to_string())));
                 }
                 waiting(&keys);
                 continue;
             }
+            Err(CallError::NotSignedIn) => return Err(anyhow::anyhow!("not logged in").into()),
+            Err(e) => return Err(anyhow::Error::from(e).into()),
         };
-        let settled = match (agreement.as_mut(), joiner) {
-            (Some(a), _) => {
-                await_reveal(&mut events, call_id, a).await.map(|agreed| callee_settled(call_id, me, &joined, &agreed))
-            }
-            (None, Some(j)) => join_group(&mut client, &mut events, call_id, &joined, j)
-                .await
-                .map(|group| (joined.participants.iter().filter_map(peer_setup).collect(), group)),
-            (None, None) => continue,
-        };
-        let (peers, group): (Vec<PeerSetup>, GroupAgreement) = match settled {
-            Ok(x) => x,
+        let settled = match answering.settle(&mut client, &mut events).await {
+            Ok(s) => s,
             Err(why) => {
                 term::say(&format!("babel: the call from {} was ended: {why}", incoming.caller.name));
-                let _ = client.hangup(call_id).await;
                 done.push(json!({ "call_id": call_id, "ended": "key_exchange_failed", "error": why.to_string() }));
                 continue;
             }
         };
         let mut names: HashMap<UserId, String> =
-            joined.participants.iter().map(|p| (p.user.id, p.user.name.clone())).collect();
+            settled.participants().iter().map(|p| (p.user.id, p.user.name.clone())).collect();
         let idx = done.len() as u32;
-        let plan = MediaPlan { call: call_id, prepared, peers, relay: &joined.relay, group };
         let end = run_media(
             &mut client,
             &mut events,
             &mut keys,
-            plan,
+            settled,
             audio,
             &ready,
             idx,
@@ -845,12 +779,12 @@ pub async fn demo(keep: Option<&Path>, show: bool) -> Outcome {
         writable(p).map_err(|e| Failure::Usage(format!("--output {}: cannot write there ({e})", p.display())))?;
     }
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let config = babel_server::Config {
-        listen: "127.0.0.1:0".parse().context("address")?,
-        db: dir.path().join("demo.db"),
-        ..babel_server::Config::default()
-    };
-    let server = babel_server::RunningServer::start(&config).await.map_err(anyhow::Error::from)?;
+    let server = babel_server::Embedded::builder()
+        .dir(dir.path())
+        .durability(babel_server::Durability::Full)
+        .start()
+        .await
+        .map_err(anyhow::Error::from)?;
     let addr = server.addr().to_string();
     let say = |m: &str| {
         if show {
@@ -868,67 +802,34 @@ pub async fn demo(keep: Option<&Path>, show: bool) -> Outcome {
     say("alice and bob are contacts");
     let mut bob_events = bob.events().await?;
     let mut alice_events = alice.events().await?;
-    let (pa, pb) = (
-        Prepared::new(&addr).await.map_err(anyhow::Error::from)?,
-        Prepared::new(&addr).await.map_err(anyhow::Error::from)?,
-    );
-    let mut a_agree = CallerAgreement::new(alice.user_id().context("alice")?, &pa.keys);
-    let started = alice.call(b.id, pa.call_media()).await?;
+    let ringing = Outgoing::place(&mut alice, b.id, false).await.map_err(anyhow::Error::from)?;
+    let call_id = ringing.call_id();
     let incoming = loop {
         if let Some(Ok(Event::Server(ServerEvent::IncomingCall(c)))) = bob_events.next().await {
             break c;
         }
     };
     say(&format!("bob's phone rings: {} calling", incoming.caller.name));
-    let mut b_agree = CalleeAgreement::on_incoming(
-        started.call_id,
-        incoming.caller.id,
-        incoming.media.key_commit.as_deref(),
-        b.id,
-        &pb.keys,
-    )
-    .map_err(anyhow::Error::from)?;
-    let joined = bob.accept_call(started.call_id, pb.answer_media(&b_agree)).await?;
-    let accepted = loop {
-        if let Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) = alice_events.next().await {
-            break j.peer;
-        }
-    };
-    let a_agreed = a_agree
-        .on_accepted(started.call_id, accepted.user.id, accepted.media.key.as_deref())
-        .map_err(anyhow::Error::from)?;
-    alice.call_key(started.call_id, a_agree.reveal().context("reveal")?).await?;
-    let b_agreed = await_reveal(&mut bob_events, started.call_id, &mut b_agree).await.map_err(anyhow::Error::from)?;
+    let answering = Answering::answer(&mut bob, &incoming, false).await.map_err(anyhow::Error::from)?;
+    let a_settled = ringing.wait_answer(&mut alice, &mut alice_events).await.map_err(anyhow::Error::from)?;
+    let b_settled = answering.settle(&mut bob, &mut bob_events).await.map_err(anyhow::Error::from)?;
     let phrase = demo_phrase(dir.path())?;
     // The recording lives in the demo's temporary folder (gone when it
     // ends) unless --output asks to keep it.
     let recording = keep.map_or_else(|| dir.path().join("recording.wav"), Path::to_path_buf);
     let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
-    let a_setup = pa.into_call(
-        vec![agreed_peer(&accepted, &a_agreed)],
-        &started.relay,
-        alice.connect_call(started.call_id).await.ok(),
-        a_agreed.code(),
-    );
-    let b_setup = pb.into_call(
-        joined.participants.iter().map(|p| agreed_peer(p, &b_agreed)).collect(),
-        &joined.relay,
-        bob.connect_call(started.call_id).await.ok(),
-        b_agreed.code(),
-    );
     say(&format!("alice says a {:.1} s phrase; bob records it", phrase.len() as f32 / 48_000.0));
-    let (_ca, ta) =
-        spawn_call(a_setup, cfg.clone(), Box::new(BufferInput::new(phrase)), Box::new(RecordingOutput::new()));
-    let (cb, tb) = spawn_call(
-        b_setup,
-        cfg,
-        Box::new(babel_media::audio::SilentInput),
-        Box::new(RecordingOutput::to_wav(&recording)),
-    );
-    let (a_stats, _) = ta.await.map_err(|e| anyhow::anyhow!("{e}"))?.map_err(anyhow::Error::from)?;
-    let _ = alice.hangup(started.call_id).await;
-    cb.stop.cancel();
-    let (b_stats, _) = tb.await.map_err(|e| anyhow::anyhow!("{e}"))?.map_err(anyhow::Error::from)?;
+    let mut a_call = a_settled
+        .start(&alice, cfg.clone(), Box::new(BufferInput::new(phrase)), Box::new(RecordingOutput::new()))
+        .await;
+    let b_call = b_settled
+        .start(&bob, cfg, Box::new(babel_media::audio::SilentInput), Box::new(RecordingOutput::to_wav(&recording)))
+        .await;
+    // Alice's media ends once the phrase is sent; she hangs up, and Bob's stops.
+    a_call.media_ended().await;
+    let (a_stats, _) =
+        a_call.end(&mut alice).await.map_err(|e| anyhow::anyhow!("{e}"))?.map_err(anyhow::Error::from)?;
+    let (b_stats, _) = b_call.end(&mut bob).await.map_err(|e| anyhow::anyhow!("{e}"))?.map_err(anyhow::Error::from)?;
     let summary = format!(
         "Done: voice went {}, {} ms round trip, {:.1} % lost, {} frames received; the security code was {} on both sides{}.",
         a_stats.path.map_or("nowhere", |p| p.as_str()),
@@ -938,10 +839,10 @@ pub async fn demo(keep: Option<&Path>, show: bool) -> Outcome {
         a_stats.sas,
         if a_stats.sas == b_stats.sas { "" } else { " (they differ: something is wrong)" }
     );
-    server.shutdown().await;
+    server.stop().await;
     let mut json = json!({
-        "caller": stats_json(started.call_id, &a_stats, "input_ended"),
-        "callee": stats_json(started.call_id, &b_stats, "hangup"),
+        "caller": stats_json(call_id, &a_stats, "input_ended"),
+        "callee": stats_json(call_id, &b_stats, "hangup"),
     });
     let text = match keep {
         Some(p) => {

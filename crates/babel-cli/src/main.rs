@@ -213,7 +213,7 @@ enum ContactsCommand {
 /// An email as the server stores it (its canonical form: NFKC, case
 /// folded, the domain in U-labels), or a usage error.
 fn email_arg(s: &str) -> Result<String, String> {
-    babel_server::routes::accounts::normalize_email(s)
+    babel_server::identity::canonical_email(s)
         .map(|c| c.email)
         .map_err(|_| format!("`{}` is not an email address", s.trim()))
 }

@@ -4,28 +4,24 @@
 //! [`Update`]s; every update wakes the window. Nothing here ever blocks the
 //! window, and the window never waits for the backend.
 //!
-//! The call flow is the `babel` command's: keys and candidates made before
-//! `/call` or `/answer` (`babel_media::setup`), the key exchange with its
-//! commitment (`babel_proto::agree`: a caller reveals its key after the
-//! answer, a callee starts its media only once the revealed key matched the
-//! commitment), the relay grant and the call channel, then `spawn_call`;
-//! server events about the call are passed to the engine.
+//! The call flow is `babel-call`'s, as in the `babel` command: an
+//! [`Outgoing`] call until it is answered, an [`Answering`] one until its
+//! key exchange settles (this loop hands it the reveal and the nonces as
+//! they come), then a running [`Call`] that is handed the server's events
+//! about it (joins, leaves, codes, tampering).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use babel_call::setup::{ExchangeError, KEY_EXCHANGE_WAIT};
+use babel_call::{Answered, Answering, Call, CallError, CallEvent, Outgoing, Settled};
 use babel_client::{Client, ClientError, Endpoint, Event, EventStream, TlsOptions};
 use babel_media::audio::{AudioInput, AudioOutput, SilentInput, level_db};
 use babel_media::codec::FrameMs;
-use babel_media::engine::{
-    CallControl, CallStats, CallTask, Control, EndCause, MediaError, PeerSetup, StopFlag, spawn_call,
-};
-use babel_media::setup::{KeyStep, Prepared, agreed_peer, key_steps, peer_setup};
-use babel_proto::agree::{AgreeError, CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
-use babel_proto::{
-    CallId, ContactRef, EndReason, IncomingCall, RelayGrant, ReplyError, ServerEvent, SessionInfo, User, UserId,
-};
+use babel_media::engine::{CallStats, Control, EndCause, MediaError, StopFlag};
+use babel_proto::agree::AgreeError;
+use babel_proto::{CallId, ContactRef, IncomingCall, ReplyError, ServerEvent, SessionInfo, User, UserId};
 use tokio::sync::mpsc;
 
 mod social;
@@ -173,60 +169,20 @@ fn sentence(s: &str) -> String {
 /// My call as the backend tracks it.
 enum CallState {
     /// I rang someone; waiting for them to answer.
-    Outgoing {
-        call_id: CallId,
-        callee: User,
-        prepared: Box<Prepared>,
-        relay: RelayGrant,
-        agreement: Box<CallerAgreement>,
-    },
+    Outgoing { callee: User, ringing: Box<Outgoing> },
     /// I answered; waiting for the caller's key (two-party) or for every
-    /// member's nonce (joining a group call).
-    Answering {
-        call_id: CallId,
-        prepared: Box<Prepared>,
-        relay: RelayGrant,
-        waiting: Waiting,
-        participants: Vec<babel_proto::Peer>,
-        /// When I answered: the exchange must be over within
-        /// [`KEY_EXCHANGE_TIMEOUT`].
-        since: tokio::time::Instant,
-    },
+    /// member's nonce (joining a group call), at most [`KEY_EXCHANGE_WAIT`].
+    Answering(Box<Answering>),
     /// Voice flows.
-    Active {
-        /// The call's keys through joins and leaves, and its code.
-        group: Box<GroupAgreement>,
-        /// A newcomer between its commitment and its reveal.
-        pending: Option<Box<babel_proto::Peer>>,
-        call_id: CallId,
-        control: CallControl,
-        task: CallTask,
-        /// When voice started (the call timer).
-        started: tokio::time::Instant,
-        /// Set when the server ended it (else I did, and must say so).
-        ended_by_server: Option<EndReason>,
-    },
-}
-
-/// How long an answered call may wait for the caller's key or the
-/// members' nonces before it is given up.
-const KEY_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// What an answered call waits for before its voice starts.
-#[derive(Debug)]
-enum Waiting {
-    /// The caller's key, to check against its commitment.
-    Reveal(Box<CalleeAgreement>),
-    /// Every member's nonce, before I reveal my key (an invite).
-    Nonces(Box<Joiner>),
+    Active(Box<Call>),
 }
 
 impl CallState {
     fn id(&self) -> CallId {
         match self {
-            CallState::Outgoing { call_id, .. }
-            | CallState::Answering { call_id, .. }
-            | CallState::Active { call_id, .. } => *call_id,
+            CallState::Outgoing { ringing, .. } => ringing.call_id(),
+            CallState::Answering(a) => a.call_id(),
+            CallState::Active(c) => c.call_id(),
         }
     }
 }
@@ -260,7 +216,7 @@ enum Step {
     /// The event connection went down (`Some(false)`) or up; `None`: the
     /// stream has ended.
     Connection(Option<bool>),
-    MediaEnded(MediaResult),
+    MediaEnded,
     Tick,
 }
 
@@ -299,9 +255,9 @@ async fn connection_change(up: &mut Option<tokio::sync::watch::Receiver<bool>>) 
     }
 }
 
-async fn media_end(call: &mut Option<CallState>) -> MediaResult {
+async fn media_end(call: &mut Option<CallState>) {
     match call {
-        Some(CallState::Active { task, .. }) => task.await.map_err(|e| e.to_string()),
+        Some(CallState::Active(c)) => c.media_ended().await,
         _ => std::future::pending().await,
     }
 }
@@ -338,7 +294,7 @@ impl Backend {
                 c = commands.recv() => Step::Command(c),
                 e = next_event(&mut self.events) => Step::Event(e),
                 c = connection_change(&mut self.connection) => Step::Connection(c),
-                r = media_end(&mut self.call) => Step::MediaEnded(r),
+                () = media_end(&mut self.call) => Step::MediaEnded,
                 _ = tick.tick() => Step::Tick,
             };
             match step {
@@ -350,7 +306,7 @@ impl Backend {
                 // the contacts and says so.
                 Step::Connection(Some(true)) => {}
                 Step::Connection(Some(false)) => self.send(Update::ConnectionLost),
-                Step::MediaEnded(r) => self.media_ended(r).await,
+                Step::MediaEnded => self.media_ended().await,
                 Step::Tick => {
                     self.key_exchange_deadline().await;
                     self.tick();
@@ -593,8 +549,8 @@ impl Backend {
     }
 
     fn control(&self, c: Control) {
-        if let Some(CallState::Active { control, .. }) = &self.call {
-            control.send(c);
+        if let Some(CallState::Active(call)) = &self.call {
+            call.send(c);
         }
     }
 
@@ -606,29 +562,20 @@ impl Backend {
         let relay_only = self.settings.relay_only;
         let Some(client) = self.client.as_mut() else { return };
         let addr = client.addr().to_owned();
-        let prepared = match Prepared::new(&addr).await {
-            Ok(p) => p.with_relay_only(relay_only),
-            Err(e) => return self.send(Update::CallFailed(sentence(&e.to_string()))),
-        };
         let callee = match client.contacts().await {
             Ok(list) => list.into_iter().find(|c| c.user.id == contact).map(|c| c.user),
             Err(_) => None,
         }
         .unwrap_or_else(|| User { id: contact, name: format!("user {}", contact.0), email: String::new() });
-        let Some(me) = client.user_id() else { return };
-        let agreement = Box::new(CallerAgreement::new(me, &prepared.keys));
-        match client.call(contact, prepared.call_media()).await {
-            Ok(started) => {
-                self.call = Some(CallState::Outgoing {
-                    call_id: started.call_id,
-                    callee,
-                    prepared: Box::new(prepared),
-                    relay: started.relay,
-                    agreement,
-                });
-                self.send(Update::Ringing { call_id: started.call_id });
+        match Outgoing::place(client, contact, relay_only).await {
+            Ok(ringing) => {
+                let call_id = ringing.call_id();
+                self.call = Some(CallState::Outgoing { callee, ringing: Box::new(ringing) });
+                self.send(Update::Ringing { call_id });
             }
-            Err(e) => self.send(Update::CallFailed(describe(&e, &addr, false))),
+            Err(CallError::NotSignedIn) => {}
+            Err(CallError::Client(e)) => self.send(Update::CallFailed(describe(&e, &addr, false))),
+            Err(e) => self.send(Update::CallFailed(sentence(&e.to_string()))),
         }
     }
 
@@ -639,66 +586,34 @@ impl Backend {
         let relay_only = self.settings.relay_only;
         let Some(client) = self.client.as_mut() else { return };
         let addr = client.addr().to_owned();
-        let prepared = match Prepared::new(&addr).await {
-            Ok(p) => p.with_relay_only(relay_only),
-            Err(e) => return self.send(Update::CallFailed(sentence(&e.to_string()))),
+        let Some(incoming) = incoming else {
+            // Not ringing here: no caller's commitment to answer with.
+            let _ = client.decline_call(call_id).await;
+            return self.send(Update::CallFailed(format!("The call was refused: {}.", AgreeError::NoCommitment)));
         };
         // A two-party call: the caller must have committed to its key, and
         // mine goes out only now that I hold the commitment. A group call:
-        // I commit, and reveal once every member answered.
-        let Some(me) = client.user_id() else { return };
-        let waiting = if incoming.as_ref().is_some_and(|i| i.participants.len() >= 2) {
-            Waiting::Nonces(Box::new(Joiner::new(me, &prepared.keys)))
-        } else {
-            let commit = incoming.as_ref().and_then(|i| i.media.key_commit.as_deref());
-            let caller = incoming.as_ref().map_or(UserId(0), |i| i.caller.id);
-            match CalleeAgreement::on_incoming(call_id, caller, commit, me, &prepared.keys) {
-                Ok(a) => Waiting::Reveal(Box::new(a)),
-                Err(e) => {
-                    let _ = client.decline_call(call_id).await;
-                    return self.send(Update::CallFailed(format!("The call was refused: {e}.")));
-                }
-            }
-        };
-        let media = match &waiting {
-            Waiting::Reveal(a) => prepared.answer_media(a),
-            Waiting::Nonces(j) => prepared.join_media(j),
-        };
-        let joined = match client.accept_call(call_id, media).await {
-            Ok(j) => j,
-            Err(e) => {
+        // I commit, and reveal once every member answered. Voice starts
+        // when the caller's key came and matched, or when I revealed mine.
+        match Answering::answer(client, &incoming, relay_only).await {
+            Ok(a) => self.call = Some(CallState::Answering(Box::new(a))),
+            Err(CallError::NotSignedIn) => {}
+            Err(CallError::Refused(e)) => self.send(Update::CallFailed(format!("The call was refused: {e}."))),
+            Err(CallError::Client(e)) => {
                 let msg = match e.refusal() {
-                    Some(_) if incoming.is_some() => {
-                        "The call could not be answered: it has ended or was answered elsewhere.".into()
-                    }
-                    _ => describe(&e, &addr, false),
+                    Some(_) => "The call could not be answered: it has ended or was answered elsewhere.".into(),
+                    None => describe(&e, &addr, false),
                 };
-                return self.send(Update::CallFailed(msg));
+                self.send(Update::CallFailed(msg));
             }
-        };
-        let mut waiting = waiting;
-        if let Waiting::Nonces(j) = &mut waiting {
-            let members: Vec<(UserId, Option<&str>)> =
-                joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
-            j.on_joined(call_id, joined.epoch.0, &members);
+            Err(e) => self.send(Update::CallFailed(sentence(&e.to_string()))),
         }
-        // Voice starts when the caller's key came and matched, or when I
-        // revealed mine after every member's nonce.
-        self.call = Some(CallState::Answering {
-            call_id,
-            prepared: Box::new(prepared),
-            relay: joined.relay,
-            waiting,
-            participants: joined.participants,
-            since: tokio::time::Instant::now(),
-        });
     }
 
     /// Gives up an answered call whose key exchange did not finish in time
     /// (a caller that never reveals, members that never send a nonce).
     async fn key_exchange_deadline(&mut self) {
-        let late =
-            matches!(&self.call, Some(CallState::Answering { since, .. }) if since.elapsed() >= KEY_EXCHANGE_TIMEOUT);
+        let late = matches!(&self.call, Some(CallState::Answering(a)) if a.since().elapsed() >= KEY_EXCHANGE_WAIT);
         if !late {
             return;
         }
@@ -711,40 +626,12 @@ impl Backend {
         }
     }
 
-    /// An answered call's key exchange went through: voice starts.
-    async fn settled(
-        &mut self,
-        call_id: CallId,
-        prepared: Box<Prepared>,
-        relay: RelayGrant,
-        peers: Vec<PeerSetup>,
-        users: Vec<User>,
-        group: GroupAgreement,
-    ) {
+    /// A call's key exchange went through: voice starts.
+    async fn settled(&mut self, settled: Settled, users: Vec<User>) {
         let channel = match self.client.as_ref() {
-            Some(c) => c.connect_call(call_id).await.ok(),
+            Some(c) => settled.open_channel(c).await,
             None => None,
         };
-        let setup = prepared.into_call(peers, &relay, channel, group.code().to_owned());
-        self.start_media(call_id, setup, users, group).await;
-    }
-
-    /// The key exchange failed: the call ends, and the person is told why.
-    async fn exchange_failed(&mut self, call_id: CallId, e: &AgreeError) {
-        if let Some(c) = self.client.as_mut() {
-            let _ = c.hangup(call_id).await;
-        }
-        tracing::warn!(call = %call_id, error = %e, "key exchange failed");
-        self.send(Update::CallFailed(format!("The call was ended: {e}.")));
-    }
-
-    async fn start_media(
-        &mut self,
-        call_id: CallId,
-        setup: babel_media::engine::CallSetup,
-        users: Vec<User>,
-        group: GroupAgreement,
-    ) {
         let cfg = self.settings.media_config();
         let input = match self.open_input(cfg.frame).await {
             Ok(i) => i,
@@ -760,30 +647,41 @@ impl Backend {
                 Box::new(NullOutput)
             }
         };
-        let (control, task) = spawn_call(setup, cfg, input, output);
-        control.send(Control::InputGain(self.settings.input_gain));
-        control.send(Control::OutputGain(self.settings.output_gain));
-        self.call = Some(CallState::Active {
-            group: Box::new(group),
-            pending: None,
-            call_id,
-            control,
-            task,
-            started: tokio::time::Instant::now(),
-            ended_by_server: None,
-        });
+        let call_id = settled.call_id();
+        let call = settled.start_with_channel(channel, cfg, input, output);
+        call.send(Control::InputGain(self.settings.input_gain));
+        call.send(Control::OutputGain(self.settings.output_gain));
+        self.call = Some(CallState::Active(Box::new(call)));
         self.send(Update::CallStarted { call_id, participants: users });
     }
 
+    /// The key exchange failed (the call was hung up): the person is told
+    /// why.
+    fn exchange_failed(&self, call_id: CallId, e: &CallError) {
+        let why = match e {
+            CallError::Exchange(ExchangeError::Agree(a)) => a.to_string(),
+            // My reveal could not go out.
+            _ => AgreeError::NoKey.to_string(),
+        };
+        tracing::warn!(call = %call_id, error = %e, "key exchange failed");
+        self.send(Update::CallFailed(format!("The call was ended: {why}.")));
+    }
+
+    /// Stops a running call's media and waits for it; the server is told
+    /// (unless it ended the call, or is out of reach).
+    async fn finish(&mut self, call: Call) -> MediaResult {
+        let r = match self.client.as_mut() {
+            Some(c) => call.end(c).await,
+            None => call.stop().await,
+        };
+        r.map_err(|e| e.to_string())
+    }
+
     /// Ends a running call because its key exchange was tampered with.
-    async fn end_on_attack(&mut self, call_id: CallId, e: &AgreeError) {
-        let Some(CallState::Active { control, task, .. }) = self.call.take() else { return };
-        if let Some(c) = self.client.as_mut() {
-            let _ = c.hangup(call_id).await;
-        }
-        control.stop.cancel();
-        let r = task.await.map_err(|e| e.to_string());
-        tracing::warn!(call = %call_id, error = %e, "key exchange attacked");
+    async fn end_on_attack(&mut self, e: &AgreeError) {
+        let Some(CallState::Active(call)) = self.call.take() else { return };
+        let call_id = call.call_id();
+        let r = self.finish(*call).await;
         self.report_media_end(call_id, r, Some(format!("the call was ended: {e}")));
     }
 
@@ -792,33 +690,30 @@ impl Backend {
     async fn leave_call(&mut self) {
         let Some(state) = self.call.take() else { return };
         let call_id = state.id();
-        if let Some(c) = self.client.as_mut() {
-            let _ = c.hangup(call_id).await;
-        }
         match state {
-            CallState::Outgoing { .. } | CallState::Answering { .. } => {
+            CallState::Outgoing { .. } | CallState::Answering(_) => {
+                if let Some(c) = self.client.as_mut() {
+                    let _ = c.hangup(call_id).await;
+                }
                 self.send(Update::CallOver { call_id, reason: "you hung up".into() });
             }
-            CallState::Active { control, task, .. } => {
-                control.stop.cancel();
-                let r = task.await.map_err(|e| e.to_string());
+            CallState::Active(call) => {
+                let r = self.finish(*call).await;
                 self.report_media_end(call_id, r, Some("you hung up".into()));
             }
         }
     }
 
-    async fn media_ended(&mut self, r: MediaResult) {
-        let Some(CallState::Active { call_id, ended_by_server, .. }) = self.call.take() else { return };
+    async fn media_ended(&mut self) {
+        let Some(CallState::Active(call)) = self.call.take() else { return };
+        let (call_id, ended_by_server) = (call.call_id(), call.ended_by_server());
+        // Unless the server ended it, it is told.
+        let r = self.finish(*call).await;
         let reason = match (ended_by_server, &r) {
             (Some(reason), _) => Some(end_reason_text(reason).to_owned()),
             (None, Ok(Ok((_, EndCause::PeerVanished)))) => Some("nothing arrived from the others".to_owned()),
             _ => None,
         };
-        if ended_by_server.is_none() {
-            if let Some(c) = self.client.as_mut() {
-                let _ = c.hangup(call_id).await;
-            }
-        }
         self.report_media_end(call_id, r, reason);
     }
 
@@ -866,135 +761,66 @@ impl Backend {
                 self.ringing.insert(c.call_id, c.clone());
                 self.update_ringer();
             }
-            ServerEvent::CallAccepted(j) if matches!(&self.call, Some(CallState::Outgoing { call_id, .. }) if *call_id == j.call_id) =>
+            ServerEvent::CallAccepted(j) if matches!(&self.call, Some(CallState::Outgoing { ringing, .. }) if ringing.call_id() == j.call_id) =>
             {
-                if let Some(CallState::Outgoing { call_id, callee, prepared, relay, mut agreement }) = self.call.take()
-                {
+                if let Some(CallState::Outgoing { callee, ringing }) = self.call.take() {
                     self.send(Update::Server(ev.clone()));
+                    let call_id = ringing.call_id();
+                    let Some(client) = self.client.as_mut() else { return };
                     // Bound to my key before I saw theirs: now I reveal it.
-                    let agreed = match agreement.on_accepted(call_id, j.peer.user.id, j.peer.media.key.as_deref()) {
-                        Ok(a) => a,
-                        Err(e) => return self.exchange_failed(call_id, &e).await,
+                    let settled = match ringing.accepted(client, &j.peer).await {
+                        Ok(s) => s,
+                        Err(e) => return self.exchange_failed(call_id, &e),
                     };
-                    let me = self.client.as_ref().and_then(Client::user_id).unwrap_or(UserId(0));
-                    let revealed = match (self.client.as_mut(), agreement.reveal()) {
-                        (Some(c), Some(key)) => c.call_key(call_id, key).await.is_ok(),
-                        _ => false,
-                    };
-                    if !revealed {
-                        return self.exchange_failed(call_id, &AgreeError::NoKey).await;
-                    }
                     let mut user = j.peer.user.clone();
                     if user.name.is_empty() {
                         user.name = callee.name;
                     }
-                    let group = GroupAgreement::two_party(call_id, me, me, j.peer.user.id, &agreed);
-                    let peers = vec![agreed_peer(&j.peer, &agreed)];
-                    self.settled(call_id, prepared, relay, peers, vec![user], group).await;
+                    self.settled(settled, vec![user]).await;
                     return;
                 }
             }
-            ServerEvent::CallKey(k)
-                if matches!(&self.call, Some(CallState::Answering { call_id, waiting: Waiting::Reveal(_), .. })
-                    if *call_id == k.call_id) =>
+            // The caller's reveal, or a member's nonce (an invite).
+            ServerEvent::CallKey(_) | ServerEvent::CallNonce(_)
+                if matches!(&self.call, Some(CallState::Answering(_))) && self.client.is_some() =>
             {
-                if let Some(CallState::Answering {
-                    call_id,
-                    prepared,
-                    relay,
-                    waiting: Waiting::Reveal(mut a),
-                    participants,
-                    ..
-                }) = self.call.take()
-                {
-                    let agreed = match a.on_reveal(k.id, &k.key) {
-                        Ok(a) => a,
-                        Err(e) => return self.exchange_failed(call_id, &e).await,
-                    };
-                    let me = self.client.as_ref().and_then(Client::user_id).unwrap_or(UserId(0));
-                    let peers: Vec<PeerSetup> = participants
-                        .iter()
-                        .filter(|p| p.user.id == agreed.peer)
-                        .map(|p| agreed_peer(p, &agreed))
-                        .collect();
-                    let users: Vec<User> = participants.iter().map(|p| p.user.clone()).collect();
-                    let group = GroupAgreement::two_party(call_id, me, agreed.peer, me, &agreed);
-                    self.settled(call_id, prepared, relay, peers, users, group).await;
-                }
-            }
-            ServerEvent::CallNonce(n)
-                if matches!(&self.call, Some(CallState::Answering { call_id, waiting: Waiting::Nonces(_), .. })
-                    if *call_id == n.call_id) =>
-            {
-                let mut reveal = None;
-                if let Some(CallState::Answering { waiting: Waiting::Nonces(j), .. }) = &mut self.call {
-                    reveal = j.on_nonce(n.id, &n.nonce);
-                }
-                if let Some(key) = reveal {
-                    if let Some(CallState::Answering {
-                        call_id,
-                        prepared,
-                        relay,
-                        waiting: Waiting::Nonces(j),
-                        participants,
-                        ..
-                    }) = self.call.take()
-                    {
-                        let sent = match self.client.as_mut() {
-                            Some(c) => c.call_key(call_id, key).await.is_ok(),
-                            None => false,
-                        };
-                        let Some(group) = j.into_group().filter(|_| sent) else {
-                            return self.exchange_failed(call_id, &AgreeError::NoKey).await;
-                        };
-                        let peers: Vec<PeerSetup> = participants.iter().filter_map(peer_setup).collect();
-                        let users: Vec<User> = participants.iter().map(|p| p.user.clone()).collect();
-                        self.settled(call_id, prepared, relay, peers, users, group).await;
+                if let (Some(CallState::Answering(a)), Some(client)) = (self.call.take(), self.client.as_mut()) {
+                    let call_id = a.call_id();
+                    match a.on_event(client, &ev).await {
+                        Answered::Waiting(a) => self.call = Some(CallState::Answering(Box::new(a))),
+                        Answered::Settled(s) => {
+                            let users = s.users();
+                            self.settled(s, users).await;
+                        }
+                        Answered::Failed(e) => self.exchange_failed(call_id, &e),
                     }
                 }
             }
-            ServerEvent::CallEnded(c, reason) => {
+            ServerEvent::CallEnded(c, _) => {
                 if self.ringing.remove(c).is_some() {
                     self.update_ringer();
                 }
-                match &mut self.call {
-                    Some(CallState::Outgoing { call_id, .. }) | Some(CallState::Answering { call_id, .. })
-                        if call_id == c =>
-                    {
+                match (&mut self.call, self.client.as_mut()) {
+                    (Some(state @ (CallState::Outgoing { .. } | CallState::Answering(_))), _) if state.id() == *c => {
                         self.call = None;
                     }
-                    Some(CallState::Active { call_id, control, ended_by_server, .. }) if call_id == c => {
-                        *ended_by_server = Some(*reason);
-                        control.stop.cancel();
+                    (Some(CallState::Active(call)), Some(client)) if call.call_id() == *c => {
+                        call.on_event(client, &ev).await;
                     }
                     _ => {}
                 }
             }
             other => {
-                let mut steps = Vec::new();
-                let mut active_call = None;
-                if let Some(CallState::Active { call_id, group, pending, .. }) = &mut self.call {
-                    let mut p = pending.take().map(|b| *b);
-                    steps = key_steps(group, &mut p, *call_id, other);
-                    *pending = p.map(Box::new);
-                    active_call = Some(*call_id);
-                }
-                if let Some(call_id) = active_call {
-                    for step in steps {
-                        match step {
-                            KeyStep::SendNonce(n) => {
-                                if let Some(c) = self.client.as_mut() {
-                                    let _ = c.call_nonce(call_id, n).await;
-                                }
-                            }
-                            KeyStep::Media(c) => self.control(c),
-                            KeyStep::Code(c) => self.control(Control::Code(c)),
-                            KeyStep::End(e) => {
-                                self.end_on_attack(call_id, &e).await;
-                                break;
-                            }
+                let mut broken = None;
+                if let (Some(CallState::Active(call)), Some(client)) = (&mut self.call, self.client.as_mut()) {
+                    for what in call.on_event(client, other).await {
+                        if let CallEvent::Broken(e) = what {
+                            broken = Some(e);
                         }
                     }
+                }
+                if let Some(e) = broken {
+                    self.end_on_attack(&e).await;
                 }
             }
         }
@@ -1002,10 +828,10 @@ impl Backend {
     }
 
     fn tick(&self) {
-        let Some(CallState::Active { control, started, .. }) = &self.call else { return };
-        let s = control.snapshot();
+        let Some(CallState::Active(call)) = &self.call else { return };
+        let s = call.snapshot();
         self.send(Update::Stats(StatsSnapshot {
-            elapsed: started.elapsed(),
+            elapsed: call.started().elapsed(),
             path: s.path.map(|p| p.as_str()),
             rtt_ms: s.rtt_ms,
             loss_pct: s.loss_pct,

@@ -7,15 +7,12 @@
 
 use std::time::Duration;
 
+use babel_call::{Answering, Call, CallError, CallEvent, Outgoing};
 use babel_client::{Client, Event};
 use babel_media::audio::AudioOutput;
-use babel_media::engine::{CallSetup, MediaConfig, spawn_call};
-use babel_media::setup::{
-    KeyStep, Prepared, agreed_peer, await_reveal, callee_settled, join_group, key_steps, peer_setup,
-};
-use babel_proto::agree::{CalleeAgreement, CallerAgreement, GroupAgreement, Joiner};
-use babel_proto::{CallId, Presence, ServerEvent, SessionInfo, UserId};
-use babel_server::{Config, RunningServer};
+use babel_media::engine::MediaConfig;
+use babel_proto::{Presence, ServerEvent, SessionInfo, UserId};
+use babel_server::Embedded;
 
 use crate::ringtone::{Sound, SoundInput};
 
@@ -34,34 +31,27 @@ impl AudioOutput for Discard {
 #[derive(Debug)]
 pub struct LocalServer {
     /// The running server.
-    pub server: RunningServer,
+    pub server: Embedded,
     /// Its address (`127.0.0.1:port`).
     pub addr: String,
-    _dir: tempfile::TempDir,
 }
 
 impl LocalServer {
     /// Starts one on 127.0.0.1, port chosen by the system. `fast_hashing`:
     /// cheap password hashing (tests).
     pub async fn start(fast_hashing: bool) -> anyhow::Result<LocalServer> {
-        let dir = tempfile::tempdir()?;
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            db: dir.path().join("babel.db"),
-            durability: babel_server::store::sqlite::Durability::Normal,
-            ..Config::default()
-        };
+        let mut builder = Embedded::builder();
         if fast_hashing {
-            config.password = babel_server::auth::PasswordCost { memory_kib: 256, iterations: 1 };
+            builder = builder.fast_hashing();
         }
-        let server = RunningServer::start(&config).await?;
-        let addr = format!("127.0.0.1:{}", server.addr().port());
-        Ok(LocalServer { server, addr, _dir: dir })
+        let server = builder.start().await?;
+        let addr = server.addr().to_string();
+        Ok(LocalServer { server, addr })
     }
 
     /// Stops the server (its connections close) and removes its database.
     pub async fn stop(self) {
-        self.server.shutdown().await;
+        self.server.stop().await;
     }
 }
 
@@ -76,39 +66,20 @@ pub async fn answering_machine(mut client: Client) -> anyhow::Result<()> {
             Some(Err(e)) => return Err(e.into()),
             None => return Ok(()),
         };
-        let prepared = Prepared::new(client.addr()).await?;
-        let call_id = incoming.call_id;
-        // A two-party call: answer with my key once the caller's commitment
-        // is in (refuse one without), start once its key matched. Invited
-        // into a group: commit, reveal once every member sent a nonce.
-        let me = client.user_id().unwrap_or(UserId(0));
-        let settled = if incoming.participants.len() >= 2 {
-            let joiner = Joiner::new(me, &prepared.keys);
-            let Ok(joined) = client.accept_call(call_id, prepared.join_media(&joiner)).await else { continue };
-            join_group(&mut client, &mut events, call_id, &joined, joiner)
-                .await
-                .ok()
-                .map(|group| (joined.participants.iter().filter_map(peer_setup).collect(), group, joined))
-        } else {
-            let commit = incoming.media.key_commit.as_deref();
-            let Ok(mut a) = CalleeAgreement::on_incoming(call_id, incoming.caller.id, commit, me, &prepared.keys)
-            else {
-                let _ = client.decline_call(call_id).await;
-                continue;
-            };
-            let Ok(joined) = client.accept_call(call_id, prepared.answer_media(&a)).await else { continue };
-            await_reveal(&mut events, call_id, &mut a).await.ok().map(|agreed| {
-                let (peers, group) = callee_settled(call_id, me, &joined, &agreed);
-                (peers, group, joined)
-            })
+        // A two-party call: answered with my key once the caller's
+        // commitment is in (one without is declined), started once its key
+        // matched. Invited into a group: commit, reveal once every member
+        // sent a nonce. A failed exchange hangs up.
+        let answering = match Answering::answer(&mut client, &incoming, false).await {
+            Ok(a) => a,
+            Err(CallError::Setup(e)) => return Err(e.into()),
+            Err(_) => continue,
         };
-        let Some((peers, group, joined)) = settled else {
-            let _ = client.hangup(call_id).await;
-            continue;
-        };
-        let channel = client.connect_call(call_id).await.ok();
-        let setup = prepared.into_call(peers, &joined.relay, channel, group.code().to_owned());
-        talk(&mut client, call_id, setup, group, &mut events).await;
+        let Ok(settled) = answering.settle(&mut client, &mut events).await else { continue };
+        let call = settled
+            .start(&client, voice_config(), Box::new(SoundInput::endless(Sound::Voice)), Box::new(Discard))
+            .await;
+        talk(&mut client, call, &mut events).await;
     }
 }
 
@@ -133,34 +104,15 @@ pub enum Scene {
 pub async fn ring_when_online(mut client: Client, callee: UserId) -> anyhow::Result<()> {
     let mut events = client.events().await?;
     wait_online(&mut client, callee).await?;
-    let me = client.user_id().unwrap_or(UserId(0));
-    let prepared = Prepared::new(client.addr()).await?;
-    let mut agreement = CallerAgreement::new(me, &prepared.keys);
-    let started = client.call(callee, prepared.call_media()).await?;
-    let call_id = started.call_id;
-    let accepted = loop {
-        match events.next().await {
-            Some(Ok(Event::Server(ServerEvent::CallAccepted(j)))) if j.call_id == call_id => break j.peer,
-            Some(Ok(Event::Server(ServerEvent::CallEnded(c, _)))) if c == call_id => return Ok(()),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.into()),
-            None => return Ok(()),
-        }
+    let settled = match Outgoing::place(&mut client, callee, false).await?.wait_answer(&mut client, &mut events).await {
+        Ok(s) => s,
+        Err(CallError::Client(e)) => return Err(e.into()),
+        // Not answered, or the exchange failed (the call was hung up).
+        Err(_) => return Ok(()),
     };
-    let agreed = match agreement.on_accepted(call_id, accepted.user.id, accepted.media.key.as_deref()) {
-        Ok(a) => a,
-        Err(_) => {
-            let _ = client.hangup(call_id).await;
-            return Ok(());
-        }
-    };
-    let Some(reveal) = agreement.reveal() else { return Ok(()) };
-    client.call_key(call_id, reveal).await?;
-    let group = GroupAgreement::two_party(call_id, me, me, accepted.user.id, &agreed);
-    let channel = client.connect_call(call_id).await.ok();
-    let setup =
-        prepared.into_call(vec![agreed_peer(&accepted, &agreed)], &started.relay, channel, group.code().to_owned());
-    talk(&mut client, call_id, setup, group, &mut events).await;
+    let call =
+        settled.start(&client, voice_config(), Box::new(SoundInput::endless(Sound::Voice)), Box::new(Discard)).await;
+    talk(&mut client, call, &mut events).await;
     Ok(())
 }
 
@@ -176,46 +128,29 @@ async fn wait_online(client: &mut Client, who: UserId) -> anyhow::Result<()> {
     anyhow::bail!("user {} never came online", who.0)
 }
 
-/// Sends a voice-like signal in a call until it ends, whoever ends it (or
-/// its keys are tampered with), following joins and leaves.
-async fn talk(
-    client: &mut Client,
-    call_id: CallId,
-    setup: CallSetup,
-    mut group: GroupAgreement,
-    events: &mut babel_client::EventStream,
-) {
-    let cfg = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
-    let (control, task) = spawn_call(setup, cfg, Box::new(SoundInput::endless(Sound::Voice)), Box::new(Discard));
-    let mut pending = None;
-    'call: loop {
+/// The media settings of a scripted person (a synthesized voice needs no
+/// noise suppression).
+fn voice_config() -> MediaConfig {
+    MediaConfig { noise_suppression: false, ..MediaConfig::default() }
+}
+
+/// Follows a call until it ends, whoever ends it (or its keys are tampered
+/// with), through joins and leaves; then hangs up if the server did not
+/// end it.
+async fn talk(client: &mut Client, mut call: Call, events: &mut babel_client::EventStream) {
+    loop {
         match events.next().await {
             Some(Ok(Event::Server(ev))) => {
-                if let ServerEvent::CallEnded(c, _) = &ev {
-                    if *c == call_id {
-                        break;
-                    }
-                }
-                for step in key_steps(&mut group, &mut pending, call_id, &ev) {
-                    match step {
-                        KeyStep::SendNonce(n) => {
-                            let _ = client.call_nonce(call_id, n).await;
-                        }
-                        KeyStep::Media(c) => control.send(c),
-                        KeyStep::Code(c) => control.send(babel_media::engine::Control::Code(c)),
-                        KeyStep::End(_) => {
-                            let _ = client.hangup(call_id).await;
-                            break 'call;
-                        }
-                    }
+                let what = call.on_event(client, &ev).await;
+                if what.iter().any(|e| matches!(e, CallEvent::Ended(_) | CallEvent::Broken(_))) {
+                    break;
                 }
             }
             Some(Ok(Event::Reconnected | Event::Disconnected)) => {}
             Some(Err(_)) | None => break,
         }
     }
-    control.stop.cancel();
-    let _ = task.await;
+    let _ = call.end(client).await;
 }
 
 /// The conversation scene's messages: Ann and Ben plan a call (Ben read

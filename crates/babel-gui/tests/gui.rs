@@ -6,14 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use babel_client::Event;
+use babel_call::setup::Prepared;
+use babel_client::{Client, Event};
 use babel_gui::App;
 use babel_gui::demo::Scene;
 use babel_gui::demo::{LocalServer, answering_machine};
 use babel_gui::launch::Launch;
 use babel_gui::model::{CallPhase, NoticeKind, Phase};
 use babel_gui::settings::{Home, SavedSession, Settings};
-use babel_media::setup::Prepared;
 use babel_proto::{EndReason, Secret, ServerEvent, SessionInfo, UserId};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};

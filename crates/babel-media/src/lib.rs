@@ -6,14 +6,23 @@
 //! * [`process`]: noise suppression, gain, mute, mixing.
 //! * [`codec`]: Opus in constant-bitrate mode with in-band FEC.
 //! * [`jitter`]: the adaptive jitter buffer (pure, time passed in).
-//! * [`engine`]: a call's media: paths (direct UDP, relay, call channel),
-//!   reports, group calls, statistics.
-//! * [`setup`]: from signalling to media (keys, candidates, relay grant),
-//!   shared by every client program.
+//! * [`call`]: a call's media as a pure state machine, time passed in
+//!   (the call core): paths (direct UDP, relay, call channel), reports,
+//!   group keys, jitter buffers, codecs, rate control, statistics.
+//! * [`engine`]: the call core's driver: the UDP socket, the frame clock,
+//!   the devices and the call channel.
+//! * [`channel`]: the call channel as the engine sees it (a trait, so the
+//!   engine does not depend on how the channel is carried).
+//!
+//! The signalling around a call (ringing, answering, the key exchange,
+//! the call channel over `babel-client`) is `babel-call`'s, a floor above:
+//! this crate knows no server.
 //! * [`keys`] and [`packet`] (re-exported from `babel-proto`): end-to-end
 //!   keys and the sealed voice datagram.
 
 pub mod audio;
+pub mod call;
+pub mod channel;
 pub mod codec;
 pub mod device;
 pub mod echo;
@@ -21,7 +30,6 @@ pub mod engine;
 pub mod jitter;
 pub mod process;
 pub mod rate;
-pub mod setup;
 
 // The voice datagram and the keys are wire format: they live in babel-proto.
 pub use babel_proto::{keys, voice as packet};

@@ -23,8 +23,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use chacha20poly1305::ChaCha20Poly1305;
+use chacha20poly1305::aead::KeyInit;
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -151,9 +151,6 @@ pub enum KeyError {
     /// point): refused, it would make the "secret" known to anyone.
     #[error("the peer's public key is not acceptable")]
     WeakPublicKey,
-    /// A sealed sender key did not open.
-    #[error("a sender key could not be opened")]
-    BadSealedKey,
     /// The OS random number generator failed.
     #[error("no randomness available")]
     NoRandomness,
@@ -267,46 +264,6 @@ impl Pairwise {
         key.copy_from_slice(&okm[..32]);
         let id = u32::from_be_bytes([okm[32], okm[33], okm[34], okm[35]]);
         SenderKey::from_parts(id, key)
-    }
-
-    fn wrap_cipher(&self) -> ChaCha20Poly1305 {
-        let mut k = [0u8; 32];
-        expand(&self.secret, &[b"babel key wrap"], &mut k);
-        ChaCha20Poly1305::new(&k.into())
-    }
-
-    /// Seals my group sender key for this peer: `nonce(12) | ciphertext`.
-    pub fn seal_sender_key(&self, key: &SenderKey) -> Result<Vec<u8>, KeyError> {
-        let nonce: [u8; 12] = random()?;
-        let mut plain = Vec::with_capacity(36);
-        plain.extend_from_slice(&key.id.to_be_bytes());
-        plain.extend_from_slice(&key.key);
-        let ct = self
-            .wrap_cipher()
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: b"babel sender key" })
-            .map_err(|_| KeyError::BadSealedKey)?;
-        let mut out = nonce.to_vec();
-        out.extend(ct);
-        Ok(out)
-    }
-
-    /// Opens a sender key sealed by the peer.
-    pub fn open_sender_key(&self, sealed: &[u8]) -> Result<SenderKey, KeyError> {
-        if sealed.len() < 12 {
-            return Err(KeyError::BadSealedKey);
-        }
-        let (nonce, ct) = sealed.split_at(12);
-        let plain = self
-            .wrap_cipher()
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: b"babel sender key" })
-            .map_err(|_| KeyError::BadSealedKey)?;
-        if plain.len() != 36 {
-            return Err(KeyError::BadSealedKey);
-        }
-        let id = u32::from_be_bytes([plain[0], plain[1], plain[2], plain[3]]);
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&plain[4..]);
-        Ok(SenderKey::from_parts(id, key))
     }
 }
 
@@ -441,20 +398,24 @@ mod tests {
     }
 
     #[test]
-    fn sender_keys_travel_sealed() {
+    fn a_group_key_handed_over_opens_only_for_its_addressee() {
+        use crate::voice::{KIND_KEY, KeyHandover, PacketError, VoiceFrame, open, seal};
         let (a, b) = pair();
         let ab = a.pairwise(&b.public_b64()).unwrap();
         let ba = b.pairwise(&a.public_b64()).unwrap();
         let group = SenderKey::generate().unwrap();
-        let sealed = ab.seal_sender_key(&group).unwrap();
-        assert_eq!(ba.open_sender_key(&sealed).unwrap(), group);
+        let frame =
+            VoiceFrame { kind: KIND_KEY, seq: 3, timestamp: 0, packets: vec![KeyHandover::of(&group).encode()] };
+        let sealed = seal(&ab.my_sender_key(), &frame).unwrap();
+        let opened = open(&ba.their_sender_key(), &sealed).unwrap();
+        assert_eq!(KeyHandover::decode(&opened.packets[0]).unwrap().sender_key(), group);
         let c = CallKeys::from_secret([4; 32]);
         let ca = c.pairwise(&a.public_b64()).unwrap();
-        assert_eq!(ca.open_sender_key(&sealed).unwrap_err(), KeyError::BadSealedKey, "only b can open it");
+        let not_b = SenderKey::from_parts(ab.my_sender_key().id, *ca.their_sender_key().key_bytes());
+        assert_eq!(open(&not_b, &sealed), Err(PacketError::Forged), "only b can open it");
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
-        assert!(ba.open_sender_key(&tampered).is_err());
-        assert!(ba.open_sender_key(&sealed[..5]).is_err());
+        assert!(open(&ba.their_sender_key(), &tampered).is_err());
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! same sealed bytes travel directly over UDP, inside the relay's DATA, or
 //! base64-encoded in a call channel's `/send`, so a client can change paths
 //! without re-encrypting. Type bytes 0x01–0x0f belong to the relay.
+//!
+//! Three kinds travel in this datagram: Opus voice ([`KIND_OPUS`]), a
+//! [`Report`] ([`KIND_REPORT`]) and a group sender key handed over to one
+//! peer ([`KeyHandover`], [`KIND_KEY`]).
 
 use chacha20poly1305::Nonce;
 use chacha20poly1305::aead::{Aead, Payload};
@@ -32,6 +36,120 @@ const BODY_HEADER: usize = 8;
 pub const KIND_OPUS: u8 = 1;
 /// The largest datagram we make or accept (fits any path MTU we meet).
 pub const MAX_DATAGRAM: usize = 1200;
+/// The seed's `type` for a report (one packet: a [`Report`]), sealed under
+/// the sender's two-party key towards the one it reports to.
+pub const KIND_REPORT: u8 = 2;
+/// The seed's `type` for a group sender key handed over to one peer (one
+/// packet: a [`KeyHandover`]), sealed under the two-party key towards it.
+pub const KIND_KEY: u8 = 3;
+
+/// What one side tells another, twice a second, about the datagrams it got
+/// from it: 22 bytes, all big-endian.
+///
+/// ```text
+/// rx_direct u16 | rx_relay u16 | rx_channel u16 | loss_permille u16 | jitter_ms u16
+/// | sent_ms u32 | echo_ms u32 | hold_ms u32
+/// ```
+/// `rx_*` count the authenticated datagrams (copies included) that came on
+/// each path since the last report; `loss_permille` and `jitter_ms` are
+/// measured on the stream; `sent_ms` is the sender's call clock when it
+/// sent this report (never 0), `echo_ms` the `sent_ms` of the last report it
+/// got from the other side (0: none yet) and `hold_ms` how long it held
+/// that one, so the other side can tell the round-trip time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// Datagrams received per path: direct, relay, call channel.
+    pub rx: [u16; 3],
+    /// Loss measured on the stream, permille.
+    pub loss_permille: u16,
+    /// Jitter measured on the stream, ms.
+    pub jitter_ms: u16,
+    /// The sender's call clock at sending, ms.
+    pub sent_ms: u32,
+    /// The `sent_ms` of the last report received from the other side.
+    pub echo_ms: u32,
+    /// How long that report was held before this one went, ms.
+    pub hold_ms: u32,
+}
+
+impl Report {
+    /// The encoded length.
+    pub const LEN: usize = 22;
+
+    /// The 22 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(Self::LEN);
+        for r in self.rx {
+            b.extend(r.to_be_bytes());
+        }
+        b.extend(self.loss_permille.to_be_bytes());
+        b.extend(self.jitter_ms.to_be_bytes());
+        b.extend(self.sent_ms.to_be_bytes());
+        b.extend(self.echo_ms.to_be_bytes());
+        b.extend(self.hold_ms.to_be_bytes());
+        b
+    }
+
+    /// Reads 22 bytes; anything else is `None`.
+    pub fn decode(b: &[u8]) -> Option<Report> {
+        let b: &[u8; Self::LEN] = b.try_into().ok()?;
+        let u16at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+        let u32at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        Some(Report {
+            rx: [u16at(0), u16at(2), u16at(4)],
+            loss_permille: u16at(6),
+            jitter_ms: u16at(8),
+            sent_ms: u32at(10),
+            echo_ms: u32at(14),
+            hold_ms: u32at(18),
+        })
+    }
+}
+
+/// A group call's sender key handed to one peer: `key id u32 | key[32]`
+/// (36 bytes), the one packet of a [`KIND_KEY`] frame. The frame is sealed
+/// under the two-party key towards that peer, so only it can read the key,
+/// and only a frame under that peer's two-party key is taken as one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHandover {
+    /// The group key's id (in the header of every datagram it seals).
+    pub id: u32,
+    /// The key.
+    pub key: [u8; 32],
+}
+
+impl KeyHandover {
+    /// The encoded length.
+    pub const LEN: usize = 36;
+
+    /// The hand-over of `key`.
+    pub fn of(key: &SenderKey) -> KeyHandover {
+        KeyHandover { id: key.id, key: *key.key_bytes() }
+    }
+
+    /// The 36 bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = self.id.to_be_bytes().to_vec();
+        b.extend_from_slice(&self.key);
+        b
+    }
+
+    /// Reads 36 bytes; anything else is `None`.
+    pub fn decode(b: &[u8]) -> Option<KeyHandover> {
+        if b.len() != Self::LEN {
+            return None;
+        }
+        let id = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&b[4..]);
+        Some(KeyHandover { id, key })
+    }
+
+    /// The sender key handed over.
+    pub fn sender_key(&self) -> SenderKey {
+        SenderKey::from_parts(self.id, self.key)
+    }
+}
 
 /// The clear contents of a voice datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +358,30 @@ mod tests {
         let a = seal(&key(), &VoiceFrame { kind: 1, seq: 0, timestamp: 0, packets: vec![vec![0; 120]] }).unwrap();
         let b = seal(&key(), &VoiceFrame { kind: 1, seq: 1, timestamp: 960, packets: vec![vec![9; 120]] }).unwrap();
         assert_eq!(a.len(), b.len());
+    }
+
+    #[test]
+    fn report_round_trip() {
+        let r = Report { rx: [1, 2, 3], loss_permille: 45, jitter_ms: 12, sent_ms: 1000, echo_ms: 900, hold_ms: 50 };
+        let b = r.encode();
+        assert_eq!(b.len(), Report::LEN);
+        assert_eq!(&b[..6], &[0, 1, 0, 2, 0, 3]);
+        assert_eq!(&b[10..14], &1000u32.to_be_bytes());
+        assert_eq!(Report::decode(&b), Some(r));
+        assert_eq!(Report::decode(&[0; 5]), None);
+        assert_eq!(Report::decode(&[0; 23]), None);
+    }
+
+    #[test]
+    fn key_handover_round_trip() {
+        let k = SenderKey::from_parts(0x0102_0304, [9; 32]);
+        let h = KeyHandover::of(&k);
+        let b = h.encode();
+        assert_eq!(&b[..4], &[1, 2, 3, 4]);
+        assert_eq!(b.len(), KeyHandover::LEN);
+        assert_eq!(KeyHandover::decode(&b), Some(h.clone()));
+        assert_eq!(h.sender_key(), k);
+        assert_eq!(KeyHandover::decode(&b[1..]), None);
     }
 
     #[test]

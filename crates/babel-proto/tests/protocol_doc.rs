@@ -60,6 +60,41 @@ fn check_datagram(kind: &str, bytes: &[u8]) {
     }
 }
 
+/// The voice examples: sealed by alice (secret `01…01`) for bob (`02…02`),
+/// opened as bob does.
+fn check_voice(name: &str, bytes: &[u8]) {
+    use babel_proto::keys::CallKeys;
+    use babel_proto::voice::{KIND_KEY, KIND_OPUS, KIND_REPORT, KeyHandover, Report, open};
+    let alice = CallKeys::from_secret([1; 32]);
+    let bob = CallKeys::from_secret([2; 32]);
+    let key = bob.pairwise(&alice.public_b64()).unwrap().their_sender_key();
+    let f = open(&key, bytes).unwrap_or_else(|e| panic!("voice {name}: {e}"));
+    match name {
+        "alice-to-bob" => {
+            assert_eq!((f.kind, f.seq, f.timestamp), (KIND_OPUS, 7, 6720));
+            assert_eq!(f.packets, vec![vec![0xab; 40]]);
+        }
+        "report-alice-to-bob" => {
+            assert_eq!((f.kind, f.seq, f.timestamp, f.packets.len()), (KIND_REPORT, 8, 0, 1));
+            let want = Report {
+                rx: [50, 0, 2],
+                loss_permille: 12,
+                jitter_ms: 4,
+                sent_ms: 10_000,
+                echo_ms: 9_520,
+                hold_ms: 30,
+            };
+            assert_eq!(Report::decode(&f.packets[0]), Some(want));
+        }
+        "key-alice-to-bob" => {
+            assert_eq!((f.kind, f.seq, f.timestamp, f.packets.len()), (KIND_KEY, 9, 0, 1));
+            let h = KeyHandover::decode(&f.packets[0]).unwrap();
+            assert_eq!((h.id, h.key), (0x0a0b_0c0d, [0x42; 32]));
+        }
+        other => panic!("unknown voice example {other}"),
+    }
+}
+
 #[test]
 fn every_hex_example_in_protocol_md_decodes_as_labelled() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../PROTOCOL.md");
@@ -110,7 +145,10 @@ fn every_hex_example_in_protocol_md_decodes_as_labelled() {
                     babel_proto::SendData::parse(&frame.data).unwrap_or_else(|e| panic!("{title}: {e}"));
                 }
             }
-            ["voice", _] => continue, // opened by babel-media's tests/protocol_voice.rs
+            ["voice", name] => {
+                check_voice(name, &bytes);
+                continue;
+            }
             ["datagram", kind] => {
                 check_datagram(kind, &bytes);
                 continue;

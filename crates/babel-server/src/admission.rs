@@ -42,7 +42,6 @@ pub fn capacity_for(max_connections: usize, nofile: Option<u64>) -> usize {
 /// The connection slots of one server (shared by its listeners).
 #[derive(Debug)]
 pub struct Admission {
-    capacity: usize,
     slots: Arc<Semaphore>,
     waiting: Arc<Semaphore>,
     /// Open connections that have not authenticated, oldest first.
@@ -72,16 +71,10 @@ impl Admission {
         let waiting = nofile.map_or(64, |n| (reserve_for(n) / 4) as usize).max(1);
         tracing::debug!(capacity, ?nofile, "connection slots");
         Arc::new(Admission {
-            capacity,
             slots: Arc::new(Semaphore::new(capacity)),
             waiting: Arc::new(Semaphore::new(waiting)),
             anonymous: Mutex::default(),
         })
-    }
-
-    /// Connections held at most.
-    pub fn capacity(&self) -> usize {
-        self.capacity
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
@@ -129,6 +122,7 @@ impl Admission {
     }
 
     /// Unauthenticated connections open now.
+    #[cfg(test)]
     pub fn anonymous(&self) -> usize {
         self.lock().len()
     }
@@ -176,7 +170,6 @@ mod tests {
     #[tokio::test]
     async fn when_full_the_oldest_unauthenticated_connection_makes_room() {
         let adm = Arc::new(Admission {
-            capacity: 2,
             slots: Arc::new(Semaphore::new(2)),
             waiting: Arc::new(Semaphore::new(1)),
             anonymous: Mutex::default(),

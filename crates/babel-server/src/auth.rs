@@ -25,6 +25,12 @@ pub struct PasswordCost {
     pub iterations: u32,
 }
 
+impl PasswordCost {
+    /// The cheapest cost argon2 accepts here: for demos and tests that
+    /// sign many people up, never for real accounts.
+    pub const CHEAP: PasswordCost = PasswordCost { memory_kib: 256, iterations: 1 };
+}
+
 impl Default for PasswordCost {
     fn default() -> Self {
         Self { memory_kib: Params::DEFAULT_M_COST, iterations: Params::DEFAULT_T_COST }

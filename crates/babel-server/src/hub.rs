@@ -111,6 +111,7 @@ impl LocalHub {
     }
 
     /// Open event connections (for tests and metrics).
+    #[cfg(test)]
     pub fn subscriber_count(&self) -> usize {
         self.inner.lock().values().map(Vec::len).sum()
     }

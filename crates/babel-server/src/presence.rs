@@ -190,6 +190,7 @@ impl PresenceRegistry {
     }
 
     /// How many users are online.
+    #[cfg(test)]
     pub fn online_users(&self) -> usize {
         self.lock().users.len()
     }

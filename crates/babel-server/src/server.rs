@@ -203,6 +203,14 @@ pub enum StartError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The database's folder could not be made (an embedded server).
+    #[error("cannot make the folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Neither listener is on.
     #[error("no listener: the plain listener is off and no TLS listener is configured")]
     NoListener,

@@ -195,6 +195,7 @@ impl Calls {
     }
 
     /// Whether no call is in progress.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,23 +1,12 @@
 //! The network simulator: bad networks on purpose, reproducibly.
 //!
-//! `tc netem` is not available on the machines Babel is built on, so this
-//! brings its own. The models are pure state machines with time passed in
-//! (the same code serves in-process tests and the proxies):
-//!
-//! * [`link`]: one direction of a datagram path: random and bursty
-//!   (Gilbert-Elliott) loss, delay, jitter, reordering, duplication and a
-//!   bandwidth cap with a drop-tail queue.
-//! * [`stream`]: a TCP connection: delay, stalls, a bandwidth cap, cuts.
-//! * [`rng`]: the seeded generator behind every random choice.
-//!
-//! [`proxy`] runs them between real sockets (the `babel-netsim` binary and
-//! the quality harness use it). Every model counts what it did.
+//! The models (datagram [`link`]s, TCP [`stream`]s, the seeded [`rng`])
+//! are pure state machines in the bottom-floor `babel-netem` crate, so the
+//! media engine's simulated-time tests use them too; they are re-exported
+//! here. [`proxy`] runs them between real sockets (the `babel-netsim`
+//! binary and the quality harness use it).
 
-pub mod link;
 pub mod proxy;
-pub mod rng;
-pub mod stream;
 
-pub use link::{GilbertElliott, Impairment, Link, LinkCounters, Verdict};
-pub use rng::Rng;
-pub use stream::{Direction, StreamCounters, StreamImpairment, StreamLink};
+pub use babel_netem::{Direction, GilbertElliott, Impairment, Link, LinkCounters, Rng, StreamCounters};
+pub use babel_netem::{StreamImpairment, StreamLink, Verdict, link, rng, stream};

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// Largest piece handed out at once (a TCP segment's payload): the rate
 /// limit works at this grain.

@@ -1,6 +1,7 @@
-//! From signalling to media: what every client does around `/call` and
-//! `/answer` so the engine can start, shared by the `babel` command and the
-//! desktop application.
+//! From signalling to media, step by step: what happens around `/call` and
+//! `/answer` so the engine can start. [`crate::session`] puts these steps
+//! together into one call flow; they stay public for the tests and tools
+//! that take a call apart on purpose.
 //!
 //! Before calling or answering, [`Prepared::new`] makes the call's key pair
 //! and binds the UDP socket whose address goes out as a candidate. A caller
@@ -9,9 +10,8 @@
 //! ([`Prepared::answer_media`]) only once it holds the caller's commitment,
 //! and starts its media once the revealed key matched it
 //! (`babel_proto::agree` is that exchange; [`agreed_peer`] turns its outcome
-//! into the engine's peer). [`await_reveal`] (a callee) and [`join_group`]
-//! (a newcomer to a group call) wait for the other side's part of the
-//! exchange. [`Prepared::into_call`] makes the engine's [`CallSetup`].
+//! into the engine's peer). [`Prepared::into_call`] makes the engine's
+//! [`CallSetup`].
 //! While the call runs, [`key_steps`] says what a server event means for
 //! the call's keys and the engine.
 //!
@@ -20,13 +20,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use babel_client::{CallChannel, Client, ClientError, Event, EventStream};
+use babel_client::{CallChannel, ClientError};
+use babel_media::engine::{CallSetup, Control, PeerSetup, RelayInfo};
+use babel_media::keys::{CallKeys, KeyError};
 use babel_proto::agree::{AgreeError, Agreed, CalleeAgreement, GroupAgreement, Joiner};
-use babel_proto::{CallId, CallJoined, MediaSetup, Peer, RelayGrant, ServerEvent, UserId};
+use babel_proto::{CallId, MediaSetup, Peer, RelayGrant, ServerEvent};
 use tokio::net::UdpSocket;
 
-use crate::engine::{CallSetup, Control, PeerSetup, RelayInfo};
-use crate::keys::{CallKeys, KeyError};
+use crate::channel::ClientChannel;
 
 /// Why a call's media could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +144,7 @@ impl Prepared {
         code: String,
     ) -> CallSetup {
         let relay = relay_info(relay, self.server_ip);
+        let channel = channel.map(ClientChannel::boxed);
         CallSetup { keys: self.keys, peers, relay, channel, socket: self.socket, code, relay_only: self.relay_only }
     }
 }
@@ -165,7 +167,8 @@ pub fn relay_info(grant: &RelayGrant, server_ip: IpAddr) -> Option<RelayInfo> {
     Some(RelayInfo { addr: SocketAddr::new(server_ip, port), handle, key })
 }
 
-/// How long one side of a key exchange waits for the other's next step.
+/// How long an answered call waits for the other side's part of the key
+/// exchange (the caller's reveal, the members' nonces).
 pub const KEY_EXCHANGE_WAIT: Duration = Duration::from_secs(20);
 
 /// Why a key exchange did not finish: the call must end.
@@ -190,81 +193,6 @@ pub enum ExchangeError {
     /// A newcomer's exchange finished without knowing the call's members.
     #[error("the call's members are unknown")]
     NoMembers,
-}
-
-/// Waits for the first event of `call` that `pick` takes; other events are
-/// passed over. The call's end, or the stream's, is an error.
-async fn wait_in_call<T>(
-    events: &mut EventStream,
-    call: CallId,
-    awaited: &'static str,
-    mut pick: impl FnMut(&ServerEvent) -> Option<Result<T, ExchangeError>>,
-) -> Result<T, ExchangeError> {
-    let wait = async {
-        loop {
-            match events.next().await {
-                Some(Ok(Event::Server(ServerEvent::CallEnded(c, r)))) if c == call => {
-                    return Err(ExchangeError::Ended(r.as_str()));
-                }
-                Some(Ok(Event::Server(ev))) => {
-                    if let Some(done) = pick(&ev) {
-                        return done;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(ExchangeError::StreamEnded),
-            }
-        }
-    };
-    tokio::time::timeout(KEY_EXCHANGE_WAIT, wait).await.unwrap_or(Err(ExchangeError::TimedOut(awaited)))
-}
-
-/// A callee's side of a two-party call after its `/answer`: waits for the
-/// caller's key and checks it against the commitment.
-pub async fn await_reveal(
-    events: &mut EventStream,
-    call: CallId,
-    agreement: &mut CalleeAgreement,
-) -> Result<Agreed, ExchangeError> {
-    wait_in_call(events, call, "the caller never revealed its key", |ev| match ev {
-        ServerEvent::CallKey(k) if k.call_id == call => Some(agreement.on_reveal(k.id, &k.key).map_err(Into::into)),
-        _ => None,
-    })
-    .await
-}
-
-/// What a callee's exchange settled, for the engine and the code: the
-/// caller as a peer (where the answer said it is) and the call's keys.
-pub fn callee_settled(
-    call: CallId,
-    me: UserId,
-    joined: &CallJoined,
-    agreed: &Agreed,
-) -> (Vec<PeerSetup>, GroupAgreement) {
-    let peers = joined.participants.iter().filter(|p| p.user.id == agreed.peer).map(|p| agreed_peer(p, agreed));
-    (peers.collect(), GroupAgreement::two_party(call, me, agreed.peer, me, agreed))
-}
-
-/// A newcomer's side of joining a group call after its `/answer`: waits
-/// for every member's nonce, then reveals its key with `/call_key`.
-pub async fn join_group(
-    client: &mut Client,
-    events: &mut EventStream,
-    call: CallId,
-    joined: &CallJoined,
-    mut joiner: Joiner,
-) -> Result<GroupAgreement, ExchangeError> {
-    let members: Vec<(UserId, Option<&str>)> =
-        joined.participants.iter().map(|p| (p.user.id, p.media.key.as_deref())).collect();
-    joiner.on_joined(call, joined.epoch.0, &members);
-    let key = wait_in_call(events, call, "the others never answered my key commitment", |ev| match ev {
-        ServerEvent::CallNonce(n) if n.call_id == call => joiner.on_nonce(n.id, &n.nonce).map(Ok),
-        _ => None,
-    })
-    .await?;
-    client.call_key(call, key).await?;
-    joiner.into_group().ok_or(ExchangeError::NoMembers)
 }
 
 /// What a server event means for a running call's keys and media.

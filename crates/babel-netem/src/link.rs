@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::rng::Rng;
+use crate::rng::Rng;
 
 /// The Gilbert-Elliott bursty loss model.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
