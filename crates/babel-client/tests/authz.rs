@@ -20,7 +20,17 @@ use serde_json::{Value, json};
 fn dump(db: &std::path::Path) -> Vec<String> {
     let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut out = Vec::new();
-    for table in ["users", "sessions", "contacts", "requests", "messages", "read_marks", "call_history", "blocks", "withheld_requests"] {
+    for table in [
+        "users",
+        "sessions",
+        "contacts",
+        "requests",
+        "messages",
+        "read_marks",
+        "call_history",
+        "blocks",
+        "withheld_requests",
+    ] {
         let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).unwrap();
         let cols = stmt.column_count();
         let rows = stmt

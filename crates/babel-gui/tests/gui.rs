@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use babel_call::setup::Prepared;
-use babel_client::{Client, Event};
+use babel_client::Event;
 use babel_gui::App;
 use babel_gui::demo::Scene;
 use babel_gui::demo::{LocalServer, answering_machine};

@@ -7,12 +7,12 @@
 
 use std::time::{Duration, Instant};
 
+use babel_call::setup::Prepared;
 use babel_client::{Client, Event, EventStream};
 use babel_gui::App;
 use babel_gui::demo::{LocalServer, answering_machine};
 use babel_gui::model::{CallPhase, Phase};
 use babel_gui::social::{PAGE, Page as View};
-use babel_media::setup::Prepared;
 use babel_proto::{ChosenStatus, Page, Presence, ServerEvent, UserId};
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
