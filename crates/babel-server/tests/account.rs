@@ -6,69 +6,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use babel_proto::{Limits, decode_request};
-use bytes::BytesMut;
-use common::{Client, Session, TIMEOUT, assert_refused, start, start_with};
+use common::{Client, Events, Session, TIMEOUT, assert_refused, start, start_with};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
-
-/// A connection in event mode.
-struct Events {
-    client: Client,
-    buf: BytesMut,
-}
-
-impl Events {
-    async fn open(addr: SocketAddr, s: &Session) -> Events {
-        let mut client = Client::connect(addr).await;
-        let (status, v) = client.call(s.header(), "/events", Value::Null).await;
-        assert_eq!(status, 200, "{v}");
-        Events { client, buf: BytesMut::new() }
-    }
-
-    /// The next event, or `None` once the server closed the connection.
-    async fn next(&mut self) -> Option<(String, Value)> {
-        loop {
-            if let Some(f) = decode_request(&mut self.buf, &Limits::default()).unwrap() {
-                let data = if f.data.is_empty() { Value::Null } else { serde_json::from_slice(&f.data).unwrap() };
-                return Some((f.route_str().unwrap().to_owned(), data));
-            }
-            let n = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf))
-                .await
-                .expect("no event in time")
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// Every event up to and including the first `route` that `pred`
-    /// accepts, pings left out.
-    async fn until(&mut self, route: &str, pred: impl Fn(&Value) -> bool) -> Vec<(String, Value)> {
-        let mut seen = Vec::new();
-        loop {
-            let (r, v) = self.next().await.unwrap_or_else(|| panic!("closed before {route}; saw {seen:?}"));
-            if r == "/ping" {
-                continue;
-            }
-            let done = r == route && pred(&v);
-            seen.push((r, v));
-            if done {
-                return seen;
-            }
-        }
-    }
-
-    /// Asserts the server closes the stream, with no other event first.
-    async fn closes(&mut self) {
-        while let Some((r, v)) = self.next().await {
-            assert_eq!(r, "/ping", "no event after /session_ended, got {r} {v}");
-        }
-    }
-}
 
 fn any(_: &Value) -> bool {
     true

@@ -8,55 +8,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use babel_proto::{Limits, decode_request};
-use bytes::BytesMut;
-use common::{Client, Session, TIMEOUT, assert_refused, start, start_with};
+use common::{Client, Events, Session, TIMEOUT, assert_refused, start, start_with};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
-
-/// A connection in event mode.
-struct Events {
-    client: Client,
-    buf: BytesMut,
-}
-
-impl Events {
-    async fn open(addr: SocketAddr, s: &Session) -> Events {
-        let mut client = Client::connect(addr).await;
-        let (status, v) = client.call(s.header(), "/events", Value::Null).await;
-        assert_eq!(status, 200, "{v}");
-        Events { client, buf: BytesMut::new() }
-    }
-
-    /// The next event that is not a `/ping`.
-    async fn next(&mut self) -> (String, Value) {
-        loop {
-            if let Some(f) = decode_request(&mut self.buf, &Limits::default()).unwrap() {
-                let data = if f.data.is_empty() { Value::Null } else { serde_json::from_slice(&f.data).unwrap() };
-                let route = f.route_str().unwrap().to_owned();
-                if route != "/ping" {
-                    return (route, data);
-                }
-                continue;
-            }
-            let n = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf))
-                .await
-                .expect("no event in time")
-                .unwrap();
-            assert!(n > 0, "event connection closed");
-        }
-    }
-
-    /// The next event named `route`, skipping others.
-    async fn next_named(&mut self, route: &str) -> Value {
-        loop {
-            let (r, v) = self.next().await;
-            if r == route {
-                return v;
-            }
-        }
-    }
-}
 
 async fn pair_of_contacts(addr: SocketAddr, tag: &str) -> (Client, Session, Client, Session) {
     let mut a = Client::connect(addr).await;

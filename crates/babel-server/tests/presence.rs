@@ -7,59 +7,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use babel_proto::{Limits, decode_request};
-use bytes::BytesMut;
-use common::{Client, Session, TIMEOUT, start};
+use common::{Client, Events, Session, TIMEOUT, start};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
-
-/// A connection in event mode.
-struct Events {
-    client: Client,
-    buf: BytesMut,
-}
-
-impl Events {
-    async fn open(addr: SocketAddr, s: &Session) -> Events {
-        let mut client = Client::connect(addr).await;
-        let (status, v) = client.call(s.header(), "/events", Value::Null).await;
-        assert_eq!(status, 200, "{v}");
-        Events { client, buf: BytesMut::new() }
-    }
-
-    async fn next(&mut self) -> (String, Value) {
-        loop {
-            if let Some(f) = decode_request(&mut self.buf, &Limits::default()).unwrap() {
-                let data = if f.data.is_empty() { Value::Null } else { serde_json::from_slice(&f.data).unwrap() };
-                return (f.route_str().unwrap().to_owned(), data);
-            }
-            let n = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf))
-                .await
-                .expect("no event in time")
-                .unwrap();
-            assert!(n > 0, "event connection closed");
-        }
-    }
-
-    /// Every event up to and including the first `route`, pings left out.
-    async fn until(&mut self, route: &str, pred: impl Fn(&Value) -> bool) -> Vec<(String, Value)> {
-        let mut seen = Vec::new();
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            let (r, v) = tokio::time::timeout_at(deadline, self.next())
-                .await
-                .unwrap_or_else(|_| panic!("no {route} event in time; saw {seen:?}"));
-            if r == "/ping" {
-                continue;
-            }
-            let done = r == route && pred(&v);
-            seen.push((r, v));
-            if done {
-                return seen;
-            }
-        }
-    }
-}
 
 fn status_of(id: &str, status: &str) -> impl Fn(&Value) -> bool {
     let (id, status) = (id.to_owned(), status.to_owned());

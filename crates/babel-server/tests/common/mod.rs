@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use babel_proto::{Limits, RawRequest, RawResponse, decode_response};
+use babel_proto::{Limits, RawRequest, RawResponse, decode_request, decode_response};
 use babel_server::auth::PasswordCost;
 use babel_server::{Config, RunningServer};
 use bytes::BytesMut;
@@ -160,4 +160,89 @@ pub fn assert_refused((status, v): (i32, Value), needle: &str) {
     assert_eq!(status, 403, "{v}");
     let reason = v["error"].as_str().unwrap_or_default();
     assert!(reason.contains(needle), "reason {reason:?} should mention {needle:?}");
+}
+
+/// A connection in event mode (`/events`), read frame by frame.
+#[allow(dead_code)]
+pub struct Events {
+    client: Client,
+    buf: BytesMut,
+}
+
+#[allow(dead_code)]
+impl Events {
+    /// Opens `/events` for `s`.
+    pub async fn open(addr: SocketAddr, s: &Session) -> Events {
+        let mut client = Client::connect(addr).await;
+        let (status, v) = client.call(s.header(), "/events", Value::Null).await;
+        assert_eq!(status, 200, "{v}");
+        Events { client, buf: BytesMut::new() }
+    }
+
+    /// The next event, pings included, or `None` once the server closed
+    /// the connection.
+    pub async fn try_next(&mut self) -> Option<(String, Value)> {
+        loop {
+            if let Some(f) = decode_request(&mut self.buf, &Limits::default()).unwrap() {
+                let data = if f.data.is_empty() { Value::Null } else { serde_json::from_slice(&f.data).unwrap() };
+                return Some((f.route_str().unwrap().to_owned(), data));
+            }
+            let n = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf))
+                .await
+                .expect("no event in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// The next event that is not a `/ping`; the connection must stay open.
+    pub async fn next(&mut self) -> (String, Value) {
+        loop {
+            match self.try_next().await {
+                Some((r, _)) if r == "/ping" => continue,
+                Some(e) => return e,
+                None => panic!("event connection closed"),
+            }
+        }
+    }
+
+    /// The next event named `route`, skipping others.
+    pub async fn next_named(&mut self, route: &str) -> Value {
+        loop {
+            let (r, v) = self.next().await;
+            if r == route {
+                return v;
+            }
+        }
+    }
+
+    /// Every event up to and including the first `route` that `pred`
+    /// accepts, pings left out.
+    pub async fn until(&mut self, route: &str, pred: impl Fn(&Value) -> bool) -> Vec<(String, Value)> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.try_next())
+                .await
+                .unwrap_or_else(|_| panic!("no {route} event in time; saw {seen:?}"));
+            let (r, v) = next.unwrap_or_else(|| panic!("closed before {route}; saw {seen:?}"));
+            if r == "/ping" {
+                continue;
+            }
+            let done = r == route && pred(&v);
+            seen.push((r, v));
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Asserts the server closes the stream, with no event but pings first.
+    pub async fn closes(&mut self) {
+        while let Some((r, v)) = self.try_next().await {
+            assert_eq!(r, "/ping", "no event before the close, got {r} {v}");
+        }
+    }
 }
