@@ -288,6 +288,10 @@ impl PgStore {
             PgStore { described: describe(&config), config, pool: Mutex::new(Pool::default()), freed: Condvar::new() };
         off_runtime(|| {
             let mut conn = store.connect()?;
+            let fsync = conn.client.query_one("SHOW fsync", &[]).and_then(|r| r.try_get::<_, String>(0));
+            if fsync.as_deref().is_ok_and(|v| v == "off") {
+                tracing::warn!(db = %store.described, "PostgreSQL runs with fsync off: a crash of its machine may lose acknowledged writes");
+            }
             let out = migrate(&mut conn.client);
             store.checkin(conn, None);
             out
@@ -309,10 +313,13 @@ impl PgStore {
     }
 
     fn connect(&self) -> StoreResult<Conn> {
-        let client = self
+        let mut client = self
             .config
             .connect(NoTls)
             .map_err(|e| StoreError::Backend(format!("cannot connect to {}: {e}", self.described)))?;
+        // A commit returns once its WAL is on disk, whatever the server's
+        // default: what makes an acknowledged write survive a crash.
+        client.batch_execute("SET synchronous_commit = on").map_err(backend)?;
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).open += 1;
         Ok(Conn { client, cache: HashMap::new() })
     }
