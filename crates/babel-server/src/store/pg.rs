@@ -287,7 +287,7 @@ impl PgStore {
         let store =
             PgStore { described: describe(&config), config, pool: Mutex::new(Pool::default()), freed: Condvar::new() };
         off_runtime(|| {
-            let mut conn = store.connect()?;
+            let mut conn = store.checkout()?;
             let fsync = conn.client.query_one("SHOW fsync", &[]).and_then(|r| r.try_get::<_, String>(0));
             if fsync.as_deref().is_ok_and(|v| v == "off") {
                 tracing::warn!(db = %store.described, "PostgreSQL runs with fsync off: a crash of its machine may lose acknowledged writes");
@@ -312,16 +312,25 @@ impl PgStore {
         })
     }
 
+    /// A new connection, counted in the pool's `open` before it is made
+    /// (so that threads racing here never open more than [`POOL_SIZE`]),
+    /// and given back if it cannot be.
     fn connect(&self) -> StoreResult<Conn> {
-        let mut client = self
-            .config
-            .connect(NoTls)
-            .map_err(|e| StoreError::Backend(format!("cannot connect to {}: {e}", self.described)))?;
-        // A commit returns once its WAL is on disk, whatever the server's
-        // default: what makes an acknowledged write survive a crash.
-        client.batch_execute("SET synchronous_commit = on").map_err(backend)?;
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).open += 1;
-        Ok(Conn { client, cache: HashMap::new() })
+        let made = self.config.connect(NoTls).and_then(|mut client| {
+            // A commit returns once its WAL is on disk, whatever the
+            // server's default: what makes an acknowledged write survive a
+            // crash.
+            client.batch_execute("SET synchronous_commit = on")?;
+            Ok(client)
+        });
+        match made {
+            Ok(client) => Ok(Conn { client, cache: HashMap::new() }),
+            Err(e) => {
+                self.pool.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+                self.freed.notify_one();
+                Err(StoreError::Backend(format!("cannot connect to {}: {e}", self.described)))
+            }
+        }
     }
 
     fn checkout(&self) -> StoreResult<Conn> {
@@ -335,6 +344,7 @@ impl PgStore {
                 pool.open -= 1;
             }
             if pool.open < POOL_SIZE {
+                pool.open += 1;
                 drop(pool);
                 return self.connect();
             }
@@ -1000,6 +1010,24 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         let err = PgStore::open("postgres://ann:s3cret@127.0.0.1:1/babel?connect_timeout=2").unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn more_callers_than_connections_all_get_served() {
+        let schema = scratch();
+        let s = PgStore::open(schema.url()).unwrap();
+        let a = s.create_user("a@x.org", "a@x.org", "a", "h", 0).unwrap().id;
+        std::thread::scope(|scope| {
+            for _ in 0..(POOL_SIZE * 3) {
+                scope.spawn(|| {
+                    for _ in 0..5 {
+                        assert_eq!(s.user(a).unwrap().unwrap().id, a);
+                    }
+                });
+            }
+        });
+        let pool = s.pool.lock().unwrap();
+        assert!(pool.open <= POOL_SIZE && pool.open == pool.idle.len(), "{} open, {} idle", pool.open, pool.idle.len());
     }
 
     #[test]
