@@ -429,7 +429,13 @@ impl Drop for PgStore {
 fn migrate(client: &mut Client) -> StoreResult<()> {
     let mut tx = client.transaction().map_err(backend)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(backend)?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS babel_schema (version INTEGER NOT NULL)").map_err(backend)?;
+    let fresh = tx
+        .query_one("SELECT to_regclass('babel_schema') IS NULL", &[])
+        .and_then(|r| r.try_get::<_, bool>(0))
+        .map_err(backend)?;
+    if fresh {
+        tx.batch_execute("CREATE TABLE babel_schema (version INTEGER NOT NULL)").map_err(backend)?;
+    }
     let current: i32 = tx
         .query_one("SELECT coalesce(max(version), 0) FROM babel_schema", &[])
         .and_then(|r| r.try_get(0))
