@@ -119,3 +119,40 @@ async fn two_nodes_share_one_database() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v[0]["text"], json!("across"));
 }
+
+#[tokio::test]
+async fn sigterm_on_postgres_exits_cleanly() {
+    let (schema, dir) = (schema(), tempfile::tempdir().unwrap());
+    let node = node(schema.url(), &dir);
+    let mut c = Client::connect(node.addr).await;
+    c.create("term@example.org").await;
+    let status = Command::new("kill").args(["-TERM", &node.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut node = node;
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = node.child.wait().unwrap();
+        let mut log = String::new();
+        node.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        (exit, log)
+    });
+    let (exit, log) = tokio::time::timeout(common::TIMEOUT, exit).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}: {log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// In-process, as tests and `babel demo` start servers: the store is opened
+/// and closed from inside a tokio runtime without upsetting its driver.
+#[tokio::test]
+async fn running_server_opens_and_closes_postgres_inside_a_runtime() {
+    let (schema, dir) = (schema(), tempfile::tempdir().unwrap());
+    let mut config = common::test_config(&dir);
+    config.db = schema.url().into();
+    let server = babel_server::RunningServer::start(&config).await.unwrap();
+    let mut c = Client::connect(server.addr()).await;
+    c.create("ann@example.org").await;
+    server.shutdown().await;
+    let server = babel_server::RunningServer::start(&config).await.unwrap();
+    let mut c = Client::connect(server.addr()).await;
+    c.login("ann@example.org").await;
+    drop(server);
+}
