@@ -58,6 +58,18 @@ fi
 if [ "$(psql_q "SELECT 1 FROM pg_database WHERE datname = 'babel'")" != 1 ]; then
   psql_q "CREATE DATABASE babel OWNER babel"
 fi
+# Scratch schemas a test process left behind when it was killed (each is
+# named scratch_<pid>_<random> and dropped by the test when it ends).
+while read -r schema; do
+  [ -n "$schema" ] || continue
+  pid=${schema#scratch_}
+  pid=${pid%%_*}
+  if ! kill -0 "$pid" 2>/dev/null; then
+    as_postgres psql -X -q -p "$pg_port" -d babel -v ON_ERROR_STOP=1 \
+      -c "SET client_min_messages = warning" -c "DROP SCHEMA IF EXISTS \"$schema\" CASCADE"
+  fi
+done < <(as_postgres psql -X -q -p "$pg_port" -d babel -tAc \
+  "SELECT nspname FROM pg_namespace WHERE nspname ~ '^scratch_[0-9]+_[0-9a-f]+$'")
 
 # --- NATS -------------------------------------------------------------------
 command -v nats-server >/dev/null 2>&1 || { echo "engines: nats-server is not installed (run scripts/setup.sh)" >&2; exit 1; }
