@@ -79,7 +79,7 @@ if ! pesq_ok; then
   pesq_ok || { echo "setup: PESQ does not import in $venv after installing it" >&2; exit 1; }
 fi
 
-scripts/engines.sh
+"$(dirname "$0")/engines.sh"
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust first (https://rustup.rs)" >&2
