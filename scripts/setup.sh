@@ -9,9 +9,11 @@ missing=()
 # command -> Debian package providing it (cmake builds libopus from source)
 # (iptables, ip: the NAT test between network namespaces; tmux: the tests
 # that drive `babel` on a terminal; text2wave, espeak-ng: the speech the
-# quality harness and `babel demo` send)
+# quality harness and `babel demo` send; pg_ctlcluster, nats-server: the
+# engines of the PostgreSQL store and the cluster, started below)
 declare -A tools=([cc]=gcc [pkg-config]=pkg-config [cmake]=cmake [iptables]=iptables [ip]=iproute2
-  [tmux]=tmux [text2wave]=festival [espeak-ng]=espeak-ng [python3]=python3)
+  [tmux]=tmux [text2wave]=festival [espeak-ng]=espeak-ng [python3]=python3
+  [pg_ctlcluster]=postgresql [nats-server]=nats-server)
 for t in "${!tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || missing+=("${tools[$t]}")
 done
@@ -76,6 +78,8 @@ if ! pesq_ok; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "pesq==$pesq_version"
   pesq_ok || { echo "setup: PESQ does not import in $venv after installing it" >&2; exit 1; }
 fi
+
+"$(dirname "$0")/engines.sh"
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust first (https://rustup.rs)" >&2

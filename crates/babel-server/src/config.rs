@@ -35,7 +35,8 @@ pub struct Config {
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// SQLite database file (default: `babel/babel.db` in the user's data
-    /// directory, e.g. `~/.local/share/babel/babel.db`).
+    /// directory, e.g. `~/.local/share/babel/babel.db`), or a PostgreSQL
+    /// database: `postgres://USER:PASS@HOST:PORT/DB` ([`crate::store::open`]).
     pub db: PathBuf,
     /// Most connections open at once (default 100 000), lowered to the
     /// file-descriptor limit less a reserve; past it a new connection
@@ -172,13 +173,18 @@ impl Config {
         }
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Ok(Some(CertSource::Files { cert: cert.clone(), key: key.clone() })),
-            (None, None) => {
-                let dir = self.db.parent().map(Path::to_path_buf).unwrap_or_default();
-                Ok(Some(CertSource::SelfSigned { dir }))
-            }
+            (None, None) => Ok(Some(CertSource::SelfSigned { dir: self.data_dir() })),
             (Some(_), None) => Err(TlsError::Incomplete("tls_cert is set but tls_key is not")),
             (None, Some(_)) => Err(TlsError::Incomplete("tls_key is set but tls_cert is not")),
         }
+    }
+
+    /// The folder of the server's own files (a generated TLS certificate):
+    /// the SQLite file's, or with PostgreSQL the default data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        let on_postgres = self.db.to_str().is_some_and(crate::store::pg::is_postgres_url);
+        let db = if on_postgres { default_db_path() } else { self.db.clone() };
+        db.parent().map(Path::to_path_buf).unwrap_or_default()
     }
 
     /// The session lifetime.

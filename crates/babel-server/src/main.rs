@@ -2,12 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use babel_server::config::Config;
 use babel_server::server::Server;
-use babel_server::store::sqlite::SqliteStore;
+use babel_server::store;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -24,7 +23,8 @@ struct Args {
     /// Address to listen on [default: 0.0.0.0:7447].
     #[arg(long, env = "BABEL_LISTEN")]
     listen: Option<SocketAddr>,
-    /// SQLite database file [default: <data dir>/babel/babel.db].
+    /// SQLite database file, or a PostgreSQL database as
+    /// postgres://USER:PASS@HOST:PORT/DB [default: <data dir>/babel/babel.db].
     #[arg(long, env = "BABEL_DB")]
     db: Option<PathBuf>,
     /// Most connections served at once [default: 100000].
@@ -128,20 +128,22 @@ fn main() -> anyhow::Result<()> {
         config.udp_listen = Some(v);
     }
     raise_fd_limit();
+    // Opened before the runtime starts: the PostgreSQL driver blocks, and
+    // must not on the runtime's threads.
+    let db = store::describe(&config.db);
+    let store = store::open(&config.db, config.durability).with_context(|| format!("cannot open the database {db}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let store = SqliteStore::open(&config.db, config.durability)
-            .with_context(|| format!("cannot open the database {}", config.db.display()))?;
-        let server = Server::bind(&config, Arc::new(store)).await?;
+        let server = Server::bind(&config, store).await?;
         let udp = server.udp_addr()?;
-        tracing::info!(%udp, db = %config.db.display(), "babel-server ready");
+        tracing::info!(%udp, %db, "babel-server ready");
         // Scripts wait for these lines on stdout to know the ports.
         if let Some(addr) = server.plain_addr() {
             println!("listening on {addr}");
         }
         if let Some(tls) = server.tls() {
             if tls.generated {
-                tracing::info!(dir = %config.db.parent().unwrap_or(std::path::Path::new(".")).display(), "generated a self-signed TLS certificate");
+                tracing::info!(dir = %config.data_dir().display(), "generated a self-signed TLS certificate");
             }
             println!("tls certificate {}", tls.fingerprint);
         }

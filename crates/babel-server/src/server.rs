@@ -24,7 +24,6 @@ use crate::config::Config;
 use crate::connection::{ConnSettings, serve};
 use crate::hub::LocalHub;
 use crate::relay::{AddressLearned, Relay};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::tls::{Tls, TlsError};
 
@@ -195,7 +194,7 @@ pub enum StartError {
     /// The database could not be opened.
     #[error("cannot open the database {path}: {source}")]
     Store {
-        /// The file.
+        /// The file, or the PostgreSQL address without its password.
         path: std::path::PathBuf,
         /// Why.
         source: StoreError,
@@ -369,9 +368,12 @@ pub struct RunningServer {
 impl RunningServer {
     /// Opens the store, binds the listeners and starts serving.
     pub async fn start(config: &Config) -> Result<RunningServer, StartError> {
-        let store = SqliteStore::open(&config.db, config.durability)
-            .map_err(|source| StartError::Store { path: config.db.clone(), source })?;
-        Self::start_with_store(config, Arc::new(store)).await
+        let (db, durability) = (config.db.clone(), config.durability);
+        let store = tokio::task::spawn_blocking(move || crate::store::open(&db, durability))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend(format!("opening the store failed: {e}"))))
+            .map_err(|source| StartError::Store { path: crate::store::describe(&config.db).into(), source })?;
+        Self::start_with_store(config, store).await
     }
 
     /// Starts serving over a given store.

@@ -1,6 +1,6 @@
 //! Durable storage behind one trait, so the services do not care whether it
-//! is the embedded SQLite file ([`sqlite::SqliteStore`]) or, later, a shared
-//! PostgreSQL.
+//! is the embedded SQLite file ([`sqlite::SqliteStore`]) or a shared
+//! PostgreSQL ([`pg::PgStore`]). [`open`] picks one from `--db`.
 //!
 //! The trait is synchronous: every call is short, and the services run it on
 //! tokio's blocking pool (see [`crate::app::App::blocking`]), which suits both
@@ -10,13 +10,39 @@
 //! Not here: caching, presence and anything that lives only while connections
 //! are open.
 
+pub mod pg;
+mod pg_messages;
 pub mod records;
 pub mod sqlite;
 mod sqlite_messages;
+#[cfg(test)]
+mod suite;
 
 use babel_proto::{ChosenStatus, MessageId, Page, User, UserId};
 
 pub use records::{CallRecord, HistoryRow, SendOutcome, StoredMessage};
+
+/// Opens the store `db` names: a `postgres://` (or `postgresql://`) URL
+/// is a PostgreSQL database, anything else a SQLite file (opened with
+/// `durability`). Blocks: call it off the async worker threads.
+pub fn open(db: &std::path::Path, durability: sqlite::Durability) -> StoreResult<std::sync::Arc<dyn Store>> {
+    match db.to_str().filter(|s| pg::is_postgres_url(s)) {
+        Some(url) => Ok(std::sync::Arc::new(pg::PgStore::open(url)?)),
+        None => Ok(std::sync::Arc::new(sqlite::SqliteStore::open(db, durability)?)),
+    }
+}
+
+/// `db` as logs may show it: a file's path, or a PostgreSQL address
+/// without its password.
+pub fn describe(db: &std::path::Path) -> String {
+    match db.to_str().filter(|s| pg::is_postgres_url(s)) {
+        Some(url) => match url.parse::<postgres::Config>() {
+            Ok(c) => pg::describe(&c),
+            Err(_) => "postgres://(invalid address)".to_owned(),
+        },
+        None => db.display().to_string(),
+    }
+}
 
 /// Unix time in seconds.
 pub type Timestamp = i64;
