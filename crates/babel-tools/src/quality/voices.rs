@@ -365,6 +365,28 @@ mod tests {
         assert!((activity(&x) - 1.0 / 2.5).abs() < 0.01, "{}", activity(&x));
     }
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        v: VoiceArgs,
+    }
+
+    fn parse(args: &[&str]) -> VoiceArgs {
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("babel-quality").chain(args.iter().copied())).unwrap().v
+    }
+
+    #[test]
+    fn the_command_line_picks_the_speakers() {
+        let ids = |v: &VoiceArgs| v.speakers().unwrap().iter().map(|s| s.id).collect::<Vec<_>>();
+        assert!(parse(&[]).real_voices.is_none());
+        assert_eq!(ids(&parse(&["--real-voices", "--shipped"])), DEFAULT_SPEAKERS);
+        assert!(parse(&["--real-voices", "--shipped"]).shipped);
+        assert_eq!(ids(&parse(&["--real-voices", "carlo-it,allison-es"])), ["carlo-it", "allison-es"]);
+        let e = parse(&["--real-voices", "bob"]).speakers().unwrap_err().to_string();
+        assert!(e.contains("bob") && e.contains("june-fr"), "{e}");
+    }
+
     #[test]
     fn shipped_is_what_babel_call_runs() {
         let tuned = MediaConfig { noise_suppression: false, ..MediaConfig::default() };
