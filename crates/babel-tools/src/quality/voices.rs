@@ -233,6 +233,8 @@ pub struct VoiceArgs {
     pub real_voices: Option<Vec<String>>,
     /// Media settings as `babel call` ships them (noise suppression on, as
     /// everything else), rather than the harness's noise suppression off.
+    /// Only --frame-ms and --bitrate still apply (not --no-redundancy or
+    /// --fixed-bitrate).
     #[arg(long)]
     pub shipped: bool,
 }
