@@ -92,6 +92,8 @@ struct Args {
     /// The figure (PNG).
     #[arg(long, default_value = "docs/mos-vs-loss.png")]
     plot: PathBuf,
+    #[command(flatten)]
+    voices: quality::voices::VoiceArgs,
 }
 
 fn print_report(report: &quality::Report) {
@@ -188,6 +190,19 @@ async fn main() -> anyhow::Result<()> {
         out_dir: a.out.clone(),
     };
     let started = std::time::Instant::now();
+    let opts = if a.voices.shipped { Options { media: quality::voices::shipped(&opts.media), ..opts } } else { opts };
+    if a.voices.real_voices.is_some() {
+        let speakers = a.voices.speakers()?;
+        let r = quality::voices::run(&opts, &speakers, |step| eprintln!("babel-quality: {step}")).await?;
+        std::fs::write(a.out.join("voices.json"), serde_json::to_string_pretty(&r)?)?;
+        println!("{}", quality::voices::markdown(&r));
+        eprintln!(
+            "babel-quality: done in {:.0} s; recordings and voices.json in {}",
+            started.elapsed().as_secs_f64(),
+            a.out.display()
+        );
+        return Ok(());
+    }
     let full = !a.quick && !a.codec_only;
     let (echo, cap) = (full && !a.no_echo, full && !a.no_cap);
     let speech_for_extras = opts.speech.clone();

@@ -73,6 +73,12 @@ impl AudioInput for TimedInput {
         self.reads.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now());
         self.inner.read(frame)
     }
+
+    /// As the buffer it plays: a file does not hear the room, so the engine
+    /// runs no echo cancellation on it, as with `babel call --input`.
+    fn hears_the_room(&self) -> bool {
+        self.inner.hears_the_room()
+    }
 }
 
 async fn wait_for<T>(events: &mut EventStream, mut f: impl FnMut(&ServerEvent) -> Option<T>) -> anyhow::Result<T> {
@@ -177,4 +183,21 @@ pub async fn run(
     ans.server.stop().await;
     let heard = output.0.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
     Ok(CallRun { heard, receiver, sender, proxy: counters })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timed_input_is_a_file_as_the_cli_sees_it() {
+        // `babel call --input file.wav` plays a BufferInput, which does not
+        // hear the room, so the engine runs no echo cancellation on it; the
+        // harness's timed wrapper must say the same, or it measures a
+        // pipeline the CLI does not run.
+        let buffer = BufferInput::new(vec![0.0; 960]);
+        let timed = TimedInput::new(vec![0.0; 960]);
+        assert!(!buffer.hears_the_room());
+        assert_eq!(timed.hears_the_room(), buffer.hears_the_room());
+    }
 }

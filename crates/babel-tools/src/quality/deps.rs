@@ -8,6 +8,8 @@
 //! * a speech synthesiser to make the speech recording: festival with the
 //!   CMU ARCTIC "slt" HTS voice (`festival`, `festvox-us-slt-hts`), or
 //!   `espeak-ng`;
+//! * real voices ([`super::voices`]): `ffmpeg` and Debian's
+//!   `asterisk-core-sounds-{en,fr,es,it}-g722` prompts;
 //! * a TrueType font for the plot's labels (`fonts-dejavu-core`);
 //! * PESQ: the `pesq` package from PyPI (ITU-T P.862 with the P.862.2
 //!   wideband mode) and numpy, in a virtual environment of its own under
