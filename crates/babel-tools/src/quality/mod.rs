@@ -20,6 +20,7 @@ pub mod deps;
 pub mod echo;
 pub mod plot;
 pub mod signal;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
