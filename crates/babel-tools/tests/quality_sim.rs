@@ -24,7 +24,7 @@ fn a_simulated_lossy_call_is_scored_end_to_end() {
         media: MediaConfig { noise_suppression: false, tail: Duration::from_millis(500), ..MediaConfig::default() },
         naive: false,
         offsets: babel_media::call::REDUNDANCY_OFFSETS.to_vec(),
-        threads: 1,
+        threads: 2,
         out_dir: dir.path().to_owned(),
     };
     let r = sim::run(&python, &opts, &|s| eprintln!("{s}")).unwrap();
@@ -44,4 +44,14 @@ fn a_simulated_lossy_call_is_scored_end_to_end() {
     // What the listener heard lines up with what was said, after the
     // jitter buffer's delay.
     assert!((0.0..400.0).contains(&babel.delay_ms), "{babel:?}");
+    // Scored side by side, each score still lands in its own cell: the
+    // same as one scorer in order.
+    let d = dir.path();
+    let pairs: Vec<_> = ["codec.wav", "sim-codec-loss-0-s1.wav", "sim-babel-0-s1.wav"]
+        .iter()
+        .map(|f| (d.join("reference.wav"), d.join(f)))
+        .collect();
+    let one_by_one = quality::pesq_scores(&python, &pairs).unwrap();
+    assert_eq!(one_by_one, vec![r.report.codec_mos, r.report.rows[0].codec_loss[0].mos, babel.mos]);
+    assert_eq!(sim::pesq_parallel(&python, &pairs, 2).unwrap(), one_by_one);
 }
