@@ -8,8 +8,9 @@
 //! Needs festival or espeak-ng, a font and PESQ in its own Python virtual
 //! environment, which `scripts/setup.sh` installs (it says so when one is
 //! missing); prints a Markdown table and the targets of
-//! issue #5, and draws `docs/mos-vs-loss.png`. See
-//! [`babel_tools::quality`].
+//! issue #5, and draws `docs/mos-vs-loss.png`. `--simulated --seeds N`
+//! runs the table in simulated time instead ([`babel_tools::quality::sim`]).
+//! See [`babel_tools::quality`].
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -13,6 +13,8 @@
 //! chirp on a clean path.
 //!
 //! [`deps`] checks what it needs outside Rust (`scripts/setup.sh` installs it); [`plot`] draws the figure.
+//! [`sim`] runs the same table through call cores in simulated time
+//! (`babel-quality --simulated`), many seeds per cell, with confidence intervals.
 
 pub mod call;
 pub mod cap;
