@@ -13,6 +13,8 @@
 //!   the devices and the call channel.
 //! * [`channel`]: the call channel as the engine sees it (a trait, so the
 //!   engine does not depend on how the channel is carried).
+//! * [`sim`]: call cores over `babel-netem` links in simulated time (the
+//!   harness of `tests/sim.rs` and of `babel-quality --simulated`).
 //!
 //! The signalling around a call (ringing, answering, the key exchange,
 //! the call channel over `babel-client`) is `babel-call`'s, a floor above:
@@ -30,6 +32,7 @@ pub mod engine;
 pub mod jitter;
 pub mod process;
 pub mod rate;
+pub mod sim;
 
 // The voice datagram and the keys are wire format: they live in babel-proto.
 pub use babel_proto::{keys, voice as packet};

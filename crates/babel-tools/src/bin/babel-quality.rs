@@ -8,8 +8,9 @@
 //! Needs festival or espeak-ng, a font and PESQ in its own Python virtual
 //! environment, which `scripts/setup.sh` installs (it says so when one is
 //! missing); prints a Markdown table and the targets of
-//! issue #5, and draws `docs/mos-vs-loss.png`. See
-//! [`babel_tools::quality`].
+//! issue #5, and draws `docs/mos-vs-loss.png`. `--simulated --seeds N`
+//! runs the table in simulated time instead ([`babel_tools::quality::sim`]).
+//! See [`babel_tools::quality`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,6 +87,22 @@ struct Args {
     /// bitrate needs about 56 on the wire).
     #[arg(long, default_value_t = 40)]
     cap_kbps: u64,
+    /// Run the table in simulated time instead (call cores over the
+    /// babel-netem model: no server, no sockets, no clocks; codec, jitter
+    /// buffer, capture chain and PESQ real), `--seeds` calls per cell, with
+    /// 95 % confidence intervals. See `babel_tools::quality::sim`.
+    #[arg(long)]
+    simulated: bool,
+    /// Seeds per condition and receiver with `--simulated` (1..=N).
+    #[arg(long, default_value_t = 3)]
+    seeds: u32,
+    /// With `--simulated`: real-time `results.json` files to set beside it
+    /// (repeatable; a condition's calls are pooled across them).
+    #[arg(long)]
+    compare: Vec<PathBuf>,
+    /// Simulated calls at once (default: the machine's cores).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Where recordings and results.json go.
     #[arg(long, default_value = "/tmp/babel-quality")]
     out: PathBuf,
@@ -191,6 +208,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let opts = if a.voices.shipped { Options { media: quality::voices::shipped(&opts.media), ..opts } } else { opts };
+    if a.simulated {
+        let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        quality::sim::main(&opts, a.seeds, threads, &a.compare)?;
+        eprintln!("babel-quality: simulated table done in {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if a.voices.real_voices.is_some() {
         let speakers = a.voices.speakers()?;
         let r = quality::voices::run(&opts, &speakers, |step| eprintln!("babel-quality: {step}")).await?;

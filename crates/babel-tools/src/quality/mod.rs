@@ -13,6 +13,8 @@
 //! chirp on a clean path.
 //!
 //! [`deps`] checks what it needs outside Rust (`scripts/setup.sh` installs it); [`plot`] draws the figure.
+//! [`sim`] runs the same table through call cores in simulated time
+//! (`babel-quality --simulated`), many seeds per cell, with confidence intervals.
 
 pub mod call;
 pub mod cap;
@@ -20,6 +22,7 @@ pub mod deps;
 pub mod echo;
 pub mod plot;
 pub mod signal;
+pub mod sim;
 pub mod voices;
 
 use std::path::{Path, PathBuf};
@@ -286,7 +289,11 @@ pub fn pesq_scores(python: &Path, pairs: &[(PathBuf, PathBuf)]) -> anyhow::Resul
         return Ok(Vec::new());
     }
     let script = python.parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("babel_pesq.py");
-    std::fs::write(&script, deps::PESQ_SCRIPT).with_context(|| format!("cannot write {}", script.display()))?;
+    // Written only when it differs, so that scorers running side by side
+    // (`sim`) never read a script another is rewriting.
+    if std::fs::read_to_string(&script).ok().as_deref() != Some(deps::PESQ_SCRIPT) {
+        std::fs::write(&script, deps::PESQ_SCRIPT).with_context(|| format!("cannot write {}", script.display()))?;
+    }
     let jobs: Vec<serde_json::Value> = pairs
         .iter()
         .map(|(r, d)| serde_json::json!({"ref": r.display().to_string(), "deg": d.display().to_string()}))
