@@ -1,6 +1,6 @@
 //! The driver of a call's media: it owns the UDP socket, the frame clock,
 //! the audio devices and the call channel, and does nothing but move bytes
-//! and time into and out of the [`CallCore`](crate::call::CallCore), where
+//! and time into and out of the [`CallCore`], where
 //! the call's media is (paths, keys, reports, jitter buffers, codecs, rate
 //! control: see [`crate::call`]). Every task it starts (itself, the call
 //! channel's writer and reader) is joined before it returns.

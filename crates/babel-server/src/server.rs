@@ -98,7 +98,7 @@ struct Shared {
 
 /// Accepts and serves connections on every listener until `shutdown`
 /// completes, then waits for every connection task to finish. The
-/// connection cap (see [`Admission`]) is shared by all listeners.
+/// connection cap (see `admission::Admission`) is shared by all listeners.
 pub async fn run(
     listeners: Vec<Listener>,
     app: Arc<App>,

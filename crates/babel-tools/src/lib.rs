@@ -3,7 +3,7 @@
 //! The binaries are thin front ends:
 //!
 //! * `babel-load` sets up accounts once ([`setup`]), starts or finds a server
-//!   and a ceiling ([`child`]), runs the measurements ([`bench`]) and prints
+//!   and a ceiling ([`child`]), runs the measurements ([`mod@bench`]) and prints
 //!   a table or JSON ([`report`]).
 //! * `babel-ceiling` ([`ceiling`]) answers every request frame with a fixed
 //!   response and does nothing else: the best a Babel-shaped server could do

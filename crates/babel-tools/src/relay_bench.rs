@@ -470,7 +470,7 @@ pub struct MaxCalls {
 const QUIET_BUSY_PCT: f64 = 15.0;
 
 /// Waits, at most `limit`, until the machine has been quiet (under
-/// [`QUIET_BUSY_PCT`] busy) for a second; answers whether it was.
+/// `QUIET_BUSY_PCT` busy) for a second; answers whether it was.
 pub fn wait_for_quiet(limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;

@@ -3,7 +3,7 @@
 //! PostgreSQL ([`pg::PgStore`]). [`open`] picks one from `--db`.
 //!
 //! The trait is synchronous: every call is short, and the services run it on
-//! tokio's blocking pool (see [`crate::app::App::blocking`]), which suits both
+//! tokio's blocking pool (see `App::blocking`), which suits both
 //! rusqlite and a synchronous PostgreSQL driver. Every method that returns
 //! `Ok` has committed durably: an acknowledged write survives `kill -9`.
 //!

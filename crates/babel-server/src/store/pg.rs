@@ -8,7 +8,7 @@
 //! store's, transactions included. The price: a connection must never be
 //! used, opened or dropped on an async worker thread (its driver would start
 //! a runtime inside one). The services only call the store through
-//! [`crate::app::App::blocking`]; [`PgStore::open`] and the drops here move
+//! `App::blocking`; [`PgStore::open`] and the drops here move
 //! to a thread of their own when called under a runtime.
 //!
 //! * Connections: a small pool ([`POOL_SIZE`]), each with its prepared
