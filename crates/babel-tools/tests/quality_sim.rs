@@ -16,18 +16,19 @@ fn a_simulated_lossy_call_is_scored_end_to_end() {
     let speech = quality::make_speech(dir.path(), 1, Voice::Festival).unwrap();
     let python = quality::deps::require_pesq().unwrap();
     let net = Network { loss_pct: 10.0, bursty: false, jitter_ms: 30 };
-    let opts = sim::SimOptions {
+    let opts = quality::Options {
         speech_source: "one Harvard sentence".into(),
         speech,
         networks: vec![net],
-        seeds: 1,
+        runs: 1,
+        calls: true,
+        latency: false,
         media: MediaConfig { noise_suppression: false, tail: Duration::from_millis(500), ..MediaConfig::default() },
         naive: false,
         offsets: babel_media::call::REDUNDANCY_OFFSETS.to_vec(),
-        threads: 2,
         out_dir: dir.path().to_owned(),
     };
-    let r = sim::run(&python, &opts, &|s| eprintln!("{s}")).unwrap();
+    let r = sim::run(&python, &opts, 1, 2, &|s| eprintln!("{s}")).unwrap();
     eprintln!("{}", sim::markdown(&r));
     assert!(r.report.codec_mos > 3.5, "the codec alone: {}", r.report.codec_mos);
     let babel = &r.report.rows[0].babel[0];

@@ -90,30 +90,6 @@ pub fn call(speech: &[f32], net: &Network, media: &MediaConfig, seed: u64) -> an
     })
 }
 
-/// What `--simulated` runs.
-#[derive(Debug, Clone)]
-pub struct SimOptions {
-    /// The speech, 48 kHz mono.
-    pub speech: Vec<f32>,
-    /// Where it came from.
-    pub speech_source: String,
-    /// Network conditions.
-    pub networks: Vec<Network>,
-    /// Seeds per condition and receiver (1..=seeds).
-    pub seeds: u32,
-    /// Media settings (the naive receiver is these with FEC, copies and
-    /// the adaptive jitter buffer off).
-    pub media: MediaConfig,
-    /// Also the naive receiver.
-    pub naive: bool,
-    /// Where the ideal receiver finds copies (see [`codec_only`]).
-    pub offsets: Vec<u32>,
-    /// Simulated calls at once (threads).
-    pub threads: usize,
-    /// Where WAV files go.
-    pub out_dir: PathBuf,
-}
-
 /// A simulated run: the table as [`Report`] has it, and what it cost.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SimReport {
@@ -135,9 +111,16 @@ type Job = (usize, usize, u64);
 /// recording, the call time simulated.
 type Done = anyhow::Result<(Scored, PathBuf, Duration)>;
 
-/// Runs every condition with every seed, calls on `opts.threads` threads,
+/// Runs every condition with every seed, calls on `threads` threads,
 /// then scores all recordings with PESQ.
-pub fn run(python: &Path, opts: &SimOptions, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<SimReport> {
+pub fn run(
+    python: &Path,
+    opts: &super::Options,
+    seeds: u32,
+    threads: usize,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<SimReport> {
+    let seeds = seeds.max(1);
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("cannot create {}", opts.out_dir.display()))?;
     let ref16 = audio::resample(&opts.speech, 48_000, 16_000)?;
     let ref_path = opts.out_dir.join("reference.wav");
@@ -159,7 +142,7 @@ pub fn run(python: &Path, opts: &SimOptions, progress: &(dyn Fn(&str) + Sync)) -
     let mut slots: Vec<(usize, usize, usize)> = Vec::new();
     let frames = opts.speech.len().div_ceil(opts.media.frame.samples()) as f64;
     for (ri, net) in opts.networks.iter().enumerate() {
-        for seed in 1..=u64::from(opts.seeds) {
+        for seed in 1..=u64::from(seeds) {
             if net.loss_pct > 0.0 {
                 let (pcm, lost) = codec_only(&opts.speech, &opts.media, Some((net.impairment(), seed)), &opts.offsets)?;
                 let (d16, delay) = prepare(&ref16, &pcm)?;
@@ -182,7 +165,7 @@ pub fn run(python: &Path, opts: &SimOptions, progress: &(dyn Fn(&str) + Sync)) -
 
     let mut jobs: Vec<Job> = Vec::new();
     for ri in 0..opts.networks.len() {
-        for seed in 1..=u64::from(opts.seeds) {
+        for seed in 1..=u64::from(seeds) {
             jobs.push((ri, 1, seed));
             if opts.naive {
                 jobs.push((ri, 2, seed));
@@ -193,7 +176,7 @@ pub fn run(python: &Path, opts: &SimOptions, progress: &(dyn Fn(&str) + Sync)) -
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<(Job, Done)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
+        for _ in 0..threads.max(1) {
             s.spawn(|| {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
@@ -241,7 +224,7 @@ pub fn run(python: &Path, opts: &SimOptions, progress: &(dyn Fn(&str) + Sync)) -
 
     progress(&format!("scoring {} recordings with PESQ", pairs.len()));
     let started = Instant::now();
-    let scores = pesq_parallel(python, &pairs, opts.threads)?;
+    let scores = pesq_parallel(python, &pairs, threads)?;
     let pesq_secs = started.elapsed().as_secs_f64();
     let codec_mos = scores.first().copied().unwrap_or(f64::NAN);
     for (&(ri, col, i), &mos) in slots.iter().zip(scores.iter().skip(1)) {
@@ -262,7 +245,7 @@ pub fn run(python: &Path, opts: &SimOptions, progress: &(dyn Fn(&str) + Sync)) -
         rows,
         latency: Vec::new(),
     };
-    Ok(SimReport { report, seeds: opts.seeds, simulated_secs: simulated.as_secs_f64(), calls_secs, pesq_secs })
+    Ok(SimReport { report, seeds, simulated_secs: simulated.as_secs_f64(), calls_secs, pesq_secs })
 }
 
 /// [`pesq_scores`] in `threads` scorers side by side (the first pair
@@ -295,18 +278,7 @@ pub fn pesq_parallel(python: &Path, pairs: &[(PathBuf, PathBuf)], threads: usize
 /// writes `sim-results.json`.
 pub fn main(opts: &super::Options, seeds: u32, threads: usize, compare: &[PathBuf]) -> anyhow::Result<()> {
     let python = super::deps::require_pesq()?;
-    let sim = SimOptions {
-        speech: opts.speech.clone(),
-        speech_source: opts.speech_source.clone(),
-        networks: opts.networks.clone(),
-        seeds: seeds.max(1),
-        media: opts.media.clone(),
-        naive: opts.naive,
-        offsets: opts.offsets.clone(),
-        threads,
-        out_dir: opts.out_dir.clone(),
-    };
-    let r = run(&python, &sim, &|step| eprintln!("babel-quality: {step}"))?;
+    let r = run(&python, opts, seeds, threads, &|step| eprintln!("babel-quality: {step}"))?;
     let json = opts.out_dir.join("sim-results.json");
     std::fs::write(&json, serde_json::to_string_pretty(&r)?)
         .with_context(|| format!("cannot write {}", json.display()))?;
