@@ -32,6 +32,12 @@ pub trait Hub: Send + Sync + std::fmt::Debug + 'static {
     /// Closes every event connection of a session (logout) or, with `None`,
     /// of the user (account deleted).
     fn close(&self, user: UserId, session: Option<SessionId>);
+    /// Sends to the user's event connections on this node only: for what
+    /// every node works out for itself (presence, which each node publishes
+    /// to its own subscribers, so that nobody hears a change twice).
+    fn to_user_here(&self, user: UserId, event: &ServerEvent) {
+        self.to_user(user, event);
+    }
 }
 
 /// One connection's event stream: encoded event frames.
@@ -88,14 +94,27 @@ pub struct LocalHub {
 
 impl LocalHub {
     fn send(&self, user: UserId, session: Option<SessionId>, event: &ServerEvent) {
+        self.send_with(user, session, || event.to_frame().to_bytes());
+    }
+
+    /// Delivers an encoded event frame (one that came over the cluster bus).
+    pub(crate) fn send_frame(&self, user: UserId, session: Option<SessionId>, frame: Bytes) {
+        self.send_with(user, session, || frame);
+    }
+
+    fn send_with(&self, user: UserId, session: Option<SessionId>, encode: impl FnOnce() -> Bytes) {
         let mut subs = self.inner.lock();
         let Some(list) = subs.get_mut(&user) else { return };
+        let mut encode = Some(encode);
         let mut bytes: Option<Bytes> = None;
         list.retain(|s| {
             if session.is_some_and(|want| want != s.session) {
                 return true;
             }
-            let frame = bytes.get_or_insert_with(|| event.to_frame().to_bytes()).clone();
+            if bytes.is_none() {
+                bytes = encode.take().map(|f| f());
+            }
+            let Some(frame) = bytes.clone() else { return true };
             match s.tx.try_send(frame) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -108,6 +127,11 @@ impl LocalHub {
         if list.is_empty() {
             subs.remove(&user);
         }
+    }
+
+    /// Closes every event connection (a node cut off from its cluster).
+    pub(crate) fn close_all(&self) {
+        self.inner.lock().clear();
     }
 
     /// Open event connections (for tests and metrics).

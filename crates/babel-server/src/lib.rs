@@ -31,6 +31,7 @@ pub(crate) mod transport;
 // What the binary, embedding programs, the server's own tests, the fuzz
 // targets and the tools use.
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod embedded;
 pub mod identity;
