@@ -418,3 +418,109 @@ async fn a_node_cut_off_from_nats_drops_its_clients_and_comes_back() {
     }
     a.shutdown().await;
 }
+
+fn user_id(s: &Session) -> babel_proto::UserId {
+    babel_proto::UserId(s.id.parse().unwrap())
+}
+
+/// Makes two users contacts behind the nodes' backs, straight in the
+/// database: only a node that reads the database sees it.
+async fn befriend_in_the_database(world: &World, a: &Session, b: &Session) {
+    use babel_server::store::Store;
+    let (url, a, b) = (world.schema.url().to_owned(), user_id(a), user_id(b));
+    // The PostgreSQL driver blocks: off the runtime's thread.
+    tokio::task::spawn_blocking(move || {
+        let store = babel_server::store::pg::PgStore::open(&url).unwrap();
+        store.add_request(a, b, 0).unwrap();
+        assert!(store.accept_request(b, a).unwrap());
+    })
+    .await
+    .unwrap();
+}
+
+/// Polls `/contacts` (on new connections) until it lists `want`.
+async fn until_contacts(addr: SocketAddr, s: &Session, want: usize, why: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut c = Client::connect(addr).await;
+        if c.contacts(s).await.len() == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_gap_in_a_nodes_notes_makes_the_others_resynchronise() {
+    let world = World::new();
+    let a = world.node("a").await;
+    let mut c = Client::connect(a.addr()).await;
+    let ann = c.create("ann@example.org").await;
+    let bob = c.create("bob@example.org").await;
+    assert_eq!(c.contacts(&ann).await, vec![]);
+    befriend_in_the_database(&world, &ann, &bob).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(c.contacts(&ann).await, vec![], "node a answers from its cache");
+
+    // Another node whose note 2 went missing: a heartbeat says 2 was sent.
+    let ghost = async_nats::connect(world.nats.as_str()).await.unwrap();
+    let subject = babel_server::cluster::state_subject(&world.cluster.name);
+    for seq in [1, 2] {
+        let note = babel_server::cluster::Note {
+            node: "ghost".into(),
+            inc: 7,
+            seq,
+            body: babel_server::cluster::Body::Heartbeat,
+        };
+        ghost.publish(subject.clone(), serde_json::to_vec(&note).unwrap().into()).await.unwrap();
+    }
+    ghost.flush().await.unwrap();
+    until_contacts(a.addr(), &ann, 1, "node a never resynchronised after the gap").await;
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_that_lost_nats_reads_the_database_until_the_lease_runs_out() {
+    let mut world = World::new();
+    let mut nats = PrivateNats::start(free_port());
+    world.nats = format!("nats://127.0.0.1:{}", nats.port);
+    world.cluster = ClusterConfig { heartbeat_ms: 200, lease_ms: 60_000, dead_after_ms: 90_000, ..world.cluster };
+    let a = world.node("a").await;
+    let mut c = Client::connect(a.addr()).await;
+    let ann = c.create("ann@example.org").await;
+    let bob = c.create("bob@example.org").await;
+    assert_eq!(c.contacts(&ann).await, vec![]);
+    nats.kill();
+    // What another node may have changed meanwhile is seen, since the
+    // node no longer trusts its caches.
+    befriend_in_the_database(&world, &ann, &bob).await;
+    until_contacts(a.addr(), &ann, 1, "node a kept answering from its cache without NATS").await;
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_logout_elsewhere_ends_the_sessions_calls_and_relay_legs() {
+    let world = World::new();
+    let (a, b) = (world.node("a").await, world.node("b").await);
+    let (ann, bob) = two_contacts(a.addr(), "ann@example.org", "bob@example.org").await;
+    // Both call through node b.
+    let mut bob_events = Events::open(b.addr(), &bob).await;
+    let (mut ann_b, mut bob_b) = (Client::connect(b.addr()).await, Client::connect(b.addr()).await);
+    let (status, v) = ann_b.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (status, v) = bob_b.call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(b.app().calls_in_progress(), 1);
+    assert_eq!(b.app().relay().leg_count(), 2, "both have relay legs on b");
+
+    let (status, v) = Client::connect(a.addr()).await.call(ann.header(), "/logout", Value::Null).await;
+    assert_eq!(status, 200, "{v}");
+    let ended = bob_events.next_named("/call_ended").await;
+    assert_eq!(ended["call_id"], json!(call_id), "{ended}");
+    assert_eq!(b.app().calls_in_progress(), 0);
+    assert_eq!(b.app().relay().leg_count(), 0, "the legs are revoked");
+    a.shutdown().await;
+    b.shutdown().await;
+}
