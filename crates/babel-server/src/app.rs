@@ -614,7 +614,8 @@ impl App {
         self.sessions.invalidate_where(|r| r.last_used < cutoff);
         tracing::info!(sessions = purged.len(), "purged expired sessions");
         for rec in purged {
-            if self.presence.sessions_of(rec.user).contains(&rec.id) {
+            // In a cluster its connections may be on another node.
+            if self.bus.is_some() || self.presence.sessions_of(rec.user).contains(&rec.id) {
                 if let Err(e) = self.end_session_because(rec, babel_proto::SessionEndReason::Expired).await {
                     tracing::warn!(error = %e, "could not end an expired session");
                 }

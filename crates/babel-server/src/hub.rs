@@ -1,8 +1,9 @@
 //! The event hub: delivers events to every `/events` connection of a user,
 //! or of one session.
 //!
-//! Behind a trait so that several server nodes can later share one (NATS);
-//! [`LocalHub`] is the in-process implementation. An event is encoded once
+//! Behind a trait so that several server nodes can share one: [`LocalHub`]
+//! is the in-process implementation, `crate::cluster::Bus` the one over
+//! NATS (which delivers through a `LocalHub` of its own). An event is encoded once
 //! and the same bytes go to every subscriber. Each subscriber has a bounded
 //! queue; one that falls that far behind is cut off (its connection closes
 //! and the client reconnects and re-reads its state) rather than allowed to

@@ -436,6 +436,11 @@ impl RunningServer {
         &self.app
     }
 
+    /// This node's name in its cluster (`None` on a node alone).
+    pub fn node(&self) -> Option<&str> {
+        self.app.bus.as_ref().map(|b| b.node())
+    }
+
     /// Stops accepting, lets connections finish, and waits.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

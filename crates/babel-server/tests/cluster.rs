@@ -524,3 +524,55 @@ async fn a_logout_elsewhere_ends_the_sessions_calls_and_relay_legs() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_session_expired_by_one_node_ends_on_the_others() {
+    let world = World::new();
+    // Only node a expires sessions this soon, so a is the one that purges.
+    let a = RunningServer::start(&Config { session_ttl_secs: 2, ..world.config("a") }).await.unwrap();
+    let b = world.node("b").await;
+    let ann = Client::connect(a.addr()).await.create("ann@example.org").await;
+    let mut stream = Events::open(b.addr(), &ann).await;
+    let ended = stream.next_named("/session_ended").await;
+    assert_eq!(ended["reason"], "expired", "{ended}");
+    stream.closes().await;
+    let (status, _) = Client::connect(b.addr()).await.call(ann.header(), "/contacts", Value::Null).await;
+    assert_eq!(status, 401);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn embedded_nodes_join_a_cluster() {
+    let world = World::new();
+    let node = |name: &'static str| {
+        let cluster = world.cluster.clone();
+        babel_server::Embedded::builder()
+            .fast_hashing()
+            .cluster(world.schema.url(), &world.nats, name)
+            .config(move |c| c.cluster = cluster)
+            .start()
+    };
+    let (a, b) = (node("a").await.unwrap(), node("b").await.unwrap());
+    assert_eq!(a.server().node(), Some("a"));
+    let (ann, bob) = two_contacts(a.addr(), "ann@example.org", "bob@example.org").await;
+    let mut bob_events = Events::open(b.addr(), &bob).await;
+    let (status, v) = Client::connect(a.addr())
+        .await
+        .call(ann.header(), "/send_message", json!({"contact_id": bob.id, "text": "hi"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(bob_events.next_named("/message").await["text"], "hi");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_whose_nats_does_not_answer_does_not_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = Config { nats: Some(format!("nats://user:secret@127.0.0.1:{port}")), ..test_config(&dir) };
+    let err = RunningServer::start(&config).await.expect_err("no NATS there").to_string();
+    assert!(err.contains(&format!("cannot reach NATS at nats://127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("secret"), "the password reached the message: {err}");
+}
