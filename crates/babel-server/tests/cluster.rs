@@ -576,3 +576,32 @@ async fn a_node_whose_nats_does_not_answer_does_not_start_and_says_why() {
     assert!(err.contains(&format!("cannot reach NATS at nats://127.0.0.1:{port}")), "{err}");
     assert!(!err.contains("secret"), "the password reached the message: {err}");
 }
+
+#[tokio::test]
+async fn busy_on_one_node_shows_on_the_others() {
+    let world = World::new();
+    let (a, b) = (world.node("a").await, world.node("b").await);
+    let (ann, bob) = two_contacts(b.addr(), "ann@example.org", "bob@example.org").await;
+    let (wes, _) = two_contacts(a.addr(), "wes@example.org", "ann2@example.org").await;
+    Client::connect(a.addr()).await.befriend(&wes, &ann).await;
+    let mut watch = Events::open(a.addr(), &wes).await;
+    // Ann and Bob talk through node b; Wes watches from node a.
+    let _bob_events = Events::open(b.addr(), &bob).await;
+    let (mut ann_b, mut bob_b) = (Client::connect(b.addr()).await, Client::connect(b.addr()).await);
+    let (status, v) = ann_b.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    watch.until("/status", status_is(&ann.id, "online")).await;
+    let (status, v) = bob_b.call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    let seen = watch.until("/status", status_is(&ann.id, "busy")).await;
+    assert_eq!(statuses(&seen).iter().filter(|s| s["id"] == ann.id.as_str()).count(), 1, "{seen:?}");
+    let (status, v) = Client::connect(a.addr()).await.call(wes.header(), "/contacts", Value::Null).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v.as_array().unwrap().iter().any(|c| c["id"] == ann.id.as_str() && c["status"] == "busy"), "{v}");
+    let (status, v) = ann_b.call(ann.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    watch.until("/status", status_is(&ann.id, "online")).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
