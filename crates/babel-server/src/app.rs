@@ -629,7 +629,7 @@ impl App {
         let id = rec.id;
         self.blocking(move |s| s.delete_session(id)).await?;
         self.sessions.invalidate_where(|r| r.id == id);
-        self.tell_cluster(crate::cluster::Body::SessionEnded { user: rec.user.0, session: id.0 });
+        self.tell_cluster_and_wait(crate::cluster::Body::SessionEnded { user: rec.user.0, session: id.0 }).await;
         self.presence.end_session(rec.user, rec.id);
         self.hub.close(rec.user, Some(rec.id));
         let fx = self.calls.leave_all(Leg { user: rec.user, session: rec.id }, reason);
@@ -642,7 +642,7 @@ impl App {
     pub(crate) async fn end_user(&self, user: UserId) {
         let live = self.presence.sessions_of(user);
         self.sessions.invalidate_where(|r| r.user == user);
-        self.tell_cluster(crate::cluster::Body::UserDeleted { user: user.0 });
+        self.tell_cluster_and_wait(crate::cluster::Body::UserDeleted { user: user.0 }).await;
         self.presence.close_user(user);
         self.presence.end_user(user);
         for session in &live {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use babel_proto::{EndReason, UserId};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +57,14 @@ impl App {
     pub(crate) fn tell_cluster(&self, body: Body) {
         if let Some(bus) = &self.bus {
             bus.note(body);
+        }
+    }
+
+    /// Tells the other nodes of a revocation (committed already) and waits,
+    /// within the promise of 100 ms, until they have taken it in.
+    pub(crate) async fn tell_cluster_and_wait(&self, body: Body) {
+        if let Some(bus) = &self.bus {
+            bus.note_and_wait(body, Duration::from_millis(100)).await;
         }
     }
 
@@ -229,8 +238,12 @@ impl App {
                             m = out.recv() => m,
                             _ = cancel.cancelled() => None,
                         };
-                        let Some((subject, payload)) = next else { return };
-                        if let Err(e) = client.publish(subject, payload).await {
+                        let Some((subject, reply, payload)) = next else { return };
+                        let sent = match reply {
+                            Some(reply) => client.publish_with_reply(subject, reply, payload).await,
+                            None => client.publish(subject, payload).await,
+                        };
+                        if let Err(e) = sent {
                             tracing::warn!(error = %e, "cannot publish on the cluster bus");
                         }
                     }
@@ -264,7 +277,13 @@ impl App {
                             bus.deliver(user, &msg);
                         } else if *msg.subject == *state {
                             match serde_json::from_slice::<Note>(&msg.payload) {
-                                Ok(note) => app.on_note(&bus, note).await,
+                                Ok(note) => {
+                                    app.on_note(&bus, note).await;
+                                    // Taken in: the sender may be waiting.
+                                    if let Some(reply) = &msg.reply {
+                                        bus.publish_with_reply(reply.to_string(), None, Bytes::new());
+                                    }
+                                }
                                 Err(e) => tracing::debug!(error = %e, "malformed cluster note"),
                             }
                         }

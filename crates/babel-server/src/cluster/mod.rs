@@ -350,10 +350,13 @@ impl Peers {
     }
 }
 
+/// A message for NATS: subject, reply subject, payload.
+type Outgoing = (String, Option<String>, Bytes);
+
 /// What the run loop takes over once.
 struct Parts {
     inbox: async_nats::Subscriber,
-    out: mpsc::Receiver<(String, Bytes)>,
+    out: mpsc::Receiver<Outgoing>,
     events: mpsc::UnboundedReceiver<async_nats::Event>,
 }
 
@@ -369,7 +372,7 @@ pub struct Bus {
     inc: u64,
     cfg: ClusterConfig,
     local: LocalHub,
-    out: mpsc::Sender<(String, Bytes)>,
+    out: mpsc::Sender<Outgoing>,
     /// The last sequenced note's number; held while one is queued, so notes
     /// leave in their numbers' order.
     seq: Mutex<u64>,
@@ -447,20 +450,59 @@ impl Bus {
     }
 
     fn publish(&self, subject: String, payload: Bytes) {
-        if let Err(e) = self.out.try_send((subject, payload)) {
+        self.publish_with_reply(subject, None, payload);
+    }
+
+    pub(crate) fn publish_with_reply(&self, subject: String, reply: Option<String>, payload: Bytes) {
+        if let Err(e) = self.out.try_send((subject, reply, payload)) {
             tracing::warn!(error = %e, "cluster bus backlog full; a message is dropped");
         }
     }
 
     /// Sends a note to the other nodes.
     pub(crate) fn note(&self, body: Body) {
+        self.note_with_reply(body, None);
+    }
+
+    /// Sends a note and waits (at most `within`) until every node known
+    /// alive has taken it in: for revocations, so that a token refused on
+    /// this node is refused on the others by the time the request that
+    /// revoked it is answered.
+    pub(crate) async fn note_and_wait(&self, body: Body, within: Duration) {
+        let expected = lock(&self.peers).names().len();
+        if expected == 0 {
+            return self.note(body);
+        }
+        let inbox = self.client.new_inbox();
+        let mut acks = match self.client.subscribe(inbox.clone()).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot wait for the other nodes");
+                return self.note(body);
+            }
+        };
+        // The subscription is ahead of the note on the connection.
+        self.note_with_reply(body, Some(inbox));
+        let all = async {
+            for _ in 0..expected {
+                if futures::StreamExt::next(&mut acks).await.is_none() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(within, all).await.is_err() {
+            tracing::debug!("not every node confirmed a revocation in time");
+        }
+    }
+
+    fn note_with_reply(&self, body: Body, reply: Option<String>) {
         let mut seq = lock(&self.seq);
         if body.sequenced() {
             *seq += 1;
         }
         let note = Note { node: self.node.clone(), inc: self.inc, seq: *seq, body };
         match serde_json::to_vec(&note) {
-            Ok(bytes) => self.publish(state_subject(&self.prefix), bytes.into()),
+            Ok(bytes) => self.publish_with_reply(state_subject(&self.prefix), reply, bytes.into()),
             Err(e) => tracing::error!(error = %e, "cannot encode a cluster note"),
         }
     }
