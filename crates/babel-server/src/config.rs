@@ -85,6 +85,16 @@ pub struct Config {
     /// Abuse limits (`[limits]` in the file).
     #[serde(rename = "limits")]
     pub abuse: crate::limits::LimitsConfig,
+    /// NATS server that joins this node to a cluster (`nats://HOST:PORT`;
+    /// default: none, a node on its own). Nodes of one cluster share the
+    /// database (PostgreSQL) and this NATS.
+    pub nats: Option<String>,
+    /// This node's name in the cluster (default: host name and port).
+    /// Unique per cluster.
+    pub node: Option<String>,
+    /// Cluster settings (`[cluster]` in the file): its name (the NATS
+    /// subject prefix) and timings.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -114,6 +124,9 @@ impl Default for Config {
             relay_buffer_bytes: 8 << 20,
             relay_challenge_every_ms: crate::relay::CHALLENGE_EVERY_MS,
             abuse: crate::limits::LimitsConfig::default(),
+            nats: None,
+            node: None,
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }

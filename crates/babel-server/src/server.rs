@@ -210,6 +210,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The node could not join its cluster (`--nats`).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::BusError),
     /// Neither listener is on.
     #[error("no listener: the plain listener is off and no TLS listener is configured")]
     NoListener,
@@ -273,7 +276,19 @@ impl Server {
         let (tx, learned) = mpsc::unbounded_channel();
         let relay = Relay::with_challenge_every(udp_port, config.relay_challenge_every_ms);
         relay.set_reports(tx);
-        let app = App::new(store, Arc::new(LocalHub::default()), relay, AppConfig::from(config));
+        let bus = match &config.nats {
+            Some(url) => {
+                let port = plain.as_ref().or(tls.as_ref().map(|(l, _, _)| l)).map_or(0, |(_, bound)| bound.port());
+                let node = config.node.clone().unwrap_or_else(|| crate::cluster::default_node_name(port));
+                Some(crate::cluster::Bus::connect(url, &node, &config.cluster).await?)
+            }
+            None => None,
+        };
+        let hub: Arc<dyn crate::hub::Hub> = match &bus {
+            Some(bus) => Arc::clone(bus) as Arc<dyn crate::hub::Hub>,
+            None => Arc::new(LocalHub::default()),
+        };
+        let app = App::new(store, hub, relay, AppConfig::from(config), bus);
         let settings = ConnSettings {
             limits: config.limits(),
             frame_timeout: config.frame_timeout(),
@@ -318,6 +333,11 @@ impl Server {
     /// The relay's UDP address.
     pub fn udp_addr(&self) -> std::io::Result<SocketAddr> {
         self.udp.local_addr()
+    }
+
+    /// This node's name in its cluster (`None` on a node alone).
+    pub fn node(&self) -> Option<&str> {
+        self.app.bus.as_ref().map(|b| b.node())
     }
 
     /// The services.
@@ -414,6 +434,11 @@ impl RunningServer {
     /// The shared state (for tests and metrics).
     pub fn app(&self) -> &Arc<App> {
         &self.app
+    }
+
+    /// This node's name in its cluster (`None` on a node alone).
+    pub fn node(&self) -> Option<&str> {
+        self.app.bus.as_ref().map(|b| b.node())
     }
 
     /// Stops accepting, lets connections finish, and waits.
