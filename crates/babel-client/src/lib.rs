@@ -269,6 +269,14 @@ impl Client {
             if let Some(old) = self.conn.take() {
                 self.endpoint.failed(old.server());
             }
+        }
+        // The event stream (or another request) moved to another node,
+        // having found this one dead or silent: follow it rather than wait
+        // for a request to time out here.
+        if self.conn.as_ref().is_some_and(|c| c.server() != self.endpoint.current()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
             let conn = Conn::open_with_backoff(&self.endpoint, self.backoff).await?;
             self.addr = conn.server().to_string();
             self.conn = Some(conn);
