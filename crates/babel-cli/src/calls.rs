@@ -408,7 +408,7 @@ async fn run_media(
                 Some(Ok(Event::Disconnected)) if show => {
                     term::say("babel: connection to the server lost; reconnecting (the call goes on)…");
                 }
-                Some(Ok(Event::Reconnected)) if show => term::say(&term::connected_again(&events)),
+                Some(Ok(Event::Reconnected)) if show => term::say(&term::connected_again(events)),
                 _ => {}
             },
         }
