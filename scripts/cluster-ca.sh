@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A certificate authority of the cluster's own, and a certificate it signs
 # for each node, with openssl: clients given the authority's certificate
-# (`babel --tls-ca ca.pem`, the GUI's "Cluster CA" setting) trust every node
+# (`babel --tls-ca ca.pem`, or `TlsOptions::with_authority` in the library) trust every node
 # it signed and move between them without a trust-on-first-use prompt, and
 # refuse a node whose certificate it did not sign.
 #

@@ -143,6 +143,10 @@ pub fn describe(e: &ClientError, server: &str, signing_in: bool) -> String {
         ClientError::Connect { .. } => {
             format!("Cannot reach the server at {server}. Check the address and that the server is running.")
         }
+        ClientError::NoServer(_) if e.is_unreachable() => format!(
+            "Cannot reach any of the servers {}. Check the addresses and that a server is running.",
+            server.replace(',', ", ")
+        ),
         ClientError::Disconnected => "The connection to the server was lost. Try again.".into(),
         ClientError::Timeout(_) => "The server did not answer in time. Try again.".into(),
         ClientError::Server(ReplyError::Unauthorized) if signing_in => "Wrong email or password.".into(),
@@ -477,7 +481,8 @@ impl Backend {
     }
 
     async fn signed_in(&mut self, client: Client, info: SessionInfo) {
-        let server = client.addr().to_owned();
+        // Of a cluster, every node is kept, not only the one that answered.
+        let server = client.servers();
         let events = match client.events().await {
             Ok(e) => e,
             Err(e @ ClientError::Server(ReplyError::Unauthorized)) => {
@@ -1079,6 +1084,15 @@ mod tests {
         };
         let text = describe(&changed, "tls://h:1", true);
         assert!(text.starts_with("Refusing the server at tls://h:1") && text.contains("not the pinned"), "{text}");
+        let dead = |addr: &str| ClientError::Connect {
+            addr: addr.into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let none = ClientError::NoServer(vec![dead("a:1"), dead("b:2")]);
+        assert_eq!(
+            describe(&none, "a:1,b:2", true),
+            "Cannot reach any of the servers a:1, b:2. Check the addresses and that a server is running."
+        );
         let bad = ClientError::Address("not a server address".into());
         assert!(describe(&bad, "x", true).starts_with("Not a server address"));
         assert_eq!(sentence(""), "Something went wrong.");

@@ -45,7 +45,8 @@ pub enum SettingsError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// The server last used (`host:port` or `tls://host:port`).
+    /// The server last used (`host:port` or `tls://host:port`, or a
+    /// cluster's nodes as a comma-separated list of them).
     pub server: String,
     /// The email last signed in with.
     pub email: String,
