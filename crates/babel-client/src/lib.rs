@@ -19,7 +19,14 @@
 //!   [`Client::messages`], [`Client::mark_read`], [`Client::unread`],
 //!   [`Client::call_history`] (in `messages.rs`).
 //! * [`tls`]: `tls://` addresses and how a TLS server is trusted (authority,
-//!   pinned fingerprint, or first use recorded in a known-servers file).
+//!   pinned fingerprint, or first use recorded in a known-servers file; a
+//!   cluster's own authority with [`TlsOptions::with_authority`]).
+//! * [`ServerList`] and [`Endpoint`]: a cluster's nodes (`a:7447,b:7447`),
+//!   tried in turn, each attempt bounded by [`ATTEMPT_TIMEOUT`]. Every
+//!   connection (requests, the event stream, call channels) goes to the
+//!   node that worked last and moves on when it fails: a node that dies
+//!   costs the event stream one `Disconnected`/`Reconnected` pair, with the
+//!   same session, and requests follow the stream to its new node.
 //!
 //! Not here: audio, codecs, media encryption, UDP (see `babel-media`).
 
