@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use babel_call::setup::{ExchangeError, KEY_EXCHANGE_WAIT};
 use babel_call::{Answered, Answering, Call, CallError, CallEvent, Outgoing, Settled};
-use babel_client::{Client, ClientError, Endpoint, Event, EventStream, TlsOptions};
+use babel_client::{Client, ClientError, Endpoint, Event, EventStream};
 use babel_media::audio::{AudioInput, AudioOutput, SilentInput, level_db};
 use babel_media::codec::FrameMs;
 use babel_media::engine::{CallStats, Control, EndCause, MediaError, StopFlag};
@@ -322,10 +322,12 @@ impl Backend {
         let _ = tokio::time::timeout(Duration::from_secs(3), self.leave_call()).await;
     }
 
-    /// The server address with the trust policy for `tls://`: first-use
-    /// fingerprints are kept in `known_servers` in the home folder.
+    /// The server address (or a cluster's list) with the trust policy for
+    /// `tls://`: first-use fingerprints are kept in `known_servers` in the
+    /// home folder, unless settings name a cluster authority to trust alone.
     fn endpoint(&self, server: &str) -> Result<Endpoint, ClientError> {
-        Endpoint::with_tls(server, Arc::new(TlsOptions::in_dir(self.home.dir())))
+        let tls = self.settings.tls_options(self.home.dir()).map_err(ClientError::Address)?;
+        Endpoint::with_tls(server, Arc::new(tls))
     }
 
     fn addr(&self) -> String {
