@@ -371,3 +371,31 @@ async fn tls_nodes_of_one_authority_fail_over_without_a_prompt_and_another_ca_is
     let stranger_addr: ServerAddr = stranger.tls_addr().parse().unwrap();
     assert_ne!(c.endpoint().current(), &stranger_addr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_meanwhile_is_refused_on_the_next_node_and_the_stream_ends() {
+    let (schema, dir) = (schema(), tempfile::tempdir().unwrap());
+    let (a, b) = (node(schema.url(), dir.path(), "", &[]), node(schema.url(), dir.path(), "", &[]));
+    let list = format!("{},{}", a.addr(), b.addr());
+    let ann = user(&list, "ann@example.org").await;
+    let mut events = ann.events().await.unwrap();
+    assert_eq!(on(&events), Some(a.addr()));
+    // The session ends through the other node; then ann's node dies.
+    let mut elsewhere = Client::resume(b.addr(), ann.session().unwrap().clone()).await.unwrap();
+    elsewhere.logout().await.unwrap();
+    a.kill();
+    // The next node answers 401 (a node that answers is not second-guessed
+    // on the others): the stream ends with it.
+    let end = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match events.next().await {
+                Some(Ok(Event::Server(_) | Event::Disconnected)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(end, Some(Err(ClientError::Server(babel_proto::ReplyError::Unauthorized)))), "{end:?}");
+    assert!(events.next().await.is_none(), "the stream ended for good");
+}
