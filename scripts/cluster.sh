@@ -75,4 +75,4 @@ for i in "${!ports[@]}"; do
   echo "cluster: node $n on $(sed -n 's/^listening on //p' "$dir/node-$n.out") (log $dir/node-$n.log)"
 done
 echo "cluster: PostgreSQL schema 'cluster' in postgres://babel@127.0.0.1:5432/babel; nats-server on 127.0.0.1:4222"
-echo "cluster: try  babel --server 127.0.0.1:7451 ...  ; stop with: scripts/cluster.sh stop"
+echo "cluster: try  babel --server 127.0.0.1:7451,127.0.0.1:7452,127.0.0.1:7453 ...  (kill a node: the client moves to the next); stop with: scripts/cluster.sh stop"

@@ -408,7 +408,7 @@ async fn run_media(
                 Some(Ok(Event::Disconnected)) if show => {
                     term::say("babel: connection to the server lost; reconnecting (the call goes on)…");
                 }
-                Some(Ok(Event::Reconnected)) if show => term::say("babel: connected to the server again"),
+                Some(Ok(Event::Reconnected)) if show => term::say(&term::connected_again(events)),
                 _ => {}
             },
         }
@@ -652,7 +652,7 @@ pub async fn listen(
                 }
                 Some(Ok(Event::Reconnected)) => {
                     if show {
-                        term::say("babel: connected to the server again");
+                        term::say(&term::connected_again(&events));
                     }
                     lost = false;
                     waiting(&keys);
