@@ -13,8 +13,9 @@
 //!
 //! While the mix is all input, the input passes **undelayed**: a clean
 //! microphone gets no suppression delay at all. When noise appears, the
-//! output moves to RNNoise's time (10 ms later) in a quiet block (a
-//! pause: nothing below the noise floor + 6 dB to hear the switch), with
+//! output moves to RNNoise's time (10 ms later) in a pause (a block
+//! within 6 dB of the noise floor, or that RNNoise holds for no speech:
+//! no voice to hear the switch in), with
 //! a crossfade over the block; it goes back the same way after the ratio
 //! has been clean for [`BACK_TO_CLEAN_BLOCKS`].
 
@@ -27,8 +28,8 @@ pub const BLOCK: usize = DenoiseState::FRAME_SIZE;
 /// Clean blocks in a row before the output drops RNNoise's delay (3 s).
 pub const BACK_TO_CLEAN_BLOCKS: u32 = 300;
 /// Blocks a pending switch of delay waits for a pause before it happens
-/// anyway (2 s).
-const SWITCH_WAIT_BLOCKS: u32 = 200;
+/// anyway (1 s).
+const SWITCH_WAIT_BLOCKS: u32 = 100;
 /// How far the mix moves per block (0 → 1 in 200 ms).
 const MIX_STEP: f32 = 0.05;
 
@@ -48,7 +49,7 @@ pub struct Tuning {
 
 impl Tuning {
     /// What ships (measured, see BENCHMARKS.md's noise table).
-    pub const SHIPPED: Tuning = Tuning { full_db: 25.0, clean_db: 35.0, min_dry: 0.0, gated: true };
+    pub const SHIPPED: Tuning = Tuning { full_db: 30.0, clean_db: 45.0, min_dry: 0.0, gated: true };
     /// RNNoise alone on every block, as before the gate.
     pub const ALWAYS: Tuning = Tuning { full_db: f32::INFINITY, clean_db: f32::INFINITY, min_dry: 0.0, gated: false };
 
@@ -181,8 +182,9 @@ impl Denoiser {
         let mut switch = false;
         if want_delayed != self.delayed {
             self.waiting += 1;
-            // A pause: within 6 dB of the noise floor.
-            let quiet = now <= self.est.noise_floor() * 4.0;
+            // A pause: within 6 dB of the noise floor, or a block RNNoise
+            // holds for no speech (only noise to hear the switch in).
+            let quiet = now <= self.est.noise_floor() * 4.0 || self.speech_prob < 0.3;
             switch = quiet || self.waiting >= SWITCH_WAIT_BLOCKS;
         } else {
             self.waiting = 0;
@@ -303,7 +305,7 @@ mod tests {
 
     #[test]
     fn back_to_undelayed_once_the_noise_stops() {
-        let clean = bursts(20);
+        let clean = bursts(24);
         let noisy: Vec<f32> = clean
             .iter()
             .zip(lcg_noise(clean.len(), 5, 0.1))

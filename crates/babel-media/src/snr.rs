@@ -13,8 +13,11 @@
 //! * **the sound outside speech**: a leaky mean of the power of blocks
 //!   the suppressor holds for non-speech, which catches what the floor
 //!   misses: keyboard clicks between silent gaps, a babble's louder words
-//!   (not in the 200 ms after speech nor the 100 ms before it: the ends
-//!   and starts of words are no noise; so it counts a block 100 ms late);
+//!   (not in the 200 ms after anything that might be speech nor the
+//!   100 ms before it: the ends and starts of words are no noise, so it
+//!   counts a block 100 ms late; and a block counts with at most 10 times
+//!   the mean so far or the floor, so that a breath is no noise but typing
+//!   soon is);
 //! * **the speech level**: a leaky mean of the power of blocks that are
 //!   speech and well above the floor.
 //!
@@ -46,6 +49,9 @@ pub const NOMINAL_SPEECH: f32 = 0.002_511_9;
 const LEAK: f32 = 0.02;
 /// Smoothing of the sound outside speech per block (≈ 0.2 s of pauses).
 const OUTSIDE_LEAK: f32 = 0.1;
+/// A block counts with at most this many times the sound outside speech
+/// so far or the floor, whichever is larger (+10 dB).
+const OUTSIDE_STEP: f32 = 10.0;
 /// Blocks after a speech block that do not count as noise (200 ms): they
 /// hold the ends of words.
 const HANGOVER_BLOCKS: u32 = 20;
@@ -79,7 +85,7 @@ pub struct SnrEstimator {
     /// Leaky mean power of speech blocks, once there is one.
     speech: Option<f32>,
     blocks: u32,
-    /// Blocks since the last speech block.
+    /// Blocks since the last block that might be speech.
     since_speech: u32,
     /// The last [`LOOKBACK_BLOCKS`] blocks' power, oldest first, and
     /// whether each may still count as noise (a later speech block
@@ -127,12 +133,15 @@ impl SnrEstimator {
             self.cur_min = f32::MAX;
             self.cur_blocks = 0;
         }
-        self.since_speech = if speech_prob >= SPEECH_PROB { 0 } else { self.since_speech.saturating_add(1) };
+        self.since_speech = if speech_prob >= NOISE_PROB { 0 } else { self.since_speech.saturating_add(1) };
         if self.since_speech == 0 {
             self.pending.iter_mut().for_each(|p| p.1 = false);
         }
         let (old, counts) = self.pending[0];
         if counts {
+            // One loud block (a breath, a smack) moves it little; noise
+            // that goes on gets there in ~25 blocks.
+            let old = old.min(self.outside.max(self.noise_floor()) * OUTSIDE_STEP);
             self.outside += OUTSIDE_LEAK * (old - self.outside);
         }
         self.pending.rotate_left(1);
@@ -261,6 +270,21 @@ mod tests {
         }
         let snr = e.snr_db().unwrap_or(f32::NAN);
         assert!(snr > 60.0, "{snr}");
+    }
+
+    #[test]
+    fn a_breath_in_a_pause_is_no_noise() {
+        let mut e = SnrEstimator::new();
+        talk(&mut e, 3, -90.0, None);
+        // A loud non-speech block in the middle of a pause.
+        for i in 0..80 {
+            e.update(block(if i == 60 { -25.0 } else { -90.0 }, 0.05));
+        }
+        for _ in 0..20 {
+            e.update(block(-90.0, 0.0));
+        }
+        let snr = e.snr_db().unwrap_or(f32::NAN);
+        assert!(snr > 50.0, "{snr}");
     }
 
     #[test]

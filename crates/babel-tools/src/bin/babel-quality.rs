@@ -123,6 +123,11 @@ struct Args {
     /// `FULL_DB,CLEAN_DB,MIN_DRY` (see `babel_media::denoise::Tuning`).
     #[arg(long, value_delimiter = ',', num_args = 3)]
     ns_tuning: Option<Vec<f32>>,
+    /// With --noise: also whole calls in simulated time, this many seeds
+    /// per cell, suppression off and as shipped, over the --net conditions
+    /// (default: a clean path).
+    #[arg(long, default_value_t = 0)]
+    noise_calls: u32,
 }
 
 fn print_report(report: &quality::Report) {
@@ -161,6 +166,21 @@ fn noise_rows(a: &Args, conditions: &[String]) -> anyhow::Result<()> {
     let rows = quality::noise::run(&python, tuning, &voices, &conds, &dir, |s| eprintln!("babel-quality: {s}"))?;
     std::fs::write(a.out.join("noise.json"), serde_json::to_string_pretty(&rows)?)?;
     println!("{}", quality::noise::markdown(&rows));
+    if a.noise_calls > 0 {
+        let nets = if a.nets.is_empty() {
+            vec![Network { loss_pct: 0.0, bursty: false, jitter_ms: 0 }]
+        } else {
+            a.nets.clone()
+        };
+        let frame = if a.frame_ms == 10 { FrameMs::Ten } else { FrameMs::Twenty };
+        let media = MediaConfig { frame, bitrate: a.bitrate, ..MediaConfig::default() };
+        let dir = a.out.join("noise-calls");
+        let calls = quality::noise::end_to_end(&python, &media, &voices, &conds, (&nets, a.noise_calls), &dir, |s| {
+            eprintln!("babel-quality: calls: {s}")
+        })?;
+        std::fs::write(a.out.join("noise-calls.json"), serde_json::to_string_pretty(&calls)?)?;
+        println!("\n{}", quality::noise::calls_markdown(&calls));
+    }
     eprintln!(
         "babel-quality: noise rows done in {:.0} s; noise.json in {}",
         started.elapsed().as_secs_f64(),

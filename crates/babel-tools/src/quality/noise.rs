@@ -33,12 +33,13 @@ use anyhow::{Context, bail};
 use babel_media::audio;
 use babel_media::denoise::{Denoiser, Tuning};
 use babel_media::echo::EchoLevel;
+use babel_media::engine::MediaConfig;
 use babel_media::process::CaptureChain;
 use serde::{Deserialize, Serialize};
 
 use super::deps::Missing;
 use super::voices::{self, SOUNDS_ROOT, Speaker};
-use super::{pesq_scores, prepare, write_wav16};
+use super::{Network, pesq_scores, prepare, write_wav16};
 
 /// Talkers in the babble.
 pub const BABBLE_TALKERS: usize = 6;
@@ -425,6 +426,125 @@ pub fn run(
         }
     }
     Ok(rows)
+}
+
+/// One voice, condition and network, end to end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallRow {
+    /// The voice.
+    pub voice: String,
+    /// The condition.
+    pub condition: NoiseCondition,
+    /// The network (both ways).
+    pub network: Network,
+    /// PESQ per seed, suppression off.
+    pub off: Vec<f64>,
+    /// PESQ per seed, as shipped.
+    pub on: Vec<f64>,
+    /// Mean alignment delay, ms, off and shipped.
+    pub delay_ms: (f64, f64),
+}
+
+/// The noisy voices through whole calls in simulated time
+/// ([`super::sim::call`]: call cores, real Opus, jitter buffer and capture
+/// chain, the `babel-netem` link), with the shipped settings and with
+/// suppression off, over each of `networks`, `seeds` calls each (seeds
+/// 1..=N); what the listener
+/// hears is scored against the clean voice.
+pub fn end_to_end(
+    python: &Path,
+    media: &MediaConfig,
+    voices_in: &[(String, Vec<f32>)],
+    conditions: &[NoiseCondition],
+    (networks, seeds): (&[Network], u32),
+    dir: &Path,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<Vec<CallRow>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let longest = voices_in.iter().map(|(_, s)| s.len()).max().unwrap_or(0) as f64 / 48_000.0;
+    let mut noises: Vec<(NoiseKind, Vec<f32>)> = Vec::new();
+    for k in conditions.iter().filter_map(|c| c.kind) {
+        if !noises.iter().any(|(n, _)| *n == k) {
+            noises.push((k, make(k, longest + 1.0)?));
+        }
+    }
+    let shipped = voices::shipped(media);
+    let off = MediaConfig { noise_suppression: false, ..shipped.clone() };
+    let mut pairs = Vec::new();
+    let mut rows = Vec::new();
+    for (voice, speech) in voices_in {
+        let ref16 = audio::resample(speech, 48_000, 16_000)?;
+        let ref_path = dir.join(format!("{voice}-reference.wav"));
+        write_wav16(&ref_path, &ref16)?;
+        for c in conditions {
+            let noisy = match c.kind {
+                None => speech.clone(),
+                Some(k) => mix(speech, noises.iter().find(|(n, _)| *n == k).map_or(&[][..], |(_, x)| x), c.snr_db),
+            };
+            for net in networks {
+                progress(&format!("{voice}: {}, {}", c.label(), net.label()));
+                let mut delays = [0.0, 0.0];
+                for seed in 1..=u64::from(seeds) {
+                    for (j, (what, cfg)) in [("off", &off), ("on", &shipped)].into_iter().enumerate() {
+                        let heard = super::sim::call(&noisy, net, cfg, seed)?.heard;
+                        let (deg, delay) = prepare(&ref16, &heard)?;
+                        delays[j] += delay / f64::from(seeds);
+                        let tag = format!("{}-{}", c.label(), net.label()).replace([' ', '%', ','], "");
+                        let p = dir.join(format!("{voice}-{tag}-{seed}-{what}.wav"));
+                        write_wav16(&p, &deg)?;
+                        pairs.push((ref_path.clone(), p));
+                    }
+                }
+                rows.push(CallRow {
+                    voice: voice.clone(),
+                    condition: *c,
+                    network: *net,
+                    off: Vec::new(),
+                    on: Vec::new(),
+                    delay_ms: (delays[0], delays[1]),
+                });
+            }
+        }
+    }
+    let scores = pesq_scores(python, &pairs)?;
+    let per_row = 2 * seeds as usize;
+    for (row, s) in rows.iter_mut().zip(scores.chunks(per_row)) {
+        row.off = s.iter().step_by(2).copied().collect();
+        row.on = s.iter().skip(1).step_by(2).copied().collect();
+    }
+    Ok(rows)
+}
+
+/// The end-to-end table: a row per voice, condition and network, and the
+/// mean over voices.
+pub fn calls_markdown(rows: &[CallRow]) -> String {
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mut s = String::from(
+        "| voice | condition | network | suppression off | **shipped** | shipped − off | delay off / shipped |\n\
+         | --- | --- | --- | ---: | ---: | ---: | ---: |\n",
+    );
+    let line = |voice: &str, c: &str, n: &str, off: f64, on: f64, d: (f64, f64)| {
+        format!("| {voice} | {c} | {n} | {off:.2} | **{on:.2}** | {:+.2} | {:.0} / {:.0} ms |\n", on - off, d.0, d.1)
+    };
+    for r in rows {
+        s.push_str(&line(&r.voice, &r.condition.label(), &r.network.label(), mean(&r.off), mean(&r.on), r.delay_ms));
+    }
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let k = (r.condition.label(), r.network.label());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    for (c, n) in keys {
+        let v: Vec<&CallRow> = rows.iter().filter(|r| r.condition.label() == c && r.network.label() == n).collect();
+        let k = v.len().max(1) as f64;
+        let off = v.iter().map(|r| mean(&r.off)).sum::<f64>() / k;
+        let on = v.iter().map(|r| mean(&r.on)).sum::<f64>() / k;
+        let d = (v.iter().map(|r| r.delay_ms.0).sum::<f64>() / k, v.iter().map(|r| r.delay_ms.1).sum::<f64>() / k);
+        s.push_str(&line("**mean**", &c, &n, off, on, d));
+    }
+    s
 }
 
 /// The voices to score: each speaker's recording.
