@@ -617,6 +617,26 @@ mod tests {
     }
 
     #[test]
+    fn latency_chirps_pass_the_shipped_chain_undelayed() {
+        // The latency probe's input: a chirp a second over silence. The
+        // gate holds it for a clean path: every chirp comes out where it
+        // went in (RNNoise alone passes them a block late).
+        let chirp = super::super::signal::chirp();
+        let mut probe = vec![0.0f32; 48_000 * 9];
+        let starts: Vec<usize> = (1..8).map(|k| k * 48_000 + 12_345).collect();
+        for &s in &starts {
+            probe[s..s + chirp.len()].copy_from_slice(&chirp);
+        }
+        let onsets = |x: &[f32]| super::super::signal::onsets(x, 0.2, 24_000);
+        let (out, est, mix) = capture(&probe, Some(Tuning::SHIPPED));
+        assert_eq!(onsets(&out), onsets(&probe), "ratio {est:?}, mix {mix}");
+        assert_eq!(onsets(&probe).len(), starts.len());
+        let (before, _, _) = capture(&probe, Some(Tuning::ALWAYS));
+        let late: Vec<usize> = onsets(&probe).iter().map(|o| o + 480).collect();
+        assert_eq!(onsets(&before), late);
+    }
+
+    #[test]
     fn the_noises_are_made_from_their_packages() {
         for kind in [NoiseKind::Babble, NoiseKind::Keyboard, NoiseKind::Wind] {
             let x = make(kind, 3.0).unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
