@@ -25,13 +25,16 @@ for l in "${!libs[@]}"; do
 done
 # files -> Debian package (the quality harness's festival voice, the font of
 # its plots, its real voices: wideband prompts by Allison Smith in English
-# and Spanish, June Wallack in French, Carlo Flora in Italian)
+# and Spanish, June Wallack in French, Carlo Flora in Italian; its real
+# noises: keyboard recordings from bucklespring, OpenSFX's wind)
 declare -A files=([/usr/share/festival/voices/us/cmu_us_slt_arctic_hts]=festvox-us-slt-hts
   [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]=fonts-dejavu-core
   [/usr/share/asterisk/sounds/en_US_f_Allison]=asterisk-core-sounds-en-g722
   [/usr/share/asterisk/sounds/fr_CA_f_June]=asterisk-core-sounds-fr-g722
   [/usr/share/asterisk/sounds/es_MX_f_Allison]=asterisk-core-sounds-es-g722
-  [/usr/share/asterisk/sounds/it_IT_m_Carlo]=asterisk-core-sounds-it-g722)
+  [/usr/share/asterisk/sounds/it_IT_m_Carlo]=asterisk-core-sounds-it-g722
+  [/usr/share/buckle/wav]=bucklespring-data
+  [/usr/share/games/openttd/baseset/opensfx/opensfx.cat]=openttd-opensfx)
 for f in "${!files[@]}"; do
   [ -e "$f" ] || missing+=("${files[$f]}")
 done

@@ -42,7 +42,9 @@ pub struct AudioArgs {
     /// Opus bitrate in bits/s (6000 to 128000).
     #[arg(long, default_value_t = DEFAULT_BITRATE, value_parser = parse_bitrate)]
     bitrate: u32,
-    /// Turn noise suppression off.
+    /// Turn noise suppression off (on by default, it does what the noise
+    /// calls for: RNNoise mixed in by the measured speech-to-noise ratio,
+    /// nothing and no delay on a clean microphone).
     #[arg(long)]
     no_noise_suppression: bool,
     /// Turn echo cancellation off (it never runs on a WAV --input).

@@ -20,6 +20,7 @@ pub mod call;
 pub mod cap;
 pub mod deps;
 pub mod echo;
+pub mod noise;
 pub mod plot;
 pub mod signal;
 pub mod sim;
