@@ -82,6 +82,9 @@ pub struct Config {
     /// many milliseconds (default 1000; 0: no limit, for load tests whose
     /// participants share a few sockets).
     pub relay_challenge_every_ms: u64,
+    /// Relay worker threads, each with its own `SO_REUSEPORT` socket on the
+    /// relay's address (default 0: one per core; see `relay_io`).
+    pub relay_workers: usize,
     /// Abuse limits (`[limits]` in the file).
     #[serde(rename = "limits")]
     pub abuse: crate::limits::LimitsConfig,
@@ -113,6 +116,7 @@ impl Default for Config {
             dead_peer_timeout_secs: 50,
             relay_buffer_bytes: 8 << 20,
             relay_challenge_every_ms: crate::relay::CHALLENGE_EVERY_MS,
+            relay_workers: 0,
             abuse: crate::limits::LimitsConfig::default(),
         }
     }

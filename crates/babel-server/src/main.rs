@@ -49,6 +49,10 @@ struct Args {
     /// UDP address of the media relay [default: the --listen address, on UDP].
     #[arg(long, env = "BABEL_UDP_LISTEN")]
     udp_listen: Option<SocketAddr>,
+    /// UDP relay worker threads, each with its own socket on the relay's
+    /// port (SO_REUSEPORT) [default: one per core].
+    #[arg(long, env = "BABEL_RELAY_WORKERS")]
+    relay_workers: Option<usize>,
     /// Log filter, e.g. `info` or `babel_server=debug` [default: info].
     #[arg(long, env = "BABEL_LOG", default_value = "info")]
     log: String,
@@ -126,6 +130,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = args.udp_listen {
         config.udp_listen = Some(v);
+    }
+    if let Some(v) = args.relay_workers {
+        config.relay_workers = v;
     }
     raise_fd_limit();
     // Opened before the runtime starts: the PostgreSQL driver blocks, and

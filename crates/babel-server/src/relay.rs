@@ -15,15 +15,18 @@
 //! bound. Anything else is dropped and counted: a stranger can neither
 //! inject nor receive, and a participant cannot aim the relay at anyone.
 //!
-//! The forwarding path runs on a thread of its own, takes only a read lock
-//! (and the sender's replay window) and allocates nothing per datagram.
+//! The forwarding path runs on worker threads of its own (see
+//! [`crate::relay_io`]: `SO_REUSEPORT` sockets, `recvmmsg`/`sendmmsg`
+//! batches), takes only a read lock (and the sender's replay window) and
+//! allocates nothing per datagram. All workers share this one state, so
+//! it does not matter which worker a datagram reaches.
 
 use std::collections::HashMap;
 use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use babel_proto::relay::{self as wire, BIND, BOUND, BindAck, CHALLENGE, CONFIRM, DATA, ReplayWindow};
 use babel_proto::{CallId, UserId};
@@ -398,54 +401,21 @@ impl Relay {
     }
 
     /// Serves the socket on the calling thread until `stop` is set
-    /// (checked at least every 200 ms). Address changes go to the reports
+    /// (checked at least every 200 ms), in batches
+    /// ([`crate::relay_io::serve`]). Address changes go to the reports
     /// channel.
     ///
     /// A plain blocking loop on a thread of its own, not a task: at 100 000
     /// datagrams/s the async runtime's readiness bookkeeping and scheduling
     /// cost more than the forwarding, and a task can be held up behind others.
     pub fn run(&self, socket: std::net::UdpSocket, stop: &std::sync::atomic::AtomicBool) {
-        if let Err(e) =
-            socket.set_nonblocking(false).and_then(|()| socket.set_read_timeout(Some(Duration::from_millis(200))))
-        {
-            tracing::error!(error = %e, "cannot set up the relay socket");
-            return;
-        }
-        let mut buf = vec![0u8; 2048];
-        let mut out = Vec::with_capacity(2048);
-        let mut dests = Vec::with_capacity(8);
-        while !stop.load(Ordering::Relaxed) {
-            let (n, from) = match socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems.
-                    tracing::debug!(error = %e, "relay receive error");
-                    continue;
-                }
-            };
-            // DATA does not look at the clock: spare it the call.
-            let now = if buf.first() == Some(&DATA) { 0 } else { self.now_ms() };
-            match self.handle(&buf[..n], from, now, &mut dests, &mut out) {
-                Handled::Ack(ack, moved) => {
-                    let _ = socket.send_to(&ack, from);
-                    if let (Some(m), Some(tx)) = (moved, self.reports.get()) {
-                        let _ = tx.send(m);
-                    }
-                }
-                Handled::Forward => {
-                    for d in &dests {
-                        // The send buffer is large (see bind_relay_socket), so this
-                        // waits only if the machine cannot send at all; a send that
-                        // fails drops this datagram for that receiver only.
-                        match socket.send_to(&out, d) {
-                            Ok(_) => self.stats.forwarded.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
-                        };
-                    }
-                }
-                Handled::Dropped => {}
-            }
+        crate::relay_io::serve(self, socket, &crate::relay_io::WorkerStats::default(), stop);
+    }
+
+    /// Tells the call manager that a participant's address changed.
+    pub(crate) fn report(&self, learned: AddressLearned) {
+        if let Some(tx) = self.reports.get() {
+            let _ = tx.send(learned);
         }
     }
 
