@@ -6,7 +6,7 @@
 //! a hash of their 4-tuple, so one sender's datagrams always reach the same
 //! worker while the group stands. Every worker serves the same
 //! [`Relay`](crate::relay::Relay) state (one table; forwarding takes its read
-//! lock, BIND and CONFIRM its write lock), so it does not matter where a
+//! lock once per batch, BIND and CONFIRM its write lock), so it does not matter where a
 //! datagram lands: the two legs of a call may sit on different workers, and
 //! a leg that rebinds (a NAT mapping that changes, a laptop that moves) to
 //! an address hashing to another worker is handled there like anywhere
@@ -259,16 +259,18 @@ pub fn serve(relay: &Relay, socket: UdpSocket, stats: &WorkerStats, stop: &Atomi
         stats.received.fetch_add(n as u64, Ordering::Relaxed);
         let mut forwarded = 0u64;
         let mut now = None;
+        let mut batch = relay.batch();
         for (i, &(len, from)) in got[..n].iter().enumerate() {
             let Some(from) = from else { continue };
             let datagram = &bufs[i][..len.min(BUF_LEN)];
             // DATA does not look at the clock: spare it the call.
             let t = if datagram.first() == Some(&DATA) { 0 } else { *now.get_or_insert_with(|| relay.now_ms()) };
-            match relay.handle(datagram, from, t, &mut dests, &mut out.bufs[i]) {
+            match batch.handle(datagram, from, t, &mut dests, &mut out.bufs[i]) {
                 Handled::Ack(ack, moved) => {
                     out.bufs[i].clear();
                     out.bufs[i].extend_from_slice(&ack);
                     if out.pending.len() == SEND_BATCH {
+                        batch = relay.batch();
                         out.flush(fd, relay, stats);
                     }
                     out.pending.push((i, from, false));
@@ -279,6 +281,8 @@ pub fn serve(relay: &Relay, socket: UdpSocket, stats: &WorkerStats, stop: &Atomi
                 Handled::Forward => {
                     for d in &dests {
                         if out.pending.len() == SEND_BATCH {
+                            // Not under the lock: a send may wait.
+                            batch = relay.batch();
                             out.flush(fd, relay, stats);
                         }
                         out.pending.push((i, *d, true));
@@ -288,6 +292,7 @@ pub fn serve(relay: &Relay, socket: UdpSocket, stats: &WorkerStats, stop: &Atomi
                 Handled::Dropped => {}
             }
         }
+        drop(batch);
         out.flush(fd, relay, stats);
         // Forwards that failed to go out were counted as drops, not forwards.
         let failed = std::mem::take(&mut out.failed_forwards);
