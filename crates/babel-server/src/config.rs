@@ -85,6 +85,10 @@ pub struct Config {
     /// Relay worker threads, each with its own `SO_REUSEPORT` socket on the
     /// relay's address (default 0: one per core; see `relay_io`).
     pub relay_workers: usize,
+    /// A busy relay worker lets each batch of datagrams gather this many
+    /// microseconds before taking it (default 100; 0: never pause; see
+    /// `relay_io`).
+    pub relay_gather_us: u64,
     /// Abuse limits (`[limits]` in the file).
     #[serde(rename = "limits")]
     pub abuse: crate::limits::LimitsConfig,
@@ -117,6 +121,7 @@ impl Default for Config {
             relay_buffer_bytes: 8 << 20,
             relay_challenge_every_ms: crate::relay::CHALLENGE_EVERY_MS,
             relay_workers: 0,
+            relay_gather_us: crate::relay_io::GATHER_US,
             abuse: crate::limits::LimitsConfig::default(),
         }
     }

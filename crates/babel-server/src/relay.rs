@@ -26,7 +26,7 @@ use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use babel_proto::relay::{self as wire, BIND, BOUND, BindAck, CHALLENGE, CONFIRM, DATA, ReplayWindow};
 use babel_proto::{CallId, UserId};
@@ -421,7 +421,13 @@ impl Relay {
     /// datagrams/s the async runtime's readiness bookkeeping and scheduling
     /// cost more than the forwarding, and a task can be held up behind others.
     pub fn run(&self, socket: std::net::UdpSocket, stop: &std::sync::atomic::AtomicBool) {
-        crate::relay_io::serve(self, socket, &crate::relay_io::WorkerStats::default(), stop);
+        crate::relay_io::serve(
+            self,
+            socket,
+            Duration::from_micros(crate::relay_io::GATHER_US),
+            &crate::relay_io::WorkerStats::default(),
+            stop,
+        );
     }
 
     /// Tells the call manager that a participant's address changed.

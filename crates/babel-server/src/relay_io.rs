@@ -5,9 +5,9 @@
 //! `SO_REUSEPORT`: the kernel spreads incoming datagrams over the sockets by
 //! a hash of their 4-tuple, so one sender's datagrams always reach the same
 //! worker while the group stands. Every worker serves the same
-//! [`Relay`](crate::relay::Relay) state (one table; forwarding takes its read
-//! lock once per batch, BIND and CONFIRM its write lock), so it does not matter where a
-//! datagram lands: the two legs of a call may sit on different workers, and
+//! [`Relay`](crate::relay::Relay) state (one table; forwarding takes its
+//! read lock once per batch, BIND and CONFIRM its write lock), so it does
+//! not matter where a datagram lands: the two legs of a call may sit on different workers, and
 //! a leg that rebinds (a NAT mapping that changes, a laptop that moves) to
 //! an address hashing to another worker is handled there like anywhere
 //! else. A worker sends from its own socket, and since every socket of the
@@ -19,8 +19,12 @@
 //! they produce with `sendmmsg`, up to [`SEND_BATCH`] per call: one system
 //! call per batch instead of one per datagram each way. At low load a batch
 //! holds one datagram and nothing is waited for; under load batches grow
-//! and the cost per datagram falls. The calls go through `nix`'s safe
-//! wrappers: this workspace forbids `unsafe`, and `quinn-udp` (the other
+//! and the cost per datagram falls. A worker that finds datagrams waiting
+//! sooner than `relay_gather_us` (default [`GATHER_US`] µs) after it
+//! started to wait is busy: it then pauses that long before its next
+//! `recvmmsg`, so that one wake-up serves many datagrams instead of one
+//! (a datagram waits at most that long more; an idle worker never pauses).
+//! The calls go through `nix`'s safe wrappers: this workspace forbids `unsafe`, and `quinn-udp` (the other
 //! obvious crate) sends a batch only to one destination (GSO), while a relay
 //! sends every datagram somewhere else.
 //!
@@ -36,7 +40,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use babel_proto::relay::DATA;
 use nix::errno::Errno;
@@ -51,6 +55,9 @@ pub const SEND_BATCH: usize = 64;
 /// Largest datagram received whole (longer ones are cut, fail their tag and
 /// are dropped).
 const BUF_LEN: usize = 2048;
+/// How long a busy worker lets a batch gather by default
+/// (`relay_gather_us`).
+pub const GATHER_US: u64 = 100;
 /// How often a worker looks at its stop flag while idle.
 const STOP_CHECK: Duration = Duration::from_millis(200);
 
@@ -133,6 +140,7 @@ pub fn bind_sockets(addr: SocketAddr, workers: usize, buffer: usize) -> io::Resu
 pub fn spawn_workers(
     relay: &Arc<Relay>,
     sockets: Vec<UdpSocket>,
+    gather: Duration,
     stop: &Arc<AtomicBool>,
 ) -> Vec<(Arc<WorkerStats>, io::Result<std::thread::JoinHandle<()>>)> {
     sockets
@@ -143,7 +151,7 @@ pub fn spawn_workers(
             let (relay, stop, s) = (Arc::clone(relay), Arc::clone(stop), Arc::clone(&stats));
             let thread = std::thread::Builder::new()
                 .name(format!("babel-relay-{i}"))
-                .spawn(move || serve(&relay, socket, &s, &stop));
+                .spawn(move || serve(&relay, socket, gather, &s, &stop));
             (stats, thread)
         })
         .collect()
@@ -219,7 +227,7 @@ impl Outbox {
 /// each datagram, sends the answers and forwards in batches. Address
 /// changes go to the relay's reports channel. Allocates nothing per
 /// datagram (an answer to a BIND or CONFIRM excepted).
-pub fn serve(relay: &Relay, socket: UdpSocket, stats: &WorkerStats, stop: &AtomicBool) {
+pub fn serve(relay: &Relay, socket: UdpSocket, gather: Duration, stats: &WorkerStats, stop: &AtomicBool) {
     if let Err(e) = socket.set_nonblocking(false).and_then(|()| socket.set_read_timeout(Some(STOP_CHECK))) {
         tracing::error!(error = %e, "cannot set up a relay socket");
         return;
@@ -236,6 +244,7 @@ pub fn serve(relay: &Relay, socket: UdpSocket, stats: &WorkerStats, stop: &Atomi
     let mut got: [(usize, Option<SocketAddr>); BATCH] = [(0, None); BATCH];
     let mut dests = Vec::with_capacity(8);
     while !stop.load(Ordering::Relaxed) {
+        let waiting = Instant::now();
         let n = {
             let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
             match recvmmsg(fd, &mut headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
@@ -255,6 +264,7 @@ pub fn serve(relay: &Relay, socket: UdpSocket, stats: &WorkerStats, stop: &Atomi
                 }
             }
         };
+        let waited = waiting.elapsed();
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.received.fetch_add(n as u64, Ordering::Relaxed);
         let mut forwarded = 0u64;
@@ -297,5 +307,11 @@ pub fn serve(relay: &Relay, socket: UdpSocket, stats: &WorkerStats, stop: &Atomi
         // Forwards that failed to go out were counted as drops, not forwards.
         let failed = std::mem::take(&mut out.failed_forwards);
         relay.stats.forwarded.fetch_add(forwarded.saturating_sub(failed), Ordering::Relaxed);
+        // Under load (this batch came after a wait shorter than `gather`)
+        // let the next batch gather for `gather` rather than wake for
+        // every datagram; idle, wait for the next datagram as it comes.
+        if n < BATCH && !gather.is_zero() && waited < gather {
+            std::thread::sleep(gather);
+        }
     }
 }

@@ -207,6 +207,7 @@ pub struct Server {
     tls: Option<(TcpListener, Tls)>,
     /// The relay's sockets, one per worker (see [`crate::relay_io`]).
     udp: Vec<std::net::UdpSocket>,
+    relay_gather_us: u64,
     app: Arc<App>,
     learned: mpsc::UnboundedReceiver<AddressLearned>,
     settings: ConnSettings,
@@ -270,6 +271,7 @@ impl Server {
             plain: plain.map(|(l, _)| l),
             tls: tls.map(|((l, _), _, tls)| (l, tls)),
             udp,
+            relay_gather_us: config.relay_gather_us,
             app,
             learned,
             settings,
@@ -315,7 +317,8 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let cancel = CancellationToken::new();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let workers = crate::relay_io::spawn_workers(self.app.relay(), self.udp, &stop);
+        let gather = Duration::from_micros(self.relay_gather_us);
+        let workers = crate::relay_io::spawn_workers(self.app.relay(), self.udp, gather, &stop);
         let background = self.app.spawn_background(self.learned, cancel.clone());
         let mut listeners = Vec::new();
         if let Some(tcp) = self.plain {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use babel_proto::relay as wire;
 use babel_proto::{CallId, UserId};
 use babel_server::relay::{AddressLearned, CHALLENGE_EVERY_MS, Relay};
-use babel_server::relay_io::{WorkerStats, bind_sockets, spawn_workers};
+use babel_server::relay_io::{GATHER_US, WorkerStats, bind_sockets, spawn_workers};
 use babel_server::store::SessionId;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -51,7 +51,10 @@ impl Rig {
         let (tx, learned) = tokio::sync::mpsc::unbounded_channel();
         relay.set_reports(tx);
         let stop = Arc::new(AtomicBool::new(false));
-        let (stats, threads) = spawn_workers(&relay, sockets, &stop).into_iter().map(|(s, t)| (s, t.unwrap())).unzip();
+        let (stats, threads) = spawn_workers(&relay, sockets, Duration::from_micros(GATHER_US), &stop)
+            .into_iter()
+            .map(|(s, t)| (s, t.unwrap()))
+            .unzip();
         Rig { relay, addr, stats, stop, threads, learned, nonce: 0 }
     }
 

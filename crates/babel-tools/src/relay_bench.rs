@@ -95,6 +95,8 @@ pub struct BenchOptions {
     /// Also offer this many calls to each worker count, to see how many
     /// datagrams a second it forwards when overloaded (0: skip).
     pub saturate_calls: usize,
+    /// The server's `relay_gather_us` (`None`: its default).
+    pub relay_gather_us: Option<u64>,
     /// coturn side by side (`crate::turn_bench`): uclient clients, and the
     /// relay's runs at the same rate.
     pub coturn: Option<crate::turn_bench::TurnOptions>,
@@ -675,12 +677,13 @@ impl Drop for TempDir {
     }
 }
 
-fn start_server(bin: &Path, dir: &Path, workers: usize) -> anyhow::Result<ChildServer> {
+fn start_server(bin: &Path, dir: &Path, workers: usize, gather_us: Option<u64>) -> anyhow::Result<ChildServer> {
     let config = dir.join("babel.toml");
+    let gather = gather_us.map_or(String::new(), |g| format!("relay_gather_us = {g}\n"));
     std::fs::write(
         &config,
         format!(
-            "max_connections = 1000000\ndurability = \"normal\"\nrelay_challenge_every_ms = 0\n\n[password]\nmemory_kib = {PASSWORD_MEMORY_KIB}\niterations = {PASSWORD_ITERATIONS}\n"
+            "max_connections = 1000000\ndurability = \"normal\"\nrelay_challenge_every_ms = 0\n{gather}\n[password]\nmemory_kib = {PASSWORD_MEMORY_KIB}\niterations = {PASSWORD_ITERATIONS}\n"
         ),
     )
     .with_context(|| format!("cannot write {}", config.display()))?;
@@ -731,7 +734,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&dir.0).with_context(|| format!("cannot create {}", dir.0.display()))?;
     ensure!(!opts.relay_workers.is_empty(), "at least one relay worker count");
     let first_workers = opts.relay_workers[0];
-    let mut server = start_server(&opts.server_bin, &dir.0, first_workers)?;
+    let mut server = start_server(&opts.server_bin, &dir.0, first_workers, opts.relay_gather_us)?;
     let forwarder =
         if opts.no_bare { None } else { Some(start_forwarder(&opts.forward_bin, opts.forward_buffer_bytes)?) };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -754,7 +757,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     for (i, &w) in opts.relay_workers.iter().enumerate().skip(1) {
         let dir = TempDir(std::env::temp_dir().join(format!("babel-relay-bench-{}-{i}", std::process::id())));
         std::fs::create_dir_all(&dir.0).with_context(|| format!("cannot create {}", dir.0.display()))?;
-        let server = start_server(&opts.server_bin, &dir.0, w)?;
+        let server = start_server(&opts.server_bin, &dir.0, w, opts.relay_gather_us)?;
         eprintln!("babel-relay-bench: relay with {w} worker(s): setting up {setup_calls} calls");
         let pairs = rt.block_on(setup_pairs(server.addr(), setup_calls, opts.setup_concurrency))?;
         let r = relay_target(&server, &pairs).and_then(|t| {

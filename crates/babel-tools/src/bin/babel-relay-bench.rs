@@ -117,6 +117,9 @@ struct Args {
     /// datagrams/s it forwards) (0: skip).
     #[arg(long, default_value_t = 0)]
     saturate_calls: usize,
+    /// The server's relay_gather_us [default: the server's].
+    #[arg(long)]
+    relay_gather_us: Option<u64>,
     /// Run coturn side by side with this many turnutils_uclient clients
     /// (even; as many datagrams/s as that many relayed calls), and the relay
     /// at the same rate (0: skip).
@@ -205,6 +208,7 @@ fn main() -> anyhow::Result<()> {
         forward_buffer_bytes: a.forward_buffer_bytes,
         relay_workers: a.relay_workers,
         saturate_calls: a.saturate_calls,
+        relay_gather_us: a.relay_gather_us,
         coturn: (a.coturn_clients > 0).then(|| TurnOptions {
             clients: a.coturn_clients,
             pps: a.pps,
