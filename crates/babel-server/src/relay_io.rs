@@ -5,7 +5,7 @@
 //! `SO_REUSEPORT`: the kernel spreads incoming datagrams over the sockets by
 //! a hash of their 4-tuple, so one sender's datagrams always reach the same
 //! worker while the group stands. Every worker serves the same
-//! [`Relay`](crate::relay::Relay) state (one table; forwarding takes its
+//! [`Relay`] state (one table; forwarding takes its
 //! read lock once per batch, BIND and CONFIRM its write lock), so it does
 //! not matter where a datagram lands: the two legs of a call may sit on different workers, and
 //! a leg that rebinds (a NAT mapping that changes, a laptop that moves) to
