@@ -11,10 +11,11 @@ missing=()
 # that drive `babel` on a terminal; text2wave, espeak-ng: the speech the
 # quality harness and `babel demo` send; ffmpeg: it decodes the harness's
 # real voices; pg_ctlcluster, nats-server: the engines of the PostgreSQL
-# store and the cluster, started below)
+# store and the cluster, started below; turnserver, turnutils_uclient: coturn,
+# which babel-relay-bench --coturn-clients measures side by side with the relay)
 declare -A tools=([cc]=gcc [pkg-config]=pkg-config [cmake]=cmake [iptables]=iptables [ip]=iproute2
   [tmux]=tmux [text2wave]=festival [espeak-ng]=espeak-ng [python3]=python3 [ffmpeg]=ffmpeg
-  [pg_ctlcluster]=postgresql [nats-server]=nats-server)
+  [pg_ctlcluster]=postgresql [nats-server]=nats-server [turnserver]=coturn [turnutils_uclient]=coturn)
 for t in "${!tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || missing+=("${tools[$t]}")
 done

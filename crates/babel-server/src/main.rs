@@ -59,6 +59,10 @@ struct Args {
     /// The cluster's name: its NATS subjects' prefix [default: babel].
     #[arg(long, env = "BABEL_CLUSTER")]
     cluster: Option<String>,
+    /// UDP relay worker threads, each with its own socket on the relay's
+    /// port (SO_REUSEPORT) [default: one per core].
+    #[arg(long, env = "BABEL_RELAY_WORKERS")]
+    relay_workers: Option<usize>,
     /// Log filter, e.g. `info` or `babel_server=debug` [default: info].
     #[arg(long, env = "BABEL_LOG", default_value = "info")]
     log: String,
@@ -145,6 +149,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = args.cluster {
         config.cluster.name = v;
+    }
+    if let Some(v) = args.relay_workers {
+        config.relay_workers = v;
     }
     raise_fd_limit();
     // Opened before the runtime starts: the PostgreSQL driver blocks, and

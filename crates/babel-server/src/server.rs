@@ -49,29 +49,6 @@ fn configure_socket(stream: &TcpStream, dead_peer: Duration) {
     }
 }
 
-/// The relay's UDP socket, with large kernel buffers: at 100 000 datagrams/s
-/// the default (about 200 KiB) holds only 2–3 ms, so any pause of the relay
-/// task would drop voice. The kernel may grant less (`net.core.rmem_max`);
-/// what it granted is logged.
-fn bind_relay_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    if let Err(e) = sock.set_recv_buffer_size(buffer) {
-        tracing::warn!(error = %e, "cannot enlarge the relay's receive buffer");
-    }
-    if let Err(e) = sock.set_send_buffer_size(buffer) {
-        tracing::warn!(error = %e, "cannot enlarge the relay's send buffer");
-    }
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    tracing::info!(
-        recv = sock.recv_buffer_size().unwrap_or(0),
-        send = sock.send_buffer_size().unwrap_or(0),
-        "relay socket buffers"
-    );
-    Ok(sock.into())
-}
-
 /// A listening socket and, for a TLS listener, its handshake acceptor.
 pub struct Listener {
     /// The socket.
@@ -231,7 +208,9 @@ pub enum StartError {
 pub struct Server {
     plain: Option<TcpListener>,
     tls: Option<(TcpListener, Tls)>,
-    udp: std::net::UdpSocket,
+    /// The relay's sockets, one per worker (see [`crate::relay_io`]).
+    udp: Vec<std::net::UdpSocket>,
+    relay_gather_us: u64,
     app: Arc<App>,
     learned: mpsc::UnboundedReceiver<AddressLearned>,
     settings: ConnSettings,
@@ -270,9 +249,17 @@ impl Server {
             (None, None) => return Err(StartError::NoListener),
         };
         let udp_addr = config.udp_listen.unwrap_or(if wanted.port() == 0 { wanted } else { bound });
-        let udp = bind_relay_socket(udp_addr, config.relay_buffer_bytes)
+        // Large kernel buffers: at 100 000 datagrams/s the default (about
+        // 200 KiB) holds only 2–3 ms, so any pause of a worker would drop voice.
+        let workers = crate::relay_io::worker_count(config.relay_workers);
+        let udp = crate::relay_io::bind_sockets(udp_addr, workers, config.relay_buffer_bytes)
             .map_err(|source| StartError::Bind { addr: udp_addr, source })?;
-        let udp_port = udp.local_addr().map_err(|source| StartError::Bind { addr: udp_addr, source })?.port();
+        let udp_port = udp
+            .first()
+            .ok_or_else(|| std::io::Error::other("no relay socket"))
+            .and_then(|s| s.local_addr())
+            .map_err(|source| StartError::Bind { addr: udp_addr, source })?
+            .port();
         let (tx, learned) = mpsc::unbounded_channel();
         let relay = Relay::with_challenge_every(udp_port, config.relay_challenge_every_ms);
         relay.set_reports(tx);
@@ -299,6 +286,7 @@ impl Server {
             plain: plain.map(|(l, _)| l),
             tls: tls.map(|((l, _), _, tls)| (l, tls)),
             udp,
+            relay_gather_us: config.relay_gather_us,
             app,
             learned,
             settings,
@@ -332,7 +320,7 @@ impl Server {
 
     /// The relay's UDP address.
     pub fn udp_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.udp.first().ok_or_else(|| std::io::Error::other("no relay socket"))?.local_addr()
     }
 
     /// This node's name in its cluster (`None` on a node alone).
@@ -349,11 +337,8 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let cancel = CancellationToken::new();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let relay = {
-            let (relay, stop) = (Arc::clone(self.app.relay()), Arc::clone(&stop));
-            let udp = self.udp;
-            std::thread::Builder::new().name("babel-relay".into()).spawn(move || relay.run(udp, &stop))
-        };
+        let gather = Duration::from_micros(self.relay_gather_us);
+        let workers = crate::relay_io::spawn_workers(self.app.relay(), self.udp, gather, &stop);
         let background = self.app.spawn_background(self.learned, cancel.clone());
         let mut listeners = Vec::new();
         if let Some(tcp) = self.plain {
@@ -365,8 +350,13 @@ impl Server {
         run(listeners, Arc::clone(&self.app), self.settings, self.max_connections, shutdown).await;
         cancel.cancel();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(handle) = relay {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        for (_, thread) in workers {
+            match thread {
+                Ok(handle) => {
+                    let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+                }
+                Err(e) => tracing::error!(error = %e, "a relay worker could not start"),
+            }
         }
         let _ = background.await;
     }
