@@ -419,6 +419,15 @@ mod tests {
     }
 
     #[test]
+    fn the_configurations_pass_aec3s_validation_unchanged() {
+        // The builder clamps a configuration to AEC3's ranges; what is
+        // measured and shipped must be what runs.
+        for mut c in [shipped_aec3(), double_talk_aec3(), webrtc_aec3()] {
+            assert!(c.validate(), "{c:?}");
+        }
+    }
+
+    #[test]
     fn a_quiet_microphone_is_raised_and_a_loud_one_does_not_clip() {
         let quiet = voiced(6.0, 0.01);
         let mut agc = EchoLevel::new(false, true);
