@@ -80,6 +80,18 @@ struct Args {
     /// Skip the echo and level measurement.
     #[arg(long)]
     no_echo: bool,
+    /// Only the echo measurement, in the simulated room with the capture
+    /// chain alone (seconds per configuration): each echo canceller
+    /// configuration of `--echo-tunings` over every ordered pair of the
+    /// `--real-voices` speakers (default `carlo-it,allison-en`; `festival`
+    /// counts as one here) as far and near end; a table, and
+    /// echo-compare.json. See
+    /// `babel_tools::quality::echo`.
+    #[arg(long)]
+    echo_only: bool,
+    /// The configurations for `--echo-only` (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    echo_tunings: Vec<String>,
     /// Skip the bandwidth-cap rows (bitrate adaptation on and off).
     #[arg(long)]
     no_cap: bool,
@@ -218,6 +230,7 @@ async fn main() -> anyhow::Result<()> {
         20 => FrameMs::Twenty,
         other => anyhow::bail!("--frame-ms is 10 or 20, not {other}"),
     };
+    let started = std::time::Instant::now();
     if let Some(path) = &a.replot {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let report: quality::Report = serde_json::from_str(&text).context("not a babel-quality results.json")?;
@@ -227,6 +240,36 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(noise) = &a.noise {
         return noise_rows(&a, noise);
+    }
+    if a.echo_only {
+        let python = quality::deps::require_pesq()?;
+        // `festival` may be one of the voices here: the synthetic one.
+        let ids = a.voices.real_voices.clone();
+        let festival = ids.iter().flatten().any(|i| i == "festival");
+        let real = quality::voices::VoiceArgs {
+            real_voices: ids.map(|v| v.into_iter().filter(|i| i != "festival").collect()),
+            ..a.voices.clone()
+        };
+        let speakers = if real.real_voices.is_some() {
+            real.speakers()?
+        } else {
+            ["carlo-it", "allison-en"].iter().filter_map(|id| quality::voices::speaker(id)).collect()
+        };
+        let mut voices = Vec::new();
+        if festival {
+            let n = quality::SENTENCES.len();
+            voices.push(("festival".to_owned(), quality::make_speech(&a.out, n, quality::Voice::Festival)?));
+        }
+        for s in &speakers {
+            voices.push((s.id.to_owned(), quality::voices::load(s)?.0));
+        }
+        let rows = quality::echo::compare(&python, &voices, &a.echo_tunings, &a.out, |step| {
+            eprintln!("babel-quality: {step}")
+        })?;
+        std::fs::write(a.out.join("echo-compare.json"), serde_json::to_string_pretty(&rows)?)?;
+        println!("{}", quality::echo::compare_markdown(&rows));
+        eprintln!("babel-quality: echo comparison done in {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
     }
     let (speech, source) = match &a.input {
         Some(p) => {
@@ -277,7 +320,6 @@ async fn main() -> anyhow::Result<()> {
         latency: !a.no_latency && !a.quick && !a.codec_only,
         out_dir: a.out.clone(),
     };
-    let started = std::time::Instant::now();
     let opts = if a.voices.shipped { Options { media: quality::voices::shipped(&opts.media), ..opts } } else { opts };
     if a.simulated {
         let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
