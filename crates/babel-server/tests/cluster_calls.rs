@@ -218,3 +218,73 @@ async fn a_call_nobody_holds_is_refused_on_any_node() {
     assert_refused(p.on_b("/hangup", json!({"call_id": "12345"})).await, "no such call");
     p.shutdown().await;
 }
+
+/// The relay parts of a grant (flattened into `/call`'s or `/answer`'s
+/// answer): the relay's address as the grant names it, handle, key.
+fn grant_of(v: &Value, server: SocketAddr) -> (SocketAddr, u32, [u8; 16]) {
+    let grant: babel_proto::RelayGrant = serde_json::from_value(v.clone()).unwrap();
+    let (_, handle, key) = grant.parts().unwrap();
+    (grant.relay_addr(server.ip()).unwrap(), handle, key)
+}
+
+/// Binds a UDP socket to its relay leg (BIND, and CONFIRM if challenged).
+async fn bind(sock: &tokio::net::UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16]) {
+    use babel_proto::relay as wire;
+    let mut buf = [0u8; 2048];
+    for nonce in (1..200u64).step_by(2) {
+        sock.send_to(&wire::encode_bind(handle, nonce, key), relay).await.unwrap();
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
+        let Some(ack) = wire::verify_bind_ack(&buf[..n], key) else { continue };
+        if ack.state == wire::BOUND {
+            return;
+        }
+        sock.send_to(&wire::encode_confirm(handle, nonce + 1, &ack.cookie, key), relay).await.unwrap();
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
+        if wire::verify_bind_ack(&buf[..n], key).is_some_and(|a| a.state == wire::BOUND) {
+            return;
+        }
+    }
+    panic!("the relay at {relay} never bound handle {handle}");
+}
+
+#[tokio::test]
+async fn voice_from_a_callee_on_another_node_flows_through_the_homes_relay() {
+    use babel_proto::relay as wire;
+    let mut p = pair(30).await;
+    let (status, v) =
+        Client::connect(p.a.addr()).await.call(p.ann.header(), "/call", json!({"contact_id": p.bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    assert!(v.get("relay_host").is_none(), "ann talks to the home: no host named: {v}");
+    let (ann_relay, ann_handle, ann_key) = grant_of(&v, p.a.addr());
+    p.bob_events.next_named("/incoming_call").await;
+    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    let home_relay = p.a.app().relay().port();
+    assert_eq!(v["relay_host"], json!("127.0.0.1"), "bob talks to b; his grant names the home's relay: {v}");
+    let (bob_relay, bob_handle, bob_key) = grant_of(&v, p.b.addr());
+    assert_eq!((ann_relay.port(), bob_relay.port()), (home_relay, home_relay), "both on the home's relay");
+    assert_ne!(bob_relay.port(), p.b.app().relay().port());
+
+    let ann_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let bob_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    bind(&ann_sock, ann_relay, ann_handle, &ann_key).await;
+    bind(&bob_sock, bob_relay, bob_handle, &bob_key).await;
+    let bob_id = babel_proto::UserId(p.bob.id.parse().unwrap());
+    let mut buf = [0u8; 2048];
+    let mut heard = false;
+    for counter in 1..50u64 {
+        let mut d = Vec::new();
+        wire::encode_data(bob_handle, counter, &bob_key, b"bob's voice", &mut d);
+        bob_sock.send_to(&d, bob_relay).await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), ann_sock.recv(&mut buf)).await {
+            if let Some((from, payload)) = wire::decode_relayed(&buf[..n]) {
+                assert_eq!((from, payload), (bob_id, &b"bob's voice"[..]));
+                heard = true;
+                break;
+            }
+        }
+    }
+    assert!(heard, "bob's voice never reached ann through the home's relay");
+    p.shutdown().await;
+}

@@ -251,7 +251,7 @@ impl App {
                 let me = Authed { user: UserId(user), session: SessionId(session) };
                 let info =
                     LegInfo { user: self.user(me.user).await?, ip, media, public: None, relay_ip, revealed: false };
-                self.answer_here(me, call, accept, info).await
+                self.answer_here(me, call, accept, info, true).await
             }
             CallRequest::Hangup { user, session } => {
                 self.hangup_here(Authed { user: UserId(user), session: SessionId(session) }, call).await

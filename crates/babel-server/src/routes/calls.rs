@@ -131,22 +131,25 @@ impl App {
             relay_ip: conn.relay_ip(),
             revealed: false,
         };
-        self.answer_here(me, call, accept, info).await
+        self.answer_here(me, call, accept, info, false).await
     }
 
-    /// `/answer` at the call's home.
+    /// `/answer` at the call's home; `forwarded` when the client talks to
+    /// another node (its grant then names this relay's host).
     pub(crate) async fn answer_here(
         &self,
         me: Authed,
         call: CallId,
         accept: bool,
         info: LegInfo,
+        forwarded: bool,
     ) -> ServiceResult<Reply> {
         let leg = Leg { user: me.user, session: me.session };
         let (participants, fx) = self.calls.answer(call, leg, accept, info)?;
         // Granted before anyone is told, so the relay knows the newcomer
         // by the time the others start sending.
         let relay = if accept { Some(self.grant(call, me)?) } else { None };
+        let relay = relay.map(|g| if forwarded { g.with_host(self.relay.host()) } else { g });
         self.apply(fx).await;
         tracing::info!(%call, user = %me.user, accept, "call answered");
         Ok(match relay {
