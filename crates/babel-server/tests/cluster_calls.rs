@@ -288,3 +288,40 @@ async fn voice_from_a_callee_on_another_node_flows_through_the_homes_relay() {
     assert!(heard, "bob's voice never reached ann through the home's relay");
     p.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_member_on_another_node_invites_a_contact_on_that_node() {
+    let mut p = pair(30).await;
+    let mut c = Client::connect(p.a.addr()).await;
+    let cal = c.create("cal@example.org").await;
+    c.befriend(&p.bob, &cal).await;
+    let mut cal_events = Events::open(p.b.addr(), &cal).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !c.contacts(&p.bob).await.contains(&("cal@example.org".to_owned(), "online".to_owned())) {
+        assert!(tokio::time::Instant::now() < deadline, "node a never saw cal online on node b");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call_id = p.ring().await;
+    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+
+    // Bob, on b, invites cal; the home (a) rings cal's session on b.
+    let (status, v) = p.on_b("/invite", json!({"call_id": call_id, "contact_id": cal.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let rung = cal_events.next_named("/incoming_call").await;
+    assert_eq!(rung["call_id"], json!(call_id), "{rung}");
+    let (status, v) = Client::connect(p.b.addr())
+        .await
+        .call(cal.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["participants"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(p.a.app().relay().leg_count(), 3, "three legs on the home's relay");
+    // The home judges invitations sent through b: ann is in the call already.
+    let (status, v) = Client::connect(p.b.addr())
+        .await
+        .call(p.bob.header(), "/invite", json!({"call_id": call_id, "contact_id": p.ann.id}))
+        .await;
+    assert_eq!(status, 403, "ann is already in the call: {v}");
+    p.shutdown().await;
+}

@@ -3,7 +3,8 @@
 //! A call's home is the node that received its `/call`: the call's machine,
 //! its relay legs and its call channel live there. While the call lasts the
 //! home answers requests on the call's subject, `<cluster>.call.<id>.home`;
-//! a node asked about a call it does not hold (`/answer`, `/hangup`)
+//! a node asked about a call it does not hold (`/answer`, `/invite`,
+//! `/hangup`)
 //! forwards the request there and relays the answer back. NATS says at once
 //! when nobody listens on a subject, so a call that exists nowhere is
 //! refused as quickly as on one node.
@@ -59,6 +60,15 @@ pub(crate) enum CallRequest {
         ip: String,
         /// The relay's address as that connection reaches the server.
         relay_ip: String,
+    },
+    /// `/invite`.
+    Invite {
+        /// Who invites.
+        user: i64,
+        /// From which session.
+        session: i64,
+        /// Whom.
+        contact: i64,
     },
     /// `/hangup`.
     Hangup {
@@ -252,6 +262,10 @@ impl App {
                 let info =
                     LegInfo { user: self.user(me.user).await?, ip, media, public: None, relay_ip, revealed: false };
                 self.answer_here(me, call, accept, info, true).await
+            }
+            CallRequest::Invite { user, session, contact } => {
+                self.invite_here(Authed { user: UserId(user), session: SessionId(session) }, call, UserId(contact))
+                    .await
             }
             CallRequest::Hangup { user, session } => {
                 self.hangup_here(Authed { user: UserId(user), session: SessionId(session) }, call).await

@@ -194,6 +194,17 @@ impl App {
     }
 
     pub(crate) async fn invite(&self, me: Authed, call: CallId, contact: UserId) -> ServiceResult<Reply> {
+        let forwarded = self
+            .forward_call(call, || CallRequest::Invite { user: me.user.0, session: me.session.0, contact: contact.0 })
+            .await;
+        if let Some(reply) = forwarded {
+            return reply;
+        }
+        self.invite_here(me, call, contact).await
+    }
+
+    /// `/invite` at the call's home.
+    pub(crate) async fn invite_here(&self, me: Authed, call: CallId, contact: UserId) -> ServiceResult<Reply> {
         if !self.calls.is_member(call, me.session) {
             return Err(ServiceError::Refused("you are not in this call".into()));
         }
