@@ -719,6 +719,9 @@ impl App {
         }
         for call in &fx.ended {
             self.relay.end_call(*call);
+            if let Some(bus) = &self.bus {
+                bus.call_over(*call);
+            }
         }
         for user in fx.users {
             self.refresh_status(user).await;

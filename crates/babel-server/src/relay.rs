@@ -143,6 +143,8 @@ pub struct Relay {
     table: RwLock<Table>,
     port: u16,
     reports: std::sync::OnceLock<mpsc::UnboundedSender<AddressLearned>>,
+    /// The relay's IP address for clients of other nodes.
+    host: std::sync::OnceLock<std::net::IpAddr>,
     /// Key of the cookies (and of the address limiter's hash); made at start.
     secret: [u8; 16],
     start: Instant,
@@ -174,6 +176,7 @@ impl Relay {
             table: RwLock::default(),
             port,
             reports: std::sync::OnceLock::new(),
+            host: std::sync::OnceLock::new(),
             secret,
             start: Instant::now(),
             challenged: (0..ADDRESS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
@@ -185,6 +188,17 @@ impl Relay {
     /// Where address changes are reported (set once).
     pub fn set_reports(&self, tx: mpsc::UnboundedSender<AddressLearned>) {
         let _ = self.reports.set(tx);
+    }
+
+    /// Names the relay's IP address as clients of other nodes reach it (set
+    /// once, when it is bound to one address).
+    pub fn set_host(&self, host: std::net::IpAddr) {
+        let _ = self.host.set(host);
+    }
+
+    /// The relay's IP address for clients of other nodes, if known.
+    pub fn host(&self) -> Option<std::net::IpAddr> {
+        self.host.get().copied()
     }
 
     /// The UDP port clients send to.

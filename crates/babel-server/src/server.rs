@@ -263,6 +263,11 @@ impl Server {
         let (tx, learned) = mpsc::unbounded_channel();
         let relay = Relay::with_challenge_every(udp_port, config.relay_challenge_every_ms);
         relay.set_reports(tx);
+        // Clients of other nodes reach this relay at the address it is
+        // bound to, when that is one address (grants name it).
+        if !udp_addr.ip().is_unspecified() {
+            relay.set_host(udp_addr.ip());
+        }
         let bus = match &config.nats {
             Some(url) => {
                 let port = plain.as_ref().or(tls.as_ref().map(|(l, _, _)| l)).map_or(0, |(_, bound)| bound.port());

@@ -227,7 +227,7 @@ impl App {
         let parts = lock(&bus.parts).take()?;
         let app = Arc::clone(self);
         Some(tokio::spawn(async move {
-            let super::Parts { mut inbox, mut out, mut events } = parts;
+            let super::Parts { mut inbox, mut out, mut events, node: mut node_inbox, mut requests } = parts;
             let (user_prefix, state) = (format!("{}.bus.user.", bus.prefix), state_subject(&bus.prefix));
             let client = bus.client.clone();
             let publisher = {
@@ -300,6 +300,10 @@ impl App {
                         }
                         other => tracing::debug!(event = %other, "NATS"),
                     },
+                    Some(msg) = node_inbox.next() => app.serve_node_request(msg),
+                    Some((call, msg)) = requests.recv() => {
+                        tokio::spawn(Arc::clone(&app).serve_call_request(call, msg));
+                    }
                     _ = check.tick() => app.check_cluster(&bus).await,
                     _ = cancel.cancelled() => break,
                 }

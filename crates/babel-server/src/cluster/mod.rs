@@ -15,8 +15,10 @@
 //!   A node takes both in through one subscription (`<name>.bus.>`), so in
 //!   the order they were sent: an event that follows an invalidation is
 //!   delivered after the invalidation is done.
-//! - `<name>.node.<node>`: reserved for requests to one node (call control
-//!   forwarded to a call's home node).
+//! - `<name>.node.<node>`: requests to one node (the sessions it holds of
+//!   a callee, see `cluster/calls.rs`).
+//! - `<name>.call.<id>.home`: requests about one call, answered by the
+//!   call's home node (`/answer`, `/hangup` sent to another node).
 //!
 //! A node trusts its caches only while its NATS connection is up and has
 //! answered a flush within two heartbeats; otherwise it reads the database
@@ -27,16 +29,21 @@
 //! that; [`Bus`] the connection; `App`'s side is in `cluster/app.rs`.
 
 mod app;
+mod calls;
+
+pub(crate) use calls::CallRequest;
+pub use calls::call_subject;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use babel_proto::{ChosenStatus, ServerEvent, UserId};
+use babel_proto::{CallId, ChosenStatus, ServerEvent, UserId};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, LocalHub, Subscription};
 use crate::store::SessionId;
@@ -342,6 +349,14 @@ impl Peers {
         self.map.values().any(|p| p.users.get(&user).is_some_and(|h| h.busy))
     }
 
+    /// The nodes that hold a live session of the user.
+    pub fn holders(&self, user: UserId) -> Vec<String> {
+        let mut n: Vec<String> =
+            self.map.iter().filter(|(_, p)| p.users.contains_key(&user)).map(|(n, _)| n.clone()).collect();
+        n.sort();
+        n
+    }
+
     /// The nodes known alive.
     pub fn names(&self) -> Vec<String> {
         let mut n: Vec<String> = self.map.keys().cloned().collect();
@@ -358,6 +373,10 @@ struct Parts {
     inbox: async_nats::Subscriber,
     out: mpsc::Receiver<Outgoing>,
     events: mpsc::UnboundedReceiver<async_nats::Event>,
+    /// Requests to this node.
+    node: async_nats::Subscriber,
+    /// Requests about the calls homed here.
+    requests: mpsc::UnboundedReceiver<(CallId, async_nats::Message)>,
 }
 
 /// Messages waiting for the NATS connection before new ones are dropped
@@ -383,6 +402,9 @@ pub struct Bus {
     fenced: AtomicBool,
     last_ok: Mutex<Instant>,
     parts: Mutex<Option<Parts>>,
+    /// The calls homed here that answer on their subject.
+    homed: Mutex<HashMap<CallId, CancellationToken>>,
+    requests: mpsc::UnboundedSender<(CallId, async_nats::Message)>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -416,7 +438,9 @@ impl Bus {
             .map_err(|e| fail(e.to_string()))?;
         let prefix = token(&cfg.name);
         let inbox = client.subscribe(format!("{prefix}.bus.>")).await.map_err(|e| fail(e.to_string()))?;
+        let node_inbox = client.subscribe(node_subject(&prefix, node)).await.map_err(|e| fail(e.to_string()))?;
         client.flush().await.map_err(|e| fail(e.to_string()))?;
+        let (requests, requests_rx) = mpsc::unbounded_channel();
         let mut inc = [0u8; 8];
         getrandom::fill(&mut inc).map_err(|e| fail(e.to_string()))?;
         let (out, rx) = mpsc::channel(BACKLOG);
@@ -435,7 +459,9 @@ impl Bus {
             coherent: AtomicBool::new(true),
             fenced: AtomicBool::new(false),
             last_ok: Mutex::new(Instant::now()),
-            parts: Mutex::new(Some(Parts { inbox, out: rx, events })),
+            parts: Mutex::new(Some(Parts { inbox, out: rx, events, node: node_inbox, requests: requests_rx })),
+            homed: Mutex::default(),
+            requests,
         }))
     }
 
