@@ -358,6 +358,36 @@ pub struct NoiseRow {
     pub mix: f32,
 }
 
+/// The noises a set of conditions needs, each made once, long enough for
+/// the longest voice.
+struct Noises(Vec<(NoiseKind, Vec<f32>)>);
+
+impl Noises {
+    fn make(
+        voices_in: &[(String, Vec<f32>)],
+        conditions: &[NoiseCondition],
+        progress: &mut impl FnMut(&str),
+    ) -> anyhow::Result<Noises> {
+        let longest = voices_in.iter().map(|(_, s)| s.len()).max().unwrap_or(0) as f64 / 48_000.0;
+        let mut noises: Vec<(NoiseKind, Vec<f32>)> = Vec::new();
+        for k in conditions.iter().filter_map(|c| c.kind) {
+            if !noises.iter().any(|(n, _)| *n == k) {
+                progress(&format!("making {} noise", k.name()));
+                noises.push((k, make(k, longest + 1.0)?));
+            }
+        }
+        Ok(Noises(noises))
+    }
+
+    /// The speech as heard in the condition: itself, or mixed with its noise.
+    fn mixed(&self, speech: &[f32], c: &NoiseCondition) -> Vec<f32> {
+        match c.kind {
+            None => speech.to_vec(),
+            Some(k) => mix(speech, self.0.iter().find(|(n, _)| *n == k).map_or(&[][..], |(_, x)| x), c.snr_db),
+        }
+    }
+}
+
 /// Runs every voice in every condition through the capture chain and
 /// scores it against the clean voice; WAV files go under `dir`.
 pub fn run(
@@ -369,16 +399,7 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Vec<NoiseRow>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let longest = voices_in.iter().map(|(_, s)| s.len()).max().unwrap_or(0) as f64 / 48_000.0;
-    let mut noises: Vec<(NoiseKind, Vec<f32>)> = Vec::new();
-    for c in conditions {
-        if let Some(k) = c.kind {
-            if !noises.iter().any(|(n, _)| *n == k) {
-                progress(&format!("making {} noise", k.name()));
-                noises.push((k, make(k, longest + 1.0)?));
-            }
-        }
-    }
+    let noises = Noises::make(voices_in, conditions, &mut progress)?;
     let mut pairs = Vec::new();
     let mut rows = Vec::new();
     for (voice, speech) in voices_in {
@@ -386,13 +407,7 @@ pub fn run(
         let ref_path = dir.join(format!("{voice}-reference.wav"));
         write_wav16(&ref_path, &ref16)?;
         for c in conditions {
-            let noisy = match c.kind {
-                None => speech.clone(),
-                Some(k) => {
-                    let noise = noises.iter().find(|(n, _)| *n == k).map(|(_, x)| x.as_slice()).unwrap_or(&[]);
-                    mix(speech, noise, c.snr_db)
-                }
-            };
+            let noisy = noises.mixed(speech, c);
             let tag = c.label().replace(' ', "");
             progress(&format!("{voice}: {}", c.label()));
             let (on, snr_est_db, mix) = capture(&noisy, Some(tuning));
@@ -461,13 +476,7 @@ pub fn end_to_end(
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Vec<CallRow>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let longest = voices_in.iter().map(|(_, s)| s.len()).max().unwrap_or(0) as f64 / 48_000.0;
-    let mut noises: Vec<(NoiseKind, Vec<f32>)> = Vec::new();
-    for k in conditions.iter().filter_map(|c| c.kind) {
-        if !noises.iter().any(|(n, _)| *n == k) {
-            noises.push((k, make(k, longest + 1.0)?));
-        }
-    }
+    let noises = Noises::make(voices_in, conditions, &mut progress)?;
     let shipped = voices::shipped(media);
     let off = MediaConfig { noise_suppression: false, ..shipped.clone() };
     let mut pairs = Vec::new();
@@ -477,10 +486,7 @@ pub fn end_to_end(
         let ref_path = dir.join(format!("{voice}-reference.wav"));
         write_wav16(&ref_path, &ref16)?;
         for c in conditions {
-            let noisy = match c.kind {
-                None => speech.clone(),
-                Some(k) => mix(speech, noises.iter().find(|(n, _)| *n == k).map_or(&[][..], |(_, x)| x), c.snr_db),
-            };
+            let noisy = noises.mixed(speech, c);
             for net in networks {
                 progress(&format!("{voice}: {}, {}", c.label(), net.label()));
                 let mut delays = [0.0, 0.0];
