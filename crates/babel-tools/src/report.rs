@@ -13,6 +13,13 @@ pub const TARGET_OPEN_P99_MS: f64 = 5.0;
 /// Memory per idle logged-in connection must stay at or below this, in KiB.
 pub const TARGET_IDLE_KIB: f64 = 16.0;
 
+/// The load average over 1, 5 and 15 minutes (`/proc/loadavg`).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// The machine the figures come from.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
