@@ -222,15 +222,15 @@ struct CpuSample {
     watched: Vec<(String, f64)>,
 }
 
-/// CPU seconds of the processes `pids` that exist at both samples, as
-/// `(pid, seconds)` at each sample.
-fn pids_cpu(pids: &[u32]) -> Vec<(u32, f64)> {
+/// CPU seconds used so far by each of the processes `pids` that exist, as
+/// `(pid, seconds)`.
+pub fn pids_cpu(pids: &[u32]) -> Vec<(u32, f64)> {
     pids.iter().filter_map(|&p| Some((p, crate::child::cpu_seconds(Some(p))?))).collect()
 }
 
 /// CPU used between two [`pids_cpu`] samples by the processes in both
 /// (`None` when none is).
-fn used_between(a: &[(u32, f64)], b: &[(u32, f64)]) -> Option<f64> {
+pub fn used_between(a: &[(u32, f64)], b: &[(u32, f64)]) -> Option<f64> {
     let both: Vec<f64> = b.iter().filter_map(|(p, t1)| a.iter().find(|(q, _)| q == p).map(|(_, t0)| t1 - t0)).collect();
     (!both.is_empty()).then(|| both.iter().sum())
 }

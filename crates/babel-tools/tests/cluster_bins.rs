@@ -47,6 +47,9 @@ fn call_setup_times_every_call_of_both_kinds_up_to_the_first_voice() {
         }
     }
     assert!(ms(&report["ratios"]["voice"]["p50"]) > 0.0, "{report}");
+    let cpu = report["cpu_ms_per_call"].as_array().unwrap();
+    assert_eq!(cpu[0][0], "nodes", "{report}");
+    assert!(ms(&cpu[0][1]) > 0.0, "the nodes worked for the calls: {report}");
 }
 
 #[test]

@@ -33,8 +33,9 @@ use anyhow::{Context, bail, ensure};
 use babel_client::{Client, Event, EventStream};
 use babel_proto::relay as wire;
 use babel_proto::{CallId, MediaSetup, Presence, RelayGrant, ServerEvent, UserId};
+use babel_tools::bench::{pids_cpu, used_between};
 use babel_tools::child::{ChildServer, sibling_binary};
-use babel_tools::cluster::{DEFAULT_DB, DEFAULT_NATS, Nodes};
+use babel_tools::cluster::{DEFAULT_DB, DEFAULT_NATS, Nodes, pids_named};
 use babel_tools::report::{Machine, loadavg};
 use babel_tools::stats::Latency;
 use babel_tools::udp_load::{Leg, TargetKind, bind_all, bound_socket};
@@ -57,6 +58,10 @@ struct Args {
     /// The nodes' nats-server.
     #[arg(long, default_value = DEFAULT_NATS)]
     nats: String,
+    /// The process of that nats-server, to read its CPU from [default:
+    /// every `nats-server` process on the machine].
+    #[arg(long)]
+    nats_pid: Option<u32>,
     /// The babel-server binary [default: next to this executable].
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -235,6 +240,10 @@ struct Report {
     cross_node: Kind,
     /// Cross-node ÷ same-node, p50 and p99 of each step.
     ratios: serde_json::Value,
+    /// CPU milliseconds per call (both kinds; set-up, the few voice
+    /// datagrams, hang-up) of the nodes together, PostgreSQL (every
+    /// `postgres` process on the machine) and nats-server.
+    cpu_ms_per_call: Vec<(String, f64)>,
 }
 
 /// The same-node and cross-node parties of every node, contacts, each
@@ -284,6 +293,12 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         Ok((nodes, children))
     })?;
     let mut parties = parties(&children).await?;
+    let watched = [
+        ("nodes".to_owned(), children.iter().map(ChildServer::pid).collect::<Vec<_>>()),
+        ("postgres".to_owned(), pids_named("postgres")),
+        ("nats-server".to_owned(), args.nats_pid.map_or_else(|| pids_named("nats-server"), |p| vec![p])),
+    ];
+    let cpu_before: Vec<_> = watched.iter().map(|(_, p)| pids_cpu(p)).collect();
     let (mut same, mut cross) = (Vec::with_capacity(args.calls), Vec::with_capacity(args.calls));
     for k in 0..args.calls {
         let i = k % parties.len();
@@ -294,6 +309,14 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             eprintln!("babel-call-setup: {} calls of each kind", k + 1);
         }
     }
+    let cpu_ms_per_call = watched
+        .iter()
+        .zip(&cpu_before)
+        .filter_map(|((name, p), before)| {
+            let used = used_between(before, &pids_cpu(p))?;
+            Some((name.clone(), used * 1e3 / (2 * args.calls) as f64))
+        })
+        .collect();
     let (same, cross) = (Kind::from(&same), Kind::from(&cross));
     let r = |a: &Latency, b: &Latency| serde_json::json!({"p50": a.p50_ms / b.p50_ms.max(f64::MIN_POSITIVE), "p99": a.p99_ms / b.p99_ms.max(f64::MIN_POSITIVE)});
     let ratios = serde_json::json!({
@@ -312,6 +335,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         same_node: same,
         cross_node: cross,
         ratios,
+        cpu_ms_per_call,
     })
 }
 
@@ -337,6 +361,8 @@ fn table(r: &Report) -> String {
         );
     }
     s += &format!("{} calls of each kind\n", r.same_node.calls);
+    let cpu: Vec<String> = r.cpu_ms_per_call.iter().map(|(n, ms)| format!("{n} {ms:.2} ms")).collect();
+    s += &format!("CPU per call: {}\n", cpu.join(", "));
     s
 }
 

@@ -48,6 +48,10 @@ struct Args {
     /// nats-server of the cluster targets.
     #[arg(long, default_value = DEFAULT_NATS)]
     nats: String,
+    /// The process of that nats-server, to read its CPU from [default:
+    /// every `nats-server` process on the machine].
+    #[arg(long)]
+    nats_pid: Option<u32>,
     /// The babel-server binary [default: next to this executable].
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -149,7 +153,7 @@ async fn measure(args: &Args, nodes: &Nodes, kind: Kind) -> anyhow::Result<Run> 
         .map(|(i, c)| (if children.len() == 1 { "node".to_owned() } else { node_name(i + 1) }, vec![c.pid()]))
         .collect();
     watch.push(("postgres".to_owned(), pids_named("postgres")));
-    watch.push(("nats-server".to_owned(), pids_named("nats-server")));
+    watch.push(("nats-server".to_owned(), args.nats_pid.map_or_else(|| pids_named("nats-server"), |p| vec![p])));
     let target = Target {
         name: kind.name(),
         addrs: loaded_children.iter().map(ChildServer::addr).collect(),
