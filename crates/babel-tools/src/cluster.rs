@@ -22,6 +22,46 @@ pub const DEFAULT_DB: &str = "postgres://babel:babel@127.0.0.1:5432/babel";
 pub const DEFAULT_NATS: &str = "nats://127.0.0.1:4222";
 const START_LIMIT: Duration = Duration::from_secs(30);
 
+/// The engines and the server binary, on the command line of the cluster
+/// benchmarks.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineArgs {
+    /// PostgreSQL database (a scratch schema is made in it and dropped).
+    #[arg(long, default_value = DEFAULT_DB)]
+    pub db: String,
+    /// The nodes' nats-server.
+    #[arg(long, default_value = DEFAULT_NATS)]
+    pub nats: String,
+    /// The process of that nats-server, to read its CPU from [default:
+    /// every `nats-server` process on the machine].
+    #[arg(long)]
+    pub nats_pid: Option<u32>,
+    /// The babel-server binary [default: next to this executable].
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// The nats-server processes to read CPU from.
+    pub fn nats_pids(&self) -> Vec<u32> {
+        self.nats_pid.map_or_else(|| pids_named("nats-server"), |p| vec![p])
+    }
+
+    /// Nodes of the server binary on the bus; with a PostgreSQL scratch
+    /// schema when `postgres`. Blocking.
+    pub fn nodes(&self, postgres: bool) -> anyhow::Result<Nodes> {
+        let bin = match &self.server_bin {
+            Some(p) => p.clone(),
+            None => crate::child::sibling_binary("babel-server")?,
+        };
+        let mut nodes = Nodes::new(bin, &self.nats, "")?;
+        if postgres {
+            nodes.use_postgres(&self.db)?;
+        }
+        Ok(nodes)
+    }
+}
+
 /// Where the nodes' data lives and how they are started.
 #[derive(Debug)]
 pub struct Nodes {

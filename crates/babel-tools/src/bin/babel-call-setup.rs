@@ -24,7 +24,6 @@
 //! `cargo build --release -p babel-server -p babel-tools && target/release/babel-call-setup`
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,8 +33,8 @@ use babel_client::{Client, Event, EventStream};
 use babel_proto::relay as wire;
 use babel_proto::{CallId, MediaSetup, Presence, RelayGrant, ServerEvent, UserId};
 use babel_tools::bench::{pids_cpu, used_between};
-use babel_tools::child::{ChildServer, sibling_binary};
-use babel_tools::cluster::{DEFAULT_DB, DEFAULT_NATS, Nodes, pids_named};
+use babel_tools::child::ChildServer;
+use babel_tools::cluster::{EngineArgs, pids_named};
 use babel_tools::report::{Machine, loadavg};
 use babel_tools::stats::Latency;
 use babel_tools::udp_load::{Leg, TargetKind, bind_all, bound_socket};
@@ -52,19 +51,9 @@ struct Args {
     /// Nodes (at least 2).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
-    /// PostgreSQL database (a scratch schema is made in it and dropped).
-    #[arg(long, default_value = DEFAULT_DB)]
-    db: String,
-    /// The nodes' nats-server.
-    #[arg(long, default_value = DEFAULT_NATS)]
-    nats: String,
-    /// The process of that nats-server, to read its CPU from [default:
-    /// every `nats-server` process on the machine].
-    #[arg(long)]
-    nats_pid: Option<u32>,
-    /// The babel-server binary [default: next to this executable].
-    #[arg(long)]
-    server_bin: Option<PathBuf>,
+    /// PostgreSQL, nats-server and the server binary.
+    #[command(flatten)]
+    engines: EngineArgs,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -281,14 +270,9 @@ async fn parties(nodes: &[ChildServer]) -> anyhow::Result<Vec<[Party; 3]>> {
 async fn run(args: Args) -> anyhow::Result<Report> {
     ensure!((2..=16).contains(&args.nodes), "--nodes must be between 2 and 16");
     ensure!((1..=100_000).contains(&args.calls), "--calls must be between 1 and 100000");
-    let bin = match &args.server_bin {
-        Some(p) => p.clone(),
-        None => sibling_binary("babel-server")?,
-    };
     let loadavg_start = loadavg();
     let (nodes, children) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-        let mut nodes = Nodes::new(bin, &args.nats, "")?;
-        nodes.use_postgres(&args.db)?;
+        let nodes = args.engines.nodes(true)?;
         let children = nodes.cluster(args.nodes)?;
         Ok((nodes, children))
     })?;
@@ -296,7 +280,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     let watched = [
         ("nodes".to_owned(), children.iter().map(ChildServer::pid).collect::<Vec<_>>()),
         ("postgres".to_owned(), pids_named("postgres")),
-        ("nats-server".to_owned(), args.nats_pid.map_or_else(|| pids_named("nats-server"), |p| vec![p])),
+        ("nats-server".to_owned(), args.engines.nats_pids()),
     ];
     let cpu_before: Vec<_> = watched.iter().map(|(_, p)| pids_cpu(p)).collect();
     let (mut same, mut cross) = (Vec::with_capacity(args.calls), Vec::with_capacity(args.calls));
@@ -371,10 +355,5 @@ fn main() -> anyhow::Result<()> {
     let json = args.json;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(run(args))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", table(&report));
-    }
-    Ok(())
+    babel_tools::report::print(&report, json, table)
 }

@@ -17,13 +17,12 @@
 //!
 //! `cargo build --release -p babel-server -p babel-tools && target/release/babel-cluster-load`
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use babel_tools::bench::{self, ClosedResult, LoadArgs, OpenResult, Target};
-use babel_tools::child::{ChildServer, sibling_binary};
-use babel_tools::cluster::{DEFAULT_DB, DEFAULT_NATS, Nodes, node_name, pids_named};
+use babel_tools::child::ChildServer;
+use babel_tools::cluster::{EngineArgs, Nodes, node_name, pids_named};
 use babel_tools::report::{Machine, loadavg};
 use babel_tools::setup::{self, SetupOptions};
 use clap::{Parser, ValueEnum};
@@ -42,19 +41,9 @@ struct Args {
     /// Targets to measure, in this order.
     #[arg(long, value_delimiter = ',', default_value = "sqlite,pg,cluster-one,cluster")]
     targets: Vec<Kind>,
-    /// PostgreSQL database (a scratch schema is made in it and dropped).
-    #[arg(long, default_value = DEFAULT_DB)]
-    db: String,
-    /// nats-server of the cluster targets.
-    #[arg(long, default_value = DEFAULT_NATS)]
-    nats: String,
-    /// The process of that nats-server, to read its CPU from [default:
-    /// every `nats-server` process on the machine].
-    #[arg(long)]
-    nats_pid: Option<u32>,
-    /// The babel-server binary [default: next to this executable].
-    #[arg(long)]
-    server_bin: Option<PathBuf>,
+    /// PostgreSQL, nats-server and the server binary.
+    #[command(flatten)]
+    engines: EngineArgs,
     /// Spread client sockets over 127.0.0.2 ..= 127.0.0.(N+1).
     #[arg(long, default_value_t = 8)]
     source_ips: usize,
@@ -153,7 +142,7 @@ async fn measure(args: &Args, nodes: &Nodes, kind: Kind) -> anyhow::Result<Run> 
         .map(|(i, c)| (if children.len() == 1 { "node".to_owned() } else { node_name(i + 1) }, vec![c.pid()]))
         .collect();
     watch.push(("postgres".to_owned(), pids_named("postgres")));
-    watch.push(("nats-server".to_owned(), args.nats_pid.map_or_else(|| pids_named("nats-server"), |p| vec![p])));
+    watch.push(("nats-server".to_owned(), args.engines.nats_pids()));
     let target = Target {
         name: kind.name(),
         addrs: loaded_children.iter().map(ChildServer::addr).collect(),
@@ -258,15 +247,9 @@ fn table(r: &Report) -> String {
 async fn run(args: Args) -> anyhow::Result<Report> {
     ensure!(args.nodes >= 1 && args.nodes <= 16, "--nodes must be between 1 and 16");
     args.load.validate()?;
-    let bin = match &args.server_bin {
-        Some(p) => p.clone(),
-        None => sibling_binary("babel-server")?,
-    };
     let loadavg_start = loadavg();
-    let mut nodes = tokio::task::block_in_place(|| Nodes::new(bin, &args.nats, ""))?;
-    if args.targets.iter().any(|k| *k != Kind::Sqlite) {
-        tokio::task::block_in_place(|| nodes.use_postgres(&args.db))?;
-    }
+    let postgres = args.targets.iter().any(|k| *k != Kind::Sqlite);
+    let nodes = tokio::task::block_in_place(|| args.engines.nodes(postgres))?;
     let mut runs = Vec::new();
     for &kind in &args.targets {
         runs.push(measure(&args, &nodes, kind).await.with_context(|| format!("measuring {}", kind.name()))?);
@@ -290,10 +273,5 @@ fn main() -> anyhow::Result<()> {
     let json = args.json;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(run(args))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", table(&report));
-    }
-    Ok(())
+    babel_tools::report::print(&report, json, table)
 }

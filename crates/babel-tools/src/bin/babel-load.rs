@@ -273,10 +273,5 @@ fn main() -> anyhow::Result<()> {
     let json = args.json;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(run(args))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
+    babel_tools::report::print(&report, json, Report::table)
 }
