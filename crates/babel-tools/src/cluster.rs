@@ -39,6 +39,10 @@ pub struct EngineArgs {
     /// The babel-server binary [default: next to this executable].
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// The nodes' `relay_challenge_every_ms` (0: no limit per address)
+    /// [default: the server's].
+    #[arg(long)]
+    pub relay_challenge_every_ms: Option<u64>,
 }
 
 impl EngineArgs {
@@ -54,7 +58,9 @@ impl EngineArgs {
             Some(p) => p.clone(),
             None => crate::child::sibling_binary("babel-server")?,
         };
-        let mut nodes = Nodes::new(bin, &self.nats, "")?;
+        let extra =
+            self.relay_challenge_every_ms.map_or(String::new(), |ms| format!("relay_challenge_every_ms = {ms}"));
+        let mut nodes = Nodes::new(bin, &self.nats, &extra)?;
         if postgres {
             nodes.use_postgres(&self.db)?;
         }
