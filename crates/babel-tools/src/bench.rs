@@ -32,15 +32,83 @@ const LEAD: Duration = Duration::from_millis(200);
 /// Pause for the server to settle before reading its memory.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// What the load is sent to.
+/// What the load is sent to: one server, or several nodes of one cluster
+/// sharing the load (connection `i` goes to node `i mod N`).
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `server` or `ceiling`.
+    /// `server`, `ceiling`, or what the cluster benchmark calls it.
     pub name: &'static str,
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its process, to read memory and CPU time from.
-    pub pid: Option<u32>,
+    /// Where it listens, one address per node (never empty).
+    pub addrs: Vec<SocketAddr>,
+    /// Its processes (one per node), to read memory and CPU time from; the
+    /// target's CPU is their sum.
+    pub pids: Vec<u32>,
+    /// Processes whose CPU is reported on its own, by name (each node, the
+    /// database, the message bus).
+    pub watch: Vec<(String, Vec<u32>)>,
+}
+
+impl Target {
+    /// One server at `addr`.
+    pub fn one(name: &'static str, addr: SocketAddr, pid: Option<u32>) -> Target {
+        Target { name, addrs: vec![addr], pids: pid.into_iter().collect(), watch: Vec::new() }
+    }
+}
+
+/// The load's shape on the command line (`babel-load`, `babel-cluster-load`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Load users (`load-<i>@example.org`).
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Contacts per user (rounded up to an even number).
+    #[arg(long, default_value_t = 10)]
+    pub contacts: usize,
+    /// Connections for the closed and open loops.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Measured seconds of each closed or open run.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Warm-up seconds before each measured run.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Total open-loop rate, requests per second.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub rate: f64,
+}
+
+/// Seconds given on the command line.
+fn secs(what: &str, s: f64) -> anyhow::Result<Duration> {
+    ensure!(s.is_finite() && (0.0..=3600.0).contains(&s), "--{what} must be between 0 and 3600");
+    Ok(Duration::from_secs_f64(s))
+}
+
+impl LoadArgs {
+    /// Refuses settings the loops cannot run.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(self.users >= 1, "--users must be at least 1");
+        ensure!((1..=200_000).contains(&self.connections), "--connections must be between 1 and 200000");
+        ensure!(self.seconds > 0.0, "--seconds must be positive");
+        secs("seconds", self.seconds)?;
+        secs("warmup", self.warmup)?;
+        ensure!(
+            self.rate > 0.0 && self.rate.is_finite() && self.rate * (self.seconds + self.warmup) <= 5e7,
+            "--rate must be positive and give at most 50 million requests per run"
+        );
+        Ok(())
+    }
+
+    /// The loops' settings with these request frames.
+    pub fn options(&self, frames: Vec<Bytes>, source_ips: usize) -> anyhow::Result<LoadOptions> {
+        Ok(LoadOptions {
+            frames: Arc::new(frames),
+            connections: self.connections,
+            warmup: secs("warmup", self.warmup)?,
+            duration: secs("seconds", self.seconds)?,
+            source_ips,
+        })
+    }
 }
 
 /// Load settings shared by the measurements.
@@ -65,27 +133,40 @@ impl LoadOptions {
     }
 }
 
-/// Opens `n` connections (in order), failing if any cannot be opened.
-pub async fn connect_many(addr: SocketAddr, n: usize, source_ips: usize) -> anyhow::Result<Vec<TcpStream>> {
-    let results: Vec<std::io::Result<TcpStream>> = futures::stream::iter(0..n)
-        .map(|i| connect_timeout(addr, source_ip(i, source_ips), CONNECT_LIMIT))
+/// The address of connection `i` when spreading over `addrs` (round robin).
+pub fn addr_for(addrs: &[SocketAddr], i: usize) -> anyhow::Result<SocketAddr> {
+    addrs.get(i % addrs.len().max(1)).copied().context("no address to connect to")
+}
+
+/// Opens `n` connections (in order, connection `i` to `addrs[i mod
+/// len]`), failing if any cannot be opened.
+pub async fn connect_many(addrs: &[SocketAddr], n: usize, source_ips: usize) -> anyhow::Result<Vec<TcpStream>> {
+    let results: Vec<anyhow::Result<TcpStream>> = futures::stream::iter(0..n)
+        .map(|i| async move {
+            let addr = addr_for(addrs, i)?;
+            connect_timeout(addr, source_ip(i, source_ips), CONNECT_LIMIT).await.with_context(|| format!("to {addr}"))
+        })
         .buffered(CONNECT_CONCURRENCY)
         .collect()
         .await;
     let mut out = Vec::with_capacity(n);
     for (i, r) in results.into_iter().enumerate() {
-        out.push(r.with_context(|| format!("connection {i} of {n} to {addr} failed"))?);
+        out.push(r.with_context(|| format!("connection {i} of {n} failed"))?);
     }
     Ok(out)
 }
 
-/// Sends every user's request once over a few connections so that the
-/// server's caches hold every token and contact list before measuring.
+/// Sends every user's request once to each node over a few connections so
+/// that every node's caches hold every token and contact list before
+/// measuring.
 pub async fn warm_caches(target: &Target, frames: &[Bytes], source_ips: usize) -> anyhow::Result<()> {
     const WARMERS: usize = 8;
-    let conns = connect_many(target.addr, WARMERS.min(frames.len()), source_ips).await?;
-    let tasks = conns.into_iter().enumerate().map(|(w, mut s)| {
-        let mine: Vec<Bytes> = frames.iter().skip(w).step_by(WARMERS).cloned().collect();
+    let per_node = WARMERS.min(frames.len()).max(1);
+    let nodes = target.addrs.len();
+    // Connection `c` goes to node `c mod nodes` and is that node's warmer `c / nodes`.
+    let conns = connect_many(&target.addrs, per_node * nodes, source_ips).await?;
+    let tasks = conns.into_iter().enumerate().map(|(c, mut s)| {
+        let mine: Vec<Bytes> = frames.iter().skip(c / nodes.max(1)).step_by(per_node).cloned().collect();
         async move {
             let mut r = ResponseReader::new();
             for f in mine {
@@ -102,9 +183,10 @@ pub async fn warm_caches(target: &Target, frames: &[Bytes], source_ips: usize) -
 }
 
 /// CPU used during a measured window.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CpuUse {
-    /// The target process, in percent of one core (200 = both of 2 cores).
+    /// The target's processes together, in percent of one core (200 =
+    /// both of 2 cores).
     pub target_pct: Option<f64>,
     /// This load generator, in percent of one core.
     pub load_pct: Option<f64>,
@@ -114,22 +196,72 @@ pub struct CpuUse {
     /// processes), in percent of one core: a large figure means the run was
     /// disturbed.
     pub other_pct: Option<f64>,
+    /// The target's watched processes ([`Target::watch`]), each on its own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessCpu>,
 }
 
-/// CPU seconds used in a window: target, load generator, whole machine.
-type CpuSample = (Option<f64>, Option<f64>, Option<f64>);
+/// One watched process (or group of processes) in a measured window.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessCpu {
+    /// What it is (`n1`, `postgres`, `nats-server`).
+    pub name: String,
+    /// Percent of one core.
+    pub pct: f64,
+    /// CPU time per answered request, in microseconds.
+    pub us_per_request: Option<f64>,
+}
 
-/// Reads the CPU time of the target and of this process at `from` and `to`.
-fn cpu_probe(pid: Option<u32>, from: Instant, to: Instant) -> tokio::task::JoinHandle<CpuSample> {
+/// CPU seconds used in a window: target, load generator, whole machine,
+/// each watched group.
+#[derive(Debug, Clone, Default)]
+struct CpuSample {
+    target: Option<f64>,
+    load: Option<f64>,
+    machine: Option<f64>,
+    watched: Vec<(String, f64)>,
+}
+
+/// CPU seconds used so far by each of the processes `pids` that exist, as
+/// `(pid, seconds)`.
+pub fn pids_cpu(pids: &[u32]) -> Vec<(u32, f64)> {
+    pids.iter().filter_map(|&p| Some((p, crate::child::cpu_seconds(Some(p))?))).collect()
+}
+
+/// CPU used between two [`pids_cpu`] samples by the processes in both
+/// (`None` when none is).
+pub fn used_between(a: &[(u32, f64)], b: &[(u32, f64)]) -> Option<f64> {
+    let both: Vec<f64> = b.iter().filter_map(|(p, t1)| a.iter().find(|(q, _)| q == p).map(|(_, t0)| t1 - t0)).collect();
+    (!both.is_empty()).then(|| both.iter().sum())
+}
+
+/// Reads the CPU time of the target, of this process, of the machine and of
+/// the watched processes at `from` and `to`.
+fn cpu_probe(target: &Target, from: Instant, to: Instant) -> tokio::task::JoinHandle<CpuSample> {
     use crate::child::{cpu_seconds, machine_busy_seconds};
-    let sample = move || (pid.and_then(|p| cpu_seconds(Some(p))), cpu_seconds(None), machine_busy_seconds());
+    let pids = target.pids.clone();
+    let watch = target.watch.clone();
+    let sample = move || {
+        let groups: Vec<Vec<(u32, f64)>> = watch.iter().map(|(_, p)| pids_cpu(p)).collect();
+        (pids_cpu(&pids), cpu_seconds(None), machine_busy_seconds(), groups)
+    };
+    let names: Vec<String> = target.watch.iter().map(|(n, _)| n.clone()).collect();
     tokio::spawn(async move {
         tokio::time::sleep_until(from).await;
         let a = sample();
         tokio::time::sleep_until(to).await;
         let b = sample();
         let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
-        (used(a.0, b.0), used(a.1, b.1), used(a.2, b.2))
+        CpuSample {
+            target: used_between(&a.0, &b.0),
+            load: used(a.1, b.1),
+            machine: used(a.2, b.2),
+            watched: names
+                .into_iter()
+                .zip(a.3.iter().zip(&b.3))
+                .filter_map(|(n, (x, y))| Some((n, used_between(x, y)?)))
+                .collect(),
+        }
     })
 }
 
@@ -137,16 +269,22 @@ impl CpuUse {
     fn new(used: CpuSample, window: Duration, requests: u64) -> CpuUse {
         let secs = window.as_secs_f64().max(1e-9);
         let pct = |c: f64| c / secs * 100.0;
-        let other = match used {
+        let per_request = |c: f64| (requests > 0).then(|| c * 1e6 / requests as f64);
+        let other = match (used.target, used.load, used.machine) {
             (Some(t), Some(l), Some(all)) => Some((all - t - l).max(0.0)),
             (None, Some(l), Some(all)) => Some((all - l).max(0.0)),
             _ => None,
         };
         CpuUse {
-            target_pct: used.0.map(pct),
-            load_pct: used.1.map(pct),
-            target_us_per_request: used.0.filter(|_| requests > 0).map(|c| c * 1e6 / requests as f64),
+            target_pct: used.target.map(pct),
+            load_pct: used.load.map(pct),
+            target_us_per_request: used.target.and_then(per_request),
             other_pct: other.map(pct),
+            processes: used
+                .watched
+                .into_iter()
+                .map(|(name, c)| ProcessCpu { name, pct: pct(c), us_per_request: per_request(c) })
+                .collect(),
         }
     }
 }
@@ -185,11 +323,11 @@ struct ClosedConn {
 /// Measurement A: every connection sends, waits for the answer, sends again.
 pub async fn closed_loop(target: &Target, opts: &LoadOptions) -> anyhow::Result<ClosedResult> {
     ensure!(!opts.frames.is_empty(), "no request frames");
-    let conns = connect_many(target.addr, opts.connections, opts.source_ips).await?;
+    let conns = connect_many(&target.addrs, opts.connections, opts.source_ips).await?;
     let start = Instant::now() + LEAD;
     let measure_from = start + opts.warmup;
     let end = measure_from + opts.duration;
-    let probe = cpu_probe(target.pid, measure_from, end);
+    let probe = cpu_probe(target, measure_from, end);
     let mut tasks = Vec::with_capacity(conns.len());
     for (i, mut stream) in conns.into_iter().enumerate() {
         let frame = opts.frame(i);
@@ -292,7 +430,7 @@ struct OpenConn {
 pub async fn open_loop(target: &Target, opts: &LoadOptions, rate: f64) -> anyhow::Result<OpenResult> {
     ensure!(!opts.frames.is_empty(), "no request frames");
     ensure!(rate > 0.0 && rate.is_finite(), "the rate must be positive");
-    let conns = connect_many(target.addr, opts.connections, opts.source_ips).await?;
+    let conns = connect_many(&target.addrs, opts.connections, opts.source_ips).await?;
     let n = conns.len();
     let start = Instant::now() + LEAD;
     let ns = |d: Duration| d.as_nanos() as u64;
@@ -300,7 +438,7 @@ pub async fn open_loop(target: &Target, opts: &LoadOptions, rate: f64) -> anyhow
     let end_ns = measure_from_ns + ns(opts.duration);
     let end = start + opts.warmup + opts.duration;
     let deadline = end + DRAIN;
-    let probe = cpu_probe(target.pid, start + opts.warmup, end);
+    let probe = cpu_probe(target, start + opts.warmup, end);
     let mut tasks = Vec::with_capacity(n);
     for (i, stream) in conns.into_iter().enumerate() {
         let frame = opts.frame(i);
@@ -419,15 +557,17 @@ pub struct IdleResult {
 /// stays open idle; compare the target's resident memory before and after.
 pub async fn idle_memory(target: &Target, opts: &LoadOptions, count: usize) -> anyhow::Result<IdleResult> {
     ensure!(!opts.frames.is_empty(), "no request frames");
-    let pid = target.pid.with_context(|| format!("no process id for {} (see --server-pid)", target.name))?;
+    ensure!(!target.pids.is_empty(), "no process id for {} (see --server-pid)", target.name);
+    let rss = || target.pids.iter().map(|&p| crate::child::rss_kib(p)).sum::<anyhow::Result<u64>>();
     tokio::time::sleep(SETTLE).await;
-    let before = crate::child::rss_kib(pid)?;
-    let addr = target.addr;
+    let before = rss()?;
+    let addrs = &target.addrs;
     let source_ips = opts.source_ips;
     let results: Vec<anyhow::Result<TcpStream>> = futures::stream::iter(0..count)
         .map(|i| {
             let frame = opts.frame(i);
             async move {
+                let addr = addr_for(addrs, i)?;
                 let mut s = connect_timeout(addr, source_ip(i, source_ips), CONNECT_LIMIT).await?;
                 let mut r = ResponseReader::new();
                 let resp = crate::net::round_trip(&mut s, &mut r, &frame, CONNECT_LIMIT).await?;
@@ -454,7 +594,7 @@ pub async fn idle_memory(target: &Target, opts: &LoadOptions, count: usize) -> a
         eprintln!("{}: {failed} idle connections failed; first: {e:#}", target.name);
     }
     tokio::time::sleep(SETTLE).await;
-    let after = crate::child::rss_kib(pid)?;
+    let after = rss()?;
     let opened = open.len();
     drop(open);
     Ok(IdleResult {

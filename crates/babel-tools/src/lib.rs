@@ -18,6 +18,11 @@
 //!   floods, silent connections) against a server child and reports what
 //!   they cost it.
 //!
+//! * `babel-cluster-load` and `babel-call-setup` start nodes ([`cluster`]) on
+//!   SQLite, PostgreSQL and nats-server: `/contacts` on one node against
+//!   several (with [`mod@bench`]'s loops), and call set-up across nodes
+//!   against on one node.
+//!
 //! The pure parts (send schedules, percentiles, frame prefixes, contact
 //! pairing) live in [`schedule`], [`stats`], [`net`] and [`setup`] and are
 //! unit-tested. Every loop here is bounded in count and time.
@@ -25,6 +30,7 @@
 pub mod bench;
 pub mod ceiling;
 pub mod child;
+pub mod cluster;
 pub mod fault;
 pub mod flood;
 pub mod net;

@@ -13,6 +13,23 @@ pub const TARGET_OPEN_P99_MS: f64 = 5.0;
 /// Memory per idle logged-in connection must stay at or below this, in KiB.
 pub const TARGET_IDLE_KIB: f64 = 16.0;
 
+/// Prints `report` as one JSON document, or as the text `table` makes.
+pub fn print<R: Serialize>(report: &R, json: bool, table: impl FnOnce(&R) -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", table(report));
+    }
+    Ok(())
+}
+
+/// The load average over 1, 5 and 15 minutes (`/proc/loadavg`).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// The machine the figures come from.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {

@@ -471,7 +471,7 @@ fn ack_for(kind: TargetKind, datagram: &[u8], by_handle: &HashMap<u32, usize>, l
 
 /// BINDs every participant, re-sending to those not acknowledged; answers
 /// the rounds it took.
-fn bind_all(kind: TargetKind, sockets: &[UdpSocket], legs: &[Leg]) -> anyhow::Result<u32> {
+pub fn bind_all(kind: TargetKind, sockets: &[UdpSocket], legs: &[Leg]) -> anyhow::Result<u32> {
     let by_handle: HashMap<u32, usize> = legs.iter().enumerate().map(|(p, l)| (l.handle, p)).collect();
     ensure!(by_handle.len() == legs.len(), "two participants share a handle");
     let mut bound = vec![false; legs.len()];

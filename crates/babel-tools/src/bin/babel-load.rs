@@ -4,11 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use babel_tools::bench::{self, LoadOptions, Target};
+use babel_tools::bench::{self, LoadArgs, Target};
 use babel_tools::child::{ChildServer, sibling_binary};
 use babel_tools::net::{MAX_SOURCE_IPS, check_target};
 use babel_tools::report::{Machine, Report, SetupSummary};
@@ -23,24 +22,9 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Load users (`load-<i>@example.org`), created once and reused.
-    #[arg(long, default_value_t = 1000)]
-    users: usize,
-    /// Contacts per user (rounded up to an even number).
-    #[arg(long, default_value_t = 10)]
-    contacts: usize,
-    /// Connections for the closed and open loops.
-    #[arg(long, default_value_t = 1000)]
-    connections: usize,
-    /// Measured seconds of each closed or open run.
-    #[arg(long, default_value_t = 10.0)]
-    seconds: f64,
-    /// Warm-up seconds before each measured run.
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
-    /// Total open-loop rate, requests per second.
-    #[arg(long, default_value_t = 20_000.0)]
-    rate: f64,
+    /// The load (accounts are created once and reused).
+    #[command(flatten)]
+    load: LoadArgs,
     /// Idle logged-in connections for the memory measurement.
     #[arg(long, default_value_t = 10_000)]
     idle_connections: usize,
@@ -99,22 +83,10 @@ enum Phase {
     Open,
 }
 
-/// Seconds given on the command line.
-fn secs(what: &str, s: f64) -> anyhow::Result<Duration> {
-    ensure!((0.0..=3600.0).contains(&s), "--{what} must be between 0 and 3600");
-    Ok(Duration::from_secs_f64(s))
-}
-
 fn validate(a: &Args) -> anyhow::Result<()> {
-    ensure!(a.users >= 1, "--users must be at least 1");
-    ensure!(a.connections >= 1, "--connections must be at least 1");
-    ensure!(a.seconds > 0.0, "--seconds must be positive");
-    ensure!(
-        a.rate > 0.0 && a.rate.is_finite() && a.rate * (a.seconds + a.warmup) <= 5e7,
-        "--rate must be positive and give at most 50 million requests per run"
-    );
+    a.load.validate()?;
     ensure!(a.source_ips <= MAX_SOURCE_IPS, "--source-ips must be at most {MAX_SOURCE_IPS}");
-    ensure!(a.connections <= 200_000 && a.idle_connections <= 200_000, "at most 200000 connections");
+    ensure!(a.idle_connections <= 200_000, "at most 200000 idle connections");
     if let Some(s) = a.server {
         check_target(&s)?;
     }
@@ -156,8 +128,6 @@ fn remove_if_present(path: &PathBuf) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<Report> {
-    let warmup = secs("warmup", args.warmup)?;
-    let duration = secs("seconds", args.seconds)?;
     let db = args.db.clone().unwrap_or_else(|| args.state.with_extension("db"));
     if args.fresh {
         remove_if_present(&args.state)?;
@@ -190,8 +160,8 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         addr: server_addr,
         state_path: args.state.clone(),
         target: target_key,
-        users: args.users,
-        contacts: args.contacts,
+        users: args.load.users,
+        contacts: args.load.contacts,
         source_ips: args.source_ips,
     })
     .await?;
@@ -215,39 +185,33 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     }
     let frames: Vec<bytes::Bytes> = prepared.accounts.iter().map(setup::Account::contacts_request).collect();
     let request_bytes = frames.first().map_or(0, |f| f.len());
-    let server = Target { name: "server", addr: server_addr, pid: server_pid };
+    let server = Target::one("server", server_addr, server_pid);
     bench::warm_caches(&server, &frames, args.source_ips).await?;
 
     let reply_bytes = args.reply_bytes.unwrap_or(prepared.reply_bytes);
     let mut own_ceiling = None;
     let ceiling = match args.ceiling {
-        Some(addr) => Target { name: "ceiling", addr, pid: args.ceiling_pid },
+        Some(addr) => Target::one("ceiling", addr, args.ceiling_pid),
         None => {
             let bin = match &args.ceiling_bin {
                 Some(p) => p.clone(),
                 None => sibling_binary("babel-ceiling")?,
             };
             let c = start_ceiling(&bin, reply_bytes)?;
-            let t = Target { name: "ceiling", addr: c.addr(), pid: Some(c.pid()) };
+            let t = Target::one("ceiling", c.addr(), Some(c.pid()));
             own_ceiling = Some(c);
             t
         }
     };
     bench::warm_caches(&ceiling, &frames, args.source_ips).await?;
 
-    let opts = LoadOptions {
-        frames: Arc::new(frames),
-        connections: args.connections,
-        warmup,
-        duration,
-        source_ips: args.source_ips,
-    };
+    let opts = args.load.options(frames, args.source_ips)?;
     let mut report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: Machine::detect(),
         setup: SetupSummary {
-            users: args.users,
-            contacts: setup::effective_contacts(args.contacts),
+            users: args.load.users,
+            contacts: setup::effective_contacts(args.load.contacts),
             reused: prepared.reused,
             created: prepared.created,
             logged_in: prepared.logged_in,
@@ -272,7 +236,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             eprintln!("babel-load: {phase:?} on {}", target.name);
             match phase {
                 Phase::Idle => {
-                    if target.pid.is_none() {
+                    if target.pids.is_empty() {
                         report
                             .notes
                             .push(format!("no memory figure for {}: give its --{}-pid", target.name, target.name));
@@ -281,7 +245,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
                     report.idle.push(bench::idle_memory(target, &opts, args.idle_connections).await?);
                 }
                 Phase::Closed => report.closed.push(bench::closed_loop(target, &opts).await?),
-                Phase::Open => report.open.push(bench::open_loop(target, &opts, args.rate).await?),
+                Phase::Open => report.open.push(bench::open_loop(target, &opts, args.load.rate).await?),
             }
             if let Some(s) = own_server.as_mut() {
                 s.check_alive()?;
@@ -300,7 +264,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     validate(&args)?;
     match babel_tools::raise_fd_limit() {
-        Ok(n) if (n as usize) < args.idle_connections + args.connections + 100 => {
+        Ok(n) if (n as usize) < args.idle_connections + args.load.connections + 100 => {
             eprintln!("babel-load: the file descriptor limit is {n}; some connections may fail")
         }
         Ok(_) => {}
@@ -309,10 +273,5 @@ fn main() -> anyhow::Result<()> {
     let json = args.json;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(run(args))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
+    babel_tools::report::print(&report, json, Report::table)
 }
