@@ -85,9 +85,10 @@ pub struct Config {
     /// Relay worker threads, each with its own `SO_REUSEPORT` socket on the
     /// relay's address (default 0: one per core; see `relay_io`).
     pub relay_workers: usize,
-    /// A busy relay worker lets each batch of datagrams gather this many
-    /// microseconds before taking it (default 100; 0: never pause; see
-    /// `relay_io`).
+    /// The longest a busy relay worker lets a batch of datagrams gather
+    /// before taking it, in microseconds (default 1000; it pauses about as
+    /// long as 48 datagrams take to come at the rate it sees, and not at all
+    /// below 2 per pause; 0: never pause; see `relay_gather`).
     pub relay_gather_us: u64,
     /// Abuse limits (`[limits]` in the file).
     #[serde(rename = "limits")]

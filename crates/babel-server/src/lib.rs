@@ -38,6 +38,7 @@ pub mod embedded;
 pub mod identity;
 pub mod limits;
 pub mod relay;
+pub mod relay_gather;
 pub mod relay_io;
 pub mod server;
 pub mod status;

@@ -19,11 +19,12 @@
 //! they produce with `sendmmsg`, up to [`SEND_BATCH`] per call: one system
 //! call per batch instead of one per datagram each way. At low load a batch
 //! holds one datagram and nothing is waited for; under load batches grow
-//! and the cost per datagram falls. A worker that finds datagrams waiting
-//! sooner than `relay_gather_us` (default [`GATHER_US`] µs) after it
-//! started to wait is busy: it then pauses that long before its next
-//! `recvmmsg`, so that one wake-up serves many datagrams instead of one
-//! (a datagram waits at most that long more; an idle worker never pauses).
+//! and the cost per datagram falls. A worker that is receiving fast pauses
+//! before its next `recvmmsg`, long enough for a batch to gather but at
+//! most `relay_gather_us` (default [`GATHER_US`] µs), so that one wake-up
+//! serves many datagrams instead of one; a datagram waits at most that
+//! long more, and an idle worker never pauses (the rule, with its
+//! reasons, is [`crate::relay_gather`]).
 //! The calls go through `nix`'s safe wrappers: this workspace forbids `unsafe`, and `quinn-udp` (the other
 //! obvious crate) sends a batch only to one destination (GSO), while a relay
 //! sends every datagram somewhere else.
@@ -47,17 +48,18 @@ use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 
 use crate::relay::{Handled, Relay};
+use crate::relay_gather::Gather;
 
 /// Most datagrams taken per `recvmmsg`.
-pub const BATCH: usize = 32;
+pub const BATCH: usize = 64;
 /// Most datagrams sent per `sendmmsg`.
 pub const SEND_BATCH: usize = 64;
 /// Largest datagram received whole (longer ones are cut, fail their tag and
 /// are dropped).
 const BUF_LEN: usize = 2048;
-/// How long a busy worker lets a batch gather by default
-/// (`relay_gather_us`).
-pub const GATHER_US: u64 = 100;
+/// The longest a busy worker lets a batch gather, by default
+/// (`relay_gather_us`): a twentieth of a voice frame.
+pub const GATHER_US: u64 = 1_000;
 /// How often a worker looks at its stop flag while idle.
 const STOP_CHECK: Duration = Duration::from_millis(200);
 
@@ -73,6 +75,8 @@ pub struct WorkerStats {
     pub sent: AtomicU64,
     /// `sendmmsg` calls.
     pub send_calls: AtomicU64,
+    /// Pauses taken to let a batch gather (see [`crate::relay_gather`]).
+    pub pauses: AtomicU64,
 }
 
 /// The number of workers meant by `configured` (0: one per core).
@@ -243,8 +247,9 @@ pub fn serve(relay: &Relay, socket: UdpSocket, gather: Duration, stats: &WorkerS
     };
     let mut got: [(usize, Option<SocketAddr>); BATCH] = [(0, None); BATCH];
     let mut dests = Vec::with_capacity(8);
+    let mut gather = Gather::new(gather, BATCH);
+    let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let waiting = Instant::now();
         let n = {
             let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
             match recvmmsg(fd, &mut headers, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
@@ -264,7 +269,7 @@ pub fn serve(relay: &Relay, socket: UdpSocket, gather: Duration, stats: &WorkerS
                 }
             }
         };
-        let waited = waiting.elapsed();
+        let pause = gather.after_batch(n, started.elapsed());
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.received.fetch_add(n as u64, Ordering::Relaxed);
         let mut forwarded = 0u64;
@@ -307,11 +312,11 @@ pub fn serve(relay: &Relay, socket: UdpSocket, gather: Duration, stats: &WorkerS
         // Forwards that failed to go out were counted as drops, not forwards.
         let failed = std::mem::take(&mut out.failed_forwards);
         relay.stats.forwarded.fetch_add(forwarded.saturating_sub(failed), Ordering::Relaxed);
-        // Under load (this batch came after a wait shorter than `gather`)
-        // let the next batch gather for `gather` rather than wake for
-        // every datagram; idle, wait for the next datagram as it comes.
-        if n < BATCH && !gather.is_zero() && waited < gather {
-            std::thread::sleep(gather);
+        // Busy: let the next batch gather rather than wake for every
+        // datagram; idle, wait for the next datagram as it comes.
+        if !pause.is_zero() {
+            stats.pauses.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(pause);
         }
     }
 }
