@@ -104,7 +104,7 @@ async fn a_flapping_address_neither_floods_nor_cuts_the_others_events() {
             let _ = recv(sock, Duration::from_millis(20)).await;
         }
     }
-    let moves = s.server.app().relay().stats.moves.load(std::sync::atomic::Ordering::Relaxed);
+    let moves = s.server().app().relay().stats.moves.load(std::sync::atomic::Ordering::Relaxed);
     assert!(moves >= 1, "the flapping never got through ({i} tries)");
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.client.hangup(call).await.unwrap();
