@@ -325,3 +325,111 @@ async fn a_member_on_another_node_invites_a_contact_on_that_node() {
     assert_eq!(status, 403, "ann is already in the call: {v}");
     p.shutdown().await;
 }
+
+/// A commitment and the key behind it (PROTOCOL.md's example values; the
+/// server does not judge one against the other).
+const KEY_COMMIT: &str = "a0oliH9TZTQoY1DC5F9jGBa2+AbGO5yPxM4B2Brpk7U=";
+const KEY: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
+
+#[tokio::test]
+async fn call_key_sent_to_another_node_reaches_the_home_with_one_node_statuses() {
+    let mut p = pair(30).await;
+    let (status, v) = Client::connect(p.a.addr())
+        .await
+        .call(p.ann.header(), "/call", json!({"contact_id": p.bob.id, "key_commit": KEY_COMMIT}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let rung = p.bob_events.next_named("/incoming_call").await;
+    assert_eq!(rung["key_commit"], json!(KEY_COMMIT), "{rung}");
+    // Ann's client moved to node b: her /call_key goes through b.
+    let ann_on_b = |data: Value| {
+        let (addr, header) = (p.b.addr(), p.ann.header());
+        async move { Client::connect(addr).await.call(header, "/call_key", data).await }
+    };
+    let reveal = json!({"call_id": call_id, "key": KEY});
+    assert_refused(ann_on_b(reveal.clone()).await, "not been answered");
+    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    p.ann_events.next_named("/call_accepted").await;
+    // Bob committed to nothing.
+    assert_refused(p.on_b("/call_key", reveal.clone()).await, "committed to no key");
+    let (status, v) = ann_on_b(reveal.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    let told = p.bob_events.next_named("/call_key").await;
+    assert_eq!(told, json!({"call_id": call_id, "id": p.ann.id, "key": KEY}));
+    assert_refused(ann_on_b(reveal.clone()).await, "already revealed");
+    // A malformed key is refused where it arrives, as on one node.
+    let (status, v) = ann_on_b(json!({"call_id": call_id, "key": "short"})).await;
+    assert_eq!(status, 400, "{v}");
+    // Someone not in the call, and a call that exists nowhere.
+    let mut c = Client::connect(p.b.addr()).await;
+    let cal = c.create("cal@example.org").await;
+    let (status, v) = c.call(cal.header(), "/call_key", reveal.clone()).await;
+    assert_eq!(status, 403, "{v}");
+    assert_refused(p.on_b("/call_key", json!({"call_id": "12345", "key": KEY})).await, "no such call");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn call_nonce_from_a_member_on_another_node_reaches_members_on_both_nodes() {
+    let mut p = pair(30).await;
+    let world_c = p.a.addr();
+    let mut c = Client::connect(world_c).await;
+    let cal = c.create("cal@example.org").await;
+    c.befriend(&p.ann, &cal).await;
+    let mut cal_events = Events::open(p.a.addr(), &cal).await;
+    let call_id = p.ring().await;
+    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = c.call(p.ann.header(), "/invite", json!({"call_id": call_id, "contact_id": cal.id})).await;
+    assert_eq!(status, 200, "{v}");
+    cal_events.next_named("/incoming_call").await;
+    // Cal is rung, not yet a member: his nonce is refused, through b too.
+    let nonce = json!({"call_id": call_id, "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="});
+    let (status, v) = Client::connect(p.b.addr()).await.call(cal.header(), "/call_nonce", nonce.clone()).await;
+    assert_eq!(status, 403, "{v}");
+    let (status, v) = c.call(cal.header(), "/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    // Bob, a member talking to b, answers cal's commitment: both others hear it.
+    let (status, v) = p.on_b("/call_nonce", nonce).await;
+    assert_eq!(status, 200, "{v}");
+    let want = json!({"call_id": call_id, "id": p.bob.id, "nonce": "AAAAAAAAAAAAAAAAAAAAAA=="});
+    assert_eq!(p.ann_events.next_named("/call_nonce").await, want);
+    assert_eq!(cal_events.next_named("/call_nonce").await, want);
+    p.shutdown().await;
+}
+
+/// The home's relay learns each side's public address from its BIND; each
+/// other participant hears of it by `/call_candidates`, on whatever node
+/// its events are.
+#[tokio::test]
+async fn call_candidates_learned_at_the_homes_relay_reach_participants_on_both_nodes() {
+    let mut p = pair(30).await;
+    let (status, v) =
+        Client::connect(p.a.addr()).await.call(p.ann.header(), "/call", json!({"contact_id": p.bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (ann_relay, ann_handle, ann_key) = grant_of(&v, p.a.addr());
+    p.bob_events.next_named("/incoming_call").await;
+    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    let (bob_relay, bob_handle, bob_key) = grant_of(&v, p.b.addr());
+    p.ann_events.next_named("/call_accepted").await;
+
+    let bob_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    bind(&bob_sock, bob_relay, bob_handle, &bob_key).await;
+    let bob_public = bob_sock.local_addr().unwrap().to_string();
+    let seen = p.ann_events.until("/call_candidates", |v| v["id"] == json!(p.bob.id)).await;
+    let update = &seen.last().unwrap().1;
+    assert_eq!(update["call_id"], json!(call_id), "{update}");
+    assert!(update["candidates"].as_array().unwrap().contains(&json!(bob_public)), "{update}");
+
+    let ann_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    bind(&ann_sock, ann_relay, ann_handle, &ann_key).await;
+    let ann_public = ann_sock.local_addr().unwrap().to_string();
+    let seen = p.bob_events.until("/call_candidates", |v| v["id"] == json!(p.ann.id)).await;
+    let update = &seen.last().unwrap().1;
+    assert!(update["candidates"].as_array().unwrap().contains(&json!(ann_public)), "bob, on b: {update}");
+    p.shutdown().await;
+}

@@ -4,8 +4,7 @@
 //! its relay legs and its call channel live there. While the call lasts the
 //! home answers requests on the call's subject, `<cluster>.call.<id>.home`;
 //! a node asked about a call it does not hold (`/answer`, `/invite`,
-//! `/hangup`)
-//! forwards the request there and relays the answer back. NATS says at once
+//! `/hangup`, `/call_key`, `/call_nonce`) forwards the request there and relays the answer back. NATS says at once
 //! when nobody listens on a subject, so a call that exists nowhere is
 //! refused as quickly as on one node.
 //!
@@ -76,6 +75,24 @@ pub(crate) enum CallRequest {
         user: i64,
         /// From which session.
         session: i64,
+    },
+    /// `/call_key`: a committed participant reveals its key.
+    Key {
+        /// Who reveals.
+        user: i64,
+        /// From which session.
+        session: i64,
+        /// The key, as the client sent it (checked where it arrived).
+        key: String,
+    },
+    /// `/call_nonce`: a member answers a newcomer's commitment.
+    Nonce {
+        /// Who answers.
+        user: i64,
+        /// From which session.
+        session: i64,
+        /// The nonce, as the client sent it (checked where it arrived).
+        nonce: String,
     },
 }
 
@@ -270,6 +287,12 @@ impl App {
             CallRequest::Hangup { user, session } => {
                 self.hangup_here(Authed { user: UserId(user), session: SessionId(session) }, call).await
             }
+            CallRequest::Key { user, session, key } => {
+                self.call_key_here(Authed { user: UserId(user), session: SessionId(session) }, call, key).await
+            }
+            CallRequest::Nonce { user, session, nonce } => {
+                self.call_nonce_here(Authed { user: UserId(user), session: SessionId(session) }, call, nonce).await
+            }
         }
     }
 
@@ -325,6 +348,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<CallRequest>(&text).unwrap(), req);
         let hang = CallRequest::Hangup { user: 1, session: 2 };
         assert_eq!(serde_json::to_string(&hang).unwrap(), r#"{"op":"hangup","user":1,"session":2}"#);
+        let key = CallRequest::Key { user: 1, session: 2, key: "k".into() };
+        assert_eq!(serde_json::to_string(&key).unwrap(), r#"{"op":"key","user":1,"session":2,"key":"k"}"#);
+        let nonce = CallRequest::Nonce { user: 1, session: 2, nonce: "n".into() };
+        assert_eq!(serde_json::from_str::<CallRequest>(&serde_json::to_string(&nonce).unwrap()).unwrap(), nonce);
         assert!(serde_json::from_str::<CallRequest>(r#"{"op":"explode"}"#).is_err());
 
         let refused: Answered = Reply::Refused("there is no such call".into()).into();

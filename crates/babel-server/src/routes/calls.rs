@@ -1,4 +1,6 @@
-//! `/call`, `/answer`, `/hangup`, `/invite`, `/connect_call`, `/call_key`.
+//! `/call`, `/answer`, `/hangup`, `/invite`, `/connect_call`, `/call_key`,
+//! `/call_nonce`; in a cluster each is forwarded to the call's home when
+//! the call is not here (`cluster/calls.rs`).
 
 use babel_proto::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, RelayGrant, Reply, UserId};
 
@@ -165,6 +167,17 @@ impl App {
     /// server does not judge the key against the commitment: the clients
     /// do, since the server is who the commitment guards against.
     pub(crate) async fn call_key(&self, me: Authed, call: CallId, key: String) -> ServiceResult<Reply> {
+        let forwarded = self
+            .forward_call(call, || CallRequest::Key { user: me.user.0, session: me.session.0, key: key.clone() })
+            .await;
+        if let Some(reply) = forwarded {
+            return reply;
+        }
+        self.call_key_here(me, call, key).await
+    }
+
+    /// `/call_key` at the call's home.
+    pub(crate) async fn call_key_here(&self, me: Authed, call: CallId, key: String) -> ServiceResult<Reply> {
         let fx = self.calls.reveal(call, Leg { user: me.user, session: me.session }, key)?;
         self.apply(fx).await;
         Ok(Reply::Ok)
@@ -172,6 +185,17 @@ impl App {
 
     /// A member answers a newcomer's commitment; the others are told.
     pub(crate) async fn call_nonce(&self, me: Authed, call: CallId, nonce: String) -> ServiceResult<Reply> {
+        let forwarded = self
+            .forward_call(call, || CallRequest::Nonce { user: me.user.0, session: me.session.0, nonce: nonce.clone() })
+            .await;
+        if let Some(reply) = forwarded {
+            return reply;
+        }
+        self.call_nonce_here(me, call, nonce).await
+    }
+
+    /// `/call_nonce` at the call's home.
+    pub(crate) async fn call_nonce_here(&self, me: Authed, call: CallId, nonce: String) -> ServiceResult<Reply> {
         let fx = self.calls.nonce(call, Leg { user: me.user, session: me.session }, nonce)?;
         self.apply(fx).await;
         Ok(Reply::Ok)
