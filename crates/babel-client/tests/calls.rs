@@ -467,8 +467,8 @@ in_both_topologies! {
     group_call_with_invites,
     busy_is_published_and_cleared,
     two_hundred_concurrent_calls_leave_nothing_behind(flavor = "multi_thread", worker_threads = 2),
+    the_caller_reveals_its_key_once_after_the_answer,
+    a_group_join_commits_answers_with_nonces_reveals_and_every_side_shows_one_code,
     ; one node only until:
-    the_caller_reveals_its_key_once_after_the_answer("/call_key is forwarded to the call's home"),
-    a_group_join_commits_answers_with_nonces_reveals_and_every_side_shows_one_code("/call_nonce and /call_key are forwarded to the call's home"),
     a_drop_mid_call_ends_it_for_the_other_side("/connect_call is forwarded to the call's home"),
 }
