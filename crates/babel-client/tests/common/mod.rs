@@ -158,12 +158,17 @@ pub async fn start_in_with(topology: Topology, mut f: impl FnMut(&mut Config)) -
             (configs, Some(Engines { schema, nats, cluster }))
         }
     };
-    let mut nodes = Vec::new();
-    // One after another: the first node makes the schema's tables.
-    for config in &configs {
-        let node =
-            RunningServer::start(config).await.unwrap_or_else(|e| panic!("node {:?} did not start: {e}", config.node));
-        nodes.push(Some(node));
+    // The first node alone (it makes the schema's tables), then the others.
+    let start = |config: &Config| {
+        let config = config.clone();
+        async move {
+            RunningServer::start(&config).await.unwrap_or_else(|e| panic!("node {:?} did not start: {e}", config.node))
+        }
+    };
+    let mut nodes = vec![Some(start(&configs[0]).await)];
+    let rest: Vec<_> = configs[1..].iter().map(|c| tokio::spawn(start(c))).collect();
+    for node in rest {
+        nodes.push(Some(node.await.unwrap()));
     }
     TestServer { topology, nodes, configs, next: AtomicUsize::new(0), engines, _dir: dir }
 }
