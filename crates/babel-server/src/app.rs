@@ -193,10 +193,37 @@ pub struct ChannelMode {
     pub call: CallId,
     /// Whose channel.
     pub leg: Leg,
-    /// The call's channels.
-    pub room: Arc<Room>,
+    /// Where its `/send` frames go.
+    pub link: ChannelLink,
     /// Frames to write to this channel.
     pub queue: Arc<ChannelQueue>,
+}
+
+/// Where a call channel's frames go.
+#[derive(Debug)]
+pub enum ChannelLink {
+    /// The call's room, on this node (its home).
+    Room(Arc<Room>),
+    /// The call's home on another node (`cluster/channels.rs`).
+    Home(crate::cluster::Uplink),
+}
+
+impl ChannelMode {
+    /// Relays a `/send` data section to the other participants.
+    pub fn send(&self, data: &bytes::Bytes) {
+        match &self.link {
+            ChannelLink::Room(room) => room.forward(self.leg.session, data),
+            ChannelLink::Home(up) => up.send(data),
+        }
+    }
+
+    /// The channel's connection closed.
+    pub fn close(&self) {
+        match &self.link {
+            ChannelLink::Room(room) => room.leave(&self.queue),
+            ChannelLink::Home(up) => up.close(),
+        }
+    }
 }
 
 /// A request whose token checked out.
@@ -352,7 +379,7 @@ impl App {
             }
             ClientRequest::ConnectCall { auth, call_id } => {
                 let me = self.authenticate_as(conn, &auth, Take::Always).await?;
-                self.connect_call(me, call_id).map(Outcome::Channel)
+                self.connect_call(me, call_id).await.map(Outcome::Channel)
             }
             other => self.dispatch_request(conn, other).await.map(Outcome::Reply),
         }

@@ -433,3 +433,177 @@ async fn call_candidates_learned_at_the_homes_relay_reach_participants_on_both_n
     assert!(update["candidates"].as_array().unwrap().contains(&json!(ann_public)), "bob, on b: {update}");
     p.shutdown().await;
 }
+
+/// A call channel as a test drives it: `/connect_call` answered, then
+/// request-shaped frames both ways.
+struct Channel {
+    client: Client,
+    buf: bytes::BytesMut,
+}
+
+impl Channel {
+    async fn open(addr: SocketAddr, s: &Session, call_id: &str) -> Channel {
+        let mut client = Client::connect(addr).await;
+        let (status, v) = client.call(s.header(), "/connect_call", json!({"call_id": call_id})).await;
+        assert_eq!(status, 200, "/connect_call on {addr}: {v}");
+        Channel { client, buf: bytes::BytesMut::new() }
+    }
+
+    async fn send(&mut self, text: &str) {
+        let data = json!({"type": "voice", "nb_packets": "1", "size_packet": "4", "packets": [text]});
+        self.client.write(&common::frame(&Value::Null, "/send", &data)).await;
+    }
+
+    /// The next frame: route, header, data; `None` once closed.
+    async fn next(&mut self) -> Option<(String, Value, Value)> {
+        use tokio::io::AsyncReadExt;
+        let limits = babel_proto::Limits::default();
+        loop {
+            if let Some(f) = babel_proto::decode_request(&mut self.buf, &limits).unwrap() {
+                let json = |b: &[u8]| if b.is_empty() { Value::Null } else { serde_json::from_slice(b).unwrap() };
+                return Some((f.route_str().unwrap().to_owned(), json(&f.header), json(&f.data)));
+            }
+            let read = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf));
+            match read.await.expect("nothing on the channel in time") {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next `/send`'s sender and first packet.
+    async fn heard(&mut self) -> (String, String) {
+        let (route, header, data) = self.next().await.expect("the channel closed before a /send");
+        assert_eq!(route, "/send", "{header} {data}");
+        (header["id"].as_str().unwrap().to_owned(), data["packets"][0].as_str().unwrap().to_owned())
+    }
+
+    /// Asserts the channel ends with `/call_ended` for `call_id`, then closes.
+    async fn ends(&mut self, call_id: &str) {
+        loop {
+            match self.next().await {
+                Some((r, _, d)) if r == "/call_ended" => {
+                    assert_eq!(d["call_id"], json!(call_id), "{d}");
+                    break;
+                }
+                Some((r, _, _)) if r == "/send" => continue,
+                other => panic!("expected /call_ended, got {other:?}"),
+            }
+        }
+        assert!(self.next().await.is_none(), "the channel closes after /call_ended");
+    }
+}
+
+/// Ann (events on a, the home) calls bob (events on b), who answers on b.
+async fn answered_pair() -> (Pair, String) {
+    let mut p = pair(30).await;
+    let call_id = p.ring().await;
+    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    p.ann_events.next_named("/call_accepted").await;
+    (p, call_id)
+}
+
+#[tokio::test]
+async fn a_call_channel_on_another_node_relays_both_ways_in_order_and_ends_with_the_call() {
+    let (p, call_id) = answered_pair().await;
+    let mut ann = Channel::open(p.a.addr(), &p.ann, &call_id).await;
+    let mut bob = Channel::open(p.b.addr(), &p.bob, &call_id).await;
+    for i in 0..40 {
+        bob.send(&format!("b{i}")).await;
+    }
+    for i in 0..40 {
+        assert_eq!(ann.heard().await, (p.bob.id.clone(), format!("b{i}")), "bob's frames reach ann in order");
+    }
+    for i in 0..40 {
+        ann.send(&format!("a{i}")).await;
+    }
+    for i in 0..40 {
+        assert_eq!(bob.heard().await, (p.ann.id.clone(), format!("a{i}")), "ann's frames reach bob, on b, in order");
+    }
+    let (status, v) =
+        Client::connect(p.a.addr()).await.call(p.ann.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    bob.ends(&call_id).await;
+    ann.ends(&call_id).await;
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_members_open_a_channel_on_another_node_and_its_limits_hold() {
+    let (p, call_id) = answered_pair().await;
+    let mut c = Client::connect(p.b.addr()).await;
+    let cal = c.create("cal@example.org").await;
+    let (status, v) = c.call(cal.header(), "/connect_call", json!({"call_id": call_id})).await;
+    assert_eq!(status, 403, "cal is not in the call: {v}");
+    let (status, v) =
+        Client::connect(p.b.addr()).await.call(p.bob.header(), "/connect_call", json!({"call_id": "12345"})).await;
+    assert_eq!(status, 403, "no such call: {v}");
+
+    let mut ann = Channel::open(p.a.addr(), &p.ann, &call_id).await;
+    let mut bob = Channel::open(p.b.addr(), &p.bob, &call_id).await;
+    // A /send over 16 KiB closes bob's channel on b, unread; the call goes on.
+    let big = json!({"type": "voice", "nb_packets": "1", "size_packet": "0", "packets": ["A".repeat(17_000)]});
+    bob.client.write(&common::frame(&Value::Null, "/send", &big)).await;
+    assert!(bob.next().await.is_none(), "the oversized frame closed bob's channel");
+    let mut bob = Channel::open(p.b.addr(), &p.bob, &call_id).await;
+    bob.send("after").await;
+    assert_eq!(ann.heard().await, (p.bob.id.clone(), "after".to_owned()), "never the oversized frame");
+    // Connecting again elsewhere replaces the older channel: b's closes.
+    let mut again = Channel::open(p.a.addr(), &p.bob, &call_id).await;
+    assert!(bob.next().await.is_none(), "the older channel, on b, is closed");
+    again.send("moved").await;
+    assert_eq!(ann.heard().await, (p.bob.id.clone(), "moved".to_owned()));
+    ann.send("to the new one").await;
+    assert_eq!(again.heard().await, (p.ann.id.clone(), "to the new one".to_owned()));
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_group_call_channel_spans_three_nodes() {
+    let (p, call_id) = answered_pair().await;
+    let c_node = p._world.node("c", 30).await;
+    let mut c = Client::connect(c_node.addr()).await;
+    let cal = c.create("cal@example.org").await;
+    c.befriend(&p.ann, &cal).await;
+    let mut cal_events = Events::open(c_node.addr(), &cal).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !Client::connect(p.a.addr())
+        .await
+        .contacts(&p.ann)
+        .await
+        .contains(&("cal@example.org".into(), "online".into()))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "node a never saw cal online on node c");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, v) = Client::connect(p.a.addr())
+        .await
+        .call(p.ann.header(), "/invite", json!({"call_id": call_id, "contact_id": cal.id}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    cal_events.next_named("/incoming_call").await;
+    let (status, v) = c.call(cal.header(), "/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+
+    let mut ann = Channel::open(p.a.addr(), &p.ann, &call_id).await;
+    let mut bob = Channel::open(p.b.addr(), &p.bob, &call_id).await;
+    let mut cal_ch = Channel::open(c_node.addr(), &cal, &call_id).await;
+    for i in 0..10 {
+        cal_ch.send(&format!("c{i}")).await;
+    }
+    for i in 0..10 {
+        assert_eq!(ann.heard().await, (cal.id.clone(), format!("c{i}")));
+        assert_eq!(bob.heard().await, (cal.id.clone(), format!("c{i}")), "c to b, through the home");
+    }
+    bob.send("from b").await;
+    assert_eq!(cal_ch.heard().await, (p.bob.id.clone(), "from b".to_owned()));
+    assert_eq!(ann.heard().await, (p.bob.id.clone(), "from b".to_owned()));
+    // Bob hangs up on b: only his channel ends; the others still talk.
+    assert_eq!(p.on_b("/hangup", json!({"call_id": call_id})).await.0, 200);
+    bob.ends(&call_id).await;
+    ann.send("still here").await;
+    assert_eq!(cal_ch.heard().await, (p.ann.id.clone(), "still here".to_owned()));
+    c_node.shutdown().await;
+    p.shutdown().await;
+}

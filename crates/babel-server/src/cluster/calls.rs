@@ -76,6 +76,18 @@ pub(crate) enum CallRequest {
         /// From which session.
         session: i64,
     },
+    /// `/connect_call` on another node: admit that node's channel into
+    /// the call's room (`cluster/channels.rs`).
+    Connect {
+        /// Whose channel.
+        user: i64,
+        /// Which session.
+        session: i64,
+        /// The node holding the channel's connection.
+        node: String,
+        /// The channel's tag.
+        tag: u64,
+    },
     /// `/call_key`: a committed participant reveals its key.
     Key {
         /// Who reveals.
@@ -199,6 +211,7 @@ impl Bus {
         if let Some(stop) = lock(&self.homed).remove(&call) {
             stop.cancel();
         }
+        self.home_channels_over(call);
     }
 
     /// Sends a call request to the call's home; `None` when no node holds
@@ -286,6 +299,10 @@ impl App {
             }
             CallRequest::Hangup { user, session } => {
                 self.hangup_here(Authed { user: UserId(user), session: SessionId(session) }, call).await
+            }
+            CallRequest::Connect { user, session, node, tag } => {
+                let me = Authed { user: UserId(user), session: SessionId(session) };
+                self.connect_call_here(me, call, node, tag).await
             }
             CallRequest::Key { user, session, key } => {
                 self.call_key_here(Authed { user: UserId(user), session: SessionId(session) }, call, key).await

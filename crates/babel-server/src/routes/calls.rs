@@ -4,7 +4,9 @@
 
 use babel_proto::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, RelayGrant, Reply, UserId};
 
-use crate::app::{App, Authed, ChannelMode, ConnState, ServiceError, ServiceResult};
+use std::sync::Arc;
+
+use crate::app::{App, Authed, ChannelLink, ChannelMode, ConnState, ServiceError, ServiceResult};
 use crate::calls::machine::Leg;
 use crate::calls::{Calls, LegInfo, Refusal};
 use crate::cluster::CallRequest;
@@ -13,6 +15,16 @@ use crate::store::Relation;
 impl From<Refusal> for ServiceError {
     fn from(r: Refusal) -> Self {
         ServiceError::Refused(r.to_string())
+    }
+}
+
+/// A forwarded request's answer that is not 200, as the error it stands for.
+fn refusal_of(reply: Reply) -> ServiceError {
+    match reply {
+        Reply::Refused(r) => ServiceError::Refused(r),
+        Reply::BadRequest(r) => ServiceError::BadRequest(r),
+        Reply::Unauthorized => ServiceError::Unauthorized,
+        other => ServiceError::Unavailable(format!("unexpected answer from the call's home: {:?}", other.status())),
     }
 }
 
@@ -240,7 +252,28 @@ impl App {
         Ok(Reply::Ok)
     }
 
-    pub(crate) fn connect_call(&self, me: Authed, call: CallId) -> ServiceResult<ChannelMode> {
+    pub(crate) async fn connect_call(&self, me: Authed, call: CallId) -> ServiceResult<ChannelMode> {
+        let leg = Leg { user: me.user, session: me.session };
+        if let Some(bus) = self.bus.as_ref().filter(|_| !self.calls.contains(call)) {
+            // Homed elsewhere (or nowhere): the home admits the channel.
+            let (up, queue) = Arc::clone(bus)
+                .open_remote_channel(call, me.session, Arc::clone(&self.calls.channel_drops))
+                .await
+                .map_err(ServiceError::Unavailable)?;
+            let req =
+                CallRequest::Connect { user: me.user.0, session: me.session.0, node: bus.node().into(), tag: up.tag() };
+            let answer = match bus.forward(call, &req).await {
+                Some(Ok(Reply::Ok)) => Ok(()),
+                Some(Ok(other)) => Err(refusal_of(other)),
+                Some(Err(e)) => Err(e),
+                None => Err(Refusal::NoSuchCall.into()),
+            };
+            if let Err(e) = answer {
+                up.forget();
+                return Err(e);
+            }
+            return Ok(ChannelMode { call, leg, link: ChannelLink::Home(up), queue });
+        }
         let room = self.calls.room(call, me.session)?;
         let queue = room.join(me.user, me.session);
         if !self.calls.is_member(call, me.session) {
@@ -248,6 +281,25 @@ impl App {
             room.leave(&queue);
             return Err(ServiceError::Refused("you are not in this call".into()));
         }
-        Ok(ChannelMode { call, leg: Leg { user: me.user, session: me.session }, room, queue })
+        Ok(ChannelMode { call, leg, link: ChannelLink::Room(room), queue })
+    }
+
+    /// A channel on another node asks to join the call's room, here at its
+    /// home: only a member may.
+    pub(crate) async fn connect_call_here(
+        &self,
+        me: Authed,
+        call: CallId,
+        node: String,
+        tag: u64,
+    ) -> ServiceResult<Reply> {
+        let Some(bus) = self.bus.as_ref() else { return Err(Refusal::NoSuchCall.into()) };
+        let room = self.calls.room(call, me.session)?;
+        bus.home_remote_channel(call, room, me.user, me.session, node, tag).await.map_err(ServiceError::Unavailable)?;
+        if !self.calls.contains(call) {
+            // Ended while the channel was being admitted.
+            bus.home_channels_over(call);
+        }
+        Ok(Reply::Ok)
     }
 }
