@@ -470,5 +470,5 @@ in_both_topologies! {
     the_caller_reveals_its_key_once_after_the_answer,
     a_group_join_commits_answers_with_nonces_reveals_and_every_side_shows_one_code,
     ; one node only until:
-    a_drop_mid_call_ends_it_for_the_other_side("/connect_call is forwarded to the call's home"),
+    a_drop_mid_call_ends_it_for_the_other_side("the call's home hears that a participant's connections to another node are gone"),
 }

@@ -182,7 +182,6 @@ async fn a_roaming_client_rebinds_from_a_new_address(t: Topology) {
 in_both_topologies! {
     udp_relay_binds_forwards_and_refuses_strangers,
     a_roaming_client_rebinds_from_a_new_address,
-    ; one node only until:
-    call_channel_relays_in_order_with_the_sender_id("/connect_call is forwarded to the call's home"),
-    a_slow_receiver_stalls_nobody("/connect_call is forwarded to the call's home"),
+    call_channel_relays_in_order_with_the_sender_id,
+    a_slow_receiver_stalls_nobody,
 }
