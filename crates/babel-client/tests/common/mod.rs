@@ -242,6 +242,11 @@ impl TestServer {
         self.running().map(|n| n.app().relay().stats.dropped.load(Ordering::Relaxed)).sum()
     }
 
+    /// Moves of a bound leg to a new address, over every node's relay.
+    pub fn relay_moves(&self) -> u64 {
+        self.running().map(|n| n.app().relay().stats.moves.load(Ordering::Relaxed)).sum()
+    }
+
     /// Stops node `i`: its connections close.
     pub async fn stop(&mut self, i: usize) {
         let node = self.nodes[i].take().unwrap_or_else(|| panic!("node {i} is stopped already"));
