@@ -294,6 +294,19 @@ async fn hang_up_while_ringing(t: Topology) {
     assert!(err.refusal().is_some(), "{err}");
 }
 
+/// The call's id is all a callee needs: an answer sent the moment `/call`
+/// has answered (before the ring arrives, from a callee on another node)
+/// finds the call, every time.
+async fn an_answer_sent_at_once_finds_the_call(t: Topology) {
+    let s = start_in(t).await;
+    let (mut a, mut b) = pair(&s, "a16@example.org", "b16@example.org").await;
+    for _ in 0..50 {
+        let call = a.client.call(b.id(), MediaSetup::default()).await.unwrap().call_id;
+        b.client.decline_call(call).await.unwrap();
+        assert_eq!(a.expect("ended", ended(call)).await, EndReason::Declined);
+    }
+}
+
 async fn unanswered_calls_time_out(t: Topology) {
     let s = start_in_with(t, |c| c.ring_timeout_secs = 1).await;
     let (mut a, mut b) = pair(&s, "a5@example.org", "b5@example.org").await;
@@ -463,6 +476,7 @@ in_both_topologies! {
     decline_ends_the_call_for_the_caller,
     hang_up_while_ringing,
     unanswered_calls_time_out,
+    an_answer_sent_at_once_finds_the_call,
     logout_mid_call_ends_it,
     group_call_with_invites,
     busy_is_published_and_cleared,

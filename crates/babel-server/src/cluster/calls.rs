@@ -183,6 +183,10 @@ impl Bus {
                 return;
             }
         };
+        // The `/call` answer reaches the caller outside NATS, and a request
+        // about the call may come from another node at once: NATS must
+        // have taken the subscription in before then.
+        self.taken_in().await;
         let stop = CancellationToken::new();
         lock(&self.homed).insert(call, stop.clone());
         let tx = self.requests.clone();
@@ -204,6 +208,20 @@ impl Bus {
                 }
             }
         });
+    }
+
+    /// Returns once NATS has taken in everything this node sent before
+    /// (a subscription, say): NATS handles one connection's messages in
+    /// order, and answers a request to a subject nobody listens on (this
+    /// node's barrier subject) with "no responders" at once.
+    async fn taken_in(&self) {
+        let subject = format!("{}.barrier.{}", self.prefix, super::token(&self.node));
+        match tokio::time::timeout(SESSIONS_WITHIN, self.client.request(subject, Bytes::new())).await {
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Ok(Ok(_)) => tracing::debug!("something answered on this node's barrier subject"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "NATS did not confirm a subscription"),
+            Err(_) => tracing::debug!("NATS did not confirm a subscription in time"),
+        }
     }
 
     /// The call ended here: stop answering for it.
