@@ -54,14 +54,18 @@ impl World {
     }
 
     async fn node(&self, name: &str, ring_timeout_secs: u64) -> RunningServer {
-        let config = Config {
+        self.node_with(name, |c| c.ring_timeout_secs = ring_timeout_secs).await
+    }
+
+    async fn node_with(&self, name: &str, f: impl FnOnce(&mut Config)) -> RunningServer {
+        let mut config = Config {
             db: self.schema.url().into(),
             nats: Some(self.nats.clone()),
             node: Some(name.into()),
             cluster: self.cluster.clone(),
-            ring_timeout_secs,
             ..test_config(&self.dir)
         };
+        f(&mut config);
         RunningServer::start(&config).await.unwrap_or_else(|e| panic!("node {name} did not start: {e}"))
     }
 }
@@ -79,8 +83,12 @@ struct Pair {
 }
 
 async fn pair(ring_timeout_secs: u64) -> Pair {
+    pair_with(|c| c.ring_timeout_secs = ring_timeout_secs).await
+}
+
+async fn pair_with(f: impl Fn(&mut Config)) -> Pair {
     let world = World::new();
-    let (a, b) = (world.node("a", ring_timeout_secs).await, world.node("b", ring_timeout_secs).await);
+    let (a, b) = (world.node_with("a", &f).await, world.node_with("b", &f).await);
     let mut c = Client::connect(a.addr()).await;
     let ann = c.create("ann@example.org").await;
     let bob = c.create("bob@example.org").await;
@@ -606,4 +614,88 @@ async fn a_group_call_channel_spans_three_nodes() {
     assert_eq!(cal_ch.heard().await, (p.ann.id.clone(), "still here".to_owned()));
     c_node.shutdown().await;
     p.shutdown().await;
+}
+
+/// The grace the tests give a participant whose connections are all gone.
+const GRACE_MS: u64 = 2_000;
+
+/// Waits past the grace, then checks the call is still at its home.
+async fn still_in_call_past_the_grace(home: &RunningServer) {
+    tokio::time::sleep(Duration::from_millis(GRACE_MS + 1_000)).await;
+    assert_eq!(home.app().calls_in_progress(), 1, "the call ended although its participant came back");
+}
+
+#[tokio::test]
+async fn on_one_node_a_participant_whose_connections_drop_keeps_their_place_for_the_grace() {
+    let (server, _dir) = common::start_with(|c| c.call_grace_ms = GRACE_MS).await;
+    let addr = server.addr();
+    let ann = Client::connect(addr).await.create("ann@example.org").await;
+    let bob = Client::connect(addr).await.create("bob@example.org").await;
+    Client::connect(addr).await.befriend(&ann, &bob).await;
+    let mut ann_events = Events::open(addr, &ann).await;
+    let mut bob_events = Events::open(addr, &bob).await;
+    let (status, v) = Client::connect(addr).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.next_named("/incoming_call").await;
+    let (status, v) =
+        Client::connect(addr).await.call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    let mut ann_ch = Channel::open(addr, &ann, &call_id).await;
+    let bob_ch = Channel::open(addr, &bob, &call_id).await;
+
+    // Every connection of bob's goes; he comes back within the grace.
+    drop((bob_events, bob_ch));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut bob_ch = Channel::open(addr, &bob, &call_id).await;
+    ann_ch.send("welcome back").await;
+    assert_eq!(bob_ch.heard().await, (ann.id.clone(), "welcome back".to_owned()));
+    still_in_call_past_the_grace(&server).await;
+
+    // Gone for good: he leaves after the grace, and ann hears why.
+    drop(bob_ch);
+    let seen = ann_events.until("/call_ended", |v| v["call_id"] == json!(call_id)).await;
+    assert_eq!(seen.last().unwrap().1["reason"], json!("disconnected"), "{seen:?}");
+    ann_ch.ends(&call_id).await;
+    assert_eq!(server.app().calls_in_progress(), 0);
+    assert_eq!(server.app().relay().leg_count(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_participant_dropped_on_one_node_comes_back_on_another_within_the_grace_and_leaves_after_it() {
+    let p = pair_with(|c| c.call_grace_ms = GRACE_MS).await;
+    let Pair { a, b, ann, bob, mut ann_events, mut bob_events, _world: world } = p;
+    let (status, v) = Client::connect(a.addr()).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.next_named("/incoming_call").await;
+    let (status, v) = Client::connect(b.addr())
+        .await
+        .call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut ann_ch = Channel::open(a.addr(), &ann, &call_id).await;
+    let bob_ch = Channel::open(b.addr(), &bob, &call_id).await;
+
+    // Bob's connections to b all drop; he is back through a third node.
+    let c = world.node_with("c", |c| c.call_grace_ms = GRACE_MS).await;
+    drop((bob_events, bob_ch));
+    let mut bob_ch = Channel::open(c.addr(), &bob, &call_id).await;
+    let bob_events = Events::open(c.addr(), &bob).await;
+    ann_ch.send("on c").await;
+    assert_eq!(bob_ch.heard().await, (ann.id.clone(), "on c".to_owned()));
+    // The home asked the nodes when the grace ran out, and found him on c.
+    still_in_call_past_the_grace(&a).await;
+
+    // Gone from c for good: the home hears it and, after the grace, ends the call.
+    drop((bob_ch, bob_events));
+    let seen = ann_events.until("/call_ended", |v| v["call_id"] == json!(call_id)).await;
+    assert_eq!(seen.last().unwrap().1["reason"], json!("disconnected"), "{seen:?}");
+    ann_ch.ends(&call_id).await;
+    until_no_call(&a).await;
+    assert_eq!(a.app().relay().leg_count(), 0, "his relay leg went with him");
+    c.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -30,7 +30,7 @@ use crate::store::SessionId;
 /// How long a node waits for another to answer a forwarded request.
 const FORWARD_WITHIN: Duration = Duration::from_secs(5);
 /// How long the home waits for a node to name a callee's sessions.
-const SESSIONS_WITHIN: Duration = Duration::from_secs(1);
+const SESSIONS_WITHIN: Duration = Duration::from_secs(2);
 
 /// The subject a call's home answers on.
 pub fn call_subject(cluster: &str, call: CallId) -> String {
