@@ -9,8 +9,9 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use babel_server::cluster::ClusterConfig;
@@ -67,6 +68,45 @@ impl World {
         };
         f(&mut config);
         RunningServer::start(&config).await.unwrap_or_else(|e| panic!("node {name} did not start: {e}"))
+    }
+}
+
+/// A node in a process of its own (the real binary), to kill.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl World {
+    fn process(&self, name: &str) -> Proc {
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::File::create(&config).unwrap().write_all(b"[password]\nmemory_kib = 256\niterations = 1\n").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_babel-server"))
+            .args(["--listen", "127.0.0.1:0", "--log", "info", "--db", self.schema.url()])
+            .args(["--nats", &self.nats, "--node", name, "--cluster", &self.cluster.name])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut addr, mut line) = (None, String::new());
+        while !line.starts_with("node ") {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "node {name} did not start");
+            if let Some(a) = line.trim().strip_prefix("listening on ") {
+                addr = Some(a.parse().unwrap());
+            }
+        }
+        Proc { child, addr: addr.unwrap() }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -666,7 +706,8 @@ async fn on_one_node_a_participant_whose_connections_drop_keeps_their_place_for_
 async fn a_participant_dropped_on_one_node_comes_back_on_another_within_the_grace_and_leaves_after_it() {
     let p = pair_with(|c| c.call_grace_ms = GRACE_MS).await;
     let Pair { a, b, ann, bob, mut ann_events, mut bob_events, _world: world } = p;
-    let (status, v) = Client::connect(a.addr()).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    let call = json!({"contact_id": bob.id, "key_commit": KEY_COMMIT});
+    let (status, v) = Client::connect(a.addr()).await.call(ann.header(), "/call", call).await;
     assert_eq!(status, 200, "{v}");
     let call_id = v["call_id"].as_str().unwrap().to_owned();
     bob_events.next_named("/incoming_call").await;
@@ -682,9 +723,13 @@ async fn a_participant_dropped_on_one_node_comes_back_on_another_within_the_grac
     let c = world.node_with("c", |c| c.call_grace_ms = GRACE_MS).await;
     drop((bob_events, bob_ch));
     let mut bob_ch = Channel::open(c.addr(), &bob, &call_id).await;
-    let bob_events = Events::open(c.addr(), &bob).await;
+    let mut bob_events = Events::open(c.addr(), &bob).await;
     ann_ch.send("on c").await;
     assert_eq!(bob_ch.heard().await, (ann.id.clone(), "on c".to_owned()));
+    // His events reach him on c too.
+    let reveal = json!({"call_id": call_id, "key": KEY});
+    assert_eq!(Client::connect(a.addr()).await.call(ann.header(), "/call_key", reveal).await.0, 200);
+    assert_eq!(bob_events.next_named("/call_key").await["key"], json!(KEY));
     // The home asked the nodes when the grace ran out, and found him on c.
     still_in_call_past_the_grace(&a).await;
 
@@ -698,4 +743,38 @@ async fn a_participant_dropped_on_one_node_comes_back_on_another_within_the_grac
     c.shutdown().await;
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_a_participants_node_is_killed_the_home_lets_them_go_after_the_grace() {
+    let world = World::new();
+    let a = world.node_with("a", |c| c.call_grace_ms = GRACE_MS).await;
+    let mut doomed = world.process("doomed");
+    let mut c = Client::connect(a.addr()).await;
+    let ann = c.create("ann@example.org").await;
+    let bob = c.create("bob@example.org").await;
+    c.befriend(&ann, &bob).await;
+    drop(c);
+    let mut ann_events = Events::open(a.addr(), &ann).await;
+    let mut bob_events = Events::open(doomed.addr, &bob).await;
+    ann_events.until("/status", |v| v["id"] == json!(bob.id) && v["status"] == json!("online")).await;
+    let (status, v) = Client::connect(a.addr()).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.next_named("/incoming_call").await;
+    let (status, v) = Client::connect(doomed.addr)
+        .await
+        .call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    ann_events.next_named("/call_accepted").await;
+
+    // Bob's node dies without a word: the home notices (heartbeats), and
+    // after the grace, with bob connected nowhere, he leaves.
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    let seen = ann_events.until("/call_ended", |v| v["call_id"] == json!(call_id)).await;
+    assert_eq!(seen.last().unwrap().1["reason"], json!("disconnected"), "{seen:?}");
+    until_no_call(&a).await;
+    a.shutdown().await;
 }
