@@ -778,3 +778,39 @@ async fn when_a_participants_node_is_killed_the_home_lets_them_go_after_the_grac
     until_no_call(&a).await;
     a.shutdown().await;
 }
+
+#[tokio::test]
+async fn when_the_home_is_killed_its_channels_on_other_nodes_close() {
+    let world = World::new();
+    let b = world.node("b", 30).await;
+    let mut home = world.process("home");
+    let mut c = Client::connect(b.addr()).await;
+    let ann = c.create("ann@example.org").await;
+    let bob = c.create("bob@example.org").await;
+    c.befriend(&ann, &bob).await;
+    drop(c);
+    let mut ann_events = Events::open(home.addr, &ann).await;
+    let mut bob_events = Events::open(b.addr(), &bob).await;
+    ann_events.until("/status", |v| v["id"] == json!(bob.id) && v["status"] == json!("online")).await;
+    let (status, v) = Client::connect(home.addr).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.next_named("/incoming_call").await;
+    let (status, v) = Client::connect(b.addr())
+        .await
+        .call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut ann_ch = Channel::open(home.addr, &ann, &call_id).await;
+    let mut bob_ch = Channel::open(b.addr(), &bob, &call_id).await;
+    ann_ch.send("hello").await;
+    assert_eq!(bob_ch.heard().await, (ann.id.clone(), "hello".to_owned()));
+
+    // The home dies: b notices and closes bob's channel (he may connect
+    // again once another node holds the call), rather than keep it open
+    // with nothing behind it.
+    home.child.kill().unwrap();
+    home.child.wait().unwrap();
+    assert!(bob_ch.next().await.is_none(), "bob's channel on b closes");
+    b.shutdown().await;
+}

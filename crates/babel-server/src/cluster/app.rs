@@ -155,7 +155,10 @@ impl App {
                     self.statuses.set(UserId(*user), h.chosen);
                 }
             }
-            Body::Leaving => self.node_gone(&observed.changed).await,
+            Body::Leaving => {
+                bus.home_node_gone(&note.node);
+                self.node_gone(&observed.changed).await
+            }
             Body::Presence { here: None, .. } | Body::Heartbeat => {}
         }
         for user in observed.changed {
@@ -217,6 +220,7 @@ impl App {
         let dead = lock(&bus.peers).expire(Instant::now(), dead_after);
         for (node, users) in dead {
             tracing::warn!(%node, users = users.len(), "a node stopped answering; its users are offline");
+            bus.home_node_gone(&node);
             self.node_gone(&users).await;
             for user in users {
                 self.refresh_status(user).await;

@@ -35,8 +35,8 @@ mod app;
 mod calls;
 mod channels;
 
-pub(crate) use calls::CallRequest;
 pub use calls::call_subject;
+pub(crate) use calls::{Answered, CallRequest};
 pub use channels::{Uplink, down_subject, up_subject};
 
 use std::collections::HashMap;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::app::{App, Authed, ChannelLink, ChannelMode, ConnState, ServiceError, ServiceResult};
 use crate::calls::machine::Leg;
 use crate::calls::{Calls, LegInfo, Refusal};
-use crate::cluster::CallRequest;
+use crate::cluster::{Answered, CallRequest};
 use crate::store::Relation;
 
 impl From<Refusal> for ServiceError {
@@ -262,9 +262,9 @@ impl App {
                 .map_err(ServiceError::Unavailable)?;
             let req =
                 CallRequest::Connect { user: me.user.0, session: me.session.0, node: bus.node().into(), tag: up.tag() };
-            let answer = match bus.forward(call, &req).await {
-                Some(Ok(Reply::Ok)) => Ok(()),
-                Some(Ok(other)) => Err(refusal_of(other)),
+            let answer = match bus.forward_answered(call, &req).await {
+                Some(Ok(Answered::Admitted { node })) => Ok(up.homed_on(node)),
+                Some(Ok(other)) => Err(refusal_of(other.into())),
                 Some(Err(e)) => Err(e),
                 None => Err(Refusal::NoSuchCall.into()),
             };
