@@ -263,7 +263,10 @@ impl App {
             let req =
                 CallRequest::Connect { user: me.user.0, session: me.session.0, node: bus.node().into(), tag: up.tag() };
             let answer = match bus.forward_answered(call, &req).await {
-                Some(Ok(Answered::Admitted { node })) => Ok(up.homed_on(node)),
+                Some(Ok(Answered::Admitted { node })) => {
+                    up.homed_on(node);
+                    Ok(())
+                }
                 Some(Ok(other)) => Err(refusal_of(other.into())),
                 Some(Err(e)) => Err(e),
                 None => Err(Refusal::NoSuchCall.into()),
