@@ -89,6 +89,9 @@ pub struct AppConfig {
     pub ring_timeout: Duration,
     /// Most participants in one call (members and those being rung).
     pub max_call_participants: usize,
+    /// How long a participant whose connections are all gone keeps their
+    /// place in a call.
+    pub call_grace: Duration,
     /// How often event connections get a `/ping`.
     pub ping_interval: Duration,
     /// Abuse limits.
@@ -102,6 +105,7 @@ impl From<&Config> for AppConfig {
             password_cost: c.password,
             ring_timeout: Duration::from_secs(c.ring_timeout_secs.max(1)),
             max_call_participants: c.max_call_participants.max(2),
+            call_grace: Duration::from_millis(c.call_grace_ms),
             ping_interval: Duration::from_secs(c.ping_interval_secs.max(1)),
             limits: c.abuse.clone(),
         }
@@ -557,8 +561,7 @@ impl App {
         let leg = Leg { user: guard.user(), session: guard.session() };
         let detached = guard.release();
         if detached.session_gone {
-            let fx = self.calls.leave_all(leg, EndReason::Disconnected);
-            self.apply(fx).await;
+            self.connections_gone(leg).await;
         }
         if detached.user_offline {
             self.refresh_status(leg.user).await;
@@ -775,6 +778,9 @@ impl App {
                     _ = tick.tick() => {
                         let fx = app.calls.tick();
                         app.apply(fx).await;
+                        for leg in app.calls.due() {
+                            tokio::spawn(Arc::clone(&app).grace_over(leg));
+                        }
                         app.purge_expired().await;
                     }
                     Some(m) = learned.recv() => {

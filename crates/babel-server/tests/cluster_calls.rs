@@ -9,8 +9,9 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use babel_server::cluster::ClusterConfig;
@@ -54,15 +55,58 @@ impl World {
     }
 
     async fn node(&self, name: &str, ring_timeout_secs: u64) -> RunningServer {
-        let config = Config {
+        self.node_with(name, |c| c.ring_timeout_secs = ring_timeout_secs).await
+    }
+
+    async fn node_with(&self, name: &str, f: impl FnOnce(&mut Config)) -> RunningServer {
+        let mut config = Config {
             db: self.schema.url().into(),
             nats: Some(self.nats.clone()),
             node: Some(name.into()),
             cluster: self.cluster.clone(),
-            ring_timeout_secs,
             ..test_config(&self.dir)
         };
+        f(&mut config);
         RunningServer::start(&config).await.unwrap_or_else(|e| panic!("node {name} did not start: {e}"))
+    }
+}
+
+/// A node in a process of its own (the real binary), to kill.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl World {
+    fn process(&self, name: &str) -> Proc {
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::File::create(&config).unwrap().write_all(b"[password]\nmemory_kib = 256\niterations = 1\n").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_babel-server"))
+            .args(["--listen", "127.0.0.1:0", "--log", "info", "--db", self.schema.url()])
+            .args(["--nats", &self.nats, "--node", name, "--cluster", &self.cluster.name])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut addr, mut line) = (None, String::new());
+        while !line.starts_with("node ") {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "node {name} did not start");
+            if let Some(a) = line.trim().strip_prefix("listening on ") {
+                addr = Some(a.parse().unwrap());
+            }
+        }
+        Proc { child, addr: addr.unwrap() }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -79,8 +123,12 @@ struct Pair {
 }
 
 async fn pair(ring_timeout_secs: u64) -> Pair {
+    pair_with(|c| c.ring_timeout_secs = ring_timeout_secs).await
+}
+
+async fn pair_with(f: impl Fn(&mut Config)) -> Pair {
     let world = World::new();
-    let (a, b) = (world.node("a", ring_timeout_secs).await, world.node("b", ring_timeout_secs).await);
+    let (a, b) = (world.node_with("a", &f).await, world.node_with("b", &f).await);
     let mut c = Client::connect(a.addr()).await;
     let ann = c.create("ann@example.org").await;
     let bob = c.create("bob@example.org").await;
@@ -606,4 +654,163 @@ async fn a_group_call_channel_spans_three_nodes() {
     assert_eq!(cal_ch.heard().await, (p.ann.id.clone(), "still here".to_owned()));
     c_node.shutdown().await;
     p.shutdown().await;
+}
+
+/// The grace the tests give a participant whose connections are all gone.
+const GRACE_MS: u64 = 2_000;
+
+/// Waits past the grace, then checks the call is still at its home.
+async fn still_in_call_past_the_grace(home: &RunningServer) {
+    tokio::time::sleep(Duration::from_millis(GRACE_MS + 1_000)).await;
+    assert_eq!(home.app().calls_in_progress(), 1, "the call ended although its participant came back");
+}
+
+#[tokio::test]
+async fn on_one_node_a_participant_whose_connections_drop_keeps_their_place_for_the_grace() {
+    let (server, _dir) = common::start_with(|c| c.call_grace_ms = GRACE_MS).await;
+    let addr = server.addr();
+    let ann = Client::connect(addr).await.create("ann@example.org").await;
+    let bob = Client::connect(addr).await.create("bob@example.org").await;
+    Client::connect(addr).await.befriend(&ann, &bob).await;
+    let mut ann_events = Events::open(addr, &ann).await;
+    let mut bob_events = Events::open(addr, &bob).await;
+    let (status, v) = Client::connect(addr).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.next_named("/incoming_call").await;
+    let (status, v) =
+        Client::connect(addr).await.call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    let mut ann_ch = Channel::open(addr, &ann, &call_id).await;
+    let bob_ch = Channel::open(addr, &bob, &call_id).await;
+
+    // Every connection of bob's goes; he comes back within the grace.
+    drop((bob_events, bob_ch));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut bob_ch = Channel::open(addr, &bob, &call_id).await;
+    ann_ch.send("welcome back").await;
+    assert_eq!(bob_ch.heard().await, (ann.id.clone(), "welcome back".to_owned()));
+    still_in_call_past_the_grace(&server).await;
+
+    // Gone for good: he leaves after the grace, and ann hears why.
+    drop(bob_ch);
+    let seen = ann_events.until("/call_ended", |v| v["call_id"] == json!(call_id)).await;
+    assert_eq!(seen.last().unwrap().1["reason"], json!("disconnected"), "{seen:?}");
+    ann_ch.ends(&call_id).await;
+    assert_eq!(server.app().calls_in_progress(), 0);
+    assert_eq!(server.app().relay().leg_count(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_participant_dropped_on_one_node_comes_back_on_another_within_the_grace_and_leaves_after_it() {
+    let p = pair_with(|c| c.call_grace_ms = GRACE_MS).await;
+    let Pair { a, b, ann, bob, mut ann_events, mut bob_events, _world: world } = p;
+    let call = json!({"contact_id": bob.id, "key_commit": KEY_COMMIT});
+    let (status, v) = Client::connect(a.addr()).await.call(ann.header(), "/call", call).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.next_named("/incoming_call").await;
+    let (status, v) = Client::connect(b.addr())
+        .await
+        .call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut ann_ch = Channel::open(a.addr(), &ann, &call_id).await;
+    let bob_ch = Channel::open(b.addr(), &bob, &call_id).await;
+
+    // Bob's connections to b all drop; he is back through a third node.
+    let c = world.node_with("c", |c| c.call_grace_ms = GRACE_MS).await;
+    drop((bob_events, bob_ch));
+    let mut bob_ch = Channel::open(c.addr(), &bob, &call_id).await;
+    let mut bob_events = Events::open(c.addr(), &bob).await;
+    ann_ch.send("on c").await;
+    assert_eq!(bob_ch.heard().await, (ann.id.clone(), "on c".to_owned()));
+    // His events reach him on c too.
+    let reveal = json!({"call_id": call_id, "key": KEY});
+    assert_eq!(Client::connect(a.addr()).await.call(ann.header(), "/call_key", reveal).await.0, 200);
+    assert_eq!(bob_events.next_named("/call_key").await["key"], json!(KEY));
+    // The home asked the nodes when the grace ran out, and found him on c.
+    still_in_call_past_the_grace(&a).await;
+
+    // Gone from c for good: the home hears it and, after the grace, ends the call.
+    drop((bob_ch, bob_events));
+    let seen = ann_events.until("/call_ended", |v| v["call_id"] == json!(call_id)).await;
+    assert_eq!(seen.last().unwrap().1["reason"], json!("disconnected"), "{seen:?}");
+    ann_ch.ends(&call_id).await;
+    until_no_call(&a).await;
+    assert_eq!(a.app().relay().leg_count(), 0, "his relay leg went with him");
+    c.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_a_participants_node_is_killed_the_home_lets_them_go_after_the_grace() {
+    let world = World::new();
+    let a = world.node_with("a", |c| c.call_grace_ms = GRACE_MS).await;
+    let mut doomed = world.process("doomed");
+    let mut c = Client::connect(a.addr()).await;
+    let ann = c.create("ann@example.org").await;
+    let bob = c.create("bob@example.org").await;
+    c.befriend(&ann, &bob).await;
+    drop(c);
+    let mut ann_events = Events::open(a.addr(), &ann).await;
+    let mut bob_events = Events::open(doomed.addr, &bob).await;
+    ann_events.until("/status", |v| v["id"] == json!(bob.id) && v["status"] == json!("online")).await;
+    let (status, v) = Client::connect(a.addr()).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.next_named("/incoming_call").await;
+    let (status, v) = Client::connect(doomed.addr)
+        .await
+        .call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    ann_events.next_named("/call_accepted").await;
+
+    // Bob's node dies without a word: the home notices (heartbeats), and
+    // after the grace, with bob connected nowhere, he leaves.
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    let seen = ann_events.until("/call_ended", |v| v["call_id"] == json!(call_id)).await;
+    assert_eq!(seen.last().unwrap().1["reason"], json!("disconnected"), "{seen:?}");
+    until_no_call(&a).await;
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_the_home_is_killed_its_channels_on_other_nodes_close() {
+    let world = World::new();
+    let b = world.node("b", 30).await;
+    let mut home = world.process("home");
+    let mut c = Client::connect(b.addr()).await;
+    let ann = c.create("ann@example.org").await;
+    let bob = c.create("bob@example.org").await;
+    c.befriend(&ann, &bob).await;
+    drop(c);
+    let mut ann_events = Events::open(home.addr, &ann).await;
+    let mut bob_events = Events::open(b.addr(), &bob).await;
+    ann_events.until("/status", |v| v["id"] == json!(bob.id) && v["status"] == json!("online")).await;
+    let (status, v) = Client::connect(home.addr).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.next_named("/incoming_call").await;
+    let (status, v) = Client::connect(b.addr())
+        .await
+        .call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mut ann_ch = Channel::open(home.addr, &ann, &call_id).await;
+    let mut bob_ch = Channel::open(b.addr(), &bob, &call_id).await;
+    ann_ch.send("hello").await;
+    assert_eq!(bob_ch.heard().await, (ann.id.clone(), "hello".to_owned()));
+
+    // The home dies: b notices and closes bob's channel (he may connect
+    // again once another node holds the call), rather than keep it open
+    // with nothing behind it.
+    home.child.kill().unwrap();
+    home.child.wait().unwrap();
+    assert!(bob_ch.next().await.is_none(), "bob's channel on b closes");
+    b.shutdown().await;
 }

@@ -103,6 +103,16 @@ impl App {
         }
     }
 
+    /// A node left or died: its users' sessions in calls homed here start
+    /// their grace (they may come back through another node).
+    async fn node_gone(&self, users: &[UserId]) {
+        for user in users {
+            for leg in self.calls.member_legs_of(*user) {
+                self.connections_gone_elsewhere(leg).await;
+            }
+        }
+    }
+
     /// Takes in one note from another node.
     async fn on_note(&self, bus: &Bus, note: Note) {
         if note.node == bus.node {
@@ -127,6 +137,9 @@ impl App {
                 self.session_ended_elsewhere(UserId(user), SessionId(session)).await
             }
             Body::UserDeleted { user } => self.user_deleted_elsewhere(UserId(user)).await,
+            Body::SessionGone { user, session } => {
+                self.connections_gone_elsewhere(Leg { user: UserId(user), session: SessionId(session) }).await
+            }
             Body::ContactsChanged { users } => {
                 let users: Vec<UserId> = users.into_iter().map(UserId).collect();
                 self.contacts.invalidate(&users);
@@ -142,7 +155,11 @@ impl App {
                     self.statuses.set(UserId(*user), h.chosen);
                 }
             }
-            Body::Presence { here: None, .. } | Body::Heartbeat | Body::Leaving => {}
+            Body::Leaving => {
+                bus.home_node_gone(&note.node);
+                self.node_gone(&observed.changed).await
+            }
+            Body::Presence { here: None, .. } | Body::Heartbeat => {}
         }
         for user in observed.changed {
             self.refresh_status(user).await;
@@ -203,6 +220,8 @@ impl App {
         let dead = lock(&bus.peers).expire(Instant::now(), dead_after);
         for (node, users) in dead {
             tracing::warn!(%node, users = users.len(), "a node stopped answering; its users are offline");
+            bus.home_node_gone(&node);
+            self.node_gone(&users).await;
             for user in users {
                 self.refresh_status(user).await;
             }

@@ -30,7 +30,7 @@ use crate::store::SessionId;
 /// How long a node waits for another to answer a forwarded request.
 const FORWARD_WITHIN: Duration = Duration::from_secs(5);
 /// How long the home waits for a node to name a callee's sessions.
-const SESSIONS_WITHIN: Duration = Duration::from_secs(1);
+const SESSIONS_WITHIN: Duration = Duration::from_secs(2);
 
 /// The subject a call's home answers on.
 pub fn call_subject(cluster: &str, call: CallId) -> String {
@@ -119,6 +119,12 @@ pub(crate) enum Answered {
         /// Grant, participants, epoch.
         joined: CallJoined,
     },
+    /// 200 for a forwarded `/connect_call`, naming the home (the channel
+    /// closes when that node is gone).
+    Admitted {
+        /// The home's node name.
+        node: String,
+    },
     /// 403.
     Refused {
         /// Why.
@@ -151,7 +157,7 @@ impl From<Reply> for Answered {
 impl From<Answered> for Reply {
     fn from(a: Answered) -> Self {
         match a {
-            Answered::Ok => Reply::Ok,
+            Answered::Ok | Answered::Admitted { .. } => Reply::Ok,
             Answered::Joined { joined } => Reply::CallJoined(joined),
             Answered::Refused { reason } => Reply::Refused(reason),
             Answered::BadRequest { reason } => Reply::BadRequest(reason),
@@ -235,6 +241,11 @@ impl Bus {
     /// Sends a call request to the call's home; `None` when no node holds
     /// the call.
     pub(crate) async fn forward(&self, call: CallId, req: &CallRequest) -> Option<ServiceResult<Reply>> {
+        self.forward_answered(call, req).await.map(|r| r.map(Reply::from))
+    }
+
+    /// [`Self::forward`], with the home's answer as it came.
+    pub(crate) async fn forward_answered(&self, call: CallId, req: &CallRequest) -> Option<ServiceResult<Answered>> {
         let payload = match serde_json::to_vec(req) {
             Ok(p) => Bytes::from(p),
             Err(e) => return Some(Err(ServiceError::Unavailable(format!("cannot encode a call request: {e}")))),
@@ -247,7 +258,7 @@ impl Bus {
             Err(_) => return Some(Err(ServiceError::Unavailable("the call's home did not answer in time".into()))),
         };
         Some(match serde_json::from_slice::<Answered>(&msg.payload) {
-            Ok(a) => Ok(a.into()),
+            Ok(a) => Ok(a),
             Err(e) => Err(ServiceError::Unavailable(format!("malformed answer from the call's home: {e}"))),
         })
     }
@@ -291,11 +302,17 @@ impl App {
     /// A request forwarded to this node's call, answered.
     pub(crate) async fn serve_call_request(self: Arc<Self>, call: CallId, msg: async_nats::Message) {
         let Some(bus) = self.bus.clone() else { return };
-        let reply = match serde_json::from_slice::<CallRequest>(&msg.payload) {
-            Ok(req) => self.at_home(call, req).await,
-            Err(e) => Err(ServiceError::BadRequest(format!("malformed forwarded call request: {e}"))),
+        let (reply, connect) = match serde_json::from_slice::<CallRequest>(&msg.payload) {
+            Ok(req) => {
+                let connect = matches!(req, CallRequest::Connect { .. });
+                (self.at_home(call, req).await, connect)
+            }
+            Err(e) => (Err(ServiceError::BadRequest(format!("malformed forwarded call request: {e}"))), false),
         };
-        let answered = Answered::from(reply.unwrap_or_else(ServiceError::into_reply));
+        let answered = match Answered::from(reply.unwrap_or_else(ServiceError::into_reply)) {
+            Answered::Ok if connect => Answered::Admitted { node: bus.node.clone() },
+            other => other,
+        };
         match serde_json::to_vec(&answered) {
             Ok(body) => bus.reply(&msg, body),
             Err(e) => tracing::error!(error = %e, "cannot encode a forwarded call's answer"),

@@ -126,6 +126,8 @@ impl HomeChannels {
 #[derive(Debug, Default)]
 pub(crate) struct RemoteCall {
     members: Mutex<HashMap<SessionId, Tagged>>,
+    /// The home's node name, once it admitted a channel.
+    home: Mutex<Option<String>>,
     stop: CancellationToken,
 }
 
@@ -163,6 +165,11 @@ impl Uplink {
     /// The tag that tells this channel from others of its session.
     pub fn tag(&self) -> u64 {
         self.tag
+    }
+
+    /// The home (`node`) admitted the channel.
+    pub fn homed_on(&self, node: String) {
+        *lock(&self.at.home) = Some(node);
     }
 
     /// The home did not admit the channel: forget it here.
@@ -356,6 +363,24 @@ impl Bus {
                 self.remote_channel_gone(call, at, session, tag);
             }
             _ => tracing::debug!(kind, "unknown call channel message"),
+        }
+    }
+
+    /// A node left or died: the channels here of calls homed there close
+    /// (no last frame: the call may live on, adopted elsewhere, and its
+    /// participants may `/connect_call` again).
+    pub(crate) fn home_node_gone(&self, node: &str) {
+        let gone: Vec<(CallId, Arc<RemoteCall>)> = lock(&self.channels.remote)
+            .iter()
+            .filter(|(_, at)| lock(&at.home).as_deref() == Some(node))
+            .map(|(call, at)| (*call, Arc::clone(at)))
+            .collect();
+        for (call, at) in gone {
+            tracing::info!(%call, %node, "a call's home is gone; closing its channels here");
+            let members: Vec<(SessionId, u64)> = lock(&at.members).iter().map(|(s, (t, _))| (*s, *t)).collect();
+            for (session, tag) in members {
+                self.remote_channel_gone(call, &at, session, tag);
+            }
         }
     }
 

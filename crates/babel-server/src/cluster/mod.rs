@@ -35,8 +35,8 @@ mod app;
 mod calls;
 mod channels;
 
-pub(crate) use calls::CallRequest;
 pub use calls::call_subject;
+pub(crate) use calls::{Answered, CallRequest};
 pub use channels::{Uplink, down_subject, up_subject};
 
 use std::collections::HashMap;
@@ -234,6 +234,14 @@ pub enum Body {
         /// The session.
         session: i64,
     },
+    /// Every connection of a session on the sending node is gone: the
+    /// calls it is in start its grace (`routes/calls.rs`).
+    SessionGone {
+        /// The owner.
+        user: i64,
+        /// The session.
+        session: i64,
+    },
     /// An account was deleted.
     UserDeleted {
         /// The user.
@@ -254,7 +262,8 @@ pub enum Body {
 impl Body {
     /// Whether the note carries state, and so a sequence number of its own.
     pub fn sequenced(&self) -> bool {
-        !matches!(self, Body::Heartbeat | Body::Leaving | Body::SyncRequest)
+        // A lost `SessionGone` leaves no cache stale: not numbered.
+        !matches!(self, Body::Heartbeat | Body::Leaving | Body::SyncRequest | Body::SessionGone { .. })
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::app::{App, Authed, ChannelLink, ChannelMode, ConnState, ServiceError, ServiceResult};
 use crate::calls::machine::Leg;
 use crate::calls::{Calls, LegInfo, Refusal};
-use crate::cluster::CallRequest;
+use crate::cluster::{Answered, CallRequest};
 use crate::store::Relation;
 
 impl From<Refusal> for ServiceError {
@@ -262,9 +262,12 @@ impl App {
                 .map_err(ServiceError::Unavailable)?;
             let req =
                 CallRequest::Connect { user: me.user.0, session: me.session.0, node: bus.node().into(), tag: up.tag() };
-            let answer = match bus.forward(call, &req).await {
-                Some(Ok(Reply::Ok)) => Ok(()),
-                Some(Ok(other)) => Err(refusal_of(other)),
+            let answer = match bus.forward_answered(call, &req).await {
+                Some(Ok(Answered::Admitted { node })) => {
+                    up.homed_on(node);
+                    Ok(())
+                }
+                Some(Ok(other)) => Err(refusal_of(other.into())),
                 Some(Err(e)) => Err(e),
                 None => Err(Refusal::NoSuchCall.into()),
             };
@@ -301,5 +304,59 @@ impl App {
             bus.home_channels_over(call);
         }
         Ok(Reply::Ok)
+    }
+}
+
+/// The grace of a participant whose connections are all gone (DESIGN.md §2:
+/// they leave `call_grace_ms` after the last one closed, and may come back
+/// from any node meanwhile).
+impl App {
+    fn grace_ms(&self) -> u64 {
+        self.cfg.call_grace.as_millis() as u64
+    }
+
+    /// Every connection of the session on this node is gone: it stops
+    /// ringing, and in a call keeps its place for the grace. The other
+    /// nodes are told, since its calls may be homed there.
+    pub(crate) async fn connections_gone(&self, leg: Leg) {
+        let fx = if self.grace_ms() == 0 && self.bus.is_none() {
+            self.calls.leave_all(leg, EndReason::Disconnected)
+        } else {
+            self.calls.suspend(leg, self.grace_ms(), true)
+        };
+        self.apply(fx).await;
+        self.tell_cluster(crate::cluster::Body::SessionGone { user: leg.user.0, session: leg.session.0 });
+    }
+
+    /// Another node lost every connection of the session it held, or is
+    /// gone itself: the session's calls homed here start its grace, unless
+    /// it is connected here.
+    pub(crate) async fn connections_gone_elsewhere(&self, leg: Leg) {
+        if self.presence.is_attached(leg.user, leg.session) {
+            return;
+        }
+        let fx = self.calls.suspend(leg, self.grace_ms(), false);
+        self.apply(fx).await;
+    }
+
+    /// The grace of a member ran out: it leaves its calls unless one of its
+    /// connections is back, on this node or another.
+    pub(crate) async fn grace_over(self: Arc<Self>, leg: Leg) {
+        if self.connected_anywhere(leg).await {
+            return;
+        }
+        tracing::debug!(user = %leg.user, "a participant's connections stayed gone past the grace");
+        let fx = self.calls.leave_all(leg, EndReason::Disconnected);
+        self.apply(fx).await;
+    }
+
+    async fn connected_anywhere(&self, leg: Leg) -> bool {
+        if self.presence.is_attached(leg.user, leg.session) {
+            return true;
+        }
+        match &self.bus {
+            Some(bus) if bus.remote_online(leg.user) => bus.sessions_elsewhere(leg.user).await.contains(&leg.session),
+            _ => false,
+        }
     }
 }
