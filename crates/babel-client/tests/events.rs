@@ -149,7 +149,8 @@ async fn pings_arrive_on_schedule_and_a_talking_client_is_cut_off(t: Topology) {
 }
 
 async fn the_event_stream_reconnects_after_the_server_comes_back(t: Topology) {
-    let mut s = start_in(t).await;
+    // Nodes that can be started again on their address.
+    let mut s = start_in_with(t, |c| c.listen = common::quiet_addr()).await;
     let node = s.place();
     let addr = s.addr_of(node);
     let mut client = babel_client::Client::connect(addr).await.unwrap();

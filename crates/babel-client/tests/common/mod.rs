@@ -128,6 +128,26 @@ fn reachable(a: SocketAddr) -> SocketAddr {
     if a.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], a.port())) } else { a }
 }
 
+/// A free address on loopback whose port lies below the kernel's range for
+/// outgoing connections, so that no connection takes it while a node that
+/// listened there is stopped (as one on port 0 would risk): for a node to
+/// be started again on the same address.
+pub fn quiet_addr() -> SocketAddr {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
+    let span = low.saturating_sub(10_000).max(1);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    for i in 0..1000u32 {
+        let port = 10_000 + ((seed / 7 + i * 7919) % u32::from(span)) as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Free for TCP and UDP (the relay takes the same port when it can).
+        if std::net::TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between 10000 and {low}");
+}
+
 /// A test's server in `topology`, every node's configuration changed by `f`.
 pub async fn start_in_with(topology: Topology, mut f: impl FnMut(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
