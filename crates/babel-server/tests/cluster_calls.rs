@@ -597,6 +597,20 @@ async fn only_members_open_a_channel_on_another_node_and_its_limits_hold() {
     let mut bob = Channel::open(p.b.addr(), &p.bob, &call_id).await;
     bob.send("after").await;
     assert_eq!(ann.heard().await, (p.bob.id.clone(), "after".to_owned()), "never the oversized frame");
+    // Replaced on the same node while open: the older one closes, and its
+    // goodbye (which reaches the home after the newer one was admitted)
+    // does not close the newer one.
+    let mut newer = Channel::open(p.b.addr(), &p.bob, &call_id).await;
+    assert!(bob.next().await.is_none(), "the older channel on b is closed");
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        newer.send(&format!("n{i}")).await;
+        assert_eq!(ann.heard().await, (p.bob.id.clone(), format!("n{i}")));
+        ann.send(&format!("to n{i}")).await;
+        assert_eq!(newer.heard().await, (p.ann.id.clone(), format!("to n{i}")));
+    }
+    drop(newer);
+    let mut bob = Channel::open(p.b.addr(), &p.bob, &call_id).await;
     // Connecting again elsewhere replaces the older channel: b's closes.
     let mut again = Channel::open(p.a.addr(), &p.bob, &call_id).await;
     assert!(bob.next().await.is_none(), "the older channel, on b, is closed");
