@@ -110,6 +110,16 @@ impl Drop for Proc {
     }
 }
 
+/// Waits until the node at `addr` shows `who` online to `viewer` (their
+/// events are on another node, `proc`).
+async fn until_online(addr: SocketAddr, viewer: &Session, who: &Session, proc: &Child) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !Client::connect(addr).await.contacts(viewer).await.contains(&(who.email.clone(), "online".into())) {
+        assert!(tokio::time::Instant::now() < deadline, "{addr} never saw {} online on node {}", who.email, proc.id());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Two nodes; ann (events on `a`) and bob (events on `b`) are contacts, and
 /// `a` knows bob is online.
 struct Pair {
@@ -597,6 +607,20 @@ async fn only_members_open_a_channel_on_another_node_and_its_limits_hold() {
     let mut bob = Channel::open(p.b.addr(), &p.bob, &call_id).await;
     bob.send("after").await;
     assert_eq!(ann.heard().await, (p.bob.id.clone(), "after".to_owned()), "never the oversized frame");
+    // Replaced on the same node while open: the older one closes, and its
+    // goodbye (which reaches the home after the newer one was admitted)
+    // does not close the newer one.
+    let mut newer = Channel::open(p.b.addr(), &p.bob, &call_id).await;
+    assert!(bob.next().await.is_none(), "the older channel on b is closed");
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        newer.send(&format!("n{i}")).await;
+        assert_eq!(ann.heard().await, (p.bob.id.clone(), format!("n{i}")));
+        ann.send(&format!("to n{i}")).await;
+        assert_eq!(newer.heard().await, (p.ann.id.clone(), format!("to n{i}")));
+    }
+    drop(newer);
+    let mut bob = Channel::open(p.b.addr(), &p.bob, &call_id).await;
     // Connecting again elsewhere replaces the older channel: b's closes.
     let mut again = Channel::open(p.a.addr(), &p.bob, &call_id).await;
     assert!(bob.next().await.is_none(), "the older channel, on b, is closed");
@@ -757,7 +781,7 @@ async fn when_a_participants_node_is_killed_the_home_lets_them_go_after_the_grac
     drop(c);
     let mut ann_events = Events::open(a.addr(), &ann).await;
     let mut bob_events = Events::open(doomed.addr, &bob).await;
-    ann_events.until("/status", |v| v["id"] == json!(bob.id) && v["status"] == json!("online")).await;
+    until_online(a.addr(), &ann, &bob, &doomed.child).await;
     let (status, v) = Client::connect(a.addr()).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
     assert_eq!(status, 200, "{v}");
     let call_id = v["call_id"].as_str().unwrap().to_owned();
@@ -789,9 +813,9 @@ async fn when_the_home_is_killed_its_channels_on_other_nodes_close() {
     let bob = c.create("bob@example.org").await;
     c.befriend(&ann, &bob).await;
     drop(c);
-    let mut ann_events = Events::open(home.addr, &ann).await;
+    let _ann_events = Events::open(home.addr, &ann).await;
     let mut bob_events = Events::open(b.addr(), &bob).await;
-    ann_events.until("/status", |v| v["id"] == json!(bob.id) && v["status"] == json!("online")).await;
+    until_online(home.addr, &ann, &bob, &home.child).await;
     let (status, v) = Client::connect(home.addr).await.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
     assert_eq!(status, 200, "{v}");
     let call_id = v["call_id"].as_str().unwrap().to_owned();

@@ -286,6 +286,23 @@ impl App {
                     }
                 })
             };
+            // Requests to this node and its calls are served beside the
+            // notes, never behind one that waits for the database.
+            let serving = {
+                let (app, cancel) = (Arc::clone(&app), cancel.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            Some(msg) = node_inbox.next() => app.serve_node_request(msg),
+                            Some((call, msg)) = requests.recv() => {
+                                tokio::spawn(Arc::clone(&app).serve_call_request(call, msg));
+                            }
+                            _ = cancel.cancelled() => return,
+                            else => return,
+                        }
+                    }
+                })
+            };
             let mut check = tokio::time::interval(heartbeat / 4);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             bus.note(Body::SyncRequest);
@@ -319,15 +336,12 @@ impl App {
                         }
                         other => tracing::debug!(event = %other, "NATS"),
                     },
-                    Some(msg) = node_inbox.next() => app.serve_node_request(msg),
-                    Some((call, msg)) = requests.recv() => {
-                        tokio::spawn(Arc::clone(&app).serve_call_request(call, msg));
-                    }
                     _ = check.tick() => app.check_cluster(&bus).await,
                     _ = cancel.cancelled() => break,
                 }
             }
             beats.abort();
+            serving.abort();
             publisher.abort();
             // Others forget this node's users at once instead of waiting.
             let leaving = Note { node: bus.node.clone(), inc: bus.inc, seq: *lock(&bus.seq), body: Body::Leaving };

@@ -1,4 +1,4 @@
-//! Calls across nodes, first steps (issue #18 item 3).
+//! Calls across nodes (issue #18 item 3).
 //!
 //! A call's home is the node that received its `/call`: the call's machine,
 //! its relay legs and its call channel live there. While the call lasts the
@@ -12,6 +12,13 @@
 //! node that holds them (presence notes say which) over its node subject,
 //! `<cluster>.node.<node>`. Events to the callee's sessions then travel on
 //! their user subject as any event does.
+//!
+//! Call channels opened on other nodes than the home are in
+//! `cluster/channels.rs`. A participant whose connections on some node all
+//! close is named to every node (`Body::SessionGone`); the home keeps its
+//! place for the grace and, when it runs out, asks the nodes holding the
+//! user (`Bus::sessions_elsewhere`) whether the session is back before it
+//! lets it go (`routes/calls.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -236,6 +236,16 @@ impl Bus {
         Ok(())
     }
 
+    /// At the call's home: closes the channel on another node that
+    /// [`Self::home_remote_channel`] admitted, if it is still that one.
+    pub(crate) fn drop_remote_channel(&self, call: CallId, session: SessionId, tag: u64) {
+        let Some(home) = lock(&self.channels.home).get(&call).cloned() else { return };
+        let current = lock(&home.remote).get(&session).filter(|(t, _)| *t == tag).map(|(_, q)| Arc::clone(q));
+        if let Some(queue) = current {
+            home.drop_channel(session, tag, &queue);
+        }
+    }
+
     /// The call's channels at its home, listening on its up subject from
     /// the first remote channel on.
     async fn home_channels(self: &Arc<Self>, call: CallId, room: Arc<Room>) -> Result<Arc<HomeChannels>, String> {

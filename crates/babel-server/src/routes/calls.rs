@@ -299,9 +299,14 @@ impl App {
         let Some(bus) = self.bus.as_ref() else { return Err(Refusal::NoSuchCall.into()) };
         let room = self.calls.room(call, me.session)?;
         bus.home_remote_channel(call, room, me.user, me.session, node, tag).await.map_err(ServiceError::Unavailable)?;
-        if !self.calls.contains(call) {
-            // Ended while the channel was being admitted.
-            bus.home_channels_over(call);
+        if !self.calls.is_member(call, me.session) {
+            // Left (or the call ended) while the channel was being admitted:
+            // no channel for a call we are not in.
+            bus.drop_remote_channel(call, me.session, tag);
+            if !self.calls.contains(call) {
+                bus.home_channels_over(call);
+            }
+            return Err(ServiceError::Refused("you are not in this call".into()));
         }
         Ok(Reply::Ok)
     }
