@@ -49,6 +49,9 @@ impl App {
         if let Some(bus) = &self.bus {
             if bus.remote_online(who.id) {
                 sessions.extend(bus.sessions_elsewhere(who.id).await);
+                // A session connected to two nodes rings once.
+                sessions.sort();
+                sessions.dedup();
             }
         }
         let chosen = self.statuses.get(who.id);
