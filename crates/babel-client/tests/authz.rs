@@ -71,10 +71,10 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
 
     // Tokens that must not work.
     let my_token = me.me.token.clone();
-    let mut gone = babel_client::Client::connect(s.addr.clone()).await.unwrap();
+    let mut gone = babel_client::Client::connect(s.addr()).await.unwrap();
     let logged_out = gone.login("me@example.org", common::PASSWORD).await.unwrap();
     gone.logout().await.unwrap();
-    let mut doomed = babel_client::Client::connect(s.addr.clone()).await.unwrap();
+    let mut doomed = babel_client::Client::connect(s.addr()).await.unwrap();
     let deleted = doomed.create("doomed@example.org", common::PASSWORD, None).await.unwrap();
     doomed.delete_account().await.unwrap();
     let wrong: Vec<(&str, Credentials)> = vec![
@@ -117,8 +117,8 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
         ("/delete", json!({})),
     ];
     let before = dump(&db);
-    let calls_before = s.server.app().calls_in_progress();
-    let mut probe = babel_client::Client::connect(s.addr.clone()).await.unwrap();
+    let calls_before = s.server().app().calls_in_progress();
+    let mut probe = babel_client::Client::connect(s.addr()).await.unwrap();
     for (route, data) in &routes {
         for (what, creds) in &wrong {
             let answer = probe.raw(frame(creds, route, data.clone())).await.unwrap();
@@ -154,8 +154,8 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
     assert!(history.json::<Vec<babel_proto::CallHistoryEntry>>().unwrap().is_empty(), "their call is not mine");
 
     assert_eq!(dump(&db), before, "nothing changed in the database");
-    assert_eq!(s.server.app().calls_in_progress(), calls_before);
-    assert!(s.server.app().calls_in_progress() == 1, "their call goes on");
+    assert_eq!(s.server().app().calls_in_progress(), calls_before);
+    assert!(s.server().app().calls_in_progress() == 1, "their call goes on");
     // My own token still works: nothing was locked by all that.
     assert_eq!(me.client.contacts().await.unwrap().len(), 1);
 }

@@ -103,7 +103,7 @@ async fn a_peer_that_vanishes_without_closing_tcp_goes_offline() {
         c.dead_peer_timeout_secs = 5;
     })
     .await;
-    let port = s.server.addr().port();
+    let port = s.server().addr().port();
     let mut a = user(&s, "watcher@example.org").await;
     let mut b = user(&s, "roamer@example.org").await;
     befriend(&mut a, &mut b).await;

@@ -1,16 +1,16 @@
 //! The push channel and presence, against the real server.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use babel_proto::{ContactRef, Presence, ServerEvent};
-use common::{befriend, device, start, start_with, user};
+use common::{Topology, befriend, device, start_in, start_in_with, user};
 
-#[tokio::test]
-async fn contact_events_reach_both_sides() {
-    let s = start().await;
+async fn contact_events_reach_both_sides(t: Topology) {
+    let s = start_in(t).await;
     let mut a = user(&s, "ann@example.org").await;
     let mut b = user(&s, "bob@example.org").await;
     a.client.add_contact("bob@example.org").await.unwrap();
@@ -49,9 +49,8 @@ async fn contact_events_reach_both_sides() {
     a.expect("contact_removed", |e| matches!(e, ServerEvent::ContactRemoved(id) if *id == bid).then_some(())).await;
 }
 
-#[tokio::test]
-async fn decline_tells_the_asker() {
-    let s = start().await;
+async fn decline_tells_the_asker(t: Topology) {
+    let s = start_in(t).await;
     let mut a = user(&s, "cal@example.org").await;
     let mut b = user(&s, "dee@example.org").await;
     a.client.add_contact("dee@example.org").await.unwrap();
@@ -61,9 +60,8 @@ async fn decline_tells_the_asker() {
     assert!(a.client.contacts().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn status_events_follow_presence() {
-    let s = start().await;
+async fn status_events_follow_presence(t: Topology) {
+    let s = start_in(t).await;
     let mut a = user(&s, "eve@example.org").await;
     let mut b = user(&s, "fay@example.org").await;
     befriend(&mut a, &mut b).await;
@@ -91,9 +89,8 @@ async fn status_events_follow_presence() {
     assert!(matches!(end, Some(Err(_)) | None), "{end:?}");
 }
 
-#[tokio::test]
-async fn deleting_an_account_tells_its_contacts() {
-    let s = start().await;
+async fn deleting_an_account_tells_its_contacts(t: Topology) {
+    let s = start_in(t).await;
     let mut a = user(&s, "gus@example.org").await;
     let mut b = user(&s, "hal@example.org").await;
     befriend(&mut a, &mut b).await;
@@ -102,9 +99,8 @@ async fn deleting_an_account_tells_its_contacts() {
     a.expect("contact_removed", |e| matches!(e, ServerEvent::ContactRemoved(id) if *id == bid).then_some(())).await;
 }
 
-#[tokio::test]
-async fn every_device_gets_the_events() {
-    let s = start().await;
+async fn every_device_gets_the_events(t: Topology) {
+    let s = start_in(t).await;
     let mut a = user(&s, "ida@example.org").await;
     let mut a2 = device(&s, "ida@example.org").await;
     let mut b = user(&s, "jo@example.org").await;
@@ -114,13 +110,12 @@ async fn every_device_gets_the_events() {
     }
 }
 
-#[tokio::test]
-async fn pings_arrive_on_schedule_and_a_talking_client_is_cut_off() {
+async fn pings_arrive_on_schedule_and_a_talking_client_is_cut_off(t: Topology) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let s = start_with(|c| c.ping_interval_secs = 1).await;
+    let s = start_in_with(t, |c| c.ping_interval_secs = 1).await;
     let a = user(&s, "kai@example.org").await;
     let creds = babel_proto::Credentials { id: a.me.id, token: a.me.token.clone() };
-    let mut raw = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(s.next_addr()).await.unwrap();
     raw.write_all(&babel_proto::ClientRequest::Events(creds).to_frame().to_bytes()).await.unwrap();
     let mut buf = bytes::BytesMut::new();
     let limits = babel_proto::Limits::default();
@@ -153,45 +148,39 @@ async fn pings_arrive_on_schedule_and_a_talking_client_is_cut_off() {
         .ok();
 }
 
-#[tokio::test]
-async fn the_event_stream_reconnects_after_the_server_comes_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = babel_server::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        db: dir.path().join("babel.db"),
-        password: babel_server::auth::PasswordCost { memory_kib: 256, iterations: 1 },
-        ..babel_server::Config::default()
-    };
-    let server = babel_server::RunningServer::start(&config).await.unwrap();
-    let addr = server.addr();
-    let mut client = babel_client::Client::connect(addr.to_string()).await.unwrap();
+async fn the_event_stream_reconnects_after_the_server_comes_back(t: Topology) {
+    // Nodes that can be started again on their address.
+    let mut s = start_in_with(t, |c| c.listen = common::quiet_addr()).await;
+    let node = s.place();
+    let addr = s.addr_of(node);
+    let mut client = babel_client::Client::connect(addr).await.unwrap();
     client.create("phoenix@example.org", common::PASSWORD, None).await.unwrap();
     let mut events = client.events().await.unwrap();
     let mut up = events.connection();
     assert!(*up.borrow_and_update());
-    server.shutdown().await;
+    s.stop(node).await;
     // The loss is told as it happens, not only once the server is back.
     tokio::time::timeout(common::TIMEOUT, up.wait_for(|u| !*u)).await.expect("the loss told").unwrap();
     // The loss is said at once, before any reconnection.
     let next = tokio::time::timeout(common::TIMEOUT, events.next()).await.expect("a notice of the loss");
     assert!(matches!(next, Some(Ok(babel_client::Event::Disconnected))), "{next:?}");
     // The same address again, the same database: the session is still valid.
-    config.listen = addr;
-    let server = babel_server::RunningServer::start(&config).await.unwrap();
+    s.start_again(node).await;
     let next = tokio::time::timeout(common::TIMEOUT, events.next()).await.expect("a reconnection notice");
     assert!(matches!(next, Some(Ok(babel_client::Event::Reconnected))), "{next:?}");
     assert!(*up.borrow(), "up again");
-    // And events flow on the new connection.
-    let mut other = babel_client::Client::connect(addr.to_string()).await.unwrap();
+    // And events flow on the new connection (from another node, on three).
+    let mut other = babel_client::Client::connect(s.next_addr()).await.unwrap();
     other.create("friend@example.org", common::PASSWORD, None).await.unwrap();
     other.add_contact("phoenix@example.org").await.unwrap();
     let ev = tokio::time::timeout(common::TIMEOUT, events.next_server_event()).await.unwrap();
     assert!(matches!(ev, Some(Ok(ServerEvent::ContactRequest(_)))), "{ev:?}");
     // The request connection reconnects too, on the next request.
     assert!(client.contacts().await.is_ok());
-    server.shutdown().await;
+    s.shutdown().await;
 }
 
+/// Not a question of topology: the server here is a fake that falls silent.
 /// A server that answers `/events` once, then says nothing, not even
 /// `/ping` (a hung server, or a path that silently drops everything); later
 /// subscriptions are closed at once.
@@ -233,4 +222,14 @@ async fn an_event_connection_silent_past_the_pings_counts_as_lost() {
     assert!(*up.borrow_and_update(), "subscribed");
     tokio::time::timeout(common::TIMEOUT, up.wait_for(|u| !*u)).await.expect("the silence counts as a loss").unwrap();
     drop(events);
+}
+
+in_both_topologies! {
+    contact_events_reach_both_sides,
+    decline_tells_the_asker,
+    status_events_follow_presence,
+    deleting_an_account_tells_its_contacts,
+    every_device_gets_the_events,
+    pings_arrive_on_schedule_and_a_talking_client_is_cut_off,
+    the_event_stream_reconnects_after_the_server_comes_back,
 }

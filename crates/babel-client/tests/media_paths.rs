@@ -1,6 +1,7 @@
 //! The two server paths for voice: call channels over TCP and the UDP relay.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use babel_proto::relay as wire;
 use babel_proto::{ChannelFrame, MediaSetup, SendData, ServerEvent};
 use bytes::Bytes;
-use common::{answered_call, befriend, relay_bind as bind, start, user};
+use common::{Topology, answered_call, befriend, relay_bind as bind, start_in, user};
 use tokio::net::UdpSocket;
 
 fn packet(i: u32) -> SendData {
@@ -17,9 +18,8 @@ fn packet(i: u32) -> SendData {
     SendData::new("voice", &[&p, &p]).unwrap()
 }
 
-#[tokio::test]
-async fn call_channel_relays_in_order_with_the_sender_id() {
-    let s = start().await;
+async fn call_channel_relays_in_order_with_the_sender_id(t: Topology) {
+    let s = start_in(t).await;
     let mut a = user(&s, "a1@example.org").await;
     let mut b = user(&s, "b1@example.org").await;
     befriend(&mut a, &mut b).await;
@@ -58,9 +58,8 @@ async fn call_channel_relays_in_order_with_the_sender_id() {
     assert!(matches!(ca.recv().await.unwrap(), Some(ChannelFrame::CallEnded(c, _)) if c == call));
 }
 
-#[tokio::test]
-async fn a_slow_receiver_stalls_nobody() {
-    let s = start().await;
+async fn a_slow_receiver_stalls_nobody(t: Topology) {
+    let s = start_in(t).await;
     let (a, b, call, _) = answered_call(&s, "a2@example.org", "b2@example.org").await;
     let ca = a.client.connect_call(call).await.unwrap();
     let cb = b.client.connect_call(call).await.unwrap();
@@ -80,10 +79,10 @@ async fn a_slow_receiver_stalls_nobody() {
     let last = Bytes::from(SendData::new("last", &[&[1u8][..]]).unwrap().to_json());
     tx.send_raw(last.clone()).await.unwrap();
     let deadline = tokio::time::Instant::now() + common::TIMEOUT;
-    while s.server.app().channel_drops() == 0 && tokio::time::Instant::now() < deadline {
+    while s.channel_drops() == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let dropped = s.server.app().channel_drops();
+    let dropped = s.channel_drops();
     assert!(dropped > 0, "drops are counted");
     let mut received = 0u64;
     loop {
@@ -95,7 +94,7 @@ async fn a_slow_receiver_stalls_nobody() {
     }
     assert!(received < sent, "some frames were dropped ({received} of {sent} arrived)");
     // Every frame either arrived or was counted as dropped.
-    assert_eq!(received + s.server.app().channel_drops(), sent);
+    assert_eq!(received + s.channel_drops(), sent);
 }
 
 async fn recv_relayed(sock: &UdpSocket, wait: Duration) -> Option<(babel_proto::UserId, Vec<u8>)> {
@@ -104,14 +103,13 @@ async fn recv_relayed(sock: &UdpSocket, wait: Duration) -> Option<(babel_proto::
     wire::decode_relayed(&buf[..n]).map(|(u, p)| (u, p.to_vec()))
 }
 
-#[tokio::test]
-async fn udp_relay_binds_forwards_and_refuses_strangers() {
-    let s = start().await;
+async fn udp_relay_binds_forwards_and_refuses_strangers(t: Topology) {
+    let s = start_in(t).await;
     let (mut a, b, call, [(port, ha, ka), (port_b, hb, kb)]) =
         answered_call(&s, "a3@example.org", "b3@example.org").await;
     assert_eq!(port, port_b);
     let relay: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert_eq!(relay, s.server.udp_addr());
+    assert_eq!(relay, s.node(a.node).udp_addr(), "the call's home (the caller's node) relays it");
     let ua = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let ub = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     assert_eq!(bind(&ua, relay, ha, &ka, 1).await, Some(ua.local_addr().unwrap()), "the relay reports what it saw");
@@ -148,19 +146,18 @@ async fn udp_relay_binds_forwards_and_refuses_strangers() {
     eve.send_to(b"garbage", relay).await.unwrap();
     assert_eq!(recv_relayed(&ub, Duration::from_millis(300)).await, None, "nothing injected gets through");
     assert_eq!(recv_relayed(&eve, Duration::from_millis(100)).await, None, "and nothing leaks to the stranger");
-    assert!(s.server.app().relay().stats.dropped.load(std::sync::atomic::Ordering::Relaxed) >= 6);
+    assert!(s.relay_dropped() >= 6);
 
     // After the call, the grants are void.
     a.client.hangup(call).await.unwrap();
     wire::encode_data(ha, 4, &ka, b"after", &mut d);
     ua.send_to(&d, relay).await.unwrap();
     assert_eq!(recv_relayed(&ub, Duration::from_millis(300)).await, None);
-    assert_eq!(s.server.app().relay().leg_count(), 0);
+    assert_eq!(s.leg_count(), 0);
 }
 
-#[tokio::test]
-async fn a_roaming_client_rebinds_from_a_new_address() {
-    let s = start().await;
+async fn a_roaming_client_rebinds_from_a_new_address(t: Topology) {
+    let s = start_in(t).await;
     let (mut a, b, _call, [(port, ha, ka), (_, hb, kb)]) = answered_call(&s, "a4@example.org", "b4@example.org").await;
     let relay: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let ua = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -180,4 +177,11 @@ async fn a_roaming_client_rebinds_from_a_new_address() {
     wire::encode_data(ha, 1, &ka, b"to the new place", &mut d);
     ua.send_to(&d, relay).await.unwrap();
     assert_eq!(recv_relayed(&ub2, common::TIMEOUT).await, Some((a.id(), b"to the new place".to_vec())));
+}
+
+in_both_topologies! {
+    udp_relay_binds_forwards_and_refuses_strangers,
+    a_roaming_client_rebinds_from_a_new_address,
+    call_channel_relays_in_order_with_the_sender_id,
+    a_slow_receiver_stalls_nobody,
 }

@@ -1,16 +1,16 @@
-//! The client library's message and call-history methods against a real
-//! server: typed answers, and `/message` and `/messages_read` arriving on
+//! The client library's message and call-history methods against real
+//! servers (one node, and three): typed answers, and `/message` and `/messages_read` arriving on
 //! the event stream as typed events.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use babel_proto::{Direction, EndReason, Page, ServerEvent};
-use common::{befriend, start_with, user};
+use common::{Topology, befriend, start_in, user};
 
-#[tokio::test]
-async fn typed_methods_and_events_round_trip() {
-    let s = start_with(|_| {}).await;
+async fn typed_methods_and_events_round_trip(t: Topology) {
+    let s = start_in(t).await;
     let mut ann = user(&s, "ann@example.org").await;
     let mut ben = user(&s, "ben@example.org").await;
     befriend(&mut ann, &mut ben).await;
@@ -60,4 +60,8 @@ async fn typed_methods_and_events_round_trip() {
     let mine = ben.client.call_history(None, 10).await.unwrap();
     assert!(mine[0].answered_at.is_empty() && !mine[0].is_missed(), "declined is not missed: {mine:?}");
     assert!(ben.client.call_history(Some(mine[0].entry_id), 10).await.unwrap().is_empty());
+}
+
+in_both_topologies! {
+    typed_methods_and_events_round_trip,
 }

@@ -1,7 +1,8 @@
 //! Issue #14's attacks on the relay and on addresses (findings 3, 4, 5, 11),
-//! against a real server over real sockets on 127.0.0.1.
+//! against real servers (one node, and three) over real sockets on 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use babel_proto::relay as wire;
 use babel_proto::{MediaSetup, ServerEvent, UserId};
-use common::{answered_call, befriend, start, user};
+use common::{Topology, answered_call, befriend, start_in, user};
 use tokio::net::UdpSocket;
 
 async fn recv(sock: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
@@ -29,9 +30,8 @@ async fn bind(sock: &UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16], 
 /// loopback: from a socket standing for the victim, which never answers)
 /// while the call's voice flows. The victim gets at most one challenge, no
 /// bigger than the BIND, and none of the voice.
-#[tokio::test]
-async fn a_spoofed_bind_aims_nothing_at_the_victim() {
-    let s = start().await;
+async fn a_spoofed_bind_aims_nothing_at_the_victim(t: Topology) {
+    let s = start_in(t).await;
     let (_a, _b, _call, [(port, ha, ka), (_, hb, kb)]) = answered_call(&s, "sa@example.org", "sb@example.org").await;
     let relay: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let victim = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -58,9 +58,8 @@ async fn a_spoofed_bind_aims_nothing_at_the_victim() {
 }
 
 /// Finding 4: a captured DATA re-sent 100 times from the bound address.
-#[tokio::test]
-async fn replayed_data_is_forwarded_once() {
-    let s = start().await;
+async fn replayed_data_is_forwarded_once(t: Topology) {
+    let s = start_in(t).await;
     let (_a, _b, _call, [(port, ha, ka), (_, hb, kb)]) = answered_call(&s, "ra@example.org", "rb@example.org").await;
     let relay: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let (ua, ub) = (UdpSocket::bind("127.0.0.1:0").await.unwrap(), UdpSocket::bind("127.0.0.1:0").await.unwrap());
@@ -84,9 +83,8 @@ async fn replayed_data_is_forwarded_once() {
 /// Finding 5: a participant whose address flaps between two ports (BIND and
 /// CONFIRM, as fast as the relay answers) moves only a few times, the
 /// other side hears of only a few moves, and its events keep flowing.
-#[tokio::test]
-async fn a_flapping_address_neither_floods_nor_cuts_the_others_events() {
-    let s = start().await;
+async fn a_flapping_address_neither_floods_nor_cuts_the_others_events(t: Topology) {
+    let s = start_in(t).await;
     let (mut a, mut b, call, [(port, ha, ka), _]) = answered_call(&s, "fa@example.org", "fb@example.org").await;
     let relay: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let ports = [UdpSocket::bind("127.0.0.1:0").await.unwrap(), UdpSocket::bind("127.0.0.1:0").await.unwrap()];
@@ -104,7 +102,7 @@ async fn a_flapping_address_neither_floods_nor_cuts_the_others_events() {
             let _ = recv(sock, Duration::from_millis(20)).await;
         }
     }
-    let moves = s.server.app().relay().stats.moves.load(std::sync::atomic::Ordering::Relaxed);
+    let moves = s.relay_moves();
     assert!(moves >= 1, "the flapping never got through ({i} tries)");
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.client.hangup(call).await.unwrap();
@@ -139,9 +137,8 @@ fn accepted_by(callee: UserId) -> impl FnMut(&ServerEvent) -> Option<babel_proto
 
 /// Finding 11: being rung (called or invited) shows nobody's candidates;
 /// answering shows those of the others who did not ask for relay-only.
-#[tokio::test]
-async fn nobody_learns_an_address_before_answering() {
-    let s = start().await;
+async fn nobody_learns_an_address_before_answering(t: Topology) {
+    let s = start_in(t).await;
     let mut a = user(&s, "la@example.org").await;
     let mut b = user(&s, "lb@example.org").await;
     let mut c = user(&s, "lc@example.org").await;
@@ -169,9 +166,8 @@ async fn nobody_learns_an_address_before_answering() {
 
 /// Finding 11: a callee that answers relay-only never shows its addresses:
 /// not in `/call_accepted`, not when the relay learns where it is.
-#[tokio::test]
-async fn relay_only_withholds_every_address() {
-    let s = start().await;
+async fn relay_only_withholds_every_address(t: Topology) {
+    let s = start_in(t).await;
     let (mut a, mut b) = (user(&s, "oa@example.org").await, user(&s, "ob@example.org").await);
     befriend(&mut a, &mut b).await;
     let started = a.client.call(b.id(), MediaSetup::default()).await.unwrap();
@@ -191,4 +187,12 @@ async fn relay_only_withholds_every_address() {
     let ub = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     assert!(bind(&ub, relay, hb, &kb, &mut 0).await);
     a.expect_none("call_candidates", Duration::from_millis(500), |e| matches!(e, ServerEvent::CallCandidates(_))).await;
+}
+
+in_both_topologies! {
+    a_spoofed_bind_aims_nothing_at_the_victim,
+    replayed_data_is_forwarded_once,
+    a_flapping_address_neither_floods_nor_cuts_the_others_events,
+    nobody_learns_an_address_before_answering,
+    relay_only_withholds_every_address,
 }

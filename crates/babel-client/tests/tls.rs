@@ -19,11 +19,11 @@ async fn tls_server() -> TestServer {
 }
 
 fn tls_addr(s: &TestServer) -> String {
-    format!("tls://{}", s.server.tls_addr().unwrap())
+    format!("tls://{}", s.server().tls_addr().unwrap())
 }
 
 fn fingerprint(s: &TestServer) -> Fingerprint {
-    s.server.tls().unwrap().fingerprint
+    s.server().tls().unwrap().fingerprint
 }
 
 /// Trust policy with a known-servers file in `dir` and no system roots
@@ -47,14 +47,14 @@ async fn everything_works_over_tls_and_first_use_is_recorded() {
         Some(&Trust::FirstUse { fingerprint: fp, saved_to: Some(home.path().join("known_servers")) })
     );
     let known = std::fs::read_to_string(home.path().join("known_servers")).unwrap();
-    let server = s.server.tls_addr().unwrap().to_string();
+    let server = s.server().tls_addr().unwrap().to_string();
     assert!(known.contains(&format!("{server} {fp}")), "{known}");
 
     // Requests, events and the call channel, all over TLS; the other side
     // is on the plain listener.
     let me = a.create("alice@example.org", PASSWORD, None).await.unwrap();
     let events = a.events().await.unwrap();
-    let mut alice = User { client: a, events, me };
+    let mut alice = User { client: a, events, me, node: 0 };
     let mut bob = user(&s, "bob@example.org").await;
     befriend(&mut alice, &mut bob).await;
     let started = alice.client.call(bob.id(), MediaSetup::default()).await.unwrap();
@@ -84,7 +84,7 @@ async fn everything_works_over_tls_and_first_use_is_recorded() {
 async fn a_changed_certificate_is_refused_during_the_handshake() {
     let s = tls_server().await;
     let home = tempfile::tempdir().unwrap();
-    let server = s.server.tls_addr().unwrap().to_string();
+    let server = s.server().tls_addr().unwrap().to_string();
     let old = Fingerprint::of_der(b"the certificate this server had before");
     std::fs::write(home.path().join("known_servers"), format!("# comment\n{server} {old}\n")).unwrap();
     let err = connect(&tls_addr(&s), opts(home.path())).await.unwrap_err();
@@ -152,7 +152,7 @@ async fn a_certificate_from_a_trusted_authority_needs_no_pin() {
     .await;
     let home = tempfile::tempdir().unwrap();
     let strict = TlsOptions { trust_on_first_use: false, extra_roots: vec![ca], ..opts(home.path()) };
-    let port = s.server.tls_addr().unwrap().port();
+    let port = s.server().tls_addr().unwrap().port();
     let mut c = connect(&format!("tls://localhost:{port}"), strict.clone()).await.unwrap();
     assert_eq!(c.trust(), Some(&Trust::Authority(fingerprint(&s))));
     c.create("carol@example.org", PASSWORD, None).await.unwrap();
@@ -175,19 +175,19 @@ async fn plain_can_be_switched_off_and_the_tls_port_survives_garbage() {
         c.tls_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
-    assert_eq!(Some(s.server.addr()), s.server.tls_addr());
+    assert_eq!(Some(s.server().addr()), s.server().tls_addr());
     // Plain frames to the TLS port: the handshake fails, the connection
     // closes, no answer is made up.
-    let mut plain = Client::connect(s.server.addr().to_string()).await.unwrap();
+    let mut plain = Client::connect(s.server().addr().to_string()).await.unwrap();
     assert!(plain.create("x@example.org", PASSWORD, None).await.is_err());
     // A client that connects and says nothing is closed after the frame
     // timeout, as a half-sent frame would be.
-    let mut silent = tokio::net::TcpStream::connect(s.server.addr()).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(s.server().addr()).await.unwrap();
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(TIMEOUT, silent.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0, "the server closes a stalled handshake");
     // Garbage: closed too.
-    let mut junk = tokio::net::TcpStream::connect(s.server.addr()).await.unwrap();
+    let mut junk = tokio::net::TcpStream::connect(s.server().addr()).await.unwrap();
     junk.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3]).await.unwrap();
     let closed = tokio::time::timeout(TIMEOUT, async {
         loop {

@@ -19,6 +19,9 @@
 //!   a callee, see `cluster/calls.rs`).
 //! - `<name>.call.<id>.home`: requests about one call, answered by the
 //!   call's home node (`/answer`, `/hangup` sent to another node).
+//! - `<name>.call.<id>.up` and `<name>.call.<id>.down.<node>`: the frames of
+//!   call channels on other nodes than the call's home
+//!   (`cluster/channels.rs`).
 //!
 //! A node trusts its caches only while its NATS connection is up and has
 //! answered a flush within two heartbeats; otherwise it reads the database
@@ -30,9 +33,11 @@
 
 mod app;
 mod calls;
+mod channels;
 
-pub(crate) use calls::CallRequest;
 pub use calls::call_subject;
+pub(crate) use calls::{Answered, CallRequest};
+pub use channels::{Uplink, down_subject, up_subject};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -229,6 +234,14 @@ pub enum Body {
         /// The session.
         session: i64,
     },
+    /// Every connection of a session on the sending node is gone: the
+    /// calls it is in start its grace (`routes/calls.rs`).
+    SessionGone {
+        /// The owner.
+        user: i64,
+        /// The session.
+        session: i64,
+    },
     /// An account was deleted.
     UserDeleted {
         /// The user.
@@ -249,7 +262,8 @@ pub enum Body {
 impl Body {
     /// Whether the note carries state, and so a sequence number of its own.
     pub fn sequenced(&self) -> bool {
-        !matches!(self, Body::Heartbeat | Body::Leaving | Body::SyncRequest)
+        // A lost `SessionGone` leaves no cache stale: not numbered.
+        !matches!(self, Body::Heartbeat | Body::Leaving | Body::SyncRequest | Body::SessionGone { .. })
     }
 }
 
@@ -405,6 +419,8 @@ pub struct Bus {
     /// The calls homed here that answer on their subject.
     homed: Mutex<HashMap<CallId, CancellationToken>>,
     requests: mpsc::UnboundedSender<(CallId, async_nats::Message)>,
+    /// Call channels across nodes.
+    channels: channels::Channels,
 }
 
 impl std::fmt::Debug for Bus {
@@ -462,6 +478,7 @@ impl Bus {
             parts: Mutex::new(Some(Parts { inbox, out: rx, events, node: node_inbox, requests: requests_rx })),
             homed: Mutex::default(),
             requests,
+            channels: channels::Channels::default(),
         }))
     }
 
