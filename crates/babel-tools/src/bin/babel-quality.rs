@@ -210,7 +210,11 @@ async fn main() -> anyhow::Result<()> {
     let opts = if a.voices.shipped { Options { media: quality::voices::shipped(&opts.media), ..opts } } else { opts };
     if a.simulated {
         let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        quality::sim::main(&opts, a.seeds, threads, &a.compare)?;
+        if a.voices.real_voices.is_some() {
+            quality::sim::main_voices(&opts, &a.voices.speakers()?, a.seeds, threads)?;
+        } else {
+            quality::sim::main(&opts, a.seeds, threads, &a.compare)?;
+        }
         eprintln!("babel-quality: simulated table done in {:.0} s", started.elapsed().as_secs_f64());
         return Ok(());
     }

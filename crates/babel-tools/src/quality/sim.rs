@@ -164,7 +164,7 @@ pub fn run(
     }
 
     let mut jobs: Vec<Job> = Vec::new();
-    for ri in 0..opts.networks.len() {
+    for ri in (0..opts.networks.len()).filter(|_| opts.calls) {
         for seed in 1..=u64::from(seeds) {
             jobs.push((ri, 1, seed));
             if opts.naive {
@@ -329,12 +329,24 @@ pub fn mean_ci(v: &[f64]) -> Option<(f64, f64)> {
 }
 
 fn cell(v: &[Scored]) -> String {
-    let mos: Vec<f64> = v.iter().map(|s| s.mos).collect();
-    match mean_ci(&mos) {
-        Some((m, h)) if h.is_finite() => format!("{m:.2} ± {h:.2}"),
-        Some((m, _)) => format!("{m:.2}"),
+    cell_of(v, |s| s.mos, 2, "")
+}
+
+/// A cell's mean ± the half-width of its 95 % interval, of `f` of each
+/// call, with `digits` decimals and `unit` after it.
+fn cell_of(v: &[Scored], f: impl Fn(&Scored) -> f64, digits: usize, unit: &str) -> String {
+    let x: Vec<f64> = v.iter().map(f).collect();
+    match mean_ci(&x) {
+        Some((m, h)) if h.is_finite() => format!("{m:.digits$} ± {h:.digits$}{unit}"),
+        Some((m, _)) => format!("{m:.digits$}{unit}"),
         None => "–".into(),
     }
+}
+
+/// The delay column: the alignment's delay of what was heard (capture to
+/// playback, plus the codec), mean ± 95 % interval over the seeds.
+fn delay_cell(v: &[Scored]) -> String {
+    cell_of(v, |s| s.delay_ms, 0, " ms")
 }
 
 /// The simulated table in Markdown: each cell's mean ± the half-width of
@@ -354,27 +366,97 @@ pub fn markdown(r: &SimReport) -> String {
         r.calls_secs,
         r.pesq_secs,
     );
-    s.push_str(
-        "| network (both ways) | codec + same loss, ideal receiver | **Babel** (simulated) | naive receiver \
-         (simulated) | loss applied | Babel: frames from copies / FEC / concealed |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: |\n",
-    );
+    s.push_str(&table_head(false));
     for row in &rep.rows {
-        let n = row.babel.len().max(1);
-        let loss = row.babel.iter().map(|x| x.applied_loss_pct).sum::<f64>() / n as f64;
-        let avg = |f: fn(&Scored) -> u64| row.babel.iter().map(f).sum::<u64>() / n as u64;
-        s.push_str(&format!(
-            "| {} | {} | **{}** | {} | {loss:.1} % | {} / {} / {} |\n",
-            row.label,
-            cell(&row.codec_loss),
-            cell(&row.babel),
-            cell(&row.naive),
-            avg(|x| x.from_copies),
-            avg(|x| x.fec_recovered),
-            avg(|x| x.concealed),
-        ));
+        s.push_str(&table_row(None, row));
     }
     s
+}
+
+/// The head of the simulated table (with a voice column first, or not).
+fn table_head(voice: bool) -> String {
+    let (v, a) = if voice { ("| voice ", "| --- ") } else { ("", "") };
+    format!(
+        "{v}| network (both ways) | codec + same loss, ideal receiver | **Babel** (simulated) | delay | naive receiver \
+         (simulated) | loss applied | Babel: frames from copies / FEC / concealed |\n\
+         {a}| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+}
+
+/// One row of the simulated table.
+fn table_row(voice: Option<&str>, row: &super::Row) -> String {
+    let n = row.babel.len().max(1);
+    let loss = row.babel.iter().map(|x| x.applied_loss_pct).sum::<f64>() / n as f64;
+    let avg = |f: fn(&Scored) -> u64| row.babel.iter().map(f).sum::<u64>() / n as u64;
+    format!(
+        "{}| {} | {} | **{}** | {} | {} | {loss:.1} % | {} / {} / {} |\n",
+        voice.map_or(String::new(), |v| format!("| {v} ")),
+        row.label,
+        cell(&row.codec_loss),
+        cell(&row.babel),
+        delay_cell(&row.babel),
+        cell(&row.naive),
+        avg(|x| x.from_copies),
+        avg(|x| x.fec_recovered),
+        avg(|x| x.concealed),
+    )
+}
+
+/// One voice's simulated run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimVoice {
+    /// The voice (speaker id or "festival").
+    pub voice: String,
+    /// What the run found for it.
+    pub run: SimReport,
+}
+
+/// The simulated table of several voices: a row per voice and condition.
+pub fn voices_markdown(voices: &[SimVoice]) -> String {
+    let Some(first) = voices.first() else { return String::new() };
+    let mut s = format!(
+        "Simulated: {} seeds per cell, mean ± 95 % interval; Opus {} kbit/s CBR, {} ms frames. Codec alone: {}.\n\n",
+        first.run.seeds,
+        first.run.report.bitrate / 1000,
+        first.run.report.frame_ms,
+        voices.iter().map(|v| format!("{} {:.2}", v.voice, v.run.report.codec_mos)).collect::<Vec<_>>().join(", "),
+    );
+    s.push_str(&table_head(true));
+    for v in voices {
+        for row in &v.run.report.rows {
+            s.push_str(&table_row(Some(&v.voice), row));
+        }
+    }
+    s
+}
+
+/// `babel-quality --simulated --real-voices`: the table of `opts` for its
+/// own speech (festival's) and then for each of `speakers`, each into a
+/// folder of its own under `opts.out_dir`; prints one table and writes
+/// `sim-voices.json`.
+pub fn main_voices(
+    opts: &super::Options,
+    speakers: &[super::voices::Speaker],
+    seeds: u32,
+    threads: usize,
+) -> anyhow::Result<Vec<SimVoice>> {
+    let python = super::deps::require_pesq()?;
+    let mut voices = vec![("festival".to_owned(), opts.speech.clone(), opts.speech_source.clone())];
+    for s in speakers {
+        let (speech, used) = super::voices::load(s)?;
+        voices.push((s.id.to_owned(), speech, format!("{}: prompts {}", s.label(), used.join(", "))));
+    }
+    let mut out = Vec::new();
+    for (voice, speech, speech_source) in voices {
+        let o = super::Options { speech, speech_source, out_dir: opts.out_dir.join(&voice), ..opts.clone() };
+        let run = run(&python, &o, seeds, threads, &|step| eprintln!("babel-quality: {voice}: {step}"))?;
+        out.push(SimVoice { voice, run });
+    }
+    let json = opts.out_dir.join("sim-voices.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&out)?)
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    println!("{}", voices_markdown(&out));
+    Ok(out)
 }
 
 /// Whether two means agree: their difference is within the 95 % interval

@@ -229,6 +229,8 @@ pub struct VoiceArgs {
     /// with a row per voice and condition, written to voices.json. Needs
     /// ffmpeg and Debian's asterisk-core-sounds-*-g722 packages
     /// (`scripts/setup.sh`). No latency, echo or cap rows in this mode.
+    /// With `--simulated`, the same in simulated time (`--seeds` per cell,
+    /// with the delay per cell), written to sim-voices.json.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "default")]
     pub real_voices: Option<Vec<String>>,
     /// Media settings as `babel call` ships them (noise suppression on, as
