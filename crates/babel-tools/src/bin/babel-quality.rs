@@ -59,7 +59,8 @@ struct Args {
     #[arg(long)]
     no_redundancy: bool,
     /// Measure nothing: print the table and draw the figure again from a
-    /// results.json of an earlier run.
+    /// results.json of an earlier run (or print the table of a simulated
+    /// run's sim-voices.json).
     #[arg(long)]
     replot: Option<PathBuf>,
     /// Skip the latency measurement.
@@ -152,6 +153,11 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(path) = &a.replot {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if let Ok(v) = serde_json::from_str::<Vec<quality::sim::SimVoice>>(&text) {
+            // A simulated run's sim-voices.json: its table again.
+            println!("{}", quality::sim::voices_markdown(&v));
+            return Ok(());
+        }
         let report: quality::Report = serde_json::from_str(&text).context("not a babel-quality results.json")?;
         quality::plot::draw(&report, &a.plot)?;
         print_report(&report);

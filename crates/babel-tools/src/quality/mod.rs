@@ -20,6 +20,7 @@ pub mod call;
 pub mod cap;
 pub mod deps;
 pub mod echo;
+pub mod emodel;
 pub mod plot;
 pub mod signal;
 pub mod sim;
@@ -579,9 +580,9 @@ pub fn markdown(r: &Report) -> String {
     ));
     s.push_str(
         "| network (both ways) | codec + same loss, ideal receiver | **Babel** | Babel / codec alone | naive receiver | \
-         loss applied | Babel: frames from copies / FEC / concealed | delay Babel / naive |\n",
+         loss applied | Babel: frames from copies / FEC / concealed | delay Babel / naive | R (G.107.1) / MOS-CQ |\n",
     );
-    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for row in &r.rows {
         let babel = mean_mos(&row.babel);
         let n = row.babel.len().max(1);
@@ -595,7 +596,7 @@ pub fn markdown(r: &Report) -> String {
             }
         };
         s.push_str(&format!(
-            "| {} | {} | **{}**{} | {} | {}{} | {:.1} % | {} / {} / {} | {} / {} ms |\n",
+            "| {} | {} | **{}**{} | {} | {}{} | {:.1} % | {} / {} / {} | {} / {} ms | {} |\n",
             row.label,
             if row.codec_loss.is_empty() { "–".into() } else { f(mean_mos(&row.codec_loss)) },
             f(babel),
@@ -609,6 +610,7 @@ pub fn markdown(r: &Report) -> String {
             avg(|x| x.concealed),
             delay(&row.babel),
             delay(&row.naive),
+            emodel_cell(r, row),
         ));
     }
     if !r.latency.is_empty() {
@@ -629,6 +631,19 @@ pub fn markdown(r: &Report) -> String {
         }
     }
     s
+}
+
+/// The E-model's R (wideband scale) and MOS-CQ of a row's Babel calls,
+/// means ([`emodel::of_call`]).
+pub fn emodel_cell(r: &Report, row: &Row) -> String {
+    if row.babel.is_empty() {
+        return "–".into();
+    }
+    let n = row.babel.len() as f64;
+    let rs: Vec<emodel::Rating> = row.babel.iter().map(|c| emodel::of_call(r, row, c)).collect();
+    let rwb = rs.iter().map(|x| x.r_wb).sum::<f64>() / n;
+    let mos = rs.iter().map(|x| x.mos_cq).sum::<f64>() / n;
+    format!("{rwb:.0} / {mos:.2}")
 }
 
 /// The targets of issue #5 against a report: (what, value, met).

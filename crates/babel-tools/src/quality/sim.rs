@@ -368,7 +368,7 @@ pub fn markdown(r: &SimReport) -> String {
     );
     s.push_str(&table_head(false));
     for row in &rep.rows {
-        s.push_str(&table_row(None, row));
+        s.push_str(&table_row(None, rep, row));
     }
     s
 }
@@ -377,19 +377,27 @@ pub fn markdown(r: &SimReport) -> String {
 fn table_head(voice: bool) -> String {
     let (v, a) = if voice { ("| voice ", "| --- ") } else { ("", "") };
     format!(
-        "{v}| network (both ways) | codec + same loss, ideal receiver | **Babel** (simulated) | delay | naive receiver \
-         (simulated) | loss applied | Babel: frames from copies / FEC / concealed |\n\
-         {a}| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        "{v}| network (both ways) | codec + same loss, ideal receiver | **Babel** (simulated) | delay | R (G.107.1) | \
+         MOS-CQ | naive receiver (simulated) | loss applied | Babel: frames from copies / FEC / concealed |\n\
+         {a}| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
 }
 
 /// One row of the simulated table.
-fn table_row(voice: Option<&str>, row: &super::Row) -> String {
+fn table_row(voice: Option<&str>, rep: &Report, row: &super::Row) -> String {
     let n = row.babel.len().max(1);
+    let ratings: Vec<super::emodel::Rating> = row.babel.iter().map(|c| super::emodel::of_call(rep, row, c)).collect();
+    let ci = |x: Vec<f64>, digits: usize| match mean_ci(&x) {
+        Some((m, h)) if h.is_finite() => format!("{m:.digits$} ± {h:.digits$}"),
+        Some((m, _)) => format!("{m:.digits$}"),
+        None => "–".into(),
+    };
+    let r_wb = ci(ratings.iter().map(|r| r.r_wb).collect(), 1);
+    let mos_cq = ci(ratings.iter().map(|r| r.mos_cq).collect(), 2);
     let loss = row.babel.iter().map(|x| x.applied_loss_pct).sum::<f64>() / n as f64;
     let avg = |f: fn(&Scored) -> u64| row.babel.iter().map(f).sum::<u64>() / n as u64;
     format!(
-        "{}| {} | {} | **{}** | {} | {} | {loss:.1} % | {} / {} / {} |\n",
+        "{}| {} | {} | **{}** | {} | {r_wb} | {mos_cq} | {} | {loss:.1} % | {} / {} / {} |\n",
         voice.map_or(String::new(), |v| format!("| {v} ")),
         row.label,
         cell(&row.codec_loss),
@@ -424,7 +432,7 @@ pub fn voices_markdown(voices: &[SimVoice]) -> String {
     s.push_str(&table_head(true));
     for v in voices {
         for row in &v.run.report.rows {
-            s.push_str(&table_row(Some(&v.voice), row));
+            s.push_str(&table_row(Some(&v.voice), &v.run.report, row));
         }
     }
     s

@@ -305,8 +305,8 @@ fn spread(v: &[Scored]) -> String {
 pub fn markdown(voices: &[VoiceReport]) -> String {
     let mut s = String::from(
         "| voice | length | codec alone | network (both ways) | codec + same loss, ideal receiver | **Babel** (mean ± sd) | \
-         min–max | naive receiver | loss applied | copies / FEC / concealed | delay |\n\
-         | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+         min–max | naive receiver | loss applied | copies / FEC / concealed | delay | R (G.107.1) / MOS-CQ |\n\
+         | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for v in voices {
         let r = &v.report;
@@ -318,7 +318,7 @@ pub fn markdown(voices: &[VoiceReport]) -> String {
             let min = row.babel.iter().map(|x| x.mos).reduce(f64::min);
             let max = row.babel.iter().map(|x| x.mos).reduce(f64::max);
             s.push_str(&format!(
-                "| {} | {:.1} s | {:.2} | {} | {} | **{}** | {} | {} | {:.1} % | {} / {} / {} | {:.0} ms |\n",
+                "| {} | {:.1} s | {:.2} | {} | {} | **{}** | {} | {} | {:.1} % | {} / {} / {} | {:.0} ms | {} |\n",
                 v.voice,
                 r.speech_secs,
                 r.codec_mos,
@@ -335,6 +335,7 @@ pub fn markdown(voices: &[VoiceReport]) -> String {
                 avg(|x| x.fec_recovered),
                 avg(|x| x.concealed),
                 delay,
+                super::emodel_cell(r, row),
             ));
         }
     }
