@@ -17,8 +17,9 @@
 //! Idd counts in practice, from 100 ms mouth to ear. Taken over unchanged
 //! onto the wideband scale (our reading of G.107.1's delay impairment).
 //!
-//! **Codec and loss, Ie,eff.** `Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl / BurstR
-//! + Bpl)` (G.107 clause 7.5, the same form in G.107.1), with Ppl the
+//! **Codec and loss, Ie,eff.**
+//! `Ie,eff = Ie + (95 − Ie) · Ppl / (Ppl / BurstR + Bpl)`
+//! (G.107 clause 7.5, the same form in G.107.1), with Ppl the
 //! residual loss in percent (frames the listener heard concealed, after
 //! FEC and copies repaired what they could), `BurstR = 1`. Opus's Ie,WB and
 //! Bpl are those derived with WB-PESQ (ITU-T P.834.1's method) by Alahmadi,
@@ -138,13 +139,18 @@ pub fn rate(kbps: f64, ppl: f64, mouth_to_ear_ms: f64, bursty: bool) -> Rating {
 /// a file input does not go through, and the clock phase's share.
 pub const MOUTH_TO_EAR_BEYOND_ALIGNMENT_MS: f64 = 34.4;
 
+/// Frames every call conceals before the first packet has come (silence
+/// at the start; the clean rows of the tables show exactly these): not a
+/// loss anyone hears, so not in Ppl.
+pub const CONCEALED_BEFORE_START: u64 = 5;
+
 /// The rating of one call of the harness: Ppl from its concealed frames
-/// over the frames of speech, mouth to ear from its alignment delay plus
+/// (less [`CONCEALED_BEFORE_START`]) over the frames of speech, mouth to ear from its alignment delay plus
 /// [`MOUTH_TO_EAR_BEYOND_ALIGNMENT_MS`], at the report's bitrate, with the
 /// Bpl of the row's kind of loss.
 pub fn of_call(report: &super::Report, row: &super::Row, call: &super::Scored) -> Rating {
     let frames = (report.speech_secs * 1000.0 / f64::from(report.frame_ms.max(1))).max(1.0);
-    let ppl = 100.0 * call.concealed as f64 / frames;
+    let ppl = 100.0 * call.concealed.saturating_sub(CONCEALED_BEFORE_START) as f64 / frames;
     rate(f64::from(report.bitrate) / 1000.0, ppl, call.delay_ms + MOUTH_TO_EAR_BEYOND_ALIGNMENT_MS, row.network.bursty)
 }
 
