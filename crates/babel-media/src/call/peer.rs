@@ -195,7 +195,7 @@ impl Peer {
     /// smoothed over about two intervals, %: what the reports carry, so the
     /// sender's FEC and bitrate follow the path as it is now.
     pub(super) fn take_recent_loss_pct(&mut self) -> f32 {
-        // Counted on settled frames (those a frame 16 newer has passed), so
+        // Counted on settled frames (those a frame 4 newer has passed), so
         // that packets reordered across the report's edge are not lost.
         let (frames, lost) = self.pattern.counts();
         let (f0, l0) = self.loss_mark;
