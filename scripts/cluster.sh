@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Three babel-server nodes on this machine, for a person to try: PostgreSQL
 # and nats-server started when they are not running (scripts/setup.sh), the
-# nodes on 127.0.0.1:7451, :7452 and :7453 sharing one PostgreSQL schema
-# (`cluster` in the tests' `babel` database), logs and pids under
-# /tmp/babel-cluster.
+# nodes `n1`..`n3` on 127.0.0.1:7451, :7452 and :7453 sharing one PostgreSQL
+# schema (`cluster` in the tests' `babel` database) and the local nats-server
+# (cluster name `babel-try`), logs and pids under /tmp/babel-cluster.
 #
 #   scripts/cluster.sh          start (again: restarts the nodes, keeps the data)
 #   scripts/cluster.sh stop     stop the three nodes (PostgreSQL and NATS stay up)
 #   scripts/cluster.sh reset    stop them and drop the `cluster` schema
 #
-# Not yet a cluster in full: the nodes share every durable thing, but the
-# NATS bus that carries events and cache invalidations between them is
-# still to come (issue #18), so use one node per person for now.
+# The nodes are one service for accounts, contacts, messages, events,
+# logouts and presence: users may sit on different nodes. Calls do not cross
+# nodes yet (issue #18 item 3): both parties of a call use the same node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=/tmp/babel-cluster
@@ -62,7 +62,7 @@ export BABEL_DB='postgres://babel:babel@127.0.0.1:5432/babel?options=-c%20search
 for i in "${!ports[@]}"; do
   n=$((i + 1))
   port=${ports[$i]}
-  setsid "$bin" --listen "127.0.0.1:$port" >"$dir/node-$n.out" 2>"$dir/node-$n.log" </dev/null &
+  setsid "$bin" --listen "127.0.0.1:$port" --nats nats://127.0.0.1:4222 --cluster babel-try --node "n$n" >"$dir/node-$n.out" 2>"$dir/node-$n.log" </dev/null &
   echo $! >"$dir/node-$n.pid"
 done
 for i in "${!ports[@]}"; do
@@ -75,4 +75,4 @@ for i in "${!ports[@]}"; do
   echo "cluster: node $n on $(sed -n 's/^listening on //p' "$dir/node-$n.out") (log $dir/node-$n.log)"
 done
 echo "cluster: PostgreSQL schema 'cluster' in postgres://babel@127.0.0.1:5432/babel; nats-server on 127.0.0.1:4222"
-echo "cluster: try  babel --server 127.0.0.1:7451 ...  ; stop with: scripts/cluster.sh stop"
+echo "cluster: try  babel --server 127.0.0.1:7451,127.0.0.1:7452,127.0.0.1:7453 ...  (kill a node: the client moves to the next); stop with: scripts/cluster.sh stop"

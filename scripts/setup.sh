@@ -11,10 +11,11 @@ missing=()
 # that drive `babel` on a terminal; text2wave, espeak-ng: the speech the
 # quality harness and `babel demo` send; ffmpeg: it decodes the harness's
 # real voices; pg_ctlcluster, nats-server: the engines of the PostgreSQL
-# store and the cluster, started below)
+# store and the cluster, started below; turnserver, turnutils_uclient: coturn,
+# which babel-relay-bench --coturn-clients measures side by side with the relay)
 declare -A tools=([cc]=gcc [pkg-config]=pkg-config [cmake]=cmake [iptables]=iptables [ip]=iproute2
   [tmux]=tmux [text2wave]=festival [espeak-ng]=espeak-ng [python3]=python3 [ffmpeg]=ffmpeg
-  [pg_ctlcluster]=postgresql [nats-server]=nats-server)
+  [pg_ctlcluster]=postgresql [nats-server]=nats-server [turnserver]=coturn [turnutils_uclient]=coturn)
 for t in "${!tools[@]}"; do
   command -v "$t" >/dev/null 2>&1 || missing+=("${tools[$t]}")
 done
@@ -25,13 +26,16 @@ for l in "${!libs[@]}"; do
 done
 # files -> Debian package (the quality harness's festival voice, the font of
 # its plots, its real voices: wideband prompts by Allison Smith in English
-# and Spanish, June Wallack in French, Carlo Flora in Italian)
+# and Spanish, June Wallack in French, Carlo Flora in Italian; its real
+# noises: keyboard recordings from bucklespring, OpenSFX's wind)
 declare -A files=([/usr/share/festival/voices/us/cmu_us_slt_arctic_hts]=festvox-us-slt-hts
   [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]=fonts-dejavu-core
   [/usr/share/asterisk/sounds/en_US_f_Allison]=asterisk-core-sounds-en-g722
   [/usr/share/asterisk/sounds/fr_CA_f_June]=asterisk-core-sounds-fr-g722
   [/usr/share/asterisk/sounds/es_MX_f_Allison]=asterisk-core-sounds-es-g722
-  [/usr/share/asterisk/sounds/it_IT_m_Carlo]=asterisk-core-sounds-it-g722)
+  [/usr/share/asterisk/sounds/it_IT_m_Carlo]=asterisk-core-sounds-it-g722
+  [/usr/share/buckle/wav]=bucklespring-data
+  [/usr/share/games/openttd/baseset/opensfx/opensfx.cat]=openttd-opensfx)
 for f in "${!files[@]}"; do
   [ -e "$f" ] || missing+=("${files[$f]}")
 done

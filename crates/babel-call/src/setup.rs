@@ -163,8 +163,8 @@ pub fn agreed_peer(p: &Peer, agreed: &Agreed) -> PeerSetup {
 
 /// My relay grant as the engine needs it (`None` if malformed).
 pub fn relay_info(grant: &RelayGrant, server_ip: IpAddr) -> Option<RelayInfo> {
-    let (port, handle, key) = grant.parts()?;
-    Some(RelayInfo { addr: SocketAddr::new(server_ip, port), handle, key })
+    let (_, handle, key) = grant.parts()?;
+    Some(RelayInfo { addr: grant.relay_addr(server_ip)?, handle, key })
 }
 
 /// How long an answered call waits for the other side's part of the key
@@ -316,8 +316,13 @@ mod tests {
         let g = RelayGrant::new(9000, 5, &[1; 16]);
         let r = relay_info(&g, IpAddr::from([10, 0, 0, 1])).expect("grant");
         assert_eq!((r.addr.port(), r.handle, r.key), (9000, 5, [1; 16]));
-        let bad = RelayGrant { relay_port: "x".into(), relay_handle: "1".into(), relay_key: String::new() };
+        let bad =
+            RelayGrant { relay_port: "x".into(), relay_handle: "1".into(), relay_key: String::new(), relay_host: None };
         assert!(relay_info(&bad, IpAddr::from([10, 0, 0, 1])).is_none());
+        // A grant from another node's relay names its host; that wins.
+        let elsewhere = RelayGrant::new(9000, 5, &[1; 16]).with_host(Some(IpAddr::from([10, 0, 0, 2])));
+        let r = relay_info(&elsewhere, IpAddr::from([10, 0, 0, 1])).expect("grant");
+        assert_eq!(r.addr, SocketAddr::new(IpAddr::from([10, 0, 0, 2]), 9000));
     }
 
     #[test]

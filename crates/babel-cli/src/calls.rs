@@ -42,7 +42,9 @@ pub struct AudioArgs {
     /// Opus bitrate in bits/s (6000 to 128000).
     #[arg(long, default_value_t = DEFAULT_BITRATE, value_parser = parse_bitrate)]
     bitrate: u32,
-    /// Turn noise suppression off.
+    /// Turn noise suppression off (on by default, it does what the noise
+    /// calls for: RNNoise mixed in by the measured speech-to-noise ratio,
+    /// nothing and no delay on a clean microphone).
     #[arg(long)]
     no_noise_suppression: bool,
     /// Turn echo cancellation off (it never runs on a WAV --input).
@@ -408,7 +410,7 @@ async fn run_media(
                 Some(Ok(Event::Disconnected)) if show => {
                     term::say("babel: connection to the server lost; reconnecting (the call goes on)…");
                 }
-                Some(Ok(Event::Reconnected)) if show => term::say("babel: connected to the server again"),
+                Some(Ok(Event::Reconnected)) if show => term::say(&term::connected_again(events)),
                 _ => {}
             },
         }
@@ -652,7 +654,7 @@ pub async fn listen(
                 }
                 Some(Ok(Event::Reconnected)) => {
                     if show {
-                        term::say("babel: connected to the server again");
+                        term::say(&term::connected_again(&events));
                     }
                     lost = false;
                     waiting(&keys);

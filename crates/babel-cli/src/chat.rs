@@ -288,7 +288,7 @@ pub async fn follow(mut c: Client, email: Option<&str>, limit: u32, json_mode: b
                     continue;
                 }
                 Some(Ok(Event::Reconnected)) => {
-                    crate::term::say("babel: connected to the server again");
+                    crate::term::say(&crate::term::connected_again(&events));
                     // What arrived meanwhile (oldest first).
                     c.messages(scope.contact_id(), Page::After(last), babel_proto::messages::MAX_LIMIT).await?
                 }

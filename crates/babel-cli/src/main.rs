@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use babel_client::{Client, ClientError, Endpoint, ServerAddr, TlsOptions, Trust};
+use babel_client::{Client, ClientError, Endpoint, ServerList, TlsOptions, Trust};
 use babel_proto::{ContactRef, Presence, ReplyError};
 use clap::{CommandFactory, Parser, Subcommand};
 use serde_json::json;
@@ -31,9 +31,17 @@ use crate::session::Home;
 struct Cli {
     /// Server address: HOST:PORT, or tls://HOST:PORT for an encrypted
     /// connection (a server no authority vouches for is trusted on first use
-    /// and pinned in `known_servers` in the home directory).
+    /// and pinned in `known_servers` in the home directory). A cluster's
+    /// nodes as a comma-separated list, `a:7447,b:7447`: they are tried in
+    /// turn, and when the node in use dies babel moves to another.
     #[arg(long, env = "BABEL_SERVER", default_value = "127.0.0.1:7447", global = true)]
     server: String,
+    /// Trust TLS servers whose certificate this authority signed (a PEM
+    /// file, e.g. a cluster's ca.pem from scripts/cluster-ca.sh), and no
+    /// other: no trust on first use, so every node of a cluster is
+    /// accepted without a new fingerprint and a stranger is refused.
+    #[arg(long, env = "BABEL_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
     /// Accept only a TLS server with this certificate fingerprint (as
     /// `babel-server` prints it: SHA256:AB:CD:…).
     #[arg(long, env = "BABEL_TLS_FINGERPRINT", global = true)]
@@ -240,7 +248,9 @@ enum Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Connect { .. } | ClientError::Untrusted { .. } => Failure::Unreachable(e.to_string()),
+            ClientError::Connect { .. } | ClientError::Untrusted { .. } | ClientError::NoServer(_) => {
+                Failure::Unreachable(e.to_string())
+            }
             ClientError::Address(a) => Failure::Usage(a),
             ClientError::NotLoggedIn => Failure::Usage("not logged in: run `babel login EMAIL` first".into()),
             ClientError::Protocol(detail) => Failure::Unreachable(format!(
@@ -323,7 +333,11 @@ fn report_first_use(client: &Client) {
 
 impl Cli {
     fn endpoint(&self, home: &Home, server: &str) -> Result<Endpoint, Failure> {
-        let tls = TlsOptions { pin: self.tls_fingerprint, ..TlsOptions::in_dir(home.dir()) };
+        let mut tls = TlsOptions { pin: self.tls_fingerprint, ..TlsOptions::in_dir(home.dir()) };
+        if let Some(file) = &self.tls_ca {
+            let roots = babel_client::tls::read_authority(file).map_err(|e| Failure::Usage(e.to_string()))?;
+            tls = tls.with_authority(roots);
+        }
         Ok(Endpoint::with_tls(server, Arc::new(tls))?)
     }
 
@@ -336,9 +350,9 @@ impl Cli {
     }
 }
 
-/// A server address that cannot work is the user's mistake (exit 2).
+/// A server address (or list) that cannot work is the user's mistake (exit 2).
 fn check_server(server: &str) -> Result<(), Failure> {
-    server.parse::<ServerAddr>().map(|_| ()).map_err(|e| Failure::Usage(e.to_string()))
+    server.parse::<ServerList>().map(|_| ()).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 pub(crate) async fn contact_id_by_email(

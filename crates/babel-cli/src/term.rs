@@ -187,3 +187,12 @@ impl Drop for Input {
         }
     }
 }
+
+/// What to say when the event stream is back, naming the server it is on
+/// (of a cluster's list, the node it moved to).
+pub fn connected_again(events: &babel_client::EventStream) -> String {
+    match events.server().borrow().as_ref() {
+        Some(node) => format!("babel: connected to the server again ({node})"),
+        None => "babel: connected to the server again".to_owned(),
+    }
+}

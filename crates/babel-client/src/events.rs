@@ -1,4 +1,8 @@
-//! The push channel as a stream that reconnects by itself.
+//! The push channel as a stream that reconnects by itself: to the same
+//! server, or of a list of servers (a cluster's nodes) to the next one
+//! that answers, so a node that dies (a close, or [`EVENT_SILENCE`]
+//! without even a `/ping` when its machine vanished) costs one
+//! [`Event::Disconnected`] / [`Event::Reconnected`] pair.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,6 +13,7 @@ use babel_proto::{Answer, ClientRequest, Credentials, ReplyError, ServerEvent};
 use tokio::sync::{mpsc, watch};
 
 use crate::conn::{Conn, Endpoint};
+use crate::tls::ServerAddr;
 use crate::{Backoff, ClientError, Result};
 
 /// What the event stream yields.
@@ -35,6 +40,7 @@ pub const EVENT_SILENCE: Duration = Duration::from_secs(25);
 pub struct EventStream {
     rx: mpsc::Receiver<Result<Event>>,
     up: watch::Receiver<bool>,
+    node: watch::Receiver<Option<ServerAddr>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -44,18 +50,27 @@ impl Drop for EventStream {
     }
 }
 
-async fn subscribe(addr: &Endpoint, creds: &Credentials) -> Result<Conn> {
-    let mut conn = Conn::open(addr).await?;
-    let answer = Answer(conn.request(&ClientRequest::Events(creds.clone()).to_frame()).await?);
-    answer.ok()?;
-    Ok(conn)
+/// Subscribes on the first node of the list that answers.
+async fn subscribe(endpoint: &Endpoint, creds: &Credentials) -> Result<Conn> {
+    let frame = ClientRequest::Events(creds.clone()).to_frame();
+    endpoint
+        .first(|mut conn| {
+            let frame = frame.clone();
+            async move {
+                Answer(conn.request(&frame).await?).ok()?;
+                Ok(conn)
+            }
+        })
+        .await
 }
 
 impl EventStream {
     /// Subscribes, failing if the first attempt fails; later losses (a
     /// close, or `silence` without even a `/ping`) are retried with backoff
     /// until the session is refused (401) or the server's certificate is,
-    /// which ends the stream with that error.
+    /// which ends the stream with that error. Of a list of servers, each
+    /// subscription goes to the first that answers, starting after the
+    /// node just lost.
     pub(crate) async fn open(
         addr: Endpoint,
         creds: Credentials,
@@ -65,6 +80,7 @@ impl EventStream {
         let first = subscribe(&addr, &creds).await?;
         let (tx, rx) = mpsc::channel(256);
         let (up_tx, up) = watch::channel(true);
+        let (node_tx, node) = watch::channel(Some(first.server().clone()));
         let task = tokio::spawn(async move {
             let mut conn = Some(first);
             let mut attempt = 0u32;
@@ -74,6 +90,8 @@ impl EventStream {
                     None => match subscribe(&addr, &creds).await {
                         Ok(c) => {
                             attempt = 0;
+                            tracing::debug!(server = %c.server(), "event stream back");
+                            node_tx.send_replace(Some(c.server().clone()));
                             up_tx.send_replace(true);
                             if tx.send(Ok(Event::Reconnected)).await.is_err() {
                                 return;
@@ -82,7 +100,7 @@ impl EventStream {
                         }
                         // Refused for good: a dead session, or a server
                         // certificate that is no longer trusted.
-                        Err(e @ (ClientError::Server(ReplyError::Unauthorized) | ClientError::Untrusted { .. })) => {
+                        Err(e) if matches!(e, ClientError::Server(ReplyError::Unauthorized)) || e.is_untrusted() => {
                             let _ = tx.send(Err(e)).await;
                             return;
                         }
@@ -105,14 +123,17 @@ impl EventStream {
                         Err(e) => tracing::warn!(error = %e, "unreadable event skipped"),
                     }
                 }
-                // Closed, broken or silent: lost until a new subscription.
+                // Closed, broken or silent: lost until a new subscription,
+                // which starts with the next node.
+                addr.failed(c.server());
+                node_tx.send_replace(None);
                 up_tx.send_replace(false);
                 if tx.send(Ok(Event::Disconnected)).await.is_err() {
                     return;
                 }
             }
         });
-        Ok(EventStream { rx, up, task })
+        Ok(EventStream { rx, up, node, task })
     }
 
     /// Whether the stream's connection is up now (`false` from the moment
@@ -121,6 +142,12 @@ impl EventStream {
     /// `changed()` on it wakes on every loss and return.
     pub fn connection(&self) -> watch::Receiver<bool> {
         self.up.clone()
+    }
+
+    /// The server the stream is subscribed on now (`None` while it is
+    /// lost); `changed()` on it wakes when it moves.
+    pub fn server(&self) -> watch::Receiver<Option<ServerAddr>> {
+        self.node.clone()
     }
 
     /// The next event; `None` once the stream has ended for good.

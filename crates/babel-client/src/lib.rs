@@ -19,7 +19,14 @@
 //!   [`Client::messages`], [`Client::mark_read`], [`Client::unread`],
 //!   [`Client::call_history`] (in `messages.rs`).
 //! * [`tls`]: `tls://` addresses and how a TLS server is trusted (authority,
-//!   pinned fingerprint, or first use recorded in a known-servers file).
+//!   pinned fingerprint, or first use recorded in a known-servers file; a
+//!   cluster's own authority with [`TlsOptions::with_authority`]).
+//! * [`ServerList`] and [`Endpoint`]: a cluster's nodes (`a:7447,b:7447`),
+//!   tried in turn, each attempt bounded by [`ATTEMPT_TIMEOUT`]. Every
+//!   connection (requests, the event stream, call channels) goes to the
+//!   node that worked last and moves on when it fails: a node that dies
+//!   costs the event stream one `Disconnected`/`Reconnected` pair, with the
+//!   same session, and requests follow the stream to its new node.
 //!
 //! Not here: audio, codecs, media encryption, UDP (see `babel-media`).
 
@@ -27,6 +34,7 @@ mod account;
 mod conn;
 mod events;
 mod messages;
+mod servers;
 pub mod tls;
 
 use std::time::Duration;
@@ -37,8 +45,9 @@ use babel_proto::{
 };
 use bytes::Bytes;
 
-pub use conn::{Conn, Endpoint};
+pub use conn::{ATTEMPT_TIMEOUT, Conn, Endpoint};
 pub use events::{EVENT_SILENCE, Event, EventStream};
+pub use servers::ServerList;
 pub use tls::{ServerAddr, TlsOptions, Trust, Untrusted};
 
 /// What can go wrong talking to the server.
@@ -78,6 +87,14 @@ pub enum ClientError {
     /// The server took too long to answer.
     #[error("the server did not answer within {0:?}")]
     Timeout(Duration),
+    /// No server of a list could be used: why, for each one, in the order
+    /// they were tried (each error names its server).
+    #[error("no server of the list could be used: {}", join_errors(.0))]
+    NoServer(Vec<ClientError>),
+}
+
+fn join_errors(errors: &[ClientError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 impl ClientError {
@@ -89,9 +106,24 @@ impl ClientError {
         }
     }
 
-    /// Whether the server could not be reached at all.
+    /// Whether the server (every server of a list) could not be reached at
+    /// all.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, ClientError::Connect { .. })
+        match self {
+            ClientError::Connect { .. } => true,
+            ClientError::NoServer(all) => all.iter().all(ClientError::is_unreachable),
+            _ => false,
+        }
+    }
+
+    /// Whether the server's certificate was refused (every server's, for a
+    /// list): retrying will not help.
+    pub fn is_untrusted(&self) -> bool {
+        match self {
+            ClientError::Untrusted { .. } => true,
+            ClientError::NoServer(all) => all.iter().all(ClientError::is_untrusted),
+            _ => false,
+        }
     }
 }
 
@@ -122,7 +154,9 @@ impl Backoff {
     }
 }
 
-/// A client session with one server.
+/// A client session with a server (or with the nodes of a cluster: see
+/// [`Endpoint`]; a request on a connection that was lost goes to the next
+/// node that answers).
 #[derive(Debug)]
 pub struct Client {
     endpoint: Endpoint,
@@ -136,7 +170,8 @@ pub struct Client {
 
 impl Client {
     /// Connects to `addr`: `host:port`, or `tls://host:port` with the
-    /// default trust policy ([`TlsOptions::default`]).
+    /// default trust policy ([`TlsOptions::default`]), or a comma-separated
+    /// list of them (the first that can be reached is used).
     pub async fn connect(addr: impl Into<String>) -> Result<Client> {
         Client::connect_to(Endpoint::parse(&addr.into())?).await
     }
@@ -145,7 +180,7 @@ impl Client {
     pub async fn connect_to(endpoint: Endpoint) -> Result<Client> {
         let conn = Conn::open(&endpoint).await?;
         Ok(Client {
-            addr: endpoint.addr.to_string(),
+            addr: conn.server().to_string(),
             endpoint,
             conn: Some(conn),
             session: None,
@@ -188,12 +223,19 @@ impl Client {
         self
     }
 
-    /// The server address (`host:port` or `tls://host:port`).
+    /// The address (`host:port` or `tls://host:port`) of the server this
+    /// client talks to now: of a list, the one its last connection went to.
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
-    /// The server and trust policy.
+    /// Every server this client may use, as given (`a:7447,b:7447`): what
+    /// to save to connect again.
+    pub fn servers(&self) -> String {
+        self.endpoint.servers().to_string()
+    }
+
+    /// The servers and trust policy.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
@@ -229,21 +271,34 @@ impl Client {
     pub async fn raw(&mut self, frame: RawRequest) -> Result<Answer> {
         // A connection the server closed while we were idle (a restart, an
         // idle timeout on the way) is replaced before sending, not after.
+        // Of a list, the next node is tried first: this one may be gone.
         if self.conn.as_ref().is_none_or(Conn::is_closed) {
-            self.conn = Some(Conn::open_with_backoff(&self.endpoint, self.backoff).await?);
+            if let Some(old) = self.conn.take() {
+                self.endpoint.failed(old.server());
+            }
+        }
+        // The event stream (or another request) moved to another node,
+        // having found this one dead or silent: follow it rather than wait
+        // for a request to time out here.
+        if self.conn.as_ref().is_some_and(|c| c.server() != self.endpoint.current()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let conn = Conn::open_with_backoff(&self.endpoint, self.backoff).await?;
+            self.addr = conn.server().to_string();
+            self.conn = Some(conn);
         }
         let Some(conn) = self.conn.as_mut() else { return Err(ClientError::Disconnected) };
-        match tokio::time::timeout(self.timeout, conn.request(&frame)).await {
-            Ok(Ok(answer)) => Ok(Answer(answer)),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(ClientError::Timeout(self.timeout))
-            }
+        let result = match tokio::time::timeout(self.timeout, conn.request(&frame)).await {
+            Ok(Ok(answer)) => return Ok(Answer(answer)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Timeout(self.timeout)),
+        };
+        // Broken or silent: the next request starts on another node.
+        if let Some(old) = self.conn.take() {
+            self.endpoint.failed(old.server());
         }
+        result
     }
 
     /// Creates an account and logs in with it.
@@ -376,12 +431,19 @@ impl Client {
         EventStream::open(self.endpoint.clone(), self.creds()?, self.backoff, self.event_silence).await
     }
 
-    /// Opens my call channel for a call on a connection of its own.
+    /// Opens my call channel for a call on a connection of its own (to the
+    /// first node of the list that answers).
     pub async fn connect_call(&self, call: CallId) -> Result<CallChannel> {
-        let mut conn = Conn::open(&self.endpoint).await?;
-        let req = ClientRequest::ConnectCall { auth: self.creds()?, call_id: call };
-        Answer(conn.request(&req.to_frame()).await?).ok()?;
-        Ok(CallChannel { conn })
+        let frame = ClientRequest::ConnectCall { auth: self.creds()?, call_id: call }.to_frame();
+        self.endpoint
+            .first(|mut conn| {
+                let frame = frame.clone();
+                async move {
+                    Answer(conn.request(&frame).await?).ok()?;
+                    Ok(CallChannel { conn })
+                }
+            })
+            .await
     }
 }
 

@@ -12,6 +12,14 @@
 //! 4. otherwise, on first use ([`TlsOptions::trust_on_first_use`]): accepted,
 //!    and its fingerprint is written to the known-servers file once the
 //!    handshake has succeeded, so every later connection must present it.
+//!
+//! A cluster (several nodes in a list of servers) is best served by one
+//! certificate authority of its own that signs every node's certificate:
+//! [`TlsOptions::with_authority`] trusts it alone, with first use off, so a
+//! client moves from node to node without a new fingerprint to accept, and
+//! a node whose certificate that authority did not sign is refused.
+//! First use still works across nodes with a certificate each, but every
+//! node is then a new server the first time the client lands on it.
 
 use std::fmt;
 use std::io::Write;
@@ -70,7 +78,11 @@ impl FromStr for ServerAddr {
             }
         } else {
             match rest.rsplit_once(':') {
-                Some((h, _)) if h.contains(':') => (rest, default), // a bare IPv6 address
+                // A bare IPv6 address (and nothing else with several colons).
+                Some((h, _)) if h.contains(':') => match rest.parse::<std::net::Ipv6Addr>() {
+                    Ok(_) => (rest, default),
+                    Err(_) => return Err(bad()),
+                },
                 Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
                 None => (rest, default),
             }
@@ -138,6 +150,48 @@ impl TlsOptions {
     pub fn in_dir(dir: &Path) -> TlsOptions {
         TlsOptions { known_servers: Some(dir.join("known_servers")), ..TlsOptions::default() }
     }
+
+    /// Trusts these authorities only (a cluster's own, read with
+    /// [`read_authority`]): not the system's roots, and never on first use.
+    /// An explicit pin and the known-servers file still come first.
+    pub fn with_authority(self, roots: Vec<CertificateDer<'static>>) -> TlsOptions {
+        TlsOptions { extra_roots: roots, system_roots: false, trust_on_first_use: false, ..self }
+    }
+}
+
+/// A certificate-authority file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use {file} as a certificate authority: {why}")]
+pub struct BadAuthority {
+    /// The file.
+    pub file: String,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// Reads the certificates of a PEM file (a cluster's CA certificate, as
+/// `openssl req -x509` writes it); at least one must be there.
+pub fn read_authority(file: &Path) -> Result<Vec<CertificateDer<'static>>, BadAuthority> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |why: String| BadAuthority { file: file.display().to_string(), why };
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("it holds no PEM certificate".into()));
+    }
+    // Each must be usable as a trust anchor, or the check would fail later
+    // for every server with a less clear reason.
+    for c in &certs {
+        webpki_anchor(c).map_err(bad)?;
+    }
+    Ok(certs)
+}
+
+fn webpki_anchor(cert: &CertificateDer<'_>) -> Result<(), String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).map_err(|e| format!("not a usable CA certificate ({e})"))
 }
 
 /// Why the server's certificate was not accepted.
@@ -441,9 +495,42 @@ mod tests {
         assert_eq!(v6.host, "::1");
         assert_eq!(v6.to_string(), "tls://[::1]:7448");
         assert_eq!("::1".parse::<ServerAddr>().unwrap().host, "::1");
-        for bad in ["", "http://h:1", "h:port", "h:70000", "tls://", "[::1", "a b:1", "tls://user@h:1", "[::1]x"] {
+        for bad in [
+            "",
+            "http://h:1",
+            "h:port",
+            "h:70000",
+            "tls://",
+            "[::1",
+            "a b:1",
+            "tls://user@h:1",
+            "[::1]x",
+            "a:1;b:2",
+            "h:1:2",
+        ] {
             assert!(bad.parse::<ServerAddr>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn authority_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.pem()).unwrap();
+        let roots = read_authority(&good).unwrap();
+        assert_eq!(roots, vec![ca.der().clone()]);
+        let opts = TlsOptions::in_dir(dir.path()).with_authority(roots);
+        assert!(!opts.trust_on_first_use && !opts.system_roots && opts.known_servers.is_some());
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = read_authority(&empty).unwrap_err().to_string();
+        assert!(err.contains("empty.pem") && err.contains("no PEM certificate"), "{err}");
+        let missing = read_authority(&dir.path().join("missing.pem")).unwrap_err().to_string();
+        assert!(missing.contains("missing.pem"), "{missing}");
     }
 
     #[test]

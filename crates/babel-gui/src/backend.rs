@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use babel_call::setup::{ExchangeError, KEY_EXCHANGE_WAIT};
 use babel_call::{Answered, Answering, Call, CallError, CallEvent, Outgoing, Settled};
-use babel_client::{Client, ClientError, Endpoint, Event, EventStream, TlsOptions};
+use babel_client::{Client, ClientError, Endpoint, Event, EventStream};
 use babel_media::audio::{AudioInput, AudioOutput, SilentInput, level_db};
 use babel_media::codec::FrameMs;
 use babel_media::engine::{CallStats, Control, EndCause, MediaError, StopFlag};
@@ -143,6 +143,10 @@ pub fn describe(e: &ClientError, server: &str, signing_in: bool) -> String {
         ClientError::Connect { .. } => {
             format!("Cannot reach the server at {server}. Check the address and that the server is running.")
         }
+        ClientError::NoServer(_) if e.is_unreachable() => format!(
+            "Cannot reach any of the servers {}. Check the addresses and that a server is running.",
+            server.replace(',', ", ")
+        ),
         ClientError::Disconnected => "The connection to the server was lost. Try again.".into(),
         ClientError::Timeout(_) => "The server did not answer in time. Try again.".into(),
         ClientError::Server(ReplyError::Unauthorized) if signing_in => "Wrong email or password.".into(),
@@ -318,10 +322,12 @@ impl Backend {
         let _ = tokio::time::timeout(Duration::from_secs(3), self.leave_call()).await;
     }
 
-    /// The server address with the trust policy for `tls://`: first-use
-    /// fingerprints are kept in `known_servers` in the home folder.
+    /// The server address (or a cluster's list) with the trust policy for
+    /// `tls://`: first-use fingerprints are kept in `known_servers` in the
+    /// home folder, unless settings name a cluster authority to trust alone.
     fn endpoint(&self, server: &str) -> Result<Endpoint, ClientError> {
-        Endpoint::with_tls(server, Arc::new(TlsOptions::in_dir(self.home.dir())))
+        let tls = self.settings.tls_options(self.home.dir()).map_err(ClientError::Address)?;
+        Endpoint::with_tls(server, Arc::new(tls))
     }
 
     fn addr(&self) -> String {
@@ -477,7 +483,8 @@ impl Backend {
     }
 
     async fn signed_in(&mut self, client: Client, info: SessionInfo) {
-        let server = client.addr().to_owned();
+        // Of a cluster, every node is kept, not only the one that answered.
+        let server = client.servers();
         let events = match client.events().await {
             Ok(e) => e,
             Err(e @ ClientError::Server(ReplyError::Unauthorized)) => {
@@ -1079,6 +1086,15 @@ mod tests {
         };
         let text = describe(&changed, "tls://h:1", true);
         assert!(text.starts_with("Refusing the server at tls://h:1") && text.contains("not the pinned"), "{text}");
+        let dead = |addr: &str| ClientError::Connect {
+            addr: addr.into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let none = ClientError::NoServer(vec![dead("a:1"), dead("b:2")]);
+        assert_eq!(
+            describe(&none, "a:1,b:2", true),
+            "Cannot reach any of the servers a:1, b:2. Check the addresses and that a server is running."
+        );
         let bad = ClientError::Address("not a server address".into());
         assert!(describe(&bad, "x", true).starts_with("Not a server address"));
         assert_eq!(sentence(""), "Something went wrong.");

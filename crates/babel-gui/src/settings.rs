@@ -45,8 +45,13 @@ pub enum SettingsError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// The server last used (`host:port` or `tls://host:port`).
+    /// The server last used (`host:port` or `tls://host:port`, or a
+    /// cluster's nodes as a comma-separated list of them).
     pub server: String,
+    /// A certificate authority to trust alone for `tls://` servers (a PEM
+    /// file: a cluster's `ca.pem` from `scripts/cluster-ca.sh`), with no
+    /// trust on first use; empty: system roots, then first use.
+    pub tls_ca: String,
     /// The email last signed in with.
     pub email: String,
     /// Microphone by name (`None`: the system default).
@@ -80,6 +85,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             server: DEFAULT_SERVER.into(),
+            tls_ca: String::new(),
             email: String::new(),
             input_device: None,
             output_device: None,
@@ -97,6 +103,18 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// How `tls://` servers are trusted, with first-use fingerprints kept in
+    /// `dir`: [`Settings::tls_ca`] alone when it is set.
+    pub fn tls_options(&self, dir: &Path) -> Result<babel_client::TlsOptions, String> {
+        let opts = babel_client::TlsOptions::in_dir(dir);
+        match self.tls_ca.trim() {
+            "" => Ok(opts),
+            file => babel_client::tls::read_authority(Path::new(file))
+                .map(|roots| opts.with_authority(roots))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     /// Brings values from an edited or old file into range.
     pub fn sanitized(mut self) -> Self {
         self.frame_ms = if self.frame_ms < 20 { 10 } else { 20 };
@@ -250,6 +268,29 @@ mod tests {
         };
         home.save_settings(&s).unwrap();
         assert_eq!(home.load_settings().unwrap(), s);
+    }
+
+    #[test]
+    fn a_cluster_authority_is_trusted_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = Settings::default().tls_options(dir.path()).unwrap();
+        assert!(plain.trust_on_first_use && plain.extra_roots.is_empty());
+        let missing = Settings { tls_ca: "/nonexistent/ca.pem".into(), ..Settings::default() };
+        let err = missing.tls_options(dir.path()).unwrap_err();
+        assert!(err.contains("/nonexistent/ca.pem") && err.contains("certificate authority"), "{err}");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        let file = dir.path().join("ca.pem").to_str().unwrap().to_owned();
+        let s = Settings { tls_ca: format!(" {file} "), ..Settings::default() };
+        let opts = s.tls_options(dir.path()).unwrap();
+        assert!(!opts.trust_on_first_use && !opts.system_roots);
+        assert_eq!(opts.extra_roots, vec![ca.der().clone()]);
+        // Kept in settings.toml.
+        let home = Home::new(Some(dir.path().join("h"))).unwrap();
+        home.save_settings(&s).unwrap();
+        assert_eq!(home.load_settings().unwrap().tls_ca, s.tls_ca);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use babel_media::audio::{AudioInput, AudioOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs, VoiceDecoder, VoiceEncoder};
-use babel_media::echo::EchoLevel;
+use babel_media::echo::{Aec3Config, EchoLevel, double_talk_aec3, shipped_aec3};
 use babel_media::engine::{CallSetup, MediaConfig, PeerSetup, spawn_call};
 use babel_media::jitter::{JitterBuffer, JitterConfig, Playout};
 use babel_media::keys::CallKeys;
@@ -52,10 +52,13 @@ struct Stages {
     decode: Duration,
 }
 
-fn cpu_run(noise_suppression: bool, echo_and_gain: bool, audio: &[f32]) -> (Duration, Stages) {
+/// `aec3`: echo cancellation with that configuration and gain control, or
+/// (`None`) neither.
+fn cpu_run(noise_suppression: bool, aec3: Option<Aec3Config>, audio: &[f32]) -> (Duration, Stages) {
     let frame = FrameMs::Twenty;
     let mut chain = CaptureChain::new(noise_suppression);
-    let mut echo = EchoLevel::new(echo_and_gain, echo_and_gain);
+    let gain = aec3.is_some();
+    let mut echo = EchoLevel::with_aec3(aec3, gain);
     let mut far = vec![0.0f32; frame.samples()];
     let mut enc = VoiceEncoder::new(DEFAULT_BITRATE, frame).expect("encoder");
     let mut dec = VoiceDecoder::new(frame).expect("decoder");
@@ -214,9 +217,10 @@ async fn main() {
     let secs = 20.0;
     let audio = speechlike((48_000.0 * secs) as usize);
     for (label, ns, echo) in [
-        ("full pipeline (echo cancellation, gain control, noise suppression)", true, true),
-        ("without echo cancellation and gain control", true, false),
-        ("baseline: none of the three", false, false),
+        ("full pipeline (echo cancellation, gain control, noise suppression)", true, Some(shipped_aec3())),
+        ("the same with the double-talk AEC3 configuration", true, Some(double_talk_aec3())),
+        ("without echo cancellation and gain control", true, None),
+        ("baseline: none of the three", false, None),
     ] {
         let (total, st) = cpu_run(ns, echo, &audio);
         let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;

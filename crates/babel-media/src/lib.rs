@@ -26,6 +26,7 @@ pub mod audio;
 pub mod call;
 pub mod channel;
 pub mod codec;
+pub mod denoise;
 pub mod device;
 pub mod echo;
 pub mod engine;
@@ -33,6 +34,7 @@ pub mod jitter;
 pub mod process;
 pub mod rate;
 pub mod sim;
+pub mod snr;
 
 // The voice datagram and the keys are wire format: they live in babel-proto.
 pub use babel_proto::{keys, voice as packet};

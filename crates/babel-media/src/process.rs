@@ -1,16 +1,16 @@
-//! Processing around the codec: noise suppression (nnnoiseless, on by
-//! default), mute, input and output gain, level values for meters, and a
-//! mixer for group calls. Works frame by frame, no allocation per frame.
-
-use nnnoiseless::DenoiseState;
+//! Processing around the codec: noise suppression (RNNoise via
+//! nnnoiseless, gated on how noisy the microphone is: [`crate::denoise`];
+//! on by default), mute, input and output gain, level values for meters,
+//! and a mixer for group calls. Works frame by frame, no allocation per
+//! frame.
 
 use crate::audio::level_db;
+use crate::denoise::{BLOCK, Denoiser, Tuning};
 
 /// The capture side: noise suppression, gain, mute.
 pub struct CaptureChain {
-    denoise: Option<Box<DenoiseState<'static>>>,
-    scratch_in: Vec<f32>,
-    scratch_out: Vec<f32>,
+    denoise: Option<Box<Denoiser>>,
+    tuning: Tuning,
     /// Linear gain applied after noise suppression.
     pub gain: f32,
     /// Send silence while set.
@@ -32,10 +32,15 @@ impl std::fmt::Debug for CaptureChain {
 impl CaptureChain {
     /// A chain with noise suppression on or off.
     pub fn new(noise_suppression: bool) -> Self {
+        Self::with_tuning(noise_suppression, Tuning::SHIPPED)
+    }
+
+    /// A chain whose noise suppression is tuned otherwise (the quality
+    /// harness compares tunings, e.g. [`Tuning::ALWAYS`], RNNoise alone).
+    pub fn with_tuning(noise_suppression: bool, tuning: Tuning) -> Self {
         Self {
-            denoise: noise_suppression.then(DenoiseState::new),
-            scratch_in: vec![0.0; DenoiseState::FRAME_SIZE],
-            scratch_out: vec![0.0; DenoiseState::FRAME_SIZE],
+            denoise: noise_suppression.then(|| Box::new(Denoiser::with_tuning(tuning))),
+            tuning,
             gain: 1.0,
             muted: false,
             level_db: -100.0,
@@ -45,7 +50,7 @@ impl CaptureChain {
     /// Switches noise suppression.
     pub fn set_noise_suppression(&mut self, on: bool) {
         if on && self.denoise.is_none() {
-            self.denoise = Some(DenoiseState::new());
+            self.denoise = Some(Box::new(Denoiser::with_tuning(self.tuning)));
         } else if !on {
             self.denoise = None;
         }
@@ -56,21 +61,15 @@ impl CaptureChain {
         self.denoise.is_some()
     }
 
+    /// The noise suppressor, while it is on.
+    pub fn denoiser(&self) -> Option<&Denoiser> {
+        self.denoise.as_deref()
+    }
+
     /// Processes a frame in place (a multiple of 480 samples: 10 or 20 ms).
     pub fn process(&mut self, frame: &mut [f32]) {
         if let Some(d) = self.denoise.as_mut() {
-            for chunk in frame.chunks_mut(DenoiseState::FRAME_SIZE) {
-                let n = chunk.len();
-                // nnnoiseless works on 16-bit-scaled floats.
-                for (s, c) in self.scratch_in.iter_mut().zip(chunk.iter()) {
-                    *s = c * 32768.0;
-                }
-                self.scratch_in[n..].fill(0.0);
-                d.process_frame(&mut self.scratch_out, &self.scratch_in);
-                for (c, s) in chunk.iter_mut().zip(self.scratch_out.iter()) {
-                    *c = s / 32768.0;
-                }
-            }
+            frame.chunks_mut(BLOCK).for_each(|b| d.process(b));
         }
         if self.gain != 1.0 {
             frame.iter_mut().for_each(|s| *s = (*s * self.gain).clamp(-1.0, 1.0));

@@ -192,6 +192,11 @@ pub struct RelayGrant {
     pub relay_handle: String,
     /// This participant's 16-byte relay key, standard base64.
     pub relay_key: String,
+    /// The relay's IP address when it is not the server's this client talks
+    /// to (in a cluster, the relay of the call's home node); absent: the
+    /// server's. Clients that do not know it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_host: Option<String>,
 }
 
 impl fmt::Debug for RelayGrant {
@@ -199,6 +204,7 @@ impl fmt::Debug for RelayGrant {
         f.debug_struct("RelayGrant")
             .field("relay_port", &self.relay_port)
             .field("relay_handle", &self.relay_handle)
+            .field("relay_host", &self.relay_host)
             .finish_non_exhaustive()
     }
 }
@@ -206,7 +212,26 @@ impl fmt::Debug for RelayGrant {
 impl RelayGrant {
     /// Builds a grant from its parts.
     pub fn new(port: u16, handle: u32, key: &[u8; 16]) -> Self {
-        Self { relay_port: port.to_string(), relay_handle: handle.to_string(), relay_key: STANDARD.encode(key) }
+        Self {
+            relay_port: port.to_string(),
+            relay_handle: handle.to_string(),
+            relay_key: STANDARD.encode(key),
+            relay_host: None,
+        }
+    }
+
+    /// The grant naming the relay's host (`None`: the server's).
+    pub fn with_host(mut self, host: Option<std::net::IpAddr>) -> Self {
+        self.relay_host = host.map(|h| h.to_string());
+        self
+    }
+
+    /// The relay's address: `relay_host` when present and well formed,
+    /// otherwise `server_ip`; `None` if the port is malformed.
+    pub fn relay_addr(&self, server_ip: std::net::IpAddr) -> Option<std::net::SocketAddr> {
+        let port = self.relay_port.parse().ok()?;
+        let ip = self.relay_host.as_deref().and_then(|h| h.parse().ok()).unwrap_or(server_ip);
+        Some(std::net::SocketAddr::new(ip, port))
     }
 
     /// The parts, if well formed.
@@ -297,6 +322,24 @@ impl EndReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_grants_name_their_host_only_when_elsewhere() {
+        let here = RelayGrant::new(7447, 9, &[0; 16]);
+        let text = serde_json::to_string(&here).expect("json");
+        assert!(!text.contains("relay_host"), "{text}");
+        let ip: std::net::IpAddr = [192, 0, 2, 1].into();
+        assert_eq!(here.relay_addr(ip), Some(std::net::SocketAddr::new(ip, 7447)));
+        let there = here.clone().with_host(Some([198, 51, 100, 7].into()));
+        let text = serde_json::to_string(&there).expect("json");
+        assert!(text.ends_with(r#","relay_host":"198.51.100.7"}"#), "{text}");
+        let back: RelayGrant = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back.relay_addr(ip), Some(std::net::SocketAddr::new([198, 51, 100, 7].into(), 7447)));
+        // Without the field (an older server) it is the server's address.
+        let old: RelayGrant =
+            serde_json::from_str(r#"{"relay_port":"1","relay_handle":"2","relay_key":""}"#).expect("parse");
+        assert_eq!(old.relay_host, None);
+    }
 
     #[test]
     fn media_setup_from_fields() {

@@ -213,8 +213,8 @@ pub struct Authed {
 pub struct App {
     store: Arc<dyn Store>,
     pub(crate) cfg: AppConfig,
-    sessions: EpochCache<TokenHash, SessionRecord>,
-    contacts: EpochCache<UserId, Arc<Vec<(User, Relation)>>>,
+    pub(crate) sessions: EpochCache<TokenHash, SessionRecord>,
+    pub(crate) contacts: EpochCache<UserId, Arc<Vec<(User, Relation)>>>,
     pub(crate) presence: Arc<PresenceRegistry>,
     pub(crate) dummy_hash: std::sync::OnceLock<String>,
     pub(crate) hub: Arc<dyn Hub>,
@@ -227,6 +227,8 @@ pub struct App {
     published: Mutex<HashMap<UserId, Presence>>,
     /// When expired sessions were last purged (Unix seconds).
     last_purge: std::sync::atomic::AtomicI64,
+    /// The cluster this node is part of (`--nats`); `None` alone.
+    pub(crate) bus: Option<Arc<crate::cluster::Bus>>,
 }
 
 /// Seconds since the Unix epoch.
@@ -235,8 +237,15 @@ pub fn now() -> Timestamp {
 }
 
 impl App {
-    /// Builds the services over a store, an event hub and a relay.
-    pub fn new(store: Arc<dyn Store>, hub: Arc<dyn Hub>, relay: Arc<Relay>, cfg: AppConfig) -> Arc<App> {
+    /// Builds the services over a store, an event hub and a relay; in a
+    /// cluster the bus is the hub.
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        hub: Arc<dyn Hub>,
+        relay: Arc<Relay>,
+        cfg: AppConfig,
+        bus: Option<Arc<crate::cluster::Bus>>,
+    ) -> Arc<App> {
         let limits = CallLimits {
             ring_timeout: cfg.ring_timeout.as_millis() as u64,
             max_participants: cfg.max_call_participants,
@@ -256,6 +265,7 @@ impl App {
             statuses: crate::status::StatusBook::default(),
             published: Mutex::default(),
             last_purge: std::sync::atomic::AtomicI64::new(0),
+            bus,
         })
     }
 
@@ -312,6 +322,11 @@ impl App {
 
     /// Answers one request frame.
     pub async fn handle(&self, conn: &mut ConnState, frame: &RawRequest) -> Outcome {
+        if self.fenced() {
+            return Outcome::Reply(Reply::Refused(
+                "this server is cut off from its cluster; please use another server".into(),
+            ));
+        }
         if conn.budget.as_mut().is_some_and(|b| !b.take()) {
             return Outcome::Reply(Reply::Refused("too many requests on this connection; slow down".into()));
         }
@@ -427,7 +442,8 @@ impl App {
     /// claimed id). Refreshes `last_used` every so often.
     pub(crate) async fn session_for_token(&self, token: &str) -> ServiceResult<SessionRecord> {
         let hash = auth::hash_token(token);
-        let rec = match self.sessions.get(&hash) {
+        let cached = if self.caches_trusted() { self.sessions.get(&hash) } else { Err(u64::MAX) };
+        let rec = match cached {
             Ok(rec) => rec,
             Err(epoch) => {
                 let rec = self.blocking(move |s| s.session(&hash)).await?.ok_or(ServiceError::Unauthorized)?;
@@ -598,7 +614,8 @@ impl App {
         self.sessions.invalidate_where(|r| r.last_used < cutoff);
         tracing::info!(sessions = purged.len(), "purged expired sessions");
         for rec in purged {
-            if self.presence.sessions_of(rec.user).contains(&rec.id) {
+            // In a cluster its connections may be on another node.
+            if self.bus.is_some() || self.presence.sessions_of(rec.user).contains(&rec.id) {
                 if let Err(e) = self.end_session_because(rec, babel_proto::SessionEndReason::Expired).await {
                     tracing::warn!(error = %e, "could not end an expired session");
                 }
@@ -612,6 +629,7 @@ impl App {
         let id = rec.id;
         self.blocking(move |s| s.delete_session(id)).await?;
         self.sessions.invalidate_where(|r| r.id == id);
+        self.tell_cluster_and_wait(crate::cluster::Body::SessionEnded { user: rec.user.0, session: id.0 }).await;
         self.presence.end_session(rec.user, rec.id);
         self.hub.close(rec.user, Some(rec.id));
         let fx = self.calls.leave_all(Leg { user: rec.user, session: rec.id }, reason);
@@ -624,6 +642,7 @@ impl App {
     pub(crate) async fn end_user(&self, user: UserId) {
         let live = self.presence.sessions_of(user);
         self.sessions.invalidate_where(|r| r.user == user);
+        self.tell_cluster_and_wait(crate::cluster::Body::UserDeleted { user: user.0 }).await;
         self.presence.close_user(user);
         self.presence.end_user(user);
         for session in &live {
@@ -652,12 +671,13 @@ impl App {
 
     /// The presence a user shows now.
     pub(crate) fn status_of(&self, user: UserId) -> Presence {
-        let online = self.presence.is_online(user);
-        crate::status::shown(online, online && self.calls.is_busy(user), self.statuses.get(user))
+        let online = self.online_anywhere(user);
+        crate::status::shown(online, online && self.busy_anywhere(user), self.statuses.get(user))
     }
 
     /// Tells the user's contacts if their presence changed since last told.
     pub(crate) async fn refresh_status(&self, user: UserId) {
+        self.announce(user);
         let contacts = match self.cached_contacts(user).await {
             Ok(c) => c,
             Err(e) => {
@@ -679,8 +699,9 @@ impl App {
         }
         let event = ServerEvent::Status(user, status);
         for (contact, rel) in contacts.iter() {
+            // Every node tells its own connections (a change is heard once).
             if *rel == Relation::Contact {
-                self.hub.to_user(contact.id, &event);
+                self.hub.to_user_here(contact.id, &event);
             }
         }
     }
@@ -698,6 +719,9 @@ impl App {
         }
         for call in &fx.ended {
             self.relay.end_call(*call);
+            if let Some(bus) = &self.bus {
+                bus.call_over(*call);
+            }
         }
         for user in fx.users {
             self.refresh_status(user).await;
@@ -715,6 +739,7 @@ impl App {
         cancel: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let app = Arc::clone(self);
+        let bus = self.spawn_bus(cancel.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -740,15 +765,20 @@ impl App {
                             app.apply(fx).await;
                         }
                     }
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => break,
                 }
+            }
+            // The bus says goodbye to the other nodes.
+            if let Some(bus) = bus {
+                let _ = bus.await;
             }
         })
     }
 
     /// A user's contacts and outgoing requests, cached.
     pub(crate) async fn cached_contacts(&self, user: UserId) -> ServiceResult<Arc<Vec<(User, Relation)>>> {
-        match self.contacts.get(&user) {
+        let cached = if self.caches_trusted() { self.contacts.get(&user) } else { Err(u64::MAX) };
+        match cached {
             Ok(list) => Ok(list),
             Err(epoch) => {
                 let list = Arc::new(self.blocking(move |s| s.contacts(user)).await?);
@@ -761,10 +791,12 @@ impl App {
     /// Drops cached contact lists after a write that changed them.
     pub(crate) fn contacts_changed(&self, users: &[UserId]) {
         self.contacts.invalidate(users);
+        self.tell_cluster(crate::cluster::Body::ContactsChanged { users: users.iter().map(|u| u.0).collect() });
     }
 
     /// Drops every cached contact list that shows `user` (after a rename).
     pub(crate) fn user_changed(&self, user: UserId) {
         self.contacts.invalidate_where(|list| list.iter().any(|(u, _)| u.id == user));
+        self.tell_cluster(crate::cluster::Body::UserChanged { user: user.0 });
     }
 }

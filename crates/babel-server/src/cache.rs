@@ -8,8 +8,9 @@
 //! invalidation and caching the old value: each fill carries the epoch seen
 //! before its store read and is discarded if any invalidation happened since.
 //!
-//! In one process every write goes through here. Several nodes will need
-//! their invalidations carried by the event hub as well.
+//! In one process every write goes through here. In a cluster the other
+//! nodes' invalidations come over the bus (`crate::cluster`), which also
+//! says when the caches cannot be trusted at all (then the store is read).
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -82,9 +82,26 @@ pub struct Config {
     /// many milliseconds (default 1000; 0: no limit, for load tests whose
     /// participants share a few sockets).
     pub relay_challenge_every_ms: u64,
+    /// Relay worker threads, each with its own `SO_REUSEPORT` socket on the
+    /// relay's address (default 0: one per core; see `relay_io`).
+    pub relay_workers: usize,
+    /// A busy relay worker lets each batch of datagrams gather this many
+    /// microseconds before taking it (default 100; 0: never pause; see
+    /// `relay_io`).
+    pub relay_gather_us: u64,
     /// Abuse limits (`[limits]` in the file).
     #[serde(rename = "limits")]
     pub abuse: crate::limits::LimitsConfig,
+    /// NATS server that joins this node to a cluster (`nats://HOST:PORT`;
+    /// default: none, a node on its own). Nodes of one cluster share the
+    /// database (PostgreSQL) and this NATS.
+    pub nats: Option<String>,
+    /// This node's name in the cluster (default: host name and port).
+    /// Unique per cluster.
+    pub node: Option<String>,
+    /// Cluster settings (`[cluster]` in the file): its name (the NATS
+    /// subject prefix) and timings.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -113,7 +130,12 @@ impl Default for Config {
             dead_peer_timeout_secs: 50,
             relay_buffer_bytes: 8 << 20,
             relay_challenge_every_ms: crate::relay::CHALLENGE_EVERY_MS,
+            relay_workers: 0,
+            relay_gather_us: crate::relay_io::GATHER_US,
             abuse: crate::limits::LimitsConfig::default(),
+            nats: None,
+            node: None,
+            cluster: crate::cluster::ClusterConfig::default(),
         }
     }
 }

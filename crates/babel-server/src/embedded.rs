@@ -38,6 +38,8 @@ const DB_FILE: &str = "babel.db";
 pub struct Builder {
     dir: Option<PathBuf>,
     config: Config,
+    /// Set by [`Builder::cluster`]: the database is PostgreSQL, not a file.
+    shared_db: Option<PathBuf>,
 }
 
 impl Builder {
@@ -67,6 +69,18 @@ impl Builder {
         self.password_cost(PasswordCost::CHEAP)
     }
 
+    /// Joins a cluster instead of keeping a database of its own: nodes on
+    /// the PostgreSQL database `db` (`postgres://…`) and the NATS server
+    /// `nats` (`nats://…`) act as one service (README, "A cluster"); `node`
+    /// names this one. The cluster's name and timings are in
+    /// `Config::cluster`, through [`Builder::config`].
+    pub fn cluster(mut self, db: &str, nats: &str, node: &str) -> Self {
+        self.shared_db = Some(db.into());
+        self.config.nats = Some(nats.into());
+        self.config.node = Some(node.into());
+        self
+    }
+
     /// Any other setting. The listener and database path set here are
     /// overridden: an embedded server listens on 127.0.0.1 only, on a port
     /// the system picks, with its database in [`Builder::dir`].
@@ -78,7 +92,7 @@ impl Builder {
     /// Opens (or creates) the database and starts serving on the current
     /// tokio runtime.
     pub async fn start(self) -> Result<Embedded, StartError> {
-        let Builder { dir, mut config } = self;
+        let Builder { dir, mut config, shared_db } = self;
         let (dir, temp) = match dir {
             Some(d) => {
                 std::fs::create_dir_all(&d).map_err(|source| StartError::Folder { path: d.clone(), source })?;
@@ -97,7 +111,7 @@ impl Builder {
             config.tls_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
         config.udp_listen = None;
-        config.db = dir.join(DB_FILE);
+        config.db = shared_db.unwrap_or_else(|| dir.join(DB_FILE));
         let server = RunningServer::start(&config).await?;
         Ok(Embedded { server, dir, _temp: temp })
     }
@@ -118,7 +132,7 @@ impl Embedded {
     /// Settings to start one with: a temporary database,
     /// [`Durability::Normal`], production's password cost.
     pub fn builder() -> Builder {
-        Builder { dir: None, config: Config { durability: Durability::Normal, ..Config::default() } }
+        Builder { dir: None, config: Config { durability: Durability::Normal, ..Config::default() }, shared_db: None }
     }
 
     /// Its signalling address (`127.0.0.1:port`; the TLS listener's when

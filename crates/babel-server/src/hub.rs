@@ -1,8 +1,9 @@
 //! The event hub: delivers events to every `/events` connection of a user,
 //! or of one session.
 //!
-//! Behind a trait so that several server nodes can later share one (NATS);
-//! [`LocalHub`] is the in-process implementation. An event is encoded once
+//! Behind a trait so that several server nodes can share one: [`LocalHub`]
+//! is the in-process implementation, `crate::cluster::Bus` the one over
+//! NATS (which delivers through a `LocalHub` of its own). An event is encoded once
 //! and the same bytes go to every subscriber. Each subscriber has a bounded
 //! queue; one that falls that far behind is cut off (its connection closes
 //! and the client reconnects and re-reads its state) rather than allowed to
@@ -32,6 +33,12 @@ pub trait Hub: Send + Sync + std::fmt::Debug + 'static {
     /// Closes every event connection of a session (logout) or, with `None`,
     /// of the user (account deleted).
     fn close(&self, user: UserId, session: Option<SessionId>);
+    /// Sends to the user's event connections on this node only: for what
+    /// every node works out for itself (presence, which each node publishes
+    /// to its own subscribers, so that nobody hears a change twice).
+    fn to_user_here(&self, user: UserId, event: &ServerEvent) {
+        self.to_user(user, event);
+    }
 }
 
 /// One connection's event stream: encoded event frames.
@@ -88,14 +95,27 @@ pub struct LocalHub {
 
 impl LocalHub {
     fn send(&self, user: UserId, session: Option<SessionId>, event: &ServerEvent) {
+        self.send_with(user, session, || event.to_frame().to_bytes());
+    }
+
+    /// Delivers an encoded event frame (one that came over the cluster bus).
+    pub(crate) fn send_frame(&self, user: UserId, session: Option<SessionId>, frame: Bytes) {
+        self.send_with(user, session, || frame);
+    }
+
+    fn send_with(&self, user: UserId, session: Option<SessionId>, encode: impl FnOnce() -> Bytes) {
         let mut subs = self.inner.lock();
         let Some(list) = subs.get_mut(&user) else { return };
+        let mut encode = Some(encode);
         let mut bytes: Option<Bytes> = None;
         list.retain(|s| {
             if session.is_some_and(|want| want != s.session) {
                 return true;
             }
-            let frame = bytes.get_or_insert_with(|| event.to_frame().to_bytes()).clone();
+            if bytes.is_none() {
+                bytes = encode.take().map(|f| f());
+            }
+            let Some(frame) = bytes.clone() else { return true };
             match s.tx.try_send(frame) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -108,6 +128,11 @@ impl LocalHub {
         if list.is_empty() {
             subs.remove(&user);
         }
+    }
+
+    /// Closes every event connection (a node cut off from its cluster).
+    pub(crate) fn close_all(&self) {
+        self.inner.lock().clear();
     }
 
     /// Open event connections (for tests and metrics).

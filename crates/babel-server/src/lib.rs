@@ -10,7 +10,8 @@
 //! route family; [`identity`] says when two addresses are the same or look
 //! alike; [`store`] is durable state behind a trait; `presence`, `cache`,
 //! `calls` (with its pure state machine) and `channel` are in-memory only;
-//! `hub` delivers events; [`relay`] is the UDP media relay; `admission`
+//! `hub` delivers events; [`cluster`] joins nodes into one service over
+//! NATS (`--nats`); [`relay`] is the UDP media relay; `admission`
 //! decides how many connections the process holds. The modules in code
 //! font are the server's own (`pub(crate)`); the public ones are what the
 //! binary, embedding programs, the fuzz targets and the server's own
@@ -31,11 +32,13 @@ pub(crate) mod transport;
 // What the binary, embedding programs, the server's own tests, the fuzz
 // targets and the tools use.
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod embedded;
 pub mod identity;
 pub mod limits;
 pub mod relay;
+pub mod relay_io;
 pub mod server;
 pub mod status;
 pub mod store;

@@ -49,6 +49,20 @@ struct Args {
     /// UDP address of the media relay [default: the --listen address, on UDP].
     #[arg(long, env = "BABEL_UDP_LISTEN")]
     udp_listen: Option<SocketAddr>,
+    /// Join a cluster over this NATS server, e.g. nats://127.0.0.1:4222
+    /// (with --db postgres://… shared by every node).
+    #[arg(long, env = "BABEL_NATS")]
+    nats: Option<String>,
+    /// This node's name in the cluster [default: host name and port].
+    #[arg(long, env = "BABEL_NODE")]
+    node: Option<String>,
+    /// The cluster's name: its NATS subjects' prefix [default: babel].
+    #[arg(long, env = "BABEL_CLUSTER")]
+    cluster: Option<String>,
+    /// UDP relay worker threads, each with its own socket on the relay's
+    /// port (SO_REUSEPORT) [default: one per core].
+    #[arg(long, env = "BABEL_RELAY_WORKERS")]
+    relay_workers: Option<usize>,
     /// Log filter, e.g. `info` or `babel_server=debug` [default: info].
     #[arg(long, env = "BABEL_LOG", default_value = "info")]
     log: String,
@@ -127,6 +141,18 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = args.udp_listen {
         config.udp_listen = Some(v);
     }
+    if let Some(v) = args.nats {
+        config.nats = Some(v);
+    }
+    if let Some(v) = args.node {
+        config.node = Some(v);
+    }
+    if let Some(v) = args.cluster {
+        config.cluster.name = v;
+    }
+    if let Some(v) = args.relay_workers {
+        config.relay_workers = v;
+    }
     raise_fd_limit();
     // Opened before the runtime starts: the PostgreSQL driver blocks, and
     // must not on the runtime's threads.
@@ -149,6 +175,9 @@ fn main() -> anyhow::Result<()> {
         }
         if let Some(addr) = server.tls_addr() {
             println!("listening on tls://{addr}");
+        }
+        if let Some(node) = server.node() {
+            println!("node {node}");
         }
         server.serve(shutdown_signal()).await;
         tracing::info!("database closed; bye");

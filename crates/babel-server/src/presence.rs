@@ -181,6 +181,11 @@ impl PresenceRegistry {
         users.into_iter().map(|u| inner.users.contains_key(&u)).collect()
     }
 
+    /// Every user with a live session here.
+    pub fn users(&self) -> Vec<UserId> {
+        self.lock().users.keys().copied().collect()
+    }
+
     /// The user's live sessions.
     pub fn sessions_of(&self, user: UserId) -> Vec<SessionId> {
         let inner = self.lock();

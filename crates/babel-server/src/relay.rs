@@ -15,8 +15,11 @@
 //! bound. Anything else is dropped and counted: a stranger can neither
 //! inject nor receive, and a participant cannot aim the relay at anyone.
 //!
-//! The forwarding path runs on a thread of its own, takes only a read lock
-//! (and the sender's replay window) and allocates nothing per datagram.
+//! The forwarding path runs on worker threads of its own (see
+//! [`crate::relay_io`]: `SO_REUSEPORT` sockets, `recvmmsg`/`sendmmsg`
+//! batches), takes only a read lock (and the sender's replay window) and
+//! allocates nothing per datagram. All workers share this one state, so
+//! it does not matter which worker a datagram reaches.
 
 use std::collections::HashMap;
 use std::hash::Hasher;
@@ -140,6 +143,8 @@ pub struct Relay {
     table: RwLock<Table>,
     port: u16,
     reports: std::sync::OnceLock<mpsc::UnboundedSender<AddressLearned>>,
+    /// The relay's IP address for clients of other nodes.
+    host: std::sync::OnceLock<std::net::IpAddr>,
     /// Key of the cookies (and of the address limiter's hash); made at start.
     secret: [u8; 16],
     start: Instant,
@@ -171,6 +176,7 @@ impl Relay {
             table: RwLock::default(),
             port,
             reports: std::sync::OnceLock::new(),
+            host: std::sync::OnceLock::new(),
             secret,
             start: Instant::now(),
             challenged: (0..ADDRESS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
@@ -182,6 +188,17 @@ impl Relay {
     /// Where address changes are reported (set once).
     pub fn set_reports(&self, tx: mpsc::UnboundedSender<AddressLearned>) {
         let _ = self.reports.set(tx);
+    }
+
+    /// Names the relay's IP address as clients of other nodes reach it (set
+    /// once, when it is bound to one address).
+    pub fn set_host(&self, host: std::net::IpAddr) {
+        let _ = self.host.set(host);
+    }
+
+    /// The relay's IP address for clients of other nodes, if known.
+    pub fn host(&self) -> Option<std::net::IpAddr> {
+        self.host.get().copied()
     }
 
     /// The UDP port clients send to.
@@ -380,8 +397,20 @@ impl Relay {
         dests: &mut Vec<SocketAddr>,
         out: &mut Vec<u8>,
     ) -> bool {
+        self.forward_in(&self.read(), handle, datagram, from, dests, out)
+    }
+
+    /// [`Relay::forward`] under a read lock the caller holds.
+    fn forward_in(
+        &self,
+        table: &Table,
+        handle: u32,
+        datagram: &[u8],
+        from: SocketAddr,
+        dests: &mut Vec<SocketAddr>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         dests.clear();
-        let table = self.read();
         let Some(leg) = table.legs.get(&handle) else { return false };
         if leg.addr != Some(from) {
             return false;
@@ -398,55 +427,34 @@ impl Relay {
     }
 
     /// Serves the socket on the calling thread until `stop` is set
-    /// (checked at least every 200 ms). Address changes go to the reports
+    /// (checked at least every 200 ms), in batches
+    /// ([`crate::relay_io::serve`]). Address changes go to the reports
     /// channel.
     ///
     /// A plain blocking loop on a thread of its own, not a task: at 100 000
     /// datagrams/s the async runtime's readiness bookkeeping and scheduling
     /// cost more than the forwarding, and a task can be held up behind others.
     pub fn run(&self, socket: std::net::UdpSocket, stop: &std::sync::atomic::AtomicBool) {
-        if let Err(e) =
-            socket.set_nonblocking(false).and_then(|()| socket.set_read_timeout(Some(Duration::from_millis(200))))
-        {
-            tracing::error!(error = %e, "cannot set up the relay socket");
-            return;
+        crate::relay_io::serve(
+            self,
+            socket,
+            Duration::from_micros(crate::relay_io::GATHER_US),
+            &crate::relay_io::WorkerStats::default(),
+            stop,
+        );
+    }
+
+    /// Tells the call manager that a participant's address changed.
+    pub(crate) fn report(&self, learned: AddressLearned) {
+        if let Some(tx) = self.reports.get() {
+            let _ = tx.send(learned);
         }
-        let mut buf = vec![0u8; 2048];
-        let mut out = Vec::with_capacity(2048);
-        let mut dests = Vec::with_capacity(8);
-        while !stop.load(Ordering::Relaxed) {
-            let (n, from) = match socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems.
-                    tracing::debug!(error = %e, "relay receive error");
-                    continue;
-                }
-            };
-            // DATA does not look at the clock: spare it the call.
-            let now = if buf.first() == Some(&DATA) { 0 } else { self.now_ms() };
-            match self.handle(&buf[..n], from, now, &mut dests, &mut out) {
-                Handled::Ack(ack, moved) => {
-                    let _ = socket.send_to(&ack, from);
-                    if let (Some(m), Some(tx)) = (moved, self.reports.get()) {
-                        let _ = tx.send(m);
-                    }
-                }
-                Handled::Forward => {
-                    for d in &dests {
-                        // The send buffer is large (see bind_relay_socket), so this
-                        // waits only if the machine cannot send at all; a send that
-                        // fails drops this datagram for that receiver only.
-                        match socket.send_to(&out, d) {
-                            Ok(_) => self.stats.forwarded.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
-                        };
-                    }
-                }
-                Handled::Dropped => {}
-            }
-        }
+    }
+
+    /// A worker's handler for one batch of datagrams (see
+    /// [`BatchHandler`]).
+    pub(crate) fn batch(&self) -> BatchHandler<'_> {
+        BatchHandler { relay: self, table: None }
     }
 
     /// Handles one datagram that arrived from `from` at `now` (see
@@ -482,6 +490,51 @@ impl Relay {
         handled
     }
 }
+/// [`Relay::handle`] for a batch of datagrams: DATA in a row is forwarded
+/// under one read lock, taken at the first and released at the first BIND
+/// or CONFIRM (which write) or when the handler is dropped, so that workers
+/// touch the lock's shared counter once a batch rather than once a
+/// datagram. Drop it before sending: a writer waits for it.
+pub(crate) struct BatchHandler<'a> {
+    relay: &'a Relay,
+    table: Option<RwLockReadGuard<'a, Table>>,
+}
+
+impl std::fmt::Debug for BatchHandler<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchHandler").field("locked", &self.table.is_some()).finish()
+    }
+}
+
+impl BatchHandler<'_> {
+    /// As [`Relay::handle`].
+    pub(crate) fn handle(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        now: u64,
+        dests: &mut Vec<SocketAddr>,
+        out: &mut Vec<u8>,
+    ) -> Handled {
+        let r = self.relay;
+        match wire::peek_client(datagram) {
+            Some((DATA, handle)) => {
+                let table = self.table.get_or_insert_with(|| r.read());
+                if r.forward_in(table, handle, datagram, from, dests, out) {
+                    Handled::Forward
+                } else {
+                    r.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    Handled::Dropped
+                }
+            }
+            _ => {
+                self.table = None;
+                r.handle(datagram, from, now, dests, out)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,6 +724,41 @@ mod tests {
         }
         assert!(to_victim.len() <= 1, "the victim got {} datagrams: {to_victim:?}", to_victim.len());
         assert_eq!(g.r.address_of(CallId(1), SessionId(1)), None);
+    }
+
+    /// A worker's batch handler keeps the read lock across DATA and lets
+    /// it go for a BIND (which writes: it would deadlock otherwise), and
+    /// decides every datagram as [`Relay::handle`] does.
+    #[test]
+    fn a_batch_decides_like_one_datagram_at_a_time() {
+        let mut g = Rig::new();
+        let (l1, l2) = (g.leg(1), g.leg(2));
+        g.bind(l1, addr(A)).unwrap();
+        g.bind(l2, addr(B)).unwrap();
+        let r = Arc::clone(&g.r);
+        let (mut dests, mut out) = (Vec::new(), Vec::new());
+        let mut b = r.batch();
+        let mut d = Vec::new();
+        wire::encode_data(l1.0, 1, &l1.1, b"one", &mut d);
+        assert_eq!(b.handle(&d, addr(A), 0, &mut dests, &mut out), Handled::Forward);
+        assert_eq!(dests, vec![addr(B)]);
+        assert_eq!(wire::decode_relayed(&out), Some((UserId(1), &b"one"[..])));
+        assert_eq!(b.handle(&d, addr(A), 0, &mut dests, &mut out), Handled::Dropped, "replayed");
+        wire::encode_data(l1.0, 2, &l1.1, b"two", &mut d);
+        assert_eq!(b.handle(&d, addr("10.9.9.9:1"), 0, &mut dests, &mut out), Handled::Dropped, "spoofed source");
+        let n = g.nonce();
+        match b.handle(&wire::encode_bind(l2.0, n, &l2.1), addr(B), 0, &mut dests, &mut out) {
+            Handled::Ack(ack, None) => assert_eq!(wire::verify_bind_ack(&ack, &l2.1).unwrap().state, BOUND),
+            other => panic!("{other:?}"),
+        }
+        wire::encode_data(l2.0, 1, &l2.1, b"back", &mut d);
+        assert_eq!(b.handle(&d, addr(B), 0, &mut dests, &mut out), Handled::Forward);
+        assert_eq!(dests, vec![addr(A)]);
+        drop(b);
+        assert_eq!(r.stats.replays.load(Ordering::Relaxed), 1);
+        assert_eq!(r.stats.dropped.load(Ordering::Relaxed), 2);
+        // Nothing is left locked: a grant writes.
+        assert!(r.grant(CallId(2), UserId(3), SessionId(3)).is_some());
     }
 
     /// Finding 4 of issue #14: one captured DATA re-sent 100 times from the

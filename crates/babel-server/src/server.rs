@@ -49,29 +49,6 @@ fn configure_socket(stream: &TcpStream, dead_peer: Duration) {
     }
 }
 
-/// The relay's UDP socket, with large kernel buffers: at 100 000 datagrams/s
-/// the default (about 200 KiB) holds only 2–3 ms, so any pause of the relay
-/// task would drop voice. The kernel may grant less (`net.core.rmem_max`);
-/// what it granted is logged.
-fn bind_relay_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    if let Err(e) = sock.set_recv_buffer_size(buffer) {
-        tracing::warn!(error = %e, "cannot enlarge the relay's receive buffer");
-    }
-    if let Err(e) = sock.set_send_buffer_size(buffer) {
-        tracing::warn!(error = %e, "cannot enlarge the relay's send buffer");
-    }
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    tracing::info!(
-        recv = sock.recv_buffer_size().unwrap_or(0),
-        send = sock.send_buffer_size().unwrap_or(0),
-        "relay socket buffers"
-    );
-    Ok(sock.into())
-}
-
 /// A listening socket and, for a TLS listener, its handshake acceptor.
 pub struct Listener {
     /// The socket.
@@ -210,6 +187,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The node could not join its cluster (`--nats`).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::BusError),
     /// Neither listener is on.
     #[error("no listener: the plain listener is off and no TLS listener is configured")]
     NoListener,
@@ -228,7 +208,9 @@ pub enum StartError {
 pub struct Server {
     plain: Option<TcpListener>,
     tls: Option<(TcpListener, Tls)>,
-    udp: std::net::UdpSocket,
+    /// The relay's sockets, one per worker (see [`crate::relay_io`]).
+    udp: Vec<std::net::UdpSocket>,
+    relay_gather_us: u64,
     app: Arc<App>,
     learned: mpsc::UnboundedReceiver<AddressLearned>,
     settings: ConnSettings,
@@ -267,13 +249,38 @@ impl Server {
             (None, None) => return Err(StartError::NoListener),
         };
         let udp_addr = config.udp_listen.unwrap_or(if wanted.port() == 0 { wanted } else { bound });
-        let udp = bind_relay_socket(udp_addr, config.relay_buffer_bytes)
+        // Large kernel buffers: at 100 000 datagrams/s the default (about
+        // 200 KiB) holds only 2–3 ms, so any pause of a worker would drop voice.
+        let workers = crate::relay_io::worker_count(config.relay_workers);
+        let udp = crate::relay_io::bind_sockets(udp_addr, workers, config.relay_buffer_bytes)
             .map_err(|source| StartError::Bind { addr: udp_addr, source })?;
-        let udp_port = udp.local_addr().map_err(|source| StartError::Bind { addr: udp_addr, source })?.port();
+        let udp_port = udp
+            .first()
+            .ok_or_else(|| std::io::Error::other("no relay socket"))
+            .and_then(|s| s.local_addr())
+            .map_err(|source| StartError::Bind { addr: udp_addr, source })?
+            .port();
         let (tx, learned) = mpsc::unbounded_channel();
         let relay = Relay::with_challenge_every(udp_port, config.relay_challenge_every_ms);
         relay.set_reports(tx);
-        let app = App::new(store, Arc::new(LocalHub::default()), relay, AppConfig::from(config));
+        // Clients of other nodes reach this relay at the address it is
+        // bound to, when that is one address (grants name it).
+        if !udp_addr.ip().is_unspecified() {
+            relay.set_host(udp_addr.ip());
+        }
+        let bus = match &config.nats {
+            Some(url) => {
+                let port = plain.as_ref().or(tls.as_ref().map(|(l, _, _)| l)).map_or(0, |(_, bound)| bound.port());
+                let node = config.node.clone().unwrap_or_else(|| crate::cluster::default_node_name(port));
+                Some(crate::cluster::Bus::connect(url, &node, &config.cluster).await?)
+            }
+            None => None,
+        };
+        let hub: Arc<dyn crate::hub::Hub> = match &bus {
+            Some(bus) => Arc::clone(bus) as Arc<dyn crate::hub::Hub>,
+            None => Arc::new(LocalHub::default()),
+        };
+        let app = App::new(store, hub, relay, AppConfig::from(config), bus);
         let settings = ConnSettings {
             limits: config.limits(),
             frame_timeout: config.frame_timeout(),
@@ -284,6 +291,7 @@ impl Server {
             plain: plain.map(|(l, _)| l),
             tls: tls.map(|((l, _), _, tls)| (l, tls)),
             udp,
+            relay_gather_us: config.relay_gather_us,
             app,
             learned,
             settings,
@@ -317,7 +325,12 @@ impl Server {
 
     /// The relay's UDP address.
     pub fn udp_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp.local_addr()
+        self.udp.first().ok_or_else(|| std::io::Error::other("no relay socket"))?.local_addr()
+    }
+
+    /// This node's name in its cluster (`None` on a node alone).
+    pub fn node(&self) -> Option<&str> {
+        self.app.bus.as_ref().map(|b| b.node())
     }
 
     /// The services.
@@ -329,11 +342,8 @@ impl Server {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let cancel = CancellationToken::new();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let relay = {
-            let (relay, stop) = (Arc::clone(self.app.relay()), Arc::clone(&stop));
-            let udp = self.udp;
-            std::thread::Builder::new().name("babel-relay".into()).spawn(move || relay.run(udp, &stop))
-        };
+        let gather = Duration::from_micros(self.relay_gather_us);
+        let workers = crate::relay_io::spawn_workers(self.app.relay(), self.udp, gather, &stop);
         let background = self.app.spawn_background(self.learned, cancel.clone());
         let mut listeners = Vec::new();
         if let Some(tcp) = self.plain {
@@ -345,8 +355,13 @@ impl Server {
         run(listeners, Arc::clone(&self.app), self.settings, self.max_connections, shutdown).await;
         cancel.cancel();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(handle) = relay {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        for (_, thread) in workers {
+            match thread {
+                Ok(handle) => {
+                    let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+                }
+                Err(e) => tracing::error!(error = %e, "a relay worker could not start"),
+            }
         }
         let _ = background.await;
     }
@@ -414,6 +429,11 @@ impl RunningServer {
     /// The shared state (for tests and metrics).
     pub fn app(&self) -> &Arc<App> {
         &self.app
+    }
+
+    /// This node's name in its cluster (`None` on a node alone).
+    pub fn node(&self) -> Option<&str> {
+        self.app.bus.as_ref().map(|b| b.node())
     }
 
     /// Stops accepting, lets connections finish, and waits.

@@ -143,8 +143,13 @@ async fn kill_9_rounds(dir: &Path, db: &std::ffi::OsStr, rounds: usize) {
         let acked = Arc::new(Mutex::new(Acked::default()));
         let tasks: Vec<_> =
             (0..8).map(|w| tokio::spawn(writer(server.addr, round * 100 + w, Arc::clone(&acked)))).collect();
-        // Let writes pile up, then kill without warning.
-        tokio::time::sleep(Duration::from_millis(700 + 300 * round as u64)).await;
+        // Let writes pile up (counted, not timed: a loaded machine is slow),
+        // then kill without warning in the middle of more.
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while acked.lock().unwrap().users.len() < 16 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100 + 150 * round as u64)).await;
         let mut server = server;
         server.child.kill().unwrap(); // SIGKILL
         server.child.wait().unwrap();

@@ -126,6 +126,19 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     parse_stat_cpu_ticks(&text).map(|t| t as f64 / 100.0)
 }
 
+/// CPU time used so far by the threads of process `pid` whose name starts
+/// with `prefix` (`/proc/<pid>/task/*/comm`), in seconds.
+pub fn threads_cpu_seconds(pid: u32, prefix: &str) -> Option<f64> {
+    let mut ticks = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(prefix) {
+            ticks += std::fs::read_to_string(task.path().join("stat")).ok().and_then(|s| parse_stat_cpu_ticks(&s))?;
+        }
+    }
+    Some(ticks as f64 / 100.0)
+}
+
 /// Busy CPU time of the whole machine in the text of `/proc/stat` (all
 /// CPUs, everything but idle and iowait), in clock ticks.
 pub fn parse_proc_stat_busy_ticks(stat: &str) -> Option<u64> {

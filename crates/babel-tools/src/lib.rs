@@ -36,6 +36,7 @@ pub mod schedule;
 pub mod setup;
 pub mod soak;
 pub mod stats;
+pub mod turn_bench;
 pub mod udp_forward;
 pub mod udp_load;
 

@@ -88,6 +88,34 @@ pub struct BenchOptions {
     /// Socket buffer of the bare forwarder (0: the system default, as the
     /// server's relay socket has).
     pub forward_buffer_bytes: usize,
+    /// The relay's worker counts to measure, one server each (0: the
+    /// server's default, one per core). The first serves every other run
+    /// (bare comparison, channels, search).
+    pub relay_workers: Vec<usize>,
+    /// Also offer this many calls to each worker count, to see how many
+    /// datagrams a second it forwards when overloaded (0: skip).
+    pub saturate_calls: usize,
+    /// The server's `relay_gather_us` (`None`: its default).
+    pub relay_gather_us: Option<u64>,
+    /// coturn side by side (`crate::turn_bench`): uclient clients, and the
+    /// relay's runs at the same rate.
+    pub coturn: Option<crate::turn_bench::TurnOptions>,
+}
+
+/// One worker count of the relay, measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkersRun {
+    /// Workers asked for (0: the server's default, one per core).
+    pub workers: usize,
+    /// At `--calls`.
+    pub relay: UdpRun,
+    /// At `--saturate-calls`.
+    pub saturated: Option<UdpRun>,
+    /// At the coturn run's rate.
+    pub at_coturn_rate: Option<UdpRun>,
+    /// Relayed datagrams per CPU-second at the coturn run's rate, ÷
+    /// coturn's.
+    pub versus_coturn: Option<f64>,
 }
 
 /// One call, as set up: both clients (their connections keep the call up),
@@ -629,6 +657,10 @@ pub struct Report {
     pub channel: Option<ChannelRun>,
     /// Most calls held, per target.
     pub max_calls: Vec<MaxCalls>,
+    /// The relay per worker count.
+    pub workers: Vec<WorkersRun>,
+    /// coturn at the same rate.
+    pub coturn: Option<crate::turn_bench::TurnRun>,
     /// The target.
     pub target: Verdict,
     /// Remarks.
@@ -645,12 +677,13 @@ impl Drop for TempDir {
     }
 }
 
-fn start_server(bin: &Path, dir: &Path) -> anyhow::Result<ChildServer> {
+fn start_server(bin: &Path, dir: &Path, workers: usize, gather_us: Option<u64>) -> anyhow::Result<ChildServer> {
     let config = dir.join("babel.toml");
+    let gather = gather_us.map_or(String::new(), |g| format!("relay_gather_us = {g}\n"));
     std::fs::write(
         &config,
         format!(
-            "max_connections = 1000000\ndurability = \"normal\"\nrelay_challenge_every_ms = 0\n\n[password]\nmemory_kib = {PASSWORD_MEMORY_KIB}\niterations = {PASSWORD_ITERATIONS}\n"
+            "max_connections = 1000000\ndurability = \"normal\"\nrelay_challenge_every_ms = 0\n{gather}\n[password]\nmemory_kib = {PASSWORD_MEMORY_KIB}\niterations = {PASSWORD_ITERATIONS}\n"
         ),
     )
     .with_context(|| format!("cannot write {}", config.display()))?;
@@ -661,6 +694,9 @@ fn start_server(bin: &Path, dir: &Path) -> anyhow::Result<ChildServer> {
         .arg("--config")
         .arg(&config)
         .stdin(Stdio::null());
+    if workers > 0 {
+        cmd.arg("--relay-workers").arg(workers.to_string());
+    }
     ChildServer::start("babel-server", cmd, START_LIMIT).with_context(|| {
         format!("starting {} (build it with `cargo build --release -p babel-server -p babel-tools`)", bin.display())
     })
@@ -683,14 +719,22 @@ fn ratio(a: f64, b: f64) -> f64 {
 pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     ensure!(opts.calls >= 1, "--calls must be at least 1");
     ensure!(opts.udp.pps >= 1 && opts.udp.pps <= 1000, "--pps must be 1 ..= 1000");
-    let setup_calls = opts.calls.max(opts.channel_calls).max(if opts.find_max { opts.max_calls } else { 0 });
+    let coturn_calls = opts.coturn.as_ref().map_or(0, |c| c.clients);
+    let setup_calls = opts
+        .calls
+        .max(opts.channel_calls)
+        .max(if opts.find_max { opts.max_calls } else { 0 })
+        .max(opts.saturate_calls)
+        .max(coturn_calls);
     ensure!(setup_calls <= 50_000, "at most 50000 calls");
     if let Err(e) = crate::raise_fd_limit() {
         eprintln!("babel-relay-bench: cannot raise the file descriptor limit: {e}");
     }
     let dir = TempDir(std::env::temp_dir().join(format!("babel-relay-bench-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).with_context(|| format!("cannot create {}", dir.0.display()))?;
-    let mut server = start_server(&opts.server_bin, &dir.0)?;
+    ensure!(!opts.relay_workers.is_empty(), "at least one relay worker count");
+    let first_workers = opts.relay_workers[0];
+    let mut server = start_server(&opts.server_bin, &dir.0, first_workers, opts.relay_gather_us)?;
     let forwarder =
         if opts.no_bare { None } else { Some(start_forwarder(&opts.forward_bin, opts.forward_buffer_bytes)?) };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -699,8 +743,49 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     let pairs = rt.block_on(setup_pairs(server.addr(), setup_calls, opts.setup_concurrency))?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
     let result = measure(opts, &rt, &mut server, forwarder.as_ref(), &pairs);
+    let more = match &result {
+        Ok((Some(relay), ..)) => {
+            let target = relay_target(&server, &pairs)?;
+            extra_runs(&target, opts, first_workers, relay.clone())
+        }
+        _ => Ok(None),
+    };
     rt.block_on(async move { drop(pairs) });
+    drop(server);
     let (relay, bare, channel, max_calls) = result?;
+    let mut workers: Vec<WorkersRun> = more?.into_iter().collect();
+    for (i, &w) in opts.relay_workers.iter().enumerate().skip(1) {
+        let dir = TempDir(std::env::temp_dir().join(format!("babel-relay-bench-{}-{i}", std::process::id())));
+        std::fs::create_dir_all(&dir.0).with_context(|| format!("cannot create {}", dir.0.display()))?;
+        let server = start_server(&opts.server_bin, &dir.0, w, opts.relay_gather_us)?;
+        eprintln!("babel-relay-bench: relay with {w} worker(s): setting up {setup_calls} calls");
+        let pairs = rt.block_on(setup_pairs(server.addr(), setup_calls, opts.setup_concurrency))?;
+        let r = relay_target(&server, &pairs).and_then(|t| {
+            eprintln!("babel-relay-bench: relay with {w} worker(s), {} calls", opts.calls);
+            let target = UdpTarget { kind: TargetKind::Relay, addr: t.addr, pid: Some(t.pid), legs: &t.legs };
+            let first = undisturbed_run(&target, opts.calls, &opts.udp, opts)?;
+            extra_runs(&t, opts, w, first)
+        });
+        rt.block_on(async move { drop(pairs) });
+        workers.extend(r?);
+    }
+    let coturn = match &opts.coturn {
+        Some(c) => {
+            eprintln!("babel-relay-bench: coturn, {} uclient clients", c.clients);
+            wait_for_quiet(opts.quiet_wait);
+            let r = crate::turn_bench::run(c)?;
+            for w in &mut workers {
+                w.versus_coturn = w
+                    .at_coturn_rate
+                    .as_ref()
+                    .and_then(|x| x.server_cpu_s_per_mpkt)
+                    .zip(r.server_cpu_s_per_mpkt)
+                    .map(|(mine, theirs)| ratio(theirs, mine));
+            }
+            Some(r)
+        }
+        None => None,
+    };
     let mut notes = vec![
         format!(
             "bench accounts use argon2 memory_kib = {PASSWORD_MEMORY_KIB}, iterations = {PASSWORD_ITERATIONS} and durability = \"normal\" so that setup is quick; neither touches the media path"
@@ -818,9 +903,57 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
         ratio,
         channel,
         max_calls,
+        workers,
+        coturn,
         target,
         notes,
     })
+}
+
+fn relay_target(server: &ChildServer, pairs: &[Pair]) -> anyhow::Result<OwnedTarget> {
+    let relay_port = pairs.first().map(|p| p.relay_port).context("no calls")?;
+    Ok(OwnedTarget {
+        addr: SocketAddr::new(server.addr().ip(), relay_port),
+        pid: server.pid(),
+        legs: pairs.iter().flat_map(|p| p.legs).collect(),
+    })
+}
+
+/// A relay target that owns its legs.
+#[derive(Debug)]
+struct OwnedTarget {
+    addr: SocketAddr,
+    pid: u32,
+    legs: Vec<Leg>,
+}
+
+/// The runs of one worker count beyond the first: overloaded, and at the
+/// coturn run's rate.
+fn extra_runs(
+    t: &OwnedTarget,
+    opts: &BenchOptions,
+    workers: usize,
+    relay: UdpRun,
+) -> anyhow::Result<Option<WorkersRun>> {
+    if opts.relay_workers.len() < 2 && opts.saturate_calls == 0 && opts.coturn.is_none() {
+        return Ok(None);
+    }
+    let target = UdpTarget { kind: TargetKind::Relay, addr: t.addr, pid: Some(t.pid), legs: &t.legs };
+    let saturated = match opts.saturate_calls {
+        0 => None,
+        n => {
+            eprintln!("babel-relay-bench: relay with {workers} worker(s), {n} calls offered");
+            Some(undisturbed_run(&target, n, &opts.udp, opts)?)
+        }
+    };
+    let at_coturn_rate = match &opts.coturn {
+        Some(c) => {
+            eprintln!("babel-relay-bench: relay with {workers} worker(s), {} calls (coturn's rate)", c.clients);
+            Some(undisturbed_run(&target, c.clients, &opts.udp, opts)?)
+        }
+        None => None,
+    };
+    Ok(Some(WorkersRun { workers, relay, saturated, at_coturn_rate, versus_coturn: None }))
 }
 
 type Measured = (Option<UdpRun>, Option<UdpRun>, Option<ChannelRun>, Vec<MaxCalls>);
@@ -1012,6 +1145,91 @@ impl Report {
                     r.late_sends,
                     opt_u(r.target_socket_drops),
                     opt_u(r.client_socket_drops),
+                );
+            }
+        }
+        if !self.workers.is_empty() {
+            let _ = writeln!(o, "\nrelay per worker count (0: one per core):");
+            let _ = writeln!(
+                o,
+                "{:>7} {:<10} {:>6} {:>9} {:>9} {:>6} {:>10} {:>7} {:>8} {:>8} {:>10} {:>6} {:>7}",
+                "workers",
+                "run",
+                "calls",
+                "sent",
+                "received",
+                "lost",
+                "fwd/s",
+                "p99 ms",
+                "srv CPU%",
+                "s/Mpkt",
+                "pkt/CPU-s",
+                "other%",
+                "drops"
+            );
+            for w in &self.workers {
+                let rows = [
+                    ("calls", Some(&w.relay)),
+                    ("overloaded", w.saturated.as_ref()),
+                    ("coturn rate", w.at_coturn_rate.as_ref()),
+                ];
+                for (name, r) in rows {
+                    let Some(r) = r else { continue };
+                    let _ = writeln!(
+                        o,
+                        "{:>7} {:<10} {:>6} {:>9} {:>9} {:>6} {:>10.0} {:>7.3} {:>8} {:>8} {:>10} {:>6} {:>7}",
+                        w.workers,
+                        name,
+                        r.calls,
+                        r.sent,
+                        r.received,
+                        r.lost,
+                        r.forwarded_per_s,
+                        r.latency.p99_ms,
+                        opt(r.server_cpu_pct, 0),
+                        opt(r.server_cpu_s_per_mpkt, 2),
+                        opt(r.server_cpu_s_per_mpkt.filter(|c| *c > 0.0).map(|c| 1e6 / c), 0),
+                        opt(r.other_cpu_pct, 0),
+                        opt_u(r.target_socket_drops),
+                    );
+                }
+            }
+            let base = self.workers.iter().find(|w| w.workers == 1).and_then(|w| w.saturated.as_ref());
+            for w in self.workers.iter().filter(|w| w.workers != 1) {
+                if let (Some(b), Some(s)) = (base, w.saturated.as_ref()) {
+                    let _ = writeln!(
+                        o,
+                        "overloaded: {} worker(s) forwarded x{} the datagrams/s of 1 worker",
+                        w.workers,
+                        opt(Some(ratio(s.forwarded_per_s, b.forwarded_per_s)), 2)
+                    );
+                }
+            }
+        }
+        if let Some(c) = &self.coturn {
+            let _ = writeln!(
+                o,
+                "\ncoturn ({} uclient clients, relay threads {}; ramp {:.0} s): {:.1} s measured, sent {}, received {}, lost {}, {:.0} relayed/s, CPU {}% of a core, {} s/Mpkt, {} pkt/CPU-s, uclient {}%, other {}%",
+                c.clients,
+                if c.relay_threads == 0 { "default".to_owned() } else { c.relay_threads.to_string() },
+                c.ramp_seconds,
+                c.seconds,
+                c.sent,
+                c.received,
+                c.lost,
+                c.relayed_per_s,
+                opt(c.server_cpu_pct, 0),
+                opt(c.server_cpu_s_per_mpkt, 2),
+                opt(c.pkt_per_cpu_s, 0),
+                opt(c.generator_cpu_pct, 0),
+                opt(c.other_cpu_pct, 0),
+            );
+            for w in &self.workers {
+                let _ = writeln!(
+                    o,
+                    "relay ({} worker(s)) ÷ coturn, relayed datagrams per CPU-second at the same rate: x{}",
+                    w.workers,
+                    opt(w.versus_coturn, 2)
                 );
             }
         }

@@ -28,7 +28,7 @@ use babel_proto::relay as wire;
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::child::{cpu_seconds, machine_busy_seconds};
+use crate::child::{cpu_seconds, machine_busy_seconds, threads_cpu_seconds};
 use crate::stats::Latency;
 use crate::udp_forward;
 
@@ -377,6 +377,9 @@ pub struct UdpRun {
     pub server_cpu_s: Option<f64>,
     /// The same, per million forwarded datagrams.
     pub server_cpu_s_per_mpkt: Option<f64>,
+    /// CPU of the server's relay threads alone (named `babel-relay*`; none
+    /// in the bare forwarder) per million forwarded datagrams.
+    pub relay_threads_cpu_s_per_mpkt: Option<f64>,
     /// Target's CPU in percent of one core.
     pub server_cpu_pct: Option<f64>,
     /// This process's CPU in percent of one core.
@@ -735,7 +738,10 @@ pub fn run(target: &UdpTarget<'_>, calls: usize, opts: &UdpOptions) -> anyhow::R
                 scope.spawn(move || sender(target.kind, sockets, legs, schedule, clock, start, window, opts))
             })
             .collect();
-        let sample = || (cpu_seconds(target.pid), cpu_seconds(None), machine_busy_seconds(), Instant::now());
+        let sample = || {
+            let relay_threads = target.pid.and_then(|p| threads_cpu_seconds(p, "babel-relay"));
+            (cpu_seconds(target.pid), cpu_seconds(None), machine_busy_seconds(), Instant::now(), relay_threads)
+        };
         clock.sleep_until(window.start);
         let before = sample();
         clock.sleep_until(window.end);
@@ -756,7 +762,7 @@ pub fn run(target: &UdpTarget<'_>, calls: usize, opts: &UdpOptions) -> anyhow::R
         samples.extend_from_slice(&r.latencies);
     }
     let latency = Latency::from_ns(&mut samples);
-    let ((s0, g0, m0, t0), (s1, g1, m1, t1)) = cpu;
+    let ((s0, g0, m0, t0, r0), (s1, g1, m1, t1, r1)) = cpu;
     let wall = t1.duration_since(t0).as_secs_f64().max(1e-9);
     let seconds = opts.seconds.as_secs_f64();
     let server_cpu = delta(s0, s1);
@@ -777,6 +783,9 @@ pub fn run(target: &UdpTarget<'_>, calls: usize, opts: &UdpOptions) -> anyhow::R
         latency,
         server_cpu_s: server_cpu,
         server_cpu_s_per_mpkt: server_cpu.filter(|_| received > 0).map(|c| c * 1e6 / received as f64),
+        relay_threads_cpu_s_per_mpkt: delta(r0, r1)
+            .filter(|c| received > 0 && *c > 0.0)
+            .map(|c| c * 1e6 / received as f64),
         server_cpu_pct: server_cpu.map(|c| c * 100.0 / wall),
         generator_cpu_pct: delta(g0, g1).map(|c| c * 100.0 / wall),
         machine_busy_pct: delta(m0, m1).map(|c| c * 100.0 / wall / cores),

@@ -80,5 +80,6 @@ pub(super) fn form(ui: &mut egui::Ui, m: &mut Model, out: &mut Vec<Intent>) {
         }
         ui.add_space(4.0);
         ui.label("The server is host:port, or tls://host:port for an encrypted connection.");
+        ui.label("A cluster's nodes go as a list, a:7447,b:7447: Babel moves to another when one fails.");
     });
 }

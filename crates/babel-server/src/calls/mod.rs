@@ -189,6 +189,11 @@ impl Calls {
             .find(|c| inner.calls.get(c).is_some_and(|e| e.machine.is_member(session)))
     }
 
+    /// Whether this process holds the call.
+    pub fn contains(&self, id: CallId) -> bool {
+        self.lock().calls.contains_key(&id)
+    }
+
     /// Calls in progress (ringing or answered).
     pub fn len(&self) -> usize {
         self.lock().calls.len()

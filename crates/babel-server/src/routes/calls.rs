@@ -5,6 +5,7 @@ use babel_proto::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, RelayG
 use crate::app::{App, Authed, ChannelMode, ConnState, ServiceError, ServiceResult};
 use crate::calls::machine::Leg;
 use crate::calls::{Calls, LegInfo, Refusal};
+use crate::cluster::CallRequest;
 use crate::store::Relation;
 
 impl From<Refusal> for ServiceError {
@@ -27,15 +28,21 @@ impl App {
             .ok_or_else(|| ServiceError::Refused(format!("you can only {what} your contacts")))
     }
 
-    /// The online sessions of a contact we want to ring, or why not.
-    fn ringable(&self, who: &babel_proto::User) -> ServiceResult<Vec<crate::store::SessionId>> {
-        let sessions = self.presence.sessions_of(who.id);
+    /// The online sessions of a contact we want to ring, on any node, or
+    /// why not.
+    async fn ringable(&self, who: &babel_proto::User) -> ServiceResult<Vec<crate::store::SessionId>> {
+        let mut sessions = self.presence.sessions_of(who.id);
+        if let Some(bus) = &self.bus {
+            if bus.remote_online(who.id) {
+                sessions.extend(bus.sessions_elsewhere(who.id).await);
+            }
+        }
         let chosen = self.statuses.get(who.id);
         // Invisible is answered exactly as offline: nothing tells them apart.
         if sessions.is_empty() || chosen == babel_proto::ChosenStatus::Invisible {
             return Err(ServiceError::Refused(format!("{} is offline", who.name)));
         }
-        if self.calls.is_busy(who.id) {
+        if self.busy_anywhere(who.id) {
             return Err(ServiceError::Refused(format!("{} is busy in another call", who.name)));
         }
         if chosen == babel_proto::ChosenStatus::Dnd {
@@ -44,7 +51,7 @@ impl App {
         Ok(sessions)
     }
 
-    fn grant(&self, call: CallId, me: Authed) -> ServiceResult<RelayGrant> {
+    pub(crate) fn grant(&self, call: CallId, me: Authed) -> ServiceResult<RelayGrant> {
         let (handle, key) = self
             .relay
             .grant(call, me.user, me.session)
@@ -60,7 +67,7 @@ impl App {
         media: MediaSetup,
     ) -> ServiceResult<Reply> {
         let callee = self.require_contact(me.user, contact, "call").await?;
-        let sessions = self.ringable(&callee)?;
+        let sessions = self.ringable(&callee).await?;
         if self.calls.in_a_call(me.session) {
             return Err(Refusal::AlreadyInACall.into());
         }
@@ -85,6 +92,10 @@ impl App {
                 return Err(e.into());
             }
         };
+        // Other nodes reach the call from now on, before anyone hears of it.
+        if let Some(bus) = &self.bus {
+            bus.home_call(id).await;
+        }
         self.apply(fx).await;
         tracing::info!(call = %id, caller = %me.user, callee = %callee.id, "call ringing");
         Ok(Reply::CallStarted(CallStarted { ip: relay_ip, call_id: id, relay }))
@@ -98,6 +109,20 @@ impl App {
         accept: bool,
         media: MediaSetup,
     ) -> ServiceResult<Reply> {
+        let forwarded = self
+            .forward_call(call, || CallRequest::Answer {
+                user: me.user.0,
+                session: me.session.0,
+                accept,
+                relay_only: media.relay_only,
+                media: media.clone(),
+                ip: conn.ip().to_string(),
+                relay_ip: conn.relay_ip(),
+            })
+            .await;
+        if let Some(reply) = forwarded {
+            return reply;
+        }
         let info = LegInfo {
             user: self.user(me.user).await?,
             ip: conn.ip().to_string(),
@@ -106,11 +131,25 @@ impl App {
             relay_ip: conn.relay_ip(),
             revealed: false,
         };
+        self.answer_here(me, call, accept, info, false).await
+    }
+
+    /// `/answer` at the call's home; `forwarded` when the client talks to
+    /// another node (its grant then names this relay's host).
+    pub(crate) async fn answer_here(
+        &self,
+        me: Authed,
+        call: CallId,
+        accept: bool,
+        info: LegInfo,
+        forwarded: bool,
+    ) -> ServiceResult<Reply> {
         let leg = Leg { user: me.user, session: me.session };
         let (participants, fx) = self.calls.answer(call, leg, accept, info)?;
         // Granted before anyone is told, so the relay knows the newcomer
         // by the time the others start sending.
         let relay = if accept { Some(self.grant(call, me)?) } else { None };
+        let relay = relay.map(|g| if forwarded { g.with_host(self.relay.host()) } else { g });
         self.apply(fx).await;
         tracing::info!(%call, user = %me.user, accept, "call answered");
         Ok(match relay {
@@ -139,18 +178,39 @@ impl App {
     }
 
     pub(crate) async fn hangup(&self, me: Authed, call: CallId) -> ServiceResult<Reply> {
+        let forwarded =
+            self.forward_call(call, || CallRequest::Hangup { user: me.user.0, session: me.session.0 }).await;
+        if let Some(reply) = forwarded {
+            return reply;
+        }
+        self.hangup_here(me, call).await
+    }
+
+    /// `/hangup` at the call's home.
+    pub(crate) async fn hangup_here(&self, me: Authed, call: CallId) -> ServiceResult<Reply> {
         let fx = self.calls.leave(call, Leg { user: me.user, session: me.session }, EndReason::Hangup)?;
         self.apply(fx).await;
         Ok(Reply::Ok)
     }
 
     pub(crate) async fn invite(&self, me: Authed, call: CallId, contact: UserId) -> ServiceResult<Reply> {
+        let forwarded = self
+            .forward_call(call, || CallRequest::Invite { user: me.user.0, session: me.session.0, contact: contact.0 })
+            .await;
+        if let Some(reply) = forwarded {
+            return reply;
+        }
+        self.invite_here(me, call, contact).await
+    }
+
+    /// `/invite` at the call's home.
+    pub(crate) async fn invite_here(&self, me: Authed, call: CallId, contact: UserId) -> ServiceResult<Reply> {
         if !self.calls.is_member(call, me.session) {
             return Err(ServiceError::Refused("you are not in this call".into()));
         }
         let invitee = self.require_contact(me.user, contact, "invite").await?;
         self.refuse_blocked_in_call(call, &invitee).await?;
-        let sessions = self.ringable(&invitee)?;
+        let sessions = self.ringable(&invitee).await?;
         let fx = self.calls.invite(call, Leg { user: me.user, session: me.session }, invitee.id, sessions)?;
         self.apply(fx).await;
         Ok(Reply::Ok)

@@ -11,8 +11,14 @@ use crate::store::{AddOutcome, Relation, RemoveOutcome};
 impl App {
     pub(crate) async fn contact_list(&self, me: UserId) -> ServiceResult<Reply> {
         let list = self.cached_contacts(me).await?;
-        let online = self.presence.online_map(list.iter().map(|(u, _)| u.id));
-        let busy = self.calls.busy_map(list.iter().map(|(u, _)| u.id));
+        let mut online = self.presence.online_map(list.iter().map(|(u, _)| u.id));
+        let mut busy = self.calls.busy_map(list.iter().map(|(u, _)| u.id));
+        if self.bus.is_some() {
+            for (i, (u, _)) in list.iter().enumerate() {
+                online[i] = online[i] || self.online_anywhere(u.id);
+                busy[i] = busy[i] || self.busy_anywhere(u.id);
+            }
+        }
         let chosen = self.statuses.get_many(list.iter().map(|(u, _)| u.id));
         let entries = list
             .iter()

@@ -85,6 +85,18 @@ struct Args {
     /// Skip the echo and level measurement.
     #[arg(long)]
     no_echo: bool,
+    /// Only the echo measurement, in the simulated room with the capture
+    /// chain alone (seconds per configuration): each echo canceller
+    /// configuration of `--echo-tunings` over every ordered pair of the
+    /// `--real-voices` speakers (default `carlo-it,allison-en`; `festival`
+    /// counts as one here) as far and near end; a table, and
+    /// echo-compare.json. See
+    /// `babel_tools::quality::echo`.
+    #[arg(long)]
+    echo_only: bool,
+    /// The configurations for `--echo-only` (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    echo_tunings: Vec<String>,
     /// Skip the bandwidth-cap rows (bitrate adaptation on and off).
     #[arg(long)]
     no_cap: bool,
@@ -116,6 +128,23 @@ struct Args {
     plot: PathBuf,
     #[command(flatten)]
     voices: quality::voices::VoiceArgs,
+    /// Score only the capture chain on real voices in real noise (no
+    /// network): each condition `clean` or `babble|wind|keyboard:SNR_DB`,
+    /// comma-separated; `default` is clean, 5 and 15 dB of each. Scored
+    /// against the clean voice, suppression off and as shipped; the
+    /// voices are those of --real-voices (default: the three distinct
+    /// speakers). See `babel_tools::quality::noise`.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "default")]
+    noise: Option<Vec<String>>,
+    /// With --noise: a suppressor tuning to try in the shipped column,
+    /// `FULL_DB,CLEAN_DB,MIN_DRY` (see `babel_media::denoise::Tuning`).
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    ns_tuning: Option<Vec<f32>>,
+    /// With --noise: also whole calls in simulated time, this many seeds
+    /// per cell, suppression off and as shipped, over the --net conditions
+    /// (default: a clean path).
+    #[arg(long, default_value_t = 0)]
+    noise_calls: u32,
 }
 
 fn print_report(report: &quality::Report) {
@@ -124,6 +153,57 @@ fn print_report(report: &quality::Report) {
     for (what, value, met) in quality::targets(report) {
         println!("| {what} | {value} | {} |", if met { "yes" } else { "**no**" });
     }
+}
+
+/// `--noise`: the capture chain on real voices in real noise.
+fn noise_rows(a: &Args, conditions: &[String]) -> anyhow::Result<()> {
+    let mut conds = Vec::new();
+    for c in conditions {
+        if c == "default" {
+            conds.extend(quality::noise::default_conditions());
+        } else {
+            conds.push(quality::noise::parse_condition(c).map_err(anyhow::Error::msg)?);
+        }
+    }
+    let mut speakers = a.voices.speakers()?;
+    if speakers.is_empty() {
+        speakers = quality::voices::DEFAULT_SPEAKERS.iter().filter_map(|d| quality::voices::speaker(d)).collect();
+    }
+    let python = quality::deps::require_pesq()?;
+    let voices = quality::noise::load_voices(&speakers)?;
+    let started = std::time::Instant::now();
+    let tuning = match a.ns_tuning.as_deref() {
+        Some([full_db, clean_db, min_dry]) => {
+            babel_media::denoise::Tuning { full_db: *full_db, clean_db: *clean_db, min_dry: *min_dry, gated: true }
+        }
+        _ => babel_media::denoise::Tuning::SHIPPED,
+    };
+    eprintln!("babel-quality: suppression tuning {tuning:?}");
+    let dir = a.out.join("noise");
+    let rows = quality::noise::run(&python, tuning, &voices, &conds, &dir, |s| eprintln!("babel-quality: {s}"))?;
+    std::fs::write(a.out.join("noise.json"), serde_json::to_string_pretty(&rows)?)?;
+    println!("{}", quality::noise::markdown(&rows));
+    if a.noise_calls > 0 {
+        let nets = if a.nets.is_empty() {
+            vec![Network { loss_pct: 0.0, bursty: false, jitter_ms: 0 }]
+        } else {
+            a.nets.clone()
+        };
+        let frame = if a.frame_ms == 10 { FrameMs::Ten } else { FrameMs::Twenty };
+        let media = MediaConfig { frame, bitrate: a.bitrate, ..MediaConfig::default() };
+        let dir = a.out.join("noise-calls");
+        let calls = quality::noise::end_to_end(&python, &media, &voices, &conds, (&nets, a.noise_calls), &dir, |s| {
+            eprintln!("babel-quality: calls: {s}")
+        })?;
+        std::fs::write(a.out.join("noise-calls.json"), serde_json::to_string_pretty(&calls)?)?;
+        println!("\n{}", quality::noise::calls_markdown(&calls));
+    }
+    eprintln!(
+        "babel-quality: noise rows done in {:.0} s; noise.json in {}",
+        started.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(())
 }
 
 fn parse_net(s: &str) -> Result<Network, String> {
@@ -155,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
         20 => FrameMs::Twenty,
         other => anyhow::bail!("--frame-ms is 10 or 20, not {other}"),
     };
+    let started = std::time::Instant::now();
     if let Some(path) = &a.replot {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         if let Ok(v) = serde_json::from_str::<Vec<quality::sim::SimVoice>>(&text) {
@@ -165,6 +246,39 @@ async fn main() -> anyhow::Result<()> {
         let report: quality::Report = serde_json::from_str(&text).context("not a babel-quality results.json")?;
         quality::plot::draw(&report, &a.plot)?;
         print_report(&report);
+        return Ok(());
+    }
+    if let Some(noise) = &a.noise {
+        return noise_rows(&a, noise);
+    }
+    if a.echo_only {
+        let python = quality::deps::require_pesq()?;
+        // `festival` may be one of the voices here: the synthetic one.
+        let ids = a.voices.real_voices.clone();
+        let festival = ids.iter().flatten().any(|i| i == "festival");
+        let real = quality::voices::VoiceArgs {
+            real_voices: ids.map(|v| v.into_iter().filter(|i| i != "festival").collect()),
+            ..a.voices.clone()
+        };
+        let speakers = if real.real_voices.is_some() {
+            real.speakers()?
+        } else {
+            ["carlo-it", "allison-en"].iter().filter_map(|id| quality::voices::speaker(id)).collect()
+        };
+        let mut voices = Vec::new();
+        if festival {
+            let n = quality::SENTENCES.len();
+            voices.push(("festival".to_owned(), quality::make_speech(&a.out, n, quality::Voice::Festival)?));
+        }
+        for s in &speakers {
+            voices.push((s.id.to_owned(), quality::voices::load(s)?.0));
+        }
+        let rows = quality::echo::compare(&python, &voices, &a.echo_tunings, &a.out, |step| {
+            eprintln!("babel-quality: {step}")
+        })?;
+        std::fs::write(a.out.join("echo-compare.json"), serde_json::to_string_pretty(&rows)?)?;
+        println!("{}", quality::echo::compare_markdown(&rows));
+        eprintln!("babel-quality: echo comparison done in {:.0} s", started.elapsed().as_secs_f64());
         return Ok(());
     }
     let (speech, source) = match &a.input {
@@ -217,7 +331,6 @@ async fn main() -> anyhow::Result<()> {
         latency: !a.no_latency && !a.quick && !a.codec_only,
         out_dir: a.out.clone(),
     };
-    let started = std::time::Instant::now();
     let opts = if a.voices.shipped { Options { media: quality::voices::shipped(&opts.media), ..opts } } else { opts };
     if a.simulated {
         let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

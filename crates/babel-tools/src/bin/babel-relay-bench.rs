@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use babel_tools::child::sibling_binary;
 use babel_tools::relay_bench::{self, BenchOptions};
+use babel_tools::turn_bench::TurnOptions;
 use babel_tools::udp_load::{TIMING_LEN, UdpOptions};
 use clap::Parser;
 
@@ -107,6 +108,35 @@ struct Args {
     /// The babel-udp-forward binary [default: next to this executable].
     #[arg(long)]
     forward_bin: Option<PathBuf>,
+    /// The relay's worker counts to measure, comma-separated (0: the
+    /// server's default, one per core); one server each, the first serves
+    /// the other runs.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    relay_workers: Vec<usize>,
+    /// Also offer this many calls to each worker count (overload: how many
+    /// datagrams/s it forwards) (0: skip).
+    #[arg(long, default_value_t = 0)]
+    saturate_calls: usize,
+    /// The server's relay_gather_us [default: the server's].
+    #[arg(long)]
+    relay_gather_us: Option<u64>,
+    /// Run coturn side by side with this many turnutils_uclient clients
+    /// (even; as many datagrams/s as that many relayed calls), and the relay
+    /// at the same rate (0: skip).
+    #[arg(long, default_value_t = 0)]
+    coturn_clients: usize,
+    /// coturn's relay threads (0: its default, one per core).
+    #[arg(long, default_value_t = 0)]
+    coturn_threads: usize,
+    /// Longest wait for uclient to start all its clients, seconds.
+    #[arg(long, default_value_t = 180)]
+    coturn_ramp_limit: u64,
+    /// The turnserver binary.
+    #[arg(long, default_value = "turnserver")]
+    turnserver_bin: PathBuf,
+    /// The turnutils_uclient binary.
+    #[arg(long, default_value = "turnutils_uclient")]
+    uclient_bin: PathBuf,
     /// Print one JSON document instead of a table.
     #[arg(long)]
     json: bool,
@@ -135,6 +165,11 @@ fn main() -> anyhow::Result<()> {
     ensure!(a.drain_ms <= 10_000, "--drain-ms must be at most 10000");
     ensure!((1..=5).contains(&a.attempts), "--attempts must be 1 ..= 5");
     ensure!(a.find_runs <= 30, "--find-runs must be at most 30");
+    ensure!(
+        !a.relay_workers.is_empty() && a.relay_workers.iter().all(|&w| w <= 64),
+        "--relay-workers: counts of 0 ..= 64"
+    );
+    ensure!(a.coturn_clients % 2 == 0 && a.coturn_clients <= 10_000, "--coturn-clients must be even, at most 10000");
     let opts = BenchOptions {
         calls: a.calls,
         channel_calls: a.channel_calls,
@@ -171,6 +206,20 @@ fn main() -> anyhow::Result<()> {
             None => sibling_binary("babel-udp-forward")?,
         },
         forward_buffer_bytes: a.forward_buffer_bytes,
+        relay_workers: a.relay_workers,
+        saturate_calls: a.saturate_calls,
+        relay_gather_us: a.relay_gather_us,
+        coturn: (a.coturn_clients > 0).then(|| TurnOptions {
+            clients: a.coturn_clients,
+            pps: a.pps,
+            payload: a.payload,
+            warmup: Duration::from_secs_f64(a.warmup.max(1.0)),
+            seconds: a.seconds.round().max(1.0) as u32,
+            relay_threads: a.coturn_threads,
+            ramp_limit: Duration::from_secs(a.coturn_ramp_limit),
+            turnserver: a.turnserver_bin,
+            uclient: a.uclient_bin,
+        }),
     };
     let report = relay_bench::run(&opts)?;
     if a.json {

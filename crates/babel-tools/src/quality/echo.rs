@@ -12,11 +12,16 @@
 //!   while both talk, scored against the clean near-end recording, next to
 //!   the same speech through the same processing with no echo and no far end
 //!   (the reference) and with the echo but without cancellation.
+//!
+//! [`compare`] runs the same scenes for several AEC3 configurations
+//! ([`candidates`], or variations of them, see [`candidate`]) over pairs of
+//! voices: `babel-quality --echo-only`, seconds per configuration and pair,
+//! since nothing runs in real time.
 
 use std::path::{Path, PathBuf};
 
 use babel_media::codec::{FrameMs, VoiceDecoder, VoiceEncoder};
-use babel_media::echo::EchoLevel;
+use babel_media::echo::{Aec3Config, EchoLevel, double_talk_aec3, shipped_aec3, webrtc_aec3};
 use serde::Serialize;
 
 use super::{pesq_scores, prepare, write_wav16};
@@ -74,10 +79,10 @@ fn db(p: f64) -> f64 {
 /// loudspeaker plays goes in first, then the microphone frame; then Opus
 /// (encode and decode, 32 kbit/s). Answers what the far end would hear
 /// and the canceller's estimate.
-fn capture(mic: &[f32], speaker: &[f32], echo_cancellation: bool, auto_gain: bool) -> (Vec<f32>, Option<f64>) {
+fn capture(mic: &[f32], speaker: &[f32], aec3: Option<&Aec3Config>, auto_gain: bool) -> (Vec<f32>, Option<f64>) {
     let frame = FrameMs::Twenty;
     let n = frame.samples();
-    let mut ec = EchoLevel::new(echo_cancellation, auto_gain);
+    let mut ec = EchoLevel::with_aec3(aec3.cloned(), auto_gain);
     let (mut out, mut enc, mut dec) = (Vec::with_capacity(mic.len()), None, None);
     if let (Ok(e), Ok(d)) = (VoiceEncoder::new(babel_media::codec::DEFAULT_BITRATE, frame), VoiceDecoder::new(frame)) {
         (enc, dec) = (Some(e), Some(d));
@@ -98,9 +103,17 @@ fn capture(mic: &[f32], speaker: &[f32], echo_cancellation: bool, auto_gain: boo
     (out, ec.erle_db())
 }
 
-/// Runs the measurement. `far` and `near` are 48 kHz speech (different
-/// sentences); `python` is the PESQ virtual environment's interpreter.
+/// Runs the measurement with the shipped canceller. `far` and `near` are
+/// 48 kHz speech (different sentences, or better different speakers);
+/// `python` is the PESQ virtual environment's interpreter.
 pub fn run(python: &Path, far: &[f32], near: &[f32], dir: &Path) -> anyhow::Result<EchoReport> {
+    run_with(python, far, near, &shipped_aec3(), dir)
+}
+
+/// [`run`] with a given AEC3 configuration: the capture chain alone in the
+/// simulated room (no network, no clocks), so one configuration takes
+/// seconds.
+pub fn run_with(python: &Path, far: &[f32], near: &[f32], aec3: &Aec3Config, dir: &Path) -> anyhow::Result<EchoReport> {
     std::fs::create_dir_all(dir)?;
     // 8 s of the far end alone (4 s to converge, 4 s measured), then both.
     let lead = 8 * RATE;
@@ -114,7 +127,7 @@ pub fn run(python: &Path, far: &[f32], near: &[f32], dir: &Path) -> anyhow::Resu
     // (the canceller's own effect), with gain control off so that level
     // changes are not counted as cancellation.
     let (cancelled, estimate) = {
-        let mut ec = EchoLevel::new(true, false);
+        let mut ec = EchoLevel::with_aec3(Some(aec3.clone()), false);
         let mut out = Vec::with_capacity(total);
         for (m, s) in mic.chunks(960).zip(speaker.chunks(960)) {
             let mut f = m.to_vec();
@@ -129,14 +142,15 @@ pub fn run(python: &Path, far: &[f32], near: &[f32], dir: &Path) -> anyhow::Resu
     let echo_path_db = db(power(&echo[measured.clone()])) - db(power(&speaker[measured]));
 
     // Near-end quality: the double-talk stretch as the far end hears it.
-    let (with_aec, _) = capture(&mic, &speaker, true, true);
-    let (without_aec, _) = capture(&mic, &speaker, false, true);
-    let (alone, _) = capture(near, &vec![0.0; near.len()], true, true);
+    let on = Some(aec3);
+    let (with_aec, _) = capture(&mic, &speaker, on, true);
+    let (without_aec, _) = capture(&mic, &speaker, None, true);
+    let (alone, _) = capture(near, &vec![0.0; near.len()], on, true);
     // The far end talks first, then stops and the near end talks.
     let speaker_then: Vec<f32> = (0..total).map(|i| if i < lead { speaker[i] } else { 0.0 }).collect();
     let echo_then = room(&speaker_then);
     let mic_then: Vec<f32> = (0..total).map(|i| echo_then[i] + near_at(i)).collect();
-    let (after_far, _) = capture(&mic_then, &speaker_then, true, true);
+    let (after_far, _) = capture(&mic_then, &speaker_then, on, true);
     let reference16 = babel_media::audio::resample(near, 48_000, 16_000)?;
     let reference = dir.join("echo-near-reference.wav");
     write_wav16(&reference, &reference16)?;
@@ -155,7 +169,7 @@ pub fn run(python: &Path, far: &[f32], near: &[f32], dir: &Path) -> anyhow::Resu
     let mos = pesq_scores(python, &pairs)?;
     // Level: a talker 20 dB quieter, through gain control alone.
     let quiet: Vec<f32> = near.iter().map(|s| s * 0.1).collect();
-    let (raised, _) = capture(&quiet, &vec![0.0; quiet.len()], false, true);
+    let (raised, _) = capture(&quiet, &vec![0.0; quiet.len()], None, true);
     let half = quiet.len() / 2;
     let active = |x: &[f32]| {
         // Level over the frames with speech in them (above -60 dBFS).
@@ -173,6 +187,337 @@ pub fn run(python: &Path, far: &[f32], near: &[f32], dir: &Path) -> anyhow::Resu
         quiet_in_dbfs: active(&quiet[half..]),
         quiet_out_dbfs: active(&raised[half..]),
     })
+}
+
+/// One echo canceller configuration the harness compares.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Short name for `--echo-tunings` and the table.
+    pub name: &'static str,
+    /// What it changes against WebRTC's defaults.
+    pub what: &'static str,
+    /// The configuration.
+    pub aec3: Aec3Config,
+}
+
+/// The configurations tried, WebRTC's defaults first, in the order they
+/// were tried (BENCHMARKS.md has the table); `doubletalk` is the best
+/// ([`double_talk_aec3`]), `shipped` what the engine uses ([`shipped_aec3`]). The `linear-` ones switch the suppressor off
+/// (they show what the linear filter alone leaves), the others are steps
+/// towards `shipped`.
+pub fn candidates() -> Vec<Candidate> {
+    let with = |f: &dyn Fn(&mut Aec3Config)| {
+        let mut c = webrtc_aec3();
+        f(&mut c);
+        c
+    };
+    let erle = |c: &mut Aec3Config, bound: f32| {
+        c.erle.max_l = bound;
+        c.erle.max_h = bound;
+    };
+    let nearend = |c: &mut Aec3Config| {
+        let d = &mut c.suppressor.dominant_nearend_detection;
+        d.enr_threshold = 1.0;
+        d.trigger_threshold = 4;
+        let t = &mut c.suppressor.nearend_tuning;
+        t.mask_lf.enr_transparent = 2.0;
+        t.mask_lf.enr_suppress = 4.0;
+        t.mask_hf.enr_transparent = 1.0;
+        t.mask_hf.enr_suppress = 2.0;
+    };
+    // The suppressor off: the residual echo estimate 40 dB under the
+    // linear estimate and masks that never suppress.
+    let no_suppressor = |c: &mut Aec3Config| {
+        c.erle.min = 10_000.0;
+        erle(c, 10_000.0);
+        for t in [&mut c.suppressor.normal_tuning, &mut c.suppressor.nearend_tuning] {
+            for m in [&mut t.mask_lf, &mut t.mask_hf] {
+                m.enr_transparent = 99.0;
+                m.enr_suppress = 100.0;
+            }
+        }
+    };
+    let filter = |c: &mut Aec3Config| {
+        c.filter.enable_coarse_filter_output_usage = false;
+        c.filter.refined.leakage_diverged = c.filter.refined.leakage_converged;
+    };
+    let inc = |c: &mut Aec3Config| {
+        c.suppressor.normal_tuning.max_inc_factor = 8.0;
+        c.suppressor.nearend_tuning.max_inc_factor = 8.0;
+    };
+    let masks = |c: &mut Aec3Config| {
+        for (t, (a, b)) in
+            [(&mut c.suppressor.normal_tuning, (1.0, 2.0)), (&mut c.suppressor.nearend_tuning, (3.0, 6.0))]
+        {
+            for m in [&mut t.mask_lf, &mut t.mask_hf] {
+                m.enr_transparent = a;
+                m.enr_suppress = b;
+            }
+        }
+    };
+    let decay = |c: &mut Aec3Config| {
+        c.ep_strength.default_len = -c.ep_strength.default_len.abs();
+        c.ep_strength.nearend_len = -c.ep_strength.nearend_len.abs();
+    };
+    vec![
+        Candidate { name: "webrtc", what: "WebRTC's defaults (all sonora 0.2 builds)", aec3: webrtc_aec3() },
+        Candidate {
+            name: "erle-20",
+            what: "ERLE bounds 20 dB in both bands (WebRTC: 6 dB low, 1.8 dB high)",
+            aec3: with(&|c| erle(c, 100.0)),
+        },
+        Candidate { name: "erle-30", what: "ERLE bounds 30 dB", aec3: with(&|c| erle(c, 1000.0)) },
+        Candidate {
+            name: "nearend",
+            what: "near-end state entered sooner (ENR threshold 1, trigger 4 blocks), its masks relaxed",
+            aec3: with(&nearend),
+        },
+        Candidate {
+            name: "erle-20-nearend",
+            what: "erle-20 and nearend",
+            aec3: with(&|c| {
+                erle(c, 100.0);
+                nearend(c);
+            }),
+        },
+        Candidate {
+            name: "linear-webrtc",
+            what: "suppressor off: WebRTC's linear filter alone",
+            aec3: with(&no_suppressor),
+        },
+        Candidate {
+            name: "linear-filter",
+            what: "suppressor off: the linear filter without the coarse filter's output or diverged leakage",
+            aec3: with(&|c| {
+                no_suppressor(c);
+                filter(c);
+            }),
+        },
+        Candidate {
+            name: "filter",
+            what: "WebRTC with that filter change (suppressor as WebRTC's)",
+            aec3: with(&filter),
+        },
+        Candidate {
+            name: "filter-erle-30",
+            what: "filter and erle-30",
+            aec3: with(&|c| {
+                filter(c);
+                erle(c, 1000.0);
+            }),
+        },
+        Candidate {
+            name: "filter-erle-30-inc",
+            what: "filter, erle-30, gain may rise 8x per block (WebRTC 2x)",
+            aec3: with(&|c| {
+                filter(c);
+                erle(c, 1000.0);
+                inc(c);
+            }),
+        },
+        Candidate {
+            name: "filter-erle-30-inc-masks",
+            what: "that, and suppression only where the residual echo is as loud as the near end (3x in the near-end state)",
+            aec3: with(&|c| {
+                filter(c);
+                erle(c, 1000.0);
+                inc(c);
+                masks(c);
+            }),
+        },
+        Candidate {
+            name: "filter-erle-20-inc-masks-decay",
+            what: "the shipped changes with the ERLE bounds at 20 dB",
+            aec3: with(&|c| {
+                filter(c);
+                erle(c, 100.0);
+                inc(c);
+                masks(c);
+                decay(c);
+            }),
+        },
+        Candidate {
+            name: "doubletalk",
+            what: "filter-erle-30-inc-masks with the reverberation decay estimated",
+            aec3: double_talk_aec3(),
+        },
+        Candidate { name: "shipped", what: "the engine's: WebRTC's", aec3: shipped_aec3() },
+    ]
+}
+
+/// A configuration by name: one of [`candidates`], optionally followed by
+/// `+field=value` changes to it (AEC3 fields by their path, e.g.
+/// `webrtc+erle.max_l=100+suppressor.nearend_tuning.mask_lf.enr_suppress=4`),
+/// to try a tuning without rebuilding.
+pub fn candidate(all: &[Candidate], spec: &str) -> anyhow::Result<Candidate> {
+    let mut parts = spec.split('+');
+    let base = parts.next().unwrap_or_default();
+    let names: Vec<&str> = all.iter().map(|c| c.name).collect();
+    let mut c = all
+        .iter()
+        .find(|c| c.name == base)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no echo tuning `{base}`; there are {}", names.join(", ")))?;
+    for change in parts {
+        let (field, value) = change.split_once('=').ok_or_else(|| anyhow::anyhow!("`{change}`: want field=value"))?;
+        set_field(&mut c.aec3, field, value)?;
+        c.what = "a variation";
+    }
+    Ok(c)
+}
+
+/// Sets one AEC3 field by its path (the fields a tuning plays with).
+fn set_field(c: &mut Aec3Config, field: &str, value: &str) -> anyhow::Result<()> {
+    let f = || value.parse::<f32>().map_err(|_| anyhow::anyhow!("`{field}={value}`: not a number"));
+    let i = || value.parse::<i32>().map_err(|_| anyhow::anyhow!("`{field}={value}`: not an integer"));
+    let u = || value.parse::<usize>().map_err(|_| anyhow::anyhow!("`{field}={value}`: not a count"));
+    let b = || value.parse::<bool>().map_err(|_| anyhow::anyhow!("`{field}={value}`: not true or false"));
+    let s = &mut c.suppressor;
+    let d = &mut s.dominant_nearend_detection;
+    match field {
+        "erle.min" => c.erle.min = f()?,
+        "erle.max_l" => c.erle.max_l = f()?,
+        "erle.max_h" => c.erle.max_h = f()?,
+        "erle.onset_detection" => c.erle.onset_detection = b()?,
+        "erle.num_sections" => c.erle.num_sections = u()?,
+        "ep_strength.default_gain" => c.ep_strength.default_gain = f()?,
+        "ep_strength.default_len" => c.ep_strength.default_len = f()?,
+        "ep_strength.nearend_len" => c.ep_strength.nearend_len = f()?,
+        "ep_strength.bounded_erl" => c.ep_strength.bounded_erl = b()?,
+        "echo_audibility.normal_render_limit" => c.echo_audibility.normal_render_limit = f()?,
+        "echo_audibility.low_render_limit" => c.echo_audibility.low_render_limit = f()?,
+        "echo_audibility.floor_power" => c.echo_audibility.floor_power = f()?,
+        "echo_audibility.audibility_threshold_lf" => c.echo_audibility.audibility_threshold_lf = f()?,
+        "echo_audibility.audibility_threshold_mf" => c.echo_audibility.audibility_threshold_mf = f()?,
+        "echo_audibility.audibility_threshold_hf" => c.echo_audibility.audibility_threshold_hf = f()?,
+        "echo_removal_control.linear_and_stable_echo_path" => c.echo_removal_control.linear_and_stable_echo_path = b()?,
+        "echo_model.model_reverb_in_nonlinear_mode" => c.echo_model.model_reverb_in_nonlinear_mode = b()?,
+        "filter.refined.length_blocks" => c.filter.refined.length_blocks = u()?,
+        "filter.refined.leakage_converged" => c.filter.refined.leakage_converged = f()?,
+        "filter.refined.leakage_diverged" => c.filter.refined.leakage_diverged = f()?,
+        "filter.refined.error_floor" => c.filter.refined.error_floor = f()?,
+        "filter.refined.error_ceil" => c.filter.refined.error_ceil = f()?,
+        "filter.coarse.rate" => c.filter.coarse.rate = f()?,
+        "filter.enable_coarse_filter_output_usage" => c.filter.enable_coarse_filter_output_usage = b()?,
+        "filter.conservative_initial_phase" => c.filter.conservative_initial_phase = b()?,
+        "filter.coarse.length_blocks" => c.filter.coarse.length_blocks = u()?,
+        "suppressor.nearend_average_blocks" => s.nearend_average_blocks = u()?,
+        "suppressor.dominant_nearend_detection.enr_threshold" => d.enr_threshold = f()?,
+        "suppressor.dominant_nearend_detection.enr_exit_threshold" => d.enr_exit_threshold = f()?,
+        "suppressor.dominant_nearend_detection.snr_threshold" => d.snr_threshold = f()?,
+        "suppressor.dominant_nearend_detection.hold_duration" => d.hold_duration = i()?,
+        "suppressor.dominant_nearend_detection.trigger_threshold" => d.trigger_threshold = i()?,
+        "suppressor.dominant_nearend_detection.use_unbounded_echo_spectrum" => d.use_unbounded_echo_spectrum = b()?,
+        "suppressor.high_bands_suppression.enr_threshold" => s.high_bands_suppression.enr_threshold = f()?,
+        "suppressor.high_bands_suppression.max_gain_during_echo" => {
+            s.high_bands_suppression.max_gain_during_echo = f()?
+        }
+        "suppressor.conservative_hf_suppression" => s.conservative_hf_suppression = b()?,
+        "suppressor.last_lf_smoothing_band" => s.last_lf_smoothing_band = i()?,
+        other => {
+            let (t, rest) = if let Some(rest) = other.strip_prefix("suppressor.normal_tuning.") {
+                (&mut s.normal_tuning, rest)
+            } else if let Some(rest) = other.strip_prefix("suppressor.nearend_tuning.") {
+                (&mut s.nearend_tuning, rest)
+            } else {
+                anyhow::bail!("`{field}`: not a field this harness can set")
+            };
+            match rest {
+                "mask_lf.enr_transparent" => t.mask_lf.enr_transparent = f()?,
+                "mask_lf.enr_suppress" => t.mask_lf.enr_suppress = f()?,
+                "mask_lf.emr_transparent" => t.mask_lf.emr_transparent = f()?,
+                "mask_hf.enr_transparent" => t.mask_hf.enr_transparent = f()?,
+                "mask_hf.enr_suppress" => t.mask_hf.enr_suppress = f()?,
+                "mask_hf.emr_transparent" => t.mask_hf.emr_transparent = f()?,
+                "max_inc_factor" => t.max_inc_factor = f()?,
+                "max_dec_factor_lf" => t.max_dec_factor_lf = f()?,
+                _ => anyhow::bail!("`{field}`: not a field this harness can set"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One configuration's scores over the voice pairs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    /// The configuration's name.
+    pub name: String,
+    /// What it changes.
+    pub what: String,
+    /// Each pair's report, as (far speaker, near speaker, report).
+    pub pairs: Vec<(String, String, EchoReport)>,
+}
+
+impl Compared {
+    fn mean(&self, f: impl Fn(&EchoReport) -> f64) -> f64 {
+        self.pairs.iter().map(|(_, _, r)| f(r)).sum::<f64>() / self.pairs.len().max(1) as f64
+    }
+}
+
+/// Scores each configuration of `tunings` (names from [`candidates`];
+/// empty: all) for each ordered pair of `voices` (name, 48 kHz speech) as
+/// far and near end. `progress` hears about each step.
+pub fn compare(
+    python: &Path,
+    voices: &[(String, Vec<f32>)],
+    tunings: &[String],
+    dir: &Path,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<Vec<Compared>> {
+    let all = candidates();
+    let chosen: Vec<(String, Candidate)> = if tunings.is_empty() {
+        all.into_iter().map(|c| (c.name.to_owned(), c)).collect()
+    } else {
+        let mut v = Vec::new();
+        for t in tunings {
+            v.push((t.clone(), candidate(&all, t)?));
+        }
+        v
+    };
+    if voices.len() < 2 {
+        anyhow::bail!("the echo comparison wants two voices (far and near end)");
+    }
+    let mut out = Vec::new();
+    for (ci, (name, c)) in chosen.into_iter().enumerate() {
+        let mut pairs = Vec::new();
+        for (fi, (far_name, far)) in voices.iter().enumerate() {
+            for (ni, (near_name, near)) in voices.iter().enumerate() {
+                if fi == ni {
+                    continue;
+                }
+                progress(&format!("echo: {name} with {far_name} far, {near_name} near"));
+                let sub = dir.join(format!("echo-{ci}-{far_name}-{near_name}"));
+                pairs.push((far_name.clone(), near_name.clone(), run_with(python, far, near, &c.aec3, &sub)?));
+            }
+        }
+        out.push(Compared { name, what: c.what.to_owned(), pairs });
+    }
+    Ok(out)
+}
+
+/// The comparison as a Markdown table: means over the voice pairs.
+pub fn compare_markdown(rows: &[Compared]) -> String {
+    let mut s = String::from(
+        "| configuration | ERLE, far end alone | near-end PESQ while both talk | after the far end stops (gap to the reference) | no-echo reference | both talk, no cancellation | what it changes |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | --- |\n",
+    );
+    for r in rows {
+        let no_echo = r.mean(|e| e.near_mos_no_echo);
+        let after = r.mean(|e| e.near_mos_after_far);
+        s += &format!(
+            "| `{}` | {:.1} dB | **{:.2}** | {:.2} ({:+.2}) | {:.2} | {:.2} | {} |\n",
+            r.name,
+            r.mean(|e| e.erle_db),
+            r.mean(|e| e.near_mos_double_talk),
+            after,
+            after - no_echo,
+            no_echo,
+            r.mean(|e| e.near_mos_uncancelled),
+            r.what
+        );
+    }
+    s
 }
 
 /// The Markdown lines for BENCHMARKS.md.
@@ -203,6 +548,24 @@ pub fn markdown(r: &EchoReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunings_are_named_and_varied_by_field() {
+        let all = candidates();
+        assert_eq!(all[0].name, "webrtc");
+        let shipped = candidate(&all, "shipped").unwrap();
+        assert_eq!(format!("{:?}", shipped.aec3), format!("{:?}", shipped_aec3()));
+        let tuned = candidate(&all, "doubletalk").unwrap();
+        assert_eq!(format!("{:?}", tuned.aec3), format!("{:?}", double_talk_aec3()));
+        assert_ne!(format!("{:?}", tuned.aec3), format!("{:?}", webrtc_aec3()));
+        let v = candidate(&all, "webrtc+erle.max_l=100+suppressor.nearend_tuning.mask_lf.enr_suppress=4").unwrap();
+        assert_eq!(v.aec3.erle.max_l, 100.0);
+        assert_eq!(v.aec3.suppressor.nearend_tuning.mask_lf.enr_suppress, 4.0);
+        assert_eq!(v.aec3.erle.max_h, webrtc_aec3().erle.max_h);
+        for bad in ["nonesuch", "webrtc+erle.max_l", "webrtc+erle.max_l=x", "webrtc+no.such=1"] {
+            assert!(candidate(&all, bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_room_delays_attenuates_and_filters() {

@@ -21,6 +21,7 @@ pub mod cap;
 pub mod deps;
 pub mod echo;
 pub mod emodel;
+pub mod noise;
 pub mod plot;
 pub mod signal;
 pub mod sim;
@@ -542,15 +543,7 @@ pub async fn run(opts: &Options, mut progress: impl FnMut(&str)) -> anyhow::Resu
     progress(&format!("scoring {} recordings with PESQ", pairs.len()));
     let scores = pesq_scores(&python, &pairs)?;
     let codec_mos = scores.first().copied().unwrap_or(f64::NAN);
-    for (&(ri, col, i), &mos) in slots.iter().zip(scores.iter().skip(1)) {
-        let row = &mut rows[ri];
-        let cell = match col {
-            0 => &mut row.codec_loss,
-            1 => &mut row.babel,
-            _ => &mut row.naive,
-        };
-        cell[i].mos = mos;
-    }
+    place_scores(&mut rows, &slots, &scores);
     Ok(Report {
         speech: opts.speech_source.clone(),
         speech_secs: opts.speech.len() as f64 / 48_000.0,
@@ -724,4 +717,19 @@ pub fn targets(r: &Report) -> Vec<(String, String, bool)> {
         ));
     }
     v
+}
+
+/// Puts each PESQ score into its call: `scores[0]` is the codec alone, then
+/// one per slot, a slot being (row, column: 0 codec with loss, 1 Babel,
+/// 2 naive receiver, call index).
+pub(crate) fn place_scores(rows: &mut [Row], slots: &[(usize, usize, usize)], scores: &[f64]) {
+    for (&(ri, col, i), &mos) in slots.iter().zip(scores.iter().skip(1)) {
+        let row = &mut rows[ri];
+        let cell = match col {
+            0 => &mut row.codec_loss,
+            1 => &mut row.babel,
+            _ => &mut row.naive,
+        };
+        cell[i].mos = mos;
+    }
 }

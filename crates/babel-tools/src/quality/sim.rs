@@ -236,15 +236,7 @@ pub fn run(
     let scores = pesq_parallel(python, &pairs, threads)?;
     let pesq_secs = started.elapsed().as_secs_f64();
     let codec_mos = scores.first().copied().unwrap_or(f64::NAN);
-    for (&(ri, col, i), &mos) in slots.iter().zip(scores.iter().skip(1)) {
-        let row = &mut rows[ri];
-        let cell = match col {
-            0 => &mut row.codec_loss,
-            1 => &mut row.babel,
-            _ => &mut row.naive,
-        };
-        cell[i].mos = mos;
-    }
+    super::place_scores(&mut rows, &slots, &scores);
     let report = Report {
         speech: opts.speech_source.clone(),
         speech_secs: opts.speech.len() as f64 / 48_000.0,
