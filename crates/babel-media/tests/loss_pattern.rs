@@ -16,10 +16,15 @@ const JITTER: Duration = Duration::from_millis(30);
 
 /// a talks to b over `imp` (b's voice back is clean), direct only.
 fn world(imp: Impairment, secs: f32) -> World {
+    world_seed(imp, secs, 1)
+}
+
+fn world_seed(imp: Impairment, secs: f32, seed: u64) -> World {
     let (a, b) = (voice(secs, 4.0, 1), voice(secs, 3.0, 99));
     let mut spec = Spec::new(vec![a, b]);
     spec.channel = Vec::new();
     spec.print_speed = false;
+    spec.seed = seed;
     let mut w = World::new(spec).unwrap();
     w.set_link(Ep::Node(0), Ep::Node(1), Some(imp));
     w
@@ -80,4 +85,27 @@ fn the_delay_falls_back_after_the_loss_ends() {
     assert!(w.stats(0).copy_offsets.is_empty(), "no copies once the loss is over");
     let after = median(delays(&mut w, 6));
     assert!(after <= clean + 20, "the delay falls back: clean {clean}, under loss {under_loss}, after {after} ms");
+}
+
+#[test]
+fn copies_start_with_the_report_that_asks_for_them() {
+    // The copies used to be placed only when the sender's own report timer
+    // next fired, up to half a second after the report of loss came: at
+    // 20 % bursty loss, five frames a call lost for good (BENCHMARKS.md).
+    let burst = GilbertElliott::from_loss_and_burst(0.20, 3.0);
+    let bursty = Impairment { burst: Some(burst), jitter: JITTER, ..Impairment::default() };
+    for seed in 1..=3 {
+        let mut w = world_seed(bursty, 6.0, seed);
+        let mut told = None;
+        while w.now < Duration::from_secs(5) && w.stats(0).copy_offsets.is_empty() {
+            w.run_for(Duration::from_millis(1)).unwrap();
+            if told.is_none() && w.stats(0).loss_pct >= 1.0 {
+                told = Some(w.now);
+            }
+        }
+        let told = told.expect("the receiver reports the loss");
+        assert!(!w.stats(0).copy_offsets.is_empty(), "seed {seed}: no copies in 5 s");
+        // Within a frame or two (the statistics follow at the next tick).
+        assert!(w.now <= told + Duration::from_millis(45), "seed {seed}: loss told at {told:?}, copies at {:?}", w.now);
+    }
 }

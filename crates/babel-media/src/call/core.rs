@@ -554,17 +554,17 @@ impl CallCore {
         }
         let lossy = self.last_lossy.is_some_and(|t| now.saturating_duration_since(t) < COPIES_LINGER);
         self.redundant = self.cfg.redundancy && lossy && (!self.cfg.adapt_bitrate || self.rate.copies_allowed());
-        if report_due {
-            // The copies follow the worst peer's loss pattern; while they
-            // linger after the loss stopped, they keep the last placement.
-            let worst = self
-                .peers
-                .iter()
-                .filter_map(|p| p.report.as_ref().map(|(_, r)| r))
-                .max_by_key(|r| (r.loss_permille, r.burst_x10));
-            if let Some(r) = worst.filter(|r| r.loss_permille >= 10) {
-                self.copy_offsets = super::pattern::copy_offsets(r.loss_permille, r.burst_x10);
-            }
+        // The copies follow the worst peer's loss pattern, from the report
+        // that turned them on (placing them only at my next report left
+        // the first lossy half second without any); while they linger
+        // after the loss stopped, they keep the last placement.
+        let worst = self
+            .peers
+            .iter()
+            .filter_map(|p| p.report.as_ref().map(|(_, r)| r))
+            .max_by_key(|r| (r.loss_permille, r.burst_x10));
+        if let Some(r) = worst.filter(|r| r.loss_permille >= 10) {
+            self.copy_offsets = super::pattern::copy_offsets(r.loss_permille, r.burst_x10);
         }
         self.stats.copy_offsets = if self.redundant { self.copy_offsets.clone() } else { Vec::new() };
         if self.cfg.fec {
