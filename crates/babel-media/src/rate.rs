@@ -12,7 +12,8 @@
 //! altogether (for 4 s: a lossy path loses two or three in a row every few
 //! seconds). High loss without a delay to compare with (a bottleneck
 //! that was full from the first packet) is tested: one step down, and if
-//! the loss has not halved two seconds later it was random, the step is
+//! the loss has not fallen three quarters of the way to what a bottleneck
+//! would leave two seconds later it was random, the step is
 //! taken back, and loss at that level is left to FEC for half a minute.
 //! Down is one ladder step at a time, at most once a second (so the queue
 //! can drain and the next report shows it); up is one step after a calm
