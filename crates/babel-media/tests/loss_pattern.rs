@@ -109,3 +109,19 @@ fn copies_start_with_the_report_that_asks_for_them() {
         assert!(w.now <= told + Duration::from_millis(45), "seed {seed}: loss told at {told:?}, copies at {:?}", w.now);
     }
 }
+
+#[test]
+fn the_first_losses_wait_for_fec_before_any_report() {
+    // Before the receiver's first report (500 ms) it knows of no recent
+    // loss; a frame lost already must still make it hold the next packet,
+    // whose in-band FEC rebuilds the next loss (main's whole-call count did
+    // this; the reported loss alone left the first half second concealed).
+    let random = Impairment { loss: 0.15, ..Impairment::default() };
+    let mut fec = 0;
+    for seed in 1..=6 {
+        let mut w = world_seed(random, 2.0, seed);
+        w.run_until(Duration::from_millis(480)).unwrap();
+        fec += w.stats(1).fec_recovered;
+    }
+    assert!(fec >= 2, "{fec} frames rebuilt from FEC in the first 480 ms of six calls");
+}

@@ -140,8 +140,12 @@ impl Peer {
                 // Hold back what repairs a loss: the farthest copy the sender
                 // puts in now (so the depth follows its placement, and drops
                 // back when the copies stop), or, with recent loss but no
-                // copies, the next packet and its FEC.
-                let extra = if reach > 0 { reach } else { usize::from(self.recent_loss_pct >= 1.0) };
+                // copies, the next packet and its FEC. Before my first
+                // report there is no recent loss yet: a frame lost already
+                // counts (else the first half second's losses are concealed
+                // when FEC could rebuild them).
+                let lossy = self.recent_loss_pct >= 1.0 || (self.loss_mark == (0, 0) && self.pattern.counts().1 > 0);
+                let extra = if reach > 0 { reach } else { usize::from(lossy) };
                 self.jitter.set_extra_frames(extra);
             }
             KIND_REPORT => {
