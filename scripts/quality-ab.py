@@ -2,9 +2,12 @@
 """Compare two babel-quality runs cell by cell (A/B of two builds).
 
 usage: scripts/quality-ab.py BEFORE/results.json AFTER/results.json [BEFORE2 AFTER2 ...]
+       scripts/quality-ab.py BEFORE/sim-voices.json AFTER/sim-voices.json   (or sim-results.json)
 
 Each pair is one condition's results.json from `babel-quality --runs N` of
-each build (same seeds). Prints a markdown row per condition: the means with
+each build (same seeds), or the sim-voices.json (sim-results.json) of two
+`babel-quality --simulated [--real-voices]` runs: every voice and
+condition they share, a row each. Prints a markdown row per condition: the means with
 their 95 % intervals (Student's t), the difference and Welch's 95 % interval
 of it, the mean alignment delay and concealed frames per call. Standard
 library only (no scipy): the t quantile is the Cornish-Fisher expansion,
@@ -21,10 +24,19 @@ def t975(df):
             + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
 
 
-def load(path):
-    row = json.load(open(path))['rows'][0]
+def cells(row):
     calls = row['babel']
-    return row['label'], [c['mos'] for c in calls], [c['delay_ms'] for c in calls], [c['concealed'] for c in calls]
+    return [c['mos'] for c in calls], [c['delay_ms'] for c in calls], [c['concealed'] for c in calls]
+
+
+def load(path):
+    """(label, cell) of each row: one for a results.json, one per voice and
+    condition for a sim-voices.json."""
+    doc = json.load(open(path))
+    if isinstance(doc, list):
+        return [(f"{v['voice']}, {row['label']}", cells(row)) for v in doc for row in v['run']['report']['rows']]
+    rows = doc['report']['rows'] if 'report' in doc else doc['rows'][:1]
+    return [(row['label'], cells(row)) for row in rows]
 
 
 def mean_var(x):
@@ -37,9 +49,11 @@ def main(args):
         sys.exit(__doc__)
     print("| network | calls each | before | after | difference | Welch 95 % interval of the difference | delay before / after | concealed per call before / after |")
     print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
+    pairs = []
     for before, after in zip(args[::2], args[1::2]):
-        label, a, ad, ac = load(before)
-        _, b, bd, bc = load(after)
+        after_cells = dict(load(after))
+        pairs += [(label, cell, after_cells[label]) for label, cell in load(before) if label in after_cells]
+    for label, (a, ad, ac), (b, bd, bc) in pairs:
         (ma, va), (mb, vb) = mean_var(a), mean_var(b)
         ea, eb = va / len(a), vb / len(b)
         df = (ea + eb) ** 2 / (ea**2 / (len(a) - 1) + eb**2 / (len(b) - 1)) if ea + eb > 0 else 1e9

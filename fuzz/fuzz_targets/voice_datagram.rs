@@ -5,7 +5,7 @@
 #![no_main]
 
 use babel_proto::keys::SenderKey;
-use babel_proto::voice::{ReplayWindow, VoiceFrame, key_id, open, seal};
+use babel_proto::voice::{KIND_OPUS, KIND_OPUS_COPIES, ReplayWindow, VoiceFrame, key_id, open, seal};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,7 +19,13 @@ fuzz_target!(|data: &[u8]| {
         let nb = usize::from(nb % 4);
         let size = if nb == 0 { 0 } else { rest.len() / nb };
         let packets: Vec<Vec<u8>> = (0..nb).map(|i| rest[i * size..(i + 1) * size].to_vec()).collect();
-        let frame = VoiceFrame { kind: 1, seq: u32::from(nb as u8), timestamp: rest.len() as u32, packets };
+        // Odd lengths carry copies, at offsets from the first bytes.
+        let (kind, offsets) = if rest.len() % 2 == 1 {
+            (KIND_OPUS_COPIES, rest.iter().take(nb.saturating_sub(1)).map(|o| o | 1).collect())
+        } else {
+            (KIND_OPUS, Vec::new())
+        };
+        let frame = VoiceFrame { kind, seq: u32::from(nb as u8), timestamp: rest.len() as u32, packets, offsets };
         if let Ok(d) = seal(&key, &frame) {
             assert_eq!(open(&key, &d).ok(), Some(frame));
         }

@@ -1,5 +1,6 @@
 //! What travels inside a sealed voice datagram besides Opus: a report
-//! (kind 2) and a group key hand-over (kind 3), on arbitrary bytes.
+//! (kind 2, with its burst length) and a group key hand-over (kind 3), on
+//! arbitrary bytes.
 //! Decoding never panics, takes only its exact length, and what decodes
 //! encodes back to the same bytes.
 #![no_main]

@@ -81,7 +81,13 @@ fn cpu_run(noise_suppression: bool, aec3: Option<Aec3Config>, audio: &[f32]) -> 
         let opus = enc.encode(&pcm).expect("encode");
         st.encode += t.elapsed();
         let t = Instant::now();
-        let f = VoiceFrame { kind: KIND_OPUS, seq: k as u32, timestamp: (k * 960) as u32, packets: vec![opus] };
+        let f = VoiceFrame {
+            kind: KIND_OPUS,
+            seq: k as u32,
+            timestamp: (k * 960) as u32,
+            packets: vec![opus],
+            offsets: Vec::new(),
+        };
         let sealed = packet::seal(&key, &f).expect("seal");
         let opened = packet::open(&key, &sealed).expect("open");
         st.crypto += t.elapsed();

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use crate::audio::{AudioInput, AudioOutput};
 use crate::call::{CallCore, CoreSetup, Transmit};
 pub use crate::call::{
-    CallStats, Control, EndCause, KIND_KEY, KIND_REPORT, MediaConfig, MediaError, Path, PeerSetup, PeerStats,
-    REDUNDANCY_OFFSETS, RelayInfo, expected_loss_pct,
+    CallStats, Control, EndCause, KIND_KEY, KIND_REPORT, MAX_COPY_OFFSET, MediaConfig, MediaError, Path, PeerSetup,
+    PeerStats, RelayInfo, expected_loss_pct,
 };
 use crate::channel::MediaChannel;
 use crate::keys::CallKeys;

@@ -26,7 +26,7 @@
 //!   in a row the output fades to silence ([`Playout::Silence`]) instead of
 //!   buzzing, and playback re-buffers when packets return.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Milliseconds on the caller's clock.
 pub type Millis = u64;
@@ -146,6 +146,8 @@ pub struct JitterBuffer {
     /// the time to skip or add a frame unheard. `None`: not told (frames
     /// are skipped when needed, and never added while a frame is there).
     quiet: Option<bool>,
+    /// Frames here from a copy, whose own packet has not come (yet).
+    copied: BTreeSet<u32>,
     stats: JitterStats,
 }
 
@@ -166,6 +168,7 @@ impl JitterBuffer {
             ticks: 0,
             extra: 0,
             quiet: None,
+            copied: BTreeSet::new(),
             stats: JitterStats::default(),
         }
     }
@@ -233,7 +236,14 @@ impl JitterBuffer {
     /// A packet arrived at `now`. `media_ms` is its timestamp in ms.
     pub fn push(&mut self, seq: u32, media_ms: u64, payload: Vec<u8>, now: Millis) {
         if self.packets.contains_key(&seq) {
-            self.stats.duplicates += 1;
+            if self.copied.remove(&seq) {
+                // Its copy came first (a later datagram overtook it): the
+                // network did deliver it, in time.
+                self.stats.received += 1;
+                self.stats.from_copies = self.stats.from_copies.saturating_sub(1);
+            } else {
+                self.stats.duplicates += 1;
+            }
             return;
         }
         // A packet too late to play still shows the jitter to allow for.
@@ -274,6 +284,7 @@ impl JitterBuffer {
             return;
         }
         self.stats.from_copies += 1;
+        self.copied.insert(seq);
         self.packets.insert(seq, payload);
     }
 
@@ -335,6 +346,9 @@ impl JitterBuffer {
         // Anything older than what was played can only be late now.
         while self.packets.first_key_value().is_some_and(|(&k, _)| k <= played) {
             self.packets.pop_first();
+        }
+        while self.copied.first().is_some_and(|&k| k <= played) {
+            self.copied.pop_first();
         }
     }
 
@@ -724,6 +738,28 @@ mod tests {
         // A copy of a frame already played is ignored.
         j.push_copy(1, pkt(1));
         assert_eq!(j.stats().from_copies, 1);
+    }
+
+    #[test]
+    fn a_packet_overtaken_by_its_copy_still_counts_as_delivered() {
+        // Copies 1 frame back and jitter: datagram 6 (with the copy of
+        // frame 5) comes before datagram 5. Frame 5 came; it is no loss and
+        // no duplicate (the loss the reports carry would stay up for good
+        // under jitter, and with it the copies).
+        let mut j = jb();
+        j.set_extra_frames(2);
+        for k in 0..5u32 {
+            j.push(k, u64::from(k) * F, pkt(k), u64::from(k) * F);
+        }
+        j.push(6, 6 * F, pkt(6), 100);
+        j.push_copy(5, pkt(5));
+        j.push(5, 5 * F, pkt(5), 105);
+        let s = j.stats();
+        assert_eq!((s.received, s.duplicates, s.from_copies), (7, 0, 0), "{s:?}");
+        // A second copy of it, or the packet again, is a duplicate.
+        j.push_copy(5, pkt(5));
+        j.push(5, 5 * F, pkt(5), 106);
+        assert_eq!((j.stats().received, j.stats().duplicates), (7, 1));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! altogether (for 4 s: a lossy path loses two or three in a row every few
 //! seconds). High loss without a delay to compare with (a bottleneck
 //! that was full from the first packet) is tested: one step down, and if
-//! the loss has not halved two seconds later it was random, the step is
+//! the loss has not fallen three quarters of the way to what a bottleneck
+//! would leave two seconds later it was random, the step is
 //! taken back, and loss at that level is left to FEC for half a minute.
 //! Down is one ladder step at a time, at most once a second (so the queue
 //! can drain and the next report shows it); up is one step after a calm
@@ -224,12 +225,18 @@ impl RateController {
             if now.saturating_sub(p.at) >= PROBE_WAIT {
                 self.probe = None;
                 // Through a bottleneck, the share that gets through grows as
-                // the stream shrinks; random loss stays where it was. Which
-                // of the two is the loss now nearer to?
+                // the stream shrinks; random loss stays where it was. Is the
+                // loss now near what a bottleneck would leave? Not halfway:
+                // the probe starts at a loud moment of the loss (the level
+                // that set it off is a peak), and bursty loss measured over
+                // a second wanders by ±10 %, so halfway took one bursty
+                // call in six at 30 % for a bottleneck (and dropped its
+                // copies); a quarter of the way from the bottleneck's
+                // figure is what a real one reaches.
                 let before = self.wire(p.step_before, p.copies_in_use);
                 let after = self.wire(self.step, fb.copies_in_use);
-                let if_bottleneck = 100.0 - (100.0 - p.loss_before) * before / after;
-                if fb.loss_pct <= (p.loss_before + if_bottleneck.max(0.0)) / 2.0 {
+                let if_bottleneck = (100.0 - (100.0 - p.loss_before) * before / after).max(0.0);
+                if fb.loss_pct <= if_bottleneck + (p.loss_before - if_bottleneck) / 4.0 {
                     self.bottleneck_seen = true;
                 } else {
                     // Stepping down did not help: the loss is random. Undo.
@@ -450,8 +457,9 @@ mod tests {
     /// other side's report (the interval's loss, smoothed like the engine's)
     /// rides among its datagrams and is lost like them; each way has 20 ms
     /// of delay and up to 30 ms of jitter. Answers the share of half-seconds
-    /// the controller kept the configured bitrate with copies allowed.
-    fn lossy_path(seed: u64, loss: f64, burst: f64, secs: usize) -> f64 {
+    /// the controller kept the configured bitrate with copies allowed, and
+    /// whether it ever took the loss for a bottleneck's.
+    fn lossy_path(seed: u64, loss: f64, burst: f64, secs: usize) -> (f64, bool) {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut rand = move || {
             x ^= x << 13;
@@ -471,6 +479,7 @@ mod tests {
         let mut smoothed = 0.0f32;
         let mut report: Option<(f32, u32, f64)> = None; // loss, rtt, arrival
         let mut kept = 0;
+        let mut mistaken = false;
         let ticks = secs * 2;
         for i in 0..ticks {
             let now = i as f64 * 0.5;
@@ -498,8 +507,9 @@ mod tests {
             if rc.step == 0 {
                 kept += 1;
             }
+            mistaken |= rc.bottleneck_seen;
         }
-        f64::from(kept) / ticks as f64
+        (f64::from(kept) / ticks as f64, mistaken)
     }
 
     #[test]
@@ -507,11 +517,21 @@ mod tests {
         // Many seeds: a rare run of lost reports or a loud burst must not
         // take the copies away, which are what repairs this loss.
         for (loss, burst) in [(0.05, 1.0), (0.10, 1.0), (0.20, 1.0), (0.10, 3.0), (0.20, 3.0), (0.30, 3.0)] {
-            let shares: Vec<f64> = (1..=40).map(|seed| lossy_path(seed, loss, burst, 60)).collect();
+            let runs: Vec<(f64, bool)> = (1..=40).map(|seed| lossy_path(seed, loss, burst, 60)).collect();
+            let shares: Vec<f64> = runs.iter().map(|r| r.0).collect();
             let mean = shares.iter().sum::<f64>() / shares.len() as f64;
             let worst = shares.iter().copied().fold(1.0, f64::min);
+            let mistaken = runs.iter().filter(|r| r.1).count();
+            eprintln!(
+                "loss {loss}, bursts of {burst}: kept {mean:.3}, worst {worst:.3}, {mistaken} of 40 runs took it for a bottleneck"
+            );
             // 30 % is where the loss probe starts: a short test is allowed.
             let (want_mean, want_worst) = if loss < 0.3 { (0.98, 0.9) } else { (0.85, 0.5) };
+            // Nor may a loud moment be taken for a bottleneck (which also
+            // takes the copies away): halfway did so in 7 runs of 40 at 30 %
+            // bursty loss.
+            let may_mistake = if loss < 0.3 { 0 } else { 2 };
+            assert!(mistaken <= may_mistake, "loss {loss}, bursts of {burst}: {mistaken} of 40 runs saw a bottleneck");
             assert!(
                 mean >= want_mean && worst >= want_worst,
                 "loss {loss}, bursts of {burst}: kept {mean:.3} of the time on average, {worst:.3} in the worst run"

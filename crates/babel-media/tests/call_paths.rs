@@ -278,7 +278,13 @@ async fn strangers_cannot_inject_and_a_vanished_peer_ends_the_call() {
     let eve = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let eve_key = SenderKey::generate().unwrap();
     for seq in 0..50u32 {
-        let f = VoiceFrame { kind: 1, seq: 100_000 + seq, timestamp: 0, packets: vec![vec![0xAA; 80]] };
+        let f = VoiceFrame {
+            kind: 1,
+            seq: 100_000 + seq,
+            timestamp: 0,
+            packets: vec![vec![0xAA; 80]],
+            offsets: Vec::new(),
+        };
         eve.send_to(&packet::seal(&eve_key, &f).unwrap(), a_target).await.unwrap();
         eve.send_to(b"\x10garbage-garbage-garbage-garbage", a_target).await.unwrap();
     }

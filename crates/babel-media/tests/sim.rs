@@ -196,7 +196,13 @@ fn strangers_cannot_inject_and_a_vanished_peer_ends_the_call() {
     let eve_key = SenderKey::generate().unwrap();
     let before = w.stats(0).clone();
     for seq in 0..50u32 {
-        let f = VoiceFrame { kind: 1, seq: 100_000 + seq, timestamp: 0, packets: vec![vec![0xAA; 80]] };
+        let f = VoiceFrame {
+            kind: 1,
+            seq: 100_000 + seq,
+            timestamp: 0,
+            packets: vec![vec![0xAA; 80]],
+            offsets: Vec::new(),
+        };
         w.send_udp(Ep::Relay, eve, addr(0), packet::seal(&eve_key, &f).unwrap());
         w.send_udp(Ep::Relay, eve, addr(0), b"\x10garbage-garbage-garbage-garbage".to_vec());
         // A stranger's datagram that claims to come from the relay.

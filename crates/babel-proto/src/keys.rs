@@ -404,8 +404,13 @@ mod tests {
         let ab = a.pairwise(&b.public_b64()).unwrap();
         let ba = b.pairwise(&a.public_b64()).unwrap();
         let group = SenderKey::generate().unwrap();
-        let frame =
-            VoiceFrame { kind: KIND_KEY, seq: 3, timestamp: 0, packets: vec![KeyHandover::of(&group).encode()] };
+        let frame = VoiceFrame {
+            kind: KIND_KEY,
+            seq: 3,
+            timestamp: 0,
+            packets: vec![KeyHandover::of(&group).encode()],
+            offsets: Vec::new(),
+        };
         let sealed = seal(&ab.my_sender_key(), &frame).unwrap();
         let opened = open(&ba.their_sender_key(), &sealed).unwrap();
         assert_eq!(KeyHandover::decode(&opened.packets[0]).unwrap().sender_key(), group);

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! header (clear, authenticated):  10 | key id u32 | seq u32
-//! body (ChaCha20-Poly1305):       kind u8 | timestamp u32 | nb_packets u8 | size_packet u16 | packets | tag[16]
+//! body (ChaCha20-Poly1305):       kind u8 | timestamp u32 | nb_packets u8 | size_packet u16 | [offsets] | packets | tag[16]
 //! ```
 //! All integers big-endian. `kind` is the seed's `type` (1 = Opus voice),
 //! `timestamp` counts 48 kHz samples, and the packets are all
@@ -15,9 +15,12 @@
 //! base64-encoded in a call channel's `/send`, so a client can change paths
 //! without re-encrypting. Type bytes 0x01–0x0f belong to the relay.
 //!
-//! Three kinds travel in this datagram: Opus voice ([`KIND_OPUS`]), a
-//! [`Report`] ([`KIND_REPORT`]) and a group sender key handed over to one
-//! peer ([`KeyHandover`], [`KIND_KEY`]).
+//! Four kinds travel in this datagram: Opus voice ([`KIND_OPUS`]), a
+//! [`Report`] ([`KIND_REPORT`]), a group sender key handed over to one
+//! peer ([`KeyHandover`], [`KIND_KEY`]), and Opus voice with copies of
+//! earlier frames ([`KIND_OPUS_COPIES`]), the only kind with `offsets`:
+//! one byte per copy (`nb_packets − 1` bytes), how many frames before the
+//! first packet's frame each copy is.
 
 use chacha20poly1305::Nonce;
 use chacha20poly1305::aead::{Aead, Payload};
@@ -42,20 +45,29 @@ pub const KIND_REPORT: u8 = 2;
 /// The seed's `type` for a group sender key handed over to one peer (one
 /// packet: a [`KeyHandover`]), sealed under the two-party key towards it.
 pub const KIND_KEY: u8 = 3;
+/// The seed's `type` for Opus voice with copies of earlier frames: the
+/// first packet is the frame at `timestamp`, the others copies of earlier
+/// frames, each as many frames back as its byte in
+/// [`VoiceFrame::offsets`] says (the sender picks them from the loss
+/// pattern the receiver reports).
+pub const KIND_OPUS_COPIES: u8 = 4;
 
 /// What one side tells another, twice a second, about the datagrams it got
-/// from it: 22 bytes, all big-endian.
+/// from it: 24 bytes, all big-endian.
 ///
 /// ```text
 /// rx_direct u16 | rx_relay u16 | rx_channel u16 | loss_permille u16 | jitter_ms u16
-/// | sent_ms u32 | echo_ms u32 | hold_ms u32
+/// | sent_ms u32 | echo_ms u32 | hold_ms u32 | burst_x10 u16
 /// ```
 /// `rx_*` count the authenticated datagrams (copies included) that came on
 /// each path since the last report; `loss_permille` and `jitter_ms` are
 /// measured on the stream; `sent_ms` is the sender's call clock when it
 /// sent this report (never 0), `echo_ms` the `sent_ms` of the last report it
 /// got from the other side (0: none yet) and `hold_ms` how long it held
-/// that one, so the other side can tell the round-trip time.
+/// that one, so the other side can tell the round-trip time; `burst_x10`
+/// is the mean length of the runs of lost frames measured on the stream
+/// lately, in tenths of a frame (0: no loss seen), so the other side can
+/// tell random loss (about 10) from bursts and place its copies.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Report {
     /// Datagrams received per path: direct, relay, call channel.
@@ -70,13 +82,16 @@ pub struct Report {
     pub echo_ms: u32,
     /// How long that report was held before this one went, ms.
     pub hold_ms: u32,
+    /// Mean length of the runs of lost frames lately, tenths of a frame
+    /// (0: none).
+    pub burst_x10: u16,
 }
 
 impl Report {
     /// The encoded length.
-    pub const LEN: usize = 22;
+    pub const LEN: usize = 24;
 
-    /// The 22 bytes.
+    /// The 24 bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(Self::LEN);
         for r in self.rx {
@@ -87,10 +102,11 @@ impl Report {
         b.extend(self.sent_ms.to_be_bytes());
         b.extend(self.echo_ms.to_be_bytes());
         b.extend(self.hold_ms.to_be_bytes());
+        b.extend(self.burst_x10.to_be_bytes());
         b
     }
 
-    /// Reads 22 bytes; anything else is `None`.
+    /// Reads 24 bytes; anything else is `None`.
     pub fn decode(b: &[u8]) -> Option<Report> {
         let b: &[u8; Self::LEN] = b.try_into().ok()?;
         let u16at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
@@ -102,6 +118,7 @@ impl Report {
             sent_ms: u32at(10),
             echo_ms: u32at(14),
             hold_ms: u32at(18),
+            burst_x10: u16at(22),
         })
     }
 }
@@ -162,6 +179,10 @@ pub struct VoiceFrame {
     pub timestamp: u32,
     /// The packets, all the same size.
     pub packets: Vec<Vec<u8>>,
+    /// [`KIND_OPUS_COPIES`] only (empty for every other kind): for each
+    /// packet after the first, how many frames before the first packet's
+    /// frame it is (1–255).
+    pub offsets: Vec<u8>,
 }
 
 /// A datagram that could not be made or opened.
@@ -200,18 +221,26 @@ pub fn seal(key: &SenderKey, frame: &VoiceFrame) -> Result<Vec<u8>, PacketError>
     }
     let nb = u8::try_from(frame.packets.len()).map_err(|_| PacketError::Layout("more than 255 packets"))?;
     let size16 = u16::try_from(size).map_err(|_| PacketError::Layout("packet too big"))?;
-    if HEADER_LEN + BODY_HEADER + size * frame.packets.len() + TAG_LEN > MAX_DATAGRAM {
+    if HEADER_LEN + BODY_HEADER + frame.offsets.len() + size * frame.packets.len() + TAG_LEN > MAX_DATAGRAM {
         return Err(PacketError::Layout("datagram too big"));
     }
     let mut header = [0u8; HEADER_LEN];
     header[0] = VOICE;
     header[1..5].copy_from_slice(&key.id.to_be_bytes());
     header[5..9].copy_from_slice(&frame.seq.to_be_bytes());
-    let mut body = Vec::with_capacity(BODY_HEADER + size * frame.packets.len());
+    let want_offsets = if frame.kind == KIND_OPUS_COPIES { frame.packets.len().saturating_sub(1) } else { 0 };
+    if frame.offsets.len() != want_offsets {
+        return Err(PacketError::Layout("one offset per copy, and only with copies"));
+    }
+    if frame.offsets.contains(&0) {
+        return Err(PacketError::Layout("a copy of the frame itself"));
+    }
+    let mut body = Vec::with_capacity(BODY_HEADER + want_offsets + size * frame.packets.len());
     body.push(frame.kind);
     body.extend_from_slice(&frame.timestamp.to_be_bytes());
     body.push(nb);
     body.extend_from_slice(&size16.to_be_bytes());
+    body.extend_from_slice(&frame.offsets);
     for p in &frame.packets {
         body.extend_from_slice(p);
     }
@@ -250,7 +279,13 @@ pub fn open(key: &SenderKey, datagram: &[u8]) -> Result<VoiceFrame, PacketError>
     let timestamp = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
     let nb = usize::from(body[5]);
     let size = usize::from(u16::from_be_bytes([body[6], body[7]]));
-    let rest = &body[BODY_HEADER..];
+    let n_offsets = if kind == KIND_OPUS_COPIES { nb.saturating_sub(1) } else { 0 };
+    let Some((offsets, rest)) = body[BODY_HEADER..].split_at_checked(n_offsets) else {
+        return Err(PacketError::Layout("body too short for its offsets"));
+    };
+    if offsets.contains(&0) {
+        return Err(PacketError::Layout("a copy of the frame itself"));
+    }
     if rest.len() != nb * size {
         return Err(PacketError::Layout("packet count and size do not match the body"));
     }
@@ -260,7 +295,7 @@ pub fn open(key: &SenderKey, datagram: &[u8]) -> Result<VoiceFrame, PacketError>
         return Err(PacketError::Layout("a size for no packets"));
     }
     let packets = if size == 0 { vec![Vec::new(); nb] } else { rest.chunks(size).map(<[u8]>::to_vec).collect() };
-    Ok(VoiceFrame { kind, seq, timestamp, packets })
+    Ok(VoiceFrame { kind, seq, timestamp, packets, offsets: offsets.to_vec() })
 }
 
 /// Refuses sequence numbers already seen, or older than the window
@@ -319,7 +354,13 @@ mod tests {
     }
 
     fn frame(seq: u32) -> VoiceFrame {
-        VoiceFrame { kind: KIND_OPUS, seq, timestamp: seq * 960, packets: vec![vec![seq as u8; 80], vec![7; 80]] }
+        VoiceFrame {
+            kind: KIND_OPUS,
+            seq,
+            timestamp: seq * 960,
+            packets: vec![vec![seq as u8; 80], vec![7; 80]],
+            offsets: Vec::new(),
+        }
     }
 
     #[test]
@@ -349,27 +390,66 @@ mod tests {
         let mut f = frame(1);
         f.packets[1].pop();
         assert!(matches!(seal(&key(), &f), Err(PacketError::Layout(_))));
-        let big = VoiceFrame { kind: 1, seq: 0, timestamp: 0, packets: vec![vec![0; 1200]] };
+        let big = VoiceFrame { kind: 1, seq: 0, timestamp: 0, packets: vec![vec![0; 1200]], offsets: Vec::new() };
         assert!(matches!(seal(&key(), &big), Err(PacketError::Layout(_))));
     }
 
     #[test]
+    fn copies_carry_their_offsets() {
+        let f = VoiceFrame {
+            kind: KIND_OPUS_COPIES,
+            seq: 9,
+            timestamp: 9 * 960,
+            packets: vec![vec![1; 80], vec![2; 80], vec![3; 80]],
+            offsets: vec![2, 5],
+        };
+        let d = seal(&key(), &f).unwrap();
+        assert_eq!(d.len(), HEADER_LEN + BODY_HEADER + 2 + 240 + TAG_LEN);
+        assert_eq!(open(&key(), &d).unwrap(), f);
+        // One offset per copy, none of 0, and only on this kind.
+        for (kind, offsets) in [(KIND_OPUS_COPIES, vec![2]), (KIND_OPUS_COPIES, vec![0, 5]), (KIND_OPUS, vec![2, 5])] {
+            let bad = VoiceFrame { kind, offsets, ..f.clone() };
+            assert!(matches!(seal(&key(), &bad), Err(PacketError::Layout(_))), "{bad:?}");
+        }
+        let alone = VoiceFrame { packets: vec![vec![1; 80]], offsets: vec![], ..f };
+        assert_eq!(open(&key(), &seal(&key(), &alone).unwrap()).unwrap(), alone);
+    }
+
+    #[test]
     fn constant_bitrate_means_constant_datagram_size() {
-        let a = seal(&key(), &VoiceFrame { kind: 1, seq: 0, timestamp: 0, packets: vec![vec![0; 120]] }).unwrap();
-        let b = seal(&key(), &VoiceFrame { kind: 1, seq: 1, timestamp: 960, packets: vec![vec![9; 120]] }).unwrap();
+        let a = seal(
+            &key(),
+            &VoiceFrame { kind: 1, seq: 0, timestamp: 0, packets: vec![vec![0; 120]], offsets: Vec::new() },
+        )
+        .unwrap();
+        let b = seal(
+            &key(),
+            &VoiceFrame { kind: 1, seq: 1, timestamp: 960, packets: vec![vec![9; 120]], offsets: Vec::new() },
+        )
+        .unwrap();
         assert_eq!(a.len(), b.len());
     }
 
     #[test]
     fn report_round_trip() {
-        let r = Report { rx: [1, 2, 3], loss_permille: 45, jitter_ms: 12, sent_ms: 1000, echo_ms: 900, hold_ms: 50 };
+        let r = Report {
+            rx: [1, 2, 3],
+            loss_permille: 45,
+            jitter_ms: 12,
+            sent_ms: 1000,
+            echo_ms: 900,
+            hold_ms: 50,
+            burst_x10: 27,
+        };
         let b = r.encode();
         assert_eq!(b.len(), Report::LEN);
         assert_eq!(&b[..6], &[0, 1, 0, 2, 0, 3]);
         assert_eq!(&b[10..14], &1000u32.to_be_bytes());
+        assert_eq!(&b[22..], &[0, 27]);
         assert_eq!(Report::decode(&b), Some(r));
         assert_eq!(Report::decode(&[0; 5]), None);
-        assert_eq!(Report::decode(&[0; 23]), None);
+        assert_eq!(Report::decode(&[0; 22]), None, "the layout before burst_x10");
+        assert_eq!(Report::decode(&[0; 25]), None);
     }
 
     #[test]
@@ -409,7 +489,7 @@ mod tests {
 
         #[test]
         fn prop_round_trip(seq in any::<u32>(), ts in any::<u32>(), nb in 0usize..4, size in 0usize..200, fill in any::<u8>()) {
-            let f = VoiceFrame { kind: KIND_OPUS, seq, timestamp: ts, packets: vec![vec![fill; size]; nb] };
+            let f = VoiceFrame { kind: KIND_OPUS, seq, timestamp: ts, packets: vec![vec![fill; size]; nb], offsets: Vec::new() };
             let d = seal(&key(), &f).unwrap();
             prop_assert_eq!(open(&key(), &d).unwrap(), f);
         }

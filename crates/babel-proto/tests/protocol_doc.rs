@@ -64,7 +64,7 @@ fn check_datagram(kind: &str, bytes: &[u8]) {
 /// opened as bob does.
 fn check_voice(name: &str, bytes: &[u8]) {
     use babel_proto::keys::CallKeys;
-    use babel_proto::voice::{KIND_KEY, KIND_OPUS, KIND_REPORT, KeyHandover, Report, open};
+    use babel_proto::voice::{KIND_KEY, KIND_OPUS, KIND_OPUS_COPIES, KIND_REPORT, KeyHandover, Report, open};
     let alice = CallKeys::from_secret([1; 32]);
     let bob = CallKeys::from_secret([2; 32]);
     let key = bob.pairwise(&alice.public_b64()).unwrap().their_sender_key();
@@ -83,8 +83,14 @@ fn check_voice(name: &str, bytes: &[u8]) {
                 sent_ms: 10_000,
                 echo_ms: 9_520,
                 hold_ms: 30,
+                burst_x10: 11,
             };
             assert_eq!(Report::decode(&f.packets[0]), Some(want));
+        }
+        "copies-alice-to-bob" => {
+            assert_eq!((f.kind, f.seq, f.timestamp), (KIND_OPUS_COPIES, 10, 9600));
+            assert_eq!(f.packets, vec![vec![0xab; 40], vec![0xcd; 40], vec![0xef; 40]]);
+            assert_eq!(f.offsets, [1, 2]);
         }
         "key-alice-to-bob" => {
             assert_eq!((f.kind, f.seq, f.timestamp, f.packets.len()), (KIND_KEY, 9, 0, 1));

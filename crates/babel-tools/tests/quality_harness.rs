@@ -24,7 +24,8 @@ async fn speech_through_a_lossy_jittery_network_scores_well() {
         media: MediaConfig { noise_suppression: false, tail: Duration::from_millis(500), ..MediaConfig::default() },
         naive: true,
         calls: true,
-        offsets: babel_media::engine::REDUNDANCY_OFFSETS.to_vec(),
+        offsets: Vec::new(),
+        ideal_no_fec: false,
         latency: false,
         out_dir: dir.path().to_owned(),
     };

@@ -25,7 +25,8 @@ fn a_simulated_lossy_call_is_scored_end_to_end() {
         latency: false,
         media: MediaConfig { noise_suppression: false, tail: Duration::from_millis(500), ..MediaConfig::default() },
         naive: false,
-        offsets: babel_media::call::REDUNDANCY_OFFSETS.to_vec(),
+        offsets: Vec::new(),
+        ideal_no_fec: false,
         out_dir: dir.path().to_owned(),
     };
     let r = sim::run(&python, &opts, 1, 2, &|s| eprintln!("{s}")).unwrap();

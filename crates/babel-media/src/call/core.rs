@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use babel_proto::relay as wire;
-use babel_proto::voice::{self as packet, KIND_KEY, KIND_OPUS, KIND_REPORT, KeyHandover, Report, VOICE, VoiceFrame};
+use babel_proto::voice::{
+    self as packet, KIND_KEY, KIND_OPUS, KIND_OPUS_COPIES, KIND_REPORT, KeyHandover, Report, VOICE, VoiceFrame,
+};
 use babel_proto::{SendData, UserId};
 use bytes::Bytes;
 
 use super::peer::Peer;
 use super::{
-    COPIES_LINGER, CallStats, Control, EndCause, MediaConfig, MediaError, PROBE_EVERY, Path, PeerSetup,
-    REDUNDANCY_OFFSETS, REPORT_EVERY, RelayInfo, expected_loss_pct,
+    COPIES_LINGER, CallStats, Control, EndCause, MAX_COPY_OFFSET, MediaConfig, MediaError, PROBE_EVERY, Path,
+    PeerSetup, REPORT_EVERY, RelayInfo, expected_loss_pct,
 };
 use crate::audio::level_db;
 use crate::codec::VoiceEncoder;
@@ -85,6 +87,9 @@ pub struct CallCore {
     /// My last frames' packets, newest last, for the copies sent under loss.
     history: VecDeque<Vec<u8>>,
     redundant: bool,
+    /// Where the copies go while `redundant` (frames back), from the loss
+    /// pattern the peers report ([`super::pattern::copy_offsets`]).
+    copy_offsets: Vec<u8>,
     /// When a report last showed loss: copies stay on for a while after, as
     /// bursty loss has clean seconds between its bursts.
     last_lossy: Option<Instant>,
@@ -178,6 +183,7 @@ impl CallCore {
             media_index: 0,
             history: VecDeque::new(),
             redundant: false,
+            copy_offsets: Vec::new(),
             last_lossy: None,
             input_ended: None,
             relay_bound: false,
@@ -391,28 +397,32 @@ impl CallCore {
         let opus = self.enc.encode(pcm)?;
         let group = self.peers.len() > 1;
         let mut packets = vec![opus.clone()];
+        let mut offsets = Vec::new();
         if self.redundant {
-            for off in REDUNDANCY_OFFSETS {
+            for &off in &self.copy_offsets {
                 // Same size only (a bitrate change makes older ones differ).
-                let Some(copy) = self.history.len().checked_sub(off as usize).and_then(|i| self.history.get(i)) else {
+                let Some(copy) = self.history.len().checked_sub(usize::from(off)).and_then(|i| self.history.get(i))
+                else {
                     break;
                 };
                 if copy.len() != opus.len() {
                     break;
                 }
                 packets.push(copy.clone());
+                offsets.push(off);
             }
         }
         self.history.push_back(opus);
-        while self.history.len() > REDUNDANCY_OFFSETS.iter().copied().max().unwrap_or(0) as usize {
+        while self.history.len() > usize::from(MAX_COPY_OFFSET) {
             self.history.pop_front();
         }
         let frame_len = self.cfg.frame.samples();
         let frame = VoiceFrame {
-            kind: KIND_OPUS,
+            kind: if offsets.is_empty() { KIND_OPUS } else { KIND_OPUS_COPIES },
             seq: self.seq,
             timestamp: self.media_index.wrapping_mul(frame_len as u32),
             packets,
+            offsets,
         };
         self.seq = self.seq.wrapping_add(1);
         self.media_index = self.media_index.wrapping_add(1);
@@ -451,6 +461,7 @@ impl CallCore {
                     sent_ms,
                     echo_ms,
                     hold_ms,
+                    burst_x10: p.burst_x10(),
                 };
                 p.counts = [0; 3];
                 frames.push((KIND_REPORT, rep.encode()));
@@ -462,7 +473,7 @@ impl CallCore {
                 frames.push((KIND_KEY, KeyHandover::of(&self.group_key).encode()));
             }
             for (kind, body) in frames {
-                let f = VoiceFrame { kind, seq: self.seq, timestamp: 0, packets: vec![body] };
+                let f = VoiceFrame { kind, seq: self.seq, timestamp: 0, packets: vec![body], offsets: Vec::new() };
                 self.seq = self.seq.wrapping_add(1);
                 match packet::seal(&p.pair_send, &f) {
                     Ok(d) => control_frames.push((i, d)),
@@ -543,6 +554,19 @@ impl CallCore {
         }
         let lossy = self.last_lossy.is_some_and(|t| now.saturating_duration_since(t) < COPIES_LINGER);
         self.redundant = self.cfg.redundancy && lossy && (!self.cfg.adapt_bitrate || self.rate.copies_allowed());
+        // The copies follow the worst peer's loss pattern, from the report
+        // that turned them on (placing them only at my next report left
+        // the first lossy half second without any); while they linger
+        // after the loss stopped, they keep the last placement.
+        let worst = self
+            .peers
+            .iter()
+            .filter_map(|p| p.report.as_ref().map(|(_, r)| r))
+            .max_by_key(|r| (r.loss_permille, r.burst_x10));
+        if let Some(r) = worst.filter(|r| r.loss_permille >= 10) {
+            self.copy_offsets = super::pattern::copy_offsets(r.loss_permille, r.burst_x10);
+        }
+        self.stats.copy_offsets = if self.redundant { self.copy_offsets.clone() } else { Vec::new() };
         if self.cfg.fec {
             // Protect against a little more than the worst loss reported.
             self.enc.set_expected_loss(expected_loss_pct(worst_loss))?;

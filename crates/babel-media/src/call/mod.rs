@@ -23,8 +23,10 @@
 //! path the better ones are probed four times a second with real voice, and
 //! the call moves back as soon as they are confirmed again. The loss the
 //! peers report sets the encoder's FEC and, from 1 % (until 10 s after the
-//! last such report), adds copies of earlier frames to each voice datagram
-//! ([`REDUNDANCY_OFFSETS`]), which the receiver's jitter buffer waits for.
+//! last such report), adds copies of earlier frames to each voice datagram,
+//! as far back as the loss pattern the peer reports needs (short offsets for
+//! random loss, longer ones for bursts: [`pattern::copy_offsets`]); the
+//! receiver's jitter buffer waits as long as the farthest copy it gets.
 //! A relay-only call never sends directly, so the others never see this
 //! side's address: relay and call channel only. The relay client BINDs,
 //! answers the relay's challenge with a CONFIRM carrying its cookie, and
@@ -52,6 +54,7 @@ use crate::codec::{DEFAULT_BITRATE, FrameMs};
 use crate::keys::KeyError;
 
 mod core;
+pub mod pattern;
 mod peer;
 
 pub use self::core::{CallCore, CoreSetup, Transmit};
@@ -60,9 +63,10 @@ pub use babel_proto::voice::{KIND_KEY, KIND_REPORT};
 
 /// How often a report goes out (and so how fast a broken path is noticed).
 pub const REPORT_EVERY: Duration = Duration::from_millis(500);
-/// Where copies of a frame ride under loss: in the datagrams of the frames
-/// this many frames later (so a burst shorter than that loses nothing).
-pub const REDUNDANCY_OFFSETS: [u32; 2] = [3, 6];
+/// The farthest back a copy of a frame may ride (frames): the sender keeps
+/// this many of its last packets. Where copies go within that follows the
+/// loss pattern the receiver reports ([`pattern::copy_offsets`]).
+pub const MAX_COPY_OFFSET: u8 = 8;
 /// How long copies keep going after the last report of loss (1 % or more).
 const COPIES_LINGER: Duration = Duration::from_secs(10);
 /// How often a better path is probed.
@@ -106,7 +110,7 @@ pub struct MediaConfig {
     /// In-band FEC.
     pub fec: bool,
     /// While the peer reports loss, send copies of earlier frames in each
-    /// voice datagram ([`REDUNDANCY_OFFSETS`]).
+    /// voice datagram ([`pattern::copy_offsets`]).
     pub redundancy: bool,
     /// Adaptive jitter buffer (off: the naive receiver, kept for
     /// comparisons: a fixed one-frame buffer that plays what is there at
@@ -216,6 +220,9 @@ pub struct CallStats {
     pub from_copies: u64,
     /// Voice frames sent.
     pub sent: u64,
+    /// Where my copies of earlier frames go now, frames back (empty: no
+    /// copies), from the loss pattern the peers report.
+    pub copy_offsets: Vec<u8>,
     /// Frames that could not be sealed, so never went out (voice, reports,
     /// key hand-overs): 0 unless something is wrong with this side.
     pub seal_failures: u64,

@@ -6,9 +6,12 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use babel_proto::UserId;
-use babel_proto::voice::{KIND_KEY, KIND_OPUS, KIND_REPORT, KeyHandover, ReplayWindow, Report, VoiceFrame};
+use babel_proto::voice::{
+    KIND_KEY, KIND_OPUS, KIND_OPUS_COPIES, KIND_REPORT, KeyHandover, ReplayWindow, Report, VoiceFrame,
+};
 
-use super::{MediaError, Path, PeerSetup, PeerStats, REDUNDANCY_OFFSETS, REPORT_EVERY};
+use super::pattern::LossPattern;
+use super::{MediaError, Path, PeerSetup, PeerStats, REPORT_EVERY};
 use crate::audio::level_db;
 use crate::codec::{FrameMs, VoiceDecoder};
 use crate::jitter::{JitterBuffer, JitterConfig, Playout};
@@ -39,10 +42,12 @@ pub(super) struct Peer {
     /// Authenticated datagrams from them per path since my last report
     /// (copies included: they show the path works).
     pub(super) counts: [u16; 3],
-    /// Frames expected and received at my last report, and the loss since
-    /// (smoothed): what my reports tell them.
+    /// Frames settled and lost at my last report ([`LossPattern::counts`]),
+    /// and the loss since (smoothed): what my reports tell them.
     loss_mark: (u64, u64),
     recent_loss_pct: f32,
+    /// The runs of lost frames in their stream (reported as `burst_x10`).
+    pattern: LossPattern,
     /// When my group key last went to them.
     pub(super) key_sent: Option<Instant>,
     pub(super) path: Option<Path>,
@@ -77,6 +82,7 @@ impl Peer {
             counts: [0; 3],
             loss_mark: (0, 0),
             recent_loss_pct: 0.0,
+            pattern: LossPattern::default(),
             key_sent: None,
             path: None,
             level_db: -100.0,
@@ -111,7 +117,7 @@ impl Peer {
             return; // a copy that came another way
         }
         match frame.kind {
-            KIND_OPUS => {
+            KIND_OPUS | KIND_OPUS_COPIES => {
                 let mut packets = frame.packets.into_iter();
                 let Some(p) = packets.next() else { return };
                 // Sequence numbers also count reports and keys; the jitter
@@ -119,19 +125,27 @@ impl Peer {
                 let index = frame.timestamp / fms.samples() as u32;
                 self.expected_base.get_or_insert(index);
                 self.highest = Some(self.highest.map_or(index, |h| h.max(index)));
+                self.pattern.arrived(index);
                 let media_ms = u64::from(frame.timestamp) / 48;
                 self.jitter.push(index, media_ms, p, call_ms);
-                // Copies of earlier frames, when the sender adds them.
+                // Copies of earlier frames, when the sender adds them, each
+                // as many frames back as its offset says.
                 let mut reach = 0;
-                for (copy, off) in packets.zip(REDUNDANCY_OFFSETS) {
-                    if let Some(i) = index.checked_sub(off) {
+                for (copy, off) in packets.zip(frame.offsets) {
+                    if let Some(i) = index.checked_sub(u32::from(off)) {
                         self.jitter.push_copy(i, copy);
                     }
-                    reach = off;
+                    reach = reach.max(usize::from(off));
                 }
-                // Hold back what repairs a loss: the copies' reach, or (with
-                // loss but no copies) the next packet and its FEC.
-                let extra = if reach > 0 { reach as usize } else { usize::from(self.rx_loss_pct() >= 1.0) };
+                // Hold back what repairs a loss: the farthest copy the sender
+                // puts in now (so the depth follows its placement, and drops
+                // back when the copies stop), or, with recent loss but no
+                // copies, the next packet and its FEC. Before my first
+                // report there is no recent loss yet: a frame lost already
+                // counts (else the first half second's losses are concealed
+                // when FEC could rebuild them).
+                let lossy = self.recent_loss_pct >= 1.0 || (self.loss_mark == (0, 0) && self.pattern.counts().1 > 0);
+                let extra = if reach > 0 { reach } else { usize::from(lossy) };
                 self.jitter.set_extra_frames(extra);
             }
             KIND_REPORT => {
@@ -185,16 +199,23 @@ impl Peer {
     /// smoothed over about two intervals, %: what the reports carry, so the
     /// sender's FEC and bitrate follow the path as it is now.
     pub(super) fn take_recent_loss_pct(&mut self) -> f32 {
-        let (expected, got) = (self.expected(), self.jitter.stats().arrived());
-        let (e0, g0) = self.loss_mark;
-        let de = expected.saturating_sub(e0);
-        if de > 0 {
-            let lost = de.saturating_sub(got.saturating_sub(g0));
-            let interval = 100.0 * lost as f32 / de as f32;
+        // Counted on settled frames (those a frame 4 newer has passed), so
+        // that packets reordered across the report's edge are not lost.
+        let (frames, lost) = self.pattern.counts();
+        let (f0, l0) = self.loss_mark;
+        let df = frames.saturating_sub(f0);
+        if df > 0 {
+            let interval = 100.0 * lost.saturating_sub(l0) as f32 / df as f32;
             self.recent_loss_pct = 0.5 * self.recent_loss_pct + 0.5 * interval;
-            self.loss_mark = (expected, got);
+            self.loss_mark = (frames, lost);
         }
         self.recent_loss_pct
+    }
+
+    /// The mean run of lost frames in their stream lately, as my reports
+    /// carry it (tenths of a frame, 0: none).
+    pub(super) fn burst_x10(&self) -> u16 {
+        self.pattern.burst_x10()
     }
 
     /// Decodes their next frame for playback. A packet the decoder refuses

@@ -50,10 +50,14 @@ struct Args {
     codec_only: bool,
     /// Where the ideal receiver of the codec-with-loss reference finds
     /// copies of a lost frame, in frames later, e.g. `2,4` (default: where
-    /// the engine puts them). With `--codec-only`, a quick way to compare
+    /// the engine puts them for each condition's loss pattern). With `--codec-only`, a quick way to compare
     /// redundancy schemes.
     #[arg(long, value_delimiter = ',')]
     ideal_offsets: Option<Vec<u32>>,
+    /// The ideal receiver uses no in-band FEC (copies, else concealment):
+    /// to see what FEC adds to the copies.
+    #[arg(long)]
+    ideal_no_fec: bool,
     /// Turn the engine's copies of earlier frames off (FEC only): to see
     /// what they gain.
     #[arg(long)]
@@ -322,7 +326,8 @@ async fn main() -> anyhow::Result<()> {
         },
         naive: !a.no_naive,
         calls: !a.codec_only,
-        offsets: a.ideal_offsets.clone().unwrap_or_else(|| babel_media::engine::REDUNDANCY_OFFSETS.to_vec()),
+        offsets: a.ideal_offsets.clone().unwrap_or_default(),
+        ideal_no_fec: a.ideal_no_fec,
         latency: !a.no_latency && !a.quick && !a.codec_only,
         out_dir: a.out.clone(),
     };

@@ -76,6 +76,23 @@ impl Network {
         }
     }
 
+    /// Where the engine puts its copies on this network once the far end
+    /// has measured it (the loss, and runs of 1.1 frames for random loss or
+    /// [`BURST_LEN`] for bursty), frames back.
+    pub fn engine_offsets(&self) -> Vec<u32> {
+        let burst_x10 = if self.bursty { (BURST_LEN * 10.0) as u16 } else { 11 };
+        babel_media::call::pattern::copy_offsets((self.loss_pct * 10.0) as u16, burst_x10)
+            .into_iter()
+            .map(u32::from)
+            .collect()
+    }
+
+    /// The copies' offsets of the ideal receiver: `given`, or else the
+    /// engine's for this network.
+    pub fn ideal_offsets(&self, given: &[u32]) -> Vec<u32> {
+        if given.is_empty() { self.engine_offsets() } else { given.to_vec() }
+    }
+
     /// How it reads in the table.
     pub fn label(&self) -> String {
         if self.loss_pct == 0.0 && self.jitter_ms == 0 {
@@ -125,7 +142,12 @@ pub struct Options {
     pub calls: bool,
     /// Where the ideal receiver finds copies of a frame (frames later),
     /// as the engine sends them under loss.
+    /// (Empty: where the engine puts them for each condition, see
+    /// [`Network::engine_offsets`].)
     pub offsets: Vec<u32>,
+    /// The ideal receiver uses no in-band FEC (copies or concealment only),
+    /// whatever `media.fec` says: to see what FEC adds to the copies.
+    pub ideal_no_fec: bool,
     /// Also measure latency (20 and 10 ms frames).
     pub latency: bool,
     /// Where WAV files go.
@@ -339,6 +361,28 @@ pub fn codec_only(
     loss: Option<(Impairment, u64)>,
     offsets: &[u32],
 ) -> anyhow::Result<(Vec<f32>, u64)> {
+    let (pcm, r) = ideal_receiver(speech, media, loss, offsets)?;
+    Ok((pcm, r.fec + r.concealed))
+}
+
+/// How [`ideal_receiver`] played the lost frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdealRepairs {
+    /// Lost frames played from a full copy in a later datagram.
+    pub copies: u64,
+    /// Lost frames rebuilt from the next packet's in-band FEC.
+    pub fec: u64,
+    /// Lost frames concealed.
+    pub concealed: u64,
+}
+
+/// [`codec_only`], answering how each lost frame was played.
+pub fn ideal_receiver(
+    speech: &[f32],
+    media: &MediaConfig,
+    loss: Option<(Impairment, u64)>,
+    offsets: &[u32],
+) -> anyhow::Result<(Vec<f32>, IdealRepairs)> {
     let n = media.frame.samples();
     let mut enc = VoiceEncoder::new(media.bitrate, media.frame)?;
     enc.set_fec(media.fec)?;
@@ -368,20 +412,21 @@ pub fn codec_only(
     let have = |k: usize| got[k] || offsets.iter().any(|&o| got.get(k + o as usize) == Some(&true));
     let mut dec = VoiceDecoder::new(media.frame)?;
     let mut out = Vec::with_capacity(speech.len() + n);
-    let mut missing = 0;
+    let mut r = IdealRepairs::default();
     for k in 0..packets.len() {
         let pcm = if have(k) {
+            r.copies += u64::from(!got[k]);
             dec.decode(&packets[k])?
         } else if media.fec && got.get(k + 1) == Some(&true) {
-            missing += 1;
+            r.fec += 1;
             dec.decode_fec(&packets[k + 1])?
         } else {
-            missing += 1;
+            r.concealed += 1;
             dec.conceal()?
         };
         out.extend(pcm);
     }
-    Ok((out, missing))
+    Ok((out, r))
 }
 
 /// What a call's recording needs before scoring: 16 kHz, aligned to the
@@ -418,7 +463,9 @@ pub async fn run(opts: &Options, mut progress: impl FnMut(&str)) -> anyhow::Resu
             let tag =
                 format!("{}-{}{}-j{}-s{seed}", ri, if net.bursty { "b" } else { "r" }, net.loss_pct, net.jitter_ms);
             if net.loss_pct > 0.0 {
-                let (pcm, lost) = codec_only(&opts.speech, &opts.media, Some((imp, seed)), &opts.offsets)?;
+                let ideal_media = MediaConfig { fec: opts.media.fec && !opts.ideal_no_fec, ..opts.media.clone() };
+                let offsets = net.ideal_offsets(&opts.offsets);
+                let (pcm, lost) = codec_only(&opts.speech, &ideal_media, Some((imp, seed)), &offsets)?;
                 let (d16, delay) = prepare(&ref16, &pcm)?;
                 let p = opts.out_dir.join(format!("codec-loss-{tag}.wav"));
                 write_wav16(&p, &d16)?;

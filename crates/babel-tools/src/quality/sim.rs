@@ -31,6 +31,8 @@ use babel_netem::{Impairment, LinkCounters, Rng};
 use serde::{Deserialize, Serialize};
 
 use super::{Network, Report, Row, Scored, codec_only, pesq_scores, prepare, write_wav16};
+// (`codec_only` makes the codec-alone reference; the ideal receiver's
+// repairs come from `super::ideal_receiver`.)
 
 /// What one simulated call gave.
 #[derive(Debug)]
@@ -144,7 +146,14 @@ pub fn run(
     for (ri, net) in opts.networks.iter().enumerate() {
         for seed in 1..=u64::from(seeds) {
             if net.loss_pct > 0.0 {
-                let (pcm, lost) = codec_only(&opts.speech, &opts.media, Some((net.impairment(), seed)), &opts.offsets)?;
+                let ideal_media = MediaConfig { fec: opts.media.fec && !opts.ideal_no_fec, ..opts.media.clone() };
+                let (pcm, repairs) = super::ideal_receiver(
+                    &opts.speech,
+                    &ideal_media,
+                    Some((net.impairment(), seed)),
+                    &net.ideal_offsets(&opts.offsets),
+                )?;
+                let lost = repairs.fec + repairs.concealed;
                 let (d16, delay) = prepare(&ref16, &pcm)?;
                 let p = opts.out_dir.join(format!("sim-codec-loss-{ri}-s{seed}.wav"));
                 write_wav16(&p, &d16)?;
@@ -154,9 +163,9 @@ pub fn run(
                     seed,
                     mos: 0.0,
                     applied_loss_pct: 100.0 * lost as f64 / frames,
-                    fec_recovered: 0,
-                    from_copies: 0,
-                    concealed: 0,
+                    fec_recovered: repairs.fec,
+                    from_copies: repairs.copies,
+                    concealed: repairs.concealed,
                     delay_ms: delay,
                 });
             }
@@ -377,7 +386,10 @@ fn table_head(voice: bool) -> String {
 
 /// One row of the simulated table.
 fn table_row(voice: Option<&str>, rep: &Report, row: &super::Row) -> String {
-    let n = row.babel.len().max(1);
+    // Without calls (`--codec-only`), the repairs column is the ideal
+    // receiver's.
+    let calls = if row.babel.is_empty() { &row.codec_loss } else { &row.babel };
+    let n = calls.len().max(1);
     let ratings: Vec<super::emodel::Rating> = row.babel.iter().map(|c| super::emodel::of_call(rep, row, c)).collect();
     let ci = |x: Vec<f64>, digits: usize| match mean_ci(&x) {
         Some((m, h)) if h.is_finite() => format!("{m:.digits$} ± {h:.digits$}"),
@@ -386,10 +398,10 @@ fn table_row(voice: Option<&str>, rep: &Report, row: &super::Row) -> String {
     };
     let r_wb = ci(ratings.iter().map(|r| r.r_wb).collect(), 1);
     let mos_cq = ci(ratings.iter().map(|r| r.mos_cq).collect(), 2);
-    let loss = row.babel.iter().map(|x| x.applied_loss_pct).sum::<f64>() / n as f64;
-    let avg = |f: fn(&Scored) -> u64| row.babel.iter().map(f).sum::<u64>() / n as u64;
+    let loss = calls.iter().map(|x| x.applied_loss_pct).sum::<f64>() / n as f64;
+    let avg = |f: fn(&Scored) -> u64| calls.iter().map(f).sum::<u64>() as f64 / n as f64;
     format!(
-        "{}| {} | {} | **{}** | {} | {r_wb} | {mos_cq} | {} | {loss:.1} % | {} / {} / {} |\n",
+        "{}| {} | {} | **{}** | {} | {r_wb} | {mos_cq} | {} | {loss:.1} % | {:.1} / {:.1} / {:.1} |\n",
         voice.map_or(String::new(), |v| format!("| {v} ")),
         row.label,
         cell(&row.codec_loss),
