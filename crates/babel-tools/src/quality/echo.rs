@@ -435,6 +435,10 @@ fn set_field(c: &mut Aec3Config, field: &str, value: &str) -> anyhow::Result<()>
                 (&mut s.normal_tuning, rest)
             } else if let Some(rest) = other.strip_prefix("suppressor.nearend_tuning.") {
                 (&mut s.nearend_tuning, rest)
+            } else if let Some(rest) = other.strip_prefix("settle.normal_tuning.") {
+                (&mut c.settle.normal_tuning, rest)
+            } else if let Some(rest) = other.strip_prefix("settle.nearend_tuning.") {
+                (&mut c.settle.nearend_tuning, rest)
             } else {
                 anyhow::bail!("`{field}`: not a field this harness can set")
             };
@@ -578,6 +582,13 @@ mod tests {
         assert_eq!(v.aec3.erle.max_l, 100.0);
         assert_eq!(v.aec3.suppressor.nearend_tuning.mask_lf.enr_suppress, 4.0);
         assert_eq!(v.aec3.erle.max_h, webrtc_aec3().erle.max_h);
+        let v = candidate(&all, "doubletalk+settle.erle_db=20+settle.nearend_tuning.mask_hf.enr_suppress=9").unwrap();
+        assert_eq!(v.aec3.settle.erle_db, 20.0);
+        assert_eq!(v.aec3.settle.nearend_tuning.mask_hf.enr_suppress, 9.0);
+        assert_eq!(
+            v.aec3.suppressor.nearend_tuning.mask_hf.enr_suppress,
+            webrtc_aec3().suppressor.nearend_tuning.mask_hf.enr_suppress
+        );
         for bad in ["nonesuch", "webrtc+erle.max_l", "webrtc+erle.max_l=x", "webrtc+no.such=1"] {
             assert!(candidate(&all, bad).is_err(), "{bad}");
         }
