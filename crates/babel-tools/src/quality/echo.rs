@@ -345,7 +345,7 @@ pub fn candidates() -> Vec<Candidate> {
         },
         Candidate {
             name: "doubletalk",
-            what: "WebRTC's until the refined filter alone removes 25 dB, then doubletalk-from-start's filter and suppressor, the near-end state entered sooner (ENR 1, 4 bands) and its masks at 6x",
+            what: "WebRTC's until the refined filter alone removes 25 dB, then doubletalk-from-start's filter and suppressor, the near-end state entered sooner (ENR 1, 4 bands) and its masks at 6x; WebRTC's fixed reverberation decay",
             aec3: double_talk_aec3(),
         },
         Candidate { name: "shipped", what: "the engine's: doubletalk", aec3: shipped_aec3() },
