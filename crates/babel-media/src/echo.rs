@@ -99,9 +99,12 @@ pub fn double_talk_from_start_aec3() -> Aec3Config {
 /// near end (PESQ-WB 1.13 in the simulated room). The double-talk settings
 /// ([`double_talk_from_start_aec3`]) keep the near end but converge slowly
 /// or not at all on a poorly exciting far end. So WebRTC's run until the
-/// refined filter alone removes 25 dB of the echo (measured over half a
-/// second of far-end activity, for a second), and the double-talk ones
-/// from then on, until the echo path changes (AEC3 finds a new delay).
+/// refined filter alone removes 25 dB of the echo (averaged over 0.2 s of
+/// far-end activity, for 0.5 s of it), and the double-talk ones from then
+/// on, until the echo path changes (AEC3 finds a new delay) or the refined
+/// filter loses the echo (the coarse filter cancels 6 dB more for about
+/// 100 ms of far-end activity; then the next switch needs four times as
+/// long a proof).
 pub fn double_talk_aec3() -> Aec3Config {
     let mut c = webrtc_aec3();
     c.settle = settled_settings(&c);
