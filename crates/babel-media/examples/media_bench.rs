@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use babel_media::audio::{AudioInput, AudioOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs, VoiceDecoder, VoiceEncoder};
-use babel_media::echo::{Aec3Config, EchoLevel, double_talk_aec3, shipped_aec3};
+use babel_media::echo::{Aec3Config, EchoLevel, shipped_aec3, webrtc_aec3};
 use babel_media::engine::{CallSetup, MediaConfig, PeerSetup, spawn_call};
 use babel_media::jitter::{JitterBuffer, JitterConfig, Playout};
 use babel_media::keys::CallKeys;
@@ -218,7 +218,7 @@ async fn main() {
     let audio = speechlike((48_000.0 * secs) as usize);
     for (label, ns, echo) in [
         ("full pipeline (echo cancellation, gain control, noise suppression)", true, Some(shipped_aec3())),
-        ("the same with the double-talk AEC3 configuration", true, Some(double_talk_aec3())),
+        ("the same with WebRTC's AEC3 configuration (shipped before)", true, Some(webrtc_aec3())),
         ("without echo cancellation and gain control", true, None),
         ("baseline: none of the three", false, None),
     ] {
