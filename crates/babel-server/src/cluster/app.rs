@@ -198,11 +198,14 @@ impl App {
     }
 
     /// Forgets the nodes not heard from, and fences or unfences this one.
-    async fn check_cluster(&self, bus: &Bus) {
+    async fn check_cluster(self: &Arc<Self>, bus: &Bus) {
         let dead_after = Duration::from_millis(bus.cfg.dead_after_ms);
         let dead = lock(&bus.peers).expire(Instant::now(), dead_after);
         for (node, users) in dead {
             tracing::warn!(%node, users = users.len(), "a node stopped answering; its users are offline");
+            if !bus.fenced() {
+                self.adopt_calls_of(node.clone());
+            }
             for user in users {
                 self.refresh_status(user).await;
             }

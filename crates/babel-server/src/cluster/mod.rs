@@ -19,6 +19,8 @@
 //!   a callee, see `cluster/calls.rs`).
 //! - `<name>.call.<id>.home`: requests about one call, answered by the
 //!   call's home node (`/answer`, `/hangup` sent to another node).
+//! - the JetStream key-value bucket `<name>_calls`: each call's state,
+//!   so that another node adopts it when its home dies (`cluster/adopt.rs`).
 //!
 //! A node trusts its caches only while its NATS connection is up and has
 //! answered a flush within two heartbeats; otherwise it reads the database
@@ -28,9 +30,11 @@
 //! heartbeat, and its users offline. [`Peers`] is the pure bookkeeping of
 //! that; [`Bus`] the connection; `App`'s side is in `cluster/app.rs`.
 
+mod adopt;
 mod app;
 mod calls;
 
+pub use adopt::{RANK_STEP, bucket_name, ranked};
 pub(crate) use calls::CallRequest;
 pub use calls::call_subject;
 
@@ -405,6 +409,8 @@ pub struct Bus {
     /// The calls homed here that answer on their subject.
     homed: Mutex<HashMap<CallId, CancellationToken>>,
     requests: mpsc::UnboundedSender<(CallId, async_nats::Message)>,
+    /// The calls' state in JetStream, for adoption (`cluster/adopt.rs`).
+    calls_kv: adopt::CallStore,
 }
 
 impl std::fmt::Debug for Bus {
@@ -445,6 +451,7 @@ impl Bus {
         getrandom::fill(&mut inc).map_err(|e| fail(e.to_string()))?;
         let (out, rx) = mpsc::channel(BACKLOG);
         tracing::info!(url = %describe_url(url), node, cluster = %prefix, "joined the cluster");
+        let calls_kv = adopt::CallStore::new(client.clone(), &prefix);
         Ok(Arc::new(Bus {
             client,
             prefix,
@@ -462,6 +469,7 @@ impl Bus {
             parts: Mutex::new(Some(Parts { inbox, out: rx, events, node: node_inbox, requests: requests_rx })),
             homed: Mutex::default(),
             requests,
+            calls_kv,
         }))
     }
 
