@@ -262,8 +262,9 @@ impl App {
         }
     }
 
-    /// Takes over a call whose home died (with `from`: only if the stored
-    /// home is still that node). A compare-and-set on the entry's revision
+    /// Takes over a call whose home died: with `from`, only if the stored
+    /// home is still that node (one known dead); without, only if the
+    /// stored home is not a live node. A compare-and-set on the entry's revision
     /// makes this node its home, so of several nodes trying at once exactly
     /// one succeeds; that one rebuilds the call, answers on its subject,
     /// grants every member a leg on its own relay and tells each by
@@ -272,7 +273,11 @@ impl App {
         let Some(bus) = &self.bus else { return false };
         let Some(kv) = bus.calls_kv.store(false).await else { return false };
         let Some((mut stored, revision)) = bus.calls_kv.read(&kv, id).await else { return false };
-        if stored.home == bus.node() || from.is_some_and(|f| stored.home != f) || self.calls.contains(id) {
+        let home_ok = match from {
+            Some(dead) => stored.home == dead,
+            None => !bus.peers().contains(&stored.home),
+        };
+        if stored.home == bus.node() || !home_ok || self.calls.contains(id) {
             return false;
         }
         let old_home = std::mem::replace(&mut stored.home, bus.node().to_owned());
