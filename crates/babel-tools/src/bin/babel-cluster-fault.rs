@@ -93,6 +93,10 @@ struct Seen {
     moved: bool,
     /// Its event stream reconnected (after the kill), this long after.
     back: Option<Duration>,
+    /// The same-run baseline: the longest silences before the kill (from
+    /// one second in), direct and relayed.
+    direct_gap_before: Duration,
+    relay_gap_before: Duration,
 }
 
 struct Side {
@@ -205,6 +209,10 @@ async fn run_side(
             (None, Some(k)) => now.saturating_duration_since(k),
         }
     };
+    let settled = Instant::now() + Duration::from_secs(1);
+    let before = |last: Option<Instant>, now: Instant| -> Duration {
+        last.filter(|l| *l >= settled).map_or(Duration::ZERO, |l| now.saturating_duration_since(l))
+    };
     let mut buf = [0u8; 2048];
     let mut events_done = false;
     loop {
@@ -232,11 +240,17 @@ async fn run_side(
                 let k = *kill.borrow();
                 let bytes = &buf[..n];
                 if from == peer && bytes.first() == Some(&b'V') {
+                    if k.is_none() {
+                        seen.direct_gap_before = seen.direct_gap_before.max(before(last_direct, now));
+                    }
                     seen.direct_gap = seen.direct_gap.max(gap(last_direct, now, k));
                     last_direct = Some(now);
                 } else if from == relay.0 {
                     if let Some((_, payload)) = wire::decode_relayed(bytes) {
                         if payload.first() == Some(&b'R') {
+                            if k.is_none() {
+                                seen.relay_gap_before = seen.relay_gap_before.max(before(last_relay, now));
+                            }
                             seen.relay_gap = seen.relay_gap.max(gap(last_relay, now, k));
                             last_relay = Some(now);
                             seen.relay_after |= k.is_some();
@@ -375,16 +389,34 @@ async fn main() -> anyhow::Result<()> {
         let tb = tokio::spawn(run_side(b, r.call, pa, args.pps, kill_rx.clone(), stop.clone()));
         calls.push((r.home, r.users, ta, tb, r._placer));
     }
+    // How late this program's own timers run: a stall here would show as
+    // lost voice that the cluster did not cause.
+    let stall = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut worst, step) = (Duration::ZERO, Duration::from_millis(50));
+            while !stop.is_cancelled() {
+                let t = Instant::now();
+                tokio::time::sleep(step).await;
+                worst = worst.max(t.elapsed().saturating_sub(step));
+            }
+            worst
+        })
+    };
     tokio::time::sleep(Duration::from_secs(args.before)).await;
     kill_tx.send_replace(Some(Instant::now()));
-    drop(nodes[DEAD].take());
+    let dead = nodes[DEAD].take();
+    tokio::task::spawn_blocking(move || drop(dead)).await?;
     eprintln!("node n{DEAD} killed");
     tokio::time::sleep(Duration::from_secs(args.after)).await;
     stop.cancel();
 
+    let stall = stall.await?;
+    let mut all_seen: Vec<Seen> = Vec::new();
     let (mut adopted, mut dead_user) = (Vec::new(), Vec::new());
     for (home, users, ta, tb, placer) in calls {
         let seen = [ta.await?, tb.await?];
+        all_seen.extend(seen.iter().cloned());
         drop(placer);
         if home == DEAD {
             adopted.push(seen);
@@ -399,6 +431,7 @@ async fn main() -> anyhow::Result<()> {
         "calls": adopted.len(),
         "ended": count(&adopted, &|s| s.ended),
         "direct_voice_lost_over_1s": count(&adopted, &|s| s.direct_gap > long),
+        "direct_gap_max_ms": adopted.iter().flatten().map(|s| s.direct_gap).max().unwrap_or_default().as_secs_f64() * 1e3,
         "moved_both_sides": adopted.iter().filter(|s| s[0].moved && s[1].moved).count(),
         "relay_voice_resumed": adopted.iter().filter(|s| s[0].relay_after && s[1].relay_after).count(),
         "relay_gap": Latency::from_ns(&mut relay_gaps),
@@ -414,6 +447,8 @@ async fn main() -> anyhow::Result<()> {
         "calls": dead_users,
         "ended": count(&plain, &|s| s.ended),
         "direct_voice_lost_over_1s": count(&plain, &|s| s.direct_gap > long),
+        "direct_gap_max_ms": plain.iter().flatten().map(|s| s.direct_gap).max().unwrap_or_default().as_secs_f64() * 1e3,
+        "relay_gap_max_ms": plain.iter().flatten().map(|s| s.relay_gap).max().unwrap_or_default().as_secs_f64() * 1e3,
         "relay_voice_lost_over_1s": count(&plain, &|s| s.relay_gap > long),
         "back_online": Latency::from_ns(&mut back),
         "back_online_missing": back_missing,
@@ -426,8 +461,14 @@ async fn main() -> anyhow::Result<()> {
         acked_writes += acked.len();
         lost_writes += lost(&survivor, &to, from, &acked).await?;
     }
+    let worst = |f: &dyn Fn(&Seen) -> Duration| all_seen.iter().map(f).max().unwrap_or_default().as_secs_f64() * 1e3;
+    let baseline = serde_json::json!({
+        "direct_gap_max_ms_before_the_kill": worst(&|s| s.direct_gap_before),
+        "relay_gap_max_ms_before_the_kill": worst(&|s| s.relay_gap_before),
+    });
     let report = serde_json::json!({
         "calls": args.calls,
+        "same_run_baseline": baseline,
         "pps": args.pps,
         "before_s": args.before,
         "after_s": args.after,
@@ -437,6 +478,7 @@ async fn main() -> anyhow::Result<()> {
         "acknowledged_writes": acked_writes,
         "acknowledged_writes_lost": lost_writes,
         "cpus": std::thread::available_parallelism().map_or(0, usize::from),
+        "load_generator_timer_late_max_ms": stall.as_secs_f64() * 1e3,
     });
     if args.json {
         println!("{report}");
