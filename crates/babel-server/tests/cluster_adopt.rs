@@ -170,10 +170,7 @@ async fn scene(dead_after_ms: u64) -> Scene {
 impl Scene {
     /// Ann calls bob through the doomed node; bob answers through `c`.
     async fn answered_call(&mut self) -> String {
-        let (status, v) = Client::connect(self.doomed.addr)
-            .await
-            .call(self.ann.header(), "/call", json!({"contact_id": self.bob.id}))
-            .await;
+        let (status, v) = self.ann_on_doomed.call(self.ann.header(), "/call", json!({"contact_id": self.bob.id})).await;
         assert_eq!(status, 200, "{v}");
         let call_id = v["call_id"].as_str().unwrap().to_owned();
         let rung = self.bob_events.until("/incoming_call", |e| e["call_id"] == json!(call_id)).await;
