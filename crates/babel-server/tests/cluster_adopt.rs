@@ -43,6 +43,8 @@ struct World {
     nats: String,
     cluster: ClusterConfig,
     dir: tempfile::TempDir,
+    /// The survivors' `call_grace_ms`, when not the default.
+    grace_ms: Option<u64>,
 }
 
 impl World {
@@ -55,6 +57,7 @@ impl World {
             schema: scratch_for_tests().unwrap_or_else(|e| panic!("{e}")),
             cluster: ClusterConfig { name, ..ClusterConfig::default() },
             dir: tempfile::tempdir().unwrap(),
+            grace_ms: None,
         }
     }
 
@@ -67,6 +70,7 @@ impl World {
             cluster: ClusterConfig { dead_after_ms, ..self.cluster.clone() },
             ..test_config(&self.dir)
         };
+        let config = Config { call_grace_ms: self.grace_ms.unwrap_or(config.call_grace_ms), ..config };
         RunningServer::start(&config).await.unwrap_or_else(|e| panic!("node {name} did not start: {e}"))
     }
 
@@ -149,7 +153,12 @@ struct Scene {
 }
 
 async fn scene(dead_after_ms: u64) -> Scene {
-    let world = World::new();
+    scene_with(dead_after_ms, None).await
+}
+
+/// [`scene`], the survivors giving a participant `grace_ms` of grace.
+async fn scene_with(dead_after_ms: u64, grace_ms: Option<u64>) -> Scene {
+    let world = World { grace_ms, ..World::new() };
     let doomed = world.process("doomed");
     let (b, c) = (world.node("b", dead_after_ms).await, world.node("c", dead_after_ms).await);
     let mut client = Client::connect(b.addr()).await;
@@ -170,7 +179,10 @@ async fn scene(dead_after_ms: u64) -> Scene {
 impl Scene {
     /// Ann calls bob through the doomed node; bob answers through `c`.
     async fn answered_call(&mut self) -> String {
-        let (status, v) = self.ann_on_doomed.call(self.ann.header(), "/call", json!({"contact_id": self.bob.id})).await;
+        let (status, v) = self
+            .ann_on_doomed
+            .call(self.ann.header(), "/call", json!({"contact_id": self.bob.id, "key_commit": KEY_COMMIT}))
+            .await;
         assert_eq!(status, 200, "{v}");
         let call_id = v["call_id"].as_str().unwrap().to_owned();
         let rung = self.bob_events.until("/incoming_call", |e| e["call_id"] == json!(call_id)).await;
@@ -191,6 +203,10 @@ impl Scene {
         (self.b.app().calls_in_progress(), self.c.app().calls_in_progress())
     }
 }
+
+/// Ann's key commitment in every call she places, and the key.
+const KEY_COMMIT: &str = "a0oliH9TZTQoY1DC5F9jGBa2+AbGO5yPxM4B2Brpk7U=";
+const KEY: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
 
 /// The relay parts of a grant: the relay's address as the grant names it,
 /// handle, key.
@@ -328,6 +344,169 @@ async fn two_survivors_adopting_at_once_never_both_take_a_call() {
         assert!(!s.b.app().adopt_call(CallId(ended.parse().unwrap()), dead).await);
     }
     s.ann_events.until("/call_relay", |e| e["call_id"] == json!(live)).await;
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+/// The grace the survivors give a participant whose connections are gone.
+const GRACE_MS: u64 = 1_500;
+
+/// A call channel as a test drives it: `/connect_call` answered, then
+/// request-shaped frames both ways.
+struct Channel {
+    client: Client,
+    buf: bytes::BytesMut,
+}
+
+impl Channel {
+    async fn open(addr: SocketAddr, s: &Session, call_id: &str) -> Channel {
+        let mut client = Client::connect(addr).await;
+        let (status, v) = client.call(s.header(), "/connect_call", json!({"call_id": call_id})).await;
+        assert_eq!(status, 200, "/connect_call on {addr}: {v}");
+        Channel { client, buf: bytes::BytesMut::new() }
+    }
+
+    async fn send(&mut self, text: &str) {
+        let data = json!({"type": "voice", "nb_packets": "1", "size_packet": "4", "packets": [text]});
+        self.client.write(&common::frame(&Value::Null, "/send", &data)).await;
+    }
+
+    /// The next frame: route and data; `None` once closed.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        use tokio::io::AsyncReadExt;
+        let limits = babel_proto::Limits::default();
+        loop {
+            if let Some(f) = babel_proto::decode_request(&mut self.buf, &limits).unwrap() {
+                let data = if f.data.is_empty() { Value::Null } else { serde_json::from_slice(&f.data).unwrap() };
+                let header: Value =
+                    if f.header.is_empty() { Value::Null } else { serde_json::from_slice(&f.header).unwrap() };
+                let route = f.route_str().unwrap().to_owned();
+                return Some((
+                    route.clone(),
+                    if route == "/send" { json!({"id": header["id"], "data": data}) } else { data },
+                ));
+            }
+            let read = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf));
+            match read.await.expect("nothing on the channel in time") {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next `/send`'s sender and first packet.
+    async fn heard(&mut self) -> (String, String) {
+        let (route, v) = self.next().await.expect("the channel closed before a /send");
+        assert_eq!(route, "/send", "{v}");
+        (v["id"].as_str().unwrap().to_owned(), v["data"]["packets"][0].as_str().unwrap().to_owned())
+    }
+
+    /// Asserts the channel ends with `/call_ended` for `call_id`, then closes.
+    async fn ends(&mut self, call_id: &str) {
+        loop {
+            match self.next().await {
+                Some((r, d)) if r == "/call_ended" => {
+                    assert_eq!(d["call_id"], json!(call_id), "{d}");
+                    break;
+                }
+                Some((r, _)) if r == "/send" => continue,
+                other => panic!("expected /call_ended, got {other:?}"),
+            }
+        }
+        assert!(self.next().await.is_none(), "the channel closes after /call_ended");
+    }
+}
+
+#[tokio::test]
+async fn after_adoption_channels_open_again_on_any_node_and_requests_reach_the_adopter() {
+    let mut s = scene_with(ClusterConfig::default().dead_after_ms, Some(GRACE_MS)).await;
+    let call_id = s.answered_call().await;
+    // Both channels are on other nodes than the home.
+    let mut ann_ch = Channel::open(s.b.addr(), &s.ann, &call_id).await;
+    let mut bob_ch = Channel::open(s.c.addr(), &s.bob, &call_id).await;
+    ann_ch.send("before").await;
+    assert_eq!(bob_ch.heard().await, (s.ann.id.clone(), "before".to_owned()));
+
+    s.doomed.kill();
+    assert!(ann_ch.next().await.is_none(), "ann's channel on b closes with the home");
+    assert!(bob_ch.next().await.is_none(), "bob's channel on c closes with the home");
+    s.ann_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    s.bob_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let (adopter, other) = match s.held() {
+        (1, 0) => (&s.b, &s.c),
+        (0, 1) => (&s.c, &s.b),
+        held => panic!("held by b and c: {held:?}"),
+    };
+
+    // Each connects again on its own node: one channel is at the adopter,
+    // the other reaches it across nodes; both relay.
+    let mut ann_ch = Channel::open(s.b.addr(), &s.ann, &call_id).await;
+    let mut bob_ch = Channel::open(s.c.addr(), &s.bob, &call_id).await;
+    ann_ch.send("a1").await;
+    assert_eq!(bob_ch.heard().await, (s.ann.id.clone(), "a1".to_owned()));
+    bob_ch.send("b1").await;
+    assert_eq!(ann_ch.heard().await, (s.bob.id.clone(), "b1".to_owned()));
+
+    // The adopter started the grace of the member not connected to it;
+    // that member is connected on the other survivor, so stays past it.
+    tokio::time::sleep(Duration::from_millis(2 * GRACE_MS + 1_000)).await;
+    assert_eq!(adopter.app().calls_in_progress(), 1, "a member connected elsewhere was let go");
+    bob_ch.send("b2").await;
+    assert_eq!(ann_ch.heard().await, (s.bob.id.clone(), "b2".to_owned()));
+
+    // /call_key through the node that is not the home reaches the adopter,
+    // which kept ann's commitment.
+    let (status, v) = Client::connect(other.addr())
+        .await
+        .call(s.ann.header(), "/call_key", json!({"call_id": call_id, "key": KEY}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let told = s.bob_events.until("/call_key", |e| e["call_id"] == json!(call_id)).await;
+    assert_eq!(told.last().unwrap().1, json!({"call_id": call_id, "id": s.ann.id, "key": KEY}));
+    let again = Client::connect(other.addr())
+        .await
+        .call(s.ann.header(), "/call_key", json!({"call_id": call_id, "key": KEY}))
+        .await;
+    common::assert_refused(again, "already revealed");
+
+    // A hang-up through the node that is not the home ends it everywhere.
+    let (status, v) =
+        Client::connect(other.addr()).await.call(s.bob.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    ann_ch.ends(&call_id).await;
+    bob_ch.ends(&call_id).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while s.held() != (0, 0) || s.world.stored(&call_id).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_whose_node_died_with_the_home_is_let_go_after_the_grace() {
+    let mut s = scene_with(ClusterConfig::default().dead_after_ms, Some(GRACE_MS)).await;
+    let call_id = s.answered_call().await;
+    // Ann's only connection left is to the doomed node (her event stream
+    // on b closes; the stand-in is a second stream of bob's).
+    drop(std::mem::replace(&mut s.ann_events, Events::open(s.b.addr(), &s.bob).await));
+    s.doomed.kill();
+    s.bob_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let adopter = match s.held() {
+        (1, 0) => &s.b,
+        (0, 1) => &s.c,
+        held => panic!("held by b and c: {held:?}"),
+    };
+    // She does not come back: the adopter lets her go when her grace runs
+    // out, and bob hears why.
+    let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
+    assert_eq!(ended.last().unwrap().1["reason"], json!("disconnected"), "{ended:?}");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while adopter.app().calls_in_progress() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the adopter still holds the call");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     s.b.shutdown().await;
     s.c.shutdown().await;
 }

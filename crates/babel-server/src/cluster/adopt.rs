@@ -21,7 +21,11 @@
 //! exactly one succeeds. The adopter rebuilds the call from the entry,
 //! answers on the call's subject, grants every member a leg on its own
 //! relay and tells each by `/call_relay`. Voice sent directly between
-//! clients never touched the home, so it never stopped.
+//! clients never touched the home, so it never stopped. Every member not
+//! connected to the adopter starts its grace (`call_grace_ms`): one whose
+//! node died with the home leaves when it runs out, unless it came back on
+//! some node. Call channels on other nodes closed with the home
+//! (`cluster/channels.rs`); `/connect_call` again reaches the adopter.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -34,6 +38,7 @@ use futures::StreamExt;
 
 use super::lock;
 use crate::app::{App, Authed};
+use crate::calls::machine::Leg;
 use crate::calls::stored::StoredCall;
 use crate::store::SessionId;
 
@@ -305,6 +310,8 @@ impl App {
             .filter(|m| stored.relay_legs.contains(&m.session))
             .map(|m| (m.user.id, SessionId(m.session)))
             .collect();
+        let members: Vec<Leg> =
+            stored.members.iter().map(|m| Leg { user: m.user.id, session: SessionId(m.session) }).collect();
         let fx = match self.calls.import(id, stored) {
             Ok(fx) => fx,
             Err(e) => {
@@ -323,6 +330,12 @@ impl App {
             }
         }
         self.apply(fx).await;
+        // Whoever is not connected here may have been on the dead node:
+        // each keeps their place for the grace, and when it runs out this
+        // node asks every node whether they came back (`routes/calls.rs`).
+        for leg in members {
+            self.connections_gone_elsewhere(leg).await;
+        }
         tracing::info!(call = %id, from = %old_home, "adopted a call whose home died");
         true
     }
