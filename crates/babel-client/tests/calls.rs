@@ -311,7 +311,10 @@ async fn unanswered_calls_time_out() {
 
 #[tokio::test]
 async fn a_drop_mid_call_ends_it_for_the_other_side() {
-    let s = start().await;
+    // A participant whose connections are all gone keeps their place for a
+    // grace (15 s by default; babel-server's tests/cluster_calls.rs covers
+    // it): a short one here.
+    let s = start_with(|c| c.call_grace_ms = 200).await;
     let (mut a, mut b) = pair(&s, "a6@example.org", "b6@example.org").await;
     let call = a.client.call(b.id(), MediaSetup::default()).await.unwrap().call_id;
     b.expect("incoming", incoming).await;

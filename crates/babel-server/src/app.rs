@@ -89,6 +89,9 @@ pub struct AppConfig {
     pub ring_timeout: Duration,
     /// Most participants in one call (members and those being rung).
     pub max_call_participants: usize,
+    /// How long a participant whose connections are all gone keeps their
+    /// place in a call.
+    pub call_grace: Duration,
     /// How often event connections get a `/ping`.
     pub ping_interval: Duration,
     /// Abuse limits.
@@ -102,6 +105,7 @@ impl From<&Config> for AppConfig {
             password_cost: c.password,
             ring_timeout: Duration::from_secs(c.ring_timeout_secs.max(1)),
             max_call_participants: c.max_call_participants.max(2),
+            call_grace: Duration::from_millis(c.call_grace_ms),
             ping_interval: Duration::from_secs(c.ping_interval_secs.max(1)),
             limits: c.abuse.clone(),
         }
@@ -193,10 +197,37 @@ pub struct ChannelMode {
     pub call: CallId,
     /// Whose channel.
     pub leg: Leg,
-    /// The call's channels.
-    pub room: Arc<Room>,
+    /// Where its `/send` frames go.
+    pub link: ChannelLink,
     /// Frames to write to this channel.
     pub queue: Arc<ChannelQueue>,
+}
+
+/// Where a call channel's frames go.
+#[derive(Debug)]
+pub enum ChannelLink {
+    /// The call's room, on this node (its home).
+    Room(Arc<Room>),
+    /// The call's home on another node (`cluster/channels.rs`).
+    Home(crate::cluster::Uplink),
+}
+
+impl ChannelMode {
+    /// Relays a `/send` data section to the other participants.
+    pub fn send(&self, data: &bytes::Bytes) {
+        match &self.link {
+            ChannelLink::Room(room) => room.forward(self.leg.session, data),
+            ChannelLink::Home(up) => up.send(data),
+        }
+    }
+
+    /// The channel's connection closed.
+    pub fn close(&self) {
+        match &self.link {
+            ChannelLink::Room(room) => room.leave(&self.queue),
+            ChannelLink::Home(up) => up.close(),
+        }
+    }
 }
 
 /// A request whose token checked out.
@@ -352,7 +383,7 @@ impl App {
             }
             ClientRequest::ConnectCall { auth, call_id } => {
                 let me = self.authenticate_as(conn, &auth, Take::Always).await?;
-                self.connect_call(me, call_id).map(Outcome::Channel)
+                self.connect_call(me, call_id).await.map(Outcome::Channel)
             }
             other => self.dispatch_request(conn, other).await.map(Outcome::Reply),
         }
@@ -530,8 +561,7 @@ impl App {
         let leg = Leg { user: guard.user(), session: guard.session() };
         let detached = guard.release();
         if detached.session_gone {
-            let fx = self.calls.leave_all(leg, EndReason::Disconnected);
-            self.apply(fx).await;
+            self.connections_gone(leg).await;
         }
         if detached.user_offline {
             self.refresh_status(leg.user).await;
@@ -750,6 +780,9 @@ impl App {
                     _ = tick.tick() => {
                         let fx = app.calls.tick();
                         app.apply(fx).await;
+                        for leg in app.calls.due() {
+                            tokio::spawn(Arc::clone(&app).grace_over(leg));
+                        }
                         app.purge_expired().await;
                     }
                     Some(m) = learned.recv() => {

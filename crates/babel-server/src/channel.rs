@@ -52,6 +52,11 @@ pub struct ChannelQueue {
 }
 
 impl ChannelQueue {
+    /// An empty queue whose drops are also added to `total`.
+    pub fn new(total: Arc<AtomicU64>) -> ChannelQueue {
+        ChannelQueue { total, ..ChannelQueue::default() }
+    }
+
     fn lock(&self) -> MutexGuard<'_, QueueInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -92,12 +97,19 @@ impl ChannelQueue {
 
     /// The next frame to write; `None` once closed and drained.
     pub async fn next(&self) -> Option<Bytes> {
+        self.next_marked().await.map(|(f, _)| f)
+    }
+
+    /// The next frame, and whether it is the last ([`Self::finish`]'s);
+    /// `None` once closed and drained.
+    pub async fn next_marked(&self) -> Option<(Bytes, bool)> {
         loop {
             {
                 let mut q = self.lock();
                 if let Some(f) = q.frames.pop_front() {
                     q.bytes -= f.len();
-                    return Some(f);
+                    let last = q.closed && q.frames.is_empty();
+                    return Some((f, last));
                 }
                 if q.closed {
                     return None;
@@ -252,6 +264,20 @@ mod tests {
         assert!(bytes <= 256 * 1024 + 3, "{bytes} bytes queued for one receiver");
         assert_eq!(b.dropped.load(Ordering::Relaxed) as usize, 100 - (n - 1), "every dropped frame is counted");
         assert!(n > 10, "the newest frames are kept ({n})");
+    }
+
+    #[tokio::test]
+    async fn the_last_frame_is_marked() {
+        let q = ChannelQueue::new(Arc::default());
+        q.push_voice(Bytes::from_static(b"1"));
+        q.finish(Bytes::from_static(b"end"));
+        assert_eq!(q.next_marked().await, Some((Bytes::from_static(b"1"), false)));
+        assert_eq!(q.next_marked().await, Some((Bytes::from_static(b"end"), true)));
+        assert_eq!(q.next_marked().await, None);
+        let q = ChannelQueue::new(Arc::default());
+        q.push_voice(Bytes::from_static(b"1"));
+        q.close();
+        assert_eq!(q.next_marked().await, Some((Bytes::from_static(b"1"), true)), "closed: nothing follows");
     }
 
     #[tokio::test]

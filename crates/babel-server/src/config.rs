@@ -68,6 +68,11 @@ pub struct Config {
     pub udp_listen: Option<SocketAddr>,
     /// Seconds a call rings unanswered (default 30).
     pub ring_timeout_secs: u64,
+    /// Milliseconds a call participant whose connections are all gone
+    /// keeps their place, free to `/connect_call` again from any node,
+    /// before they leave the call with reason `disconnected` (default
+    /// 15 000; 0: at once).
+    pub call_grace_ms: u64,
     /// Seconds between `/ping` events on event connections (default 20).
     pub ping_interval_secs: u64,
     /// Most participants in one call, those being rung included (default 8).
@@ -125,6 +130,7 @@ impl Default for Config {
             max_data_bytes: limits.max_data,
             udp_listen: None,
             ring_timeout_secs: 30,
+            call_grace_ms: 15_000,
             ping_interval_secs: 20,
             max_call_participants: 8,
             dead_peer_timeout_secs: 50,

@@ -250,7 +250,7 @@ pub async fn serve<S: Transport>(
                 if conn.flush().await.is_ok() {
                     serve_channel(conn, &mode, &cancel).await;
                 }
-                mode.room.leave(&mode.queue);
+                mode.close();
                 app.connection_closed(state).await;
                 return;
             }
@@ -310,7 +310,7 @@ async fn serve_channel<S: Transport>(conn: Connection<S>, mode: &ChannelMode, ca
                 Ok(Some(frame)) => {
                     frame_started = (!rbuf.is_empty()).then(Instant::now);
                     if &frame.route[..] == b"/send" {
-                        mode.room.forward(mode.leg.session, &frame.data);
+                        mode.send(&frame.data);
                     } else {
                         tracing::debug!(route = ?frame.route_str(), "ignored on a call channel");
                     }

@@ -10,8 +10,9 @@
 //! * A decline (or a hang-up while ringing) stops the ringing on all of that
 //!   user's sessions; a call that had never been answered then ends.
 //! * A participant leaves by hanging up, logging out, deleting their account
-//!   or losing every connection. A call ends when fewer than two members are
-//!   left, except while the first callee is still being rung.
+//!   or losing every connection (after the grace, see `Calls::suspend`). A
+//!   call ends when fewer than two members are left, except while the first
+//!   callee is still being rung.
 //! * Ringing stops after the ring timeout (`timeout`).
 //! * Invites add a ring to an answered call, up to `max_participants` in all.
 

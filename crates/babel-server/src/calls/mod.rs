@@ -79,6 +79,9 @@ struct Inner {
     /// Calls each session is a member of or rung by.
     by_session: HashMap<SessionId, Vec<CallId>>,
     busy: HashMap<UserId, u32>,
+    /// Members whose connections are all gone, and when they leave their
+    /// call unless they are back (the grace, `call_grace_ms`).
+    grace: HashMap<SessionId, (UserId, Millis)>,
 }
 
 /// What the caller of a [`Calls`] method must do once the lock is released.
@@ -337,6 +340,61 @@ impl Calls {
             }
         }
         fx
+    }
+
+    /// Every connection of the session is gone (here, or on the node that
+    /// says so): it stops ringing at once when `end_rings`, and as a member
+    /// keeps its place for `grace_ms` more, each such word starting the
+    /// grace afresh. [`Self::due`] then names it; the caller checks it is
+    /// still gone before it leaves.
+    pub fn suspend(&self, leg: Leg, grace_ms: Millis, end_rings: bool) -> Effects {
+        let mut fx = Effects::default();
+        if end_rings {
+            let rung: Vec<CallId> = {
+                let inner = self.lock();
+                let ids = inner.by_session.get(&leg.session).cloned().unwrap_or_default();
+                ids.into_iter()
+                    .filter(|c| inner.calls.get(c).is_some_and(|e| !e.machine.is_member(leg.session)))
+                    .collect()
+            };
+            for id in rung {
+                if let Ok(more) = self.leave(id, leg, EndReason::Disconnected) {
+                    fx.merge(more);
+                }
+            }
+        }
+        let now = self.now();
+        let mut inner = self.lock();
+        if Self::member_call(&inner, leg.session).is_some() {
+            inner.grace.insert(leg.session, (leg.user, now + grace_ms));
+        }
+        fx
+    }
+
+    /// The members whose grace ran out (each named once).
+    pub fn due(&self) -> Vec<Leg> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let due: Vec<Leg> = inner
+            .grace
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(session, (user, _))| Leg { user: *user, session: *session })
+            .collect();
+        for leg in &due {
+            inner.grace.remove(&leg.session);
+        }
+        due
+    }
+
+    /// The user's sessions that are members of calls here.
+    pub fn member_legs_of(&self, user: UserId) -> Vec<Leg> {
+        let inner = self.lock();
+        let mut legs: Vec<Leg> =
+            inner.calls.values().flat_map(|e| e.machine.members().iter().copied().filter(|m| m.user == user)).collect();
+        legs.sort_by_key(|l| l.session.0);
+        legs.dedup();
+        legs
     }
 
     /// A member rings another user into the call.
@@ -648,6 +706,29 @@ mod tests {
         let a_seen = peers.iter().find(|p| p.user.id == UserId(1)).unwrap();
         assert_eq!(a_seen.media.candidates, vec![cand(1), cand(8)], "answered: the caller's, with its public one");
         assert!(withheld(peers.iter().find(|p| p.user.id == UserId(2)).unwrap()));
+    }
+
+    #[test]
+    fn a_member_whose_connections_are_gone_keeps_its_place_until_its_grace_is_due() {
+        let c = calls();
+        c.start(CallId(1), leg(1, 10), info(1), UserId(2), vec![SessionId(20), SessionId(21)]).unwrap();
+        c.answer(CallId(1), leg(2, 20), true, info(2)).unwrap();
+        c.start(CallId(2), leg(3, 30), info(3), UserId(2), vec![SessionId(21)]).unwrap();
+        // Session 21 only rings (call 2): it stops at once, and has no grace.
+        let fx = c.suspend(leg(2, 21), 60_000, true);
+        assert!(fx.events.iter().any(|(l, e)| *l == leg(3, 30) && matches!(e, ServerEvent::CallDeclined(..))));
+        assert!(!c.contains(CallId(2)));
+        // Session 20 is a member: nothing happens yet.
+        let fx = c.suspend(leg(2, 20), 60_000, true);
+        assert!(fx.events.is_empty() && c.is_member(CallId(1), SessionId(20)));
+        assert!(c.due().is_empty());
+        // A grace of 0 is due at once, and named once.
+        c.suspend(leg(2, 20), 0, true);
+        assert_eq!(c.due(), vec![leg(2, 20)]);
+        assert!(c.due().is_empty());
+        assert!(c.is_member(CallId(1), SessionId(20)), "the caller decides whether it leaves");
+        assert_eq!(c.member_legs_of(UserId(2)), vec![leg(2, 20)]);
+        assert!(c.member_legs_of(UserId(3)).is_empty());
     }
 
     #[test]

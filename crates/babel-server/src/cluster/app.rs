@@ -103,6 +103,16 @@ impl App {
         }
     }
 
+    /// A node left or died: its users' sessions in calls homed here start
+    /// their grace (they may come back through another node).
+    async fn node_gone(&self, users: &[UserId]) {
+        for user in users {
+            for leg in self.calls.member_legs_of(*user) {
+                self.connections_gone_elsewhere(leg).await;
+            }
+        }
+    }
+
     /// Takes in one note from another node.
     async fn on_note(&self, bus: &Bus, note: Note) {
         if note.node == bus.node {
@@ -127,6 +137,9 @@ impl App {
                 self.session_ended_elsewhere(UserId(user), SessionId(session)).await
             }
             Body::UserDeleted { user } => self.user_deleted_elsewhere(UserId(user)).await,
+            Body::SessionGone { user, session } => {
+                self.connections_gone_elsewhere(Leg { user: UserId(user), session: SessionId(session) }).await
+            }
             Body::ContactsChanged { users } => {
                 let users: Vec<UserId> = users.into_iter().map(UserId).collect();
                 self.contacts.invalidate(&users);
@@ -142,7 +155,11 @@ impl App {
                     self.statuses.set(UserId(*user), h.chosen);
                 }
             }
-            Body::Presence { here: None, .. } | Body::Heartbeat | Body::Leaving => {}
+            Body::Leaving => {
+                bus.home_node_gone(&note.node);
+                self.node_gone(&observed.changed).await
+            }
+            Body::Presence { here: None, .. } | Body::Heartbeat => {}
         }
         for user in observed.changed {
             self.refresh_status(user).await;
@@ -206,6 +223,8 @@ impl App {
             if !bus.fenced() {
                 self.adopt_calls_of(node.clone());
             }
+            bus.home_node_gone(&node);
+            self.node_gone(&users).await;
             for user in users {
                 self.refresh_status(user).await;
             }
@@ -270,6 +289,23 @@ impl App {
                     }
                 })
             };
+            // Requests to this node and its calls are served beside the
+            // notes, never behind one that waits for the database.
+            let serving = {
+                let (app, cancel) = (Arc::clone(&app), cancel.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            Some(msg) = node_inbox.next() => app.serve_node_request(msg),
+                            Some((call, msg)) = requests.recv() => {
+                                tokio::spawn(Arc::clone(&app).serve_call_request(call, msg));
+                            }
+                            _ = cancel.cancelled() => return,
+                            else => return,
+                        }
+                    }
+                })
+            };
             let mut check = tokio::time::interval(heartbeat / 4);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // Once every live peer has been heard: calls of deaths nobody saw.
@@ -306,10 +342,6 @@ impl App {
                         }
                         other => tracing::debug!(event = %other, "NATS"),
                     },
-                    Some(msg) = node_inbox.next() => app.serve_node_request(msg),
-                    Some((call, msg)) = requests.recv() => {
-                        tokio::spawn(Arc::clone(&app).serve_call_request(call, msg));
-                    }
                     _ = check.tick() => app.check_cluster(&bus).await,
                     _ = &mut sweep, if !swept => {
                         swept = true;
@@ -321,6 +353,7 @@ impl App {
                 }
             }
             beats.abort();
+            serving.abort();
             publisher.abort();
             // Others forget this node's users at once instead of waiting.
             let leaving = Note { node: bus.node.clone(), inc: bus.inc, seq: *lock(&bus.seq), body: Body::Leaving };

@@ -1,11 +1,10 @@
-//! Calls across nodes, first steps (issue #18 item 3).
+//! Calls across nodes (issue #18 item 3).
 //!
 //! A call's home is the node that received its `/call`: the call's machine,
 //! its relay legs and its call channel live there. While the call lasts the
 //! home answers requests on the call's subject, `<cluster>.call.<id>.home`;
 //! a node asked about a call it does not hold (`/answer`, `/invite`,
-//! `/hangup`)
-//! forwards the request there and relays the answer back. NATS says at once
+//! `/hangup`, `/call_key`, `/call_nonce`) forwards the request there and relays the answer back. NATS says at once
 //! when nobody listens on a subject, so a call that exists nowhere is
 //! refused as quickly as on one node.
 //!
@@ -13,6 +12,13 @@
 //! node that holds them (presence notes say which) over its node subject,
 //! `<cluster>.node.<node>`. Events to the callee's sessions then travel on
 //! their user subject as any event does.
+//!
+//! Call channels opened on other nodes than the home are in
+//! `cluster/channels.rs`. A participant whose connections on some node all
+//! close is named to every node (`Body::SessionGone`); the home keeps its
+//! place for the grace and, when it runs out, asks the nodes holding the
+//! user (`Bus::sessions_elsewhere`) whether the session is back before it
+//! lets it go (`routes/calls.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +37,7 @@ use crate::store::SessionId;
 /// How long a node waits for another to answer a forwarded request.
 const FORWARD_WITHIN: Duration = Duration::from_secs(5);
 /// How long the home waits for a node to name a callee's sessions.
-const SESSIONS_WITHIN: Duration = Duration::from_secs(1);
+const SESSIONS_WITHIN: Duration = Duration::from_secs(2);
 
 /// The subject a call's home answers on.
 pub fn call_subject(cluster: &str, call: CallId) -> String {
@@ -77,6 +83,36 @@ pub(crate) enum CallRequest {
         /// From which session.
         session: i64,
     },
+    /// `/connect_call` on another node: admit that node's channel into
+    /// the call's room (`cluster/channels.rs`).
+    Connect {
+        /// Whose channel.
+        user: i64,
+        /// Which session.
+        session: i64,
+        /// The node holding the channel's connection.
+        node: String,
+        /// The channel's tag.
+        tag: u64,
+    },
+    /// `/call_key`: a committed participant reveals its key.
+    Key {
+        /// Who reveals.
+        user: i64,
+        /// From which session.
+        session: i64,
+        /// The key, as the client sent it (checked where it arrived).
+        key: String,
+    },
+    /// `/call_nonce`: a member answers a newcomer's commitment.
+    Nonce {
+        /// Who answers.
+        user: i64,
+        /// From which session.
+        session: i64,
+        /// The nonce, as the client sent it (checked where it arrived).
+        nonce: String,
+    },
 }
 
 /// The home's answer to a forwarded request: the reply the client gets.
@@ -89,6 +125,12 @@ pub(crate) enum Answered {
     Joined {
         /// Grant, participants, epoch.
         joined: CallJoined,
+    },
+    /// 200 for a forwarded `/connect_call`, naming the home (the channel
+    /// closes when that node is gone).
+    Admitted {
+        /// The home's node name.
+        node: String,
     },
     /// 403.
     Refused {
@@ -122,7 +164,7 @@ impl From<Reply> for Answered {
 impl From<Answered> for Reply {
     fn from(a: Answered) -> Self {
         match a {
-            Answered::Ok => Reply::Ok,
+            Answered::Ok | Answered::Admitted { .. } => Reply::Ok,
             Answered::Joined { joined } => Reply::CallJoined(joined),
             Answered::Refused { reason } => Reply::Refused(reason),
             Answered::BadRequest { reason } => Reply::BadRequest(reason),
@@ -182,11 +224,17 @@ impl Bus {
         if let Some(stop) = lock(&self.homed).remove(&call) {
             stop.cancel();
         }
+        self.home_channels_over(call);
     }
 
     /// Sends a call request to the call's home; `None` when no node holds
     /// the call.
     pub(crate) async fn forward(&self, call: CallId, req: &CallRequest) -> Option<ServiceResult<Reply>> {
+        self.forward_answered(call, req).await.map(|r| r.map(Reply::from))
+    }
+
+    /// [`Self::forward`], with the home's answer as it came.
+    pub(crate) async fn forward_answered(&self, call: CallId, req: &CallRequest) -> Option<ServiceResult<Answered>> {
         let payload = match serde_json::to_vec(req) {
             Ok(p) => Bytes::from(p),
             Err(e) => return Some(Err(ServiceError::Unavailable(format!("cannot encode a call request: {e}")))),
@@ -199,7 +247,7 @@ impl Bus {
             Err(_) => return Some(Err(ServiceError::Unavailable("the call's home did not answer in time".into()))),
         };
         Some(match serde_json::from_slice::<Answered>(&msg.payload) {
-            Ok(a) => Ok(a.into()),
+            Ok(a) => Ok(a),
             Err(e) => Err(ServiceError::Unavailable(format!("malformed answer from the call's home: {e}"))),
         })
     }
@@ -243,11 +291,17 @@ impl App {
     /// A request forwarded to this node's call, answered.
     pub(crate) async fn serve_call_request(self: Arc<Self>, call: CallId, msg: async_nats::Message) {
         let Some(bus) = self.bus.clone() else { return };
-        let reply = match serde_json::from_slice::<CallRequest>(&msg.payload) {
-            Ok(req) => self.at_home(call, req).await,
-            Err(e) => Err(ServiceError::BadRequest(format!("malformed forwarded call request: {e}"))),
+        let (reply, connect) = match serde_json::from_slice::<CallRequest>(&msg.payload) {
+            Ok(req) => {
+                let connect = matches!(req, CallRequest::Connect { .. });
+                (self.at_home(call, req).await, connect)
+            }
+            Err(e) => (Err(ServiceError::BadRequest(format!("malformed forwarded call request: {e}"))), false),
         };
-        let answered = Answered::from(reply.unwrap_or_else(ServiceError::into_reply));
+        let answered = match Answered::from(reply.unwrap_or_else(ServiceError::into_reply)) {
+            Answered::Ok if connect => Answered::Admitted { node: bus.node.clone() },
+            other => other,
+        };
         match serde_json::to_vec(&answered) {
             Ok(body) => bus.reply(&msg, body),
             Err(e) => tracing::error!(error = %e, "cannot encode a forwarded call's answer"),
@@ -269,6 +323,16 @@ impl App {
             }
             CallRequest::Hangup { user, session } => {
                 self.hangup_here(Authed { user: UserId(user), session: SessionId(session) }, call).await
+            }
+            CallRequest::Connect { user, session, node, tag } => {
+                let me = Authed { user: UserId(user), session: SessionId(session) };
+                self.connect_call_here(me, call, node, tag).await
+            }
+            CallRequest::Key { user, session, key } => {
+                self.call_key_here(Authed { user: UserId(user), session: SessionId(session) }, call, key).await
+            }
+            CallRequest::Nonce { user, session, nonce } => {
+                self.call_nonce_here(Authed { user: UserId(user), session: SessionId(session) }, call, nonce).await
             }
         }
     }
@@ -325,6 +389,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<CallRequest>(&text).unwrap(), req);
         let hang = CallRequest::Hangup { user: 1, session: 2 };
         assert_eq!(serde_json::to_string(&hang).unwrap(), r#"{"op":"hangup","user":1,"session":2}"#);
+        let key = CallRequest::Key { user: 1, session: 2, key: "k".into() };
+        assert_eq!(serde_json::to_string(&key).unwrap(), r#"{"op":"key","user":1,"session":2,"key":"k"}"#);
+        let nonce = CallRequest::Nonce { user: 1, session: 2, nonce: "n".into() };
+        assert_eq!(serde_json::from_str::<CallRequest>(&serde_json::to_string(&nonce).unwrap()).unwrap(), nonce);
         assert!(serde_json::from_str::<CallRequest>(r#"{"op":"explode"}"#).is_err());
 
         let refused: Answered = Reply::Refused("there is no such call".into()).into();

@@ -21,6 +21,9 @@
 //!   call's home node (`/answer`, `/hangup` sent to another node).
 //! - the JetStream key-value bucket `<name>_calls`: each call's state,
 //!   so that another node adopts it when its home dies (`cluster/adopt.rs`).
+//! - `<name>.call.<id>.up` and `<name>.call.<id>.down.<node>`: the frames of
+//!   call channels on other nodes than the call's home
+//!   (`cluster/channels.rs`).
 //!
 //! A node trusts its caches only while its NATS connection is up and has
 //! answered a flush within two heartbeats; otherwise it reads the database
@@ -33,10 +36,12 @@
 mod adopt;
 mod app;
 mod calls;
+mod channels;
 
 pub use adopt::{RANK_STEP, bucket_name, ranked};
-pub(crate) use calls::CallRequest;
 pub use calls::call_subject;
+pub(crate) use calls::{Answered, CallRequest};
+pub use channels::{Uplink, down_subject, up_subject};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -233,6 +238,14 @@ pub enum Body {
         /// The session.
         session: i64,
     },
+    /// Every connection of a session on the sending node is gone: the
+    /// calls it is in start its grace (`routes/calls.rs`).
+    SessionGone {
+        /// The owner.
+        user: i64,
+        /// The session.
+        session: i64,
+    },
     /// An account was deleted.
     UserDeleted {
         /// The user.
@@ -253,7 +266,8 @@ pub enum Body {
 impl Body {
     /// Whether the note carries state, and so a sequence number of its own.
     pub fn sequenced(&self) -> bool {
-        !matches!(self, Body::Heartbeat | Body::Leaving | Body::SyncRequest)
+        // A lost `SessionGone` leaves no cache stale: not numbered.
+        !matches!(self, Body::Heartbeat | Body::Leaving | Body::SyncRequest | Body::SessionGone { .. })
     }
 }
 
@@ -411,6 +425,8 @@ pub struct Bus {
     requests: mpsc::UnboundedSender<(CallId, async_nats::Message)>,
     /// The calls' state in JetStream, for adoption (`cluster/adopt.rs`).
     calls_kv: adopt::CallStore,
+    /// Call channels across nodes.
+    channels: channels::Channels,
 }
 
 impl std::fmt::Debug for Bus {
@@ -470,6 +486,7 @@ impl Bus {
             homed: Mutex::default(),
             requests,
             calls_kv,
+            channels: channels::Channels::default(),
         }))
     }
 

@@ -1,16 +1,30 @@
-//! `/call`, `/answer`, `/hangup`, `/invite`, `/connect_call`, `/call_key`.
+//! `/call`, `/answer`, `/hangup`, `/invite`, `/connect_call`, `/call_key`,
+//! `/call_nonce`; in a cluster each is forwarded to the call's home when
+//! the call is not here (`cluster/calls.rs`).
 
 use babel_proto::{CallId, CallJoined, CallStarted, EndReason, MediaSetup, RelayGrant, Reply, UserId};
 
-use crate::app::{App, Authed, ChannelMode, ConnState, ServiceError, ServiceResult};
+use std::sync::Arc;
+
+use crate::app::{App, Authed, ChannelLink, ChannelMode, ConnState, ServiceError, ServiceResult};
 use crate::calls::machine::Leg;
 use crate::calls::{Calls, LegInfo, Refusal};
-use crate::cluster::CallRequest;
+use crate::cluster::{Answered, CallRequest};
 use crate::store::Relation;
 
 impl From<Refusal> for ServiceError {
     fn from(r: Refusal) -> Self {
         ServiceError::Refused(r.to_string())
+    }
+}
+
+/// A forwarded request's answer that is not 200, as the error it stands for.
+fn refusal_of(reply: Reply) -> ServiceError {
+    match reply {
+        Reply::Refused(r) => ServiceError::Refused(r),
+        Reply::BadRequest(r) => ServiceError::BadRequest(r),
+        Reply::Unauthorized => ServiceError::Unauthorized,
+        other => ServiceError::Unavailable(format!("unexpected answer from the call's home: {:?}", other.status())),
     }
 }
 
@@ -35,6 +49,9 @@ impl App {
         if let Some(bus) = &self.bus {
             if bus.remote_online(who.id) {
                 sessions.extend(bus.sessions_elsewhere(who.id).await);
+                // A session connected to two nodes rings once.
+                sessions.sort();
+                sessions.dedup();
             }
         }
         let chosen = self.statuses.get(who.id);
@@ -165,6 +182,17 @@ impl App {
     /// server does not judge the key against the commitment: the clients
     /// do, since the server is who the commitment guards against.
     pub(crate) async fn call_key(&self, me: Authed, call: CallId, key: String) -> ServiceResult<Reply> {
+        let forwarded = self
+            .forward_call(call, || CallRequest::Key { user: me.user.0, session: me.session.0, key: key.clone() })
+            .await;
+        if let Some(reply) = forwarded {
+            return reply;
+        }
+        self.call_key_here(me, call, key).await
+    }
+
+    /// `/call_key` at the call's home.
+    pub(crate) async fn call_key_here(&self, me: Authed, call: CallId, key: String) -> ServiceResult<Reply> {
         let fx = self.calls.reveal(call, Leg { user: me.user, session: me.session }, key)?;
         self.apply(fx).await;
         Ok(Reply::Ok)
@@ -172,6 +200,17 @@ impl App {
 
     /// A member answers a newcomer's commitment; the others are told.
     pub(crate) async fn call_nonce(&self, me: Authed, call: CallId, nonce: String) -> ServiceResult<Reply> {
+        let forwarded = self
+            .forward_call(call, || CallRequest::Nonce { user: me.user.0, session: me.session.0, nonce: nonce.clone() })
+            .await;
+        if let Some(reply) = forwarded {
+            return reply;
+        }
+        self.call_nonce_here(me, call, nonce).await
+    }
+
+    /// `/call_nonce` at the call's home.
+    pub(crate) async fn call_nonce_here(&self, me: Authed, call: CallId, nonce: String) -> ServiceResult<Reply> {
         let fx = self.calls.nonce(call, Leg { user: me.user, session: me.session }, nonce)?;
         self.apply(fx).await;
         Ok(Reply::Ok)
@@ -216,7 +255,31 @@ impl App {
         Ok(Reply::Ok)
     }
 
-    pub(crate) fn connect_call(&self, me: Authed, call: CallId) -> ServiceResult<ChannelMode> {
+    pub(crate) async fn connect_call(&self, me: Authed, call: CallId) -> ServiceResult<ChannelMode> {
+        let leg = Leg { user: me.user, session: me.session };
+        if let Some(bus) = self.bus.as_ref().filter(|_| !self.calls.contains(call)) {
+            // Homed elsewhere (or nowhere): the home admits the channel.
+            let (up, queue) = Arc::clone(bus)
+                .open_remote_channel(call, me.session, Arc::clone(&self.calls.channel_drops))
+                .await
+                .map_err(ServiceError::Unavailable)?;
+            let req =
+                CallRequest::Connect { user: me.user.0, session: me.session.0, node: bus.node().into(), tag: up.tag() };
+            let answer = match bus.forward_answered(call, &req).await {
+                Some(Ok(Answered::Admitted { node })) => {
+                    up.homed_on(node);
+                    Ok(())
+                }
+                Some(Ok(other)) => Err(refusal_of(other.into())),
+                Some(Err(e)) => Err(e),
+                None => Err(Refusal::NoSuchCall.into()),
+            };
+            if let Err(e) = answer {
+                up.forget();
+                return Err(e);
+            }
+            return Ok(ChannelMode { call, leg, link: ChannelLink::Home(up), queue });
+        }
         let room = self.calls.room(call, me.session)?;
         let queue = room.join(me.user, me.session);
         if !self.calls.is_member(call, me.session) {
@@ -224,6 +287,84 @@ impl App {
             room.leave(&queue);
             return Err(ServiceError::Refused("you are not in this call".into()));
         }
-        Ok(ChannelMode { call, leg: Leg { user: me.user, session: me.session }, room, queue })
+        Ok(ChannelMode { call, leg, link: ChannelLink::Room(room), queue })
+    }
+
+    /// A channel on another node asks to join the call's room, here at its
+    /// home: only a member may.
+    pub(crate) async fn connect_call_here(
+        &self,
+        me: Authed,
+        call: CallId,
+        node: String,
+        tag: u64,
+    ) -> ServiceResult<Reply> {
+        let Some(bus) = self.bus.as_ref() else { return Err(Refusal::NoSuchCall.into()) };
+        let room = self.calls.room(call, me.session)?;
+        bus.home_remote_channel(call, room, me.user, me.session, node, tag).await.map_err(ServiceError::Unavailable)?;
+        if !self.calls.is_member(call, me.session) {
+            // Left (or the call ended) while the channel was being admitted:
+            // no channel for a call we are not in.
+            bus.drop_remote_channel(call, me.session, tag);
+            if !self.calls.contains(call) {
+                bus.home_channels_over(call);
+            }
+            return Err(ServiceError::Refused("you are not in this call".into()));
+        }
+        Ok(Reply::Ok)
+    }
+}
+
+/// The grace of a participant whose connections are all gone (DESIGN.md §2:
+/// they leave `call_grace_ms` after the last one closed, and may come back
+/// from any node meanwhile).
+impl App {
+    fn grace_ms(&self) -> u64 {
+        self.cfg.call_grace.as_millis() as u64
+    }
+
+    /// Every connection of the session on this node is gone: it stops
+    /// ringing, and in a call keeps its place for the grace. The other
+    /// nodes are told, since its calls may be homed there.
+    pub(crate) async fn connections_gone(&self, leg: Leg) {
+        let fx = if self.grace_ms() == 0 && self.bus.is_none() {
+            self.calls.leave_all(leg, EndReason::Disconnected)
+        } else {
+            self.calls.suspend(leg, self.grace_ms(), true)
+        };
+        self.apply(fx).await;
+        self.tell_cluster(crate::cluster::Body::SessionGone { user: leg.user.0, session: leg.session.0 });
+    }
+
+    /// Another node lost every connection of the session it held, or is
+    /// gone itself: the session's calls homed here start its grace, unless
+    /// it is connected here.
+    pub(crate) async fn connections_gone_elsewhere(&self, leg: Leg) {
+        if self.presence.is_attached(leg.user, leg.session) {
+            return;
+        }
+        let fx = self.calls.suspend(leg, self.grace_ms(), false);
+        self.apply(fx).await;
+    }
+
+    /// The grace of a member ran out: it leaves its calls unless one of its
+    /// connections is back, on this node or another.
+    pub(crate) async fn grace_over(self: Arc<Self>, leg: Leg) {
+        if self.connected_anywhere(leg).await {
+            return;
+        }
+        tracing::debug!(user = %leg.user, "a participant's connections stayed gone past the grace");
+        let fx = self.calls.leave_all(leg, EndReason::Disconnected);
+        self.apply(fx).await;
+    }
+
+    async fn connected_anywhere(&self, leg: Leg) -> bool {
+        if self.presence.is_attached(leg.user, leg.session) {
+            return true;
+        }
+        match &self.bus {
+            Some(bus) if bus.remote_online(leg.user) => bus.sessions_elsewhere(leg.user).await.contains(&leg.session),
+            _ => false,
+        }
     }
 }
