@@ -510,3 +510,48 @@ async fn a_member_whose_node_died_with_the_home_is_let_go_after_the_grace() {
     s.b.shutdown().await;
     s.c.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_that_starts_after_a_death_nobody_saw_adopts_the_orphaned_call() {
+    // Ann and bob on `b`; their call's home is the doomed node.
+    let world = World::new();
+    let doomed = world.process("doomed");
+    let b = world.node("b", ClusterConfig::default().dead_after_ms).await;
+    let mut client = Client::connect(b.addr()).await;
+    let ann = client.create("ann@example.org").await;
+    let bob = client.create("bob@example.org").await;
+    client.befriend(&ann, &bob).await;
+    let _ann_events = Events::open(b.addr(), &ann).await;
+    let mut bob_events = Events::open(b.addr(), &bob).await;
+    let mut on_doomed = Client::connect(doomed.addr).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while on_doomed.contacts(&ann).await != vec![("bob@example.org".to_owned(), "online".to_owned())] {
+        assert!(tokio::time::Instant::now() < deadline, "the doomed node never saw bob online");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, v) = on_doomed.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.until("/incoming_call", |e| e["call_id"] == json!(call_id)).await;
+    let (status, v) = client.call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(world.stored(&call_id).await.unwrap()["home"], json!("doomed"));
+
+    // Nobody is left to see the home die; a node started afterwards finds
+    // the call orphaned and takes it.
+    b.shutdown().await;
+    let mut doomed = doomed;
+    doomed.kill();
+    let c = world.node("c", ClusterConfig::default().dead_after_ms).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while c.app().calls_in_progress() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the orphaned call was never adopted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(world.stored(&call_id).await.unwrap()["home"], json!("c"));
+    let (status, v) = Client::connect(c.addr()).await.call(ann.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(c.app().calls_in_progress(), 0);
+    assert!(world.stored(&call_id).await.is_none(), "the ended call's entry is removed");
+    c.shutdown().await;
+}

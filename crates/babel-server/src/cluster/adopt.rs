@@ -16,7 +16,9 @@
 //! (call, node) ([`ranked`]). The first adopts at once; the k-th waits
 //! k × [`RANK_STEP`] and adopts only if the entry still names the dead
 //! home (so a survivor that sees the cluster differently, or a winner that
-//! died too, leaves no call orphaned). Adopting is a compare-and-set of the
+//! died too, leaves no call orphaned); a node that starts sweeps the
+//! bucket once, `dead_after_ms` in, for calls whose home is no live node
+//! (a death nobody alive saw). Adopting is a compare-and-set of the
 //! entry's revision, home ← this node: of several nodes trying at once
 //! exactly one succeeds. The adopter rebuilds the call from the entry,
 //! answers on the call's subject, grants every member a leg on its own
@@ -224,10 +226,23 @@ impl App {
     /// that rendezvous hashing gives this node.
     pub(crate) fn adopt_calls_of(self: &Arc<Self>, dead: String) {
         let app = Arc::clone(self);
-        tokio::spawn(async move { app.adopt_orphans(&dead).await });
+        tokio::spawn(async move { app.adopt_orphans(Some(&dead)).await });
     }
 
-    async fn adopt_orphans(&self, dead: &str) {
+    /// Adopts, in the background, every stored call whose home is no live
+    /// node: deaths this node did not see (it started after them, alone).
+    /// Run once, when the node has had time to hear every live peer.
+    pub(crate) fn sweep_orphans(self: &Arc<Self>) {
+        let app = Arc::clone(self);
+        tokio::spawn(async move { app.adopt_orphans(None).await });
+    }
+
+    /// A stored home is gone: not this node, and not heard from.
+    fn home_gone(&self, home: &str) -> bool {
+        self.bus.as_ref().is_some_and(|bus| home != bus.node() && !bus.peers().iter().any(|p| p == home))
+    }
+
+    async fn adopt_orphans(&self, dead: Option<&str>) {
         let Some(bus) = &self.bus else { return };
         let Some(kv) = bus.calls_kv.store(false).await else { return };
         let started = tokio::time::Instant::now();
@@ -241,13 +256,20 @@ impl App {
         })
         .await;
         let Ok(Some(keys)) = listed else {
-            tracing::warn!(node = %dead, "cannot list the stored calls; a dead node's calls are not adopted");
+            tracing::warn!(node = ?dead, "cannot list the stored calls; orphaned calls are not adopted");
             return;
         };
         let mut later = Vec::new();
         for key in keys {
             let Ok(id) = key.parse::<u64>().map(CallId) else { continue };
             let Some((stored, _)) = bus.calls_kv.read(&kv, id).await else { continue };
+            let Some(dead) = dead else {
+                // A sweep: nobody else is looking for these.
+                if self.home_gone(&stored.home) {
+                    self.adopt_call(id, None).await;
+                }
+                continue;
+            };
             if stored.home != dead {
                 continue;
             }
@@ -263,7 +285,7 @@ impl App {
         later.sort_by_key(|(rank, id)| (*rank, id.0));
         for (rank, id) in later {
             tokio::time::sleep_until(started + RANK_STEP * rank as u32).await;
-            self.adopt_call(id, Some(dead)).await;
+            self.adopt_call(id, dead).await;
         }
     }
 
@@ -280,7 +302,7 @@ impl App {
         let Some((mut stored, revision)) = bus.calls_kv.read(&kv, id).await else { return false };
         let home_ok = match from {
             Some(dead) => stored.home == dead,
-            None => !bus.peers().contains(&stored.home),
+            None => self.home_gone(&stored.home),
         };
         if stored.home == bus.node() || !home_ok || self.calls.contains(id) {
             return false;

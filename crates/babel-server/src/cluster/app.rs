@@ -314,6 +314,9 @@ impl App {
             };
             let mut check = tokio::time::interval(heartbeat / 4);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Once every live peer has been heard: calls of deaths nobody saw.
+            let mut sweep = Box::pin(tokio::time::sleep(Duration::from_millis(bus.cfg.dead_after_ms)));
+            let mut swept = false;
             bus.note(Body::SyncRequest);
             loop {
                 tokio::select! {
@@ -346,6 +349,12 @@ impl App {
                         other => tracing::debug!(event = %other, "NATS"),
                     },
                     _ = check.tick() => app.check_cluster(&bus).await,
+                    _ = &mut sweep, if !swept => {
+                        swept = true;
+                        if !bus.fenced() {
+                            app.sweep_orphans();
+                        }
+                    }
                     _ = cancel.cancelled() => break,
                 }
             }
