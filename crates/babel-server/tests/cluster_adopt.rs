@@ -555,3 +555,30 @@ async fn a_node_that_starts_after_a_death_nobody_saw_adopts_the_orphaned_call() 
     assert!(world.stored(&call_id).await.is_none(), "the ended call's entry is removed");
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_member_whose_node_died_with_the_home_and_who_comes_back_elsewhere_stays() {
+    let mut s = scene_with(ClusterConfig::default().dead_after_ms, Some(GRACE_MS)).await;
+    let call_id = s.answered_call().await;
+    // Ann's only connection left is to the doomed node, as above.
+    drop(std::mem::replace(&mut s.ann_events, Events::open(s.b.addr(), &s.bob).await));
+    s.doomed.kill();
+    // Her client comes back through c, well within the grace.
+    let mut ann_events = Events::open(s.c.addr(), &s.ann).await;
+    ann_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    s.bob_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let adopter = match s.held() {
+        (1, 0) => &s.b,
+        (0, 1) => &s.c,
+        held => panic!("held by b and c: {held:?}"),
+    };
+    tokio::time::sleep(Duration::from_millis(2 * GRACE_MS + 1_000)).await;
+    assert_eq!(adopter.app().calls_in_progress(), 1, "ann came back, yet was let go");
+    let (status, v) =
+        Client::connect(s.c.addr()).await.call(s.ann.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
+    assert_eq!(ended.last().unwrap().1["reason"], json!("hangup"), "{ended:?}");
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
