@@ -410,9 +410,11 @@ impl Settled {
         input: Box<dyn AudioInput>,
         output: Box<dyn AudioOutput>,
     ) -> Call {
-        let call_id = self.call_id;
+        let (call_id, server_ip) = (self.call_id, self.prepared.server_ip);
         let (setup, group) = self.into_setup(channel);
-        Call::spawn(call_id, setup, group, cfg, input, output)
+        let mut call = Call::spawn(call_id, setup, group, cfg, input, output);
+        call.server_ip = Some(server_ip);
+        call
     }
 }
 
@@ -445,6 +447,9 @@ pub struct Call {
     started: Instant,
     ended_by_server: Option<EndReason>,
     broken: Option<AgreeError>,
+    /// The server's address as this client reaches it: where a moved
+    /// relay is when its grant names no host.
+    server_ip: Option<std::net::IpAddr>,
 }
 
 impl Call {
@@ -468,6 +473,7 @@ impl Call {
             started: Instant::now(),
             ended_by_server: None,
             broken: None,
+            server_ip: None,
         }
     }
 
@@ -547,6 +553,17 @@ impl Call {
                 KeyStep::Code(c) => {
                     self.control.send(Control::Code(c.clone()));
                     out.push(CallEvent::CodeChanged(c));
+                }
+                KeyStep::Relay(grant) => {
+                    // A grant that names no host is on the server's address.
+                    let ip = grant.relay_host.as_deref().and_then(|h| h.parse().ok()).or(self.server_ip);
+                    match ip.and_then(|ip| crate::setup::relay_info(&grant, ip)) {
+                        Some(relay) => {
+                            tracing::info!(call = %call, relay = %relay.addr, "the call's relay moved");
+                            self.control.send(Control::Relay(relay));
+                        }
+                        None => tracing::warn!(call = %call, "a moved relay's grant does not read"),
+                    }
                 }
                 KeyStep::End(e) => {
                     tracing::warn!(call = %call, error = %e, "key exchange attacked");

@@ -206,6 +206,9 @@ pub enum KeyStep {
     Code(String),
     /// The key exchange was tampered with: hang up and say why.
     End(AgreeError),
+    /// The call's relay moved (`/call_relay`): the engine binds to this
+    /// grant's relay (see [`relay_info`]).
+    Relay(RelayGrant),
 }
 
 /// Follows a running call's keys through the server's events (see
@@ -260,6 +263,7 @@ pub fn key_steps(
         ServerEvent::CallCandidates(u) if u.call_id == call => {
             vec![KeyStep::Media(Control::Candidates(u.id, u.candidates.clone()))]
         }
+        ServerEvent::CallRelay(m) if m.call_id == call => vec![KeyStep::Relay(m.relay.clone())],
         _ => Vec::new(),
     }
 }
@@ -349,6 +353,11 @@ mod tests {
         assert!(matches!(steps(&left)[..], [KeyStep::Media(Control::RemovePeer(UserId(7))), KeyStep::Code(_)]));
         let moved = ServerEvent::CallCandidates(CandidatesUpdate { call_id: call, id: UserId(7), candidates: vec![] });
         assert!(matches!(steps(&moved)[..], [KeyStep::Media(Control::Candidates(UserId(7), _))]));
+        let grant = RelayGrant::new(9000, 5, &[1; 16]);
+        let relay = ServerEvent::CallRelay(babel_proto::RelayMoved { call_id: call, relay: grant.clone() });
+        assert!(matches!(&steps(&relay)[..], [KeyStep::Relay(g)] if *g == grant));
+        let elsewhere = ServerEvent::CallRelay(babel_proto::RelayMoved { call_id: CallId(2), relay: grant });
+        assert!(steps(&elsewhere).is_empty());
         assert!(steps(&ServerEvent::Ping).is_empty());
     }
 }

@@ -587,7 +587,8 @@ impl Model {
             | ServerEvent::CallCandidates(_)
             | ServerEvent::CallAccepted(_)
             | ServerEvent::CallKey(_)
-            | ServerEvent::CallNonce(_) => {}
+            | ServerEvent::CallNonce(_)
+            | ServerEvent::CallRelay(_) => {}
             ServerEvent::Message(m) => {
                 self.apply_social(crate::social::SocialUpdate::Message { message: m.message.into(), sender: m.sender })
             }

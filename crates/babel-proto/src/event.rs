@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::account::SessionEnded;
-use crate::call::{CallId, EndReason, Epoch, MediaSetup, Peer};
+use crate::call::{CallId, EndReason, Epoch, MediaSetup, Peer, RelayGrant};
 use crate::frame::RawRequest;
 use crate::messages::{MessageEvent, MessagesRead};
 use crate::types::{ContactEntry, Presence, User, UserId};
@@ -77,6 +77,19 @@ pub struct KeyRevealed {
     pub key: String,
 }
 
+/// `/call_relay`: the call moved to another node (its home died and another
+/// node adopted it), and with it the relay: this participant's new grant.
+/// Voice through the old relay stops; peer-to-peer voice goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayMoved {
+    /// The call.
+    pub call_id: CallId,
+    /// The new grant (on the adopting node's relay, which it names by
+    /// `relay_host` when it knows its address).
+    #[serde(flatten)]
+    pub relay: RelayGrant,
+}
+
 #[derive(Serialize, Deserialize)]
 struct IdOnly {
     id: UserId,
@@ -140,6 +153,9 @@ pub enum ServerEvent {
     CallKey(KeyRevealed),
     /// `/call_nonce`: a member answers a newcomer's commitment (group calls).
     CallNonce(NonceSent),
+    /// `/call_relay`: the call's relay moved (a cluster node adopted the
+    /// call of a node that died): this participant's new relay grant.
+    CallRelay(RelayMoved),
     /// `/message`: a message to me, or one I sent from another session.
     Message(MessageEvent),
     /// `/messages_read`: a conversation's messages are read up to an id.
@@ -184,6 +200,7 @@ impl ServerEvent {
             ServerEvent::CallCandidates(_) => "/call_candidates",
             ServerEvent::CallKey(_) => "/call_key",
             ServerEvent::CallNonce(_) => "/call_nonce",
+            ServerEvent::CallRelay(_) => "/call_relay",
             ServerEvent::Message(_) => "/message",
             ServerEvent::MessagesRead(_) => "/messages_read",
             ServerEvent::ContactUpdated(_) => "/contact_updated",
@@ -209,6 +226,7 @@ impl ServerEvent {
             ServerEvent::CallCandidates(c) => json(c),
             ServerEvent::CallKey(k) => json(k),
             ServerEvent::CallNonce(n) => json(n),
+            ServerEvent::CallRelay(r) => json(r),
             ServerEvent::Message(m) => json(m),
             ServerEvent::MessagesRead(r) => json(r),
             ServerEvent::ContactUpdated(c) => json(c),
@@ -257,6 +275,7 @@ impl ServerEvent {
             "/call_candidates" => ServerEvent::CallCandidates(de("/call_candidates", value)?),
             "/call_key" => ServerEvent::CallKey(de("/call_key", value)?),
             "/call_nonce" => ServerEvent::CallNonce(de("/call_nonce", value)?),
+            "/call_relay" => ServerEvent::CallRelay(de("/call_relay", value)?),
             "/message" => ServerEvent::Message(de("/message", value)?),
             "/messages_read" => ServerEvent::MessagesRead(de("/messages_read", value)?),
             "/contact_updated" => ServerEvent::ContactUpdated(de("/contact_updated", value)?),
@@ -314,6 +333,10 @@ mod tests {
             }),
             ServerEvent::CallKey(KeyRevealed { call_id: c, id: UserId(1), key: "k".into() }),
             ServerEvent::CallNonce(NonceSent { call_id: c, id: UserId(2), nonce: "n".into() }),
+            ServerEvent::CallRelay(RelayMoved {
+                call_id: c,
+                relay: RelayGrant::new(40000, 7, &[3; 16]).with_host(Some([192, 0, 2, 9].into())),
+            }),
             ServerEvent::Message(MessageEvent {
                 message: crate::messages::Message {
                     message_id: crate::messages::MessageId(8),
@@ -366,6 +389,11 @@ mod tests {
             reason: crate::account::SessionEndReason::Expired,
         };
         assert_eq!(ServerEvent::SessionEnded(ended).data(), br#"{"session_id":"8","reason":"expired"}"#);
+        let moved = RelayMoved { call_id: CallId(9), relay: RelayGrant::new(40000, 7, &[0; 16]) };
+        assert_eq!(
+            ServerEvent::CallRelay(moved).data(),
+            br#"{"call_id":"9","relay_port":"40000","relay_handle":"7","relay_key":"AAAAAAAAAAAAAAAAAAAAAA=="}"#
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub use account::{
 };
 pub use call::{CallId, CallJoined, CallStarted, EndReason, Epoch, MediaSetup, Peer, RelayGrant};
 pub use channel::{ChannelFrame, SendData};
-pub use event::{CandidatesUpdate, IncomingCall, KeyRevealed, NonceSent, PeerJoined, ServerEvent};
+pub use event::{CandidatesUpdate, IncomingCall, KeyRevealed, NonceSent, PeerJoined, RelayMoved, ServerEvent};
 pub use fields::{Fields, FieldsError};
 pub use fingerprint::Fingerprint;
 pub use frame::{FrameError, Limits, RawRequest, RawResponse, decode_request, decode_response};

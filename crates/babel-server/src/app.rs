@@ -738,6 +738,8 @@ impl App {
 
     /// Carries out what a call transition asks for.
     pub(crate) async fn apply(&self, fx: Effects) {
+        // In a cluster the calls' new state is stored before anyone hears of it.
+        self.store_calls(&fx.changed).await;
         for (leg, event) in &fx.events {
             self.hub.to_session(leg.user, leg.session, event);
         }

@@ -296,6 +296,12 @@ impl CallCore {
                 }
             }
             Control::Code(c) => self.code = c,
+            Control::Relay(r) => {
+                // Bind at once; nonces and DATA counters keep growing.
+                self.relay = Some(r);
+                self.relay_bound = false;
+                self.last_bind = None;
+            }
         }
         Ok(())
     }
@@ -716,6 +722,40 @@ mod tests {
         assert_eq!(out.iter().filter(|t| matches!(t, Transmit::Channel(_))).count(), 1);
         assert_eq!(a.stats().sent, 1);
         assert!(a.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn a_moved_relay_is_bound_and_used_at_once() {
+        let t0 = Instant::now();
+        let (mut a, _) = pair(t0);
+        a.handle_capture(t0, &mut [0.0; 960]).unwrap();
+        drain(&mut a);
+        let moved = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3479);
+        a.handle_command(Control::Relay(RelayInfo { addr: moved, handle: 8, key: [4; 16] })).unwrap();
+        let t1 = t0 + Duration::from_millis(20);
+        a.handle_capture(t1, &mut [0.0; 960]).unwrap();
+        let out = drain(&mut a);
+        let to: Vec<&Vec<u8>> = out
+            .iter()
+            .filter_map(|t| if let Transmit::Udp { to, bytes } = t { (*to == moved).then_some(bytes) } else { None })
+            .collect();
+        assert!(out.iter().all(|t| !matches!(t, Transmit::Udp { to, .. } if *to == RELAY)), "{out:?}");
+        assert!(wire::verify_bind(to[0], &[4; 16]).is_some_and(|n| n > 1_000_000), "a BIND first, nonce grown");
+        assert_eq!(wire::verify_data(to[1], &[4; 16]).map(|(n, _)| n), Some(2), "then the voice, counter grown");
+        // What the new relay sends back is taken; the old one is a stranger now.
+        let ack = wire::BindAck {
+            handle: 8,
+            nonce: 1,
+            state: wire::BOUND,
+            cookie: [0; wire::COOKIE_LEN],
+            seen: "127.0.0.1:9".parse().unwrap(),
+        };
+        let bytes = wire::encode_bind_ack(&ack, &[4; 16]);
+        let rejected = a.stats().rejected;
+        a.handle_datagram(t1, moved, &bytes);
+        assert_eq!(a.stats().rejected, rejected);
+        a.handle_datagram(t1, RELAY, &bytes);
+        assert_eq!(a.stats().rejected, rejected + 1);
     }
 
     #[test]

@@ -295,4 +295,7 @@ pub enum Control {
     Candidates(UserId, Vec<SocketAddr>),
     /// The call's code changed (someone joined or left).
     Code(String),
+    /// The relay moved (`/call_relay`: another server node adopted the
+    /// call): bind to this one and relay through it from now on.
+    Relay(RelayInfo),
 }

@@ -17,8 +17,11 @@ use babel_proto::{CallId, Direction, EndReason, UserId};
 use super::machine::{CallMachine, Note, Output};
 use crate::store::{CallRecord, Timestamp};
 
-#[derive(Debug, Clone)]
-struct Open {
+/// One user's open entry (stored with a call in a cluster, so the node
+/// that adopts it keeps the history right).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Open {
+    user: UserId,
     direction: Direction,
     with: Vec<UserId>,
     started_at: Timestamp,
@@ -35,8 +38,22 @@ impl Book {
     /// A call placed by `caller` to `callee` at `now`.
     pub fn new(caller: UserId, callee: UserId, now: Timestamp) -> Book {
         let mut open = HashMap::new();
-        open.insert(caller, Open { direction: Direction::Out, with: vec![callee], started_at: now, answered_at: None });
+        let entry =
+            Open { user: caller, direction: Direction::Out, with: vec![callee], started_at: now, answered_at: None };
+        open.insert(caller, entry);
         Book { open }
+    }
+
+    /// The open entries, to store.
+    pub fn export(&self) -> Vec<Open> {
+        let mut v: Vec<Open> = self.open.values().cloned().collect();
+        v.sort_by_key(|o| o.user);
+        v
+    }
+
+    /// A book from stored entries.
+    pub fn resume(entries: Vec<Open>) -> Book {
+        Book { open: entries.into_iter().map(|o| (o.user, o)).collect() }
     }
 
     /// Brings the book up to date after an input to `machine` that produced
@@ -56,7 +73,7 @@ impl Book {
                 self.open.entry(leg.user).or_insert_with(|| {
                     let mut with = vec![by.user];
                     with.extend(members.iter().copied().filter(|u| *u != by.user && *u != leg.user));
-                    Open { direction: Direction::In, with, started_at: now, answered_at: None }
+                    Open { user: leg.user, direction: Direction::In, with, started_at: now, answered_at: None }
                 });
             }
         }

@@ -83,12 +83,22 @@ pub enum CallError {
 
 #[derive(Debug, Clone)]
 struct Ring {
-    /// Who rang (read by the unit tests' checks).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Who rang.
     by: Leg,
     user: UserId,
     sessions: Vec<SessionId>,
     since: Millis,
+}
+
+/// One ring as a call's stored state carries it (see [`CallMachine::restore`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingPart {
+    /// Who rang.
+    pub by: Leg,
+    /// Whom.
+    pub user: UserId,
+    /// The sessions it rings on.
+    pub sessions: Vec<SessionId>,
 }
 
 /// Limits that shape a call.
@@ -137,6 +147,33 @@ impl CallMachine {
         };
         let out = call.add_ring(caller, callee, callee_sessions, now);
         (call, out)
+    }
+
+    /// A call as another node stored it (its home died, this node adopts
+    /// it): the same members, rings, epoch and answered state. Rings start
+    /// their timeout afresh at `now`.
+    pub fn restore(
+        id: CallId,
+        limits: CallLimits,
+        members: Vec<Leg>,
+        rings: Vec<RingPart>,
+        answered: bool,
+        epoch: u32,
+        now: Millis,
+    ) -> CallMachine {
+        let rings =
+            rings.into_iter().map(|r| Ring { by: r.by, user: r.user, sessions: r.sessions, since: now }).collect();
+        CallMachine { id, limits, members, rings, answered, ended: None, epoch }
+    }
+
+    /// The rings, as [`CallMachine::restore`] takes them.
+    pub fn ring_parts(&self) -> Vec<RingPart> {
+        self.rings.iter().map(|r| RingPart { by: r.by, user: r.user, sessions: r.sessions.clone() }).collect()
+    }
+
+    /// Whether the callee ever answered (stored with the call).
+    pub fn was_answered(&self) -> bool {
+        self.answered
     }
 
     fn add_ring(&mut self, by: Leg, user: UserId, sessions: Vec<SessionId>, now: Millis) -> Output {
@@ -346,6 +383,32 @@ impl CallMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restored_call_goes_on_as_the_stored_one_would() {
+        let limits = CallLimits { ring_timeout: 1000, max_participants: 8 };
+        let (a, b, c) = (
+            Leg { user: UserId(1), session: SessionId(10) },
+            Leg { user: UserId(2), session: SessionId(20) },
+            Leg { user: UserId(3), session: SessionId(30) },
+        );
+        let (mut m, _) = CallMachine::start(CallId(1), a, UserId(2), vec![SessionId(20)], 0, limits);
+        m.answer(b, true).unwrap();
+        m.invite(a, UserId(3), vec![SessionId(30)], 500).unwrap();
+        let rings = m.ring_parts();
+        assert_eq!(rings, vec![RingPart { by: a, user: UserId(3), sessions: vec![SessionId(30)] }]);
+        let mut r =
+            CallMachine::restore(CallId(1), limits, m.members().to_vec(), rings, m.was_answered(), m.epoch(), 5000);
+        assert!(r.is_answered() && r.rings_on(SessionId(30)));
+        assert_eq!(r.next_deadline(), Some(6000), "the ring restarts at the adoption");
+        let out = r.answer(c, true).unwrap();
+        assert_eq!(out.notes, vec![(a, Note::Joined(c)), (b, Note::Joined(c))]);
+        assert_eq!(r.epoch(), 1);
+        let out = r.leave(a, EndReason::Hangup).unwrap();
+        assert_eq!(out.over, None, "two are left");
+        let out = r.leave(b, EndReason::Hangup).unwrap();
+        assert_eq!(out.over, Some(EndReason::Hangup));
+    }
 
     const LIMITS: CallLimits = CallLimits { ring_timeout: 30_000, max_participants: 8 };
 

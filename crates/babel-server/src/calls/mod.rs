@@ -8,6 +8,7 @@
 
 pub mod history;
 pub mod machine;
+pub mod stored;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -98,6 +99,9 @@ pub struct Effects {
     pub users: Vec<UserId>,
     /// Call-history entries that finished, to store.
     pub history: Vec<crate::store::CallRecord>,
+    /// Calls whose state changed (in a cluster, stored again; see
+    /// [`stored`]).
+    pub changed: Vec<CallId>,
 }
 
 impl Effects {
@@ -108,6 +112,7 @@ impl Effects {
         self.ended.extend(other.ended);
         self.users.extend(other.users);
         self.history.extend(other.history);
+        self.changed.extend(other.changed);
     }
 }
 
@@ -300,7 +305,7 @@ impl Calls {
             return Err(Refusal::AlreadyRevealed);
         }
         info.media.key = Some(key.clone());
-        let mut fx = Effects::default();
+        let mut fx = Effects { changed: vec![id], ..Effects::default() };
         for m in entry.machine.members().iter().filter(|m| m.session != leg.session) {
             let event = ServerEvent::CallKey(KeyRevealed { call_id: id, id: leg.user, key: key.clone() });
             fx.events.push((*m, event));
@@ -465,6 +470,7 @@ impl Calls {
         let Some(entry) = inner.calls.get_mut(&id) else { return fx };
         let Some(info) = entry.legs.get_mut(&leg.session) else { return fx };
         info.public = Some(addr);
+        fx.changed.push(id);
         if info.media.relay_only {
             // Nothing the others may learn.
             return fx;
@@ -486,7 +492,7 @@ impl Calls {
     /// Turns a machine's output into effects and keeps the indexes right;
     /// `reason` is the input's, for the call history ([`history::Book::observe`]).
     fn settle(inner: &mut Inner, id: CallId, out: Output, reason: EndReason) -> Effects {
-        let mut fx = Effects::default();
+        let mut fx = Effects { changed: vec![id], ..Effects::default() };
         let Some(entry) = inner.calls.get_mut(&id) else { return fx };
         fx.history = entry.book.observe(id, &entry.machine, &out, reason, crate::app::now());
         for (leg, note) in out.notes {

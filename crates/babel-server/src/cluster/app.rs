@@ -215,13 +215,22 @@ impl App {
     }
 
     /// Forgets the nodes not heard from, and fences or unfences this one.
-    async fn check_cluster(&self, bus: &Bus) {
+    async fn check_cluster(self: &Arc<Self>, bus: &Bus) {
         let dead_after = Duration::from_millis(bus.cfg.dead_after_ms);
         let dead = lock(&bus.peers).expire(Instant::now(), dead_after);
         for (node, users) in dead {
             tracing::warn!(%node, users = users.len(), "a node stopped answering; its users are offline");
+            // Channels here to calls homed there close first (their
+            // clients `/connect_call` again, reaching whoever adopts the
+            // call); the dead node's users in calls homed here start their
+            // grace; then the dead node's calls are adopted, in the
+            // background (an adopter starts the grace of every member not
+            // connected to it, `cluster/adopt.rs`).
             bus.home_node_gone(&node);
             self.node_gone(&users).await;
+            if !bus.fenced() {
+                self.adopt_calls_of(node.clone());
+            }
             for user in users {
                 self.refresh_status(user).await;
             }
@@ -305,6 +314,9 @@ impl App {
             };
             let mut check = tokio::time::interval(heartbeat / 4);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Once every live peer has been heard: calls of deaths nobody saw.
+            let mut sweep = Box::pin(tokio::time::sleep(Duration::from_millis(bus.cfg.dead_after_ms)));
+            let mut swept = false;
             bus.note(Body::SyncRequest);
             loop {
                 tokio::select! {
@@ -337,6 +349,12 @@ impl App {
                         other => tracing::debug!(event = %other, "NATS"),
                     },
                     _ = check.tick() => app.check_cluster(&bus).await,
+                    _ = &mut sweep, if !swept => {
+                        swept = true;
+                        if !bus.fenced() {
+                            app.sweep_orphans();
+                        }
+                    }
                     _ = cancel.cancelled() => break,
                 }
             }

@@ -22,6 +22,8 @@
 //! - `<name>.call.<id>.up` and `<name>.call.<id>.down.<node>`: the frames of
 //!   call channels on other nodes than the call's home
 //!   (`cluster/channels.rs`).
+//! - the JetStream key-value bucket `<name>_calls`: each call's state,
+//!   so that another node adopts it when its home dies (`cluster/adopt.rs`).
 //!
 //! A node trusts its caches only while its NATS connection is up and has
 //! answered a flush within two heartbeats; otherwise it reads the database
@@ -31,10 +33,12 @@
 //! heartbeat, and its users offline. [`Peers`] is the pure bookkeeping of
 //! that; [`Bus`] the connection; `App`'s side is in `cluster/app.rs`.
 
+mod adopt;
 mod app;
 mod calls;
 mod channels;
 
+pub use adopt::{RANK_STEP, bucket_name, ranked};
 pub use calls::call_subject;
 pub(crate) use calls::{Answered, CallRequest};
 pub use channels::{Uplink, down_subject, up_subject};
@@ -421,6 +425,8 @@ pub struct Bus {
     requests: mpsc::UnboundedSender<(CallId, async_nats::Message)>,
     /// Call channels across nodes.
     channels: channels::Channels,
+    /// The calls' state in JetStream, for adoption (`cluster/adopt.rs`).
+    calls_kv: adopt::CallStore,
 }
 
 impl std::fmt::Debug for Bus {
@@ -461,6 +467,7 @@ impl Bus {
         getrandom::fill(&mut inc).map_err(|e| fail(e.to_string()))?;
         let (out, rx) = mpsc::channel(BACKLOG);
         tracing::info!(url = %describe_url(url), node, cluster = %prefix, "joined the cluster");
+        let calls_kv = adopt::CallStore::new(client.clone(), &prefix);
         Ok(Arc::new(Bus {
             client,
             prefix,
@@ -479,6 +486,7 @@ impl Bus {
             homed: Mutex::default(),
             requests,
             channels: channels::Channels::default(),
+            calls_kv,
         }))
     }
 

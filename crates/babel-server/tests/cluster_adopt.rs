@@ -1,0 +1,584 @@
+//! A call outlives its home node (issue #18 item 3): its state is in a
+//! JetStream key-value bucket, and when the home is killed (`kill -9`)
+//! another node adopts it, grants relay legs on its own relay and tells the
+//! participants by `/call_relay`.
+//!
+//! Real engines, as in `tests/cluster.rs`: PostgreSQL (a schema per test)
+//! and `nats-server` with JetStream on 127.0.0.1:4222 (`BABEL_TEST_NATS`
+//! names another; a cluster name, so a bucket, per test). The home that
+//! dies is the real binary in a process of its own; the survivors run in
+//! this process.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use babel_proto::CallId;
+use babel_server::cluster::{ClusterConfig, bucket_name};
+use babel_server::store::pg::{ScratchSchema, scratch_for_tests};
+use babel_server::{Config, RunningServer};
+use common::{Client, Events, Session, TIMEOUT, test_config};
+use serde_json::{Value, json};
+
+fn nats_url() -> String {
+    let url = std::env::var("BABEL_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let addr: SocketAddr = url.trim_start_matches("nats://").parse().unwrap();
+    let mut head = [0u8; 4];
+    let greets = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map(|mut s| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            s.read_exact(&mut head).is_ok() && &head == b"INFO"
+        })
+        .unwrap_or(false);
+    assert!(greets, "this test needs nats-server at {url}: scripts/engines.sh starts it, or set BABEL_TEST_NATS");
+    url
+}
+
+struct World {
+    schema: ScratchSchema,
+    nats: String,
+    cluster: ClusterConfig,
+    dir: tempfile::TempDir,
+    /// The survivors' `call_grace_ms`, when not the default.
+    grace_ms: Option<u64>,
+}
+
+impl World {
+    fn new() -> World {
+        let mut r = [0u8; 6];
+        getrandom::fill(&mut r).unwrap();
+        let name = format!("ad{}_{}", std::process::id(), r.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        World {
+            nats: nats_url(),
+            schema: scratch_for_tests().unwrap_or_else(|e| panic!("{e}")),
+            cluster: ClusterConfig { name, ..ClusterConfig::default() },
+            dir: tempfile::tempdir().unwrap(),
+            grace_ms: None,
+        }
+    }
+
+    /// A survivor, in this process; `dead_after_ms` as given.
+    async fn node(&self, name: &str, dead_after_ms: u64) -> RunningServer {
+        let config = Config {
+            db: self.schema.url().into(),
+            nats: Some(self.nats.clone()),
+            node: Some(name.into()),
+            cluster: ClusterConfig { dead_after_ms, ..self.cluster.clone() },
+            ..test_config(&self.dir)
+        };
+        let config = Config { call_grace_ms: self.grace_ms.unwrap_or(config.call_grace_ms), ..config };
+        RunningServer::start(&config).await.unwrap_or_else(|e| panic!("node {name} did not start: {e}"))
+    }
+
+    /// The node to kill: the real binary, in a process of its own.
+    fn process(&self, name: &str) -> Proc {
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::File::create(&config).unwrap().write_all(b"[password]\nmemory_kib = 256\niterations = 1\n").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_babel-server"))
+            .args(["--listen", "127.0.0.1:0", "--log", "info", "--db", self.schema.url()])
+            .args(["--nats", &self.nats, "--node", name, "--cluster", &self.cluster.name])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::File::create(self.dir.path().join(format!("{name}.log")))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut addr, mut line) = (None, String::new());
+        loop {
+            line.clear();
+            assert_ne!(out.read_line(&mut line).unwrap(), 0, "node {name} did not start");
+            if let Some(a) = line.trim().strip_prefix("listening on ") {
+                addr = Some(a.parse().unwrap());
+            }
+            if line.starts_with("node ") {
+                break;
+            }
+        }
+        Proc { child, addr: addr.unwrap() }
+    }
+
+    /// The stored state of a call, if any.
+    async fn stored(&self, call: &str) -> Option<Value> {
+        let client = async_nats::connect(&self.nats).await.unwrap();
+        let kv = async_nats::jetstream::new(client).get_key_value(bucket_name(&self.cluster.name)).await.ok()?;
+        let entry = kv.entry(call).await.unwrap()?;
+        (entry.operation == async_nats::jetstream::kv::Operation::Put)
+            .then(|| serde_json::from_slice(&entry.value).unwrap())
+    }
+}
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Proc {
+    /// `kill -9`.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Survivors `b` and `c` and the doomed home; ann (events on `b`) and bob
+/// (events on `c`) are contacts, in a call that ann placed through the
+/// doomed node and bob answered through `c`.
+struct Scene {
+    b: RunningServer,
+    c: RunningServer,
+    doomed: Proc,
+    ann: Session,
+    bob: Session,
+    ann_events: Events,
+    bob_events: Events,
+    /// Ann's connection to the doomed node, open until it dies: the home
+    /// ends a call when its caller's last connection there closes.
+    ann_on_doomed: Client,
+    world: World,
+}
+
+async fn scene(dead_after_ms: u64) -> Scene {
+    scene_with(dead_after_ms, None).await
+}
+
+/// [`scene`], the survivors giving a participant `grace_ms` of grace.
+async fn scene_with(dead_after_ms: u64, grace_ms: Option<u64>) -> Scene {
+    let world = World { grace_ms, ..World::new() };
+    let doomed = world.process("doomed");
+    let (b, c) = (world.node("b", dead_after_ms).await, world.node("c", dead_after_ms).await);
+    let mut client = Client::connect(b.addr()).await;
+    let ann = client.create("ann@example.org").await;
+    let bob = client.create("bob@example.org").await;
+    client.befriend(&ann, &bob).await;
+    let ann_events = Events::open(b.addr(), &ann).await;
+    let bob_events = Events::open(c.addr(), &bob).await;
+    let mut on_doomed = Client::connect(doomed.addr).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while on_doomed.contacts(&ann).await != vec![("bob@example.org".to_owned(), "online".to_owned())] {
+        assert!(tokio::time::Instant::now() < deadline, "the doomed node never saw bob online");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Scene { b, c, doomed, ann, bob, ann_events, bob_events, ann_on_doomed: on_doomed, world }
+}
+
+impl Scene {
+    /// Ann calls bob through the doomed node; bob answers through `c`.
+    async fn answered_call(&mut self) -> String {
+        let (status, v) = self
+            .ann_on_doomed
+            .call(self.ann.header(), "/call", json!({"contact_id": self.bob.id, "key_commit": KEY_COMMIT}))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        let call_id = v["call_id"].as_str().unwrap().to_owned();
+        let rung = self.bob_events.until("/incoming_call", |e| e["call_id"] == json!(call_id)).await;
+        assert!(!rung.is_empty());
+        let (status, v) = Client::connect(self.c.addr())
+            .await
+            .call(self.bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
+            .await;
+        if status != 200 {
+            let log = std::fs::read_to_string(self.world.dir.path().join("doomed.log")).unwrap_or_default();
+            panic!("{v}; the doomed node's log:\n{log}");
+        }
+        self.ann_events.until("/call_accepted", |e| e["call_id"] == json!(call_id)).await;
+        call_id
+    }
+
+    fn held(&self) -> (usize, usize) {
+        (self.b.app().calls_in_progress(), self.c.app().calls_in_progress())
+    }
+}
+
+/// Ann's key commitment in every call she places, and the key.
+const KEY_COMMIT: &str = "a0oliH9TZTQoY1DC5F9jGBa2+AbGO5yPxM4B2Brpk7U=";
+const KEY: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
+
+/// The relay parts of a grant: the relay's address as the grant names it,
+/// handle, key.
+fn grant_of(v: &Value, server: SocketAddr) -> (SocketAddr, u32, [u8; 16]) {
+    let grant: babel_proto::RelayGrant = serde_json::from_value(v.clone()).unwrap();
+    let (_, handle, key) = grant.parts().unwrap();
+    (grant.relay_addr(server.ip()).unwrap(), handle, key)
+}
+
+/// Binds a UDP socket to its relay leg (BIND, and CONFIRM if challenged).
+async fn bind(sock: &tokio::net::UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16]) {
+    use babel_proto::relay as wire;
+    let mut buf = [0u8; 2048];
+    for nonce in (1..200u64).step_by(2) {
+        sock.send_to(&wire::encode_bind(handle, nonce, key), relay).await.unwrap();
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
+        let Some(ack) = wire::verify_bind_ack(&buf[..n], key) else { continue };
+        if ack.state == wire::BOUND {
+            return;
+        }
+        sock.send_to(&wire::encode_confirm(handle, nonce + 1, &ack.cookie, key), relay).await.unwrap();
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
+        if wire::verify_bind_ack(&buf[..n], key).is_some_and(|a| a.state == wire::BOUND) {
+            return;
+        }
+    }
+    panic!("the relay at {relay} never bound handle {handle}");
+}
+
+#[tokio::test]
+async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
+    use babel_proto::relay as wire;
+    let mut s = scene(ClusterConfig::default().dead_after_ms).await;
+    let call_id = s.answered_call().await;
+    let stored = s.world.stored(&call_id).await.expect("the answered call is stored");
+    assert_eq!(stored["home"], json!("doomed"), "{stored}");
+    assert_eq!(stored["state"], json!("answered"), "{stored}");
+    assert_eq!(stored["members"].as_array().unwrap().len(), 2, "{stored}");
+    assert_eq!(s.held(), (0, 0), "the doomed node is the call's home");
+
+    s.doomed.kill();
+    let killed = Instant::now();
+    let ann_moved = s.ann_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let bob_moved = s.bob_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(10), "adopted only {took:?} after the kill");
+    let (ann_grant, bob_grant) = (ann_moved.last().unwrap().1.clone(), bob_moved.last().unwrap().1.clone());
+
+    // One survivor adopted it, and stays the only one (the other's turn,
+    // by rank, comes and goes without taking it).
+    let adopter = match s.held() {
+        (1, 0) => &s.b,
+        (0, 1) => &s.c,
+        other => panic!("held by b and c: {other:?}"),
+    };
+    tokio::time::sleep(babel_server::cluster::RANK_STEP + Duration::from_millis(500)).await;
+    assert_eq!(s.held().0 + s.held().1, 1, "two nodes adopted the call");
+    let node = if std::ptr::eq(adopter, &s.b) { "b" } else { "c" };
+    assert_eq!(s.world.stored(&call_id).await.unwrap()["home"], json!(node));
+
+    // Relay voice resumes through the adopter's relay.
+    let port = adopter.app().relay().port();
+    let (ann_relay, ann_handle, ann_key) = grant_of(&ann_grant, s.b.addr());
+    let (bob_relay, bob_handle, bob_key) = grant_of(&bob_grant, s.c.addr());
+    assert_eq!((ann_relay.port(), bob_relay.port()), (port, port), "{ann_grant} {bob_grant}");
+    assert_eq!(ann_grant["relay_host"], json!("127.0.0.1"), "{ann_grant}");
+    let ann_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let bob_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    bind(&ann_sock, ann_relay, ann_handle, &ann_key).await;
+    bind(&bob_sock, bob_relay, bob_handle, &bob_key).await;
+    let bob_id = babel_proto::UserId(s.bob.id.parse().unwrap());
+    let mut buf = [0u8; 2048];
+    let mut heard = false;
+    for counter in 1..50u64 {
+        let mut d = Vec::new();
+        wire::encode_data(bob_handle, counter, &bob_key, b"bob again", &mut d);
+        bob_sock.send_to(&d, bob_relay).await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), ann_sock.recv(&mut buf)).await {
+            if let Some((from, payload)) = wire::decode_relayed(&buf[..n]) {
+                assert_eq!((from, payload), (bob_id, &b"bob again"[..]));
+                heard = true;
+                break;
+            }
+        }
+    }
+    assert!(heard, "bob's voice never reached ann through the adopter's relay");
+
+    // A hang-up through either survivor reaches the adopter and ends it.
+    let (status, v) =
+        Client::connect(s.b.addr()).await.call(s.ann.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
+    assert_eq!(ended.last().unwrap().1["reason"], json!("hangup"));
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while s.held() != (0, 0) || s.world.stored(&call_id).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(adopter.app().relay().leg_count(), 0, "the adopter's relay legs are gone");
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_survivors_adopting_at_once_never_both_take_a_call() {
+    // The survivors never count the home dead on their own here: the test
+    // makes both try at the same moment, several times.
+    let mut s = scene(3_600_000).await;
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let id = s.answered_call().await;
+        let (status, v) =
+            Client::connect(s.b.addr()).await.call(s.ann.header(), "/hangup", json!({"call_id": id})).await;
+        assert_eq!(status, 200, "{v}");
+        s.bob_events.until("/call_ended", |e| e["call_id"] == json!(id)).await;
+        assert!(s.world.stored(&id).await.is_none(), "an ended call's entry is removed");
+        calls.push(id);
+    }
+    let live = s.answered_call().await;
+    s.doomed.kill();
+    let id = CallId(live.parse().unwrap());
+    // Neither counts the doomed node dead yet: without being told, neither
+    // takes a call from a node it believes alive.
+    assert!(!s.b.app().adopt_call(id, None).await && !s.c.app().adopt_call(id, None).await);
+    let dead = Some("doomed");
+    let (by_b, by_c) = tokio::join!(s.b.app().adopt_call(id, dead), s.c.app().adopt_call(id, dead));
+    assert!(by_b ^ by_c, "adopted by b: {by_b}, by c: {by_c}");
+    assert_eq!(s.held(), if by_b { (1, 0) } else { (0, 1) });
+    // Trying again changes nothing, and a live adopter keeps its call.
+    assert!(!s.b.app().adopt_call(id, dead).await && !s.c.app().adopt_call(id, dead).await);
+    assert!(!s.b.app().adopt_call(id, None).await && !s.c.app().adopt_call(id, None).await);
+    assert_eq!(s.held(), if by_b { (1, 0) } else { (0, 1) });
+    // Ended calls are not brought back.
+    for ended in calls {
+        assert!(!s.b.app().adopt_call(CallId(ended.parse().unwrap()), dead).await);
+    }
+    s.ann_events.until("/call_relay", |e| e["call_id"] == json!(live)).await;
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+/// The grace the survivors give a participant whose connections are gone.
+const GRACE_MS: u64 = 1_500;
+
+/// A call channel as a test drives it: `/connect_call` answered, then
+/// request-shaped frames both ways.
+struct Channel {
+    client: Client,
+    buf: bytes::BytesMut,
+}
+
+impl Channel {
+    async fn open(addr: SocketAddr, s: &Session, call_id: &str) -> Channel {
+        let mut client = Client::connect(addr).await;
+        let (status, v) = client.call(s.header(), "/connect_call", json!({"call_id": call_id})).await;
+        assert_eq!(status, 200, "/connect_call on {addr}: {v}");
+        Channel { client, buf: bytes::BytesMut::new() }
+    }
+
+    async fn send(&mut self, text: &str) {
+        let data = json!({"type": "voice", "nb_packets": "1", "size_packet": "4", "packets": [text]});
+        self.client.write(&common::frame(&Value::Null, "/send", &data)).await;
+    }
+
+    /// The next frame: route and data; `None` once closed.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        use tokio::io::AsyncReadExt;
+        let limits = babel_proto::Limits::default();
+        loop {
+            if let Some(f) = babel_proto::decode_request(&mut self.buf, &limits).unwrap() {
+                let data = if f.data.is_empty() { Value::Null } else { serde_json::from_slice(&f.data).unwrap() };
+                let header: Value =
+                    if f.header.is_empty() { Value::Null } else { serde_json::from_slice(&f.header).unwrap() };
+                let route = f.route_str().unwrap().to_owned();
+                return Some((
+                    route.clone(),
+                    if route == "/send" { json!({"id": header["id"], "data": data}) } else { data },
+                ));
+            }
+            let read = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf));
+            match read.await.expect("nothing on the channel in time") {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next `/send`'s sender and first packet.
+    async fn heard(&mut self) -> (String, String) {
+        let (route, v) = self.next().await.expect("the channel closed before a /send");
+        assert_eq!(route, "/send", "{v}");
+        (v["id"].as_str().unwrap().to_owned(), v["data"]["packets"][0].as_str().unwrap().to_owned())
+    }
+
+    /// Asserts the channel ends with `/call_ended` for `call_id`, then closes.
+    async fn ends(&mut self, call_id: &str) {
+        loop {
+            match self.next().await {
+                Some((r, d)) if r == "/call_ended" => {
+                    assert_eq!(d["call_id"], json!(call_id), "{d}");
+                    break;
+                }
+                Some((r, _)) if r == "/send" => continue,
+                other => panic!("expected /call_ended, got {other:?}"),
+            }
+        }
+        assert!(self.next().await.is_none(), "the channel closes after /call_ended");
+    }
+}
+
+#[tokio::test]
+async fn after_adoption_channels_open_again_on_any_node_and_requests_reach_the_adopter() {
+    let mut s = scene_with(ClusterConfig::default().dead_after_ms, Some(GRACE_MS)).await;
+    let call_id = s.answered_call().await;
+    // Both channels are on other nodes than the home.
+    let mut ann_ch = Channel::open(s.b.addr(), &s.ann, &call_id).await;
+    let mut bob_ch = Channel::open(s.c.addr(), &s.bob, &call_id).await;
+    ann_ch.send("before").await;
+    assert_eq!(bob_ch.heard().await, (s.ann.id.clone(), "before".to_owned()));
+
+    s.doomed.kill();
+    assert!(ann_ch.next().await.is_none(), "ann's channel on b closes with the home");
+    assert!(bob_ch.next().await.is_none(), "bob's channel on c closes with the home");
+    s.ann_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    s.bob_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let (adopter, other) = match s.held() {
+        (1, 0) => (&s.b, &s.c),
+        (0, 1) => (&s.c, &s.b),
+        held => panic!("held by b and c: {held:?}"),
+    };
+
+    // Each connects again on its own node: one channel is at the adopter,
+    // the other reaches it across nodes; both relay.
+    let mut ann_ch = Channel::open(s.b.addr(), &s.ann, &call_id).await;
+    let mut bob_ch = Channel::open(s.c.addr(), &s.bob, &call_id).await;
+    ann_ch.send("a1").await;
+    assert_eq!(bob_ch.heard().await, (s.ann.id.clone(), "a1".to_owned()));
+    bob_ch.send("b1").await;
+    assert_eq!(ann_ch.heard().await, (s.bob.id.clone(), "b1".to_owned()));
+
+    // The adopter started the grace of the member not connected to it;
+    // that member is connected on the other survivor, so stays past it.
+    tokio::time::sleep(Duration::from_millis(2 * GRACE_MS + 1_000)).await;
+    assert_eq!(adopter.app().calls_in_progress(), 1, "a member connected elsewhere was let go");
+    bob_ch.send("b2").await;
+    assert_eq!(ann_ch.heard().await, (s.bob.id.clone(), "b2".to_owned()));
+
+    // /call_key through the node that is not the home reaches the adopter,
+    // which kept ann's commitment.
+    let (status, v) = Client::connect(other.addr())
+        .await
+        .call(s.ann.header(), "/call_key", json!({"call_id": call_id, "key": KEY}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let told = s.bob_events.until("/call_key", |e| e["call_id"] == json!(call_id)).await;
+    assert_eq!(told.last().unwrap().1, json!({"call_id": call_id, "id": s.ann.id, "key": KEY}));
+    let again = Client::connect(other.addr())
+        .await
+        .call(s.ann.header(), "/call_key", json!({"call_id": call_id, "key": KEY}))
+        .await;
+    common::assert_refused(again, "already revealed");
+
+    // A hang-up through the node that is not the home ends it everywhere.
+    let (status, v) =
+        Client::connect(other.addr()).await.call(s.bob.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    ann_ch.ends(&call_id).await;
+    bob_ch.ends(&call_id).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while s.held() != (0, 0) || s.world.stored(&call_id).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_whose_node_died_with_the_home_is_let_go_after_the_grace() {
+    let mut s = scene_with(ClusterConfig::default().dead_after_ms, Some(GRACE_MS)).await;
+    let call_id = s.answered_call().await;
+    // Ann's only connection left is to the doomed node (her event stream
+    // on b closes; the stand-in is a second stream of bob's).
+    drop(std::mem::replace(&mut s.ann_events, Events::open(s.b.addr(), &s.bob).await));
+    s.doomed.kill();
+    s.bob_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let adopter = match s.held() {
+        (1, 0) => &s.b,
+        (0, 1) => &s.c,
+        held => panic!("held by b and c: {held:?}"),
+    };
+    // She does not come back: the adopter lets her go when her grace runs
+    // out, and bob hears why.
+    let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
+    assert_eq!(ended.last().unwrap().1["reason"], json!("disconnected"), "{ended:?}");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while adopter.app().calls_in_progress() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the adopter still holds the call");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_that_starts_after_a_death_nobody_saw_adopts_the_orphaned_call() {
+    // Ann and bob on `b`; their call's home is the doomed node.
+    let world = World::new();
+    let doomed = world.process("doomed");
+    let b = world.node("b", ClusterConfig::default().dead_after_ms).await;
+    let mut client = Client::connect(b.addr()).await;
+    let ann = client.create("ann@example.org").await;
+    let bob = client.create("bob@example.org").await;
+    client.befriend(&ann, &bob).await;
+    let _ann_events = Events::open(b.addr(), &ann).await;
+    let mut bob_events = Events::open(b.addr(), &bob).await;
+    let mut on_doomed = Client::connect(doomed.addr).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while on_doomed.contacts(&ann).await != vec![("bob@example.org".to_owned(), "online".to_owned())] {
+        assert!(tokio::time::Instant::now() < deadline, "the doomed node never saw bob online");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, v) = on_doomed.call(ann.header(), "/call", json!({"contact_id": bob.id})).await;
+    assert_eq!(status, 200, "{v}");
+    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    bob_events.until("/incoming_call", |e| e["call_id"] == json!(call_id)).await;
+    let (status, v) = client.call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(world.stored(&call_id).await.unwrap()["home"], json!("doomed"));
+
+    // Nobody is left to see the home die; a node started afterwards finds
+    // the call orphaned and takes it.
+    b.shutdown().await;
+    let mut doomed = doomed;
+    doomed.kill();
+    let c = world.node("c", ClusterConfig::default().dead_after_ms).await;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while c.app().calls_in_progress() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the orphaned call was never adopted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(world.stored(&call_id).await.unwrap()["home"], json!("c"));
+    let (status, v) = Client::connect(c.addr()).await.call(ann.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(c.app().calls_in_progress(), 0);
+    assert!(world.stored(&call_id).await.is_none(), "the ended call's entry is removed");
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_whose_node_died_with_the_home_and_who_comes_back_elsewhere_stays() {
+    let mut s = scene_with(ClusterConfig::default().dead_after_ms, Some(GRACE_MS)).await;
+    let call_id = s.answered_call().await;
+    // Ann's only connection left is to the doomed node, as above.
+    drop(std::mem::replace(&mut s.ann_events, Events::open(s.b.addr(), &s.bob).await));
+    s.doomed.kill();
+    // Her client comes back through c, well within the grace.
+    let mut ann_events = Events::open(s.c.addr(), &s.ann).await;
+    ann_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    s.bob_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let adopter = match s.held() {
+        (1, 0) => &s.b,
+        (0, 1) => &s.c,
+        held => panic!("held by b and c: {held:?}"),
+    };
+    tokio::time::sleep(Duration::from_millis(2 * GRACE_MS + 1_000)).await;
+    assert_eq!(adopter.app().calls_in_progress(), 1, "ann came back, yet was let go");
+    let (status, v) =
+        Client::connect(s.c.addr()).await.call(s.ann.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
+    assert_eq!(ended.last().unwrap().1["reason"], json!("hangup"), "{ended:?}");
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
