@@ -13,125 +13,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use babel_server::cluster::ClusterConfig;
-use babel_server::store::pg::{ScratchSchema, scratch_for_tests};
 use babel_server::{Config, RunningServer};
+use common::cluster::{World, nats_greets, two_contacts};
 use common::{Client, Events, Session, TIMEOUT, test_config};
 use serde_json::{Value, json};
-
-fn nats_url() -> String {
-    let url = std::env::var("BABEL_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let addr = url.trim_start_matches("nats://").to_owned();
-    assert!(
-        nats_greets(&addr),
-        "this test needs nats-server at {url}, which is not answering: scripts/engines.sh starts it \
-         (scripts/setup.sh installs it), or set BABEL_TEST_NATS"
-    );
-    url
-}
-
-/// Whether a NATS server answers at `addr` (it greets with `INFO`).
-fn nats_greets(addr: &str) -> bool {
-    let Ok(addr) = addr.parse::<SocketAddr>() else { return false };
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head).is_ok() && &head == b"INFO"
-}
-
-fn schema() -> ScratchSchema {
-    scratch_for_tests().unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A cluster name no other test uses.
-fn cluster_name() -> String {
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).unwrap();
-    format!("t{}_{}", std::process::id(), r.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-struct World {
-    schema: ScratchSchema,
-    nats: String,
-    cluster: ClusterConfig,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> World {
-        let nats = nats_url();
-        World {
-            schema: schema(),
-            nats,
-            cluster: ClusterConfig { name: cluster_name(), ..ClusterConfig::default() },
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn config(&self, node: &str) -> Config {
-        Config {
-            db: self.schema.url().into(),
-            nats: Some(self.nats.clone()),
-            node: Some(node.into()),
-            cluster: self.cluster.clone(),
-            ..test_config(&self.dir)
-        }
-    }
-
-    /// A node in this process.
-    async fn node(&self, name: &str) -> RunningServer {
-        RunningServer::start(&self.config(name)).await.unwrap_or_else(|e| panic!("node {name} did not start: {e}"))
-    }
-
-    /// A node in a process of its own (the real binary), to kill.
-    fn process(&self, name: &str) -> Proc {
-        let config = self.dir.path().join(format!("{name}.toml"));
-        std::fs::File::create(&config).unwrap().write_all(b"[password]\nmemory_kib = 256\niterations = 1\n").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_babel-server"))
-            .args(["--listen", "127.0.0.1:0", "--log", "info", "--db", self.schema.url()])
-            .args(["--nats", &self.nats, "--node", name, "--cluster", &self.cluster.name])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut addr, mut line) = (None, String::new());
-        loop {
-            line.clear();
-            if out.read_line(&mut line).unwrap() == 0 {
-                let mut log = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-                panic!("node {name} did not start: {log}");
-            }
-            if let Some(a) = line.trim().strip_prefix("listening on ") {
-                addr = Some(a.parse().unwrap());
-            }
-            if line.starts_with("node ") {
-                break;
-            }
-        }
-        Proc { child, addr: addr.unwrap() }
-    }
-}
-
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn status_is(id: &str, status: &str) -> impl Fn(&Value) -> bool {
     let (id, status) = (id.to_owned(), status.to_owned());
@@ -153,15 +43,6 @@ async fn quiet_for(events: &mut Events, d: Duration) -> Vec<(String, Value)> {
         }
     }
     seen
-}
-
-/// Two users who are contacts, made on node `a`.
-async fn two_contacts(a: SocketAddr, first: &str, second: &str) -> (Session, Session) {
-    let mut c = Client::connect(a).await;
-    let x = c.create(first).await;
-    let y = c.create(second).await;
-    c.befriend(&x, &y).await;
-    (x, y)
 }
 
 #[tokio::test]
@@ -343,8 +224,7 @@ async fn the_users_of_a_killed_node_go_offline_elsewhere_within_ten_seconds() {
     watch.until("/status", status_is(&amy.id, "online")).await;
 
     let mut doomed = doomed;
-    doomed.child.kill().unwrap();
-    doomed.child.wait().unwrap();
+    doomed.kill();
     let killed = Instant::now();
     watch.until("/status", status_is(&amy.id, "offline")).await;
     let took = killed.elapsed();

@@ -12,127 +12,34 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use babel_proto::CallId;
+use babel_server::RunningServer;
 use babel_server::cluster::{ClusterConfig, bucket_name};
-use babel_server::store::pg::{ScratchSchema, scratch_for_tests};
-use babel_server::{Config, RunningServer};
-use common::{Client, Events, Session, TIMEOUT, test_config};
+use common::cluster::{Proc, World};
+use common::{Client, Events, Session, TIMEOUT};
 use serde_json::{Value, json};
 
-fn nats_url() -> String {
-    let url = std::env::var("BABEL_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let addr: SocketAddr = url.trim_start_matches("nats://").parse().unwrap();
-    let mut head = [0u8; 4];
-    let greets = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map(|mut s| {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            s.read_exact(&mut head).is_ok() && &head == b"INFO"
+/// The stored state of a call, if any.
+async fn stored(world: &World, call: &str) -> Option<Value> {
+    let client = async_nats::connect(&world.nats).await.unwrap();
+    let kv = async_nats::jetstream::new(client).get_key_value(bucket_name(&world.cluster.name)).await.ok()?;
+    let entry = kv.entry(call).await.unwrap()?;
+    (entry.operation == async_nats::jetstream::kv::Operation::Put)
+        .then(|| serde_json::from_slice(&entry.value).unwrap())
+}
+
+/// A survivor, in this process: `dead_after_ms` as given, and `grace_ms`
+/// of grace for a participant if given.
+async fn survivor(world: &World, name: &str, dead_after_ms: u64, grace_ms: Option<u64>) -> RunningServer {
+    world
+        .node_with(name, |c| {
+            c.cluster.dead_after_ms = dead_after_ms;
+            c.call_grace_ms = grace_ms.unwrap_or(c.call_grace_ms);
         })
-        .unwrap_or(false);
-    assert!(greets, "this test needs nats-server at {url}: scripts/engines.sh starts it, or set BABEL_TEST_NATS");
-    url
-}
-
-struct World {
-    schema: ScratchSchema,
-    nats: String,
-    cluster: ClusterConfig,
-    dir: tempfile::TempDir,
-    /// The survivors' `call_grace_ms`, when not the default.
-    grace_ms: Option<u64>,
-}
-
-impl World {
-    fn new() -> World {
-        let mut r = [0u8; 6];
-        getrandom::fill(&mut r).unwrap();
-        let name = format!("ad{}_{}", std::process::id(), r.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        World {
-            nats: nats_url(),
-            schema: scratch_for_tests().unwrap_or_else(|e| panic!("{e}")),
-            cluster: ClusterConfig { name, ..ClusterConfig::default() },
-            dir: tempfile::tempdir().unwrap(),
-            grace_ms: None,
-        }
-    }
-
-    /// A survivor, in this process; `dead_after_ms` as given.
-    async fn node(&self, name: &str, dead_after_ms: u64) -> RunningServer {
-        let config = Config {
-            db: self.schema.url().into(),
-            nats: Some(self.nats.clone()),
-            node: Some(name.into()),
-            cluster: ClusterConfig { dead_after_ms, ..self.cluster.clone() },
-            ..test_config(&self.dir)
-        };
-        let config = Config { call_grace_ms: self.grace_ms.unwrap_or(config.call_grace_ms), ..config };
-        RunningServer::start(&config).await.unwrap_or_else(|e| panic!("node {name} did not start: {e}"))
-    }
-
-    /// The node to kill: the real binary, in a process of its own.
-    fn process(&self, name: &str) -> Proc {
-        let config = self.dir.path().join(format!("{name}.toml"));
-        std::fs::File::create(&config).unwrap().write_all(b"[password]\nmemory_kib = 256\niterations = 1\n").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_babel-server"))
-            .args(["--listen", "127.0.0.1:0", "--log", "info", "--db", self.schema.url()])
-            .args(["--nats", &self.nats, "--node", name, "--cluster", &self.cluster.name])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::File::create(self.dir.path().join(format!("{name}.log")))
-                    .map_or_else(|_| Stdio::null(), Stdio::from),
-            )
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut addr, mut line) = (None, String::new());
-        loop {
-            line.clear();
-            assert_ne!(out.read_line(&mut line).unwrap(), 0, "node {name} did not start");
-            if let Some(a) = line.trim().strip_prefix("listening on ") {
-                addr = Some(a.parse().unwrap());
-            }
-            if line.starts_with("node ") {
-                break;
-            }
-        }
-        Proc { child, addr: addr.unwrap() }
-    }
-
-    /// The stored state of a call, if any.
-    async fn stored(&self, call: &str) -> Option<Value> {
-        let client = async_nats::connect(&self.nats).await.unwrap();
-        let kv = async_nats::jetstream::new(client).get_key_value(bucket_name(&self.cluster.name)).await.ok()?;
-        let entry = kv.entry(call).await.unwrap()?;
-        (entry.operation == async_nats::jetstream::kv::Operation::Put)
-            .then(|| serde_json::from_slice(&entry.value).unwrap())
-    }
-}
-
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Proc {
-    /// `kill -9`.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        .await
 }
 
 /// Survivors `b` and `c` and the doomed home; ann (events on `b`) and bob
@@ -158,9 +65,10 @@ async fn scene(dead_after_ms: u64) -> Scene {
 
 /// [`scene`], the survivors giving a participant `grace_ms` of grace.
 async fn scene_with(dead_after_ms: u64, grace_ms: Option<u64>) -> Scene {
-    let world = World { grace_ms, ..World::new() };
+    let world = World::new();
     let doomed = world.process("doomed");
-    let (b, c) = (world.node("b", dead_after_ms).await, world.node("c", dead_after_ms).await);
+    let (b, c) =
+        (survivor(&world, "b", dead_after_ms, grace_ms).await, survivor(&world, "c", dead_after_ms, grace_ms).await);
     let mut client = Client::connect(b.addr()).await;
     let ann = client.create("ann@example.org").await;
     let bob = client.create("bob@example.org").await;
@@ -192,8 +100,7 @@ impl Scene {
             .call(self.bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
             .await;
         if status != 200 {
-            let log = std::fs::read_to_string(self.world.dir.path().join("doomed.log")).unwrap_or_default();
-            panic!("{v}; the doomed node's log:\n{log}");
+            panic!("{v}; the doomed node's log:\n{}", self.world.log_of("doomed"));
         }
         self.ann_events.until("/call_accepted", |e| e["call_id"] == json!(call_id)).await;
         call_id
@@ -241,10 +148,10 @@ async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
     use babel_proto::relay as wire;
     let mut s = scene(ClusterConfig::default().dead_after_ms).await;
     let call_id = s.answered_call().await;
-    let stored = s.world.stored(&call_id).await.expect("the answered call is stored");
-    assert_eq!(stored["home"], json!("doomed"), "{stored}");
-    assert_eq!(stored["state"], json!("answered"), "{stored}");
-    assert_eq!(stored["members"].as_array().unwrap().len(), 2, "{stored}");
+    let entry = stored(&s.world, &call_id).await.expect("the answered call is stored");
+    assert_eq!(entry["home"], json!("doomed"), "{entry}");
+    assert_eq!(entry["state"], json!("answered"), "{entry}");
+    assert_eq!(entry["members"].as_array().unwrap().len(), 2, "{entry}");
     assert_eq!(s.held(), (0, 0), "the doomed node is the call's home");
 
     s.doomed.kill();
@@ -265,7 +172,7 @@ async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
     tokio::time::sleep(babel_server::cluster::RANK_STEP + Duration::from_millis(500)).await;
     assert_eq!(s.held().0 + s.held().1, 1, "two nodes adopted the call");
     let node = if std::ptr::eq(adopter, &s.b) { "b" } else { "c" };
-    assert_eq!(s.world.stored(&call_id).await.unwrap()["home"], json!(node));
+    assert_eq!(stored(&s.world, &call_id).await.unwrap()["home"], json!(node));
 
     // Relay voice resumes through the adopter's relay.
     let port = adopter.app().relay().port();
@@ -301,7 +208,7 @@ async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
     let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
     assert_eq!(ended.last().unwrap().1["reason"], json!("hangup"));
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while s.held() != (0, 0) || s.world.stored(&call_id).await.is_some() {
+    while s.held() != (0, 0) || stored(&s.world, &call_id).await.is_some() {
         assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -322,7 +229,7 @@ async fn two_survivors_adopting_at_once_never_both_take_a_call() {
             Client::connect(s.b.addr()).await.call(s.ann.header(), "/hangup", json!({"call_id": id})).await;
         assert_eq!(status, 200, "{v}");
         s.bob_events.until("/call_ended", |e| e["call_id"] == json!(id)).await;
-        assert!(s.world.stored(&id).await.is_none(), "an ended call's entry is removed");
+        assert!(stored(&s.world, &id).await.is_none(), "an ended call's entry is removed");
         calls.push(id);
     }
     let live = s.answered_call().await;
@@ -476,7 +383,7 @@ async fn after_adoption_channels_open_again_on_any_node_and_requests_reach_the_a
     ann_ch.ends(&call_id).await;
     bob_ch.ends(&call_id).await;
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while s.held() != (0, 0) || s.world.stored(&call_id).await.is_some() {
+    while s.held() != (0, 0) || stored(&s.world, &call_id).await.is_some() {
         assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -516,7 +423,7 @@ async fn a_node_that_starts_after_a_death_nobody_saw_adopts_the_orphaned_call() 
     // Ann and bob on `b`; their call's home is the doomed node.
     let world = World::new();
     let doomed = world.process("doomed");
-    let b = world.node("b", ClusterConfig::default().dead_after_ms).await;
+    let b = world.node("b").await;
     let mut client = Client::connect(b.addr()).await;
     let ann = client.create("ann@example.org").await;
     let bob = client.create("bob@example.org").await;
@@ -535,24 +442,24 @@ async fn a_node_that_starts_after_a_death_nobody_saw_adopts_the_orphaned_call() 
     bob_events.until("/incoming_call", |e| e["call_id"] == json!(call_id)).await;
     let (status, v) = client.call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"})).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(world.stored(&call_id).await.unwrap()["home"], json!("doomed"));
+    assert_eq!(stored(&world, &call_id).await.unwrap()["home"], json!("doomed"));
 
     // Nobody is left to see the home die; a node started afterwards finds
     // the call orphaned and takes it.
     b.shutdown().await;
     let mut doomed = doomed;
     doomed.kill();
-    let c = world.node("c", ClusterConfig::default().dead_after_ms).await;
+    let c = world.node("c").await;
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while c.app().calls_in_progress() != 1 {
         assert!(tokio::time::Instant::now() < deadline, "the orphaned call was never adopted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(world.stored(&call_id).await.unwrap()["home"], json!("c"));
+    assert_eq!(stored(&world, &call_id).await.unwrap()["home"], json!("c"));
     let (status, v) = Client::connect(c.addr()).await.call(ann.header(), "/hangup", json!({"call_id": call_id})).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(c.app().calls_in_progress(), 0);
-    assert!(world.stored(&call_id).await.is_none(), "the ended call's entry is removed");
+    assert!(stored(&world, &call_id).await.is_none(), "the ended call's entry is removed");
     c.shutdown().await;
 }
 

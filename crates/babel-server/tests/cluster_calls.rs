@@ -9,128 +9,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use babel_server::cluster::ClusterConfig;
-use babel_server::store::pg::{ScratchSchema, scratch_for_tests};
 use babel_server::{Config, RunningServer};
-use common::{Client, Events, Session, TIMEOUT, assert_refused, test_config};
+use common::cluster::{World, two_contacts, until_shown};
+use common::{Client, Events, Session, TIMEOUT, assert_refused};
 use serde_json::{Value, json};
-
-fn nats_url() -> String {
-    let url = std::env::var("BABEL_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let addr: SocketAddr = url.trim_start_matches("nats://").parse().unwrap();
-    let mut head = [0u8; 4];
-    let greets = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map(|mut s| {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            s.read_exact(&mut head).is_ok() && &head == b"INFO"
-        })
-        .unwrap_or(false);
-    assert!(greets, "this test needs nats-server at {url}: scripts/engines.sh starts it, or set BABEL_TEST_NATS");
-    url
-}
-
-struct World {
-    schema: ScratchSchema,
-    nats: String,
-    cluster: ClusterConfig,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> World {
-        let mut r = [0u8; 6];
-        getrandom::fill(&mut r).unwrap();
-        let name = format!("x{}_{}", std::process::id(), r.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        World {
-            nats: nats_url(),
-            schema: scratch_for_tests().unwrap_or_else(|e| panic!("{e}")),
-            cluster: ClusterConfig { name, ..ClusterConfig::default() },
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    async fn node(&self, name: &str, ring_timeout_secs: u64) -> RunningServer {
-        self.node_with(name, |c| c.ring_timeout_secs = ring_timeout_secs).await
-    }
-
-    async fn node_with(&self, name: &str, f: impl FnOnce(&mut Config)) -> RunningServer {
-        let mut config = Config {
-            db: self.schema.url().into(),
-            nats: Some(self.nats.clone()),
-            node: Some(name.into()),
-            cluster: self.cluster.clone(),
-            ..test_config(&self.dir)
-        };
-        f(&mut config);
-        RunningServer::start(&config).await.unwrap_or_else(|e| panic!("node {name} did not start: {e}"))
-    }
-}
-
-/// A node in a process of its own (the real binary), to kill.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl World {
-    fn process(&self, name: &str) -> Proc {
-        let config = self.dir.path().join(format!("{name}.toml"));
-        std::fs::File::create(&config).unwrap().write_all(b"[password]\nmemory_kib = 256\niterations = 1\n").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_babel-server"))
-            .args(["--listen", "127.0.0.1:0", "--log", "info", "--db", self.schema.url()])
-            .args(["--nats", &self.nats, "--node", name, "--cluster", &self.cluster.name])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let (mut addr, mut line) = (None, String::new());
-        while !line.starts_with("node ") {
-            line.clear();
-            assert_ne!(out.read_line(&mut line).unwrap(), 0, "node {name} did not start");
-            if let Some(a) = line.trim().strip_prefix("listening on ") {
-                addr = Some(a.parse().unwrap());
-            }
-        }
-        Proc { child, addr: addr.unwrap() }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits until the node at `addr` shows `who` to `viewer` as `status`.
-async fn until_shown(addr: SocketAddr, viewer: &Session, who: &Session, status: &str) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while !Client::connect(addr).await.contacts(viewer).await.contains(&(who.email.clone(), status.into())) {
-        assert!(tokio::time::Instant::now() < deadline, "{addr} never showed {} {status}", who.email);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Two contacts made through `addr`, each on a connection of its own that
-/// is closed again, and both shown offline there: whoever shows online
-/// later does so through the connections a test opens (not the lingering
-/// one that made them).
-async fn two_contacts(addr: SocketAddr, first: &str, second: &str) -> (Session, Session) {
-    let x = Client::connect(addr).await.create(first).await;
-    let y = Client::connect(addr).await.create(second).await;
-    Client::connect(addr).await.befriend(&x, &y).await;
-    until_shown(addr, &x, &y, "offline").await;
-    until_shown(addr, &y, &x, "offline").await;
-    (x, y)
-}
 
 /// Two nodes; ann (events on `a`) and bob (events on `b`) are contacts, and
 /// `a` knows bob is online.
@@ -639,7 +524,7 @@ async fn only_members_open_a_channel_on_another_node_and_its_limits_hold() {
 #[tokio::test]
 async fn a_group_call_channel_spans_three_nodes() {
     let (p, call_id) = answered_pair().await;
-    let c_node = p._world.node("c", 30).await;
+    let c_node = p._world.node_with("c", |c| c.ring_timeout_secs = 30).await;
     let mut c = Client::connect(c_node.addr()).await;
     let cal = c.create("cal@example.org").await;
     c.befriend(&p.ann, &cal).await;
@@ -796,8 +681,7 @@ async fn when_a_participants_node_is_killed_the_home_lets_them_go_after_the_grac
 
     // Bob's node dies without a word: the home notices (heartbeats), and
     // after the grace, with bob connected nowhere, he leaves.
-    doomed.child.kill().unwrap();
-    doomed.child.wait().unwrap();
+    doomed.kill();
     let seen = ann_events.until("/call_ended", |v| v["call_id"] == json!(call_id)).await;
     assert_eq!(seen.last().unwrap().1["reason"], json!("disconnected"), "{seen:?}");
     until_no_call(&a).await;
@@ -807,7 +691,7 @@ async fn when_a_participants_node_is_killed_the_home_lets_them_go_after_the_grac
 #[tokio::test]
 async fn when_the_home_is_killed_its_channels_on_other_nodes_close() {
     let world = World::new();
-    let b = world.node("b", 30).await;
+    let b = world.node_with("b", |c| c.ring_timeout_secs = 30).await;
     let mut home = world.process("home");
     let (ann, bob) = two_contacts(b.addr(), "ann@example.org", "bob@example.org").await;
     let _ann_events = Events::open(home.addr, &ann).await;
@@ -830,8 +714,7 @@ async fn when_the_home_is_killed_its_channels_on_other_nodes_close() {
     // The home dies: b notices and closes bob's channel (he may connect
     // again once another node holds the call), rather than keep it open
     // with nothing behind it.
-    home.child.kill().unwrap();
-    home.child.wait().unwrap();
+    home.kill();
     assert!(bob_ch.next().await.is_none(), "bob's channel on b closes");
     b.shutdown().await;
 }

@@ -2,6 +2,8 @@
 //! port 0 and a bare frame client speaking real TCP.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

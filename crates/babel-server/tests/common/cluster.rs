@@ -1,0 +1,160 @@
+//! Nodes of one cluster on the real engines, for the cluster tests
+//! (`cluster.rs`, `cluster_calls.rs`, `cluster_adopt.rs`): PostgreSQL (a
+//! scratch schema per test, `BABEL_TEST_POSTGRES`) and `nats-server` on
+//! 127.0.0.1:4222 (`BABEL_TEST_NATS` names another), each test under a
+//! cluster name of its own. A missing engine fails the test, naming it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use babel_server::cluster::ClusterConfig;
+use babel_server::store::pg::{ScratchSchema, scratch_for_tests};
+use babel_server::{Config, RunningServer};
+
+use super::{Client, Session, TIMEOUT, test_config};
+
+/// The NATS the tests use; fails the test if nothing greets there.
+pub fn nats_url() -> String {
+    let url = std::env::var("BABEL_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let addr = url.trim_start_matches("nats://").to_owned();
+    assert!(
+        nats_greets(&addr),
+        "this test needs nats-server at {url}, which is not answering: scripts/engines.sh starts it \
+         (scripts/setup.sh installs it), or set BABEL_TEST_NATS"
+    );
+    url
+}
+
+/// Whether a NATS server answers at `addr` (it greets with `INFO`).
+pub fn nats_greets(addr: &str) -> bool {
+    let Ok(addr) = addr.parse::<SocketAddr>() else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).is_ok() && &head == b"INFO"
+}
+
+/// One test's cluster: its schema, NATS, name and a folder for files.
+pub struct World {
+    pub schema: ScratchSchema,
+    pub nats: String,
+    pub cluster: ClusterConfig,
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> World {
+        let mut r = [0u8; 6];
+        getrandom::fill(&mut r).unwrap();
+        let name = format!("t{}_{}", std::process::id(), r.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        World {
+            nats: nats_url(),
+            schema: scratch_for_tests().unwrap_or_else(|e| panic!("{e}")),
+            cluster: ClusterConfig { name, ..ClusterConfig::default() },
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The configuration of node `node`.
+    pub fn config(&self, node: &str) -> Config {
+        Config {
+            db: self.schema.url().into(),
+            nats: Some(self.nats.clone()),
+            node: Some(node.into()),
+            cluster: self.cluster.clone(),
+            ..test_config(&self.dir)
+        }
+    }
+
+    /// A node in this process.
+    pub async fn node(&self, name: &str) -> RunningServer {
+        self.node_with(name, |_| {}).await
+    }
+
+    /// A node in this process, its configuration changed by `f`.
+    pub async fn node_with(&self, name: &str, f: impl FnOnce(&mut Config)) -> RunningServer {
+        let mut config = self.config(name);
+        f(&mut config);
+        RunningServer::start(&config).await.unwrap_or_else(|e| panic!("node {name} did not start: {e}"))
+    }
+
+    /// A node in a process of its own (the real binary), to kill; its log
+    /// goes to [`World::log_of`].
+    pub fn process(&self, name: &str) -> Proc {
+        let config = self.dir.path().join(format!("{name}.toml"));
+        std::fs::File::create(&config).unwrap().write_all(b"[password]\nmemory_kib = 256\niterations = 1\n").unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_babel-server"))
+            .args(["--listen", "127.0.0.1:0", "--log", "info", "--db", self.schema.url()])
+            .args(["--nats", &self.nats, "--node", name, "--cluster", &self.cluster.name])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut addr, mut line) = (None, String::new());
+        while !line.starts_with("node ") {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 {
+                panic!("node {name} did not start: {}", self.log_of(name));
+            }
+            if let Some(a) = line.trim().strip_prefix("listening on ") {
+                addr = Some(a.parse().unwrap());
+            }
+        }
+        Proc { child, addr: addr.unwrap() }
+    }
+
+    /// What the process node `name` has logged so far.
+    pub fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+/// A node in a process of its own; killed when dropped.
+pub struct Proc {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Proc {
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the node at `addr` shows `who` to `viewer` as `status`.
+pub async fn until_shown(addr: SocketAddr, viewer: &Session, who: &Session, status: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !Client::connect(addr).await.contacts(viewer).await.contains(&(who.email.clone(), status.into())) {
+        assert!(tokio::time::Instant::now() < deadline, "{addr} never showed {} {status}", who.email);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two contacts made through `addr`, each on a connection of its own that
+/// is closed again, and both shown offline there: whoever shows online
+/// later does so through the connections a test opens (not a lingering
+/// one that made them, whose close another node may learn of only after
+/// it learned of the test's own connections).
+pub async fn two_contacts(addr: SocketAddr, first: &str, second: &str) -> (Session, Session) {
+    let x = Client::connect(addr).await.create(first).await;
+    let y = Client::connect(addr).await.create(second).await;
+    Client::connect(addr).await.befriend(&x, &y).await;
+    until_shown(addr, &x, &y, "offline").await;
+    until_shown(addr, &y, &x, "offline").await;
+    (x, y)
+}
