@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use babel_proto::CallId;
 use babel_server::RunningServer;
 use babel_server::cluster::{ClusterConfig, bucket_name};
-use common::cluster::{Proc, World};
+use common::cluster::{Proc, World, bind, grant_of};
 use common::{Client, Events, Session, TIMEOUT};
 use serde_json::{Value, json};
 
@@ -114,34 +114,6 @@ impl Scene {
 /// Ann's key commitment in every call she places, and the key.
 const KEY_COMMIT: &str = "a0oliH9TZTQoY1DC5F9jGBa2+AbGO5yPxM4B2Brpk7U=";
 const KEY: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
-
-/// The relay parts of a grant: the relay's address as the grant names it,
-/// handle, key.
-fn grant_of(v: &Value, server: SocketAddr) -> (SocketAddr, u32, [u8; 16]) {
-    let grant: babel_proto::RelayGrant = serde_json::from_value(v.clone()).unwrap();
-    let (_, handle, key) = grant.parts().unwrap();
-    (grant.relay_addr(server.ip()).unwrap(), handle, key)
-}
-
-/// Binds a UDP socket to its relay leg (BIND, and CONFIRM if challenged).
-async fn bind(sock: &tokio::net::UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16]) {
-    use babel_proto::relay as wire;
-    let mut buf = [0u8; 2048];
-    for nonce in (1..200u64).step_by(2) {
-        sock.send_to(&wire::encode_bind(handle, nonce, key), relay).await.unwrap();
-        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
-        let Some(ack) = wire::verify_bind_ack(&buf[..n], key) else { continue };
-        if ack.state == wire::BOUND {
-            return;
-        }
-        sock.send_to(&wire::encode_confirm(handle, nonce + 1, &ack.cookie, key), relay).await.unwrap();
-        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
-        if wire::verify_bind_ack(&buf[..n], key).is_some_and(|a| a.state == wire::BOUND) {
-            return;
-        }
-    }
-    panic!("the relay at {relay} never bound handle {handle}");
-}
 
 #[tokio::test]
 async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {

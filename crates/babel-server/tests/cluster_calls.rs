@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use babel_server::{Config, RunningServer};
-use common::cluster::{World, two_contacts, until_shown};
+use common::cluster::{World, bind, grant_of, two_contacts, until_shown};
 use common::{Client, Events, Session, TIMEOUT, assert_refused};
 use serde_json::{Value, json};
 
@@ -165,34 +165,6 @@ async fn a_call_nobody_holds_is_refused_on_any_node() {
     assert_refused(p.on_b("/answer", json!({"call_id": "12345", "accept": "true"})).await, "no such call");
     assert_refused(p.on_b("/hangup", json!({"call_id": "12345"})).await, "no such call");
     p.shutdown().await;
-}
-
-/// The relay parts of a grant (flattened into `/call`'s or `/answer`'s
-/// answer): the relay's address as the grant names it, handle, key.
-fn grant_of(v: &Value, server: SocketAddr) -> (SocketAddr, u32, [u8; 16]) {
-    let grant: babel_proto::RelayGrant = serde_json::from_value(v.clone()).unwrap();
-    let (_, handle, key) = grant.parts().unwrap();
-    (grant.relay_addr(server.ip()).unwrap(), handle, key)
-}
-
-/// Binds a UDP socket to its relay leg (BIND, and CONFIRM if challenged).
-async fn bind(sock: &tokio::net::UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16]) {
-    use babel_proto::relay as wire;
-    let mut buf = [0u8; 2048];
-    for nonce in (1..200u64).step_by(2) {
-        sock.send_to(&wire::encode_bind(handle, nonce, key), relay).await.unwrap();
-        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
-        let Some(ack) = wire::verify_bind_ack(&buf[..n], key) else { continue };
-        if ack.state == wire::BOUND {
-            return;
-        }
-        sock.send_to(&wire::encode_confirm(handle, nonce + 1, &ack.cookie, key), relay).await.unwrap();
-        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
-        if wire::verify_bind_ack(&buf[..n], key).is_some_and(|a| a.state == wire::BOUND) {
-            return;
-        }
-    }
-    panic!("the relay at {relay} never bound handle {handle}");
 }
 
 #[tokio::test]

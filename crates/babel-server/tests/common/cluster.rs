@@ -12,6 +12,7 @@ use std::time::Duration;
 use babel_server::cluster::ClusterConfig;
 use babel_server::store::pg::{ScratchSchema, scratch_for_tests};
 use babel_server::{Config, RunningServer};
+use serde_json::Value;
 
 use super::{Client, Session, TIMEOUT, test_config};
 
@@ -157,4 +158,32 @@ pub async fn two_contacts(addr: SocketAddr, first: &str, second: &str) -> (Sessi
     until_shown(addr, &x, &y, "offline").await;
     until_shown(addr, &y, &x, "offline").await;
     (x, y)
+}
+
+/// The relay parts of a grant (flattened into `/call`'s or `/answer`'s
+/// answer): the relay's address as the grant names it, handle, key.
+pub fn grant_of(v: &Value, server: SocketAddr) -> (SocketAddr, u32, [u8; 16]) {
+    let grant: babel_proto::RelayGrant = serde_json::from_value(v.clone()).unwrap();
+    let (_, handle, key) = grant.parts().unwrap();
+    (grant.relay_addr(server.ip()).unwrap(), handle, key)
+}
+
+/// Binds a UDP socket to its relay leg (BIND, and CONFIRM if challenged).
+pub async fn bind(sock: &tokio::net::UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16]) {
+    use babel_proto::relay as wire;
+    let mut buf = [0u8; 2048];
+    for nonce in (1..200u64).step_by(2) {
+        sock.send_to(&wire::encode_bind(handle, nonce, key), relay).await.unwrap();
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
+        let Some(ack) = wire::verify_bind_ack(&buf[..n], key) else { continue };
+        if ack.state == wire::BOUND {
+            return;
+        }
+        sock.send_to(&wire::encode_confirm(handle, nonce + 1, &ack.cookie, key), relay).await.unwrap();
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), sock.recv(&mut buf)).await else { continue };
+        if wire::verify_bind_ack(&buf[..n], key).is_some_and(|a| a.state == wire::BOUND) {
+            return;
+        }
+    }
+    panic!("the relay at {relay} never bound handle {handle}");
 }
