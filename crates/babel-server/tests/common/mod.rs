@@ -178,7 +178,10 @@ impl Events {
         let mut client = Client::connect(addr).await;
         let (status, v) = client.call(s.header(), "/events", Value::Null).await;
         assert_eq!(status, 200, "{v}");
-        Events { client, buf: BytesMut::new() }
+        // The first events may have come in with the answer: keep them,
+        // or the stream is read from the middle of a frame.
+        let buf = std::mem::take(&mut client.buf);
+        Events { client, buf }
     }
 
     /// The next event, pings included, or `None` once the server closed
