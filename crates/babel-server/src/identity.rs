@@ -168,6 +168,22 @@ pub fn canonical_email(raw: &str) -> Result<CanonicalEmail, IdentityError> {
     if ok.is_err() {
         return Err(IdentityError::BadDomain(shown(trimmed)));
     }
+    // An A-label can spell what folding changes (a final sigma, ς, which
+    // folds to σ): fold the decoded form too, and check that, so the
+    // canonical form is a fixed point.
+    let folded = fold(&unicode);
+    let unicode = if folded == unicode {
+        unicode.into_owned()
+    } else {
+        let ascii = uts46
+            .to_ascii(folded.as_bytes(), AsciiDenyList::STD3, Hyphens::Check, DnsLength::Verify)
+            .map_err(|_| IdentityError::BadDomain(shown(trimmed)))?;
+        let (again, ok) = uts46.to_unicode(ascii.as_bytes(), AsciiDenyList::STD3, Hyphens::Check);
+        if ok.is_err() || fold(&again) != again {
+            return Err(IdentityError::BadDomain(shown(trimmed)));
+        }
+        again.into_owned()
+    };
     // A-labels can spell what a U-label may not: judge the decoded form too.
     check_chars("the email", &unicode)?;
     let email = format!("{local}@{unicode}");
@@ -215,6 +231,15 @@ pub fn display_name(given: Option<&str>, email: &str) -> Result<String, Identity
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the fuzzer: an A-label that decodes to a final sigma (ς)
+    /// gave a canonical form that canonicalised again to σ.
+    #[test]
+    fn a_punycode_final_sigma_is_folded_to_a_fixed_point() {
+        let c = canonical_email("x@xn--xxampl.or-atrue").unwrap();
+        assert_eq!(c.email, "x@μσϊχ.or-atrue");
+        assert_eq!(canonical_email(&c.email), Ok(c));
+    }
     use super::*;
 
     fn canon(s: &str) -> String {
