@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_heard, similarity, voice};
+use common::{assert_heard_real_time, similarity, voice};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +37,11 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 #[test]
 fn the_similarity_measure_tells_speech_from_garbage() {
     common::the_similarity_measure_tells_speech_from_garbage();
+}
+
+#[test]
+fn the_real_time_measure_forgives_one_second_only() {
+    common::the_real_time_measure_forgives_one_second_only();
 }
 
 struct Side {
@@ -230,7 +235,7 @@ async fn direct_path() {
     let _serial = serial().await;
     let s = call(|own| own, |relay| relay).await;
     let (a_stats, sent, b_stats, heard) = talk(s, 4.0, || {}).await;
-    assert_heard(&sent, &heard, 0.1);
+    assert_heard_real_time(&sent, &heard, 0.1);
     assert_eq!(a_stats.path, Some(Path::Direct), "{:?}", a_stats.path_history);
     assert!(a_stats.path_history.iter().all(|(_, p)| *p == Path::Direct));
     assert!(b_stats.received > 150, "{b_stats:?}");
@@ -245,7 +250,7 @@ async fn relay_path_when_direct_is_blocked() {
     let (_hole, hole) = black_hole().await;
     let s = call(move |_| hole, |relay| relay).await;
     let (a_stats, sent, b_stats, heard) = talk(s, 4.0, || {}).await;
-    assert_heard(&sent, &heard, 0.1);
+    assert_heard_real_time(&sent, &heard, 0.1);
     assert_eq!(a_stats.path, Some(Path::Relay), "{:?}", a_stats.path_history);
     assert_eq!(b_stats.path, Some(Path::Relay));
 }
@@ -256,7 +261,7 @@ async fn call_channel_when_udp_is_blocked() {
     let (_hole, hole) = black_hole().await;
     let s = call(move |_| hole, move |_| hole).await;
     let (a_stats, sent, b_stats, heard) = talk(s, 4.0, || {}).await;
-    assert_heard(&sent, &heard, 0.1);
+    assert_heard_real_time(&sent, &heard, 0.1);
     assert_eq!(a_stats.path, Some(Path::Channel), "{:?}", a_stats.path_history);
     assert_eq!(b_stats.path, Some(Path::Channel));
 }

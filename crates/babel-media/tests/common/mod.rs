@@ -64,9 +64,8 @@ pub fn per_second(sent: &[f32], heard: &[f32], seconds: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The similarity the codec alone reaches on the test voice (no network):
-/// the best a call can do.
-pub fn codec_reference(sent: &[f32]) -> f32 {
+/// The test voice through the codec alone (no network).
+fn through_codec(sent: &[f32]) -> Vec<f32> {
     use babel_media::codec::{FrameMs, VoiceDecoder, VoiceEncoder};
     let mut e = VoiceEncoder::new(babel_media::codec::DEFAULT_BITRATE, FrameMs::Twenty).unwrap();
     let mut d = VoiceDecoder::new(FrameMs::Twenty).unwrap();
@@ -74,7 +73,13 @@ pub fn codec_reference(sent: &[f32]) -> f32 {
     for f in sent.chunks_exact(960) {
         out.extend(d.decode(&e.encode(f).unwrap()).unwrap());
     }
-    similarity(sent, &out)
+    out
+}
+
+/// The similarity the codec alone reaches on the test voice (no network):
+/// the best a call can do.
+pub fn codec_reference(sent: &[f32]) -> f32 {
+    similarity(sent, &through_codec(sent))
 }
 
 /// What came through matches what was sent about as well as the codec allows.
@@ -84,6 +89,33 @@ pub fn assert_heard(sent: &[f32], heard: &[f32], margin: f32) {
     eprintln!("similarity {sim:.3} (codec alone {reference:.3})");
     assert!(reference > 0.7, "the codec reference itself is {reference}");
     assert!(sim >= reference - margin, "similarity {sim:.3} vs codec alone {reference:.3}");
+}
+
+/// [`assert_heard`] for calls in real time on a shared host. A stall of the
+/// host (another process holding both cores for a few hundred ms) makes the
+/// jitter buffer grow mid-call, so the whole call no longer lines up at one
+/// delay and its single-lag similarity drops although every word came
+/// through. When the whole-call measure misses, each second is judged on its
+/// own (at its own delay) against the codec's own score for that second, and
+/// one disturbed second is forgiven; a path that loses voice for longer still
+/// fails.
+pub fn assert_heard_real_time(sent: &[f32], heard: &[f32], margin: f32) {
+    let reference = codec_reference(sent);
+    let sim = similarity(sent, heard);
+    eprintln!("similarity {sim:.3} (codec alone {reference:.3})");
+    assert!(reference > 0.7, "the codec reference itself is {reference}");
+    if sim >= reference - margin {
+        return;
+    }
+    let seconds = sent.len() / 48_000;
+    let codec = per_second(sent, &through_codec(sent), seconds);
+    let got = per_second(sent, heard, seconds);
+    let short = codec.iter().zip(&got).filter(|(c, g)| **g < **c - margin).count();
+    eprintln!("second by second {got:?} (codec alone {codec:?})");
+    assert!(
+        seconds >= 3 && short <= 1,
+        "similarity {sim:.3} vs codec alone {reference:.3}, and {short} of {seconds} seconds short: {got:?} vs {codec:?}"
+    );
 }
 
 /// Checked by each test file that uses these helpers.
@@ -98,4 +130,23 @@ pub fn the_similarity_measure_tells_speech_from_garbage() {
     assert!(similarity(&a, &vec![0.0; a.len()]) < 0.1, "silence");
     let noise: Vec<f32> = (0..a.len()).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.3).collect();
     assert!(similarity(&a, &noise) < 0.5, "noise");
+}
+
+/// [`assert_heard_real_time`] forgives one disturbed second, not two, and
+/// never silence.
+pub fn the_real_time_measure_forgives_one_second_only() {
+    let sent = voice(4.0, 4.0, 1);
+    let heard = through_codec(&sent);
+    let muted = |seconds: &[usize]| {
+        let mut h = heard.clone();
+        for &s in seconds {
+            h[s * 48_000..(s + 1) * 48_000].fill(0.0);
+        }
+        h
+    };
+    let passes = |h: Vec<f32>| std::panic::catch_unwind(|| assert_heard_real_time(&sent, &h, 0.1)).is_ok();
+    assert!(passes(heard.clone()));
+    assert!(passes(muted(&[1])), "one lost second is forgiven");
+    assert!(!passes(muted(&[1, 2])), "two are not");
+    assert!(!passes(vec![0.0; heard.len()]), "silence is not");
 }
