@@ -187,3 +187,37 @@ pub async fn bind(sock: &tokio::net::UdpSocket, relay: SocketAddr, handle: u32, 
     }
     panic!("the relay at {relay} never bound handle {handle}");
 }
+
+/// A relay leg as a grant gives it: the relay's address, handle and key.
+pub type RelayLeg = (SocketAddr, u32, [u8; 16]);
+
+/// Whether voice flows through the relay between two legs: binds a socket
+/// to each, then sends `payload` on `speaker`'s (from user `speaker_id`)
+/// until `listener`'s hears it relayed, for up to 50 tries.
+pub async fn relay_carries(
+    listener: RelayLeg,
+    speaker: RelayLeg,
+    speaker_id: babel_proto::UserId,
+    payload: &[u8],
+) -> bool {
+    use babel_proto::relay as wire;
+    let (listener_relay, listener_handle, listener_key) = listener;
+    let (speaker_relay, speaker_handle, speaker_key) = speaker;
+    let listener_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let speaker_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    bind(&listener_sock, listener_relay, listener_handle, &listener_key).await;
+    bind(&speaker_sock, speaker_relay, speaker_handle, &speaker_key).await;
+    let mut buf = [0u8; 2048];
+    for counter in 1..50u64 {
+        let mut d = Vec::new();
+        wire::encode_data(speaker_handle, counter, &speaker_key, payload, &mut d);
+        speaker_sock.send_to(&d, speaker_relay).await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), listener_sock.recv(&mut buf)).await {
+            if let Some((from, heard)) = wire::decode_relayed(&buf[..n]) {
+                assert_eq!((from, heard), (speaker_id, payload));
+                return true;
+            }
+        }
+    }
+    false
+}
