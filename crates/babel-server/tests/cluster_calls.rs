@@ -9,11 +9,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use babel_server::{Config, RunningServer};
-use common::cluster::{World, bind, grant_of, relay_carries, two_contacts, until_shown};
+use common::cluster::{Channel, World, bind, grant_of, relay_carries, two_contacts, until_shown};
 use common::{Client, Events, Session, TIMEOUT, assert_refused};
 use serde_json::{Value, json};
 
@@ -333,66 +332,6 @@ async fn call_candidates_learned_at_the_homes_relay_reach_participants_on_both_n
     let update = &seen.last().unwrap().1;
     assert!(update["candidates"].as_array().unwrap().contains(&json!(ann_public)), "bob, on b: {update}");
     p.shutdown().await;
-}
-
-/// A call channel as a test drives it: `/connect_call` answered, then
-/// request-shaped frames both ways.
-struct Channel {
-    client: Client,
-    buf: bytes::BytesMut,
-}
-
-impl Channel {
-    async fn open(addr: SocketAddr, s: &Session, call_id: &str) -> Channel {
-        let mut client = Client::connect(addr).await;
-        let (status, v) = client.call(s.header(), "/connect_call", json!({"call_id": call_id})).await;
-        assert_eq!(status, 200, "/connect_call on {addr}: {v}");
-        Channel { client, buf: bytes::BytesMut::new() }
-    }
-
-    async fn send(&mut self, text: &str) {
-        let data = json!({"type": "voice", "nb_packets": "1", "size_packet": "4", "packets": [text]});
-        self.client.write(&common::frame(&Value::Null, "/send", &data)).await;
-    }
-
-    /// The next frame: route, header, data; `None` once closed.
-    async fn next(&mut self) -> Option<(String, Value, Value)> {
-        use tokio::io::AsyncReadExt;
-        let limits = babel_proto::Limits::default();
-        loop {
-            if let Some(f) = babel_proto::decode_request(&mut self.buf, &limits).unwrap() {
-                let json = |b: &[u8]| if b.is_empty() { Value::Null } else { serde_json::from_slice(b).unwrap() };
-                return Some((f.route_str().unwrap().to_owned(), json(&f.header), json(&f.data)));
-            }
-            let read = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf));
-            match read.await.expect("nothing on the channel in time") {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// The next `/send`'s sender and first packet.
-    async fn heard(&mut self) -> (String, String) {
-        let (route, header, data) = self.next().await.expect("the channel closed before a /send");
-        assert_eq!(route, "/send", "{header} {data}");
-        (header["id"].as_str().unwrap().to_owned(), data["packets"][0].as_str().unwrap().to_owned())
-    }
-
-    /// Asserts the channel ends with `/call_ended` for `call_id`, then closes.
-    async fn ends(&mut self, call_id: &str) {
-        loop {
-            match self.next().await {
-                Some((r, _, d)) if r == "/call_ended" => {
-                    assert_eq!(d["call_id"], json!(call_id), "{d}");
-                    break;
-                }
-                Some((r, _, _)) if r == "/send" => continue,
-                other => panic!("expected /call_ended, got {other:?}"),
-            }
-        }
-        assert!(self.next().await.is_none(), "the channel closes after /call_ended");
-    }
 }
 
 /// Ann (events on a, the home) calls bob (events on b), who answers on b.

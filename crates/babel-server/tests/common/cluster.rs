@@ -12,7 +12,7 @@ use std::time::Duration;
 use babel_server::cluster::ClusterConfig;
 use babel_server::store::pg::{ScratchSchema, scratch_for_tests};
 use babel_server::{Config, RunningServer};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Client, Session, TIMEOUT, test_config};
 
@@ -220,4 +220,64 @@ pub async fn relay_carries(
         }
     }
     false
+}
+
+/// A call channel as a test drives it: `/connect_call` answered, then
+/// request-shaped frames both ways.
+pub struct Channel {
+    pub client: Client,
+    buf: bytes::BytesMut,
+}
+
+impl Channel {
+    pub async fn open(addr: SocketAddr, s: &Session, call_id: &str) -> Channel {
+        let mut client = Client::connect(addr).await;
+        let (status, v) = client.call(s.header(), "/connect_call", json!({"call_id": call_id})).await;
+        assert_eq!(status, 200, "/connect_call on {addr}: {v}");
+        Channel { client, buf: bytes::BytesMut::new() }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        let data = json!({"type": "voice", "nb_packets": "1", "size_packet": "4", "packets": [text]});
+        self.client.write(&super::frame(&Value::Null, "/send", &data)).await;
+    }
+
+    /// The next frame: route, header, data; `None` once closed.
+    pub async fn next(&mut self) -> Option<(String, Value, Value)> {
+        use tokio::io::AsyncReadExt;
+        let limits = babel_proto::Limits::default();
+        loop {
+            if let Some(f) = babel_proto::decode_request(&mut self.buf, &limits).unwrap() {
+                let json = |b: &[u8]| if b.is_empty() { Value::Null } else { serde_json::from_slice(b).unwrap() };
+                return Some((f.route_str().unwrap().to_owned(), json(&f.header), json(&f.data)));
+            }
+            let read = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf));
+            match read.await.expect("nothing on the channel in time") {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next `/send`'s sender and first packet.
+    pub async fn heard(&mut self) -> (String, String) {
+        let (route, header, data) = self.next().await.expect("the channel closed before a /send");
+        assert_eq!(route, "/send", "{header} {data}");
+        (header["id"].as_str().unwrap().to_owned(), data["packets"][0].as_str().unwrap().to_owned())
+    }
+
+    /// Asserts the channel ends with `/call_ended` for `call_id`, then closes.
+    pub async fn ends(&mut self, call_id: &str) {
+        loop {
+            match self.next().await {
+                Some((r, _, d)) if r == "/call_ended" => {
+                    assert_eq!(d["call_id"], json!(call_id), "{d}");
+                    break;
+                }
+                Some((r, _, _)) if r == "/send" => continue,
+                other => panic!("expected /call_ended, got {other:?}"),
+            }
+        }
+        assert!(self.next().await.is_none(), "the channel closes after /call_ended");
+    }
 }
