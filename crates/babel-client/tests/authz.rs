@@ -4,8 +4,13 @@
 //! and the database is byte-for-byte the same before and after. Messages
 //! and call history: a non-contact cannot be written to, and nobody reads
 //! or marks a conversation they are not in.
+//!
+//! Every scenario runs on one node (SQLite) and on three (PostgreSQL and
+//! NATS, issue #18 item 3), the users spread over the nodes; the database
+//! compared is the one the nodes share.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use babel_client::ClientError;
@@ -13,11 +18,19 @@ use babel_proto::{
     CallId, ChosenStatus, ContactRef, Credentials, Presence, RawRequest, ReplyError, Secret, ServerEvent,
     SessionEndReason, SessionId, UserId,
 };
-use common::{befriend, user};
+use common::{TestServer, Topology, befriend, user};
 use serde_json::{Value, json};
 
 /// Every table's rows, as text, to compare the database before and after.
-fn dump(db: &std::path::Path) -> Vec<String> {
+fn dump(s: &TestServer) -> Vec<String> {
+    match s.topology {
+        Topology::OneNode => sqlite_dump(s.db()),
+        Topology::ThreeNodes => postgres_dump(s.db().to_str().unwrap()),
+    }
+}
+
+/// [`dump`] of the SQLite file `db`.
+fn sqlite_dump(db: &std::path::Path) -> Vec<String> {
     let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut out = Vec::new();
     for table in [
@@ -45,16 +58,43 @@ fn dump(db: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// [`dump`] of the PostgreSQL schema the address `url` puts first on the
+/// search path (the test's own): every table in it, whatever it is, each
+/// row as PostgreSQL writes a row as text, rows in order.
+fn postgres_dump(url: &str) -> Vec<String> {
+    let url = url.to_owned();
+    // The synchronous client runs a runtime of its own: not on the test's.
+    let dump = std::thread::spawn(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let tables: Vec<String> = db
+            .query(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(tables.iter().any(|t| t == "users"), "the test's schema holds no users table: {tables:?}");
+        let mut out = Vec::new();
+        for table in tables {
+            for row in db.query(&format!("SELECT r::text FROM \"{table}\" r ORDER BY 1"), &[]).unwrap() {
+                out.push(format!("{table}: {}", row.get::<_, String>(0)));
+            }
+        }
+        out
+    });
+    dump.join().unwrap()
+}
+
 fn frame(c: &Credentials, route: &str, data: Value) -> RawRequest {
     let header = json!({"id": c.id.to_string(), "token": c.token.expose()});
     RawRequest::new(serde_json::to_vec(&header).unwrap(), route.to_owned(), serde_json::to_vec(&data).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_authenticated_route_refuses_every_wrong_credential() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("babel.db");
-    let s = common::start_with(|c| c.db = db.clone()).await;
+async fn every_authenticated_route_refuses_every_wrong_credential(t: Topology) {
+    let s = common::start_in(t).await;
     let mut me = user(&s, "me@example.org").await;
     let mut friend = user(&s, "friend@example.org").await;
     let mut other = user(&s, "other@example.org").await;
@@ -71,10 +111,10 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
 
     // Tokens that must not work.
     let my_token = me.me.token.clone();
-    let mut gone = babel_client::Client::connect(s.addr()).await.unwrap();
+    let mut gone = babel_client::Client::connect(s.next_addr()).await.unwrap();
     let logged_out = gone.login("me@example.org", common::PASSWORD).await.unwrap();
     gone.logout().await.unwrap();
-    let mut doomed = babel_client::Client::connect(s.addr()).await.unwrap();
+    let mut doomed = babel_client::Client::connect(s.next_addr()).await.unwrap();
     let deleted = doomed.create("doomed@example.org", common::PASSWORD, None).await.unwrap();
     doomed.delete_account().await.unwrap();
     let wrong: Vec<(&str, Credentials)> = vec![
@@ -116,9 +156,11 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
         ("/logout", json!({})),
         ("/delete", json!({})),
     ];
-    let before = dump(&db);
-    let calls_before = s.server().app().calls_in_progress();
-    let mut probe = babel_client::Client::connect(s.addr()).await.unwrap();
+    let before = dump(&s);
+    let calls_before = s.calls_in_progress();
+    // On three nodes the probe is on the node of neither party to the
+    // call, which is homed where friend placed it.
+    let mut probe = babel_client::Client::connect(s.addr_of(me.node)).await.unwrap();
     for (route, data) in &routes {
         for (what, creds) in &wrong {
             let answer = probe.raw(frame(creds, route, data.clone())).await.unwrap();
@@ -153,11 +195,14 @@ async fn every_authenticated_route_refuses_every_wrong_credential() {
     let history = probe.raw(frame(&mine, "/call_history", json!({}))).await.unwrap();
     assert!(history.json::<Vec<babel_proto::CallHistoryEntry>>().unwrap().is_empty(), "their call is not mine");
 
-    assert_eq!(dump(&db), before, "nothing changed in the database");
-    assert_eq!(s.server().app().calls_in_progress(), calls_before);
-    assert!(s.server().app().calls_in_progress() == 1, "their call goes on");
+    assert_eq!(dump(&s), before, "nothing changed in the database");
+    assert_eq!(s.calls_in_progress(), calls_before);
+    assert!(s.calls_in_progress() == 1, "their call goes on");
     // My own token still works: nothing was locked by all that.
     assert_eq!(me.client.contacts().await.unwrap().len(), 1);
+    // And the dump sees what a request that is not refused writes.
+    me.client.rename("Me Again").await.unwrap();
+    assert_ne!(dump(&s), before, "the dump misses a rename");
 }
 
 fn refused(r: Result<impl std::fmt::Debug, ClientError>) -> String {
@@ -170,11 +215,8 @@ fn refused(r: Result<impl std::fmt::Debug, ClientError>) -> String {
 /// The account routes with the right token but someone else's things: a
 /// foreign session id, a block that is not mine, a blocked user's requests,
 /// an old token after a password change.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn account_routes_refuse_foreign_ids_and_blocked_users() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("babel.db");
-    let s = common::start_with(|c| c.db = db.clone()).await;
+async fn account_routes_refuse_foreign_ids_and_blocked_users(t: Topology) {
+    let s = common::start_in(t).await;
     let mut me = user(&s, "me@example.org").await;
     let mut friend = user(&s, "friend@example.org").await;
     let mut stranger = user(&s, "stranger@example.org").await;
@@ -184,13 +226,13 @@ async fn account_routes_refuse_foreign_ids_and_blocked_users() {
     let theirs = friend.client.sessions().await.unwrap();
     assert_eq!(theirs.len(), 1);
     assert!(theirs[0].current);
-    let before = dump(&db);
+    let before = dump(&s);
     let foreign = refused(me.client.end_session(theirs[0].session_id).await);
     assert_eq!(foreign, refused(me.client.end_session(SessionId(987_654)).await));
     refused(me.client.unblock(stranger.id()).await);
     refused(me.client.block(ContactRef::Id(me.id())).await);
     refused(me.client.block(ContactRef::Id(UserId(987_654))).await);
-    assert_eq!(dump(&db), before, "refusals change nothing");
+    assert_eq!(dump(&s), before, "refusals change nothing");
     assert_eq!(friend.client.sessions().await.unwrap(), theirs, "the friend's session lives");
 
     // A blocked user: answered like anyone, refused where a stranger is.
@@ -227,4 +269,9 @@ async fn account_routes_refuse_foreign_ids_and_blocked_users() {
         Err(ClientError::Server(ReplyError::Unauthorized))
     ));
     assert_eq!(me.client.sessions().await.unwrap().len(), 1);
+}
+
+in_both_topologies! {
+    every_authenticated_route_refuses_every_wrong_credential(flavor = "multi_thread", worker_threads = 2),
+    account_routes_refuse_foreign_ids_and_blocked_users(flavor = "multi_thread", worker_threads = 2),
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use babel_proto::CallId;
 use babel_server::RunningServer;
 use babel_server::cluster::{ClusterConfig, bucket_name};
-use common::cluster::{Proc, World, bind, grant_of};
+use common::cluster::{Proc, World, grant_of, relay_carries};
 use common::{Client, Events, Session, TIMEOUT};
 use serde_json::{Value, json};
 
@@ -117,7 +117,6 @@ const KEY: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
 
 #[tokio::test]
 async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
-    use babel_proto::relay as wire;
     let mut s = scene(ClusterConfig::default().dead_after_ms).await;
     let call_id = s.answered_call().await;
     let entry = stored(&s.world, &call_id).await.expect("the answered call is stored");
@@ -152,26 +151,12 @@ async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
     let (bob_relay, bob_handle, bob_key) = grant_of(&bob_grant, s.c.addr());
     assert_eq!((ann_relay.port(), bob_relay.port()), (port, port), "{ann_grant} {bob_grant}");
     assert_eq!(ann_grant["relay_host"], json!("127.0.0.1"), "{ann_grant}");
-    let ann_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let bob_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    bind(&ann_sock, ann_relay, ann_handle, &ann_key).await;
-    bind(&bob_sock, bob_relay, bob_handle, &bob_key).await;
     let bob_id = babel_proto::UserId(s.bob.id.parse().unwrap());
-    let mut buf = [0u8; 2048];
-    let mut heard = false;
-    for counter in 1..50u64 {
-        let mut d = Vec::new();
-        wire::encode_data(bob_handle, counter, &bob_key, b"bob again", &mut d);
-        bob_sock.send_to(&d, bob_relay).await.unwrap();
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), ann_sock.recv(&mut buf)).await {
-            if let Some((from, payload)) = wire::decode_relayed(&buf[..n]) {
-                assert_eq!((from, payload), (bob_id, &b"bob again"[..]));
-                heard = true;
-                break;
-            }
-        }
-    }
-    assert!(heard, "bob's voice never reached ann through the adopter's relay");
+    let (ann_leg, bob_leg) = ((ann_relay, ann_handle, ann_key), (bob_relay, bob_handle, bob_key));
+    assert!(
+        relay_carries(ann_leg, bob_leg, bob_id, b"bob again").await,
+        "bob's voice never reached ann through the adopter's relay"
+    );
 
     // A hang-up through either survivor reaches the adopter and ends it.
     let (status, v) =

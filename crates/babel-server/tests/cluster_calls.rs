@@ -9,11 +9,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use babel_server::{Config, RunningServer};
-use common::cluster::{World, bind, grant_of, two_contacts, until_shown};
+use common::cluster::{Channel, World, bind, grant_of, relay_carries, two_contacts, until_shown};
 use common::{Client, Events, Session, TIMEOUT, assert_refused};
 use serde_json::{Value, json};
 
@@ -44,14 +43,29 @@ async fn pair_with(f: impl Fn(&mut Config)) -> Pair {
 }
 
 impl Pair {
-    /// Ann calls bob through `a`; bob's events on `b` ring. The call id.
-    async fn ring(&mut self) -> String {
-        let (status, v) = Client::connect(self.a.addr())
-            .await
-            .call(self.ann.header(), "/call", json!({"contact_id": self.bob.id}))
-            .await;
+    /// Ann calls bob through `a`, `/call` carrying `extra`'s fields too:
+    /// the answer and the call id.
+    async fn call(&self, extra: Value) -> (Value, String) {
+        let mut data = json!({"contact_id": self.bob.id});
+        if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+            data.extend(extra);
+        }
+        let (status, v) = Client::connect(self.a.addr()).await.call(self.ann.header(), "/call", data).await;
         assert_eq!(status, 200, "{v}");
         let call_id = v["call_id"].as_str().unwrap().to_owned();
+        (v, call_id)
+    }
+
+    /// Bob answers `call_id` through `b`, accepting: the answer.
+    async fn answer(&self, call_id: &str) -> Value {
+        let (status, v) = self.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    /// Ann calls bob through `a`; bob's events on `b` ring. The call id.
+    async fn ring(&mut self) -> String {
+        let (_, call_id) = self.call(Value::Null).await;
         let rung = self.bob_events.next_named("/incoming_call").await;
         assert_eq!(rung["call_id"], json!(call_id), "{rung}");
         assert_eq!(rung["id"], json!(self.ann.id), "{rung}");
@@ -84,8 +98,7 @@ async fn a_call_rings_on_another_node_and_is_answered_and_hung_up_there() {
     let mut p = pair(30).await;
     let call_id = p.ring().await;
 
-    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
-    assert_eq!(status, 200, "{v}");
+    let v = p.answer(&call_id).await;
     assert_eq!(v["call_id"], json!(call_id), "{v}");
     let home_relay = p.a.app().relay().port().to_string();
     assert_eq!(v["relay_port"], json!(home_relay), "bob's relay grant is for the home's relay: {v}");
@@ -169,43 +182,22 @@ async fn a_call_nobody_holds_is_refused_on_any_node() {
 
 #[tokio::test]
 async fn voice_from_a_callee_on_another_node_flows_through_the_homes_relay() {
-    use babel_proto::relay as wire;
     let mut p = pair(30).await;
-    let (status, v) =
-        Client::connect(p.a.addr()).await.call(p.ann.header(), "/call", json!({"contact_id": p.bob.id})).await;
-    assert_eq!(status, 200, "{v}");
-    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (v, call_id) = p.call(Value::Null).await;
     assert!(v.get("relay_host").is_none(), "ann talks to the home: no host named: {v}");
-    let (ann_relay, ann_handle, ann_key) = grant_of(&v, p.a.addr());
+    let ann_leg = grant_of(&v, p.a.addr());
     p.bob_events.next_named("/incoming_call").await;
-    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
-    assert_eq!(status, 200, "{v}");
+    let v = p.answer(&call_id).await;
     let home_relay = p.a.app().relay().port();
     assert_eq!(v["relay_host"], json!("127.0.0.1"), "bob talks to b; his grant names the home's relay: {v}");
-    let (bob_relay, bob_handle, bob_key) = grant_of(&v, p.b.addr());
-    assert_eq!((ann_relay.port(), bob_relay.port()), (home_relay, home_relay), "both on the home's relay");
-    assert_ne!(bob_relay.port(), p.b.app().relay().port());
-
-    let ann_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let bob_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    bind(&ann_sock, ann_relay, ann_handle, &ann_key).await;
-    bind(&bob_sock, bob_relay, bob_handle, &bob_key).await;
+    let bob_leg = grant_of(&v, p.b.addr());
+    assert_eq!((ann_leg.0.port(), bob_leg.0.port()), (home_relay, home_relay), "both on the home's relay");
+    assert_ne!(bob_leg.0.port(), p.b.app().relay().port());
     let bob_id = babel_proto::UserId(p.bob.id.parse().unwrap());
-    let mut buf = [0u8; 2048];
-    let mut heard = false;
-    for counter in 1..50u64 {
-        let mut d = Vec::new();
-        wire::encode_data(bob_handle, counter, &bob_key, b"bob's voice", &mut d);
-        bob_sock.send_to(&d, bob_relay).await.unwrap();
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), ann_sock.recv(&mut buf)).await {
-            if let Some((from, payload)) = wire::decode_relayed(&buf[..n]) {
-                assert_eq!((from, payload), (bob_id, &b"bob's voice"[..]));
-                heard = true;
-                break;
-            }
-        }
-    }
-    assert!(heard, "bob's voice never reached ann through the home's relay");
+    assert!(
+        relay_carries(ann_leg, bob_leg, bob_id, b"bob's voice").await,
+        "bob's voice never reached ann through the home's relay"
+    );
     p.shutdown().await;
 }
 
@@ -222,8 +214,7 @@ async fn a_member_on_another_node_invites_a_contact_on_that_node() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let call_id = p.ring().await;
-    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
-    assert_eq!(status, 200, "{v}");
+    p.answer(&call_id).await;
 
     // Bob, on b, invites cal; the home (a) rings cal's session on b.
     let (status, v) = p.on_b("/invite", json!({"call_id": call_id, "contact_id": cal.id})).await;
@@ -254,12 +245,7 @@ const KEY: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
 #[tokio::test]
 async fn call_key_sent_to_another_node_reaches_the_home_with_one_node_statuses() {
     let mut p = pair(30).await;
-    let (status, v) = Client::connect(p.a.addr())
-        .await
-        .call(p.ann.header(), "/call", json!({"contact_id": p.bob.id, "key_commit": KEY_COMMIT}))
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (_, call_id) = p.call(json!({"key_commit": KEY_COMMIT})).await;
     let rung = p.bob_events.next_named("/incoming_call").await;
     assert_eq!(rung["key_commit"], json!(KEY_COMMIT), "{rung}");
     // Ann's client moved to node b: her /call_key goes through b.
@@ -269,8 +255,7 @@ async fn call_key_sent_to_another_node_reaches_the_home_with_one_node_statuses()
     };
     let reveal = json!({"call_id": call_id, "key": KEY});
     assert_refused(ann_on_b(reveal.clone()).await, "not been answered");
-    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
-    assert_eq!(status, 200, "{v}");
+    p.answer(&call_id).await;
     p.ann_events.next_named("/call_accepted").await;
     // Bob committed to nothing.
     assert_refused(p.on_b("/call_key", reveal.clone()).await, "committed to no key");
@@ -300,8 +285,7 @@ async fn call_nonce_from_a_member_on_another_node_reaches_members_on_both_nodes(
     c.befriend(&p.ann, &cal).await;
     let mut cal_events = Events::open(p.a.addr(), &cal).await;
     let call_id = p.ring().await;
-    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
-    assert_eq!(status, 200, "{v}");
+    p.answer(&call_id).await;
     let (status, v) = c.call(p.ann.header(), "/invite", json!({"call_id": call_id, "contact_id": cal.id})).await;
     assert_eq!(status, 200, "{v}");
     cal_events.next_named("/incoming_call").await;
@@ -326,14 +310,10 @@ async fn call_nonce_from_a_member_on_another_node_reaches_members_on_both_nodes(
 #[tokio::test]
 async fn call_candidates_learned_at_the_homes_relay_reach_participants_on_both_nodes() {
     let mut p = pair(30).await;
-    let (status, v) =
-        Client::connect(p.a.addr()).await.call(p.ann.header(), "/call", json!({"contact_id": p.bob.id})).await;
-    assert_eq!(status, 200, "{v}");
-    let call_id = v["call_id"].as_str().unwrap().to_owned();
+    let (v, call_id) = p.call(Value::Null).await;
     let (ann_relay, ann_handle, ann_key) = grant_of(&v, p.a.addr());
     p.bob_events.next_named("/incoming_call").await;
-    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
-    assert_eq!(status, 200, "{v}");
+    let v = p.answer(&call_id).await;
     let (bob_relay, bob_handle, bob_key) = grant_of(&v, p.b.addr());
     p.ann_events.next_named("/call_accepted").await;
 
@@ -354,72 +334,11 @@ async fn call_candidates_learned_at_the_homes_relay_reach_participants_on_both_n
     p.shutdown().await;
 }
 
-/// A call channel as a test drives it: `/connect_call` answered, then
-/// request-shaped frames both ways.
-struct Channel {
-    client: Client,
-    buf: bytes::BytesMut,
-}
-
-impl Channel {
-    async fn open(addr: SocketAddr, s: &Session, call_id: &str) -> Channel {
-        let mut client = Client::connect(addr).await;
-        let (status, v) = client.call(s.header(), "/connect_call", json!({"call_id": call_id})).await;
-        assert_eq!(status, 200, "/connect_call on {addr}: {v}");
-        Channel { client, buf: bytes::BytesMut::new() }
-    }
-
-    async fn send(&mut self, text: &str) {
-        let data = json!({"type": "voice", "nb_packets": "1", "size_packet": "4", "packets": [text]});
-        self.client.write(&common::frame(&Value::Null, "/send", &data)).await;
-    }
-
-    /// The next frame: route, header, data; `None` once closed.
-    async fn next(&mut self) -> Option<(String, Value, Value)> {
-        use tokio::io::AsyncReadExt;
-        let limits = babel_proto::Limits::default();
-        loop {
-            if let Some(f) = babel_proto::decode_request(&mut self.buf, &limits).unwrap() {
-                let json = |b: &[u8]| if b.is_empty() { Value::Null } else { serde_json::from_slice(b).unwrap() };
-                return Some((f.route_str().unwrap().to_owned(), json(&f.header), json(&f.data)));
-            }
-            let read = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf));
-            match read.await.expect("nothing on the channel in time") {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// The next `/send`'s sender and first packet.
-    async fn heard(&mut self) -> (String, String) {
-        let (route, header, data) = self.next().await.expect("the channel closed before a /send");
-        assert_eq!(route, "/send", "{header} {data}");
-        (header["id"].as_str().unwrap().to_owned(), data["packets"][0].as_str().unwrap().to_owned())
-    }
-
-    /// Asserts the channel ends with `/call_ended` for `call_id`, then closes.
-    async fn ends(&mut self, call_id: &str) {
-        loop {
-            match self.next().await {
-                Some((r, _, d)) if r == "/call_ended" => {
-                    assert_eq!(d["call_id"], json!(call_id), "{d}");
-                    break;
-                }
-                Some((r, _, _)) if r == "/send" => continue,
-                other => panic!("expected /call_ended, got {other:?}"),
-            }
-        }
-        assert!(self.next().await.is_none(), "the channel closes after /call_ended");
-    }
-}
-
 /// Ann (events on a, the home) calls bob (events on b), who answers on b.
 async fn answered_pair() -> (Pair, String) {
     let mut p = pair(30).await;
     let call_id = p.ring().await;
-    let (status, v) = p.on_b("/answer", json!({"call_id": call_id, "accept": "true"})).await;
-    assert_eq!(status, 200, "{v}");
+    p.answer(&call_id).await;
     p.ann_events.next_named("/call_accepted").await;
     (p, call_id)
 }
@@ -590,18 +509,11 @@ async fn on_one_node_a_participant_whose_connections_drop_keeps_their_place_for_
 
 #[tokio::test]
 async fn a_participant_dropped_on_one_node_comes_back_on_another_within_the_grace_and_leaves_after_it() {
-    let p = pair_with(|c| c.call_grace_ms = GRACE_MS).await;
-    let Pair { a, b, ann, bob, mut ann_events, mut bob_events, _world: world } = p;
-    let call = json!({"contact_id": bob.id, "key_commit": KEY_COMMIT});
-    let (status, v) = Client::connect(a.addr()).await.call(ann.header(), "/call", call).await;
-    assert_eq!(status, 200, "{v}");
-    let call_id = v["call_id"].as_str().unwrap().to_owned();
-    bob_events.next_named("/incoming_call").await;
-    let (status, v) = Client::connect(b.addr())
-        .await
-        .call(bob.header(), "/answer", json!({"call_id": call_id, "accept": "true"}))
-        .await;
-    assert_eq!(status, 200, "{v}");
+    let mut p = pair_with(|c| c.call_grace_ms = GRACE_MS).await;
+    let (_, call_id) = p.call(json!({"key_commit": KEY_COMMIT})).await;
+    p.bob_events.next_named("/incoming_call").await;
+    p.answer(&call_id).await;
+    let Pair { a, b, ann, bob, mut ann_events, bob_events, _world: world } = p;
     let mut ann_ch = Channel::open(a.addr(), &ann, &call_id).await;
     let bob_ch = Channel::open(b.addr(), &bob, &call_id).await;
 

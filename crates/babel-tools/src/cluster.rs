@@ -1,7 +1,8 @@
 //! `babel-server` nodes as child processes for the cluster benchmarks
-//! (`babel-cluster-load`, `babel-call-setup`): one node on a SQLite file,
-//! or nodes on one PostgreSQL scratch schema (dropped at the end), with or
-//! without the local nats-server as their bus.
+//! (`babel-cluster-load`, `babel-call-setup`, `babel-cluster-fault`,
+//! `babel-failover`): one node on a SQLite file, or nodes on one PostgreSQL
+//! scratch schema (dropped at the end), with or without the local
+//! nats-server as their bus.
 //!
 //! Every node gets cheap password hashing (setting up a thousand accounts
 //! takes seconds), `--log warn` into a file in a temporary folder, and the
@@ -54,10 +55,7 @@ impl EngineArgs {
     /// Nodes of the server binary on the bus; with a PostgreSQL scratch
     /// schema when `postgres`. Blocking.
     pub fn nodes(&self, postgres: bool) -> anyhow::Result<Nodes> {
-        let bin = match &self.server_bin {
-            Some(p) => p.clone(),
-            None => crate::child::sibling_binary("babel-server")?,
-        };
+        let bin = server_binary(self.server_bin.clone())?;
         let extra =
             self.relay_challenge_every_ms.map_or(String::new(), |ms| format!("relay_challenge_every_ms = {ms}"));
         let mut nodes = Nodes::new(bin, &self.nats, &extra)?;
@@ -66,6 +64,17 @@ impl EngineArgs {
         }
         Ok(nodes)
     }
+}
+
+/// The babel-server binary: `given`, or the one next to this executable.
+pub fn server_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    given.map_or_else(|| crate::child::sibling_binary("babel-server"), Ok)
+}
+
+/// A free TCP port on 127.0.0.1 (for a node to be started again on the
+/// same address).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Where the nodes' data lives and how they are started.
@@ -108,11 +117,11 @@ impl Nodes {
         self.dir.path()
     }
 
-    fn start(&self, label: &str, db: &str, extra: &[&str]) -> anyhow::Result<ChildServer> {
+    fn start(&self, label: &str, listen: &str, db: &str, extra: &[&str]) -> anyhow::Result<ChildServer> {
         let log = self.dir.path().join(format!("{label}.log"));
         let stderr = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--log", "warn"])
+        cmd.args(["--listen", listen, "--log", "warn"])
             .arg("--config")
             .arg(&self.config)
             .args(extra)
@@ -131,20 +140,31 @@ impl Nodes {
     /// One node on a SQLite file in the temporary folder. Blocking.
     pub fn sqlite(&self, label: &str) -> anyhow::Result<ChildServer> {
         let db = self.dir.path().join(format!("{label}.db"));
-        self.start(label, &db.to_string_lossy(), &[])
+        self.start(label, "127.0.0.1:0", &db.to_string_lossy(), &[])
     }
 
     /// One node on the scratch schema, alone (no bus). Blocking.
     pub fn postgres(&self, label: &str) -> anyhow::Result<ChildServer> {
+        self.postgres_on(label, "127.0.0.1:0")
+    }
+
+    /// [`Nodes::postgres`] listening on `port` of 127.0.0.1, to be started
+    /// again there once killed. Blocking.
+    pub fn postgres_at(&self, label: &str, port: u16) -> anyhow::Result<ChildServer> {
+        self.postgres_on(label, &format!("127.0.0.1:{port}"))
+    }
+
+    fn postgres_on(&self, label: &str, listen: &str) -> anyhow::Result<ChildServer> {
         let schema = self.schema.as_ref().context("no PostgreSQL schema: call use_postgres first")?;
-        self.start(label, schema.url(), &[])
+        self.start(label, listen, schema.url(), &[])
     }
 
     /// Node `label` of the cluster: the scratch schema and nats-server.
     /// Blocking.
     pub fn clustered(&self, label: &str) -> anyhow::Result<ChildServer> {
         let schema = self.schema.as_ref().context("no PostgreSQL schema: call use_postgres first")?;
-        self.start(label, schema.url(), &["--nats", &self.nats, "--cluster", &self.cluster, "--node", label])
+        let bus = ["--nats", &self.nats, "--cluster", &self.cluster, "--node", label];
+        self.start(label, "127.0.0.1:0", schema.url(), &bus)
     }
 
     /// `n` cluster nodes, `n1` to `n<n>`. Blocking.
@@ -179,5 +199,14 @@ mod tests {
         assert!(pids_named(comm.trim_end()).contains(&me));
         assert!(pids_named("no-such-process-name").is_empty());
         assert_eq!(node_name(3), "n3");
+    }
+
+    #[test]
+    fn the_server_binary_given_wins_and_a_free_port_is_free() {
+        let given = PathBuf::from("/opt/babel/babel-server");
+        assert_eq!(server_binary(Some(given.clone())).unwrap(), given);
+        assert!(server_binary(None).unwrap().ends_with("babel-server"));
+        let port = free_port().unwrap();
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
     }
 }

@@ -16,6 +16,12 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     sorted.get(rank.clamp(1, n) - 1).copied()
 }
 
+/// `d` in nanoseconds, the unit of [`Latency::from_ns`]'s samples
+/// (saturating: 584 years and more count as `u64::MAX`).
+pub fn ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Latency {
@@ -49,6 +55,12 @@ impl Latency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nanoseconds_saturate() {
+        assert_eq!(ns(std::time::Duration::from_millis(3)), 3_000_000);
+        assert_eq!(ns(std::time::Duration::MAX), u64::MAX);
+    }
 
     #[test]
     fn nearest_rank() {

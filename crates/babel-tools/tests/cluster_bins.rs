@@ -1,5 +1,5 @@
-//! The cluster benchmarks, short: `babel-cluster-load` and
-//! `babel-call-setup` run for a second or two on real nodes (the
+//! The cluster benchmarks, short: `babel-cluster-load`, `babel-call-setup`
+//! and `babel-failover` run for a few seconds on real nodes (the
 //! `babel-server` binary of this target folder), PostgreSQL and the local
 //! nats-server (`scripts/engines.sh` starts both; without them these tests
 //! fail and say so), and their reports hold what they claim to measure.
@@ -90,4 +90,18 @@ fn cluster_load_measures_each_target_with_no_failed_request() {
     assert_eq!(runs[2]["loaded_nodes"], 2, "the cluster's load is spread: {report}");
     let ratios: Vec<&str> = report["ratios"].as_array().unwrap().iter().map(|q| q["what"].as_str().unwrap()).collect();
     assert_eq!(ratios, ["pg / sqlite", "cluster / pg"], "{report}");
+}
+
+#[test]
+fn failover_brings_the_client_back_through_the_other_node_in_every_run() {
+    let report = run(env!("CARGO_BIN_EXE_babel-failover"), &["--runs", "2"]);
+    for kind in ["failover", "one_node_restart"] {
+        for what in ["back", "request"] {
+            assert_eq!(report[kind][what]["count"], 2, "{kind} {what}: {report}");
+        }
+    }
+    // Its contact, on the surviving node, sees it online again each time.
+    assert_eq!(report["failover"]["seen"]["count"], 2, "{report}");
+    assert_eq!(report["failover"]["seen_missing"], 0, "{report}");
+    assert!(ms(&report["failover_over_restart"]["p50"]) > 0.0, "{report}");
 }

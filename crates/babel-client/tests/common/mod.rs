@@ -222,6 +222,13 @@ impl TestServer {
         self.nodes.iter().flatten()
     }
 
+    /// Where the nodes keep their data: the SQLite file on one node, the
+    /// PostgreSQL address (with the test's own schema first on its search
+    /// path) on three.
+    pub fn db(&self) -> &std::path::Path {
+        &self.configs[0].db
+    }
+
     /// The first node's address.
     pub fn addr(&self) -> String {
         self.addr_of(0)

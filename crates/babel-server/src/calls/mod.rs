@@ -592,11 +592,13 @@ impl Calls {
 mod tests {
     use super::*;
 
-    fn calls() -> Calls {
+    // The fixtures `stored.rs`' tests share.
+
+    pub(super) fn calls() -> Calls {
         Calls::new(CallLimits { ring_timeout: 30_000, max_participants: 8 })
     }
 
-    fn info(id: i64) -> LegInfo {
+    pub(super) fn info(id: i64) -> LegInfo {
         LegInfo {
             user: User { id: UserId(id), name: format!("u{id}"), email: format!("u{id}@x.org") },
             ip: format!("203.0.113.{id}"),
@@ -607,7 +609,7 @@ mod tests {
         }
     }
 
-    fn leg(user: i64, session: i64) -> Leg {
+    pub(super) fn leg(user: i64, session: i64) -> Leg {
         Leg { user: UserId(user), session: SessionId(session) }
     }
 

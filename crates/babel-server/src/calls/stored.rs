@@ -173,26 +173,15 @@ impl Calls {
 mod tests {
     use babel_proto::ServerEvent;
 
-    use super::super::machine::CallLimits;
+    use super::super::tests::{calls, leg};
     use super::*;
 
-    fn calls() -> Calls {
-        Calls::new(CallLimits { ring_timeout: 30_000, max_participants: 8 })
-    }
-
+    /// `calls/mod.rs`' fixture, with a media key to carry through the store.
     fn info(id: i64) -> LegInfo {
         LegInfo {
-            user: User { id: UserId(id), name: format!("u{id}"), email: format!("u{id}@x.org") },
-            ip: format!("203.0.113.{id}"),
             media: MediaSetup { key: Some(format!("k{id}")), ..MediaSetup::default() },
-            public: None,
-            revealed: false,
-            relay_ip: "192.0.2.1".into(),
+            ..super::super::tests::info(id)
         }
-    }
-
-    fn leg(user: i64, session: i64) -> Leg {
-        Leg { user: UserId(user), session: SessionId(session) }
     }
 
     #[test]

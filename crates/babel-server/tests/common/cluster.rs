@@ -12,7 +12,7 @@ use std::time::Duration;
 use babel_server::cluster::ClusterConfig;
 use babel_server::store::pg::{ScratchSchema, scratch_for_tests};
 use babel_server::{Config, RunningServer};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Client, Session, TIMEOUT, test_config};
 
@@ -186,4 +186,98 @@ pub async fn bind(sock: &tokio::net::UdpSocket, relay: SocketAddr, handle: u32, 
         }
     }
     panic!("the relay at {relay} never bound handle {handle}");
+}
+
+/// A relay leg as a grant gives it: the relay's address, handle and key.
+pub type RelayLeg = (SocketAddr, u32, [u8; 16]);
+
+/// Whether voice flows through the relay between two legs: binds a socket
+/// to each, then sends `payload` on `speaker`'s (from user `speaker_id`)
+/// until `listener`'s hears it relayed, for up to 50 tries.
+pub async fn relay_carries(
+    listener: RelayLeg,
+    speaker: RelayLeg,
+    speaker_id: babel_proto::UserId,
+    payload: &[u8],
+) -> bool {
+    use babel_proto::relay as wire;
+    let (listener_relay, listener_handle, listener_key) = listener;
+    let (speaker_relay, speaker_handle, speaker_key) = speaker;
+    let listener_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let speaker_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    bind(&listener_sock, listener_relay, listener_handle, &listener_key).await;
+    bind(&speaker_sock, speaker_relay, speaker_handle, &speaker_key).await;
+    let mut buf = [0u8; 2048];
+    for counter in 1..50u64 {
+        let mut d = Vec::new();
+        wire::encode_data(speaker_handle, counter, &speaker_key, payload, &mut d);
+        speaker_sock.send_to(&d, speaker_relay).await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), listener_sock.recv(&mut buf)).await {
+            if let Some((from, heard)) = wire::decode_relayed(&buf[..n]) {
+                assert_eq!((from, heard), (speaker_id, payload));
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A call channel as a test drives it: `/connect_call` answered, then
+/// request-shaped frames both ways.
+pub struct Channel {
+    pub client: Client,
+    buf: bytes::BytesMut,
+}
+
+impl Channel {
+    pub async fn open(addr: SocketAddr, s: &Session, call_id: &str) -> Channel {
+        let mut client = Client::connect(addr).await;
+        let (status, v) = client.call(s.header(), "/connect_call", json!({"call_id": call_id})).await;
+        assert_eq!(status, 200, "/connect_call on {addr}: {v}");
+        Channel { client, buf: bytes::BytesMut::new() }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        let data = json!({"type": "voice", "nb_packets": "1", "size_packet": "4", "packets": [text]});
+        self.client.write(&super::frame(&Value::Null, "/send", &data)).await;
+    }
+
+    /// The next frame: route, header, data; `None` once closed.
+    pub async fn next(&mut self) -> Option<(String, Value, Value)> {
+        use tokio::io::AsyncReadExt;
+        let limits = babel_proto::Limits::default();
+        loop {
+            if let Some(f) = babel_proto::decode_request(&mut self.buf, &limits).unwrap() {
+                let json = |b: &[u8]| if b.is_empty() { Value::Null } else { serde_json::from_slice(b).unwrap() };
+                return Some((f.route_str().unwrap().to_owned(), json(&f.header), json(&f.data)));
+            }
+            let read = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf));
+            match read.await.expect("nothing on the channel in time") {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next `/send`'s sender and first packet.
+    pub async fn heard(&mut self) -> (String, String) {
+        let (route, header, data) = self.next().await.expect("the channel closed before a /send");
+        assert_eq!(route, "/send", "{header} {data}");
+        (header["id"].as_str().unwrap().to_owned(), data["packets"][0].as_str().unwrap().to_owned())
+    }
+
+    /// Asserts the channel ends with `/call_ended` for `call_id`, then closes.
+    pub async fn ends(&mut self, call_id: &str) {
+        loop {
+            match self.next().await {
+                Some((r, _, d)) if r == "/call_ended" => {
+                    assert_eq!(d["call_id"], json!(call_id), "{d}");
+                    break;
+                }
+                Some((r, _, _)) if r == "/send" => continue,
+                other => panic!("expected /call_ended, got {other:?}"),
+            }
+        }
+        assert!(self.next().await.is_none(), "the channel closes after /call_ended");
+    }
 }

@@ -1,8 +1,10 @@
 //! Shared helpers for the whole-server tests: a real server on 127.0.0.1
 //! port 0 and a bare frame client speaking real TCP.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_macros, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
+#[macro_use]
+pub mod topology;
 
 use std::net::SocketAddr;
 use std::time::Duration;

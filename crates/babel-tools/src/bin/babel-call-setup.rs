@@ -36,7 +36,7 @@ use babel_tools::bench::{pids_cpu, used_between};
 use babel_tools::child::ChildServer;
 use babel_tools::cluster::{EngineArgs, pids_named};
 use babel_tools::report::{Machine, loadavg};
-use babel_tools::stats::Latency;
+use babel_tools::stats::{Latency, ns};
 use babel_tools::udp_load::{Leg, TargetKind, bind_all, bound_socket};
 use clap::Parser;
 use serde::Serialize;
@@ -155,10 +155,6 @@ struct Sample {
     ring: u64,
     answered: u64,
     voice: u64,
-}
-
-fn ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 async fn one_call(caller: &mut Party, callee: &mut Party) -> anyhow::Result<Sample> {

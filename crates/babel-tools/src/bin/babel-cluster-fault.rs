@@ -27,7 +27,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,9 +34,9 @@ use anyhow::{Context, bail};
 use babel_client::{Client, Event, EventStream};
 use babel_proto::relay as wire;
 use babel_proto::{CallId, MediaSetup, MessageId, Page, RelayGrant, ServerEvent, UserId};
-use babel_server::store::pg::ScratchSchema;
 use babel_tools::child::ChildServer;
-use babel_tools::stats::Latency;
+use babel_tools::cluster::{Nodes, server_binary};
+use babel_tools::stats::{Latency, ns};
 use clap::Parser;
 use futures::StreamExt;
 use tokio::net::UdpSocket;
@@ -337,36 +336,22 @@ async fn lost(addr: &str, to: &str, from: UserId, acked: &[(MessageId, String)])
     Ok(acked.iter().filter(|a| !found.contains(a)).count())
 }
 
-fn ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let args = Args::parse();
     rlimit::increase_nofile_limit(1 << 16)?;
-    let bin = match args.server_bin {
-        Some(p) => p,
-        None => babel_tools::child::sibling_binary("babel-server")?,
-    };
-    let db = args.db.clone();
-    let schema = tokio::task::spawn_blocking(move || ScratchSchema::create(&db))
-        .await?
-        .with_context(|| format!("PostgreSQL at {} (scripts/setup.sh starts it)", args.db))?;
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("babel.toml");
-    std::fs::write(&config, "[password]\nmemory_kib = 256\niterations = 1\n")?;
-    let cluster = format!("fault{}", std::process::id());
+    let bin = server_binary(args.server_bin)?;
+    let (db, nats) = (args.db.clone(), args.nats.clone());
+    let cluster = tokio::task::spawn_blocking(move || {
+        let mut cluster = Nodes::new(bin, &nats, "")?;
+        cluster.use_postgres(&db)?;
+        anyhow::Ok(cluster)
+    })
+    .await??;
     let mut nodes: Vec<Option<ChildServer>> = Vec::new();
     for k in 0..NODES {
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--log", "warn", "--db", schema.url()])
-            .args(["--nats", &args.nats, "--node", &format!("n{k}"), "--cluster", &cluster])
-            .arg("--config")
-            .arg(&config)
-            .stderr(Stdio::null());
-        nodes.push(Some(ChildServer::start("babel-server", cmd, LIMIT)?));
+        nodes.push(Some(cluster.clustered(&format!("n{k}"))?));
     }
     let addrs: Arc<Vec<SocketAddr>> = Arc::new(nodes.iter().flatten().map(ChildServer::addr).collect());
     // The nodes hear each other's heartbeats first.
@@ -486,6 +471,6 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     drop(nodes);
-    drop(schema);
+    drop(cluster);
     Ok(())
 }

@@ -24,16 +24,15 @@
 //! `cargo build --release -p babel-server -p babel-tools && target/release/babel-failover`
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use babel_client::{Client, Event, EventStream};
 use babel_proto::{Presence, ServerEvent, UserId};
-use babel_server::store::pg::ScratchSchema;
 use babel_tools::child::ChildServer;
-use babel_tools::stats::Latency;
+use babel_tools::cluster::{Nodes, free_port, server_binary};
+use babel_tools::stats::{Latency, ns};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -63,25 +62,14 @@ const PASSWORD: &str = "password123";
 /// Longest wait for anything in a run.
 const LIMIT: Duration = Duration::from_secs(60);
 
-struct Cluster {
-    bin: PathBuf,
-    db: String,
-    config: PathBuf,
-}
+/// The nodes: on one PostgreSQL scratch schema, no bus.
+struct Cluster(Nodes);
 
 impl Cluster {
+    /// A node listening on `port`. Blocking.
     fn start(&self, port: u16) -> anyhow::Result<ChildServer> {
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--log", "warn", "--db", &self.db])
-            .arg("--config")
-            .arg(&self.config)
-            .stderr(Stdio::null());
-        ChildServer::start("babel-server", cmd, Duration::from_secs(30))
+        self.0.postgres_at(&format!("node{port}"), port)
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Waits for the stream's next `Reconnected`; answers when.
@@ -109,10 +97,6 @@ async fn seen_online(events: &mut EventStream, who: UserId) -> Option<Instant> {
         }
     };
     tokio::time::timeout(Duration::from_secs(10), wait).await.ok()
-}
-
-fn ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Default)]
@@ -296,17 +280,16 @@ async fn silent_runs(cluster: &Cluster, runs: u32) -> anyhow::Result<Samples> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin = match args.server_bin {
-        Some(p) => p,
-        None => babel_tools::child::sibling_binary("babel-server")?,
-    };
+    let bin = server_binary(args.server_bin)?;
     let db = args.db.clone();
-    let schema = tokio::task::spawn_blocking(move || ScratchSchema::create(&db))
-        .await?
-        .with_context(|| format!("PostgreSQL at {} (scripts/setup.sh starts it)", args.db))?;
-    let dir = tempfile::tempdir()?;
-    let config = write_config(dir.path())?;
-    let cluster = Cluster { bin, db: schema.url().to_owned(), config };
+    let nodes = tokio::task::spawn_blocking(move || {
+        // No bus: these nodes are one service through the database alone.
+        let mut nodes = Nodes::new(bin, "", "")?;
+        nodes.use_postgres(&db)?;
+        anyhow::Ok(nodes)
+    })
+    .await??;
+    let cluster = Cluster(nodes);
     let mut base = restart_runs(&cluster, args.runs).await?;
     let mut fail = failover_runs(&cluster, args.runs).await?;
     let mut silent = silent_runs(&cluster, args.silent_runs).await?;
@@ -330,12 +313,6 @@ async fn main() -> anyhow::Result<()> {
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    drop(schema);
+    drop(cluster);
     Ok(())
-}
-
-fn write_config(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join("babel.toml");
-    std::fs::write(&path, "[password]\nmemory_kib = 256\niterations = 1\n")?;
-    Ok(path)
 }
