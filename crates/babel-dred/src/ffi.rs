@@ -41,6 +41,17 @@ fn frame_len(n: usize) -> Result<c_int, Error> {
     Ok(n as c_int)
 }
 
+/// Whether `packet` carries SILK in-band FEC (LBRR) for the frame before
+/// it (false for an empty or CELT-only packet, or one that does not parse).
+pub fn has_lbrr(packet: &[u8]) -> bool {
+    if packet.is_empty() || packet.len() > MAX_INPUT {
+        return false;
+    }
+    // SAFETY: `packet` is readable for its length, at least one byte (the
+    // TOC libopus reads before looking at the length).
+    unsafe { sys::opus_packet_has_lbrr(packet.as_ptr(), packet.len() as i32) > 0 }
+}
+
 /// An Opus encoder (48 kHz mono, VOIP) whose DRED can be switched on.
 #[derive(Debug)]
 pub struct Encoder {
@@ -220,10 +231,15 @@ impl Decoder {
 
     /// Rebuilds the frame that ends `offset` samples before the start of
     /// the packet `dred` last parsed, from that packet's redundancy.
-    /// `offset` is a positive multiple of the frame, within what the parse
-    /// found ([`DredReader::available`]).
+    /// `offset` is a positive multiple of the frame whose frame the parse
+    /// found covered, at least in part ([`DredReader::available`]; libopus
+    /// conceals the rest of it).
     pub fn recover(&mut self, dred: &DredReader, offset: u32) -> Result<Vec<f32>, Error> {
-        if offset == 0 || offset as usize % self.frame != 0 || offset > dred.available {
+        // libopus conceals the part of a frame the redundancy does not
+        // reach (it checks each feature's index against what was parsed),
+        // so a frame the redundancy covers only in part may be asked for.
+        let covered = dred.available > 0 && (offset as usize) < dred.available as usize + self.frame;
+        if offset == 0 || offset as usize % self.frame != 0 || !covered {
             return Err(Error::Input(format!(
                 "offset {offset}: the redundancy covers {} samples in frames of {}",
                 dred.available, self.frame
@@ -467,6 +483,23 @@ mod tests {
     }
 
     #[test]
+    fn packets_carry_lbrr_only_with_fec_on() {
+        for fec in [true, false] {
+            let mut e = Encoder::new().expect("encoder");
+            e.set_bitrate(32_000).expect("bitrate");
+            e.set_expected_loss(10).expect("loss");
+            e.set_inband_fec(fec).expect("fec");
+            let with: usize =
+                (0..30).map(|k| e.encode(&voice(FRAME, k * FRAME)).expect("encode")).filter(|p| has_lbrr(p)).count();
+            if fec {
+                assert!(with > 20, "{with} of 30 packets with LBRR");
+            } else {
+                assert_eq!(with, 0);
+            }
+        }
+    }
+
+    #[test]
     fn offsets_outside_the_redundancy_are_refused() {
         let mut e = dred_encoder();
         let mut reader = DredReader::new().expect("reader");
@@ -536,6 +569,7 @@ mod tests {
             }
             let _ = d.decode(&p);
             let _ = d.decode_fec(&p);
+            let _ = has_lbrr(&p);
             if let Ok(n) = r.parse(&p, 20 * FRAME as u32)
                 && n >= FRAME as u32
             {
@@ -544,6 +578,7 @@ mod tests {
             }
         }
         assert!(r.parse(&[], 960).is_err());
+        assert!(!has_lbrr(&[]));
         assert!(d.decode(&vec![0u8; MAX_INPUT + 1]).is_err());
     }
 }

@@ -24,7 +24,7 @@
 mod ffi;
 
 #[cfg(feature = "dred")]
-pub use ffi::{Decoder, DredReader, Encoder, version};
+pub use ffi::{Decoder, DredReader, Encoder, has_lbrr, version};
 
 /// The sample rate everything here runs at (Babel's engine's).
 pub const SAMPLE_RATE: u32 = 48_000;
