@@ -33,6 +33,10 @@ struct Args {
     /// beside the arms.
     #[arg(long)]
     shipped: Option<PathBuf>,
+    /// Print the table of an earlier run's dred.json (with `--shipped`'s
+    /// rows) and run nothing.
+    #[arg(long)]
+    replot: Option<PathBuf>,
     /// Threads (calls, then PESQ scorers).
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -61,6 +65,19 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let started = std::time::Instant::now();
     eprintln!("babel-dred-compare: {}", babel_dred::version());
+    let shipped: Vec<SimVoice> = match &a.shipped {
+        Some(p) => {
+            serde_json::from_str(&std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?)
+                .with_context(|| format!("{}: not a sim-voices.json", p.display()))?
+        }
+        None => Vec::new(),
+    };
+    if let Some(p) = &a.replot {
+        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let cells: Vec<quality::dred::Cell> = serde_json::from_str(&text).context("not a dred.json")?;
+        println!("{}", quality::dred::markdown(&cells, &shipped));
+        return Ok(());
+    }
     let python = quality::deps::require_pesq()?;
     let nets = if a.nets.is_empty() {
         vec![
