@@ -28,6 +28,10 @@ struct Args {
     /// allison-en, june-fr, carlo-it).
     #[arg(long, value_delimiter = ',')]
     voices: Option<Vec<String>>,
+    /// Only the arms whose name contains this (repeatable), e.g.
+    /// `--only "96 kbit/s, no FEC"`.
+    #[arg(long)]
+    only: Vec<String>,
     /// The shipped engine's `sim-voices.json` (`babel-quality --simulated
     /// --real-voices --shipped`, same seeds and conditions), to set its row
     /// beside the arms.
@@ -108,7 +112,7 @@ fn main() -> anyhow::Result<()> {
         }
         None => Vec::new(),
     };
-    let cells = quality::dred::run(&python, &voices, &nets, a.seeds, a.threads, &a.out, &|s| {
+    let cells = quality::dred::run(&python, &voices, (&nets, &a.only), a.seeds, a.threads, &a.out, &|s| {
         eprintln!("babel-dred-compare: {s}")
     })?;
     std::fs::write(a.out.join("dred.json"), serde_json::to_string_pretty(&cells)?)?;

@@ -84,7 +84,8 @@ pub struct Arm {
 
 /// The arms for `net`: the engine's copies for its loss pattern, DRED at
 /// the copies' bitrate and the copies' wait, DRED at a shorter wait, DRED
-/// at the main bitrate alone, and no redundancy with classic and deep PLC.
+/// at the main bitrate alone, no redundancy with classic and deep PLC, and
+/// DRED at the copies' bitrate and wait without FEC.
 pub fn arms(net: &Network) -> Vec<Arm> {
     let offsets = net.engine_offsets();
     let wait = offsets.iter().copied().max().unwrap_or(1);
@@ -120,6 +121,11 @@ pub fn arms(net: &Network) -> Vec<Arm> {
         },
         arm(format!("FEC only, {} kbit/s, classic PLC", k(MAIN_BPS)), Repair::Plain, MAIN_BPS, vec![], 1, false),
         arm(format!("FEC only, {} kbit/s, deep PLC", k(MAIN_BPS)), Repair::Plain, MAIN_BPS, vec![], 1, true),
+        // Whether LBRR earns its bits beside DRED at the copies' bitrate.
+        Arm {
+            fec: false,
+            ..arm(format!("DRED, {} kbit/s, no FEC, wait {wait}", k(total)), Repair::Dred, total, vec![], wait, true)
+        },
     ]
 }
 
@@ -307,12 +313,13 @@ impl Cell {
     }
 }
 
-/// Runs every arm of every condition on every voice with seeds `1..=seeds`
-/// on `threads` threads, then scores all with PESQ.
+/// Runs every arm of every condition of `nets` on every voice (only the
+/// arms whose name contains one of `only`, when given) with seeds `1..=seeds` on
+/// `threads` threads, then scores all with PESQ.
 pub fn run(
     python: &Path,
     voices: &[(String, Vec<f32>)],
-    nets: &[Network],
+    (nets, only): (&[Network], &[String]),
     seeds: u32,
     threads: usize,
     out: &Path,
@@ -327,7 +334,9 @@ pub fn run(
         write_wav16(&p, &ref16)?;
         refs.push((p, ref16));
         for net in nets {
-            for arm in arms(net) {
+            for arm in
+                arms(net).into_iter().filter(|a| only.is_empty() || only.iter().any(|o| a.name.contains(o.as_str())))
+            {
                 cells.push((vi, Cell { voice: voice.clone(), network: *net, arm, calls: Vec::new() }));
             }
         }
@@ -497,6 +506,7 @@ mod tests {
         let b = arms(&net(20.0, true));
         assert_eq!((b[0].offsets.as_slice(), b[0].wait), ([3, 6].as_slice(), 6));
         assert_eq!((b[1].bitrate, b[1].wait, b[2].wait), (96_000, 6, 3));
+        assert!(b[1].fec && !b[6].fec && (b[6].repair, b[6].bitrate, b[6].wait) == (Repair::Dred, 96_000, 6));
     }
 
     #[test]
