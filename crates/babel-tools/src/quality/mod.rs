@@ -19,6 +19,8 @@
 pub mod call;
 pub mod cap;
 pub mod deps;
+#[cfg(feature = "dred")]
+pub mod dred;
 pub mod echo;
 pub mod emodel;
 pub mod noise;
