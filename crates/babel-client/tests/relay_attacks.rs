@@ -28,7 +28,7 @@ async fn bind(sock: &UdpSocket, relay: SocketAddr, handle: u32, key: &[u8; 16], 
 
 /// Finding 3: a participant BINDs with a victim's address as its source (on
 /// loopback: from a socket standing for the victim, which never answers)
-/// while the call's voice flows. The victim gets at most one challenge, no
+/// while the call's voice flows. The victim gets at most one challenge a second, no
 /// bigger than the BIND, and none of the voice.
 async fn a_spoofed_bind_aims_nothing_at_the_victim(t: Topology) {
     let s = start_in(t).await;
@@ -40,6 +40,7 @@ async fn a_spoofed_bind_aims_nothing_at_the_victim(t: Topology) {
     assert!(bind(&ub, relay, hb, &kb, &mut nonce).await);
     let bind_len = wire::encode_bind(ha, 1, &ka).len();
     let mut d = Vec::new();
+    let started = std::time::Instant::now();
     for i in 1..=100u64 {
         victim.send_to(&wire::encode_bind(ha, 1000 + i, &ka), relay).await.unwrap();
         wire::encode_data(hb, i, &kb, b"the call's voice", &mut d);
@@ -50,7 +51,11 @@ async fn a_spoofed_bind_aims_nothing_at_the_victim(t: Topology) {
     while let Some(d) = recv(&victim, Duration::from_millis(300)).await {
         got.push(d);
     }
-    assert!(got.len() <= 1, "the victim got {} datagrams", got.len());
+    // One challenge per address a second: the 100 BINDs take 0.5 s on a
+    // quiet machine, longer on a busy one (a second challenge after 1 s is
+    // the limit working, not a flood).
+    let allowed = 1 + started.elapsed().as_secs() as usize;
+    assert!(got.len() <= allowed, "the victim got {} datagrams in {:?}", got.len(), started.elapsed());
     for d in &got {
         assert!(d.len() <= bind_len, "a {}-byte answer to a {bind_len}-byte BIND", d.len());
         assert_eq!(wire::verify_bind_ack(d, &ka).map(|a| a.state), Some(wire::CHALLENGE));

@@ -95,12 +95,41 @@ struct RelayLeg {
     window: Mutex<ReplayWindow>,
     challenges: Gcra,
     moves: Gcra,
+    /// Where this leg's DATA goes: the bound addresses of the call's other
+    /// legs, in the call's order, the first here (a two-party call's only
+    /// one, so forwarding touches no other allocation) and the rest in
+    /// `more_peers`. Kept by [`Table::refresh_peers`] whenever a leg of the
+    /// call moves (binding is a move from nowhere) or leaves, under the
+    /// write lock; a new leg forwards nothing before it binds. So
+    /// forwarding reads this one leg instead of the call's list and every
+    /// other leg: fewer cache misses per datagram.
+    first_peer: Option<SocketAddr>,
+    /// See `first_peer`.
+    more_peers: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Default)]
 struct Table {
     legs: HashMap<u32, RelayLeg>,
     calls: HashMap<CallId, Vec<u32>>,
+}
+
+impl Table {
+    /// Recomputes every leg's peers (`RelayLeg::first_peer`, `more_peers`)
+    /// in `call`.
+    fn refresh_peers(&mut self, call: CallId) {
+        let Some(handles) = self.calls.get(&call) else { return };
+        let bound: Vec<(u32, Option<SocketAddr>)> =
+            handles.iter().filter_map(|h| self.legs.get(h).map(|l| (*h, l.addr))).collect();
+        for &(h, _) in &bound {
+            if let Some(leg) = self.legs.get_mut(&h) {
+                let mut peers = bound.iter().filter(|(other, _)| *other != h).filter_map(|(_, a)| *a);
+                leg.first_peer = peers.next();
+                leg.more_peers.clear();
+                leg.more_peers.extend(peers);
+            }
+        }
+    }
 }
 
 /// What the relay counted.
@@ -258,6 +287,8 @@ impl Relay {
                     window: Mutex::default(),
                     challenges: Gcra::default(),
                     moves: Gcra::default(),
+                    first_peer: None,
+                    more_peers: Vec::new(),
                 },
             );
             table.calls.entry(call).or_default().push(handle);
@@ -282,6 +313,9 @@ impl Relay {
             if hs.is_empty() {
                 t.calls.remove(&call);
             }
+        }
+        if !gone.is_empty() {
+            t.refresh_peers(call);
         }
     }
 
@@ -403,11 +437,14 @@ impl Relay {
         leg.addr = Some(from);
         let learned =
             moved.then_some(AddressLearned { call: leg.call, user: leg.user, session: leg.session, addr: from });
+        let ack = BindAck { handle, nonce, state: BOUND, cookie, seen: from };
+        let ack = wire::encode_bind_ack(&ack, &leg.key);
         if moved {
             self.stats.moves.fetch_add(1, Ordering::Relaxed);
+            let call = leg.call;
+            table.refresh_peers(call);
         }
-        let ack = BindAck { handle, nonce, state: BOUND, cookie, seen: from };
-        Some((wire::encode_bind_ack(&ack, &leg.key), learned))
+        Some((ack, learned))
     }
 
     /// Forwards a DATA datagram; `dests` and `out` are reused buffers.
@@ -442,8 +479,10 @@ impl Relay {
             self.stats.replays.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let Some(handles) = table.calls.get(&leg.call) else { return false };
-        dests.extend(handles.iter().filter(|&&h| h != handle).filter_map(|h| table.legs.get(h)).filter_map(|l| l.addr));
+        dests.extend(leg.first_peer);
+        if !leg.more_peers.is_empty() {
+            dests.extend_from_slice(&leg.more_peers);
+        }
         wire::encode_relayed(leg.user, payload, out);
         true
     }
@@ -714,6 +753,52 @@ mod tests {
         let mut d = Vec::new();
         wire::encode_data(l2.0, 1, &l2.1, b"to the new place", &mut d);
         assert_eq!(g.send(&d, addr(B))[0].0, a2);
+    }
+
+    /// Forwarding reads each leg's cached peers: they follow every join,
+    /// bind, move and leave of the call's other legs, and never include the
+    /// sender or another call's legs.
+    #[test]
+    fn forwards_follow_joins_binds_moves_and_leaves() {
+        let mut g = Rig::new();
+        let (l1, l2) = (g.leg(1), g.leg(2));
+        let mut counter = 0;
+        let mut from_1 = |g: &mut Rig| {
+            counter += 1;
+            let mut d = Vec::new();
+            wire::encode_data(l1.0, counter, &l1.1, b"v", &mut d);
+            let mut to: Vec<SocketAddr> = g.send(&d, addr(A)).into_iter().map(|(a, _)| a).collect();
+            to.sort();
+            to
+        };
+        g.bind(l1, addr(A)).unwrap();
+        assert_eq!(from_1(&mut g), Vec::<SocketAddr>::new(), "nobody else bound yet");
+        g.bind(l2, addr(B)).unwrap();
+        assert_eq!(from_1(&mut g), vec![addr(B)]);
+        // A third joins: nothing for them until they bind.
+        let c = addr("10.0.0.3:3000");
+        let l3 = g.r.grant(CallId(1), UserId(3), SessionId(3)).unwrap();
+        assert_eq!(from_1(&mut g), vec![addr(B)]);
+        g.bind(l3, c).unwrap();
+        assert_eq!(from_1(&mut g), vec![addr(B), c]);
+        // Another call's leg is never a destination.
+        let elsewhere = g.r.grant(CallId(2), UserId(4), SessionId(4)).unwrap();
+        g.bind(elsewhere, addr("10.0.0.4:4000")).unwrap();
+        assert_eq!(from_1(&mut g), vec![addr(B), c]);
+        // The second moves.
+        let b2 = addr("10.0.0.2:2222");
+        g.now += MOVE_EVERY_MS;
+        assert_eq!(g.bind(l2, b2).unwrap().state, BOUND);
+        assert_eq!(from_1(&mut g), vec![b2, c]);
+        // The third leaves, then the second.
+        g.r.revoke(CallId(1), SessionId(3));
+        assert_eq!(from_1(&mut g), vec![b2]);
+        g.r.revoke(CallId(1), SessionId(2));
+        assert_eq!(from_1(&mut g), Vec::<SocketAddr>::new());
+        // A leg alone in its call forwards nowhere.
+        let mut d = Vec::new();
+        wire::encode_data(elsewhere.0, 1, &elsewhere.1, b"v", &mut d);
+        assert!(g.send(&d, addr("10.0.0.4:4000")).is_empty(), "alone in its call");
     }
 
     /// Finding 3 of issue #14: BINDs with a victim's address as source made
