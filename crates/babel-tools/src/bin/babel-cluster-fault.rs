@@ -23,6 +23,10 @@
 //!   gaps;
 //! * acknowledged writes lost (goal 0).
 //!
+//! With `--sigterm` the node is stopped cleanly instead: it hands its calls
+//! over as it leaves, so the relay gap of its calls is the hand-over's,
+//! not the death detection's.
+//!
 //! `cargo build --release -p babel-server -p babel-tools && target/release/babel-cluster-fault`
 
 use std::net::SocketAddr;
@@ -71,6 +75,10 @@ struct Args {
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
+    /// Stop the node cleanly (SIGTERM: it hands its calls over as it
+    /// leaves) instead of `kill -9`.
+    #[arg(long)]
+    sigterm: bool,
 }
 
 const PASSWORD: &str = "password123";
@@ -406,8 +414,22 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(args.before)).await;
     kill_tx.send_replace(Some(Instant::now()));
     let dead = nodes[DEAD].take();
-    tokio::task::spawn_blocking(move || drop(dead)).await?;
-    eprintln!("node n{DEAD} killed");
+    let sigterm = args.sigterm;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let Some(mut dead) = dead else { return Ok(()) };
+        if sigterm {
+            let sent = Command::new("kill").args(["-TERM", &dead.pid().to_string()]).status()?;
+            anyhow::ensure!(sent.success(), "kill -TERM failed");
+            let limit = Instant::now() + LIMIT;
+            while dead.check_alive().is_ok() && Instant::now() < limit {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        drop(dead);
+        Ok(())
+    })
+    .await??;
+    eprintln!("node n{DEAD} {}", if args.sigterm { "stopped (SIGTERM)" } else { "killed" });
     tokio::time::sleep(Duration::from_secs(args.after)).await;
     stop.cancel();
 
@@ -473,6 +495,7 @@ async fn main() -> anyhow::Result<()> {
         "before_s": args.before,
         "after_s": args.after,
         "killed": format!("n{DEAD}"),
+        "signal": if args.sigterm { "TERM" } else { "KILL" },
         "calls_homed_on_the_dead_node": survivors,
         "calls_with_a_user_on_the_dead_node": with_dead,
         "acknowledged_writes": acked_writes,
