@@ -168,14 +168,19 @@ impl CallStore {
             // Only the home removes the entry, at the revision it wrote:
             // one adopted meanwhile by another node (this one thought dead)
             // stays.
-            let at = match *rev {
+            let mut at = match *rev {
                 Some(r) => Some(r),
                 None => self.read(&kv, call).await.filter(|(s, _)| mine(s)).map(|(_, r)| r),
             };
-            if let Some(at) = at {
-                match remove_entry(&self.js, &kv, call, at).await {
+            while let Some(r) = at.take() {
+                match remove_entry(&self.js, &kv, call, r).await {
                     Ok(true) => {}
-                    Ok(false) => tracing::info!(%call, "an ended call's entry was taken over by another node; left"),
+                    // Our own write whose answer was lost came after `r`:
+                    // remove at its revision (again a compare-and-set).
+                    Ok(false) => match self.read(&kv, call).await {
+                        Some((s, later)) if mine(&s) && later > r => at = Some(later),
+                        _ => tracing::info!(%call, "an ended call's entry was taken over by another node; left"),
+                    },
                     Err(e) => tracing::warn!(%call, error = %e, "cannot remove an ended call's entry"),
                 }
             }
@@ -463,8 +468,9 @@ impl App {
         for (leg, ran_out) in in_grace {
             if ran_out && !self.connected_anywhere(leg).await {
                 tracing::debug!(call = %id, user = %leg.user, "a member's grace ran out while its call's home was going");
-                let fx = self.calls.leave_all(leg, EndReason::Disconnected);
-                self.apply(fx).await;
+                if let Ok(fx) = self.calls.leave(id, leg, EndReason::Disconnected) {
+                    self.apply(fx).await;
+                }
             }
         }
         for (user, session) in legs {
