@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use babel_proto::CallId;
 use babel_server::RunningServer;
 use babel_server::cluster::{Claim, ClusterConfig, bucket_name};
-use common::cluster::{Proc, World, bind, grant_of};
+use common::cluster::{Proc, World, bind, grant_of, until_shown};
 use common::{Client, Events, Session, TIMEOUT};
 use serde_json::{Value, json};
 
@@ -151,6 +151,15 @@ async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
     assert_eq!(s.held().0 + s.held().1, 1, "two nodes adopted the call");
     let node = if std::ptr::eq(adopter, &s.b) { "b" } else { "c" };
     assert_eq!(stored(&s.world, &call_id).await.unwrap()["home"], json!(node));
+
+    // The killed node starts again under its name after the others noticed:
+    // the call is the adopter's now, and stays so.
+    s.doomed = s.world.process("doomed");
+    until_shown(s.doomed.addr, &s.bob, &s.ann, "online").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let entry = stored(&s.world, &call_id).await.unwrap();
+    assert_eq!((&entry["home"], entry["run"].as_u64()), (&json!(node), adopter.run()), "{entry}");
+    assert_eq!(s.held().0 + s.held().1, 1);
 
     // Relay voice resumes through the adopter's relay.
     let port = adopter.app().relay().port();
