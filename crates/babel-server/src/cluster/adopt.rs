@@ -28,6 +28,22 @@
 //! node died with the home leaves when it runs out, unless it came back on
 //! some node. Call channels on other nodes closed with the home
 //! (`cluster/channels.rs`); `/connect_call` again reaches the adopter.
+//!
+//! **Runs.** An entry names its home's run as well as its name (the random
+//! id a node draws at each start, [`Bus::run`](super::Bus::run)), and every
+//! adoption is a compare-and-set from one (node, run) ([`Claim`]): an entry
+//! moves once, and only away from a run that is gone. A node that stops
+//! cleanly stores its calls' last state, stops answering for them and says
+//! `Leaving`: that run is gone, and the survivors adopt its calls at once
+//! as above. A node restarted under its name takes back, as it starts, the
+//! entries of its earlier run; the others, hearing a new run of a node,
+//! count the old run gone too (whoever wins the compare-and-set holds the
+//! call). Grace deadlines are stored with the call (wall-clock ms): an
+//! adopter keeps only the rest of a member's grace, and lets go at once one
+//! whose grace ran out unless they are back somewhere. An ended call's
+//! entry is removed by a compare-and-set on the home's last revision
+//! ([`remove_entry`]), so an adopter's write is never purged and no late
+//! write on an older revision brings the call back.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
