@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use babel_proto::CallId;
 use babel_server::RunningServer;
 use babel_server::cluster::{Claim, ClusterConfig, bucket_name};
-use common::cluster::{Proc, World, bind, grant_of, until_shown};
+use common::cluster::{Proc, World, bind, grant_of};
 use common::{Client, Events, Session, TIMEOUT};
 use serde_json::{Value, json};
 
@@ -155,7 +155,16 @@ async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
     // The killed node starts again under its name after the others noticed:
     // the call is the adopter's now, and stays so.
     s.doomed = s.world.process("doomed");
-    until_shown(s.doomed.addr, &s.bob, &s.ann, "online").await;
+    // Up, and has heard the others (ann shows online or busy there).
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let shown = Client::connect(s.doomed.addr).await.contacts(&s.bob).await;
+        if shown.iter().any(|(email, status)| *email == s.ann.email && status != "offline") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the restarted node never saw ann: {shown:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let entry = stored(&s.world, &call_id).await.unwrap();
     assert_eq!((&entry["home"], entry["run"].as_u64()), (&json!(node), adopter.run()), "{entry}");
