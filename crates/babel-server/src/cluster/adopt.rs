@@ -65,6 +65,8 @@ const KV_WITHIN: Duration = Duration::from_secs(3);
 /// How long the node ranked k-th for a call waits (k times this) before it
 /// adopts the call in place of those ranked before it.
 pub const RANK_STEP: Duration = Duration::from_secs(2);
+/// How many calls a node adopts at once (each one compare-and-set).
+const ADOPT_AT_ONCE: usize = 8;
 
 /// The bucket of a cluster's calls.
 pub fn bucket_name(cluster: &str) -> String {
@@ -379,9 +381,18 @@ impl App {
             tracing::warn!(?claim, "cannot list the stored calls; orphaned calls are not adopted");
             return;
         };
-        let mut later = Vec::new();
-        for id in ids {
-            let Some((stored, _)) = bus.calls_kv.read(&kv, id).await else { continue };
+        // Read a few at a time: a node that goes hands over all its calls.
+        let entries: Vec<(CallId, StoredCall)> = futures::stream::iter(ids)
+            .map(|id| {
+                let kv = &kv;
+                async move { bus.calls_kv.read(kv, id).await.map(|(stored, _)| (id, stored)) }
+            })
+            .buffer_unordered(16)
+            .filter_map(|e| async move { e })
+            .collect()
+            .await;
+        let (mut first, mut later) = (Vec::new(), Vec::new());
+        for (id, stored) in entries {
             let Claim::Gone { node, run } = claim else {
                 // A sweep: nobody else is looking for these.
                 if self.home_gone(&stored.home, stored.run) {
@@ -396,11 +407,17 @@ impl App {
             live.push(bus.node().to_owned());
             let rank = ranked(id, &live).iter().position(|n| n == bus.node()).unwrap_or(live.len());
             if rank == 0 {
-                self.adopt_call(id, claim).await;
+                first.push(id);
             } else {
                 later.push((rank, id));
             }
         }
+        // Each call's adoption is its own compare-and-set: several at once.
+        futures::stream::iter(first)
+            .for_each_concurrent(ADOPT_AT_ONCE, |id| async move {
+                self.adopt_call(id, claim).await;
+            })
+            .await;
         later.sort_by_key(|(rank, id)| (*rank, id.0));
         for (rank, id) in later {
             tokio::time::sleep_until(started + RANK_STEP * rank as u32).await;

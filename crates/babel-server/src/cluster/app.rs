@@ -131,10 +131,10 @@ impl App {
             // this node adopts its share if that does not happen).
             tracing::info!(node = %note.node, "a node restarted; its earlier run is gone");
             bus.home_node_gone(&note.node);
-            self.node_gone(&observed.changed).await;
             if !bus.fenced() {
                 self.adopt_calls_of(note.node.clone(), old);
             }
+            self.node_gone(&observed.changed).await;
         }
         if observed.gap {
             tracing::warn!(node = %note.node, "missed notes from a node; resynchronising");
@@ -168,12 +168,13 @@ impl App {
             }
             Body::Leaving => {
                 // It stored its calls' last state before it said so: the
-                // survivor ranked first for each adopts it at once.
+                // survivor ranked first for each adopts it at once (in the
+                // background, not behind the grace of its users below).
                 bus.home_node_gone(&note.node);
-                self.node_gone(&observed.changed).await;
                 if !bus.fenced() {
                     self.adopt_calls_of(note.node.clone(), note.inc);
                 }
+                self.node_gone(&observed.changed).await;
             }
             Body::Presence { here: None, .. } | Body::Heartbeat => {}
         }
@@ -238,15 +239,15 @@ impl App {
             tracing::warn!(%node, users = users.len(), "a node stopped answering; its users are offline");
             // Channels here to calls homed there close first (their
             // clients `/connect_call` again, reaching whoever adopts the
-            // call); the dead node's users in calls homed here start their
-            // grace; then the dead node's calls are adopted, in the
-            // background (an adopter starts the grace of every member not
-            // connected to it, `cluster/adopt.rs`).
+            // call); the dead node's calls are adopted in the background
+            // (an adopter starts the grace of every member not connected
+            // to it, `cluster/adopt.rs`); the dead node's users in calls
+            // homed here start their grace.
             bus.home_node_gone(&node);
-            self.node_gone(&users).await;
             if !bus.fenced() {
                 self.adopt_calls_of(node.clone(), run);
             }
+            self.node_gone(&users).await;
             for user in users {
                 self.refresh_status(user).await;
             }
