@@ -79,6 +79,9 @@ struct Args {
     /// leaves) instead of `kill -9`.
     #[arg(long)]
     sigterm: bool,
+    /// Keep each node's log (`info`) in this folder as `n<k>.log`.
+    #[arg(long)]
+    logs: Option<PathBuf>,
 }
 
 const PASSWORD: &str = "password123";
@@ -369,11 +372,16 @@ async fn main() -> anyhow::Result<()> {
     let mut nodes: Vec<Option<ChildServer>> = Vec::new();
     for k in 0..NODES {
         let mut cmd = Command::new(&bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--log", "warn", "--db", schema.url()])
+        let log = match &args.logs {
+            Some(dir) => Stdio::from(std::fs::File::create(dir.join(format!("n{k}.log")))?),
+            None => Stdio::null(),
+        };
+        cmd.args(["--listen", "127.0.0.1:0", "--log", if args.logs.is_some() { "info" } else { "warn" }])
+            .args(["--db", schema.url()])
             .args(["--nats", &args.nats, "--node", &format!("n{k}"), "--cluster", &cluster])
             .arg("--config")
             .arg(&config)
-            .stderr(Stdio::null());
+            .stderr(log);
         nodes.push(Some(ChildServer::start("babel-server", cmd, LIMIT)?));
     }
     let addrs: Arc<Vec<SocketAddr>> = Arc::new(nodes.iter().flatten().map(ChildServer::addr).collect());
@@ -429,6 +437,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(())
     })
     .await??;
+    let stopped_after = (*kill_rx.borrow()).map_or(Duration::ZERO, |k| k.elapsed());
     eprintln!("node n{DEAD} {}", if args.sigterm { "stopped (SIGTERM)" } else { "killed" });
     tokio::time::sleep(Duration::from_secs(args.after)).await;
     stop.cancel();
@@ -496,6 +505,7 @@ async fn main() -> anyhow::Result<()> {
         "after_s": args.after,
         "killed": format!("n{DEAD}"),
         "signal": if args.sigterm { "TERM" } else { "KILL" },
+        "node_gone_after_ms": stopped_after.as_secs_f64() * 1e3,
         "calls_homed_on_the_dead_node": survivors,
         "calls_with_a_user_on_the_dead_node": with_dead,
         "acknowledged_writes": acked_writes,
