@@ -65,6 +65,10 @@ pub struct Connection<S> {
     settings: Arc<ConnSettings>,
     /// When the first byte of the frame now being received arrived.
     frame_started: Option<Instant>,
+    /// Once the server is stopping: until when bytes already on their way
+    /// are still taken (one window per connection, so a peer that keeps
+    /// sending cannot keep a stopping server alive).
+    stopping_until: Option<Instant>,
 }
 
 const READ_CHUNK: usize = 4096;
@@ -76,7 +80,14 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 impl<S: Transport> Connection<S> {
     /// Wraps an accepted socket.
     pub fn new(stream: S, settings: Arc<ConnSettings>) -> Self {
-        Self { stream, rbuf: BytesMut::new(), wbuf: BytesMut::new(), settings, frame_started: None }
+        Self {
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            settings,
+            frame_started: None,
+            stopping_until: None,
+        }
     }
 
     /// Reads the next request frame. `Ok(None)` when the peer closed cleanly
@@ -92,7 +103,7 @@ impl<S: Transport> Connection<S> {
             if cancel.is_cancelled() {
                 // Stopping: answer what the peer has already sent, waiting a
                 // moment for bytes still on their way, then close.
-                let grace = Instant::now() + SHUTDOWN_GRACE;
+                let grace = *self.stopping_until.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
                 self.rbuf.reserve(READ_CHUNK);
                 return match tokio::time::timeout_at(grace, self.stream.read_buf(&mut self.rbuf)).await {
                     Ok(Ok(n)) if n > 0 => Ok(decode_request(&mut self.rbuf, &self.settings.limits)?),

@@ -333,6 +333,12 @@ impl Server {
         self.app.bus.as_ref().map(|b| b.node())
     }
 
+    /// This run of the node in its cluster (random per start; `None` on a
+    /// node alone).
+    pub fn run(&self) -> Option<u64> {
+        self.app.bus.as_ref().map(|b| b.run())
+    }
+
     /// The services.
     pub fn app(&self) -> &Arc<App> {
         &self.app
@@ -434,6 +440,12 @@ impl RunningServer {
     /// This node's name in its cluster (`None` on a node alone).
     pub fn node(&self) -> Option<&str> {
         self.app.bus.as_ref().map(|b| b.node())
+    }
+
+    /// This run of the node in its cluster (random per start; `None` on a
+    /// node alone).
+    pub fn run(&self) -> Option<u64> {
+        self.app.bus.as_ref().map(|b| b.run())
     }
 
     /// Stops accepting, lets connections finish, and waits.

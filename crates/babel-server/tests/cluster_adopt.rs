@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use babel_proto::CallId;
 use babel_server::RunningServer;
-use babel_server::cluster::{ClusterConfig, bucket_name};
-use common::cluster::{Proc, World, grant_of, relay_carries};
+use babel_server::cluster::{Claim, ClusterConfig, bucket_name};
+use common::cluster::{Channel, Proc, World, grant_of, relay_carries};
 use common::{Client, Events, Session, TIMEOUT};
 use serde_json::{Value, json};
 
@@ -65,8 +65,14 @@ async fn scene(dead_after_ms: u64) -> Scene {
 
 /// [`scene`], the survivors giving a participant `grace_ms` of grace.
 async fn scene_with(dead_after_ms: u64, grace_ms: Option<u64>) -> Scene {
+    scene_full(dead_after_ms, grace_ms, "").await
+}
+
+/// [`scene_with`], `doomed_config` at the top of the doomed node's
+/// configuration file.
+async fn scene_full(dead_after_ms: u64, grace_ms: Option<u64>, doomed_config: &str) -> Scene {
     let world = World::new();
-    let doomed = world.process("doomed");
+    let doomed = world.process_with("doomed", doomed_config);
     let (b, c) =
         (survivor(&world, "b", dead_after_ms, grace_ms).await, survivor(&world, "c", dead_after_ms, grace_ms).await);
     let mut client = Client::connect(b.addr()).await;
@@ -145,6 +151,24 @@ async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
     let node = if std::ptr::eq(adopter, &s.b) { "b" } else { "c" };
     assert_eq!(stored(&s.world, &call_id).await.unwrap()["home"], json!(node));
 
+    // The killed node starts again under its name after the others noticed:
+    // the call is the adopter's now, and stays so.
+    s.doomed = s.world.process("doomed");
+    // Up, and has heard the others (ann shows online or busy there).
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let shown = Client::connect(s.doomed.addr).await.contacts(&s.bob).await;
+        if shown.iter().any(|(email, status)| *email == s.ann.email && status != "offline") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the restarted node never saw ann: {shown:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let entry = stored(&s.world, &call_id).await.unwrap();
+    assert_eq!((&entry["home"], entry["run"].as_u64()), (&json!(node), adopter.run()), "{entry}");
+    assert_eq!(s.held().0 + s.held().1, 1);
+
     // Relay voice resumes through the adopter's relay.
     let port = adopter.app().relay().port();
     let (ann_relay, ann_handle, ann_key) = grant_of(&ann_grant, s.b.addr());
@@ -192,16 +216,21 @@ async fn two_survivors_adopting_at_once_never_both_take_a_call() {
     let live = s.answered_call().await;
     s.doomed.kill();
     let id = CallId(live.parse().unwrap());
+    let run = stored(&s.world, &live).await.unwrap()["run"].as_u64().unwrap();
     // Neither counts the doomed node dead yet: without being told, neither
     // takes a call from a node it believes alive.
-    assert!(!s.b.app().adopt_call(id, None).await && !s.c.app().adopt_call(id, None).await);
-    let dead = Some("doomed");
+    let orphan = Claim::Orphan;
+    assert!(!s.b.app().adopt_call(id, orphan).await && !s.c.app().adopt_call(id, orphan).await);
+    // Nor one of another run of the node than the one stored.
+    let other_run = Claim::Gone { node: "doomed", run: run ^ 1 };
+    assert!(!s.b.app().adopt_call(id, other_run).await);
+    let dead = Claim::Gone { node: "doomed", run };
     let (by_b, by_c) = tokio::join!(s.b.app().adopt_call(id, dead), s.c.app().adopt_call(id, dead));
     assert!(by_b ^ by_c, "adopted by b: {by_b}, by c: {by_c}");
     assert_eq!(s.held(), if by_b { (1, 0) } else { (0, 1) });
     // Trying again changes nothing, and a live adopter keeps its call.
     assert!(!s.b.app().adopt_call(id, dead).await && !s.c.app().adopt_call(id, dead).await);
-    assert!(!s.b.app().adopt_call(id, None).await && !s.c.app().adopt_call(id, None).await);
+    assert!(!s.b.app().adopt_call(id, orphan).await && !s.c.app().adopt_call(id, orphan).await);
     assert_eq!(s.held(), if by_b { (1, 0) } else { (0, 1) });
     // Ended calls are not brought back.
     for ended in calls {
@@ -214,72 +243,6 @@ async fn two_survivors_adopting_at_once_never_both_take_a_call() {
 
 /// The grace the survivors give a participant whose connections are gone.
 const GRACE_MS: u64 = 1_500;
-
-/// A call channel as a test drives it: `/connect_call` answered, then
-/// request-shaped frames both ways.
-struct Channel {
-    client: Client,
-    buf: bytes::BytesMut,
-}
-
-impl Channel {
-    async fn open(addr: SocketAddr, s: &Session, call_id: &str) -> Channel {
-        let mut client = Client::connect(addr).await;
-        let (status, v) = client.call(s.header(), "/connect_call", json!({"call_id": call_id})).await;
-        assert_eq!(status, 200, "/connect_call on {addr}: {v}");
-        Channel { client, buf: bytes::BytesMut::new() }
-    }
-
-    async fn send(&mut self, text: &str) {
-        let data = json!({"type": "voice", "nb_packets": "1", "size_packet": "4", "packets": [text]});
-        self.client.write(&common::frame(&Value::Null, "/send", &data)).await;
-    }
-
-    /// The next frame: route and data; `None` once closed.
-    async fn next(&mut self) -> Option<(String, Value)> {
-        use tokio::io::AsyncReadExt;
-        let limits = babel_proto::Limits::default();
-        loop {
-            if let Some(f) = babel_proto::decode_request(&mut self.buf, &limits).unwrap() {
-                let data = if f.data.is_empty() { Value::Null } else { serde_json::from_slice(&f.data).unwrap() };
-                let header: Value =
-                    if f.header.is_empty() { Value::Null } else { serde_json::from_slice(&f.header).unwrap() };
-                let route = f.route_str().unwrap().to_owned();
-                return Some((
-                    route.clone(),
-                    if route == "/send" { json!({"id": header["id"], "data": data}) } else { data },
-                ));
-            }
-            let read = tokio::time::timeout(TIMEOUT, self.client.stream.read_buf(&mut self.buf));
-            match read.await.expect("nothing on the channel in time") {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// The next `/send`'s sender and first packet.
-    async fn heard(&mut self) -> (String, String) {
-        let (route, v) = self.next().await.expect("the channel closed before a /send");
-        assert_eq!(route, "/send", "{v}");
-        (v["id"].as_str().unwrap().to_owned(), v["data"]["packets"][0].as_str().unwrap().to_owned())
-    }
-
-    /// Asserts the channel ends with `/call_ended` for `call_id`, then closes.
-    async fn ends(&mut self, call_id: &str) {
-        loop {
-            match self.next().await {
-                Some((r, d)) if r == "/call_ended" => {
-                    assert_eq!(d["call_id"], json!(call_id), "{d}");
-                    break;
-                }
-                Some((r, _)) if r == "/send" => continue,
-                other => panic!("expected /call_ended, got {other:?}"),
-            }
-        }
-        assert!(self.next().await.is_none(), "the channel closes after /call_ended");
-    }
-}
 
 #[tokio::test]
 async fn after_adoption_channels_open_again_on_any_node_and_requests_reach_the_adopter() {
@@ -445,4 +408,212 @@ async fn a_member_whose_node_died_with_the_home_and_who_comes_back_elsewhere_sta
     assert_eq!(ended.last().unwrap().1["reason"], json!("hangup"), "{ended:?}");
     s.b.shutdown().await;
     s.c.shutdown().await;
+}
+
+/// Which survivor holds the call (and so adopted it): its index, 0 for b.
+fn adopter_of(s: &Scene) -> &RunningServer {
+    match s.held() {
+        (1, 0) => &s.b,
+        (0, 1) => &s.c,
+        held => panic!("held by b and c: {held:?}"),
+    }
+}
+
+/// Relay voice flows from bob to ann through the relay named by their
+/// `/call_relay` grants.
+async fn relay_voice_flows(s: &Scene, ann_grant: &Value, bob_grant: &Value) {
+    let ann_leg = grant_of(ann_grant, s.b.addr());
+    let bob_leg = grant_of(bob_grant, s.c.addr());
+    assert_eq!(ann_leg.0, bob_leg.0, "{ann_grant} {bob_grant}");
+    let bob_id = babel_proto::UserId(s.bob.id.parse().unwrap());
+    assert!(
+        relay_carries(ann_leg, bob_leg, bob_id, b"bob again").await,
+        "bob's voice never reached ann through the relay of {bob_grant}"
+    );
+}
+
+/// Hangs the call up through `b` and waits until no node holds or stores it.
+async fn hang_up_and_forget(s: &mut Scene, call_id: &str) {
+    let (status, v) =
+        Client::connect(s.b.addr()).await.call(s.ann.header(), "/hangup", json!({"call_id": call_id})).await;
+    assert_eq!(status, 200, "{v}");
+    let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
+    assert_eq!(ended.last().unwrap().1["reason"], json!("hangup"));
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while s.held() != (0, 0) || stored(&s.world, call_id).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_home_that_leaves_cleanly_hands_its_calls_over_at_once() {
+    // The survivors never count a node dead here: only the hand-over can
+    // move the call.
+    let mut s = scene(3_600_000).await;
+    let call_id = s.answered_call().await;
+    assert_eq!(stored(&s.world, &call_id).await.unwrap()["home"], json!("doomed"));
+
+    s.doomed.terminate();
+    let stopped = Instant::now();
+    let ann_moved = s.ann_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let bob_moved = s.bob_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(3), "handed over only {took:?} after the node stopped");
+    let adopter = adopter_of(&s);
+    let node = adopter.node().unwrap().to_owned();
+    let entry = stored(&s.world, &call_id).await.unwrap();
+    assert_eq!((entry["home"].clone(), entry["run"].as_u64()), (json!(node), adopter.run()));
+    // The one the rendezvous hash ranks first among the survivors.
+    let first = babel_server::cluster::ranked(CallId(call_id.parse().unwrap()), &["b".into(), "c".into()]);
+    assert_eq!(first[0], node);
+    // Never two homes: the other survivor's turn comes and goes.
+    tokio::time::sleep(babel_server::cluster::RANK_STEP + Duration::from_millis(500)).await;
+    assert_eq!(s.held().0 + s.held().1, 1, "two nodes took the call");
+
+    let (ann_grant, bob_grant) = (ann_moved.last().unwrap().1.clone(), bob_moved.last().unwrap().1.clone());
+    assert_eq!(grant_of(&ann_grant, s.b.addr()).0.port(), adopter.app().relay().port());
+    relay_voice_flows(&s, &ann_grant, &bob_grant).await;
+    hang_up_and_forget(&mut s, &call_id).await;
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_restarted_under_its_name_takes_back_its_earlier_runs_calls() {
+    // Killed and started again before anyone counts it dead: the survivors
+    // only see a new run of it.
+    let mut s = scene(3_600_000).await;
+    let call_id = s.answered_call().await;
+    let before = stored(&s.world, &call_id).await.unwrap();
+    assert_eq!(before["home"], json!("doomed"));
+    s.doomed.kill();
+    s.doomed = s.world.process("doomed");
+
+    // Resumed (or adopted, should a survivor win the compare-and-set):
+    // either way both members get a new relay grant, and the call has one
+    // home, a live run.
+    let ann_moved = s.ann_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let bob_moved = s.bob_events.until("/call_relay", |e| e["call_id"] == json!(call_id)).await;
+    let entry = stored(&s.world, &call_id).await.unwrap();
+    assert_ne!(entry["run"], before["run"], "{entry}");
+    match entry["home"].as_str().unwrap() {
+        "doomed" => assert_eq!(s.held(), (0, 0)),
+        _ => {
+            let adopter = adopter_of(&s);
+            assert_eq!(entry["home"], json!(adopter.node().unwrap()));
+        }
+    }
+    tokio::time::sleep(babel_server::cluster::RANK_STEP + Duration::from_millis(500)).await;
+    let later = stored(&s.world, &call_id).await.unwrap();
+    assert_eq!((&later["home"], &later["run"]), (&entry["home"], &entry["run"]), "taken twice");
+    let (ann_grant, bob_grant) = (ann_moved.last().unwrap().1.clone(), bob_moved.last().unwrap().1.clone());
+    relay_voice_flows(&s, &ann_grant, &bob_grant).await;
+    // The home answers for it: a hang-up through b ends it.
+    hang_up_and_forget(&mut s, &call_id).await;
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+/// Closes every connection of ann's (her events on b and her connection to
+/// the doomed home), so the home starts her grace; answers its deadline
+/// as stored with the call (wall-clock ms).
+async fn ann_goes(s: &mut Scene, call_id: &str) -> u64 {
+    drop(std::mem::replace(&mut s.ann_events, Events::open(s.b.addr(), &s.bob).await));
+    drop(std::mem::replace(&mut s.ann_on_doomed, Client::connect(s.c.addr()).await));
+    let is_ann = |m: &&Value| m["user"]["id"].to_string().trim_matches('"') == s.ann.id;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let entry = stored(&s.world, call_id)
+            .await
+            .unwrap_or_else(|| panic!("the call ended; the doomed node's log:\n{}", s.world.log_of("doomed")));
+        let member = entry["members"].as_array().unwrap().iter().find(is_ann).cloned();
+        if let Some(until) = member.and_then(|m| m["grace_until_ms"].as_u64()) {
+            return until;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "ann's grace was never stored: {entry}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_member_in_their_grace_when_the_home_dies_keeps_only_the_rest_of_it() {
+    const GRACE: u64 = 6_000;
+    let mut s = scene_full(2_000, Some(GRACE), &format!("call_grace_ms = {GRACE}")).await;
+    let call_id = s.answered_call().await;
+    let until = ann_goes(&mut s, &call_id).await;
+    // Two seconds into her grace the home dies; it is adopted one to three
+    // seconds later, with one to two seconds of her grace left.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    s.doomed.kill();
+    let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
+    let at = wall_ms();
+    assert_eq!(ended.last().unwrap().1["reason"], json!("disconnected"), "{ended:?}");
+    assert!(ended.iter().any(|(r, _)| r == "/call_relay"), "the call was adopted before she went: {ended:?}");
+    // A fresh grace at the adopter would end it at least 3 s after `until`.
+    assert!(at + 300 >= until, "let go {} ms before her grace ran out", until - at);
+    assert!(at < until + 1_500, "let go {} ms after her grace ran out: given a fresh grace", at - until);
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_member_whose_grace_ran_out_while_the_home_was_dying_is_not_brought_back() {
+    const GRACE: u64 = 1_000;
+    let mut s = scene_full(3_000, Some(GRACE), &format!("call_grace_ms = {GRACE}")).await;
+    let call_id = s.answered_call().await;
+    ann_goes(&mut s, &call_id).await;
+    // The home dies before it can let her go; the adoption comes after her
+    // grace ran out.
+    s.doomed.kill();
+    let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
+    assert_eq!(ended.last().unwrap().1["reason"], json!("disconnected"), "{ended:?}");
+    assert!(
+        !ended.iter().any(|(r, _)| r == "/call_relay"),
+        "the adopter brought the call back (new relay legs) for a member already gone: {ended:?}"
+    );
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while s.held() != (0, 0) || stored(&s.world, &call_id).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.b.shutdown().await;
+    s.c.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_ended_calls_entry_is_removed_only_at_the_revision_its_home_wrote() {
+    use async_nats::jetstream::{self, kv};
+    use babel_server::cluster::remove_entry;
+    let world = World::new();
+    let js = jetstream::new(async_nats::connect(&world.nats).await.unwrap());
+    let config = kv::Config { bucket: bucket_name(&world.cluster.name), history: 1, ..kv::Config::default() };
+    let kv = js.create_key_value(config).await.unwrap();
+    let id = CallId(7);
+    // The home wrote revision r1, and its call ends; before the home's
+    // removal lands, an adopter's compare-and-set on r1 does (the home
+    // looked at the entry before the adopter wrote: it still named it).
+    let r1 = kv.update("7", r#"{"home":"a"}"#.into(), 0).await.unwrap();
+    let r2 = kv.update("7", r#"{"home":"b"}"#.into(), r1).await.unwrap();
+    assert!(!remove_entry(&js, &kv, id, r1).await.unwrap(), "removed an entry another node had adopted");
+    let e = kv.entry("7").await.unwrap().unwrap();
+    assert_eq!((e.operation, e.revision, &e.value[..]), (kv::Operation::Put, r2, &br#"{"home":"b"}"#[..]));
+
+    // The adopter's own removal, at its revision, works; then a
+    // compare-and-set on any revision read before (a late adopter, a late
+    // write) cannot bring the ended call back.
+    assert!(remove_entry(&js, &kv, id, r2).await.unwrap());
+    assert!(kv.entry("7").await.unwrap().is_none_or(|e| e.operation != kv::Operation::Put));
+    for stale in [r1, r2] {
+        assert!(kv.update("7", r#"{"home":"c"}"#.into(), stale).await.is_err(), "revision {stale} wrote again");
+    }
+    assert!(kv.entry("7").await.unwrap().is_none_or(|e| e.operation != kv::Operation::Put));
+    // Nothing is left of it in the stream (ended calls leave no markers).
+    let mut stream = kv.stream.clone();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages, 0, "{:?}", info.state);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{Client, frame, start, start_with};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn unknown_route_is_404() {
@@ -152,4 +153,32 @@ async fn shutdown_answers_what_was_received() {
     assert_eq!(r.0, 200);
     assert!(idle.is_closed().await, "idle connections are closed on shutdown");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn a_peer_that_keeps_sending_does_not_keep_a_stopping_server_alive() {
+    let (server, _dir) = start().await;
+    let mut c = Client::connect(server.addr()).await;
+    let s = c.create("chatty@example.org").await;
+    // Requests every 20 ms, one always on its way, each answered, until
+    // the server closes the connection (or 15 s pass).
+    let chatter = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        let request = frame(&s.header(), "/contacts", &Value::Null);
+        let mut answered = 0u32;
+        let _ = c.stream.write_all(&request).await;
+        while tokio::time::Instant::now() < until {
+            if c.stream.write_all(&request).await.is_err() || c.try_read().await.is_none() {
+                break;
+            }
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        answered
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each connection gets 100 ms for bytes on their way; 3 s is generous.
+    let stopped = tokio::time::timeout(Duration::from_secs(3), server.shutdown()).await;
+    assert!(stopped.is_ok(), "the server was still answering a chatty peer 3 s after it began to stop");
+    assert!(chatter.await.unwrap() > 0);
 }

@@ -86,6 +86,8 @@ pub struct Nodes {
     schema: Option<ScratchSchema>,
     nats: String,
     cluster: String,
+    /// Where the nodes' logs go at `info` instead ([`Nodes::log_into`]).
+    logs: Option<PathBuf>,
 }
 
 impl Nodes {
@@ -100,7 +102,7 @@ impl Nodes {
         )
         .with_context(|| format!("cannot write {}", config.display()))?;
         let cluster = format!("bench{}", std::process::id());
-        Ok(Nodes { bin, dir, config, schema: None, nats: nats.to_owned(), cluster })
+        Ok(Nodes { bin, dir, config, schema: None, nats: nats.to_owned(), cluster, logs: None })
     }
 
     /// Makes the PostgreSQL scratch schema the PostgreSQL nodes share (a
@@ -112,16 +114,22 @@ impl Nodes {
         Ok(())
     }
 
+    /// Keeps each node's log, at `info`, in `dir` as `<label>.log` (not in
+    /// the temporary folder at `warn`).
+    pub fn log_into(&mut self, dir: PathBuf) {
+        self.logs = Some(dir);
+    }
+
     /// The temporary folder (deleted when `self` is dropped).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     fn start(&self, label: &str, listen: &str, db: &str, extra: &[&str]) -> anyhow::Result<ChildServer> {
-        let log = self.dir.path().join(format!("{label}.log"));
+        let log = self.logs.as_deref().unwrap_or(self.dir.path()).join(format!("{label}.log"));
         let stderr = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["--listen", listen, "--log", "warn"])
+        cmd.args(["--listen", listen, "--log", if self.logs.is_some() { "info" } else { "warn" }])
             .arg("--config")
             .arg(&self.config)
             .args(extra)

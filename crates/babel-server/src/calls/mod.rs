@@ -365,10 +365,17 @@ impl Calls {
         }
         let now = self.now();
         let mut inner = self.lock();
-        if Self::member_call(&inner, leg.session).is_some() {
+        if let Some(call) = Self::member_call(&inner, leg.session) {
             inner.grace.insert(leg.session, (leg.user, now + grace_ms));
+            // In a cluster the deadline is stored with the call.
+            fx.changed.push(call);
         }
         fx
+    }
+
+    /// The call the session is a member of, if any.
+    pub fn member_call_of(&self, session: SessionId) -> Option<CallId> {
+        Self::member_call(&self.lock(), session)
     }
 
     /// The members whose grace ran out (each named once).

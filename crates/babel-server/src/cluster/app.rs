@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use babel_proto::{EndReason, UserId};
+use babel_proto::{CallId, EndReason, UserId};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -114,7 +114,7 @@ impl App {
     }
 
     /// Takes in one note from another node.
-    async fn on_note(&self, bus: &Bus, note: Note) {
+    async fn on_note(self: &Arc<Self>, bus: &Bus, note: Note) {
         if note.node == bus.node {
             if note.inc != bus.inc {
                 tracing::warn!(node = %note.node, "another node uses this node's name; names must be unique");
@@ -124,6 +124,17 @@ impl App {
         let observed = lock(&bus.peers).observe(&note, Instant::now());
         if observed.new_peer {
             tracing::info!(node = %note.node, "a node joined");
+        }
+        if let Some(old) = observed.replaced {
+            // A restart: its earlier run is gone as if it died (the new
+            // run takes back that run's calls itself, `resume_own_calls`;
+            // this node adopts its share if that does not happen).
+            tracing::info!(node = %note.node, "a node restarted; its earlier run is gone");
+            bus.home_node_gone(&note.node);
+            if !bus.fenced() {
+                self.adopt_calls_of(note.node.clone(), old);
+            }
+            self.node_gone(&observed.changed).await;
         }
         if observed.gap {
             tracing::warn!(node = %note.node, "missed notes from a node; resynchronising");
@@ -156,8 +167,14 @@ impl App {
                 }
             }
             Body::Leaving => {
+                // It stored its calls' last state before it said so: the
+                // survivor ranked first for each adopts it at once (in the
+                // background, not behind the grace of its users below).
                 bus.home_node_gone(&note.node);
-                self.node_gone(&observed.changed).await
+                if !bus.fenced() {
+                    self.adopt_calls_of(note.node.clone(), note.inc);
+                }
+                self.node_gone(&observed.changed).await;
             }
             Body::Presence { here: None, .. } | Body::Heartbeat => {}
         }
@@ -218,19 +235,19 @@ impl App {
     async fn check_cluster(self: &Arc<Self>, bus: &Bus) {
         let dead_after = Duration::from_millis(bus.cfg.dead_after_ms);
         let dead = lock(&bus.peers).expire(Instant::now(), dead_after);
-        for (node, users) in dead {
+        for (node, run, users) in dead {
             tracing::warn!(%node, users = users.len(), "a node stopped answering; its users are offline");
             // Channels here to calls homed there close first (their
             // clients `/connect_call` again, reaching whoever adopts the
-            // call); the dead node's users in calls homed here start their
-            // grace; then the dead node's calls are adopted, in the
-            // background (an adopter starts the grace of every member not
-            // connected to it, `cluster/adopt.rs`).
+            // call); the dead node's calls are adopted in the background
+            // (an adopter starts the grace of every member not connected
+            // to it, `cluster/adopt.rs`); the dead node's users in calls
+            // homed here start their grace.
             bus.home_node_gone(&node);
-            self.node_gone(&users).await;
             if !bus.fenced() {
-                self.adopt_calls_of(node.clone());
+                self.adopt_calls_of(node.clone(), run);
             }
+            self.node_gone(&users).await;
             for user in users {
                 self.refresh_status(user).await;
             }
@@ -246,6 +263,28 @@ impl App {
                 tracing::info!("back in the cluster; serving again");
             }
         }
+    }
+
+    /// Leaving cleanly: stops answering for the calls homed here and stores
+    /// each one's last state, so that the `Leaving` note sent next hands
+    /// them over (the survivor ranked first for each adopts it at once).
+    /// Nothing here writes them again (the background work has stopped).
+    async fn hand_over(&self, bus: &Bus) {
+        let homed: Vec<CallId> = {
+            let mut homed = lock(&bus.homed);
+            homed
+                .drain()
+                .map(|(call, stop)| {
+                    stop.cancel();
+                    call
+                })
+                .collect()
+        };
+        if homed.is_empty() || bus.fenced() {
+            return;
+        }
+        self.store_calls(&homed).await;
+        tracing::info!(calls = homed.len(), "leaving: the calls homed here are handed over");
     }
 
     /// Runs the node's side of the bus until `cancel`: delivers other
@@ -318,6 +357,8 @@ impl App {
             let mut sweep = Box::pin(tokio::time::sleep(Duration::from_millis(bus.cfg.dead_after_ms)));
             let mut swept = false;
             bus.note(Body::SyncRequest);
+            // Calls this node's earlier run (same name) left homed here.
+            app.resume_own_calls();
             loop {
                 tokio::select! {
                     Some(msg) = inbox.next() => {
@@ -360,8 +401,10 @@ impl App {
             }
             beats.abort();
             serving.abort();
+            app.hand_over(&bus).await;
             publisher.abort();
-            // Others forget this node's users at once instead of waiting.
+            // Others forget this node's users at once instead of waiting,
+            // and adopt the calls homed here.
             let leaving = Note { node: bus.node.clone(), inc: bus.inc, seq: *lock(&bus.seq), body: Body::Leaving };
             if let Ok(bytes) = serde_json::to_vec(&leaving) {
                 let _ = client.publish(state_subject(&bus.prefix), bytes.into()).await;

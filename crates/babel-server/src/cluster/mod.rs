@@ -38,7 +38,7 @@ mod app;
 mod calls;
 mod channels;
 
-pub use adopt::{RANK_STEP, bucket_name, ranked};
+pub use adopt::{Claim, RANK_STEP, bucket_name, ranked, remove_entry};
 pub use calls::call_subject;
 pub(crate) use calls::{Answered, CallRequest};
 pub use channels::{Uplink, down_subject, up_subject};
@@ -289,6 +289,9 @@ pub struct Observed {
     pub new_peer: bool,
     /// Users whose presence elsewhere may have changed.
     pub changed: Vec<UserId>,
+    /// The node was known as another run, now gone (it restarted): the
+    /// run that is gone.
+    pub replaced: Option<u64>,
 }
 
 /// The other nodes: when each was last heard, its note numbering, its
@@ -312,6 +315,7 @@ impl Peers {
         if !known {
             if let Some(old) = self.map.remove(&note.node) {
                 out.changed.extend(old.users.into_keys());
+                out.replaced = Some(old.inc);
             }
             out.new_peer = true;
             self.map.insert(note.node.clone(), Peer { inc: note.inc, seq: note.seq, seen: now, users: HashMap::new() });
@@ -346,15 +350,22 @@ impl Peers {
     }
 
     /// Forgets the nodes not heard from for `dead_after`; answers their
-    /// names and the users they held.
-    pub fn expire(&mut self, now: Instant, dead_after: Duration) -> Vec<(String, Vec<UserId>)> {
+    /// names, runs and the users they held.
+    pub fn expire(&mut self, now: Instant, dead_after: Duration) -> Vec<(String, u64, Vec<UserId>)> {
         let dead: Vec<String> = self
             .map
             .iter()
             .filter(|(_, p)| now.saturating_duration_since(p.seen) > dead_after)
             .map(|(n, _)| n.clone())
             .collect();
-        dead.into_iter().filter_map(|n| self.map.remove(&n).map(|p| (n, p.users.into_keys().collect()))).collect()
+        dead.into_iter()
+            .filter_map(|n| self.map.remove(&n).map(|p| (n, p.inc, p.users.into_keys().collect())))
+            .collect()
+    }
+
+    /// The run of a node known alive.
+    pub fn run_of(&self, node: &str) -> Option<u64> {
+        self.map.get(node).map(|p| p.inc)
     }
 
     /// Whether the user has a live session on another node.
@@ -498,6 +509,17 @@ impl Bus {
     /// The other nodes it hears.
     pub fn peers(&self) -> Vec<String> {
         lock(&self.peers).names()
+    }
+
+    /// This run of the node (random per start; the `run` of the calls it
+    /// stores).
+    pub fn run(&self) -> u64 {
+        self.inc
+    }
+
+    /// The run of another node heard from, if it is alive.
+    pub fn peer_run(&self, node: &str) -> Option<u64> {
+        lock(&self.peers).run_of(node)
     }
 
     fn publish(&self, subject: String, payload: Bytes) {
@@ -683,7 +705,7 @@ mod tests {
     fn presence_of_other_nodes_adds_up() {
         let (mut p, t) = (Peers::default(), Instant::now());
         let o = p.observe(&note("a", 1, 1, Body::Presence { user: 5, here: Some(AVAILABLE) }), t);
-        assert_eq!(o, Observed { gap: false, new_peer: true, changed: vec![UserId(5)] });
+        assert_eq!(o, Observed { gap: false, new_peer: true, changed: vec![UserId(5)], replaced: None });
         let busy = Here { busy: true, ..AVAILABLE };
         let o = p.observe(&note("b", 9, 1, Body::Presence { user: 5, here: Some(busy) }), t);
         assert!(o.new_peer && !o.gap);
@@ -707,7 +729,7 @@ mod tests {
         // A restarted node numbers afresh, and what it held is gone.
         p.observe(&note("a", 1, 8, Body::Presence { user: 2, here: Some(AVAILABLE) }), t);
         let o = p.observe(&note("a", 2, 1, Body::Heartbeat), t);
-        assert_eq!(o, Observed { gap: false, new_peer: true, changed: vec![UserId(2)] });
+        assert_eq!(o, Observed { gap: false, new_peer: true, changed: vec![UserId(2)], replaced: Some(1) });
         assert!(!p.online(UserId(2)));
     }
 
@@ -720,7 +742,7 @@ mod tests {
         assert!(!p.online(UserId(1)) && p.online(UserId(2)));
         p.observe(&note("b", 1, 0, Body::Heartbeat), t + Duration::from_secs(5));
         let dead = p.expire(t + Duration::from_secs(7), Duration::from_secs(6));
-        assert_eq!(dead, vec![("a".to_owned(), vec![UserId(2)])]);
+        assert_eq!(dead, vec![("a".to_owned(), 1, vec![UserId(2)])]);
         assert_eq!(p.names(), vec!["b".to_owned()]);
         assert!(!p.online(UserId(2)));
     }

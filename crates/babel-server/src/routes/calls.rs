@@ -351,6 +351,11 @@ impl App {
     /// connections is back, on this node or another.
     pub(crate) async fn grace_over(self: Arc<Self>, leg: Leg) {
         if self.connected_anywhere(leg).await {
+            // Back: the stored deadline goes too (an adopter would
+            // otherwise let them go at once).
+            if let Some(call) = self.calls.member_call_of(leg.session) {
+                self.store_calls(&[call]).await;
+            }
             return;
         }
         tracing::debug!(user = %leg.user, "a participant's connections stayed gone past the grace");
@@ -358,7 +363,7 @@ impl App {
         self.apply(fx).await;
     }
 
-    async fn connected_anywhere(&self, leg: Leg) -> bool {
+    pub(crate) async fn connected_anywhere(&self, leg: Leg) -> bool {
         if self.presence.is_attached(leg.user, leg.session) {
             return true;
         }

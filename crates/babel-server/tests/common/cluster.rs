@@ -84,8 +84,15 @@ impl World {
     /// A node in a process of its own (the real binary), to kill; its log
     /// goes to [`World::log_of`].
     pub fn process(&self, name: &str) -> Proc {
+        self.process_with(name, "")
+    }
+
+    /// [`World::process`], with `extra` at the top of its configuration
+    /// file (`call_grace_ms = 1000`, say).
+    pub fn process_with(&self, name: &str, extra: &str) -> Proc {
         let config = self.dir.path().join(format!("{name}.toml"));
-        std::fs::File::create(&config).unwrap().write_all(b"[password]\nmemory_kib = 256\niterations = 1\n").unwrap();
+        let text = format!("{extra}\n[password]\nmemory_kib = 256\niterations = 1\n");
+        std::fs::File::create(&config).unwrap().write_all(text.as_bytes()).unwrap();
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_babel-server"))
             .args(["--listen", "127.0.0.1:0", "--log", "info", "--db", self.schema.url()])
@@ -127,6 +134,17 @@ impl Proc {
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// `kill -TERM` (a clean shutdown), and waits until the process is gone.
+    pub fn terminate(&mut self) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the node did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -23,10 +23,15 @@
 //!   gaps;
 //! * acknowledged writes lost (goal 0).
 //!
+//! With `--sigterm` the node is stopped cleanly instead: it hands its calls
+//! over as it leaves, so the relay gap of its calls is the hand-over's,
+//! not the death detection's.
+//!
 //! `cargo build --release -p babel-server -p babel-tools && target/release/babel-cluster-fault`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +75,13 @@ struct Args {
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
+    /// Stop the node cleanly (SIGTERM: it hands its calls over as it
+    /// leaves) instead of `kill -9`.
+    #[arg(long)]
+    sigterm: bool,
+    /// Keep each node's log (`info`) in this folder as `n<k>.log`.
+    #[arg(long)]
+    logs: Option<PathBuf>,
 }
 
 const PASSWORD: &str = "password123";
@@ -342,10 +354,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     rlimit::increase_nofile_limit(1 << 16)?;
     let bin = server_binary(args.server_bin)?;
-    let (db, nats) = (args.db.clone(), args.nats.clone());
+    let (db, nats, logs) = (args.db.clone(), args.nats.clone(), args.logs.clone());
     let cluster = tokio::task::spawn_blocking(move || {
         let mut cluster = Nodes::new(bin, &nats, "")?;
         cluster.use_postgres(&db)?;
+        if let Some(dir) = logs {
+            cluster.log_into(dir);
+        }
         anyhow::Ok(cluster)
     })
     .await??;
@@ -391,8 +406,23 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(args.before)).await;
     kill_tx.send_replace(Some(Instant::now()));
     let dead = nodes[DEAD].take();
-    tokio::task::spawn_blocking(move || drop(dead)).await?;
-    eprintln!("node n{DEAD} killed");
+    let sigterm = args.sigterm;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let Some(mut dead) = dead else { return Ok(()) };
+        if sigterm {
+            let sent = Command::new("kill").args(["-TERM", &dead.pid().to_string()]).status()?;
+            anyhow::ensure!(sent.success(), "kill -TERM failed");
+            let limit = Instant::now() + LIMIT;
+            while dead.check_alive().is_ok() && Instant::now() < limit {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        drop(dead);
+        Ok(())
+    })
+    .await??;
+    let stopped_after = (*kill_rx.borrow()).map_or(Duration::ZERO, |k| k.elapsed());
+    eprintln!("node n{DEAD} {}", if args.sigterm { "stopped (SIGTERM)" } else { "killed" });
     tokio::time::sleep(Duration::from_secs(args.after)).await;
     stop.cancel();
 
@@ -458,6 +488,8 @@ async fn main() -> anyhow::Result<()> {
         "before_s": args.before,
         "after_s": args.after,
         "killed": format!("n{DEAD}"),
+        "signal": if args.sigterm { "TERM" } else { "KILL" },
+        "node_gone_after_ms": stopped_after.as_secs_f64() * 1e3,
         "calls_homed_on_the_dead_node": survivors,
         "calls_with_a_user_on_the_dead_node": with_dead,
         "acknowledged_writes": acked_writes,
