@@ -364,25 +364,25 @@ mod tests {
 
     #[test]
     fn the_input_lines_up_with_a_later_stage() {
-        // Half RNNoise-then-identity (the spectral stage with a 0 dB floor,
-        // one block later still), half input: the input must be as late as
-        // the wet path, two blocks, or the mix combs.
+        // Half the wet path, half input: the input must be as late as the
+        // wet path (two blocks with a second stage after RNNoise), or the
+        // mix combs.
         use crate::ns_stage::Suppressor;
         use crate::spectral::Params;
-        let identity = Stage::After(Suppressor::Spectral(Params { floor_db: 0.0, ..Params::default() }));
-        assert_eq!(identity.latency(), 2 * BLOCK);
-        let half =
-            Tuning { full_db: f32::INFINITY, clean_db: f32::INFINITY, min_dry: 0.5, gated: true, stage: identity };
-        let x = lcg_noise(48_000 * 3, 11, 0.3);
-        let mut d = Denoiser::with_tuning(half);
-        let y = run(&mut d, &x);
-        assert!(d.delayed() && (d.mix() - 0.5).abs() < 1e-6, "{d:?}");
-        // RNNoise alone on the same input, a block later, is the wet path.
-        let wet = run(&mut Denoiser::with_tuning(Tuning::ALWAYS), &x);
-        let from = 2 * 48_000;
-        let worst =
-            (from..x.len()).map(|i| (y[i] - 0.5 * wet[i - BLOCK] - 0.5 * x[i - 2 * BLOCK]).abs()).fold(0.0, f32::max);
-        assert!(worst < 1e-3, "{worst}");
+        let identity = Suppressor::Spectral(Params { floor_db: 0.0, ..Params::default() });
+        for stage in [Stage::Rnnoise, Stage::After(identity), Stage::After(Suppressor::Rnnoise)] {
+            let half = Tuning { full_db: f32::INFINITY, clean_db: f32::INFINITY, min_dry: 0.5, gated: true, stage };
+            let x = lcg_noise(48_000 * 3, 11, 0.3);
+            let mut d = Denoiser::with_tuning(half);
+            let y = run(&mut d, &x);
+            assert!(d.delayed() && (d.mix() - 0.5).abs() < 1e-6, "{d:?}");
+            // The same stages ungated, on the same input, are the wet path.
+            let wet = run(&mut Denoiser::with_tuning(Tuning { stage, ..Tuning::ALWAYS }), &x);
+            let lat = stage.latency();
+            let from = 2 * 48_000;
+            let worst = (from..x.len()).map(|i| (y[i] - 0.5 * wet[i] - 0.5 * x[i - lat]).abs()).fold(0.0, f32::max);
+            assert!(worst < 1e-3, "{stage:?}: {worst}");
+        }
     }
 
     #[test]
