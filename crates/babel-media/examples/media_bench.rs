@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 
 use babel_media::audio::{AudioInput, AudioOutput};
 use babel_media::codec::{DEFAULT_BITRATE, FrameMs, VoiceDecoder, VoiceEncoder};
+use babel_media::denoise::Tuning;
 use babel_media::echo::{Aec3Config, EchoLevel, shipped_aec3, webrtc_aec3};
 use babel_media::engine::{CallSetup, MediaConfig, PeerSetup, spawn_call};
 use babel_media::jitter::{JitterBuffer, JitterConfig, Playout};
 use babel_media::keys::CallKeys;
+use babel_media::ns_stage::{Stage, Suppressor, WebRtcLevel};
 use babel_media::packet::{self, KIND_OPUS, VoiceFrame};
 use babel_media::process::CaptureChain;
 use babel_proto::UserId;
@@ -54,9 +56,10 @@ struct Stages {
 
 /// `aec3`: echo cancellation with that configuration and gain control, or
 /// (`None`) neither.
-fn cpu_run(noise_suppression: bool, aec3: Option<Aec3Config>, audio: &[f32]) -> (Duration, Stages) {
+fn cpu_run(noise_suppression: Option<Tuning>, aec3: Option<Aec3Config>, audio: &[f32]) -> (Duration, Stages) {
     let frame = FrameMs::Twenty;
-    let mut chain = CaptureChain::new(noise_suppression);
+    let mut chain =
+        CaptureChain::with_tuning(noise_suppression.is_some(), noise_suppression.unwrap_or(Tuning::SHIPPED));
     let gain = aec3.is_some();
     let mut echo = EchoLevel::with_aec3(aec3, gain);
     let mut far = vec![0.0f32; frame.samples()];
@@ -216,11 +219,21 @@ async fn main() {
     println!("machine: {cores} cores");
     let secs = 20.0;
     let audio = speechlike((48_000.0 * secs) as usize);
+    let one_pass = Tuning { stage: Stage::Rnnoise, ..Tuning::SHIPPED };
+    let two_passes = Tuning { stage: Stage::After(Suppressor::Rnnoise), ..Tuning::SHIPPED };
+    let webrtc_after = Tuning { stage: Stage::After(Suppressor::WebRtc(WebRtcLevel::Low)), ..Tuning::SHIPPED };
     for (label, ns, echo) in [
-        ("full pipeline (echo cancellation, gain control, noise suppression)", true, Some(shipped_aec3())),
-        ("the same with WebRTC's AEC3 configuration (shipped before)", true, Some(webrtc_aec3())),
-        ("without echo cancellation and gain control", true, None),
-        ("baseline: none of the three", false, None),
+        (
+            "full pipeline (echo cancellation, gain control, noise suppression)",
+            Some(Tuning::SHIPPED),
+            Some(shipped_aec3()),
+        ),
+        ("the same, noise suppression as RNNoise alone (gated)", Some(one_pass), Some(shipped_aec3())),
+        ("the same, RNNoise twice (gated)", Some(two_passes), Some(shipped_aec3())),
+        ("the same, RNNoise then WebRTC's suppressor, low (gated)", Some(webrtc_after), Some(shipped_aec3())),
+        ("the same with WebRTC's AEC3 configuration (shipped before)", Some(Tuning::SHIPPED), Some(webrtc_aec3())),
+        ("without echo cancellation and gain control", Some(Tuning::SHIPPED), None),
+        ("baseline: none of the three", None, None),
     ] {
         let (total, st) = cpu_run(ns, echo, &audio);
         let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;

@@ -19,6 +19,7 @@
 
 use nnnoiseless::DenoiseState;
 
+use crate::ns_stage::{Running, Stage};
 use crate::snr::{Block, SnrEstimator};
 
 /// Samples per block (10 ms at 48 kHz): RNNoise's frame.
@@ -44,14 +45,19 @@ pub struct Tuning {
     pub min_dry: f32,
     /// Off: RNNoise alone, always (as before the gate).
     pub gated: bool,
+    /// What makes the wet path: RNNoise, or another suppressor after it
+    /// or in its place ([`crate::ns_stage`]).
+    pub stage: Stage,
 }
 
 impl Tuning {
     /// What ships (measured with `babel-quality --noise`, see
     /// BENCHMARKS.md's noise section).
-    pub const SHIPPED: Tuning = Tuning { full_db: 30.0, clean_db: 45.0, min_dry: 0.0, gated: true };
+    pub const SHIPPED: Tuning =
+        Tuning { full_db: 30.0, clean_db: 45.0, min_dry: 0.0, gated: true, stage: Stage::Rnnoise };
     /// RNNoise alone on every block, as before the gate.
-    pub const ALWAYS: Tuning = Tuning { full_db: f32::INFINITY, clean_db: f32::INFINITY, min_dry: 0.0, gated: false };
+    pub const ALWAYS: Tuning =
+        Tuning { full_db: f32::INFINITY, clean_db: f32::INFINITY, min_dry: 0.0, gated: false, stage: Stage::Rnnoise };
 
     /// The share of RNNoise's output for a ratio.
     pub fn wet(&self, snr_db: f32) -> f32 {
@@ -72,12 +78,15 @@ impl Tuning {
 /// Gated noise suppression for one microphone.
 pub struct Denoiser {
     rnn: Box<DenoiseState<'static>>,
+    /// The suppressor besides RNNoise, if the tuning has one.
+    other: Option<Running>,
     tuning: Tuning,
     est: SnrEstimator,
     scratch_in: [f32; BLOCK],
     wet: [f32; BLOCK],
-    /// The previous input block (RNNoise's output lines up with it).
-    prev: [f32; BLOCK],
+    /// The input as late as the wet path (RNNoise's output, one block
+    /// late, or the stage's: [`Stage::latency`]).
+    dry: std::collections::VecDeque<f32>,
     /// The share of RNNoise's output now.
     mix: f32,
     /// The output is in RNNoise's time (10 ms late).
@@ -115,11 +124,12 @@ impl Denoiser {
     pub fn with_tuning(tuning: Tuning) -> Self {
         Self {
             rnn: DenoiseState::new(),
+            other: tuning.stage.suppressor().map(Running::new),
             tuning,
             est: SnrEstimator::new(),
             scratch_in: [0.0; BLOCK],
             wet: [0.0; BLOCK],
-            prev: [0.0; BLOCK],
+            dry: std::iter::repeat_n(0.0, tuning.stage.latency()).collect(),
             mix: if tuning.gated { 0.0 } else { 1.0 },
             delayed: !tuning.gated,
             clean_blocks: 0,
@@ -160,6 +170,13 @@ impl Denoiser {
         self.scratch_in[n..].fill(0.0);
         self.speech_prob = self.rnn.process_frame(&mut self.wet, &self.scratch_in);
         self.wet.iter_mut().for_each(|s| *s /= 32768.0);
+        if let Some(other) = self.other.as_mut() {
+            if let Stage::Instead(_) = self.tuning.stage {
+                self.wet[..n].copy_from_slice(&block[..n]);
+                self.wet[n..].fill(0.0);
+            }
+            other.process(&mut self.wet);
+        }
         let now = power(&block[..n]);
         self.est.update(Block { power: now, speech_prob: self.speech_prob });
 
@@ -191,10 +208,10 @@ impl Denoiser {
         }
         let m = self.mix;
         let delayed = self.delayed;
-        for (i, ((out, prev), wet)) in block.iter_mut().zip(self.prev.iter_mut()).zip(&self.wet).enumerate() {
-            let late = m * wet + (1.0 - m) * *prev;
+        for (i, (out, wet)) in block[..n].iter_mut().zip(&self.wet).enumerate() {
             let now_s = *out;
-            *prev = now_s;
+            self.dry.push_back(now_s);
+            let late = m * wet + (1.0 - m) * self.dry.pop_front().unwrap_or(0.0);
             *out = if switch {
                 let t = (i + 1) as f32 / n as f32;
                 let (from, to) = if delayed { (late, now_s) } else { (now_s, late) };
@@ -205,7 +222,11 @@ impl Denoiser {
                 now_s
             };
         }
-        self.prev[n..].fill(0.0);
+        // A short block was padded with silence for RNNoise: so is the dry path.
+        for _ in n..BLOCK {
+            self.dry.push_back(0.0);
+            self.dry.pop_front();
+        }
         if switch {
             self.delayed = !self.delayed;
             self.waiting = 0;
@@ -339,6 +360,29 @@ mod tests {
         let corr = |lag: usize| x.iter().zip(&y[lag..]).map(|(a, b)| a * b).sum::<f32>();
         let best = (0..2 * BLOCK).max_by(|a, b| corr(*a).total_cmp(&corr(*b)));
         assert_eq!(best, Some(BLOCK));
+    }
+
+    #[test]
+    fn the_input_lines_up_with_a_later_stage() {
+        // Half the wet path, half input: the input must be as late as the
+        // wet path (two blocks with a second stage after RNNoise), or the
+        // mix combs.
+        use crate::ns_stage::Suppressor;
+        use crate::spectral::Params;
+        let identity = Suppressor::Spectral(Params { floor_db: 0.0, ..Params::default() });
+        for stage in [Stage::Rnnoise, Stage::After(identity), Stage::After(Suppressor::Rnnoise)] {
+            let half = Tuning { full_db: f32::INFINITY, clean_db: f32::INFINITY, min_dry: 0.5, gated: true, stage };
+            let x = lcg_noise(48_000 * 3, 11, 0.3);
+            let mut d = Denoiser::with_tuning(half);
+            let y = run(&mut d, &x);
+            assert!(d.delayed() && (d.mix() - 0.5).abs() < 1e-6, "{d:?}");
+            // The same stages ungated, on the same input, are the wet path.
+            let wet = run(&mut Denoiser::with_tuning(Tuning { stage, ..Tuning::ALWAYS }), &x);
+            let lat = stage.latency();
+            let from = 2 * 48_000;
+            let worst = (from..x.len()).map(|i| (y[i] - 0.5 * wet[i] - 0.5 * x[i - lat]).abs()).fold(0.0, f32::max);
+            assert!(worst < 1e-3, "{stage:?}: {worst}");
+        }
     }
 
     #[test]

@@ -31,10 +31,12 @@ pub mod device;
 pub mod echo;
 pub mod engine;
 pub mod jitter;
+pub mod ns_stage;
 pub mod process;
 pub mod rate;
 pub mod sim;
 pub mod snr;
+pub mod spectral;
 
 // The voice datagram and the keys are wire format: they live in babel-proto.
 pub use babel_proto::{keys, voice as packet};

@@ -140,6 +140,15 @@ struct Args {
     /// `FULL_DB,CLEAN_DB,MIN_DRY` (see `babel_media::denoise::Tuning`).
     #[arg(long, value_delimiter = ',', num_args = 3)]
     ns_tuning: Option<Vec<f32>>,
+    /// With --noise: what the tried suppressor runs (see
+    /// `babel_media::ns_stage::Stage::parse`): `rnnoise`, `webrtc-LEVEL`,
+    /// `rnnoise+webrtc-LEVEL`, `spectral[:FLOOR_DB]`,
+    /// `rnnoise+spectral[:FLOOR_DB]`.
+    #[arg(long)]
+    ns_stage: Option<String>,
+    /// With --noise: the tried suppressor runs on every block, ungated.
+    #[arg(long)]
+    ns_always: bool,
     /// With --noise: also whole calls in simulated time, this many seeds
     /// per cell, suppression off and as shipped, over the --net conditions
     /// (default: a clean path).
@@ -172,12 +181,22 @@ fn noise_rows(a: &Args, conditions: &[String]) -> anyhow::Result<()> {
     let python = quality::deps::require_pesq()?;
     let voices = quality::noise::load_voices(&speakers)?;
     let started = std::time::Instant::now();
-    let tuning = match a.ns_tuning.as_deref() {
-        Some([full_db, clean_db, min_dry]) => {
-            babel_media::denoise::Tuning { full_db: *full_db, clean_db: *clean_db, min_dry: *min_dry, gated: true }
-        }
+    let mut tuning = match a.ns_tuning.as_deref() {
+        Some([full_db, clean_db, min_dry]) => babel_media::denoise::Tuning {
+            full_db: *full_db,
+            clean_db: *clean_db,
+            min_dry: *min_dry,
+            ..babel_media::denoise::Tuning::SHIPPED
+        },
         _ => babel_media::denoise::Tuning::SHIPPED,
     };
+    if let Some(s) = &a.ns_stage {
+        tuning.stage =
+            babel_media::ns_stage::Stage::parse(s).with_context(|| format!("--ns-stage {s}: no such stage"))?;
+    }
+    if a.ns_always {
+        tuning = babel_media::denoise::Tuning { stage: tuning.stage, ..babel_media::denoise::Tuning::ALWAYS };
+    }
     eprintln!("babel-quality: suppression tuning {tuning:?}");
     let dir = a.out.join("noise");
     let rows = quality::noise::run(&python, tuning, &voices, &conds, &dir, |s| eprintln!("babel-quality: {s}"))?;
