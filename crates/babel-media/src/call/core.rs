@@ -587,11 +587,12 @@ impl CallCore {
 
     /// The next frame to play at `now`: every peer's voice, decoded (or
     /// concealed) from its jitter buffer, mixed. The statistics follow.
-    pub fn poll_playout(&mut self, _now: Instant) -> Vec<f32> {
+    pub fn poll_playout(&mut self, now: Instant) -> Vec<f32> {
         let frame_len = self.cfg.frame.samples();
+        let call_ms = self.call_ms(now);
         let mut mixed = vec![0.0f32; frame_len];
         for p in self.peers.iter_mut() {
-            let v = p.play(frame_len);
+            let v = p.play(frame_len, call_ms);
             crate::process::mix_into(&mut mixed, &v);
         }
         if self.peers.len() > 1 {
