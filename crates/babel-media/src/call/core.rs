@@ -617,6 +617,8 @@ impl CallCore {
         stats.concealed = 0;
         stats.fec_recovered = 0;
         stats.from_copies = 0;
+        stats.skipped = 0;
+        stats.stretched = 0;
         stats.decode_failures = 0;
         stats.rtt_ms = None;
         stats.loss_pct = 0.0;
@@ -637,6 +639,8 @@ impl CallCore {
             stats.concealed += js.concealed;
             stats.fec_recovered += js.fec_recovered;
             stats.from_copies += js.from_copies;
+            stats.skipped += js.skipped;
+            stats.stretched += js.stretched;
             stats.decode_failures += p.decode_failures;
             stats.rtt_ms = stats.rtt_ms.max(p.stats.rtt_ms);
             stats.loss_pct = stats.loss_pct.max(p.stats.loss_pct);
