@@ -7,10 +7,14 @@
 //! * The target depth follows the measured jitter: the spread (95th
 //!   percentile minus minimum) of `arrival time - media time` over the last
 //!   two seconds (packets too late to play count too), plus one frame.
-//!   Playback starts once that much is buffered. Depth is counted in time:
-//!   a lost packet's place counts, and so do the frames that should have
-//!   come since the newest packet (allowing for the jitter), so a burst of
-//!   loss at the tail is not mistaken for a shallow buffer. A missing frame
+//!   Playback starts once that much is buffered. Depth is counted in time,
+//!   from the next frame to where the sender is now: the last packet's
+//!   number plus how much later than the window's quickest packet it came,
+//!   plus the ticks since. So a lost packet's place counts, a burst of loss
+//!   at the tail is not mistaken for a shallow buffer, and the jitter is
+//!   allowed for once, in the target (a depth counted in packets here dips
+//!   with the jitter, and kept above the target at its lowest it held the
+//!   jitter twice: 40 ms more than needed with 30 ms of jitter). A missing frame
 //!   is waited for (concealed in its place) while the buffer is shallower
 //!   than the target, which deepens it; a frame is
 //!   skipped when the buffer stayed above target for a whole second, which
@@ -106,13 +110,28 @@ impl Default for JitterConfig {
 
 /// Samples of `arrival - media time` kept for the jitter estimate.
 const WINDOW: Millis = 2_000;
+/// How far back the quickest packet is looked for, to tell where the
+/// sender is, ms.
+const QUICKEST_WINDOW: Millis = 500;
+/// Packets after which the jitter counts as known.
+const KNOWN_JITTER: usize = 5;
 /// Frames between checks for a buffer that runs deeper than needed.
 const SKIP_CHECK_TICKS: u32 = 50;
 /// How long a skip may wait for a quiet frame, in frames.
 pub const SKIP_WAIT_TICKS: u32 = 100;
-/// How long a packet that missed its turn keeps a frame of depth for
-/// jitter that the estimate puts under half a frame, ms.
-const LATE_HOLD_MS: u32 = 20_000;
+
+/// Where the sender is, as the last packet in shows it.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    seq: u32,
+    media_ms: u64,
+    /// The smallest `arrival - media time` in the window when it came.
+    quickest: i64,
+    /// How much later than that it came, frames.
+    behind: f64,
+    /// Playback ticks since.
+    ticks: u32,
+}
 
 /// See the module docs.
 #[derive(Debug)]
@@ -128,15 +147,18 @@ pub struct JitterBuffer {
     conceal_run: u32,
     /// Ticks spent waiting for the frame whose turn it is.
     waiting: u32,
-    /// Ticks left during which small jitter still gets a frame of depth,
-    /// because a packet missed its turn lately.
-    late_hold: u32,
-    /// The newest sequence number received, and the ticks since it came:
-    /// the frames that should be here by now, even when the newest were
-    /// lost (a burst at the tail is not a shallow buffer).
-    newest: Option<(u32, u32)>,
-    /// Lowest depth seen since the last skip check.
-    low_water: usize,
+    /// Where the sender is now, as the packets show it: the last packet's
+    /// sequence number, how much later than the quickest packet of the
+    /// window it came (frames), and the playback ticks since. The head of
+    /// the stream had every packet the smallest delay: the frames that
+    /// should be here by now, counted without the jitter (which the target
+    /// allows for once), and even when the newest were lost (a burst at the
+    /// tail is not a shallow buffer).
+    head: Option<Head>,
+    /// The playback clock at this tick ([`Self::set_time`]), when told.
+    clock: Option<Millis>,
+    /// Lowest depth seen since the last skip check, frames.
+    low_water: f64,
     /// Ticks since the last skip check.
     ticks: u32,
     /// Frames of depth added to the jitter's need, so that what repairs a
@@ -162,9 +184,9 @@ impl JitterBuffer {
             transit: VecDeque::new(),
             conceal_run: 0,
             waiting: 0,
-            late_hold: 0,
-            newest: None,
-            low_water: usize::MAX,
+            head: None,
+            clock: None,
+            low_water: f64::INFINITY,
             ticks: 0,
             extra: 0,
             quiet: None,
@@ -196,23 +218,29 @@ impl JitterBuffer {
         (p95 - v[0]).max(0) as u64
     }
 
-    /// How many frames the buffer aims to hold.
+    /// How many frames the buffer aims to hold, rounded up
+    /// ([`Self::target_depth`]).
     pub fn target_frames(&self) -> usize {
+        self.target_depth().ceil() as usize
+    }
+
+    /// How many frames the buffer aims to hold, counted in time from where
+    /// the sender is ([`Self::set_time`]): 1 plays each frame as soon as
+    /// its packet can have come, and each frame more is a frame's time
+    /// longer to wait for it, for its jitter, and for what repairs its loss.
+    pub fn target_depth(&self) -> f64 {
         if !self.cfg.adaptive {
-            return self.cfg.min_frames.max(1);
+            return self.cfg.min_frames.max(1) as f64;
         }
-        // Jitter under half a frame needs no frame of its own unless a
-        // packet missed its turn in the last 20 s: then the packets come
-        // just before the playback clock ticks, the wait for the late one
-        // deepened the buffer, and a frame for the jitter keeps it there
-        // (rather than skipping back into the next miss). More jitter gets
-        // whole frames.
-        let frame = u64::from(self.cfg.frame_ms.max(1));
-        let jitter = self.jitter_ms();
-        let for_jitter =
-            if jitter >= frame / 2 { jitter.div_ceil(frame) as usize } else { usize::from(self.late_hold > 0) };
-        let want = for_jitter + 1 + self.extra;
-        want.clamp(self.cfg.min_frames, self.cfg.max_frames)
+        // The jitter gets its time, not rounded up to whole frames: the
+        // depth is counted in time too, so 30 ms of jitter and 2 frames for
+        // copies ask for 70 ms (whole frames asked for 80), and packets
+        // that come a few ms either side of the playback clock's tick keep
+        // the frame a wait for one of them added (rather than skipping it
+        // and missing again).
+        let for_jitter = self.jitter_ms() as f64 / f64::from(self.cfg.frame_ms.max(1));
+        let want = for_jitter + 1.0 + self.extra as f64;
+        want.clamp(self.cfg.min_frames as f64, self.cfg.max_frames as f64)
     }
 
     /// Frames buffered from the next one to play on, counted in time (from
@@ -226,6 +254,35 @@ impl JitterBuffer {
                 _ => 0,
             },
         }
+    }
+
+    /// Frames from `next` on, counted in time from where the sender is now
+    /// ([`Self::depth`], or more when the packets' jitter or a loss at the
+    /// tail hides frames the sender has sent by now). The jitter goes into
+    /// the target once; a depth counted only in packets here would dip by
+    /// it too, and the buffer, kept above its target at its lowest, would
+    /// hold the jitter twice.
+    fn depth_in_time(&self, next: u32) -> f64 {
+        let here = self.packets.last_key_value().map_or(0, |(&k, _)| (k.wrapping_sub(next) as i32).max(-1) + 1);
+        let frame = f64::from(self.cfg.frame_ms.max(1));
+        let sent = self.head.map_or(0.0, |h| {
+            let ahead = f64::from(h.seq.wrapping_sub(next) as i32);
+            match self.clock {
+                // Where the sender is at this tick: the last packet's frame
+                // plus the time since it would have come, had it been quick.
+                Some(now) => ahead + 1.0 + (now as i64 - h.quickest - h.media_ms as i64) as f64 / frame,
+                // Not told the time: it came before this tick, `ticks` ago
+                // (at least 1 at a pop), which counts up to a frame too many.
+                None => ahead + h.behind + f64::from(h.ticks),
+            }
+        });
+        sent.max(f64::from(here))
+    }
+
+    /// The playback clock now, before [`Self::pop`]: the depth is then
+    /// counted to the millisecond rather than in ticks.
+    pub fn set_time(&mut self, now: Millis) {
+        self.clock = Some(now);
     }
 
     /// The current buffering delay in ms (depth times frame length).
@@ -246,20 +303,31 @@ impl JitterBuffer {
             }
             return;
         }
-        // A packet too late to play still shows the jitter to allow for.
-        self.transit.push_back((now, now as i64 - media_ms as i64));
+        // A packet too late to play still shows the jitter to allow for,
+        // and where the sender is.
+        let transit = now as i64 - media_ms as i64;
+        self.transit.push_back((now, transit));
         while self.transit.front().is_some_and(|&(t, _)| now.saturating_sub(t) > WINDOW) {
             self.transit.pop_front();
         }
+        // The quickest lately, not over the whole window: a sender whose
+        // clock is slow has its packets come a little later each frame,
+        // and the window's oldest would put it frames ahead of them.
+        let quickest = self
+            .transit
+            .iter()
+            .rev()
+            .take_while(|&&(t, _)| now.saturating_sub(t) <= QUICKEST_WINDOW)
+            .map(|&(_, d)| d)
+            .min()
+            .unwrap_or(transit);
+        let behind = (transit - quickest) as f64 / f64::from(self.cfg.frame_ms.max(1));
+        self.head = Some(Head { seq, media_ms, quickest, behind, ticks: 0 });
         if self.played_up_to.is_some_and(|p| seq <= p) {
             self.stats.late += 1;
-            self.hold_after_late();
             return;
         }
         self.stats.received += 1;
-        if self.newest.is_none_or(|(n, _)| seq.wrapping_sub(n) as i32 > 0) {
-            self.newest = Some((seq, 0));
-        }
         self.packets.insert(seq, payload);
     }
 
@@ -290,19 +358,18 @@ impl JitterBuffer {
 
     /// Decides the next frame, at each tick of the playback clock.
     pub fn pop(&mut self) -> Playout {
-        self.late_hold = self.late_hold.saturating_sub(1);
-        if let Some((_, ticks)) = &mut self.newest {
-            *ticks = ticks.saturating_add(1);
+        if let Some(h) = &mut self.head {
+            h.ticks = h.ticks.saturating_add(1);
         }
-        let target = self.target_frames();
+        let target = self.target_depth();
         let Some(next) = self.next else {
             // Buffering: start once the target depth is reached (counted in
             // time: a lost packet's place counts).
-            if self.depth() >= target
-                && let Some(first) = self.packets.keys().next().copied()
+            if let Some(first) = self.packets.keys().next().copied()
+                && self.depth_in_time(first) >= target
             {
                 self.next = Some(first);
-                self.low_water = usize::MAX;
+                self.low_water = f64::INFINITY;
                 self.ticks = 0;
                 return self.pop_at(first, target);
             }
@@ -313,17 +380,17 @@ impl JitterBuffer {
         // to bring the delay down: one for a little excess (a drifting
         // clock), more at once for a lot (a burst after a stall), so the
         // delay never stays high for long.
-        let depth = self.depth();
+        let depth = self.depth_in_time(next);
         self.low_water = self.low_water.min(depth);
         self.ticks += 1;
         if self.ticks >= SKIP_CHECK_TICKS {
-            let excess = self.low_water.saturating_sub(target);
+            let excess = (self.low_water - target).floor().clamp(0.0, f64::from(u16::MAX)) as usize;
             if excess > 0 && self.quiet == Some(false) && self.ticks < SKIP_CHECK_TICKS + SKIP_WAIT_TICKS {
                 // Skipping a frame of speech is heard; wait for a pause.
                 return self.pop_at(next, target);
             }
             self.ticks = 0;
-            self.low_water = usize::MAX;
+            self.low_water = f64::INFINITY;
             let skip = if excess > 3 { excess - 1 } else { excess.min(1) };
             let mut next = next;
             for _ in 0..skip {
@@ -352,13 +419,6 @@ impl JitterBuffer {
         }
     }
 
-    /// A packet missed its turn: the clock's phase is tight, so small
-    /// jitter gets a frame for a while (rather than the buffer deepening
-    /// by a wait and skipping back into the next miss).
-    fn hold_after_late(&mut self) {
-        self.late_hold = LATE_HOLD_MS / self.cfg.frame_ms.max(1);
-    }
-
     fn conceal_waiting(&mut self) -> Playout {
         self.waiting += 1;
         self.conceal_run += 1;
@@ -366,19 +426,15 @@ impl JitterBuffer {
         Playout::Conceal { fade_out: self.conceal_run >= self.cfg.max_conceal }
     }
 
-    fn pop_at(&mut self, next: u32, target: usize) -> Playout {
+    fn pop_at(&mut self, next: u32, target: f64) -> Playout {
         // Frames after this one, counted in time (a gap left by a lost
-        // packet counts: it is not a reason to wait): those here, or more
-        // if the newest packet came a while ago (those sent since, lost
-        // at the tail, count too; less those the jitter may still hold
-        // back, and a tick of slack for the clock).
+        // packet counts: it is not a reason to wait): those here, or those
+        // the sender has sent by now (late ones, and those lost at the
+        // tail, count too: the target allows for the jitter).
         let here = self.packets.last_key_value().map_or(0, |(&k, _)| k.wrapping_sub(next) as usize);
-        let slack = 1 + self.jitter_ms().div_ceil(u64::from(self.cfg.frame_ms.max(1))) as i64;
-        let due = self.newest.map_or(0, |(n, ticks)| {
-            (i64::from(n.wrapping_sub(next) as i32) + i64::from(ticks) - slack).clamp(0, i64::from(u16::MAX)) as usize
-        });
-        let ahead = here.max(due);
-        if self.extra > 0 && self.quiet == Some(true) && ahead + 1 < target && self.packets.contains_key(&next) {
+        let depth = self.depth_in_time(next);
+        let shallow = depth < target;
+        if self.extra > 0 && self.quiet == Some(true) && shallow && self.packets.contains_key(&next) {
             // Repairing losses needs depth: while shallower than that, in a
             // pause, a frame of silence deepens the buffer unheard (rather
             // than a concealed frame in speech when a packet is missing
@@ -406,21 +462,22 @@ impl JitterBuffer {
         }
         if here == 0 {
             // Nothing after this frame either: it is late (or the sender's
-            // clock is slow), unless the frames after it should be here by
-            // now (a long burst of loss). Conceal while waiting for it;
-            // after a while, go quiet and re-buffer.
+            // clock is slow), unless the frames after it should have been
+            // here a frame ago (a long burst of loss). Conceal while
+            // waiting for it; after a while, go quiet and re-buffer.
             if self.conceal_run >= self.cfg.max_conceal {
                 self.next = None;
                 return Playout::Silence;
             }
-            if ahead + 1 < target {
-                if self.played_up_to.is_some() {
-                    self.hold_after_late();
-                }
+            // (Allowing for the jitter twice here: a late packet is far
+            // likelier than a long burst of loss; and while the jitter is
+            // not known yet, at the start, waiting is the better guess.)
+            let jitter = self.jitter_ms() as f64 / f64::from(self.cfg.frame_ms.max(1));
+            if depth < target + jitter || self.transit.len() < KNOWN_JITTER {
                 return self.conceal_waiting();
             }
         }
-        if ahead + 1 < target && (self.waiting as usize) < target && self.conceal_run < self.cfg.max_conceal {
+        if shallow && f64::from(self.waiting) < target && self.conceal_run < self.cfg.max_conceal {
             // The buffer (this frame's slot and those after it) is
             // shallower than the jitter needs: this frame may still come.
             // Waiting a frame also deepens the buffer.
@@ -491,6 +548,7 @@ mod tests {
             if let Some(q) = quiet {
                 j.set_quiet(q);
             }
+            j.set_time(now);
             out.push(j.pop());
         }
         (out, j)
@@ -573,7 +631,7 @@ mod tests {
         // 3 ms: the target stays at one frame (a packet that misses its
         // turn is waited for once, and the buffer keeps that spare).
         let (out, j) = run(&around_the_tick(99, 1500, 0, 3), 0, 1500);
-        assert_eq!(j.target_frames(), 1);
+        assert!(j.target_depth() < 2.0, "{}", j.target_depth());
         let s = j.stats();
         assert!(s.concealed <= 2 && s.skipped == 0 && s.late == 0, "{s:?}");
         // Mostly one frame of delay, at most two.
@@ -610,6 +668,63 @@ mod tests {
             j2.push(s, u64::from(s) * F, pkt(s), u64::from(s) * F + jitter);
         }
         assert_eq!(j2.target_frames(), 1);
+    }
+
+    /// Plays `arrivals` (seq, arrival ms; media time `seq * F`) with the
+    /// playback clock ticking every frame at `phase` ms into it; gives each
+    /// frame played from its packet and its delay (tick time less its media
+    /// time), and the buffer.
+    fn playout_delays(arrivals: &[(u32, u64)], phase: u64, extra: usize) -> (Vec<(u32, u64)>, JitterBuffer) {
+        let mut j = jb();
+        j.set_extra_frames(extra);
+        let mut a = arrivals.to_vec();
+        a.sort_by_key(|&(_, t)| t);
+        let (mut i, mut out) = (0, Vec::new());
+        let ticks = a.last().map_or(0, |&(_, t)| t / F + 10);
+        for k in 0..ticks {
+            let now = k * F + phase;
+            while i < a.len() && a[i].1 <= now {
+                j.push(a[i].0, u64::from(a[i].0) * F, pkt(a[i].0), a[i].1);
+                i += 1;
+            }
+            j.set_time(now);
+            j.set_quiet(true);
+            if let Some(s) = seq_of(&j.pop()) {
+                out.push((s, now - u64::from(s) * F));
+            }
+        }
+        (out, j)
+    }
+
+    #[test]
+    fn the_jitter_is_allowed_for_once() {
+        // 30 ms of jitter, uniform: a packet is never more than 30 ms later
+        // than the quickest, so the buffer needs 30 ms, and 20 more for
+        // each frame it waits for copies, and no more. A depth counted in
+        // packets here dips with the jitter: kept above the target at its
+        // lowest, it played 40 ms later than needed (and the target rounded
+        // the jitter up to whole frames: 10 ms more).
+        let mut x = 99u32;
+        let arrivals: Vec<(u32, u64)> = (0..1500u32)
+            .map(|s| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (s, u64::from(s) * F + u64::from((x >> 16) % 31))
+            })
+            .collect();
+        for phase in [1, 10, 19] {
+            for extra in [0, 2] {
+                let (out, j) = playout_delays(&arrivals, phase, extra);
+                let settled: Vec<u64> = out.iter().filter(|&&(s, _)| s > 250).map(|&(_, d)| d).collect();
+                let mean = settled.iter().sum::<u64>() / settled.len().max(1) as u64;
+                // What it needs: the jitter and the extra frames, and up to
+                // a tick more for the clock's phase.
+                let need = 30 + extra as u64 * F;
+                assert!(mean <= need + F, "phase {phase}, extra {extra}: {mean} ms, needs {need}; {:?}", j.stats());
+                assert!(mean + 5 >= need, "phase {phase}, extra {extra}: {mean} ms, needs {need}");
+                let s = j.stats();
+                assert!(s.late <= 2 && s.concealed <= 8, "phase {phase}, extra {extra}: {s:?}");
+            }
+        }
     }
 
     #[test]

@@ -78,6 +78,8 @@ fn the_delay_falls_back_after_the_loss_ends() {
     let under_loss = median(delays(&mut w, 8));
     assert!(!w.stats(0).copy_offsets.is_empty(), "copies under loss");
     assert!(under_loss >= clean + 40, "the buffer deepens for the copies: {clean} → {under_loss} ms");
+    let stretched = w.stats(1).stretched;
+    assert!(stretched >= 2, "it deepens with silence in pauses, counted: {:?}", w.stats(1));
     // The loss ends: the copies stop (10 s after the last lossy report) and
     // the buffer comes back to what the jitter needs, in pauses.
     w.set_link(Ep::Node(0), Ep::Node(1), Some(Impairment { jitter: JITTER, ..Impairment::default() }));
@@ -85,6 +87,7 @@ fn the_delay_falls_back_after_the_loss_ends() {
     assert!(w.stats(0).copy_offsets.is_empty(), "no copies once the loss is over");
     let after = median(delays(&mut w, 6));
     assert!(after <= clean + 20, "the delay falls back: clean {clean}, under loss {under_loss}, after {after} ms");
+    assert!(w.stats(1).skipped >= 2, "by skipping frames in pauses, counted: {:?}", w.stats(1));
 }
 
 #[test]

@@ -42,13 +42,13 @@ fn main() -> anyhow::Result<()> {
     w.set_link_stream(Ep::Node(0), Ep::Node(1), Some(imp), 0);
     w.set_link_stream(Ep::Node(1), Ep::Node(0), Some(imp), 1);
     w.nodes[1].phase = babel_tools::quality::sim::listener_phase(seed, &media);
-    println!("t_ms offsets loss_told bitrate | rx_loss depth_ms concealed fec copies received");
+    println!("t_ms offsets loss_told bitrate | rx_loss depth_ms concealed fec copies received skipped stretched");
     let end = Duration::from_secs_f64(speech.len() as f64 / 48_000.0 + 1.0);
     while w.now < end {
         w.run_for(Duration::from_millis(100))?;
         let (s, r) = (w.stats(0), w.stats(1));
         println!(
-            "{:6} {:8} {:5.1} {:6} | {:5.1} {:4} {:4} {:4} {:4} {:5}",
+            "{:6} {:8} {:5.1} {:6} | {:5.1} {:4} {:4} {:4} {:4} {:5} {:4} {:4}",
             w.now.as_millis(),
             format!("{:?}", s.copy_offsets),
             s.loss_pct,
@@ -59,6 +59,8 @@ fn main() -> anyhow::Result<()> {
             r.fec_recovered,
             r.from_copies,
             r.received,
+            r.skipped,
+            r.stretched,
         );
     }
     Ok(())

@@ -587,11 +587,12 @@ impl CallCore {
 
     /// The next frame to play at `now`: every peer's voice, decoded (or
     /// concealed) from its jitter buffer, mixed. The statistics follow.
-    pub fn poll_playout(&mut self, _now: Instant) -> Vec<f32> {
+    pub fn poll_playout(&mut self, now: Instant) -> Vec<f32> {
         let frame_len = self.cfg.frame.samples();
+        let call_ms = self.call_ms(now);
         let mut mixed = vec![0.0f32; frame_len];
         for p in self.peers.iter_mut() {
-            let v = p.play(frame_len);
+            let v = p.play(frame_len, call_ms);
             crate::process::mix_into(&mut mixed, &v);
         }
         if self.peers.len() > 1 {
@@ -616,6 +617,8 @@ impl CallCore {
         stats.concealed = 0;
         stats.fec_recovered = 0;
         stats.from_copies = 0;
+        stats.skipped = 0;
+        stats.stretched = 0;
         stats.decode_failures = 0;
         stats.rtt_ms = None;
         stats.loss_pct = 0.0;
@@ -636,6 +639,8 @@ impl CallCore {
             stats.concealed += js.concealed;
             stats.fec_recovered += js.fec_recovered;
             stats.from_copies += js.from_copies;
+            stats.skipped += js.skipped;
+            stats.stretched += js.stretched;
             stats.decode_failures += p.decode_failures;
             stats.rtt_ms = stats.rtt_ms.max(p.stats.rtt_ms);
             stats.loss_pct = stats.loss_pct.max(p.stats.loss_pct);

@@ -218,6 +218,10 @@ pub struct CallStats {
     pub fec_recovered: u64,
     /// Lost frames filled in from copies in later datagrams (all peers).
     pub from_copies: u64,
+    /// Frames the jitter buffers skipped to cut their delay (all peers).
+    pub skipped: u64,
+    /// Silent frames the jitter buffers added in pauses to deepen (all peers).
+    pub stretched: u64,
     /// Voice frames sent.
     pub sent: u64,
     /// Where my copies of earlier frames go now, frames back (empty: no

@@ -220,10 +220,12 @@ impl Peer {
 
     /// Decodes their next frame for playback. A packet the decoder refuses
     /// (it authenticated, so their encoder made it) is counted and played
-    /// as silence.
-    pub(super) fn play(&mut self, frame_len: usize) -> Vec<f32> {
+    /// as silence. `call_ms` is the call's clock now, the one packets were
+    /// pushed with.
+    pub(super) fn play(&mut self, frame_len: usize, call_ms: u64) -> Vec<f32> {
         // Below this the last frame was a pause: a frame skipped now is not heard.
         self.jitter.set_quiet(self.level_db < -45.0);
+        self.jitter.set_time(call_ms);
         let decoded = match self.jitter.pop() {
             Playout::Frame(p) => self.decoder.decode(&p),
             Playout::Fec(next) => self.decoder.decode_fec(&next),
