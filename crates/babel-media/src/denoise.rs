@@ -241,10 +241,11 @@ impl Default for Denoiser {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn lcg_noise(n: usize, seed: u32, amp: f32) -> Vec<f32> {
+    /// White noise of amplitude `amp` from a linear congruential generator.
+    pub(crate) fn lcg_noise(n: usize, seed: u32, amp: f32) -> Vec<f32> {
         let mut x = seed;
         (0..n)
             .map(|_| {

@@ -219,15 +219,7 @@ impl Spectral {
 mod tests {
     use super::*;
 
-    fn noise(n: usize, seed: u32, amp: f32) -> Vec<f32> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                ((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * amp
-            })
-            .collect()
-    }
+    use crate::denoise::tests::lcg_noise as noise;
 
     fn run(s: &mut Spectral, x: &[f32]) -> Vec<f32> {
         let mut y = x.to_vec();

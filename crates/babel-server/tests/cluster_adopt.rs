@@ -187,11 +187,7 @@ async fn a_call_whose_home_is_killed_is_adopted_and_goes_on() {
     assert_eq!(status, 200, "{v}");
     let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
     assert_eq!(ended.last().unwrap().1["reason"], json!("hangup"));
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while s.held() != (0, 0) || stored(&s.world, &call_id).await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_forgotten(&s, &call_id).await;
     assert_eq!(adopter.app().relay().leg_count(), 0, "the adopter's relay legs are gone");
     s.b.shutdown().await;
     s.c.shutdown().await;
@@ -301,11 +297,7 @@ async fn after_adoption_channels_open_again_on_any_node_and_requests_reach_the_a
     assert_eq!(status, 200, "{v}");
     ann_ch.ends(&call_id).await;
     bob_ch.ends(&call_id).await;
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while s.held() != (0, 0) || stored(&s.world, &call_id).await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_forgotten(&s, &call_id).await;
     s.b.shutdown().await;
     s.c.shutdown().await;
 }
@@ -431,6 +423,15 @@ async fn relay_voice_flows(s: &Scene, ann_grant: &Value, bob_grant: &Value) {
     );
 }
 
+/// Waits until no node holds or stores the ended call.
+async fn until_forgotten(s: &Scene, call_id: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while s.held() != (0, 0) || stored(&s.world, call_id).await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Hangs the call up through `b` and waits until no node holds or stores it.
 async fn hang_up_and_forget(s: &mut Scene, call_id: &str) {
     let (status, v) =
@@ -438,11 +439,7 @@ async fn hang_up_and_forget(s: &mut Scene, call_id: &str) {
     assert_eq!(status, 200, "{v}");
     let ended = s.bob_events.until("/call_ended", |e| e["call_id"] == json!(call_id)).await;
     assert_eq!(ended.last().unwrap().1["reason"], json!("hangup"));
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while s.held() != (0, 0) || stored(&s.world, call_id).await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_forgotten(s, call_id).await;
 }
 
 #[tokio::test]
@@ -575,11 +572,7 @@ async fn a_member_whose_grace_ran_out_while_the_home_was_dying_is_not_brought_ba
         !ended.iter().any(|(r, _)| r == "/call_relay"),
         "the adopter brought the call back (new relay legs) for a member already gone: {ended:?}"
     );
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while s.held() != (0, 0) || stored(&s.world, &call_id).await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the ended call is still held or stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_forgotten(&s, &call_id).await;
     s.b.shutdown().await;
     s.c.shutdown().await;
 }

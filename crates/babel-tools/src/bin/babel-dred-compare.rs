@@ -22,7 +22,7 @@ struct Args {
     seeds: u32,
     /// Conditions, `random:LOSS%:JITTER_MS` or `bursty:LOSS%:JITTER_MS`
     /// (default: 10 % random and 20 % bursty, 30 ms jitter).
-    #[arg(long = "net", value_parser = parse_net)]
+    #[arg(long = "net", value_parser = Network::parse)]
     nets: Vec<Network>,
     /// Voices: `festival` and the real speakers' ids (default: festival,
     /// allison-en, june-fr, carlo-it).
@@ -47,22 +47,6 @@ struct Args {
     /// Where the recordings (deleted once scored) and dred.json go.
     #[arg(long, default_value = "/tmp/babel-dred")]
     out: PathBuf,
-}
-
-fn parse_net(s: &str) -> Result<Network, String> {
-    let bad = || format!("`{s}`: want random:LOSS:JITTER_MS or bursty:LOSS:JITTER_MS");
-    let mut it = s.split(':');
-    let bursty = match it.next() {
-        Some("random") => false,
-        Some("bursty") => true,
-        _ => return Err(bad()),
-    };
-    let loss_pct: f64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let jitter_ms: u64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    if !(0.0..100.0).contains(&loss_pct) || it.next().is_some() {
-        return Err(bad());
-    }
-    Ok(Network { loss_pct, bursty, jitter_ms })
 }
 
 fn main() -> anyhow::Result<()> {

@@ -42,7 +42,7 @@ struct Args {
     quick: bool,
     /// Network conditions instead of the standard set, each
     /// `random:LOSS%:JITTER_MS` or `bursty:LOSS%:JITTER_MS` (repeatable).
-    #[arg(long = "net", value_parser = parse_net)]
+    #[arg(long = "net", value_parser = Network::parse)]
     nets: Vec<Network>,
     /// Only score the codec references (no calls): to try a recording, a
     /// bitrate or the codec's behaviour under `--net` losses quickly.
@@ -223,22 +223,6 @@ fn noise_rows(a: &Args, conditions: &[String]) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
-}
-
-fn parse_net(s: &str) -> Result<Network, String> {
-    let bad = || format!("`{s}`: want random:LOSS:JITTER_MS or bursty:LOSS:JITTER_MS");
-    let mut it = s.split(':');
-    let bursty = match it.next() {
-        Some("random") => false,
-        Some("bursty") => true,
-        _ => return Err(bad()),
-    };
-    let loss_pct: f64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    let jitter_ms: u64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
-    if !(0.0..100.0).contains(&loss_pct) || it.next().is_some() {
-        return Err(bad());
-    }
-    Ok(Network { loss_pct, bursty, jitter_ms })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,24 @@ pub struct Network {
 }
 
 impl Network {
+    /// `random:LOSS:JITTER_MS` or `bursty:LOSS:JITTER_MS`, as the harnesses'
+    /// `--net` takes it.
+    pub fn parse(s: &str) -> Result<Network, String> {
+        let bad = || format!("`{s}`: want random:LOSS:JITTER_MS or bursty:LOSS:JITTER_MS");
+        let mut it = s.split(':');
+        let bursty = match it.next() {
+            Some("random") => false,
+            Some("bursty") => true,
+            _ => return Err(bad()),
+        };
+        let loss_pct: f64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+        let jitter_ms: u64 = it.next().and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+        if !(0.0..100.0).contains(&loss_pct) || it.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Network { loss_pct, bursty, jitter_ms })
+    }
+
     /// The impairment of one direction.
     pub fn impairment(&self) -> Impairment {
         let p = self.loss_pct / 100.0;
