@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_heard_real_time, similarity, voice};
+use common::{GARBAGE, assert_heard_real_time, similarity, stranger_frame, voice};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +18,6 @@ use babel_client::{Client, Event, EventStream};
 use babel_media::audio::{BufferInput, RecordingOutput};
 use babel_media::engine::{CallSetup, CallStats, EndCause, MediaConfig, Path, RelayInfo, spawn_call};
 use babel_media::keys::{CallKeys, SenderKey};
-use babel_media::packet::{self, VoiceFrame};
 use babel_proto::{MediaSetup, ServerEvent};
 use babel_server::auth::PasswordCost;
 use babel_server::{Config, RunningServer};
@@ -283,15 +282,8 @@ async fn strangers_cannot_inject_and_a_vanished_peer_ends_the_call() {
     let eve = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let eve_key = SenderKey::generate().unwrap();
     for seq in 0..50u32 {
-        let f = VoiceFrame {
-            kind: 1,
-            seq: 100_000 + seq,
-            timestamp: 0,
-            packets: vec![vec![0xAA; 80]],
-            offsets: Vec::new(),
-        };
-        eve.send_to(&packet::seal(&eve_key, &f).unwrap(), a_target).await.unwrap();
-        eve.send_to(b"\x10garbage-garbage-garbage-garbage", a_target).await.unwrap();
+        eve.send_to(&stranger_frame(&eve_key, seq), a_target).await.unwrap();
+        eve.send_to(GARBAGE, a_target).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = a_ctl.snapshot();

@@ -22,13 +22,12 @@ use std::time::Duration;
 
 use babel_media::call::{EndCause, Path, PeerSetup, RelayInfo};
 use babel_media::keys::SenderKey;
-use babel_media::packet::{self, VoiceFrame};
 use babel_media::sim::{Ep, MS, RELAY, RelayAction, RelayModel, Spec, World, addr};
 use babel_netem::Impairment;
 use babel_proto::{CallId, UserId};
 use babel_server::relay::{Handled, Relay};
 use babel_server::store::SessionId;
-use common::{assert_heard, codec_reference, per_second, similarity, voice};
+use common::{GARBAGE, assert_heard, codec_reference, per_second, similarity, stranger_frame, voice};
 
 /// The server's real sans-IO relay, as the simulation's relay.
 struct ServerRelay(Arc<Relay>);
@@ -196,15 +195,8 @@ fn strangers_cannot_inject_and_a_vanished_peer_ends_the_call() {
     let eve_key = SenderKey::generate().unwrap();
     let before = w.stats(0).clone();
     for seq in 0..50u32 {
-        let f = VoiceFrame {
-            kind: 1,
-            seq: 100_000 + seq,
-            timestamp: 0,
-            packets: vec![vec![0xAA; 80]],
-            offsets: Vec::new(),
-        };
-        w.send_udp(Ep::Relay, eve, addr(0), packet::seal(&eve_key, &f).unwrap());
-        w.send_udp(Ep::Relay, eve, addr(0), b"\x10garbage-garbage-garbage-garbage".to_vec());
+        w.send_udp(Ep::Relay, eve, addr(0), stranger_frame(&eve_key, seq));
+        w.send_udp(Ep::Relay, eve, addr(0), GARBAGE.to_vec());
         // A stranger's datagram that claims to come from the relay.
         w.send_udp(Ep::Relay, RELAY, addr(0), b"\x04\x00\x00\x00\x09garbage".to_vec());
     }

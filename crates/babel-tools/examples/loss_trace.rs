@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use babel_media::call::MediaConfig;
-use babel_media::sim::{Ep, Spec, World};
 use babel_tools::quality::Network;
+use babel_tools::quality::sim::call_world;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,26 +22,9 @@ fn main() -> anyhow::Result<()> {
         bail!("usage: loss_trace SPEECH.wav random|bursty:LOSS%:JITTER_MS SEED");
     };
     let speech = babel_media::audio::read_wav(&PathBuf::from(wav)).context("speech")?;
-    let parts: Vec<&str> = net.split(':').collect();
-    let [kind, loss, jitter] = parts.as_slice() else { bail!("network: kind:loss:jitter") };
-    let net = Network { loss_pct: loss.parse()?, bursty: *kind == "bursty", jitter_ms: jitter.parse()? };
+    let net = Network::parse(net).map_err(anyhow::Error::msg)?;
     let seed: u64 = seed.parse()?;
-    let media = MediaConfig::default();
-    let silence = vec![0.0; speech.len() + 48_000];
-    let spec = Spec {
-        inputs: vec![speech.clone(), silence],
-        relay_only: Vec::new(),
-        channel: Vec::new(),
-        cfg: media.clone(),
-        seed,
-        relay: None,
-        print_speed: false,
-    };
-    let mut w = World::new(spec)?;
-    let imp = net.impairment();
-    w.set_link_stream(Ep::Node(0), Ep::Node(1), Some(imp), 0);
-    w.set_link_stream(Ep::Node(1), Ep::Node(0), Some(imp), 1);
-    w.nodes[1].phase = babel_tools::quality::sim::listener_phase(seed, &media);
+    let mut w = call_world(&speech, &net, &MediaConfig::default(), seed)?;
     println!("t_ms offsets loss_told bitrate | rx_loss depth_ms concealed fec copies received skipped stretched");
     let end = Duration::from_secs_f64(speech.len() as f64 / 48_000.0 + 1.0);
     while w.now < end {

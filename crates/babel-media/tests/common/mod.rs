@@ -25,6 +25,22 @@ pub fn voice(secs: f32, rate: f32, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// Voice frame `seq` (from 100 000 on) sealed with a stranger's own key:
+/// well formed, but from no member of the call.
+pub fn stranger_frame(key: &babel_media::keys::SenderKey, seq: u32) -> Vec<u8> {
+    let f = babel_media::packet::VoiceFrame {
+        kind: 1,
+        seq: 100_000 + seq,
+        timestamp: 0,
+        packets: vec![vec![0xAA; 80]],
+        offsets: Vec::new(),
+    };
+    babel_media::packet::seal(key, &f).unwrap()
+}
+
+/// A datagram that is no voice frame at all.
+pub const GARBAGE: &[u8] = b"\x10garbage-garbage-garbage-garbage";
+
 /// 10 ms RMS envelope.
 pub fn envelope(x: &[f32]) -> Vec<f32> {
     x.chunks(480).map(|c| (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32).sqrt()).collect()

@@ -54,10 +54,11 @@ pub fn listener_phase(seed: u64, media: &MediaConfig) -> Duration {
     Duration::from_millis(Rng::with_stream(seed, 0x9_4A5E).uniform_us(frame_us) / 1000)
 }
 
-/// One call in simulated time: the caller says `speech` (48 kHz mono), the
-/// listener says nothing a second longer (so it hears the end); `net` each
-/// way, with the random streams of `seed`.
-pub fn call(speech: &[f32], net: &Network, media: &MediaConfig, seed: u64) -> anyhow::Result<SimCall> {
+/// The world of one call in simulated time, not yet run: the caller says
+/// `speech` (48 kHz mono), the listener says nothing a second longer (so it
+/// hears the end); `net` each way, with the random streams of `seed`, and
+/// the listener's clock at [`listener_phase`].
+pub fn call_world(speech: &[f32], net: &Network, media: &MediaConfig, seed: u64) -> anyhow::Result<World> {
     let silence = vec![0.0; speech.len() + 48_000];
     let spec = Spec {
         inputs: vec![speech.to_vec(), silence],
@@ -75,6 +76,12 @@ pub fn call(speech: &[f32], net: &Network, media: &MediaConfig, seed: u64) -> an
     w.set_link_stream(Ep::Node(1), Ep::Node(0), Some(imp), 1);
     w.nodes[0].phase = Duration::ZERO;
     w.nodes[1].phase = listener_phase(seed, media);
+    Ok(w)
+}
+
+/// One call in simulated time ([`call_world`]), run to its end.
+pub fn call(speech: &[f32], net: &Network, media: &MediaConfig, seed: u64) -> anyhow::Result<SimCall> {
+    let mut w = call_world(speech, net, media, seed)?;
     let limit = Duration::from_secs_f64(speech.len() as f64 / 48_000.0 + 30.0);
     if !w.finish(limit)? {
         bail!("the simulated call did not end in {limit:?}");
